@@ -1,0 +1,1 @@
+//! gleitzeit-hub-client
