@@ -1,1 +1,217 @@
-//! End-to-end test support: starting the real binaries, free ports, kill on drop.
+//! End-to-end test support: locating and starting the real binaries on free ports, and
+//! killing every child when a test ends, even when it fails (kill on drop).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gleitzeit_hub_client::{ClientConfig, HubClient, Incoming};
+
+/// The directory holding the built binaries (`target/debug` or `target/release`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Path of one of the workspace's binaries; panics with the build command when missing.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --bins` before the tests",
+        p.display()
+    );
+    p
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    /// What it is.
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// Spawns `cmd` with output to a log file under the target dir (shown on failure).
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        let logs = bin_dir().join("e2e-logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let log = std::fs::File::create(logs.join(format!("{name}-{}.log", free_port())))
+            .expect("log file");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("clone")))
+            .stderr(Stdio::from(log));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+        }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `limit` for the exit status (None: still running).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = c.try_wait() {
+                self.child = None;
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A hub on a free port with fast heartbeats (interval 0.3 s, timeout 1.5 s).
+pub struct TestHub {
+    /// The process.
+    pub proc: Proc,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl TestHub {
+    /// Starts the hub and waits until `/health` answers.
+    pub async fn start() -> TestHub {
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts the hub on a given port.
+    pub async fn start_on(port: u16) -> TestHub {
+        let mut cmd = Command::new(bin("central-hub"));
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--heartbeat-interval",
+            "0.3",
+            "--heartbeat-timeout",
+            "1.5",
+        ]);
+        let proc = Proc::spawn("central-hub", cmd);
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for(Duration::from_secs(20), || async {
+            http_json(&url, "/health").await.is_some()
+        })
+        .await;
+        TestHub { proc, url, port }
+    }
+
+    /// Starts a service binary connected to this hub.
+    pub fn service(&self, name: &str, id: &str, args: &[&str]) -> Proc {
+        let mut cmd = Command::new(bin(name));
+        cmd.env("GLEITZEIT_HUB_URL", &self.url)
+            .env("GLEITZEIT_COMPONENT_ID", id)
+            .env("GLEITZEIT_LOG_LEVEL", "info")
+            .args(args);
+        Proc::spawn(id, cmd)
+    }
+
+    /// A plain client of this hub.
+    pub async fn client(&self) -> (HubClient, Incoming) {
+        HubClient::connect(ClientConfig::client(&self.url))
+            .await
+            .expect("client connects")
+    }
+
+    /// The component table.
+    pub async fn components(&self) -> Vec<serde_json::Value> {
+        http_json(&self.url, "/components")
+            .await
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the components with these ids are registered.
+    pub async fn wait_registered(&self, ids: &[&str]) {
+        wait_for(Duration::from_secs(20), || async {
+            let list = self.components().await;
+            ids.iter()
+                .all(|id| list.iter().any(|c| c["component_id"] == *id))
+        })
+        .await;
+    }
+}
+
+/// GET a JSON document, or None.
+pub async fn http_json(base: &str, path: &str) -> Option<serde_json::Value> {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    resp.json().await.ok()
+}
+
+/// Polls `cond` until true; panics after `limit`.
+pub async fn wait_for<F, Fut>(limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,1 +1,416 @@
-//! gleitzeit-hub-client
+//! The spoke side of the Gleitzeit hub, used by every service and by the CLI.
+//!
+//! [`HubClient::connect`] opens a Socket.IO connection (rust_socketio, websocket transport),
+//! waits until the namespace is joined, registers the component (if it is one), and keeps
+//! the connection alive: heartbeats carry the current load, a lost connection is rebuilt
+//! with exponential backoff and the component re-registers and re-joins its rooms. What is
+//! sent while disconnected waits in a bounded buffer.
+//!
+//! Requests are ordinary envelopes; the reply is matched by correlation id in a pending map
+//! with a timeout (rust_socketio's own acks are not used: they break with several in
+//! flight). Incoming envelopes that are not replies are handed to the caller through a
+//! channel at once, so a slow handler never stalls the receive loop.
+
+#![forbid(unsafe_code)]
+
+mod connection;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::events;
+use gleitzeit_protocol::payloads::{RegisterPayload, SubscribePayload};
+use gleitzeit_protocol::{Envelope, Reply, Target};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How a client connects.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Hub URL, e.g. `http://127.0.0.1:8000`.
+    pub url: String,
+    /// Registration data for components; `None` for plain clients (CLI, observers).
+    pub registration: Option<RegisterPayload>,
+    /// Default timeout of [`HubClient::request`].
+    pub request_timeout: Duration,
+    /// How many envelopes may wait while disconnected before sends fail.
+    pub buffer_limit: usize,
+    /// Give up on the first connection after this long (`None`: keep trying forever).
+    pub initial_connect_timeout: Option<Duration>,
+    /// Heartbeat interval for plain clients (components use the hub's interval).
+    pub heartbeat_interval: Duration,
+    /// Credentials sent in the Socket.IO handshake (`auth`), if any.
+    pub auth: Option<Value>,
+}
+
+impl ClientConfig {
+    /// A plain client (no registration) that fails fast when the hub is unreachable.
+    pub fn client(url: impl Into<String>) -> Self {
+        ClientConfig {
+            url: url.into(),
+            registration: None,
+            request_timeout: Duration::from_secs(30),
+            buffer_limit: 10_000,
+            initial_connect_timeout: Some(Duration::from_secs(3)),
+            heartbeat_interval: Duration::from_secs(5),
+            auth: None,
+        }
+    }
+
+    /// A component that registers and waits for the hub as long as it takes.
+    pub fn component(url: impl Into<String>, registration: RegisterPayload) -> Self {
+        ClientConfig {
+            registration: Some(registration),
+            initial_connect_timeout: None,
+            ..ClientConfig::client(url)
+        }
+    }
+}
+
+/// Errors of the client itself (as opposed to error replies, which are [`GzError`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The hub could not be reached in time.
+    #[error("cannot reach the hub at {url}: {reason}")]
+    Unreachable {
+        /// Hub URL.
+        url: String,
+        /// Last failure.
+        reason: String,
+    },
+    /// The hub refused the registration.
+    #[error("registration refused: {0}")]
+    Registration(GzError),
+    /// The client was shut down while connecting.
+    #[error("client shut down")]
+    Closed,
+}
+
+impl From<ClientError> for GzError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Registration(g) => g,
+            ClientError::Unreachable { .. } => {
+                GzError::new(ErrorCode::HubUnreachable, e.to_string())
+            }
+            ClientError::Closed => GzError::new(ErrorCode::Disconnected, e.to_string()),
+        }
+    }
+}
+
+type Pending = Mutex<HashMap<String, oneshot::Sender<Reply>>>;
+
+/// State shared between the handle and the connection task.
+struct Shared {
+    config: ClientConfig,
+    /// This client's id (the component id, or a random client id).
+    id: String,
+    pending: Pending,
+    outbox: mpsc::Sender<Envelope>,
+    incoming: mpsc::UnboundedSender<Envelope>,
+    rooms: Mutex<Vec<String>>,
+    load: AtomicU32,
+    capacity: AtomicU32,
+    connected: watch::Sender<bool>,
+    closing: AtomicBool,
+    stop: watch::Sender<bool>,
+}
+
+/// A connection to the hub. Cheap to clone; all clones share one connection.
+#[derive(Clone)]
+pub struct HubClient {
+    shared: Arc<Shared>,
+}
+
+/// Envelopes addressed to this client that are not replies to its requests.
+pub type Incoming = mpsc::UnboundedReceiver<Envelope>;
+
+impl HubClient {
+    /// Connects, registers (for components) and starts the connection task.
+    ///
+    /// Returns once the first session is established: for plain clients within
+    /// `initial_connect_timeout` or with [`ClientError::Unreachable`].
+    pub async fn connect(config: ClientConfig) -> Result<(HubClient, Incoming), ClientError> {
+        let id = match &config.registration {
+            Some(r) => r.component_id.clone(),
+            None => format!("client-{:08x}", rand::random::<u32>()),
+        };
+        let (outbox_tx, outbox_rx) = mpsc::channel(config.buffer_limit.max(1));
+        let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
+        let (connected, _) = watch::channel(false);
+        let (stop, _) = watch::channel(false);
+        let capacity = config
+            .registration
+            .as_ref()
+            .map(|r| r.capacity)
+            .unwrap_or(0);
+        let shared = Arc::new(Shared {
+            id,
+            pending: Mutex::new(HashMap::new()),
+            outbox: outbox_tx,
+            incoming: incoming_tx,
+            rooms: Mutex::new(Vec::new()),
+            load: AtomicU32::new(0),
+            capacity: AtomicU32::new(capacity),
+            connected,
+            closing: AtomicBool::new(false),
+            stop,
+            config,
+        });
+        let (first_tx, first_rx) = oneshot::channel();
+        tokio::spawn(connection::run(shared.clone(), outbox_rx, first_tx));
+        match first_rx.await {
+            Ok(Ok(())) => Ok((HubClient { shared }, incoming_rx)),
+            Ok(Err(e)) => {
+                shared.stop.send_replace(true);
+                Err(e)
+            }
+            Err(_) => Err(ClientError::Closed),
+        }
+    }
+
+    /// This client's id (what the hub knows it by once registered).
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// True while a session with the hub is up.
+    pub fn is_connected(&self) -> bool {
+        *self.shared.connected.borrow()
+    }
+
+    /// A watch that flips on every connect and disconnect (services use it to rebuild state
+    /// after a reconnect).
+    pub fn connection_watch(&self) -> watch::Receiver<bool> {
+        self.shared.connected.subscribe()
+    }
+
+    /// Sends an envelope without waiting for anything. It waits in the bounded buffer while
+    /// disconnected; when the buffer is full the send fails with GZ1031.
+    pub fn send(&self, mut envelope: Envelope) -> Result<(), GzError> {
+        if envelope.source.is_empty() {
+            envelope.source = self.shared.id.clone();
+        }
+        self.shared.outbox.try_send(envelope).map_err(|e| {
+            let why = match e {
+                mpsc::error::TrySendError::Full(_) => "send buffer full while disconnected",
+                mpsc::error::TrySendError::Closed(_) => "client closed",
+            };
+            GzError::new(ErrorCode::Disconnected, why)
+        })
+    }
+
+    /// Sends an event to a target (fire and forget).
+    pub fn emit(&self, target: Target, event: &str, payload: Value) -> Result<(), GzError> {
+        self.send(Envelope::new(target, event, payload))
+    }
+
+    /// Sends a request and waits for its reply (default timeout).
+    pub async fn request(
+        &self,
+        target: Target,
+        event: &str,
+        payload: Value,
+    ) -> Result<Value, GzError> {
+        let timeout = self.shared.config.request_timeout;
+        self.request_with_timeout(target, event, payload, timeout)
+            .await
+    }
+
+    /// Sends a request and waits for its reply at most `timeout`.
+    pub async fn request_with_timeout(
+        &self,
+        target: Target,
+        event: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<Value, GzError> {
+        self.request_envelope(Envelope::new(target, event, payload), timeout)
+            .await
+    }
+
+    /// Sends a prepared request envelope and waits for its reply at most `timeout`.
+    pub async fn request_envelope(
+        &self,
+        envelope: Envelope,
+        timeout: Duration,
+    ) -> Result<Value, GzError> {
+        let id = envelope.id.clone();
+        let event = envelope.event.clone();
+        let (tx, rx) = oneshot::channel();
+        self.lock_pending().insert(id.clone(), tx);
+        if let Err(e) = self.send(envelope) {
+            self.lock_pending().remove(&id);
+            return Err(e);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => reply.into_result(),
+            Ok(Err(_)) => Err(GzError::new(
+                ErrorCode::Disconnected,
+                "client closed before the reply arrived",
+            )),
+            Err(_) => {
+                self.lock_pending().remove(&id);
+                Err(GzError::new(
+                    ErrorCode::RequestTimeout,
+                    format!("no reply to {event} within {:.1}s", timeout.as_secs_f64()),
+                ))
+            }
+        }
+    }
+
+    /// Answers a request envelope.
+    pub fn reply(&self, request: &Envelope, reply: Reply) -> Result<(), GzError> {
+        self.send(request.reply(reply))
+    }
+
+    /// Answers a request with a result or an error.
+    pub fn respond(
+        &self,
+        request: &Envelope,
+        result: Result<Value, GzError>,
+    ) -> Result<(), GzError> {
+        let reply = match result {
+            Ok(v) => Reply::Ok { ok: v },
+            Err(error) => Reply::Err { error },
+        };
+        self.reply(request, reply)
+    }
+
+    /// Joins rooms (remembered and re-joined after a reconnect).
+    pub async fn subscribe(&self, rooms: &[String]) -> Result<(), GzError> {
+        {
+            let mut mine = self.lock_rooms();
+            for r in rooms {
+                if !mine.contains(r) {
+                    mine.push(r.clone());
+                }
+            }
+        }
+        let payload = serde_json::to_value(SubscribePayload {
+            rooms: rooms.to_vec(),
+        })
+        .unwrap_or(Value::Null);
+        self.request(Target::Hub, events::SUBSCRIBE, payload)
+            .await
+            .map(|_| ())
+    }
+
+    /// Leaves rooms.
+    pub async fn unsubscribe(&self, rooms: &[String]) -> Result<(), GzError> {
+        self.lock_rooms().retain(|r| !rooms.contains(r));
+        let payload = serde_json::to_value(SubscribePayload {
+            rooms: rooms.to_vec(),
+        })
+        .unwrap_or(Value::Null);
+        self.request(Target::Hub, events::UNSUBSCRIBE, payload)
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets the load reported with the next heartbeat.
+    pub fn set_load(&self, load: u32) {
+        self.shared.load.store(load, Ordering::Relaxed);
+    }
+
+    /// Sets the capacity reported with the next heartbeat.
+    pub fn set_capacity(&self, capacity: u32) {
+        self.shared.capacity.store(capacity, Ordering::Relaxed);
+    }
+
+    /// Deregisters (components), flushes briefly and closes the connection.
+    pub async fn close(&self) {
+        if self.shared.closing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if self.shared.config.registration.is_some() && self.is_connected() {
+            let _ = self
+                .request_with_timeout(
+                    Target::Hub,
+                    events::DEREGISTER,
+                    Value::Null,
+                    Duration::from_secs(2),
+                )
+                .await;
+        }
+        self.shared.stop.send_replace(true);
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Reply>>> {
+        lock(&self.shared.pending)
+    }
+
+    fn lock_rooms(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        lock(&self.shared.rooms)
+    }
+}
+
+/// Locks a std mutex, recovering from poisoning (the data are plain maps).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Registration data for this process: fills in version, host and pid.
+pub fn registration(
+    component_type: &str,
+    component_id: String,
+    capabilities: Vec<String>,
+    capacity: u32,
+    metadata: Value,
+) -> RegisterPayload {
+    RegisterPayload {
+        component_type: component_type.to_string(),
+        component_id,
+        capabilities,
+        capacity,
+        load: 0,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        host: gleitzeit_runtime::hostname(),
+        pid: std::process::id(),
+        metadata,
+    }
+}
+
+/// Waits for the next envelope a component must handle itself.
+///
+/// Answers `ping` requests, and returns `None` when the component should stop: `shutdown`
+/// fired, the hub sent a `shutdown` request, or the client closed.
+pub async fn next_envelope(
+    client: &HubClient,
+    incoming: &mut Incoming,
+    shutdown: &gleitzeit_runtime::Shutdown,
+) -> Option<Envelope> {
+    loop {
+        let env = tokio::select! {
+            env = incoming.recv() => env?,
+            _ = shutdown.wait() => return None,
+        };
+        match env.event.as_str() {
+            events::SHUTDOWN => {
+                tracing::info!(by = %env.source, "shutdown requested through the hub");
+                return None;
+            }
+            events::PING => {
+                let _ = client.respond(&env, Ok(serde_json::json!({ "component_id": client.id(), "pid": std::process::id() })));
+            }
+            events::HUB_SHUTTING_DOWN => {
+                tracing::info!("hub is shutting down; will reconnect when it is back");
+            }
+            _ => return Some(env),
+        }
+    }
+}
+
+/// Connects a component, retrying until the hub answers or `shutdown` fires (`None`).
+pub async fn connect_component(
+    config: ClientConfig,
+    shutdown: &gleitzeit_runtime::Shutdown,
+) -> Result<Option<(HubClient, Incoming)>, ClientError> {
+    tokio::select! {
+        r = HubClient::connect(config) => r.map(Some),
+        _ = shutdown.wait() => Ok(None),
+    }
+}

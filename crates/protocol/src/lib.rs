@@ -1,1 +1,27 @@
-//! gleitzeit-protocol
+//! The Gleitzeit wire contract.
+//!
+//! Every message between Gleitzeit components is an [`Envelope`] carried over Socket.IO via
+//! the central hub. This crate is the one place where event names ([`events`]), payload types
+//! ([`payloads`]), routing targets ([`Target`]) and error codes ([`errors`]) are spelled.
+//! `docs/protocol.md` describes the same contract for clients written in other languages.
+
+#![forbid(unsafe_code)]
+
+pub mod envelope;
+pub mod errors;
+pub mod events;
+pub mod payloads;
+pub mod target;
+
+pub use envelope::{Envelope, Reply};
+pub use errors::{ErrorCode, GzError};
+pub use target::Target;
+
+/// Version of the wire protocol carried in every envelope (`v`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The Socket.IO event name under which clients send envelopes to the hub.
+///
+/// The hub delivers envelopes to clients under the Socket.IO event named by
+/// [`Envelope::event`], so browser clients can subscribe with `socket.on("task_completed", …)`.
+pub const SIO_ENVELOPE_EVENT: &str = "envelope";

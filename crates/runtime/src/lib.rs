@@ -1,1 +1,150 @@
-//! gleitzeit-runtime
+//! What every Gleitzeit binary shares: logging setup ([`init_tracing`]), shutdown handling
+//! ([`Shutdown`], [`signal_shutdown`]) and the flags common to all services ([`CommonArgs`]).
+
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+
+use tokio::sync::watch;
+
+/// Default hub URL when neither `--hub-url` nor `GLEITZEIT_HUB_URL` is given.
+pub const DEFAULT_HUB_URL: &str = "http://127.0.0.1:8000";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags every service accepts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// URL of the central hub.
+    #[arg(long, env = "GLEITZEIT_HUB_URL", default_value = DEFAULT_HUB_URL)]
+    pub hub_url: String,
+    /// Component id to register with (default: `<type>-<random>`).
+    #[arg(long, env = "GLEITZEIT_COMPONENT_ID")]
+    pub component_id: Option<String>,
+    /// Log format.
+    #[arg(long, env = "GLEITZEIT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Sets up `tracing` for a binary. The level comes from `GLEITZEIT_LOG_LEVEL` (e.g. `debug`,
+/// or a filter such as `info,central_hub=debug`), default `info`. Logs go to stderr.
+pub fn init_tracing(format: LogFormat) {
+    let filter = std::env::var("GLEITZEIT_LOG_LEVEL").unwrap_or_else(|_| "info".to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    // A second init (e.g. several services in one test process) keeps the first subscriber.
+    drop(result);
+}
+
+/// A cloneable shutdown signal: every holder can wait for it; [`ShutdownTrigger`] fires it.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    rx: watch::Receiver<bool>,
+}
+
+/// Fires a [`Shutdown`].
+#[derive(Debug, Clone)]
+pub struct ShutdownTrigger {
+    tx: std::sync::Arc<watch::Sender<bool>>,
+}
+
+impl Shutdown {
+    /// A new signal and its trigger.
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (
+            ShutdownTrigger {
+                tx: std::sync::Arc::new(tx),
+            },
+            Shutdown { rx },
+        )
+    }
+
+    /// A signal that fires when `fut` completes.
+    pub fn from_future(fut: impl Future<Output = ()> + Send + 'static) -> Shutdown {
+        let (trigger, shutdown) = Shutdown::new();
+        tokio::spawn(async move {
+            fut.await;
+            trigger.fire();
+        });
+        shutdown
+    }
+
+    /// True once fired.
+    pub fn is_fired(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Waits until fired (returns at once if it already was, or if the trigger is gone).
+    pub async fn wait(&self) {
+        let mut rx = self.rx.clone();
+        // An error means every trigger was dropped: treat that as shutdown too.
+        let _ = rx.wait_for(|fired| *fired).await;
+    }
+}
+
+impl ShutdownTrigger {
+    /// Fires the signal.
+    pub fn fire(&self) {
+        self.tx.send_replace(true);
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn signal_shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// A default component id: `<type>-<8 hex chars>`.
+pub fn default_component_id(component_type: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{component_type}-{:08x}",
+        nanos ^ std::process::id().rotate_left(16)
+    )
+}
+
+/// This machine's host name (best effort).
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

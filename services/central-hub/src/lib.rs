@@ -1,1 +1,183 @@
-//! central-hub
+//! Gleitzeit central hub: the Socket.IO server every component and client connects to.
+//!
+//! It keeps the registry of components ([`registry`]), routes envelopes by target (a
+//! component id, one healthy instance of a type or capability, or a room), fans events out
+//! to rooms, and serves `GET /health` and `GET /components` for people and dashboards.
+//! It holds no workflow logic.
+//!
+//! Consumes (target `hub`): `register`, `heartbeat`, `deregister`, `subscribe`,
+//! `unsubscribe`, `list_components`, `hub_status`, `shutdown_request`.
+//! Emits: `registered`, `reply`, `gz_error`, `component_joined`, `component_left`,
+//! `component_unhealthy` (room `components`), `shutdown`, `hub_shutting_down`; and every
+//! routed envelope under its own event name.
+
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod registry;
+mod sockets;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gleitzeit_runtime::{Shutdown, ShutdownTrigger};
+use socketioxide::SocketIo;
+use tower_http::cors::CorsLayer;
+use tracing::{info, warn};
+
+use crate::registry::Registry;
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Address to listen on (default 127.0.0.1).
+    pub host: String,
+    /// Port (default 8000; 0 picks a free one).
+    pub port: u16,
+    /// Heartbeat interval announced to components.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a component is removed and announced as left.
+    pub heartbeat_timeout: Duration,
+    /// This hub's id.
+    pub hub_id: String,
+    /// Whether connections must authenticate (reserved for the auth issue; used now only
+    /// for the warning about listening beyond loopback).
+    pub auth_required: bool,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(15),
+            hub_id: gleitzeit_runtime::default_component_id("hub"),
+            auth_required: false,
+        }
+    }
+}
+
+/// Errors that stop the hub from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("hub server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Shared hub state.
+pub(crate) struct HubState {
+    pub(crate) io: SocketIo,
+    pub(crate) registry: Mutex<Registry>,
+    pub(crate) config: HubConfig,
+    pub(crate) started: Instant,
+    pub(crate) routed: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) stop: ShutdownTrigger,
+}
+
+impl HubState {
+    pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A hub bound to its address, not yet serving.
+pub struct BoundHub {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    config: HubConfig,
+}
+
+impl BoundHub {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` fires or a client asks the hub to stop.
+    pub async fn serve(self, shutdown: Shutdown) -> Result<(), HubError> {
+        let (layer, io) = SocketIo::builder()
+            .max_buffer_size(65_536)
+            .max_payload(64 * 1024 * 1024)
+            .ws_max_message_size(64 * 1024 * 1024)
+            .ws_max_frame_size(64 * 1024 * 1024)
+            .build_layer();
+        let (stop, stopped) = Shutdown::new();
+        let state = Arc::new(HubState {
+            io: io.clone(),
+            registry: Mutex::new(Registry::default()),
+            config: self.config.clone(),
+            started: Instant::now(),
+            routed: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            stop,
+        });
+        sockets::install(state.clone());
+        tokio::spawn(sockets::reaper(state.clone(), stopped.clone()));
+
+        let app = http::router(state.clone())
+            .layer(layer)
+            .layer(CorsLayer::permissive());
+        info!(addr = %self.addr, hub_id = %self.config.hub_id, "central hub listening");
+        let graceful = {
+            let state = state.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown.wait() => {}
+                    _ = stopped.wait() => {}
+                }
+                sockets::announce_shutdown(&state).await;
+            }
+        };
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(graceful)
+            .await
+            .map_err(HubError::Serve)?;
+        info!("central hub stopped");
+        Ok(())
+    }
+}
+
+/// Binds the listen address.
+pub async fn bind(config: HubConfig) -> Result<BoundHub, HubError> {
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| HubError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| HubError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
+    if !bound.ip().is_loopback() && !config.auth_required {
+        warn!(
+            %bound,
+            "the hub listens beyond loopback WITHOUT authentication: anyone who can reach this \
+             port can run code through the providers"
+        );
+    }
+    Ok(BoundHub {
+        listener,
+        addr: bound,
+        config,
+    })
+}
+
+/// Binds and serves until `shutdown` fires.
+pub async fn run(config: HubConfig, shutdown: Shutdown) -> Result<(), HubError> {
+    bind(config).await?.serve(shutdown).await
+}

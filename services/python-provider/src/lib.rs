@@ -1,3 +1,14 @@
-//! python-provider: serves the `python/*` methods; [`pool`] runs them in warm Python workers.
+//! Gleitzeit python-provider: serves `python/execute` in a pool of warm Python workers.
+//!
+//! [`pool`] runs the code; [`service`] connects to the hub, registers `python/execute` with
+//! the pool size as capacity, and runs the tasks it is handed.
+//!
+//! Consumes: `execute_tasks`, `cancel_tasks`, `ping`, `shutdown`.
+//! Emits: `task_outcomes` (to the engine that sent the tasks).
+
+#![forbid(unsafe_code)]
 
 pub mod pool;
+pub mod service;
+
+pub use service::{run, Config, ServiceError};

@@ -1,0 +1,102 @@
+//! `gz`: the Gleitzeit command-line interface.
+//!
+//! Exit codes: 0 success; 1 the operation or workflow failed; 2 invalid usage or an invalid
+//! workflow file; 3 the hub is unreachable (GZ1010). Errors are printed as `GZnnnn: message`
+//! with a hint, on stderr (or as JSON on stdout with `--json`).
+
+#![forbid(unsafe_code)]
+
+mod output;
+mod status;
+mod suite;
+
+use clap::{Parser, Subcommand};
+use gleitzeit_protocol::GzError;
+use gleitzeit_runtime::{LogFormat, DEFAULT_HUB_URL};
+
+/// Gleitzeit: run workflows of LLM and Python tasks across many machines.
+#[derive(Debug, Parser)]
+#[command(name = "gz", version, propagate_version = true)]
+struct Cli {
+    /// URL of the central hub.
+    #[arg(long, global = true, env = "GLEITZEIT_HUB_URL", default_value = DEFAULT_HUB_URL)]
+    hub_url: String,
+    /// Log format of services started by this command.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show hub health and the component table.
+    Status {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the hub and one of each service locally (binaries beside `gz`).
+    Start(suite::StartArgs),
+    /// Stop a suite started with `gz start --detach` (asks the hub to stop everything).
+    Stop,
+    /// Run the central hub in the foreground.
+    Hub(suite::HubArgs),
+    /// List every GZ error code with its hint.
+    Errors {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A CLI failure: the error and the exit code it maps to.
+pub struct Failure {
+    error: GzError,
+    exit: u8,
+}
+
+impl From<GzError> for Failure {
+    fn from(error: GzError) -> Self {
+        let exit = match error.code.as_str() {
+            "GZ1010" => 3,
+            c if c.starts_with("GZ7")
+                || c.starts_with("GZ9")
+                || c == "GZ3001"
+                || c == "GZ3003"
+                || c == "GZ3007" =>
+            {
+                2
+            }
+            _ => 1,
+        };
+        Failure { error, exit }
+    }
+}
+
+/// Result of a command: the exit code on success (a failed workflow is a success of the
+/// command that still exits 1).
+pub type CmdResult = Result<u8, Failure>;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let json = matches!(
+        &cli.command,
+        Command::Status { json: true } | Command::Errors { json: true }
+    );
+    let result = match cli.command {
+        Command::Status { json } => status::run(&cli.hub_url, json).await,
+        Command::Start(args) => suite::start(&cli.hub_url, cli.log_format, args).await,
+        Command::Stop => suite::stop(&cli.hub_url).await,
+        Command::Hub(args) => suite::hub(&cli.hub_url, cli.log_format, args).await,
+        Command::Errors { json } => output::errors(json),
+    };
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(f) => {
+            output::print_error(&f.error, json);
+            std::process::ExitCode::from(f.exit)
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Printing for people and for machines (`--json`).
+
+use gleitzeit_protocol::errors::ErrorCode;
+use gleitzeit_protocol::GzError;
+use serde_json::json;
+
+use crate::CmdResult;
+
+/// Prints an error: JSON on stdout with `--json`, else `GZnnnn: message` and the hint on stderr.
+pub fn print_error(error: &GzError, json: bool) {
+    if json {
+        println!("{}", json!({ "error": error }));
+    } else {
+        eprintln!("error: {}", error.render());
+    }
+}
+
+/// `gz errors`: the error catalog.
+pub fn errors(json: bool) -> CmdResult {
+    if json {
+        let list: Vec<_> = ErrorCode::ALL
+            .iter()
+            .map(|c| json!({"code": c.as_str(), "message": c.message(), "hint": c.hint(), "retryable": c.retryable()}))
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else {
+        for c in ErrorCode::ALL {
+            println!(
+                "{}  {}\n        hint: {}",
+                c.as_str(),
+                c.message(),
+                c.hint()
+            );
+        }
+    }
+    Ok(0)
+}

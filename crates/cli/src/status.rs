@@ -1,0 +1,90 @@
+//! `gz status`: hub health and the component table.
+
+use std::time::Duration;
+
+use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::payloads::{ComponentInfo, HubStatus};
+use serde_json::json;
+
+use crate::CmdResult;
+
+/// Fetches `path` from the hub's HTTP surface as JSON.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    hub_url: &str,
+    path: &str,
+) -> Result<T, GzError> {
+    let url = format!("{}{}", hub_url.trim_end_matches('/'), path);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
+    let resp = client.get(&url).send().await.map_err(|e| {
+        GzError::new(
+            ErrorCode::HubUnreachable,
+            format!("cannot reach the hub at {hub_url}: {e}"),
+        )
+    })?;
+    if !resp.status().is_success() {
+        return Err(GzError::new(
+            ErrorCode::HubUnreachable,
+            format!("the hub at {hub_url} answered {} for {path}", resp.status()),
+        ));
+    }
+    resp.json::<T>().await.map_err(|e| {
+        GzError::new(
+            ErrorCode::InvalidPayload,
+            format!("unexpected answer from {url}: {e}"),
+        )
+    })
+}
+
+/// `gz status [--json]`.
+pub async fn run(hub_url: &str, json_out: bool) -> CmdResult {
+    let hub: HubStatus = get_json(hub_url, "/health").await?;
+    let components: Vec<ComponentInfo> = get_json(hub_url, "/components").await?;
+    if json_out {
+        println!(
+            "{}",
+            json!({ "hub_url": hub_url, "hub": hub, "components": components })
+        );
+        return Ok(0);
+    }
+    println!(
+        "hub {} at {}: {} (v{}, protocol {}, up {:.0}s, {} connections, {} routed, {} rejected)",
+        hub.hub_id,
+        hub_url,
+        hub.status,
+        hub.version,
+        hub.protocol_version,
+        hub.uptime_seconds,
+        hub.connections,
+        hub.messages_routed,
+        hub.messages_rejected
+    );
+    if components.is_empty() {
+        println!("no components registered");
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:<34} {:<9} {:>9}  {:<8} {:<7} CAPABILITIES",
+        "TYPE", "ID", "HEALTH", "LOAD/CAP", "HOST", "PID"
+    );
+    for c in &components {
+        let r = &c.registration;
+        let health = serde_json::to_value(c.health)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        println!(
+            "{:<20} {:<34} {:<9} {:>9}  {:<8} {:<7} {}",
+            r.component_type,
+            r.component_id,
+            health,
+            format!("{}/{}", r.load.max(c.in_flight), r.capacity),
+            r.host,
+            r.pid,
+            r.capabilities.join(",")
+        );
+    }
+    Ok(0)
+}

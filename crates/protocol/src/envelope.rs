@@ -1,0 +1,196 @@
+//! The envelope: the one shape of every message on the wire.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::errors::{ErrorCode, GzError};
+use crate::events;
+use crate::target::Target;
+use crate::PROTOCOL_VERSION;
+
+/// One message between components, routed by the hub.
+///
+/// Replies are envelopes whose `event` is [`events::REPLY`] (payload [`Reply`]) and whose
+/// `correlation_id` is the `id` of the request they answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    /// Protocol version ([`PROTOCOL_VERSION`]).
+    #[serde(default = "default_version")]
+    pub v: u32,
+    /// Unique message id (a UUID string).
+    pub id: String,
+    /// For replies: the id of the request. For other messages: the id of the request or
+    /// workflow that caused this message, so one chain can be followed through the logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The sending component's id. The hub overwrites it with the id it knows for the
+    /// socket, so it cannot be spoofed.
+    #[serde(default)]
+    pub source: String,
+    /// Where the hub should deliver the message.
+    pub target: Target,
+    /// Event name (see [`events`]).
+    pub event: String,
+    /// Event-specific payload (see [`crate::payloads`]).
+    #[serde(default)]
+    pub payload: Value,
+    /// Authentication context attached by the hub (who sent it, with which role). Clients
+    /// never set it; the hub strips what a client sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Value>,
+    /// Milliseconds since the Unix epoch when the message was created.
+    #[serde(default)]
+    pub ts: u64,
+}
+
+fn default_version() -> u32 {
+    PROTOCOL_VERSION
+}
+
+impl Envelope {
+    /// A new message with a fresh id.
+    pub fn new(target: Target, event: impl Into<String>, payload: Value) -> Self {
+        Envelope {
+            v: PROTOCOL_VERSION,
+            id: new_id(),
+            correlation_id: None,
+            source: String::new(),
+            target,
+            event: event.into(),
+            payload,
+            auth: None,
+            ts: now_millis(),
+        }
+    }
+
+    /// Sets the correlation id (builder style).
+    pub fn correlated(mut self, correlation_id: impl Into<String>) -> Self {
+        self.correlation_id = Some(correlation_id.into());
+        self
+    }
+
+    /// The reply to this envelope, addressed back to its source.
+    pub fn reply(&self, reply: Reply) -> Envelope {
+        let payload = serde_json::to_value(&reply).unwrap_or(Value::Null);
+        Envelope::new(
+            Target::Component(self.source.clone()),
+            events::REPLY,
+            payload,
+        )
+        .correlated(self.id.clone())
+    }
+
+    /// A successful reply carrying `data`.
+    pub fn reply_ok(&self, data: impl Serialize) -> Envelope {
+        self.reply(Reply::ok(data))
+    }
+
+    /// An error reply.
+    pub fn reply_err(&self, error: GzError) -> Envelope {
+        self.reply(Reply::Err { error })
+    }
+
+    /// True when this envelope answers a request.
+    pub fn is_reply(&self) -> bool {
+        self.event == events::REPLY
+    }
+
+    /// Deserializes the payload into a typed payload, or a GZ7020 error naming the event.
+    pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T, GzError> {
+        T::deserialize(&self.payload).map_err(|e| {
+            GzError::new(
+                ErrorCode::InvalidPayload,
+                format!("invalid payload for event {:?}: {e}", self.event),
+            )
+        })
+    }
+}
+
+/// The payload of a [`events::REPLY`] envelope: either `{"ok": <data>}` or
+/// `{"error": {code, message, hint, retryable}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Reply {
+    /// Success, with data.
+    Ok {
+        /// The result.
+        ok: Value,
+    },
+    /// Failure.
+    Err {
+        /// What went wrong.
+        error: GzError,
+    },
+}
+
+impl Reply {
+    /// A successful reply.
+    pub fn ok(data: impl Serialize) -> Reply {
+        Reply::Ok {
+            ok: serde_json::to_value(data).unwrap_or(Value::Null),
+        }
+    }
+
+    /// Converts into a `Result`.
+    pub fn into_result(self) -> Result<Value, GzError> {
+        match self {
+            Reply::Ok { ok } => Ok(ok),
+            Reply::Err { error } => Err(error),
+        }
+    }
+}
+
+/// A fresh message id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn envelope_json_shape_is_stable() {
+        let env = Envelope::new(
+            Target::Type("queue-manager".into()),
+            "workflow_submit",
+            json!({"a": 1}),
+        )
+        .correlated("c-1");
+        let v = serde_json::to_value(&env).expect("serializes");
+        assert_eq!(v["target"], "type:queue-manager");
+        assert_eq!(v["event"], "workflow_submit");
+        assert_eq!(v["correlation_id"], "c-1");
+        assert_eq!(v["v"], 1);
+        let back: Envelope = serde_json::from_value(v).expect("parses");
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn minimal_envelope_from_a_foreign_client_parses() {
+        let v = json!({"id": "x", "target": "hub", "event": "subscribe", "payload": {"rooms": ["events"]}});
+        let env: Envelope = serde_json::from_value(v).expect("parses");
+        assert_eq!(env.v, PROTOCOL_VERSION);
+        assert_eq!(env.target, Target::Hub);
+    }
+
+    #[test]
+    fn replies_are_correlated_to_the_request() {
+        let mut req = Envelope::new(Target::Hub, "list_components", Value::Null);
+        req.source = "cli-7".into();
+        let rep = req.reply_err(GzError::new(ErrorCode::NoRoute, "nobody"));
+        assert_eq!(rep.correlation_id.as_deref(), Some(req.id.as_str()));
+        assert_eq!(rep.target, Target::Component("cli-7".into()));
+        let reply: Reply = rep.payload_as().expect("reply");
+        assert!(matches!(reply, Reply::Err { ref error } if error.code == "GZ1020"));
+    }
+}

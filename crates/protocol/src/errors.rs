@@ -1,0 +1,194 @@
+//! `GZnnnn` error codes and the error value that travels on the wire.
+//!
+//! Codes are grouped by domain: 1xxx infrastructure, 2xxx execution, 3xxx workflow,
+//! 4xxx auth, 5xxx storage, 7xxx validation, 8xxx system, 9xxx CLI. Each code has a default
+//! message, a hint a person can act on, and whether retrying can help.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+macro_rules! error_codes {
+    ($( $variant:ident = $code:literal, $retry:literal, $msg:literal, $hint:literal; )*) => {
+        /// Every error code Gleitzeit uses.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $(
+                #[doc = $msg]
+                $variant,
+            )*
+        }
+
+        impl ErrorCode {
+            /// All codes, in catalog order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The `GZnnnn` string.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)* }
+            }
+
+            /// Whether retrying the same operation may succeed.
+            pub fn retryable(self) -> bool {
+                match self { $(ErrorCode::$variant => $retry,)* }
+            }
+
+            /// The default user message.
+            pub fn message(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $msg,)* }
+            }
+
+            /// What a person can do about it.
+            pub fn hint(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $hint,)* }
+            }
+
+            /// Looks a code up by its `GZnnnn` string.
+            pub fn from_code(code: &str) -> Option<ErrorCode> {
+                match code { $($code => Some(ErrorCode::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+error_codes! {
+    RedisUnavailable = "GZ1001", true, "Redis connection failed", "Check that Redis is running and GLEITZEIT_REDIS_URL is right.";
+    HubUnreachable = "GZ1010", true, "Cannot reach the Gleitzeit hub", "Start the suite with `gz start` (or `gz hub`), or set --hub-url / GLEITZEIT_HUB_URL to a running hub.";
+    NoRoute = "GZ1020", true, "No component can take this message", "Start a component of the needed type (see `gz status`), or check the target name.";
+    RequestTimeout = "GZ1030", true, "The request timed out waiting for a reply", "The component may be overloaded or gone; check `gz status` and retry.";
+    Disconnected = "GZ1031", true, "The connection to the hub was lost", "The client reconnects by itself; check that the hub is running.";
+    CircuitOpen = "GZ1033", true, "Circuit breaker open", "The endpoint failed repeatedly and is cooling down; it is probed again shortly.";
+    TaskFailed = "GZ2001", true, "Task failed", "See the task's error details (`gz inspect task ID`).";
+    TaskTimeout = "GZ2002", true, "Task timed out", "Raise the task's `timeout`, or make the work faster.";
+    RetriesExhausted = "GZ2004", false, "Task failed after all retry attempts", "Inspect the last error; raise `retry.max_attempts` if the failure is transient.";
+    Cancelled = "GZ2006", false, "Cancelled", "The workflow or task was cancelled on request.";
+    OllamaUnreachable = "GZ2010", true, "LLM endpoint unreachable", "Check that Ollama is running at the configured URL (`gz providers`).";
+    ModelNotFound = "GZ2011", false, "Model not found on any endpoint", "Pull the model first: `ollama pull <model>` (or set auto_pull: true).";
+    NoEndpoint = "GZ2012", true, "No endpoint can serve this request", "Check endpoint health, models and tags with `gz providers`.";
+    NoProvider = "GZ2015", true, "No provider serves this method", "Start a provider for the method (`gz status` lists what is registered).";
+    PythonNotFound = "GZ2020", false, "Python script or function not found", "Check the `file` path; relative paths are resolved against the workflow's folder.";
+    SecurityViolation = "GZ2023", false, "Security violation", "The task tried something the provider does not allow.";
+    PythonSyntax = "GZ2024", false, "Python syntax error", "Fix the script at the reported line.";
+    PythonException = "GZ2025", false, "Python script raised an exception", "Read the traceback in the task's error.";
+    ValidationFailed = "GZ3001", false, "Workflow validation failed", "Fix the reported field; `gz validate FILE` lists every problem.";
+    CircularDependency = "GZ3003", false, "Circular dependency", "Break the cycle shown in the message.";
+    DependencyFailed = "GZ3004", false, "Skipped because a dependency failed", "Fix the failed dependency; this task did not run.";
+    ParseError = "GZ3007", false, "Workflow could not be parsed", "Check the file's structure against the documented workflow format.";
+    SubstitutionFailed = "GZ3013", false, "A ${...} reference could not be resolved", "Check the task id and the path into its result (`gz inspect task ID`).";
+    WorkflowNotFound = "GZ3020", false, "Workflow not found", "List workflows with `gz list`.";
+    TaskNotFound = "GZ3021", false, "Task not found", "Check the task id with `gz inspect workflow ID`.";
+    BatchFolderNotFound = "GZ3022", false, "Batch folder not found", "Check the batch `directory` path.";
+    WorkflowTimeout = "GZ3030", false, "Workflow timed out", "Raise the workflow's `timeout`.";
+    AuthInvalid = "GZ4001", false, "Authentication token invalid", "Check GLEITZEIT_API_KEY / GLEITZEIT_AUTH_TOKEN.";
+    PermissionDenied = "GZ4003", false, "Insufficient permissions", "Ask an admin for a role that allows this action.";
+    StoreFailed = "GZ5001", true, "Storage operation failed", "Check the data directory (disk space, permissions) or the Redis server.";
+    InvalidField = "GZ7001", false, "Invalid field", "Check the field's name and type against the documentation.";
+    SchemaViolation = "GZ7002", false, "Parameters violate the method's schema", "See protocols/*.yaml for the method's parameters.";
+    UnknownMethod = "GZ7003", false, "Unknown method", "Use one of the methods listed by `gz status` or in protocols/*.yaml.";
+    YamlSyntax = "GZ7010", false, "YAML syntax error", "Fix the YAML at the reported line and column.";
+    InvalidPayload = "GZ7020", false, "Malformed message payload", "Send an envelope as documented in docs/protocol.md.";
+    UnknownEvent = "GZ7021", false, "Unknown event", "See docs/protocol.md for the events the hub accepts.";
+    Internal = "GZ8001", true, "Internal error", "This is a bug; please report it with the logs.";
+    ShuttingDown = "GZ8002", true, "Component is shutting down", "Retry once the suite is back up.";
+    Usage = "GZ9001", false, "Invalid command-line usage", "See `gz --help`.";
+    FileNotFound = "GZ9002", false, "File not found", "Check the path.";
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as it travels on the wire and is shown to people.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct GzError {
+    /// `GZnnnn`.
+    pub code: String,
+    /// What happened, specifically.
+    pub message: String,
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Whether retrying may succeed.
+    #[serde(default)]
+    pub retryable: bool,
+    /// Extra machine-readable context (e.g. a traceback, a line and column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl GzError {
+    /// An error with the code's default hint and retryability.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        GzError {
+            code: code.as_str().to_string(),
+            message: message.into(),
+            hint: Some(code.hint().to_string()),
+            retryable: code.retryable(),
+            details: None,
+        }
+    }
+
+    /// Replaces the hint.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Attaches details.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// Overrides retryability.
+    pub fn with_retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    /// The catalog entry for this error's code, if it is a known code.
+    pub fn kind(&self) -> Option<ErrorCode> {
+        ErrorCode::from_code(&self.code)
+    }
+
+    /// True when this error has the given code.
+    pub fn is(&self, code: ErrorCode) -> bool {
+        self.code == code.as_str()
+    }
+
+    /// A one-line human rendering with the hint.
+    pub fn render(&self) -> String {
+        match &self.hint {
+            Some(h) => format!("{}: {}\n  hint: {}", self.code, self.message, h),
+            None => format!("{}: {}", self.code, self.message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_well_formed() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            let s = c.as_str();
+            assert!(s.starts_with("GZ") && s.len() == 6, "{s}");
+            assert!(seen.insert(s), "duplicate {s}");
+            assert_eq!(ErrorCode::from_code(s), Some(*c));
+            assert!(!c.hint().is_empty());
+        }
+    }
+
+    #[test]
+    fn error_serializes_with_code_and_hint() {
+        let e = GzError::new(ErrorCode::HubUnreachable, "connection refused");
+        let v = serde_json::to_value(&e).expect("serializes");
+        assert_eq!(v["code"], "GZ1010");
+        assert_eq!(v["retryable"], true);
+        assert!(v["hint"].as_str().is_some_and(|h| h.contains("gz start")));
+    }
+}

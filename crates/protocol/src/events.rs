@@ -1,0 +1,127 @@
+//! Event names. Every event Gleitzeit sends or accepts is spelled here once.
+//!
+//! Hub events (target `hub`) are handled by the hub itself; component events are routed to
+//! components; client-facing events are broadcast to rooms ([`rooms`]).
+
+/// A reply to a request; `correlation_id` is the request's id; payload is a `Reply`.
+pub const REPLY: &str = "reply";
+/// Hub → sender: an envelope that could not be accepted (malformed, unknown event, no route).
+/// Payload is a `GzError`; `correlation_id` is the offending message's id when known.
+pub const ERROR: &str = "gz_error";
+
+// ---- Lifecycle (target: hub) ----
+
+/// Component → hub: join the registry. Payload: `RegisterPayload`. Answered by [`REGISTERED`].
+pub const REGISTER: &str = "register";
+/// Hub → component: registration accepted. Payload: `RegisteredPayload`.
+pub const REGISTERED: &str = "registered";
+/// Component → hub: still alive, with current load. Payload: `HeartbeatPayload`.
+pub const HEARTBEAT: &str = "heartbeat";
+/// Component → hub: leaving on purpose (graceful shutdown). No payload.
+pub const DEREGISTER: &str = "deregister";
+/// Any client → hub: join rooms. Payload: `SubscribePayload`. Answered by a reply.
+pub const SUBSCRIBE: &str = "subscribe";
+/// Any client → hub: leave rooms. Payload: `SubscribePayload`.
+pub const UNSUBSCRIBE: &str = "unsubscribe";
+/// Any client → hub: the component table. Answered by a reply with `Vec<ComponentInfo>`.
+pub const LIST_COMPONENTS: &str = "list_components";
+/// Any client → hub: hub health and counters. Answered by a reply with `HubStatus`.
+pub const HUB_STATUS: &str = "hub_status";
+/// Client → hub: ask the hub to shut down (used by `gz stop`). Answered by a reply.
+pub const SHUTDOWN_REQUEST: &str = "shutdown_request";
+
+/// Anyone → a component: are you there? Every component answers with a reply
+/// `{component_id, pid}`. Useful for diagnostics and routing tests.
+pub const PING: &str = "ping";
+
+// ---- Lifecycle (hub → rooms / components) ----
+
+/// Hub → room `components`: a component registered. Payload: `ComponentInfo`.
+pub const COMPONENT_JOINED: &str = "component_joined";
+/// Hub → room `components`: a component disconnected, deregistered or missed its
+/// heartbeats. Payload: `ComponentLeft`.
+pub const COMPONENT_LEFT: &str = "component_left";
+/// Hub → room `components`: a component missed heartbeats and is no longer routed to.
+/// Payload: `ComponentInfo`.
+pub const COMPONENT_UNHEALTHY: &str = "component_unhealthy";
+/// Hub → every socket: the hub is shutting down. Payload: `{ "reason": string }`.
+pub const HUB_SHUTTING_DOWN: &str = "hub_shutting_down";
+/// Hub → a component: please shut down. Payload: `{ "reason": string }`.
+pub const SHUTDOWN: &str = "shutdown";
+
+// ---- Client-facing workflow and task events (rooms `events` and `workflow:<id>`) ----
+
+/// A workflow was accepted and persisted.
+pub const WORKFLOW_SUBMITTED: &str = "workflow_submitted";
+/// A workflow's first tasks were queued.
+pub const WORKFLOW_STARTED: &str = "workflow_started";
+/// Progress: `{completed_tasks, failed_tasks, skipped_tasks, total_tasks}`.
+pub const WORKFLOW_PROGRESS: &str = "workflow_progress";
+/// Every task finished successfully.
+pub const WORKFLOW_COMPLETED: &str = "workflow_completed";
+/// The workflow failed (a task failed for good, or a timeout).
+pub const WORKFLOW_FAILED: &str = "workflow_failed";
+/// The workflow was cancelled.
+pub const WORKFLOW_CANCELLED: &str = "workflow_cancelled";
+/// A task became ready and was queued.
+pub const TASK_QUEUED: &str = "task_queued";
+/// A task was handed to a provider.
+pub const TASK_STARTED: &str = "task_started";
+/// Partial output of a running task (e.g. streamed LLM tokens).
+pub const TASK_PROGRESS: &str = "task_progress";
+/// A task finished with a result.
+pub const TASK_COMPLETED: &str = "task_completed";
+/// A task failed for good.
+pub const TASK_FAILED: &str = "task_failed";
+/// A task attempt failed and will be retried after a delay.
+pub const TASK_RETRYING: &str = "task_retrying";
+/// A task will not run because a dependency failed or the workflow was cancelled.
+pub const TASK_SKIPPED: &str = "task_skipped";
+
+// ---- Task execution (engine ↔ providers) ----
+
+/// Engine → provider: run a batch of tasks. Payload: `ExecuteTasks`.
+pub const EXECUTE_TASKS: &str = "execute_tasks";
+/// Provider → engine (and engine → queue-manager): finished attempts. Payload: `TaskOutcomes`.
+pub const TASK_OUTCOMES: &str = "task_outcomes";
+/// Engine → provider: stop these tasks. Payload: `CancelTasks`.
+pub const CANCEL_TASKS: &str = "cancel_tasks";
+
+/// Well-known rooms.
+pub mod rooms {
+    /// Component joins, departures and health changes.
+    pub const COMPONENTS: &str = "components";
+    /// Every workflow and task event.
+    pub const EVENTS: &str = "events";
+
+    /// The room of one workflow's events.
+    pub fn workflow(id: &str) -> String {
+        format!("workflow:{id}")
+    }
+}
+
+/// Component types of the suite (the `component_type` they register with).
+pub mod component_types {
+    /// The queue-manager service.
+    pub const QUEUE_MANAGER: &str = "queue-manager";
+    /// The dependency-resolver service.
+    pub const DEPENDENCY_RESOLVER: &str = "dependency-resolver";
+    /// The execution-engine service.
+    pub const EXECUTION_ENGINE: &str = "execution-engine";
+    /// The Ollama (LLM) provider.
+    pub const OLLAMA_PROVIDER: &str = "ollama-provider";
+    /// The Python provider.
+    pub const PYTHON_PROVIDER: &str = "python-provider";
+}
+
+/// Events the hub handles itself (target `hub`).
+pub const HUB_EVENTS: &[&str] = &[
+    REGISTER,
+    HEARTBEAT,
+    DEREGISTER,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    LIST_COMPONENTS,
+    HUB_STATUS,
+    SHUTDOWN_REQUEST,
+];

@@ -1,0 +1,204 @@
+//! Typed payloads of the lifecycle events.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Payload of `register`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegisterPayload {
+    /// Component type, e.g. `python-provider`.
+    pub component_type: String,
+    /// Unique id of this instance, e.g. `python-provider-3f2a`.
+    pub component_id: String,
+    /// What it serves: methods such as `python/execute`, or roles.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// How many units of work it takes at once (0 = not a worker).
+    #[serde(default)]
+    pub capacity: u32,
+    /// Units of work in progress now.
+    #[serde(default)]
+    pub load: u32,
+    /// Software version.
+    #[serde(default)]
+    pub version: String,
+    /// Host name.
+    #[serde(default)]
+    pub host: String,
+    /// Process id.
+    #[serde(default)]
+    pub pid: u32,
+    /// Free-form details (endpoints, store kind, …).
+    #[serde(default)]
+    pub metadata: Value,
+}
+
+/// Payload of `registered`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegisteredPayload {
+    /// The id the hub registered (the one asked for).
+    pub component_id: String,
+    /// How often to send heartbeats, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// The hub's own id.
+    pub hub_id: String,
+}
+
+/// Payload of `heartbeat`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HeartbeatPayload {
+    /// Units of work in progress.
+    #[serde(default)]
+    pub load: u32,
+    /// New capacity, if it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+    /// Updated metadata, if it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// Payload of `subscribe` / `unsubscribe`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SubscribePayload {
+    /// Rooms to join or leave, e.g. `components`, `events`, `workflow:<id>`.
+    pub rooms: Vec<String>,
+}
+
+/// Health of a registered component.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentHealth {
+    /// Heartbeats arrive on time.
+    Healthy,
+    /// Heartbeats are late; not routed to.
+    Unhealthy,
+}
+
+/// One row of the component registry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ComponentInfo {
+    /// Registration data.
+    #[serde(flatten)]
+    pub registration: RegisterPayload,
+    /// Current health.
+    pub health: ComponentHealth,
+    /// Requests routed to it and not yet answered.
+    pub in_flight: u32,
+    /// When it registered (ms since epoch).
+    pub connected_at: u64,
+    /// When its last heartbeat arrived (ms since epoch).
+    pub last_heartbeat: u64,
+}
+
+/// Payload of `component_left`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ComponentLeft {
+    /// Component id.
+    pub component_id: String,
+    /// Component type.
+    pub component_type: String,
+    /// `disconnected`, `deregistered`, `heartbeat_timeout` or `replaced`.
+    pub reason: String,
+}
+
+/// Reply payload of `hub_status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HubStatus {
+    /// `ok` while serving.
+    pub status: String,
+    /// The hub's id.
+    pub hub_id: String,
+    /// Software version.
+    pub version: String,
+    /// Protocol version.
+    pub protocol_version: u32,
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// Registered components.
+    pub components: usize,
+    /// Connected sockets (components and clients).
+    pub connections: usize,
+    /// Envelopes routed since start.
+    pub messages_routed: u64,
+    /// Malformed or unroutable envelopes answered with an error since start.
+    pub messages_rejected: u64,
+}
+
+/// One task handed to a provider (inside `execute_tasks`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExecuteTask {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Task id within the workflow.
+    pub task_id: String,
+    /// Attempt number (1-based); outcomes carry it back so late duplicates are recognised.
+    pub attempt: u32,
+    /// Method, e.g. `python/execute`.
+    pub method: String,
+    /// Parameters after substitution.
+    #[serde(default)]
+    pub params: Value,
+    /// Time limit in milliseconds, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Folder of the workflow file (relative paths resolve against it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_dir: Option<String>,
+}
+
+/// Payload of `execute_tasks` (engine → provider): a batch of tasks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExecuteTasks {
+    /// The tasks.
+    pub tasks: Vec<ExecuteTask>,
+}
+
+/// The outcome of one task attempt (inside `task_outcomes`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskOutcome {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// The attempt this outcome belongs to.
+    pub attempt: u32,
+    /// The result, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The error, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::GzError>,
+    /// Which provider instance ran it.
+    #[serde(default)]
+    pub provider_id: String,
+    /// Start time (ms since epoch).
+    #[serde(default)]
+    pub started_at: u64,
+    /// End time (ms since epoch).
+    #[serde(default)]
+    pub finished_at: u64,
+}
+
+/// Payload of `task_outcomes` (provider → engine → queue-manager): a batch of outcomes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskOutcomes {
+    /// The outcomes.
+    pub outcomes: Vec<TaskOutcome>,
+}
+
+/// A task named by workflow and task id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct TaskRef {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Task id.
+    pub task_id: String,
+}
+
+/// Payload of `cancel_tasks` (engine → provider): stop these tasks if they run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CancelTasks {
+    /// The tasks.
+    pub tasks: Vec<TaskRef>,
+}

@@ -1,0 +1,52 @@
+//! `central-hub`: the Gleitzeit Socket.IO hub binary. Parses flags and calls [`central_hub::run`].
+
+use std::time::Duration;
+
+use clap::Parser;
+use gleitzeit_runtime::{init_tracing, signal_shutdown, LogFormat, Shutdown};
+
+/// The Gleitzeit central hub: registry, router and event fan-out for all components.
+#[derive(Debug, Parser)]
+#[command(name = "central-hub", version)]
+struct Args {
+    /// Address to listen on. Keep it on loopback unless authentication is configured.
+    #[arg(long, env = "GLEITZEIT_HUB_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free port).
+    #[arg(long, env = "GLEITZEIT_HUB_PORT", default_value_t = 8000)]
+    port: u16,
+    /// Heartbeat interval announced to components, in seconds.
+    #[arg(long, env = "GLEITZEIT_HEARTBEAT_INTERVAL", default_value_t = 5.0)]
+    heartbeat_interval: f64,
+    /// Silence (seconds) after which a component is removed; default 3 intervals.
+    #[arg(long, env = "GLEITZEIT_HEARTBEAT_TIMEOUT")]
+    heartbeat_timeout: Option<f64>,
+    /// Log format.
+    #[arg(long, env = "GLEITZEIT_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn seconds(v: f64) -> Duration {
+    Duration::from_secs_f64(v.clamp(0.05, 86_400.0))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    let interval = seconds(args.heartbeat_interval);
+    let config = central_hub::HubConfig {
+        host: args.host,
+        port: args.port,
+        heartbeat_interval: interval,
+        heartbeat_timeout: args.heartbeat_timeout.map(seconds).unwrap_or(interval * 3),
+        ..Default::default()
+    };
+    match central_hub::run(config, Shutdown::from_future(signal_shutdown())).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "GZ8001: hub failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

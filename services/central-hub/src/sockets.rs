@@ -1,0 +1,444 @@
+//! Socket.IO handlers: envelope intake, hub events, routing, disconnects and the reaper.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::events::{self, rooms};
+use gleitzeit_protocol::payloads::{
+    ComponentInfo, ComponentLeft, HeartbeatPayload, RegisterPayload, RegisteredPayload,
+    SubscribePayload,
+};
+use gleitzeit_protocol::{Envelope, Target, SIO_ENVELOPE_EVENT};
+use gleitzeit_runtime::Shutdown;
+use serde_json::{json, Value};
+use socketioxide::extract::{Event, SocketRef, TryData};
+use socketioxide::socket::DisconnectReason;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::registry::Verdict;
+use crate::HubState;
+
+/// Longest accepted id, source or event name.
+const MAX_NAME_LEN: usize = 256;
+
+pub(crate) fn install(state: Arc<HubState>) {
+    let io = state.io.clone();
+    io.ns("/", move |socket: SocketRef| {
+        let state = state.clone();
+        async move {
+            debug!(sid = %socket.id, "socket connected");
+            let on_env = state.clone();
+            socket.on(SIO_ENVELOPE_EVENT, move |s: SocketRef, TryData(data): TryData<Value>| {
+                let state = on_env.clone();
+                async move { intake(&state, &s, data.map_err(|e| e.to_string())).await }
+            });
+            let on_other = state.clone();
+            socket.on_fallback(move |s: SocketRef, Event(name): Event| {
+                let state = on_other.clone();
+                async move {
+                    let err = GzError::new(
+                        ErrorCode::UnknownEvent,
+                        format!("unknown Socket.IO event {name:?}: send envelopes as the {SIO_ENVELOPE_EVENT:?} event"),
+                    );
+                    reject(&state, &s, None, err);
+                }
+            });
+            let on_gone = state.clone();
+            socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
+                let state = on_gone.clone();
+                async move {
+                    let removed = state.registry().remove_sid(&s.id.to_string());
+                    if let Some(entry) = removed {
+                        info!(component = %entry.info.registration.component_id, ?reason, "component disconnected");
+                        announce_left(&state, &entry.info, "disconnected").await;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Handles one incoming `envelope` event.
+async fn intake(state: &Arc<HubState>, socket: &SocketRef, data: Result<Value, String>) {
+    let value = match data {
+        Ok(v) => v,
+        Err(e) => {
+            let err = GzError::new(
+                ErrorCode::InvalidPayload,
+                format!("payload is not JSON: {e}"),
+            );
+            return reject(state, socket, None, err);
+        }
+    };
+    let claimed_id = value.get("id").and_then(Value::as_str).map(str::to_string);
+    let mut env: Envelope = match serde_json::from_value(value) {
+        Ok(e) => e,
+        Err(e) => {
+            let err = GzError::new(
+                ErrorCode::InvalidPayload,
+                format!("not a valid envelope: {e}"),
+            );
+            return reject(state, socket, claimed_id, err);
+        }
+    };
+    if let Some(err) = check_sizes(&env) {
+        return reject(state, socket, Some(env.id.clone()), err);
+    }
+    let sid = socket.id.to_string();
+    env.source = state
+        .registry()
+        .id_of_sid(&sid)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("sid:{sid}"));
+    env.auth = None;
+    let span = info_span!("envelope", event = %env.event, correlation_id = env.correlation_id.as_deref().unwrap_or(&env.id), source = %env.source);
+    async {
+        if env.target == Target::Hub {
+            hub_event(state, socket, env).await;
+        } else {
+            route(state, socket, env).await;
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn check_sizes(env: &Envelope) -> Option<GzError> {
+    let too_long = [("id", &env.id), ("event", &env.event)]
+        .into_iter()
+        .chain(env.correlation_id.as_ref().map(|c| ("correlation_id", c)))
+        .find(|(_, v)| v.len() > MAX_NAME_LEN);
+    if let Some((field, v)) = too_long {
+        return Some(GzError::new(
+            ErrorCode::InvalidPayload,
+            format!(
+                "field {field} is {} bytes long; the limit is {MAX_NAME_LEN}",
+                v.len()
+            ),
+        ));
+    }
+    if env.event.is_empty() || env.id.is_empty() {
+        return Some(GzError::new(
+            ErrorCode::InvalidPayload,
+            "id and event must not be empty",
+        ));
+    }
+    None
+}
+
+/// Answers the sender with a `gz_error` envelope and counts the rejection.
+fn reject(state: &HubState, socket: &SocketRef, correlation: Option<String>, err: GzError) {
+    state.rejected.fetch_add(1, Ordering::Relaxed);
+    warn!(sid = %socket.id, code = %err.code, message = %err.message, "rejected message");
+    let mut env = Envelope::new(
+        Target::Component(format!("sid:{}", socket.id)),
+        events::ERROR,
+        serde_json::to_value(&err).unwrap_or(Value::Null),
+    );
+    env.source = state.config.hub_id.clone();
+    env.correlation_id = correlation;
+    if let Err(e) = socket.emit(events::ERROR, &env) {
+        debug!(error = %e, "could not deliver an error reply");
+    }
+}
+
+fn send_to_socket(state: &HubState, socket: &SocketRef, mut env: Envelope) {
+    if env.source.is_empty() {
+        env.source = state.config.hub_id.clone();
+    }
+    if let Err(e) = socket.emit(env.event.clone(), &env) {
+        warn!(sid = %socket.id, error = %e, "could not deliver a message to a socket");
+    }
+}
+
+fn reply_ok(state: &HubState, socket: &SocketRef, req: &Envelope, data: impl serde::Serialize) {
+    let mut rep = req.reply_ok(data);
+    rep.source = state.config.hub_id.clone();
+    send_to_socket(state, socket, rep);
+}
+
+async fn hub_event(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
+    let sid = socket.id.to_string();
+    match env.event.as_str() {
+        events::REGISTER => {
+            let reg: RegisterPayload = match env.payload_as() {
+                Ok(r) => r,
+                Err(e) => return reject(state, socket, Some(env.id.clone()), e),
+            };
+            if reg.component_id.is_empty()
+                || reg.component_type.is_empty()
+                || reg.component_id.len() > MAX_NAME_LEN
+                || reg.component_type.len() > MAX_NAME_LEN
+            {
+                let err = GzError::new(
+                    ErrorCode::InvalidPayload,
+                    "component_id and component_type must be non-empty and at most 256 bytes",
+                );
+                return reject(state, socket, Some(env.id.clone()), err);
+            }
+            let replaced = state.registry().register(reg.clone(), &sid);
+            if let Some(old) = replaced {
+                if let Some(old_socket) = old.sid.parse().ok().and_then(|sid| state.io.get_socket(sid)) {
+                    let _ = old_socket.disconnect();
+                }
+            }
+            info!(component = %reg.component_id, kind = %reg.component_type, capacity = reg.capacity, "component registered");
+            let registered = RegisteredPayload {
+                component_id: reg.component_id.clone(),
+                heartbeat_interval_ms: state.config.heartbeat_interval.as_millis() as u64,
+                hub_id: state.config.hub_id.clone(),
+            };
+            let mut rep = Envelope::new(
+                Target::Component(reg.component_id.clone()),
+                events::REGISTERED,
+                serde_json::to_value(registered).unwrap_or(Value::Null),
+            )
+            .correlated(env.id.clone());
+            rep.source = state.config.hub_id.clone();
+            send_to_socket(state, socket, rep);
+            let info = state
+                .registry()
+                .list()
+                .into_iter()
+                .find(|c| c.registration.component_id == reg.component_id);
+            if let Some(info) = info {
+                broadcast(state, rooms::COMPONENTS, events::COMPONENT_JOINED, &info).await;
+            }
+        }
+        events::HEARTBEAT => {
+            let hb: HeartbeatPayload = match env.payload_as() {
+                Ok(h) => h,
+                Err(e) => return reject(state, socket, Some(env.id.clone()), e),
+            };
+            let known = state.registry().heartbeat(&sid, &hb);
+            reply_ok(state, socket, &env, json!({ "registered": known }));
+        }
+        events::DEREGISTER => {
+            let removed = state.registry().remove_sid(&sid);
+            reply_ok(state, socket, &env, json!({ "removed": removed.is_some() }));
+            if let Some(entry) = removed {
+                info!(component = %entry.info.registration.component_id, "component deregistered");
+                announce_left(state, &entry.info, "deregistered").await;
+            }
+        }
+        events::SUBSCRIBE | events::UNSUBSCRIBE => {
+            let sub: SubscribePayload = match env.payload_as() {
+                Ok(s) => s,
+                Err(e) => return reject(state, socket, Some(env.id.clone()), e),
+            };
+            if sub
+                .rooms
+                .iter()
+                .any(|r| r.is_empty() || r.len() > MAX_NAME_LEN)
+            {
+                let err = GzError::new(
+                    ErrorCode::InvalidPayload,
+                    "room names must be 1..=256 bytes",
+                );
+                return reject(state, socket, Some(env.id.clone()), err);
+            }
+            if env.event == events::SUBSCRIBE {
+                socket.join(sub.rooms.clone());
+            } else {
+                socket.leave(sub.rooms.clone());
+            }
+            reply_ok(state, socket, &env, json!({ "rooms": socket.rooms() }));
+        }
+        events::LIST_COMPONENTS => {
+            let list = state.registry().list();
+            reply_ok(state, socket, &env, list);
+        }
+        events::HUB_STATUS => {
+            let status = crate::http::status(state);
+            reply_ok(state, socket, &env, status);
+        }
+        events::SHUTDOWN_REQUEST => {
+            let all = env.payload.get("scope").and_then(Value::as_str) == Some("all");
+            reply_ok(
+                state,
+                socket,
+                &env,
+                json!({ "stopping": true, "components": all }),
+            );
+            info!(by = %env.source, all, "shutdown requested");
+            if all {
+                let targets: Vec<String> = state
+                    .registry()
+                    .list()
+                    .into_iter()
+                    .map(|c| c.registration.component_id)
+                    .collect();
+                for id in targets {
+                    let mut msg = Envelope::new(
+                        Target::Component(id.clone()),
+                        events::SHUTDOWN,
+                        json!({"reason": "shutdown requested"}),
+                    );
+                    msg.source = state.config.hub_id.clone();
+                    deliver_to_component(state, &id, msg);
+                }
+            }
+            let stop = state.stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                stop.fire();
+            });
+        }
+        other => {
+            let err = GzError::new(
+                ErrorCode::UnknownEvent,
+                format!("the hub does not handle event {other:?}"),
+            )
+            .with_hint(format!("hub events are: {}", events::HUB_EVENTS.join(", ")));
+            reject(state, socket, Some(env.id.clone()), err);
+        }
+    }
+}
+
+/// Delivers to one component by id; false when it is not connected.
+fn deliver_to_component(state: &HubState, id: &str, env: Envelope) -> bool {
+    let sid = match id.strip_prefix("sid:") {
+        Some(raw) => Some(raw.to_string()),
+        None => state.registry().sid_of(id).map(str::to_string),
+    };
+    let socket = sid
+        .and_then(|s| s.parse().ok())
+        .and_then(|sid| state.io.get_socket(sid));
+    match socket {
+        Some(s) => {
+            send_to_socket(state, &s, env);
+            true
+        }
+        None => false,
+    }
+}
+
+async fn route(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
+    let is_answer = env.is_reply() || env.event == events::ERROR;
+    if is_answer {
+        if let Some(cid) = &env.correlation_id {
+            state.registry().answered(cid);
+        }
+    }
+    state.routed.fetch_add(1, Ordering::Relaxed);
+    let delivered = match &env.target {
+        Target::Hub => true,
+        Target::Component(id) => {
+            let id = id.clone();
+            deliver_to_component(state, &id, env.clone())
+        }
+        Target::Type(t) => {
+            let key = format!("type:{t}");
+            let chosen = state
+                .registry()
+                .choose(&key, &env.id, |c| &c.component_type == t);
+            chosen.is_some_and(|(id, _)| deliver_to_component(state, &id, env.clone()))
+        }
+        Target::Capability(cap) => {
+            let key = format!("capability:{cap}");
+            let chosen = state
+                .registry()
+                .choose(&key, &env.id, |c| c.capabilities.iter().any(|x| x == cap));
+            chosen.is_some_and(|(id, _)| deliver_to_component(state, &id, env.clone()))
+        }
+        Target::Room(room) => {
+            let room = room.clone();
+            if let Err(e) = state.io.to(room).emit(env.event.clone(), &env).await {
+                warn!(error = %e, "room broadcast failed");
+            }
+            true
+        }
+    };
+    if !delivered && !is_answer {
+        let err = GzError::new(
+            ErrorCode::NoRoute,
+            format!("no connected component for target {}", env.target),
+        );
+        reject(state, socket, Some(env.id.clone()), err);
+    } else if !delivered {
+        debug!(target = %env.target, "reply for a component that is gone");
+    }
+}
+
+async fn broadcast<T: serde::Serialize>(state: &HubState, room: &str, event: &str, payload: &T) {
+    let mut env = Envelope::new(
+        Target::Room(room.to_string()),
+        event,
+        serde_json::to_value(payload).unwrap_or(Value::Null),
+    );
+    env.source = state.config.hub_id.clone();
+    if let Err(e) = state
+        .io
+        .to(room.to_string())
+        .emit(event.to_string(), &env)
+        .await
+    {
+        warn!(error = %e, "broadcast failed");
+    }
+}
+
+async fn announce_left(state: &HubState, info: &ComponentInfo, reason: &str) {
+    let left = ComponentLeft {
+        component_id: info.registration.component_id.clone(),
+        component_type: info.registration.component_type.clone(),
+        reason: reason.to_string(),
+    };
+    broadcast(state, rooms::COMPONENTS, events::COMPONENT_LEFT, &left).await;
+}
+
+/// Marks components with late heartbeats unhealthy and removes silent ones.
+pub(crate) async fn reaper(state: Arc<HubState>, stopped: Shutdown) {
+    let interval = state.config.heartbeat_interval;
+    let timeout = state.config.heartbeat_timeout;
+    let mut tick = tokio::time::interval((interval / 2).max(Duration::from_millis(25)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait() => return,
+        }
+        let verdicts = state.registry().reap(interval * 2, timeout);
+        for v in verdicts {
+            match v {
+                Verdict::Unhealthy(info) => {
+                    warn!(component = %info.registration.component_id, "heartbeats late; marked unhealthy");
+                    broadcast(
+                        &state,
+                        rooms::COMPONENTS,
+                        events::COMPONENT_UNHEALTHY,
+                        &info,
+                    )
+                    .await;
+                }
+                Verdict::Expired(entry) => {
+                    warn!(component = %entry.info.registration.component_id, "no heartbeat within the timeout; removed");
+                    if let Some(s) = entry
+                        .sid
+                        .parse()
+                        .ok()
+                        .and_then(|sid| state.io.get_socket(sid))
+                    {
+                        let _ = s.disconnect();
+                    }
+                    announce_left(&state, &entry.info, "heartbeat_timeout").await;
+                }
+            }
+        }
+    }
+}
+
+/// Tells every socket the hub is going away, then closes them.
+pub(crate) async fn announce_shutdown(state: &HubState) {
+    info!("telling connected sockets the hub is shutting down");
+    let mut env = Envelope::new(
+        Target::Room("*".into()),
+        events::HUB_SHUTTING_DOWN,
+        json!({"reason": "hub shutting down"}),
+    );
+    env.source = state.config.hub_id.clone();
+    if let Err(e) = state.io.emit(events::HUB_SHUTTING_DOWN, &env).await {
+        debug!(error = %e, "shutdown broadcast failed");
+    }
+    state.io.close().await;
+}

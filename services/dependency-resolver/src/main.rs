@@ -1,0 +1,31 @@
+//! `dependency-resolver` binary: parses flags and calls [`dependency_resolver::run`].
+
+use clap::Parser;
+use gleitzeit_runtime::{init_tracing, signal_shutdown, CommonArgs, Shutdown};
+
+/// Gleitzeit dependency-resolver: readiness and parameter substitution.
+///
+/// DAG readiness and substitution arrive with the workflows issue; today it registers and answers pings.
+#[derive(Debug, Parser)]
+#[command(name = "dependency-resolver", version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_tracing(args.common.log_format);
+    let config = dependency_resolver::Config {
+        hub_url: args.common.hub_url,
+        component_id: args.common.component_id,
+    };
+    match dependency_resolver::run(config, Shutdown::from_future(signal_shutdown())).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "dependency-resolver failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
