@@ -1,1 +1,51 @@
-//! gleitzeit-workflow
+//! gleitzeit-workflow: the workflow model of Gleitzeit, with no I/O and no async.
+//!
+//! - [`parse_workflow`] reads a workflow YAML file (every dialect of the original) and
+//!   reports every mistake it finds as a [`Diagnostic`] with line and column.
+//! - [`validate_spec`] and [`prepare_spec`] do the same checks on a [`WorkflowSpec`] that
+//!   arrived as JSON.
+//! - [`Dag`], [`topological_order`] and [`find_cycle`] work on the dependency graph in
+//!   O(tasks + dependencies), for schedulers of 100,000-task workflows.
+//! - [`substitute`] and [`references`] implement `${task.path}` result substitution.
+//! - [`MethodCatalog`] knows the methods (from `protocols/*.yaml`) and their JSON Schemas.
+//!
+//! ```
+//! use gleitzeit_workflow::{parse_workflow, MethodCatalog};
+//!
+//! let yaml = r#"
+//! name: hello
+//! tasks:
+//!   - id: ask
+//!     method: llm/generate
+//!     params: { model: "llama3.2:latest", prompt: "Name a colour" }
+//!   - id: shout
+//!     method: python/execute
+//!     parameters:
+//!       code: "result = context['c'].upper()"
+//!       context: { c: "${ask.response}" }
+//! "#;
+//! let parsed = parse_workflow(yaml, &MethodCatalog::builtin()).expect("valid workflow");
+//! assert_eq!(parsed.spec.tasks[1].dependencies, vec!["ask".to_string()]);
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod codes;
+pub mod dag;
+pub mod diagnostic;
+pub mod parse;
+pub mod spec;
+pub mod substitute;
+pub mod validate;
+mod yaml;
+
+pub use catalog::{CatalogError, MethodCatalog, MethodSpec, ParamIssue, ProtocolInfo};
+pub use dag::{find_cycle, topological_order, Cycle, Dag};
+pub use diagnostic::{Diagnostic, Severity};
+pub use parse::parse_workflow;
+pub use spec::{Backoff, OnFailure, Priority, RetryPolicy, TaskSpec, WorkflowSpec};
+pub use substitute::{
+    needs_substitution, references, resolve_path, substitute, PathSeg, Reference, SubstitutionError,
+};
+pub use validate::{prepare_spec, validate_spec, Parsed};

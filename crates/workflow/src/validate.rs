@@ -1,0 +1,710 @@
+//! Checks on a workflow's values, shared by YAML files and specs that arrive as JSON.
+//!
+//! Ranges, duplicate ids, dependencies (by id or name), `${...}` references, methods and
+//! their parameter schemas, and cycles. When the spec came from YAML, a [`SourceMap`] places
+//! each finding at its line and column; otherwise diagnostics carry no position.
+//! Everything is O(tasks + dependencies + parameter size).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::MethodCatalog;
+use crate::codes;
+use crate::dag::{format_cycle, Dag};
+use crate::diagnostic::{did_you_mean, list_for_hint, sort_by_position, Diagnostic};
+use crate::parse::SourceMap;
+use crate::spec::{TaskSpec, WorkflowSpec};
+use crate::substitute::{for_each_reference, PathSeg};
+use crate::yaml::Pos;
+
+/// A workflow that passed validation, with the warnings it raised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parsed {
+    pub spec: WorkflowSpec,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Task timeouts may not exceed an hour.
+pub const MAX_TASK_TIMEOUT_SECS: f64 = 3600.0;
+/// Bounds of `retry.max_attempts`.
+pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<u32> = 1..=10;
+/// At most this many cycles are reported for one workflow.
+const MAX_CYCLES_REPORTED: usize = 10;
+/// Characters a task id may not contain, because references could not name it.
+const FORBIDDEN_ID_CHARS: &[char] = &['.', '[', ']', '{', '}', '$'];
+
+/// Checks a spec (for instance one that arrived as JSON) without changing it.
+///
+/// Dependencies may name tasks by id or name; an empty `name` or `protocol` is accepted
+/// (see [`prepare_spec`] for filling them in). Diagnostics carry no positions.
+pub fn validate_spec(spec: &WorkflowSpec, catalog: &MethodCatalog) -> Vec<Diagnostic> {
+    let mut diagnostics = analyze(spec, catalog, None).diagnostics;
+    sort_by_position(&mut diagnostics);
+    diagnostics
+}
+
+/// Fills in defaults, validates and normalizes a spec that did not come from YAML, exactly
+/// as [`crate::parse_workflow`] does for a file.
+///
+/// # Errors
+///
+/// At least one diagnostic of severity [`crate::Severity::Error`].
+pub fn prepare_spec(
+    spec: WorkflowSpec,
+    catalog: &MethodCatalog,
+) -> Result<Parsed, Vec<Diagnostic>> {
+    finish(spec, catalog, None, Vec::new())
+}
+
+/// Defaults, checks, and normalized dependencies; `diagnostics` holds what the YAML reader
+/// found already.
+pub(crate) fn finish(
+    mut spec: WorkflowSpec,
+    catalog: &MethodCatalog,
+    source: Option<&SourceMap>,
+    mut diagnostics: Vec<Diagnostic>,
+) -> Result<Parsed, Vec<Diagnostic>> {
+    apply_defaults(&mut spec, catalog);
+    let analysis = analyze(&spec, catalog, source);
+    diagnostics.extend(analysis.diagnostics);
+    sort_by_position(&mut diagnostics);
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(diagnostics);
+    }
+    let ids: Vec<String> = spec.tasks.iter().map(|t| t.id.clone()).collect();
+    for (task, dependencies) in spec.tasks.iter_mut().zip(analysis.dependencies) {
+        task.dependencies = dependencies.into_iter().map(|d| ids[d].clone()).collect();
+    }
+    Ok(Parsed {
+        spec,
+        warnings: diagnostics,
+    })
+}
+
+/// Generated ids (`task-<position>`, skipping ids already taken), names and protocols.
+fn apply_defaults(spec: &mut WorkflowSpec, catalog: &MethodCatalog) {
+    let mut taken: HashSet<String> = if spec.tasks.iter().any(|t| t.id.is_empty()) {
+        spec.tasks.iter().map(|t| t.id.clone()).collect()
+    } else {
+        HashSet::new()
+    };
+    for (index, task) in spec.tasks.iter_mut().enumerate() {
+        if task.id.is_empty() {
+            let mut id = format!("task-{}", index + 1);
+            let mut suffix = 1;
+            while taken.contains(&id) {
+                suffix += 1;
+                id = format!("task-{}-{suffix}", index + 1);
+            }
+            taken.insert(id.clone());
+            task.id = id;
+        }
+        if task.name.is_empty() {
+            task.name = task.id.clone();
+        }
+        if task.protocol.is_empty() {
+            task.protocol = default_protocol(&task.method, catalog);
+        }
+    }
+}
+
+/// The method's protocol from the catalog, else the part before `/` plus `/v1`.
+fn default_protocol(method: &str, catalog: &MethodCatalog) -> String {
+    if let Some(spec) = catalog.method(method) {
+        return spec.protocol.clone();
+    }
+    match method.split_once('/') {
+        Some((prefix, _)) if !prefix.is_empty() => format!("{prefix}/v1"),
+        _ => String::new(),
+    }
+}
+
+pub(crate) struct Analysis {
+    pub diagnostics: Vec<Diagnostic>,
+    /// Per task, the indices of the tasks it depends on: explicit ones first, then the
+    /// ones its references imply; each once, never itself.
+    pub dependencies: Vec<Vec<usize>>,
+}
+
+/// Where to report a finding about a field.
+enum Place {
+    /// Report it, at this position if known.
+    At(Option<Pos>),
+    /// The reader already reported the field as missing or mistyped.
+    Skip,
+}
+
+struct Places<'a>(Option<&'a SourceMap>);
+
+impl Places<'_> {
+    fn root(&self) -> Option<Pos> {
+        self.0.and_then(|s| s.root)
+    }
+
+    fn workflow_field(&self, key: &str) -> Place {
+        match self.0 {
+            None => Place::At(None),
+            Some(source) => match lookup(&source.fields, key) {
+                Some(pos) => Place::At(pos),
+                None => Place::Skip,
+            },
+        }
+    }
+
+    fn task(&self, task: usize) -> Option<Pos> {
+        self.0.and_then(|s| s.tasks.get(task)).and_then(|t| t.at)
+    }
+
+    /// The field's position, or the task's when the field was absent (a default applies).
+    fn task_field_or_task(&self, task: usize, key: &str) -> Option<Pos> {
+        self.0
+            .and_then(|s| s.tasks.get(task))
+            .and_then(|t| lookup(&t.fields, key))
+            .flatten()
+            .or_else(|| self.task(task))
+    }
+
+    fn task_field(&self, task: usize, key: &str) -> Place {
+        match self.0.map(|s| s.tasks.get(task)) {
+            None => Place::At(None),
+            Some(t) => match t.and_then(|t| lookup(&t.fields, key)) {
+                Some(pos) => Place::At(pos),
+                None => Place::Skip,
+            },
+        }
+    }
+
+    fn dependency(&self, task: usize, entry: usize) -> Option<Pos> {
+        self.0
+            .and_then(|s| s.tasks.get(task))
+            .and_then(|t| t.dependencies.get(entry).copied().flatten())
+            .or_else(|| self.task_field_or_task(task, "dependencies"))
+    }
+
+    /// Whether the parameters are worth holding to the method's schema.
+    fn params_readable(&self, task: usize) -> bool {
+        self.0
+            .and_then(|s| s.tasks.get(task))
+            .is_none_or(|t| !t.params_unreadable)
+    }
+
+    fn parameter(&self, task: usize, pointer: &str) -> Option<Pos> {
+        self.0
+            .and_then(|s| s.tasks.get(task))
+            .and_then(|t| t.params.as_ref())
+            .and_then(|params| params.walk_pointer(pointer).pos)
+            .or_else(|| self.task_field_or_task(task, "parameters"))
+    }
+}
+
+fn lookup(fields: &[(&'static str, Option<Pos>)], key: &str) -> Option<Option<Pos>> {
+    fields.iter().find(|(k, _)| *k == key).map(|(_, pos)| *pos)
+}
+
+/// What a word in `dependencies` or a reference resolves to.
+enum Resolved {
+    Task(usize),
+    Unknown,
+    /// A name shared by several tasks.
+    Ambiguous(Vec<usize>),
+}
+
+/// Task lookup by id, then by name.
+struct TaskIndex<'a> {
+    by_id: HashMap<&'a str, usize>,
+    by_name: HashMap<&'a str, Vec<usize>>,
+    tasks: &'a [TaskSpec],
+}
+
+impl<'a> TaskIndex<'a> {
+    fn new(tasks: &'a [TaskSpec]) -> Self {
+        let mut by_id = HashMap::with_capacity(tasks.len());
+        let mut by_name: HashMap<&str, Vec<usize>> = HashMap::with_capacity(tasks.len());
+        for (index, task) in tasks.iter().enumerate() {
+            by_id.entry(task.id.as_str()).or_insert(index);
+            if !task.name.is_empty() {
+                by_name.entry(task.name.as_str()).or_default().push(index);
+            }
+        }
+        TaskIndex {
+            by_id,
+            by_name,
+            tasks,
+        }
+    }
+
+    fn resolve(&self, word: &str) -> Resolved {
+        if let Some(&index) = self.by_id.get(word) {
+            return Resolved::Task(index);
+        }
+        match self.by_name.get(word).map(Vec::as_slice) {
+            Some([index]) => Resolved::Task(*index),
+            Some(several) if several.len() > 1 => Resolved::Ambiguous(several.to_vec()),
+            _ => Resolved::Unknown,
+        }
+    }
+
+    /// "did you mean" plus the known ids, for an unknown task.
+    fn unknown_hint(&self, word: &str) -> String {
+        // Edit distances over a huge workflow would be quadratic; suggest only for small ones.
+        const SUGGEST_UP_TO: usize = 2_000;
+        let mut hint = String::new();
+        if self.tasks.len() <= SUGGEST_UP_TO {
+            let candidates = self
+                .tasks
+                .iter()
+                .flat_map(|t| [t.id.as_str(), t.name.as_str()]);
+            if let Some(close) = did_you_mean(word, candidates) {
+                hint.push_str(&format!("did you mean `{close}`? "));
+            }
+        }
+        hint.push_str("known task ids: ");
+        hint.push_str(&list_for_hint(self.tasks.iter().map(|t| t.id.as_str())));
+        hint
+    }
+
+    fn ids(&self, indices: &[usize]) -> String {
+        list_for_hint(indices.iter().map(|&i| self.tasks[i].id.as_str()))
+    }
+}
+
+/// Runs every check; never stops at the first finding.
+pub(crate) fn analyze(
+    spec: &WorkflowSpec,
+    catalog: &MethodCatalog,
+    source: Option<&SourceMap>,
+) -> Analysis {
+    let places = Places(source);
+    let mut out = Vec::new();
+    check_workflow(spec, &places, &mut out);
+    let index = TaskIndex::new(&spec.tasks);
+    let mut dependencies = Vec::with_capacity(spec.tasks.len());
+    // `seen[d] == i + 1` marks d as already a dependency of task i: dedup without allocation.
+    let mut seen = vec![0usize; spec.tasks.len()];
+    for (i, task) in spec.tasks.iter().enumerate() {
+        check_task_fields(i, task, &index, &places, &mut out);
+        check_method(i, task, catalog, &places, &mut out);
+        let mut deps = Vec::with_capacity(task.dependencies.len());
+        let mut add = |d: usize, deps: &mut Vec<usize>| {
+            if seen[d] != i + 1 {
+                seen[d] = i + 1;
+                deps.push(d);
+            }
+        };
+        for (entry, word) in task.dependencies.iter().enumerate() {
+            if let Some(d) = resolve_dependency(i, entry, word, &index, &places, &mut out) {
+                add(d, &mut deps);
+            }
+        }
+        for d in check_references(i, task, &index, catalog, &places, &mut out) {
+            add(d, &mut deps);
+        }
+        dependencies.push(deps);
+    }
+    check_cycles(spec, &dependencies, &places, &mut out);
+    Analysis {
+        diagnostics: out,
+        dependencies,
+    }
+}
+
+fn check_workflow(spec: &WorkflowSpec, places: &Places<'_>, out: &mut Vec<Diagnostic>) {
+    if spec.name.trim().is_empty() {
+        if let Place::At(pos) = places.workflow_field("name") {
+            out.push(
+                Diagnostic::error(codes::INVALID_FIELD, "the workflow's `name` is empty")
+                    .at(pos.or(places.root())),
+            );
+        }
+    }
+    if spec.tasks.is_empty() {
+        if let Place::At(pos) = places.workflow_field("tasks") {
+            out.push(
+                Diagnostic::error(codes::INVALID_FIELD, "the workflow has no tasks")
+                    .with_hint("a workflow needs at least one task")
+                    .at(pos.or(places.root())),
+            );
+        }
+    }
+    if let Some(timeout) = spec.timeout {
+        if !(timeout.is_finite() && timeout > 0.0) {
+            if let Place::At(pos) = places.workflow_field("timeout") {
+                out.push(
+                    Diagnostic::error(
+                        codes::INVALID_FIELD,
+                        format!(
+                            "the workflow's `timeout` must be more than 0 seconds, not {timeout}"
+                        ),
+                    )
+                    .at(pos),
+                );
+            }
+        }
+    }
+}
+
+fn check_task_fields(
+    i: usize,
+    task: &TaskSpec,
+    index: &TaskIndex<'_>,
+    places: &Places<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let label = Label(i, task);
+    if task.id.is_empty() {
+        out.push(
+            Diagnostic::error(codes::INVALID_FIELD, format!("task #{} has no `id`", i + 1))
+                .at(places.task(i)),
+        );
+    } else if task.id.trim() != task.id || task.id.contains(FORBIDDEN_ID_CHARS) {
+        out.push(
+            Diagnostic::error(
+                codes::INVALID_FIELD,
+                format!("task id `{}` cannot be used in references", task.id),
+            )
+            .with_hint(
+                "ids may not contain `.`, `[`, `]`, `{`, `}` or `$`, nor start or end with spaces",
+            )
+            .at(places.task_field_or_task(i, "id")),
+        );
+    }
+    if let Some(&first) = index.by_id.get(task.id.as_str()) {
+        if first != i && !task.id.is_empty() {
+            let first_at = places.task_field_or_task(first, "id").map_or_else(
+                || format!("task #{}", first + 1),
+                |p| format!("line {}", p.line),
+            );
+            out.push(
+                Diagnostic::error(
+                    codes::VALIDATION_FAILED,
+                    format!("duplicate task id `{}`", task.id),
+                )
+                .with_hint(format!(
+                    "the id is first used at {first_at}; ids must be unique"
+                ))
+                .at(places.task_field_or_task(i, "id")),
+            );
+        }
+    }
+    if let Some(timeout) = task.timeout {
+        if !(timeout > 0.0 && timeout <= MAX_TASK_TIMEOUT_SECS) {
+            if let Place::At(pos) = places.task_field(i, "timeout") {
+                out.push(
+                    Diagnostic::error(
+                        codes::INVALID_FIELD,
+                        format!("{label}: `timeout` must be more than 0 and at most 3600 seconds, not {timeout}"),
+                    )
+                    .at(pos.or(places.task(i))),
+                );
+            }
+        }
+    }
+    let retry = &task.retry;
+    if !MAX_ATTEMPTS_RANGE.contains(&retry.max_attempts) {
+        if let Place::At(pos) = places.task_field(i, "retry.max_attempts") {
+            out.push(
+                Diagnostic::error(
+                    codes::INVALID_FIELD,
+                    format!(
+                        "{label}: `retry.max_attempts` must be from 1 to 10, not {}",
+                        retry.max_attempts
+                    ),
+                )
+                .at(pos.or(places.task(i))),
+            );
+        }
+    }
+    for (key, seconds) in [
+        ("retry.base_delay", retry.base_delay),
+        ("retry.max_delay", retry.max_delay),
+    ] {
+        if !(seconds.is_finite() && seconds >= 0.0) {
+            if let Place::At(pos) = places.task_field(i, key) {
+                out.push(
+                    Diagnostic::error(
+                        codes::INVALID_FIELD,
+                        format!("{label}: `{key}` must be 0 or more seconds, not {seconds}"),
+                    )
+                    .at(pos.or(places.task(i))),
+                );
+            }
+        }
+    }
+}
+
+fn check_method(
+    i: usize,
+    task: &TaskSpec,
+    catalog: &MethodCatalog,
+    places: &Places<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let label = Label(i, task);
+    if task.method.is_empty() {
+        if let Place::At(pos) = places.task_field(i, "method") {
+            out.push(
+                Diagnostic::error(codes::INVALID_FIELD, format!("{label} has no `method`"))
+                    .at(pos.or(places.task(i))),
+            );
+        }
+        return;
+    }
+    let Some(method) = catalog.method(&task.method) else {
+        let names = catalog.names();
+        let mut hint = String::new();
+        if let Some(close) = did_you_mean(&task.method, names.iter().copied()) {
+            hint.push_str(&format!("did you mean `{close}`? "));
+        }
+        hint.push_str(&format!("known methods: {}", list_for_hint(names)));
+        out.push(
+            Diagnostic::error(
+                codes::UNKNOWN_METHOD,
+                format!("{label}: unknown method `{}`", task.method),
+            )
+            .with_hint(hint)
+            .at(places.task_field_or_task(i, "method")),
+        );
+        return;
+    };
+    if !task.protocol.is_empty() && task.protocol != method.protocol {
+        out.push(
+            Diagnostic::error(
+                codes::INVALID_FIELD,
+                format!(
+                    "{label}: method `{}` belongs to protocol `{}`, not `{}`",
+                    task.method, method.protocol, task.protocol
+                ),
+            )
+            .with_hint("leave `protocol` out; it follows from the method")
+            .at(places.task_field_or_task(i, "protocol")),
+        );
+    }
+    if !places.params_readable(i) {
+        return;
+    }
+    if !task.parameters.is_object() {
+        out.push(
+            Diagnostic::error(
+                codes::INVALID_FIELD,
+                format!("{label}: `parameters` must be an object"),
+            )
+            .at(places.task_field_or_task(i, "parameters")),
+        );
+        return;
+    }
+    for issue in method.check_params(&task.parameters) {
+        let place = if issue.pointer.is_empty() {
+            "parameters".to_string()
+        } else {
+            format!("parameter `{}`", issue.pointer)
+        };
+        out.push(
+            Diagnostic::error(
+                codes::SCHEMA_VIOLATION,
+                format!("{label}: {place}: {}", issue.message),
+            )
+            .with_optional_hint(issue.hint)
+            .at(places.parameter(i, &issue.pointer)),
+        );
+    }
+}
+
+fn resolve_dependency(
+    i: usize,
+    entry: usize,
+    word: &str,
+    index: &TaskIndex<'_>,
+    places: &Places<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<usize> {
+    let label = Label(i, &index.tasks[i]);
+    let pos = places.dependency(i, entry);
+    match index.resolve(word) {
+        Resolved::Task(d) if d == i => {
+            out.push(
+                Diagnostic::error(
+                    codes::VALIDATION_FAILED,
+                    format!("{label} depends on itself"),
+                )
+                .with_hint("remove it from its own `dependencies`")
+                .at(pos),
+            );
+            None
+        }
+        Resolved::Task(d) => Some(d),
+        Resolved::Unknown => {
+            out.push(
+                Diagnostic::error(
+                    codes::VALIDATION_FAILED,
+                    format!("{label} depends on `{word}`, which is not a task of this workflow"),
+                )
+                .with_hint(index.unknown_hint(word))
+                .at(pos),
+            );
+            None
+        }
+        Resolved::Ambiguous(several) => {
+            out.push(
+                Diagnostic::error(
+                    codes::VALIDATION_FAILED,
+                    format!("{label} depends on `{word}`, the name of several tasks"),
+                )
+                .with_hint(format!("use one of their ids: {}", index.ids(&several)))
+                .at(pos),
+            );
+            None
+        }
+    }
+}
+
+/// Reports malformed and unresolvable references; returns the tasks referenced.
+fn check_references(
+    i: usize,
+    task: &TaskSpec,
+    index: &TaskIndex<'_>,
+    catalog: &MethodCatalog,
+    places: &Places<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Vec<usize> {
+    let label = Label(i, task);
+    let mut referenced = Vec::new();
+    for_each_reference(&task.parameters, &mut |pointer, raw, parsed, _exact| {
+        let pos = places.parameter(i, pointer);
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                out.push(
+                    Diagnostic::error(
+                        codes::SUBSTITUTION_FAILED,
+                        format!("{label}: malformed reference {raw}: {reason}"),
+                    )
+                    .with_hint("write `${task_id.field}`, e.g. `${fetch.result.items[0]}`; `$${` is a literal `${`")
+                    .at(pos),
+                );
+                return;
+            }
+        };
+        match index.resolve(&parsed.task) {
+            Resolved::Task(d) if d == i => out.push(
+                Diagnostic::error(
+                    codes::SUBSTITUTION_FAILED,
+                    format!("{label}: {raw} refers to the task's own result"),
+                )
+                .at(pos),
+            ),
+            Resolved::Task(d) => {
+                if let Some(warning) =
+                    result_field_warning(label, raw, &parsed.path, &index.tasks[d], catalog)
+                {
+                    out.push(warning.at(pos));
+                }
+                referenced.push(d);
+            }
+            Resolved::Unknown => out.push(
+                Diagnostic::error(
+                    codes::SUBSTITUTION_FAILED,
+                    format!(
+                        "{label}: {raw} refers to `{}`, which is not a task of this workflow",
+                        parsed.task
+                    ),
+                )
+                .with_hint(index.unknown_hint(&parsed.task))
+                .at(pos),
+            ),
+            Resolved::Ambiguous(several) => out.push(
+                Diagnostic::error(
+                    codes::SUBSTITUTION_FAILED,
+                    format!(
+                        "{label}: {raw} names `{}`, the name of several tasks",
+                        parsed.task
+                    ),
+                )
+                .with_hint(format!("use one of their ids: {}", index.ids(&several)))
+                .at(pos),
+            ),
+        }
+    });
+    referenced
+}
+
+/// A warning when a reference's first field is not in the referenced method's result.
+fn result_field_warning(
+    label: Label<'_>,
+    raw: &str,
+    path: &[PathSeg],
+    target: &TaskSpec,
+    catalog: &MethodCatalog,
+) -> Option<Diagnostic> {
+    let Some(PathSeg::Key(first)) = path.first() else {
+        return None;
+    };
+    if first == "result" {
+        return None;
+    }
+    let method = catalog.method(&target.method)?;
+    let fields = method
+        .result_schema
+        .as_ref()?
+        .get("properties")?
+        .as_object()?;
+    if fields.contains_key(first.as_str()) {
+        return None;
+    }
+    let names = fields.keys().map(String::as_str);
+    let hint = match did_you_mean(first, names.clone()) {
+        Some(close) => format!("did you mean `{close}`? "),
+        None => String::new(),
+    } + &format!("{} results have: {}", method.name, list_for_hint(names));
+    Some(
+        Diagnostic::warning(
+            codes::SUBSTITUTION_FAILED,
+            format!(
+                "{label}: {raw}: `{first}` is not a documented field of a {} result",
+                method.name
+            ),
+        )
+        .with_hint(hint),
+    )
+}
+
+fn check_cycles(
+    spec: &WorkflowSpec,
+    dependencies: &[Vec<usize>],
+    places: &Places<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let edges = dependencies
+        .iter()
+        .enumerate()
+        .flat_map(|(task, deps)| deps.iter().map(move |&d| (task, d)));
+    let dag = Dag::from_edges(spec.tasks.len(), edges);
+    for cycle in dag.cycles(MAX_CYCLES_REPORTED) {
+        let path: Vec<&str> = cycle.iter().map(|&t| spec.tasks[t].id.as_str()).collect();
+        let first = cycle.first().copied().unwrap_or(0);
+        out.push(
+            Diagnostic::error(
+                codes::CIRCULAR_DEPENDENCY,
+                format!("circular dependency: {}", format_cycle(&path)),
+            )
+            .with_hint("each task depends on the next (directly or through a ${...} reference); remove one of these dependencies")
+            .at(places.task_field_or_task(first, "dependencies")),
+        );
+    }
+}
+
+/// How messages name a task: by id, or by position if it has none. Formats lazily, so
+/// checking 100,000 tasks allocates nothing for tasks without findings.
+#[derive(Clone, Copy)]
+struct Label<'a>(usize, &'a TaskSpec);
+
+impl fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.1.id.is_empty() {
+            write!(f, "task #{}", self.0 + 1)
+        } else {
+            write!(f, "task `{}`", self.1.id)
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Every dialect of the original's workflow files parses into the same normalized spec.
+
+use gleitzeit_workflow::{
+    parse_workflow, prepare_spec, validate_spec, Backoff, MethodCatalog, OnFailure, Parsed,
+    Priority, RetryPolicy, WorkflowSpec,
+};
+use serde_json::json;
+
+fn catalog() -> &'static MethodCatalog {
+    static CATALOG: std::sync::OnceLock<MethodCatalog> = std::sync::OnceLock::new();
+    CATALOG.get_or_init(MethodCatalog::builtin)
+}
+
+fn parse_ok(yaml: &str) -> Parsed {
+    match parse_workflow(yaml, catalog()) {
+        Ok(parsed) => parsed,
+        Err(diagnostics) => panic!(
+            "expected a valid workflow, got:\n{}",
+            diagnostics
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
+#[test]
+fn params_and_parameters_mean_the_same() {
+    let parsed = parse_ok(
+        r#"name: both spellings
+tasks:
+  - id: one
+    method: python/execute
+    params: { code: "result = 1" }
+  - id: two
+    method: python/execute
+    parameters: { code: "result = 2" }
+"#,
+    );
+    assert_eq!(
+        parsed.spec.tasks[0].parameters,
+        json!({"code": "result = 1"})
+    );
+    assert_eq!(
+        parsed.spec.tasks[1].parameters,
+        json!({"code": "result = 2"})
+    );
+    assert!(parsed.warnings.is_empty());
+}
+
+#[test]
+fn defaults_fill_ids_names_and_protocols() {
+    let parsed = parse_ok(
+        r#"name: defaults
+tasks:
+  - method: llm/chat
+    params:
+      model: llama3.2:latest
+      messages: [{ role: user, content: hi }]
+  - id: task-1-taken
+    method: llm/embed
+    params: { model: nomic-embed-text:latest, input: [a, b] }
+  - name: Named
+    method: python/execute
+    params: { code: "result = 3" }
+"#,
+    );
+    let tasks = &parsed.spec.tasks;
+    assert_eq!(tasks[0].id, "task-1");
+    assert_eq!(tasks[0].name, "task-1");
+    assert_eq!(tasks[0].protocol, "llm/v1");
+    assert_eq!(tasks[1].protocol, "llm/v1");
+    assert_eq!(tasks[2].id, "task-3");
+    assert_eq!(tasks[2].name, "Named");
+    assert_eq!(tasks[2].protocol, "python/v1");
+    assert_eq!(tasks[0].priority, Priority::Normal);
+    assert_eq!(tasks[0].retry, RetryPolicy::default());
+    assert_eq!(tasks[0].retry.max_attempts, 1, "no retry block: no retries");
+    assert_eq!(parsed.spec.id, None);
+    assert_eq!(parsed.spec.on_failure, OnFailure::Fail);
+    assert_eq!(parsed.spec.metadata, json!({}));
+}
+
+#[test]
+fn generated_ids_skip_ids_already_taken() {
+    let parsed = parse_ok(
+        r#"name: clash
+tasks:
+  - method: python/execute
+    params: { code: a }
+  - id: task-1
+    method: python/execute
+    params: { code: b }
+"#,
+    );
+    assert_eq!(parsed.spec.tasks[0].id, "task-1-2");
+    assert_eq!(parsed.spec.tasks[1].id, "task-1");
+}
+
+#[test]
+fn dependencies_may_name_tasks_and_are_normalized_to_ids() {
+    let parsed = parse_ok(
+        r#"name: by name
+tasks:
+  - id: extract
+    name: Extract Numbers
+    method: python/execute
+    params: { code: "result = [1, 2, 3]" }
+  - id: analyze
+    name: Analyze
+    method: llm/generate
+    dependencies: ["Extract Numbers", extract]
+    params: { model: llama3.2, prompt: "Analyze" }
+  - id: report
+    method: llm/generate
+    dependencies: Analyze
+    params: { model: llama3.2, prompt: "Report" }
+"#,
+    );
+    assert_eq!(parsed.spec.tasks[1].dependencies, vec!["extract"]);
+    assert_eq!(parsed.spec.tasks[2].dependencies, vec!["analyze"]);
+}
+
+#[test]
+fn references_add_implicit_dependencies() {
+    let parsed = parse_ok(
+        r#"name: implicit
+tasks:
+  - id: numbers
+    name: Extract Numbers
+    method: python/execute
+    params: { code: "result = {'n': 3}" }
+  - id: ask
+    method: llm/chat
+    params:
+      model: llama3.2
+      messages:
+        - role: user
+          content: "How many? ${numbers.result.n}"
+  - id: old
+    method: llm/complete
+    dependencies: [ask]
+    params: { model: llama3.2, prompt: "Summarize {{Extract Numbers.result}} and ${ask.response}" }
+"#,
+    );
+    let tasks = &parsed.spec.tasks;
+    assert_eq!(tasks[1].dependencies, vec!["numbers"]);
+    assert_eq!(tasks[2].dependencies, vec!["ask", "numbers"]);
+}
+
+#[test]
+fn integer_priorities_follow_one_rule() {
+    let parsed = parse_ok(
+        r#"name: priorities
+tasks:
+  - { id: p1, method: python/execute, priority: 1, params: { code: x } }
+  - { id: p2, method: python/execute, priority: 2, params: { code: x } }
+  - { id: p3, method: python/execute, priority: 3, params: { code: x } }
+  - { id: p4, method: python/execute, priority: 4, params: { code: x } }
+  - { id: p0, method: python/execute, priority: 0, params: { code: x } }
+  - { id: p9, method: python/execute, priority: 9, params: { code: x } }
+  - { id: word, method: python/execute, priority: HIGH, params: { code: x } }
+"#,
+    );
+    let priorities: Vec<Priority> = parsed.spec.tasks.iter().map(|t| t.priority).collect();
+    assert_eq!(
+        priorities,
+        vec![
+            Priority::Low,
+            Priority::Normal,
+            Priority::High,
+            Priority::Urgent,
+            Priority::Low,
+            Priority::Urgent,
+            Priority::High,
+        ]
+    );
+    let warnings: Vec<(Option<usize>, Option<usize>)> =
+        parsed.warnings.iter().map(|w| (w.line, w.column)).collect();
+    assert_eq!(warnings, vec![(Some(7), Some(49)), (Some(8), Some(49))]);
+    assert!(parsed.warnings.iter().all(|w| w.code == "GZ7001"));
+}
+
+#[test]
+fn legacy_keys_are_accepted_and_timeout_is_kept() {
+    let parsed = parse_ok(
+        r#"name: legacy
+version: "1.0"
+description: an old file
+id: wf-legacy
+timeout: 600
+wait_for_completion: true
+on_failure: continue
+metadata: { owner: ops, tags: [nightly] }
+tasks:
+  - id: only
+    method: python/execute
+    timeout: 0.5
+    retry:
+      max_attempts: 5
+      backoff: linear
+      base_delay: 2
+      max_delay: 30.5
+      jitter: false
+    params: { file: scripts/job.py, context: { day: 1 } }
+"#,
+    );
+    let spec = &parsed.spec;
+    assert_eq!(spec.id.as_deref(), Some("wf-legacy"));
+    assert_eq!(spec.description.as_deref(), Some("an old file"));
+    assert_eq!(spec.timeout, Some(600.0));
+    assert_eq!(spec.on_failure, OnFailure::Continue);
+    assert_eq!(spec.metadata, json!({"owner": "ops", "tags": ["nightly"]}));
+    let task = &spec.tasks[0];
+    assert_eq!(task.timeout, Some(0.5));
+    assert_eq!(
+        task.retry,
+        RetryPolicy {
+            max_attempts: 5,
+            backoff: Backoff::Linear,
+            base_delay: 2.0,
+            max_delay: 30.5,
+            jitter: false,
+        }
+    );
+}
+
+#[test]
+fn a_retry_block_defaults_to_three_attempts() {
+    let parsed = parse_ok(
+        r#"name: retry
+tasks:
+  - { id: a, method: python/execute, retry: { backoff: fixed }, params: { code: x } }
+  - { id: b, method: python/execute, retry: 4, params: { code: x } }
+"#,
+    );
+    assert_eq!(parsed.spec.tasks[0].retry.max_attempts, 3);
+    assert_eq!(parsed.spec.tasks[0].retry.backoff, Backoff::Fixed);
+    assert_eq!(parsed.spec.tasks[1].retry.max_attempts, 4);
+}
+
+#[test]
+fn the_seed_example_parses() {
+    let parsed = parse_ok(
+        r#"name: "Example Workflow"
+tasks:
+  - id: "llm_task"
+    method: "llm/chat"
+    parameters:
+      model: "llama3.2"
+      messages:
+        - role: "user"
+          content: "Hello world"
+
+  - id: "python_task"
+    method: "python/execute"
+    dependencies: ["llm_task"]
+    parameters:
+      code: "print('LLM said:', '${llm_task.response}')"
+"#,
+    );
+    assert_eq!(parsed.spec.tasks[1].dependencies, vec!["llm_task"]);
+}
+
+#[test]
+fn a_spec_travels_as_json_and_validates_the_same() {
+    let parsed = parse_ok(
+        r#"name: roundtrip
+tasks:
+  - { id: a, name: First, method: python/execute, priority: urgent, params: { code: x } }
+  - { id: b, method: llm/generate, params: { model: m, prompt: "${First.result}" } }
+"#,
+    );
+    let json = serde_json::to_string(&parsed.spec).expect("serializes");
+    let back: WorkflowSpec = serde_json::from_str(&json).expect("deserializes");
+    assert_eq!(back, parsed.spec);
+    assert!(validate_spec(&back, catalog()).is_empty());
+}
+
+#[test]
+fn json_specs_get_defaults_and_the_same_checks() {
+    let raw: WorkflowSpec = serde_json::from_value(json!({
+        "name": "from json",
+        "tasks": [
+            {"id": "a", "method": "python/execute", "params": {"code": "x"}, "priority": 3},
+            {"id": "b", "method": "llm/generate",
+             "parameters": {"model": "m", "prompt": "${a.result}"}},
+        ]
+    }))
+    .expect("deserializes");
+    assert!(validate_spec(&raw, catalog()).is_empty());
+    let prepared = prepare_spec(raw, catalog()).expect("valid");
+    assert_eq!(prepared.spec.tasks[0].priority, Priority::High);
+    assert_eq!(prepared.spec.tasks[1].protocol, "llm/v1");
+    assert_eq!(prepared.spec.tasks[1].name, "b");
+    assert_eq!(prepared.spec.tasks[1].dependencies, vec!["a"]);
+
+    let broken: WorkflowSpec = serde_json::from_value(json!({
+        "name": "",
+        "tasks": [
+            {"id": "a", "method": "llm/chat", "parameters": {"model": "m"}, "timeout": 4000},
+            {"id": "a", "method": "", "dependencies": ["zz"]},
+        ]
+    }))
+    .expect("deserializes");
+    let codes: Vec<String> = validate_spec(&broken, catalog())
+        .into_iter()
+        .map(|d| {
+            assert_eq!(d.line, None);
+            d.code
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec!["GZ7001", "GZ7001", "GZ7002", "GZ3001", "GZ7001", "GZ3001"],
+        "name empty, timeout, schema (messages), duplicate id, no method, unknown dependency"
+    );
+}
+
+#[test]
+fn references_may_stand_where_the_schema_wants_another_type() {
+    let parsed = parse_ok(
+        r#"name: typed later
+tasks:
+  - id: plan
+    method: python/execute
+    params: { code: "result = {'budget': 64, 'history': []}" }
+  - id: chat
+    method: llm/chat
+    params:
+      model: llama3.2
+      max_tokens: "${plan.result.budget}"
+      temperature: "${plan.result.temperature}"
+      messages: "${plan.result.history}"
+"#,
+    );
+    assert_eq!(parsed.spec.tasks[1].dependencies, vec!["plan"]);
+}
