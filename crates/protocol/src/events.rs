@@ -87,6 +87,32 @@ pub const TASK_OUTCOMES: &str = "task_outcomes";
 /// Engine → provider: stop these tasks. Payload: `CancelTasks`.
 pub const CANCEL_TASKS: &str = "cancel_tasks";
 
+// ---- Workflows (clients → queue-manager) ----
+
+/// Client → queue-manager: submit a workflow. Payload: `SubmitWorkflow`.
+pub const WORKFLOW_SUBMIT: &str = "workflow_submit";
+/// Client → queue-manager: a workflow with every task. Payload: `WorkflowRef`.
+pub const WORKFLOW_GET: &str = "workflow_get";
+/// Client → queue-manager: recent workflows. Payload: `ListWorkflows`.
+pub const WORKFLOW_LIST: &str = "workflow_list";
+/// Client → queue-manager: cancel a workflow (running work is stopped). Payload: `WorkflowRef`.
+pub const WORKFLOW_CANCEL: &str = "workflow_cancel";
+/// Client → queue-manager: one task. Payload: `TaskLookup`.
+pub const TASK_GET: &str = "task_get";
+/// Client → queue-manager: the store in use and its health.
+pub const STORE_STATUS: &str = "store_status";
+
+// ---- Scheduling (queue-manager ↔ resolver, engine) ----
+
+/// Engine → queue-manager: give me ready tasks for these free slots. Payload: `LeaseTasks`.
+pub const LEASE_TASKS: &str = "lease_tasks";
+/// Queue-manager → resolver: plan (or re-plan) a workflow. Payload: `WorkflowPlan`.
+pub const WORKFLOW_PLAN: &str = "workflow_plan";
+/// Queue-manager → resolver: these tasks finished. Payload: `TasksFinished`.
+pub const TASKS_FINISHED: &str = "tasks_finished";
+/// Queue-manager → resolver: drop a finished workflow's state. Payload: `WorkflowRef`.
+pub const WORKFLOW_FORGET: &str = "workflow_forget";
+
 /// Well-known rooms.
 pub mod rooms {
     /// Component joins, departures and health changes.

@@ -202,3 +202,140 @@ pub struct CancelTasks {
     /// The tasks.
     pub tasks: Vec<TaskRef>,
 }
+
+/// Payload of `workflow_submit` (client → queue-manager). Answered with
+/// `{workflow_id, total_tasks}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SubmitWorkflow {
+    /// The id to give the run (chosen by the client so it can join the workflow's room
+    /// before submitting); generated when absent. Must be unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    /// The workflow as JSON (the `gleitzeit-workflow` spec; validated again on arrival).
+    pub spec: Value,
+    /// Folder relative paths resolve against (the workflow file's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_dir: Option<String>,
+}
+
+/// Payload of `workflow_get`, `workflow_cancel`: one workflow by id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkflowRef {
+    /// Workflow id.
+    pub workflow_id: String,
+}
+
+/// Payload of `workflow_list`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ListWorkflows {
+    /// At most this many (default 20).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Only this status (`running`, `completed`, …).
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// Payload of `task_get`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskLookup {
+    /// Workflow id (optional: search all workflows, newest first).
+    #[serde(default)]
+    pub workflow_id: Option<String>,
+    /// Task id.
+    pub task_id: String,
+}
+
+/// Payload of `lease_tasks` (engine → queue-manager): free slots per method. Answered with
+/// `{queue_manager_id, tasks: [ExecuteTask]}` as soon as tasks are ready, or empty after
+/// `wait_ms` (long poll).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LeaseTasks {
+    /// Method → free slots.
+    pub slots: std::collections::BTreeMap<String, u32>,
+    /// How long to hold the request when nothing is ready.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// Reply to `lease_tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LeasedTasks {
+    /// The queue-manager that owns these tasks (outcomes go back to it).
+    pub queue_manager_id: String,
+    /// Tasks to run now.
+    pub tasks: Vec<ExecuteTask>,
+}
+
+/// A finished task as the dependency-resolver needs to know it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FinishedTask {
+    /// Task id.
+    pub task_id: String,
+    /// `completed`, `failed`, `skipped` or `cancelled`.
+    pub status: String,
+    /// The result (completed tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+}
+
+/// Payload of `workflow_plan` (queue-manager → resolver): the whole workflow plus what has
+/// already finished (so a restarted resolver rebuilds). Answered with a `Resolution`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkflowPlan {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// The spec as JSON.
+    pub spec: Value,
+    /// Tasks already finished.
+    #[serde(default)]
+    pub finished: Vec<FinishedTask>,
+    /// Tasks already queued or running (not to be reported ready again).
+    #[serde(default)]
+    pub started: Vec<String>,
+}
+
+/// Payload of `tasks_finished` (queue-manager → resolver). Answered with a `Resolution`, or
+/// GZ3020 when the resolver does not know the workflow (then the queue-manager re-plans).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TasksFinished {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// What finished.
+    pub finished: Vec<FinishedTask>,
+}
+
+/// A task whose dependencies are met, with substituted parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReadyTask {
+    /// Task id.
+    pub task_id: String,
+    /// Parameters after substitution.
+    pub params: Value,
+}
+
+/// A task that will not run, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlockedTask {
+    /// Task id.
+    pub task_id: String,
+    /// Why (GZ3004 dependency failed, GZ3013 substitution failed).
+    pub error: crate::GzError,
+}
+
+/// The resolver's answer: newly ready tasks, tasks to skip, tasks that fail before running.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Resolution {
+    /// The resolver instance that holds this workflow.
+    #[serde(default)]
+    pub resolver_id: String,
+    /// Ready to queue.
+    #[serde(default)]
+    pub ready: Vec<ReadyTask>,
+    /// Dependents of failed tasks.
+    #[serde(default)]
+    pub skipped: Vec<BlockedTask>,
+    /// Tasks whose parameters could not be resolved.
+    #[serde(default)]
+    pub failed: Vec<BlockedTask>,
+}

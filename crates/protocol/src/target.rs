@@ -20,7 +20,8 @@ pub enum Target {
     Type(String),
     /// One healthy instance that advertises a capability (e.g. a method such as `llm/chat`).
     Capability(String),
-    /// Every socket in a room (broadcast).
+    /// Every socket in a room (broadcast). Several rooms may be given separated by commas
+    /// (`room:events,workflow:42`); a socket in more than one of them gets the message once.
     Room(String),
 }
 

@@ -344,8 +344,8 @@ async fn route(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
             chosen.is_some_and(|(id, _)| deliver_to_component(state, &id, env.clone()))
         }
         Target::Room(room) => {
-            let room = room.clone();
-            if let Err(e) = state.io.to(room).emit(env.event.clone(), &env).await {
+            let rooms: Vec<String> = room.split(',').filter(|r| !r.is_empty()).map(str::to_string).collect();
+            if let Err(e) = state.io.to(rooms).emit(env.event.clone(), &env).await {
                 warn!(error = %e, "room broadcast failed");
             }
             true

@@ -1,18 +1,30 @@
-//! Gleitzeit dependency-resolver: readiness and parameter substitution.
+//! Gleitzeit dependency-resolver: decides which tasks are ready and substitutes `${…}`
+//! references in their parameters.
 //!
-//! DAG readiness and substitution arrive with the workflows issue; today it registers and answers pings.
+//! It holds a [`plan::Plan`] per running workflow, built from the spec and the tasks that
+//! already finished, so it can be killed at any time: a queue-manager that gets GZ3020
+//! ("unknown workflow") from a restarted resolver sends `workflow_plan` again.
 //!
-//! Consumes: `ping`, `shutdown`. Emits: replies.
+//! Consumes: `workflow_plan`, `tasks_finished`, `workflow_forget`, `ping`, `shutdown`.
+//! Emits: replies carrying a `Resolution`.
 
 #![forbid(unsafe_code)]
 
-use gleitzeit_hub_client::{
-    connect_component, next_envelope, registration, ClientConfig, ClientError,
-};
+pub mod plan;
+
+use std::collections::HashMap;
+
+use gleitzeit_hub_client::{connect_component, next_envelope, registration, ClientConfig, ClientError, HubClient};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_protocol::events::component_types;
+use gleitzeit_protocol::events::{self, component_types};
+use gleitzeit_protocol::payloads::{Resolution, TasksFinished, WorkflowPlan, WorkflowRef};
+use gleitzeit_protocol::Envelope;
 use gleitzeit_runtime::Shutdown;
-use serde_json::json;
+use gleitzeit_workflow::WorkflowSpec;
+use serde_json::{json, Value};
+use tracing::debug;
+
+use crate::plan::Plan;
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -34,22 +46,54 @@ pub enum ServiceError {
 /// Connects to the hub, registers, and serves until `shutdown` fires or the hub asks it to stop.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
     let ty = component_types::DEPENDENCY_RESOLVER;
-    let id = config
-        .component_id
-        .unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
+    let id = config.component_id.unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
     let reg = registration(ty, id, vec!["dependency_resolution".into()], 0, json!({}));
-    let Some((client, mut incoming)) =
-        connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
-    else {
+    let Some((client, mut incoming)) = connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await? else {
         return Ok(());
     };
+    let mut plans: HashMap<String, Plan> = HashMap::new();
     while let Some(env) = next_envelope(&client, &mut incoming, &shutdown).await {
-        let err = GzError::new(
-            ErrorCode::UnknownEvent,
-            format!("{ty} does not handle {:?}", env.event),
-        );
-        let _ = client.respond(&env, Err(err));
+        let result = handle(&client, &mut plans, &env);
+        if let Some(result) = result {
+            let _ = client.respond(&env, result);
+        }
     }
     client.close().await;
     Ok(())
+}
+
+fn handle(client: &HubClient, plans: &mut HashMap<String, Plan>, env: &Envelope) -> Option<Result<Value, GzError>> {
+    let with_id = |mut r: Resolution| {
+        r.resolver_id = client.id().to_string();
+        serde_json::to_value(r).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))
+    };
+    match env.event.as_str() {
+        events::WORKFLOW_PLAN => Some((|| {
+            let p: WorkflowPlan = env.payload_as()?;
+            let spec: WorkflowSpec = serde_json::from_value(p.spec)
+                .map_err(|e| GzError::new(ErrorCode::ValidationFailed, format!("invalid workflow spec: {e}")))?;
+            let (plan, res) = Plan::build(spec, &p.finished, &p.started)?;
+            debug!(workflow = %p.workflow_id, ready = res.ready.len(), "planned");
+            plans.insert(p.workflow_id, plan);
+            with_id(res)
+        })()),
+        events::TASKS_FINISHED => Some((|| {
+            let f: TasksFinished = env.payload_as()?;
+            let plan = plans.get_mut(&f.workflow_id).ok_or_else(|| {
+                GzError::new(ErrorCode::WorkflowNotFound, format!("resolver does not hold workflow {}", f.workflow_id))
+                    .with_hint("send workflow_plan again")
+            })?;
+            with_id(plan.finish(&f.finished))
+        })()),
+        events::WORKFLOW_FORGET => {
+            if let Ok(r) = env.payload_as::<WorkflowRef>() {
+                plans.remove(&r.workflow_id);
+            }
+            None
+        }
+        other => Some(Err(GzError::new(
+            ErrorCode::UnknownEvent,
+            format!("dependency-resolver does not handle {other:?}"),
+        ))),
+    }
 }

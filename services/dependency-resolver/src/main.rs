@@ -5,7 +5,7 @@ use gleitzeit_runtime::{init_tracing, signal_shutdown, CommonArgs, Shutdown};
 
 /// Gleitzeit dependency-resolver: readiness and parameter substitution.
 ///
-/// DAG readiness and substitution arrive with the workflows issue; today it registers and answers pings.
+/// Decides which tasks are ready and substitutes ${task.path} references in their parameters.
 #[derive(Debug, Parser)]
 #[command(name = "dependency-resolver", version)]
 struct Args {

@@ -1,18 +1,35 @@
-//! Gleitzeit execution-engine: dispatches ready tasks to providers.
+//! Gleitzeit execution-engine: takes ready tasks from the queue-manager and runs them on
+//! providers.
 //!
-//! Dispatch, timeouts and retries arrive with the workflows issue; today it registers and answers pings.
+//! It keeps a table of providers (from the hub's registry and the `components` room) with
+//! their methods and capacity, asks the queue-manager for as many tasks as there are free
+//! slots (`lease_tasks`, long poll), sends each batch to the provider with the most free
+//! slots for the method, forwards outcomes to the queue-manager, stops cancelled work,
+//! fails the in-flight tasks of a provider that disappears (retryable, so they run again),
+//! and backs up provider-side timeouts with a watchdog.
 //!
-//! Consumes: `ping`, `shutdown`. Emits: replies.
+//! Consumes: `task_outcomes` (from providers), `cancel_tasks` (from the queue-manager),
+//! `component_joined`, `component_left`, `ping`, `shutdown`.
+//! Emits: `lease_tasks`, `execute_tasks`, `cancel_tasks` (to providers), `task_outcomes`
+//! (to the queue-manager).
 
 #![forbid(unsafe_code)]
 
-use gleitzeit_hub_client::{
-    connect_component, next_envelope, registration, ClientConfig, ClientError,
-};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use gleitzeit_hub_client::{connect_component, next_envelope, registration, ClientConfig, ClientError, HubClient};
+use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_protocol::events::component_types;
+use gleitzeit_protocol::events::{self, component_types, rooms};
+use gleitzeit_protocol::payloads::{
+    CancelTasks, ComponentInfo, ExecuteTask, ExecuteTasks, LeaseTasks, LeasedTasks, TaskOutcome, TaskOutcomes, TaskRef,
+};
+use gleitzeit_protocol::{Envelope, Target};
 use gleitzeit_runtime::Shutdown;
-use serde_json::json;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -21,6 +38,9 @@ pub struct Config {
     pub hub_url: String,
     /// Component id (default `execution-engine-<random>`).
     pub component_id: Option<String>,
+    /// Tasks sent to a provider beyond its capacity, as a multiple of it (they wait in the
+    /// provider's own queue, which hides the round trip to the queue-manager).
+    pub prefetch: u32,
 }
 
 /// Errors that stop the service.
@@ -31,25 +51,354 @@ pub enum ServiceError {
     Hub(#[from] ClientError),
 }
 
-/// Connects to the hub, registers, and serves until `shutdown` fires or the hub asks it to stop.
+struct Provider {
+    methods: Vec<String>,
+    capacity: u32,
+    in_flight: u32,
+}
+
+struct Dispatched {
+    provider: String,
+    queue_manager: String,
+    attempt: u32,
+    deadline: Option<Instant>,
+}
+
+enum Internal {
+    Leased(Result<LeasedTasks, GzError>),
+    Providers(Vec<ComponentInfo>),
+}
+
+struct Engine {
+    client: HubClient,
+    tx: mpsc::UnboundedSender<Internal>,
+    prefetch: u32,
+    providers: HashMap<String, Provider>,
+    dispatched: HashMap<TaskRef, Dispatched>,
+    leasing: bool,
+}
+
+/// Connects to the hub, registers, and runs tasks until `shutdown`.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
     let ty = component_types::EXECUTION_ENGINE;
-    let id = config
-        .component_id
-        .unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
-    let reg = registration(ty, id, vec!["task_execution".into()], 0, json!({}));
-    let Some((client, mut incoming)) =
-        connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
-    else {
+    let id = config.component_id.unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
+    let reg = registration(ty, id, vec!["task_execution".into()], 0, json!({ "prefetch": config.prefetch }));
+    let Some((client, mut incoming)) = connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await? else {
         return Ok(());
     };
-    while let Some(env) = next_envelope(&client, &mut incoming, &shutdown).await {
-        let err = GzError::new(
-            ErrorCode::UnknownEvent,
-            format!("{ty} does not handle {:?}", env.event),
-        );
-        let _ = client.respond(&env, Err(err));
+    if let Err(e) = client.subscribe(&[rooms::COMPONENTS.to_string()]).await {
+        warn!(error = %e, "could not join the components room; relying on polling");
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut engine = Engine {
+        client: client.clone(),
+        tx,
+        prefetch: config.prefetch.max(1),
+        providers: HashMap::new(),
+        dispatched: HashMap::new(),
+        leasing: false,
+    };
+    engine.refresh_providers();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_refresh = Instant::now();
+    loop {
+        tokio::select! {
+            env = next_envelope(&client, &mut incoming, &shutdown) => match env {
+                Some(env) => engine.on_envelope(env),
+                None => break,
+            },
+            Some(msg) = rx.recv() => engine.on_internal(msg),
+            _ = tick.tick() => {
+                engine.watchdog();
+                if last_refresh.elapsed() > Duration::from_secs(2) {
+                    last_refresh = Instant::now();
+                    engine.refresh_providers();
+                }
+            }
+        }
+        engine.maybe_lease();
     }
     client.close().await;
     Ok(())
+}
+
+impl Engine {
+    fn refresh_providers(&self) {
+        let client = self.client.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            match client
+                .request_with_timeout(Target::Hub, events::LIST_COMPONENTS, Value::Null, Duration::from_secs(5))
+                .await
+                .and_then(|v| serde_json::from_value(v).map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string())))
+            {
+                Ok(list) => {
+                    let _ = tx.send(Internal::Providers(list));
+                }
+                Err(e) => debug!(error = %e, "component list unavailable"),
+            }
+        });
+    }
+
+    fn on_envelope(&mut self, env: Envelope) {
+        match env.event.as_str() {
+            events::TASK_OUTCOMES => match env.payload_as::<TaskOutcomes>() {
+                Ok(batch) => self.forward(batch.outcomes),
+                Err(e) => warn!(error = %e, "bad task_outcomes payload"),
+            },
+            events::CANCEL_TASKS => match env.payload_as::<CancelTasks>() {
+                Ok(c) => self.cancel(c.tasks),
+                Err(e) => warn!(error = %e, "bad cancel_tasks payload"),
+            },
+            events::COMPONENT_JOINED => self.refresh_providers(),
+            events::COMPONENT_LEFT => {
+                if let Some(id) = env.payload.get("component_id").and_then(Value::as_str) {
+                    self.provider_lost(id);
+                }
+            }
+            events::COMPONENT_UNHEALTHY | events::REPLY => {}
+            other => {
+                let err = GzError::new(ErrorCode::UnknownEvent, format!("execution-engine does not handle {other:?}"));
+                let _ = self.client.respond(&env, Err(err));
+            }
+        }
+    }
+
+    fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Providers(list) => {
+                let mut seen = Vec::new();
+                for c in list {
+                    let r = c.registration;
+                    if r.capacity == 0 || r.capabilities.iter().all(|m| !m.contains('/')) {
+                        continue;
+                    }
+                    seen.push(r.component_id.clone());
+                    let p = self.providers.entry(r.component_id).or_insert(Provider {
+                        methods: Vec::new(),
+                        capacity: 0,
+                        in_flight: 0,
+                    });
+                    p.methods = r.capabilities;
+                    p.capacity = r.capacity;
+                }
+                let gone: Vec<String> = self.providers.keys().filter(|k| !seen.contains(k)).cloned().collect();
+                for g in gone {
+                    self.provider_lost(&g);
+                }
+            }
+            Internal::Leased(result) => {
+                self.leasing = false;
+                match result {
+                    Ok(leased) => self.dispatch(leased),
+                    Err(e) if e.is(ErrorCode::NoRoute) => debug!("no queue-manager yet"),
+                    Err(e) => warn!(error = %e, "lease failed"),
+                }
+            }
+        }
+    }
+
+    fn free_slots(&self) -> BTreeMap<String, u32> {
+        let mut slots = BTreeMap::new();
+        for p in self.providers.values() {
+            let free = (p.capacity * self.prefetch).saturating_sub(p.in_flight);
+            for m in &p.methods {
+                *slots.entry(m.clone()).or_insert(0) += free;
+            }
+        }
+        slots.retain(|_, n| *n > 0);
+        slots
+    }
+
+    fn maybe_lease(&mut self) {
+        if self.leasing {
+            return;
+        }
+        let slots = self.free_slots();
+        if slots.is_empty() {
+            return;
+        }
+        self.leasing = true;
+        let client = self.client.clone();
+        let tx = self.tx.clone();
+        let payload = serde_json::to_value(LeaseTasks { slots, wait_ms: 1000 }).unwrap_or(Value::Null);
+        tokio::spawn(async move {
+            let result = client
+                .request_with_timeout(Target::Type(component_types::QUEUE_MANAGER.into()), events::LEASE_TASKS, payload, Duration::from_secs(10))
+                .await
+                .and_then(|v| serde_json::from_value(v).map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string())));
+            if result.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let _ = tx.send(Internal::Leased(result));
+        });
+    }
+
+    fn pick_provider(&self, method: &str) -> Option<String> {
+        self.providers
+            .iter()
+            .filter(|(_, p)| p.methods.iter().any(|m| m == method))
+            .max_by_key(|(id, p)| ((p.capacity * self.prefetch) as i64 - p.in_flight as i64, std::cmp::Reverse((*id).clone())))
+            .map(|(id, _)| id.clone())
+    }
+
+    fn dispatch(&mut self, leased: LeasedTasks) {
+        let mut batches: HashMap<String, Vec<ExecuteTask>> = HashMap::new();
+        let mut unserved = Vec::new();
+        for task in leased.tasks {
+            let key = TaskRef {
+                workflow_id: task.workflow_id.clone(),
+                task_id: task.task_id.clone(),
+            };
+            match self.pick_provider(&task.method) {
+                Some(pid) => {
+                    if let Some(p) = self.providers.get_mut(&pid) {
+                        p.in_flight += 1;
+                    }
+                    let grace = Duration::from_secs(5);
+                    let deadline = task
+                        .timeout_ms
+                        .map(|ms| Instant::now() + Duration::from_millis(ms) * (self.prefetch + 1) + grace);
+                    self.dispatched.insert(
+                        key,
+                        Dispatched {
+                            provider: pid.clone(),
+                            queue_manager: leased.queue_manager_id.clone(),
+                            attempt: task.attempt,
+                            deadline,
+                        },
+                    );
+                    batches.entry(pid).or_default().push(task);
+                }
+                None => unserved.push(outcome_err(
+                    &task.workflow_id,
+                    &task.task_id,
+                    task.attempt,
+                    GzError::new(ErrorCode::NoProvider, format!("no provider serves {}", task.method)),
+                )),
+            }
+        }
+        for (pid, tasks) in batches {
+            debug!(provider = %pid, count = tasks.len(), "dispatching");
+            let payload = serde_json::to_value(ExecuteTasks { tasks }).unwrap_or(Value::Null);
+            if let Err(e) = self.client.emit(Target::Component(pid), events::EXECUTE_TASKS, payload) {
+                warn!(error = %e, "could not dispatch");
+            }
+        }
+        if !unserved.is_empty() {
+            self.send_outcomes(&leased.queue_manager_id, unserved);
+        }
+    }
+
+    /// Outcomes from providers (or made here) go to the queue-manager that owns the task.
+    fn forward(&mut self, outcomes: Vec<TaskOutcome>) {
+        let mut by_qm: HashMap<String, Vec<TaskOutcome>> = HashMap::new();
+        for o in outcomes {
+            let key = TaskRef {
+                workflow_id: o.workflow_id.clone(),
+                task_id: o.task_id.clone(),
+            };
+            let Some(d) = self.dispatched.get(&key) else {
+                debug!(task = %o.task_id, "outcome for a task this engine no longer tracks");
+                continue;
+            };
+            if d.attempt != o.attempt {
+                continue;
+            }
+            let Some(d) = self.dispatched.remove(&key) else { continue };
+            if let Some(p) = self.providers.get_mut(&d.provider) {
+                p.in_flight = p.in_flight.saturating_sub(1);
+            }
+            by_qm.entry(d.queue_manager).or_default().push(o);
+        }
+        for (qm, list) in by_qm {
+            self.send_outcomes(&qm, list);
+        }
+    }
+
+    fn send_outcomes(&self, qm: &str, outcomes: Vec<TaskOutcome>) {
+        let payload = serde_json::to_value(TaskOutcomes { outcomes }).unwrap_or(Value::Null);
+        if let Err(e) = self.client.emit(Target::Component(qm.to_string()), events::TASK_OUTCOMES, payload) {
+            warn!(error = %e, "could not forward outcomes");
+        }
+    }
+
+    fn cancel(&mut self, tasks: Vec<TaskRef>) {
+        let mut by_provider: HashMap<String, Vec<TaskRef>> = HashMap::new();
+        for t in tasks {
+            if let Some(d) = self.dispatched.remove(&t) {
+                if let Some(p) = self.providers.get_mut(&d.provider) {
+                    p.in_flight = p.in_flight.saturating_sub(1);
+                }
+                by_provider.entry(d.provider).or_default().push(t);
+            }
+        }
+        for (pid, tasks) in by_provider {
+            info!(provider = %pid, count = tasks.len(), "cancelling running tasks");
+            let payload = serde_json::to_value(CancelTasks { tasks }).unwrap_or(Value::Null);
+            let _ = self.client.emit(Target::Component(pid), events::CANCEL_TASKS, payload);
+        }
+    }
+
+    /// A provider left: its in-flight tasks fail as retryable "lost" so they run again.
+    fn provider_lost(&mut self, id: &str) {
+        if self.providers.remove(id).is_none() {
+            return;
+        }
+        let lost: Vec<TaskRef> = self.dispatched.iter().filter(|(_, d)| d.provider == id).map(|(k, _)| k.clone()).collect();
+        if !lost.is_empty() {
+            warn!(provider = %id, tasks = lost.len(), "provider left with tasks in flight; they will run again");
+        }
+        let outcomes: Vec<TaskOutcome> = lost
+            .iter()
+            .filter_map(|k| self.dispatched.get(k).map(|d| (k, d.attempt)))
+            .map(|(k, attempt)| {
+                let err = GzError::new(ErrorCode::Disconnected, format!("provider {id} left while running the task"));
+                outcome_err(&k.workflow_id, &k.task_id, attempt, err)
+            })
+            .collect();
+        // `forward` routes these to the owning queue-manager and drops the entries.
+        self.forward(outcomes);
+    }
+
+    /// Backs up provider-side timeouts: a task far past its limit fails with GZ2002.
+    fn watchdog(&mut self) {
+        let now = Instant::now();
+        let late: Vec<TaskRef> = self
+            .dispatched
+            .iter()
+            .filter(|(_, d)| d.deadline.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if late.is_empty() {
+            return;
+        }
+        let mut outcomes = Vec::new();
+        let mut cancels: HashMap<String, Vec<TaskRef>> = HashMap::new();
+        for k in late {
+            if let Some(d) = self.dispatched.get(&k) {
+                warn!(task = %k.task_id, "provider did not report within the task's time limit");
+                outcomes.push(outcome_err(&k.workflow_id, &k.task_id, d.attempt, GzError::new(ErrorCode::TaskTimeout, "no outcome within the task's time limit")));
+                cancels.entry(d.provider.clone()).or_default().push(k.clone());
+            }
+        }
+        for (pid, tasks) in cancels {
+            let payload = serde_json::to_value(CancelTasks { tasks }).unwrap_or(Value::Null);
+            let _ = self.client.emit(Target::Component(pid), events::CANCEL_TASKS, payload);
+        }
+        self.forward(outcomes);
+    }
+}
+
+fn outcome_err(workflow_id: &str, task_id: &str, attempt: u32, error: GzError) -> TaskOutcome {
+    TaskOutcome {
+        workflow_id: workflow_id.to_string(),
+        task_id: task_id.to_string(),
+        attempt,
+        result: None,
+        error: Some(error),
+        provider_id: String::new(),
+        started_at: 0,
+        finished_at: now_millis(),
+    }
 }

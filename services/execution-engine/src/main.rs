@@ -5,12 +5,15 @@ use gleitzeit_runtime::{init_tracing, signal_shutdown, CommonArgs, Shutdown};
 
 /// Gleitzeit execution-engine: dispatches ready tasks to providers.
 ///
-/// Dispatch, timeouts and retries arrive with the workflows issue; today it registers and answers pings.
+/// Leases ready tasks from the queue-manager and runs them on providers with free slots.
 #[derive(Debug, Parser)]
 #[command(name = "execution-engine", version)]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    /// Tasks sent to a provider ahead of time, as a multiple of its capacity.
+    #[arg(long, env = "GLEITZEIT_PREFETCH", default_value_t = 4)]
+    prefetch: u32,
 }
 
 #[tokio::main]
@@ -20,6 +23,7 @@ async fn main() -> std::process::ExitCode {
     let config = execution_engine::Config {
         hub_url: args.common.hub_url,
         component_id: args.common.component_id,
+        prefetch: args.prefetch,
     };
     match execution_engine::run(config, Shutdown::from_future(signal_shutdown())).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,18 +1,34 @@
 //! Gleitzeit queue-manager: owns workflow and task state.
 //!
-//! Workflow submission, persistence and scheduling arrive with the workflows issue; today it registers and answers pings.
+//! It persists every workflow in the store ([`gleitzeit_store`]), asks the
+//! dependency-resolver which tasks are ready, keeps ready tasks in a priority queue (urgent >
+//! high > normal > low, FIFO within a priority), hands them to execution-engines that ask
+//! with `lease_tasks` (long poll), records outcomes once per attempt, schedules retries with
+//! backoff, skips dependents of failed tasks, and finishes workflows. On start it resumes
+//! every unfinished workflow from the store.
 //!
-//! Consumes: `ping`, `shutdown`. Emits: replies.
+//! Consumes: `workflow_submit`, `workflow_get`, `workflow_list`, `workflow_cancel`,
+//! `task_get`, `store_status`, `lease_tasks`, `task_outcomes`, `ping`, `shutdown`.
+//! Emits: `workflow_plan`, `tasks_finished`, `workflow_forget` (to the resolver),
+//! `cancel_tasks` (to engines), and the client events `workflow_*` / `task_*` to the rooms
+//! `events` and `workflow:<id>`.
 
 #![forbid(unsafe_code)]
 
-use gleitzeit_hub_client::{
-    connect_component, next_envelope, registration, ClientConfig, ClientError,
-};
-use gleitzeit_protocol::errors::{ErrorCode, GzError};
+mod manager;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gleitzeit_hub_client::{connect_component, next_envelope, registration, ClientConfig, ClientError};
 use gleitzeit_protocol::events::component_types;
 use gleitzeit_runtime::Shutdown;
+use gleitzeit_store::{SqliteStore, Store, StoreError};
 use serde_json::json;
+use tokio::sync::mpsc;
+
+pub use manager::Internal;
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -21,6 +37,8 @@ pub struct Config {
     pub hub_url: String,
     /// Component id (default `queue-manager-<random>`).
     pub component_id: Option<String>,
+    /// Folder of the embedded store.
+    pub data_dir: PathBuf,
 }
 
 /// Errors that stop the service.
@@ -29,26 +47,47 @@ pub enum ServiceError {
     /// The hub connection failed for good.
     #[error(transparent)]
     Hub(#[from] ClientError),
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// Connects to the hub, registers, and serves until `shutdown` fires or the hub asks it to stop.
+/// The default data directory: `$XDG_DATA_HOME/gleitzeit` or `~/.local/share/gleitzeit`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("gleitzeit");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/gleitzeit"),
+        None => std::env::temp_dir().join("gleitzeit"),
+    }
+}
+
+/// Opens the store, connects, resumes unfinished workflows and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
+    let path = config.data_dir.join("gleitzeit.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path)?);
     let ty = component_types::QUEUE_MANAGER;
-    let id = config
-        .component_id
-        .unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
-    let reg = registration(ty, id, vec!["workflow_store".into()], 0, json!({}));
-    let Some((client, mut incoming)) =
-        connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
-    else {
+    let id = config.component_id.unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
+    let info = store.info();
+    let reg = registration(ty, id, vec!["workflow_store".into()], 0, json!({ "store": info }));
+    let Some((client, mut incoming)) = connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await? else {
         return Ok(());
     };
-    while let Some(env) = next_envelope(&client, &mut incoming, &shutdown).await {
-        let err = GzError::new(
-            ErrorCode::UnknownEvent,
-            format!("{ty} does not handle {:?}", env.event),
-        );
-        let _ = client.respond(&env, Err(err));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut mgr = manager::Manager::new(store, client.clone(), tx);
+    mgr.recover().await?;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            env = next_envelope(&client, &mut incoming, &shutdown) => match env {
+                Some(env) => mgr.on_envelope(env).await,
+                None => break,
+            },
+            Some(msg) = rx.recv() => mgr.on_internal(msg).await,
+            _ = tick.tick() => mgr.on_tick().await,
+        }
     }
     client.close().await;
     Ok(())

@@ -1,0 +1,929 @@
+//! The queue-manager's state machine. One task owns it (no locks); slow calls (the store,
+//! the resolver) either run on blocking threads and are awaited, or are spawned and report
+//! back through [`Internal`] messages.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gleitzeit_hub_client::HubClient;
+use gleitzeit_protocol::envelope::now_millis;
+use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::events::{self, component_types};
+use gleitzeit_protocol::payloads::{
+    CancelTasks, ExecuteTask, FinishedTask, LeaseTasks, LeasedTasks, ListWorkflows, Resolution, SubmitWorkflow,
+    TaskLookup, TaskOutcomes, TaskRef, TasksFinished, WorkflowPlan, WorkflowRef,
+};
+use gleitzeit_protocol::{Envelope, Target};
+use gleitzeit_store::{Store, StoreError, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+use gleitzeit_workflow::{prepare_spec, MethodCatalog, OnFailure, RetryPolicy, WorkflowSpec};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Messages the manager sends itself from spawned work.
+#[derive(Debug)]
+pub enum Internal {
+    /// The resolver answered (or failed to).
+    Resolution {
+        /// Workflow id.
+        workflow_id: String,
+        /// Its answer.
+        result: Result<Resolution, GzError>,
+    },
+}
+
+/// Task results are included in `workflow_completed` only for workflows up to this size.
+const RESULTS_IN_EVENT_LIMIT: usize = 1000;
+/// How long a resolver request may take.
+const RESOLVER_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct TaskInfo {
+    priority: u8,
+    retry: RetryPolicy,
+    timeout_ms: Option<u64>,
+    engine: Option<String>,
+}
+
+struct Wf {
+    record: WorkflowRecord,
+    on_failure: OnFailure,
+    tasks: Vec<TaskRecord>,
+    info: Vec<TaskInfo>,
+    index: HashMap<String, usize>,
+    resolver: Option<String>,
+    deadline: Option<Instant>,
+    terminal: usize,
+    failed: usize,
+    skipped: usize,
+    completed: usize,
+}
+
+struct Entry {
+    prio: u8,
+    seq: u64,
+    wf: Arc<str>,
+    task: usize,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.prio == other.prio && self.seq == other.seq
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.prio.cmp(&other.prio).then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+struct Lease {
+    env: Envelope,
+    slots: BTreeMap<String, u32>,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct Changes {
+    tasks: Vec<(String, usize)>,
+    workflows: HashSet<String>,
+}
+
+impl Changes {
+    fn task(&mut self, wf: &str, i: usize) {
+        self.tasks.push((wf.to_string(), i));
+    }
+}
+
+pub(crate) struct Manager {
+    store: Arc<dyn Store>,
+    client: HubClient,
+    tx: mpsc::UnboundedSender<Internal>,
+    catalog: MethodCatalog,
+    wfs: HashMap<String, Wf>,
+    queue: BinaryHeap<Entry>,
+    seq: u64,
+    leases: VecDeque<Lease>,
+    retries: Vec<(Instant, String, usize)>,
+}
+
+fn gz(e: StoreError) -> GzError {
+    GzError::new(ErrorCode::StoreFailed, e.to_string())
+}
+
+fn status_word<T: serde::Serialize>(s: T) -> String {
+    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+impl Manager {
+    pub(crate) fn new(store: Arc<dyn Store>, client: HubClient, tx: mpsc::UnboundedSender<Internal>) -> Self {
+        Manager {
+            store,
+            client,
+            tx,
+            catalog: MethodCatalog::builtin(),
+            wfs: HashMap::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            leases: VecDeque::new(),
+            retries: Vec::new(),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, GzError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(gz)
+    }
+
+    /// Writes what changed in one transaction.
+    async fn flush(&mut self, changes: Changes) -> Result<(), GzError> {
+        if changes.tasks.is_empty() && changes.workflows.is_empty() {
+            return Ok(());
+        }
+        let mut seen = HashSet::new();
+        let tasks: Vec<TaskRecord> = changes
+            .tasks
+            .iter()
+            .filter(|k| seen.insert((*k).clone()))
+            .filter_map(|(w, i)| self.wfs.get(w).and_then(|wf| wf.tasks.get(*i)).cloned())
+            .collect();
+        let workflows: Vec<WorkflowRecord> = changes
+            .workflows
+            .iter()
+            .filter_map(|w| self.wfs.get(w).map(|wf| wf.record.clone()))
+            .collect();
+        let result = self.blocking(move |s| s.apply(&workflows, &tasks)).await;
+        if let Err(e) = &result {
+            warn!(error = %e, "GZ5001: could not persist changes");
+        }
+        result
+    }
+
+    fn emit(&self, wf: &str, event: &str, payload: Value) {
+        let target = Target::Room(format!("{},{}", events::rooms::EVENTS, events::rooms::workflow(wf)));
+        if let Err(e) = self.client.emit(target, event, payload) {
+            warn!(error = %e, event, "could not publish an event");
+        }
+    }
+
+    fn task_event(&self, wf: &Wf, i: usize, event: &str) {
+        let t = &wf.tasks[i];
+        let duration = match (t.started_at, t.finished_at) {
+            (Some(s), Some(f)) => Some((f.saturating_sub(s)) as f64 / 1000.0),
+            _ => None,
+        };
+        self.emit(
+            &wf.record.id,
+            event,
+            json!({
+                "workflow_id": wf.record.id, "task_id": t.task_id, "task_name": t.name, "method": t.method,
+                "status": status_word(t.status), "attempt": t.attempts, "result": t.result, "error": t.error,
+                "provider_id": t.provider_id, "endpoint": t.provider_id, "duration_seconds": duration,
+            }),
+        );
+    }
+
+    fn progress(&self, wf: &Wf) -> Value {
+        json!({
+            "workflow_id": wf.record.id, "name": wf.record.name, "status": status_word(wf.record.status),
+            "total_tasks": wf.tasks.len(), "completed_tasks": wf.completed, "failed_tasks": wf.failed,
+            "skipped_tasks": wf.skipped, "finished_tasks": wf.terminal,
+        })
+    }
+
+    // ---------------------------------------------------------------- envelopes
+
+    pub(crate) async fn on_envelope(&mut self, env: Envelope) {
+        let reply = match env.event.as_str() {
+            events::WORKFLOW_SUBMIT => Some(self.submit(&env).await),
+            events::WORKFLOW_GET => Some(self.get(&env).await),
+            events::WORKFLOW_LIST => Some(self.list(&env).await),
+            events::WORKFLOW_CANCEL => Some(self.cancel(&env).await),
+            events::TASK_GET => Some(self.task_get(&env).await),
+            events::STORE_STATUS => Some(serde_json::to_value(self.store.info()).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))),
+            events::LEASE_TASKS => self.lease(env.clone()).await,
+            events::TASK_OUTCOMES => {
+                self.outcomes(&env).await;
+                None
+            }
+            other => Some(Err(GzError::new(ErrorCode::UnknownEvent, format!("queue-manager does not handle {other:?}")))),
+        };
+        if let Some(r) = reply {
+            let _ = self.client.respond(&env, r);
+        }
+    }
+
+    pub(crate) async fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Resolution { workflow_id, result } => match result {
+                Ok(res) => self.apply_resolution(&workflow_id, res).await,
+                Err(e) => {
+                    warn!(workflow = %workflow_id, error = %e, "resolver request failed; planning again");
+                    if let Some(wf) = self.wfs.get_mut(&workflow_id) {
+                        wf.resolver = None;
+                    }
+                    let wid = workflow_id.clone();
+                    let tx = self.tx.clone();
+                    let wait = if e.is(ErrorCode::WorkflowNotFound) { 0 } else { 500 };
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        let _ = tx.send(Internal::Resolution {
+                            workflow_id: wid,
+                            result: Err(GzError::new(ErrorCode::WorkflowNotFound, "replan")),
+                        });
+                    });
+                    if e.is(ErrorCode::WorkflowNotFound) && e.message == "replan" {
+                        self.plan(&workflow_id);
+                    }
+                }
+            },
+        }
+    }
+
+    pub(crate) async fn on_tick(&mut self) {
+        let now = Instant::now();
+        while self.leases.front().is_some_and(|l| l.deadline <= now) {
+            if let Some(l) = self.leases.pop_front() {
+                let reply = LeasedTasks {
+                    queue_manager_id: self.client.id().to_string(),
+                    tasks: Vec::new(),
+                };
+                let _ = self.client.respond(&l.env, serde_json::to_value(reply).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())));
+            }
+        }
+        let due: Vec<(String, usize)> = {
+            let (due, later): (Vec<_>, Vec<_>) = self.retries.drain(..).partition(|(at, _, _)| *at <= now);
+            self.retries = later;
+            due.into_iter().map(|(_, w, i)| (w, i)).collect()
+        };
+        let mut changes = Changes::default();
+        for (w, i) in due {
+            if let Some(wf) = self.wfs.get_mut(&w) {
+                if wf.tasks[i].status == TaskStatus::Retrying {
+                    wf.tasks[i].status = TaskStatus::Queued;
+                    wf.tasks[i].queued_at = Some(now_millis());
+                    changes.task(&w, i);
+                    self.seq += 1;
+                    self.queue.push(Entry {
+                        prio: wf.info[i].priority,
+                        seq: self.seq,
+                        wf: Arc::from(w.as_str()),
+                        task: i,
+                    });
+                }
+            }
+        }
+        let expired: Vec<String> = self
+            .wfs
+            .iter()
+            .filter(|(_, wf)| wf.deadline.is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let _ = self.flush(changes).await;
+        for w in expired {
+            let err = GzError::new(ErrorCode::WorkflowTimeout, format!("workflow {w} exceeded its timeout"));
+            self.stop_workflow(&w, WorkflowStatus::Failed, err).await;
+        }
+        self.serve_leases().await;
+    }
+
+    // ---------------------------------------------------------------- submit and plan
+
+    async fn submit(&mut self, env: &Envelope) -> Result<Value, GzError> {
+        let sub: SubmitWorkflow = env.payload_as()?;
+        let spec: WorkflowSpec = serde_json::from_value(sub.spec)
+            .map_err(|e| GzError::new(ErrorCode::ValidationFailed, format!("invalid workflow: {e}")))?;
+        let parsed = prepare_spec(spec, &self.catalog).map_err(|diags| {
+            let first = diags.iter().find(|d| d.is_error()).map(|d| d.to_string()).unwrap_or_default();
+            let code = diags
+                .iter()
+                .find(|d| d.is_error())
+                .and_then(|d| ErrorCode::from_code(&d.code))
+                .unwrap_or(ErrorCode::ValidationFailed);
+            GzError::new(code, first).with_details(json!({ "diagnostics": diags.iter().map(|d| d.to_string()).collect::<Vec<_>>() }))
+        })?;
+        let spec = parsed.spec;
+        let id = match sub.workflow_id {
+            Some(id) if id.len() <= 200 && !id.is_empty() => id,
+            Some(_) => return Err(GzError::new(ErrorCode::InvalidField, "workflow_id must be 1..=200 characters")),
+            None => format!("wf-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let exists = {
+            let id = id.clone();
+            self.blocking(move |s| s.workflow(&id)).await?.is_some()
+        };
+        if exists || self.wfs.contains_key(&id) {
+            return Err(GzError::new(ErrorCode::InvalidField, format!("workflow id {id} is already in use")));
+        }
+        let now = now_millis();
+        let spec_json = serde_json::to_value(&spec).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
+        let record = WorkflowRecord {
+            id: id.clone(),
+            name: spec.name.clone(),
+            status: WorkflowStatus::Pending,
+            spec: spec_json,
+            base_dir: sub.base_dir,
+            total_tasks: spec.tasks.len() as u64,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        };
+        let tasks: Vec<TaskRecord> = spec
+            .tasks
+            .iter()
+            .map(|t| TaskRecord {
+                workflow_id: id.clone(),
+                task_id: t.id.clone(),
+                name: t.name.clone(),
+                method: t.method.clone(),
+                status: TaskStatus::Pending,
+                priority: i32::from(t.priority.level()),
+                attempts: 0,
+                params: None,
+                result: None,
+                error: None,
+                provider_id: None,
+                queued_at: None,
+                started_at: None,
+                finished_at: None,
+            })
+            .collect();
+        {
+            let (r, t) = (record.clone(), tasks.clone());
+            self.blocking(move |s| s.create_workflow(&r, &t)).await?;
+        }
+        let wf = self.build_wf(record, &spec, tasks);
+        let total = wf.tasks.len();
+        info!(workflow = %id, name = %wf.record.name, tasks = total, "workflow submitted");
+        self.emit(&id, events::WORKFLOW_SUBMITTED, self.progress(&wf));
+        self.wfs.insert(id.clone(), wf);
+        self.plan(&id);
+        Ok(json!({ "workflow_id": id, "total_tasks": total }))
+    }
+
+    fn build_wf(&self, record: WorkflowRecord, spec: &WorkflowSpec, tasks: Vec<TaskRecord>) -> Wf {
+        let info = spec
+            .tasks
+            .iter()
+            .map(|t| TaskInfo {
+                priority: t.priority.level(),
+                retry: t.retry.clone(),
+                timeout_ms: t.timeout.map(|s| (s * 1000.0).round() as u64),
+                engine: None,
+            })
+            .collect();
+        let index = tasks.iter().enumerate().map(|(i, t)| (t.task_id.clone(), i)).collect();
+        let deadline = spec.timeout.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.001)));
+        Wf {
+            record,
+            on_failure: spec.on_failure,
+            tasks,
+            info,
+            index,
+            resolver: None,
+            deadline,
+            terminal: 0,
+            failed: 0,
+            skipped: 0,
+            completed: 0,
+        }
+    }
+
+    /// Sends the whole workflow (with what already finished) to a resolver.
+    fn plan(&mut self, id: &str) {
+        let Some(wf) = self.wfs.get(id) else { return };
+        let mut finished = Vec::new();
+        let mut started = Vec::new();
+        for t in &wf.tasks {
+            match t.status {
+                TaskStatus::Pending => {}
+                TaskStatus::Queued | TaskStatus::Running | TaskStatus::Retrying => started.push(t.task_id.clone()),
+                TaskStatus::Completed => finished.push(FinishedTask {
+                    task_id: t.task_id.clone(),
+                    status: "completed".into(),
+                    result: t.result.clone(),
+                }),
+                _ => finished.push(FinishedTask {
+                    task_id: t.task_id.clone(),
+                    status: status_word(t.status),
+                    result: None,
+                }),
+            }
+        }
+        let plan = WorkflowPlan {
+            workflow_id: id.to_string(),
+            spec: wf.record.spec.clone(),
+            finished,
+            started,
+        };
+        let payload = serde_json::to_value(plan).unwrap_or(Value::Null);
+        self.ask_resolver(id, Target::Type(component_types::DEPENDENCY_RESOLVER.into()), events::WORKFLOW_PLAN, payload);
+    }
+
+    fn ask_resolver(&self, id: &str, target: Target, event: &'static str, payload: Value) {
+        let client = self.client.clone();
+        let tx = self.tx.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let result = client
+                .request_with_timeout(target, event, payload, RESOLVER_TIMEOUT)
+                .await
+                .and_then(|v| serde_json::from_value::<Resolution>(v).map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string())));
+            let _ = tx.send(Internal::Resolution { workflow_id: id, result });
+        });
+    }
+
+    fn tell_resolver(&self, id: &str, finished: Vec<FinishedTask>) {
+        let Some(wf) = self.wfs.get(id) else { return };
+        if finished.is_empty() {
+            return;
+        }
+        let target = match &wf.resolver {
+            Some(r) => Target::Component(r.clone()),
+            None => Target::Type(component_types::DEPENDENCY_RESOLVER.into()),
+        };
+        let payload = serde_json::to_value(TasksFinished {
+            workflow_id: id.to_string(),
+            finished,
+        })
+        .unwrap_or(Value::Null);
+        self.ask_resolver(id, target, events::TASKS_FINISHED, payload);
+    }
+
+    async fn apply_resolution(&mut self, id: &str, res: Resolution) {
+        let mut changes = Changes::default();
+        let now = now_millis();
+        let Some(wf) = self.wfs.get_mut(id) else { return };
+        if !res.resolver_id.is_empty() {
+            wf.resolver = Some(res.resolver_id.clone());
+        }
+        if wf.record.status.is_terminal() {
+            return;
+        }
+        let mut started_now = false;
+        if wf.record.status == WorkflowStatus::Pending && !res.ready.is_empty() {
+            wf.record.status = WorkflowStatus::Running;
+            wf.record.started_at = Some(now);
+            changes.workflows.insert(id.to_string());
+            started_now = true;
+        }
+        let key: Arc<str> = Arc::from(id);
+        for r in res.ready {
+            let Some(&i) = wf.index.get(&r.task_id) else { continue };
+            if wf.tasks[i].status != TaskStatus::Pending {
+                continue;
+            }
+            let t = &mut wf.tasks[i];
+            t.status = TaskStatus::Queued;
+            t.params = Some(r.params);
+            t.queued_at = Some(now);
+            changes.task(id, i);
+            self.seq += 1;
+            self.queue.push(Entry {
+                prio: wf.info[i].priority,
+                seq: self.seq,
+                wf: key.clone(),
+                task: i,
+            });
+        }
+        let mut blocked = Vec::new();
+        for (b, status) in res
+            .failed
+            .into_iter()
+            .map(|b| (b, TaskStatus::Failed))
+            .chain(res.skipped.into_iter().map(|b| (b, TaskStatus::Skipped)))
+        {
+            let Some(&i) = wf.index.get(&b.task_id) else { continue };
+            if wf.tasks[i].status.is_terminal() {
+                continue;
+            }
+            let t = &mut wf.tasks[i];
+            t.status = status;
+            t.error = serde_json::to_value(&b.error).ok();
+            t.finished_at = Some(now);
+            wf.terminal += 1;
+            if status == TaskStatus::Failed {
+                wf.failed += 1;
+            } else {
+                wf.skipped += 1;
+            }
+            changes.task(id, i);
+            blocked.push(i);
+        }
+        let _ = self.flush(changes).await;
+        if let Some(wf) = self.wfs.get(id) {
+            if started_now {
+                info!(workflow = %id, "workflow started");
+                self.emit(id, events::WORKFLOW_STARTED, self.progress(wf));
+            }
+            for i in blocked {
+                let ev = if wf.tasks[i].status == TaskStatus::Failed { events::TASK_FAILED } else { events::TASK_SKIPPED };
+                self.task_event(wf, i, ev);
+            }
+        }
+        self.check_finished(id).await;
+        self.serve_leases().await;
+    }
+
+    // ---------------------------------------------------------------- leases and outcomes
+
+    async fn lease(&mut self, env: Envelope) -> Option<Result<Value, GzError>> {
+        let req: LeaseTasks = match env.payload_as() {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        let wait = Duration::from_millis(req.wait_ms.min(30_000));
+        self.leases.push_back(Lease {
+            env,
+            slots: req.slots,
+            deadline: Instant::now() + wait,
+        });
+        self.serve_leases().await;
+        None
+    }
+
+    /// Answers waiting leases while ready tasks match their free slots.
+    async fn serve_leases(&mut self) {
+        let mut waiting = VecDeque::new();
+        while let Some(mut lease) = self.leases.pop_front() {
+            if self.queue.is_empty() {
+                waiting.push_back(lease);
+                continue;
+            }
+            let picked = self.take_for(&mut lease.slots);
+            if picked.is_empty() {
+                waiting.push_back(lease);
+                continue;
+            }
+            let engine = lease.env.source.clone();
+            let now = now_millis();
+            let mut changes = Changes::default();
+            let mut tasks = Vec::with_capacity(picked.len());
+            for (w, i) in &picked {
+                let Some(wf) = self.wfs.get_mut(w.as_ref()) else { continue };
+                let t = &mut wf.tasks[*i];
+                t.status = TaskStatus::Running;
+                t.attempts += 1;
+                t.started_at = Some(now);
+                t.finished_at = None;
+                wf.info[*i].engine = Some(engine.clone());
+                changes.task(w, *i);
+                tasks.push(ExecuteTask {
+                    workflow_id: w.to_string(),
+                    task_id: t.task_id.clone(),
+                    attempt: t.attempts,
+                    method: t.method.clone(),
+                    params: t.params.clone().unwrap_or_else(|| json!({})),
+                    timeout_ms: wf.info[*i].timeout_ms,
+                    base_dir: wf.record.base_dir.clone(),
+                });
+            }
+            if self.flush(changes).await.is_err() {
+                // Not persisted: put the tasks back and answer nothing.
+                for (w, i) in picked {
+                    if let Some(wf) = self.wfs.get_mut(w.as_ref()) {
+                        wf.tasks[i].status = TaskStatus::Queued;
+                        wf.tasks[i].attempts = wf.tasks[i].attempts.saturating_sub(1);
+                        self.seq += 1;
+                        self.queue.push(Entry { prio: wf.info[i].priority, seq: self.seq, wf: w.clone(), task: i });
+                    }
+                }
+                waiting.push_back(lease);
+                break;
+            }
+            for (w, i) in &picked {
+                if let Some(wf) = self.wfs.get(w.as_ref()) {
+                    self.task_event(wf, *i, events::TASK_STARTED);
+                }
+            }
+            let reply = LeasedTasks {
+                queue_manager_id: self.client.id().to_string(),
+                tasks,
+            };
+            let _ = self.client.respond(&lease.env, serde_json::to_value(reply).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())));
+        }
+        waiting.extend(self.leases.drain(..));
+        self.leases = waiting;
+    }
+
+    /// Pops queued tasks that fit `slots` (highest priority first, FIFO within one).
+    fn take_for(&mut self, slots: &mut BTreeMap<String, u32>) -> Vec<(Arc<str>, usize)> {
+        let mut picked = Vec::new();
+        let mut skipped = Vec::new();
+        let mut free: u32 = slots.values().sum();
+        while free > 0 {
+            let Some(e) = self.queue.pop() else { break };
+            let Some(wf) = self.wfs.get(e.wf.as_ref()) else { continue };
+            let t = &wf.tasks[e.task];
+            if t.status != TaskStatus::Queued {
+                continue;
+            }
+            match slots.get_mut(&t.method) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    free -= 1;
+                    picked.push((e.wf.clone(), e.task));
+                }
+                _ => skipped.push(e),
+            }
+        }
+        self.queue.extend(skipped);
+        picked
+    }
+
+    async fn outcomes(&mut self, env: &Envelope) {
+        let batch: TaskOutcomes = match env.payload_as() {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "bad task_outcomes payload");
+                return;
+            }
+        };
+        let now = now_millis();
+        let mut changes = Changes::default();
+        let mut finished: HashMap<String, Vec<FinishedTask>> = HashMap::new();
+        let mut events_out: Vec<(String, usize, &'static str)> = Vec::new();
+        let mut touched = HashSet::new();
+        for o in batch.outcomes {
+            let Some(wf) = self.wfs.get_mut(&o.workflow_id) else { continue };
+            let Some(&i) = wf.index.get(&o.task_id) else { continue };
+            let t = &mut wf.tasks[i];
+            if t.status != TaskStatus::Running || t.attempts != o.attempt {
+                continue; // late or duplicate: the recorded result stays as it is
+            }
+            t.provider_id = Some(o.provider_id.clone()).filter(|p| !p.is_empty());
+            t.finished_at = Some(if o.finished_at > 0 { o.finished_at } else { now });
+            touched.insert(o.workflow_id.clone());
+            match (o.result, o.error) {
+                (Some(result), None) => {
+                    t.status = TaskStatus::Completed;
+                    t.error = None;
+                    t.result = Some(result.clone());
+                    wf.completed += 1;
+                    wf.terminal += 1;
+                    finished.entry(o.workflow_id.clone()).or_default().push(FinishedTask {
+                        task_id: o.task_id.clone(),
+                        status: "completed".into(),
+                        result: Some(result),
+                    });
+                    events_out.push((o.workflow_id.clone(), i, events::TASK_COMPLETED));
+                }
+                (_, error) => {
+                    let error = error.unwrap_or_else(|| GzError::new(ErrorCode::TaskFailed, "provider sent neither result nor error"));
+                    t.error = serde_json::to_value(&error).ok();
+                    let lost = error.is(ErrorCode::Disconnected);
+                    let worth_retrying = error.retryable || error.is(ErrorCode::PythonException);
+                    if lost || (worth_retrying && wf.info[i].retry.allows_another_attempt(t.attempts)) {
+                        t.status = TaskStatus::Retrying;
+                        let delay = if lost { Duration::ZERO } else { wf.info[i].retry.delay_for_attempt(t.attempts, rand::random::<f64>()) };
+                        self.retries.push((Instant::now() + delay, o.workflow_id.clone(), i));
+                        events_out.push((o.workflow_id.clone(), i, events::TASK_RETRYING));
+                    } else {
+                        t.status = TaskStatus::Failed;
+                        wf.failed += 1;
+                        wf.terminal += 1;
+                        finished.entry(o.workflow_id.clone()).or_default().push(FinishedTask {
+                            task_id: o.task_id.clone(),
+                            status: "failed".into(),
+                            result: None,
+                        });
+                        events_out.push((o.workflow_id.clone(), i, events::TASK_FAILED));
+                    }
+                }
+            }
+            changes.task(&o.workflow_id, i);
+        }
+        if self.flush(changes).await.is_err() {
+            return;
+        }
+        for (w, i, ev) in events_out {
+            if let Some(wf) = self.wfs.get(&w) {
+                self.task_event(wf, i, ev);
+            }
+        }
+        for (w, list) in finished {
+            self.tell_resolver(&w, list);
+        }
+        for w in touched {
+            if let Some(wf) = self.wfs.get(&w) {
+                self.emit(&w, events::WORKFLOW_PROGRESS, self.progress(wf));
+            }
+            self.check_finished(&w).await;
+        }
+    }
+
+    // ---------------------------------------------------------------- finishing
+
+    async fn check_finished(&mut self, id: &str) {
+        let Some(wf) = self.wfs.get_mut(id) else { return };
+        if wf.terminal < wf.tasks.len() || wf.record.status.is_terminal() {
+            return;
+        }
+        let ok = (wf.failed == 0 && wf.skipped == 0) || wf.on_failure == OnFailure::Continue;
+        wf.record.status = if ok { WorkflowStatus::Completed } else { WorkflowStatus::Failed };
+        wf.record.finished_at = Some(now_millis());
+        if !ok {
+            let first = wf.tasks.iter().find(|t| t.status == TaskStatus::Failed).map(|t| t.task_id.clone());
+            let err = GzError::new(
+                ErrorCode::TaskFailed,
+                format!("{} task(s) failed, {} skipped{}", wf.failed, wf.skipped, first.map(|f| format!(" (first failure: {f})")).unwrap_or_default()),
+            );
+            wf.record.error = serde_json::to_value(err).ok();
+        }
+        let mut changes = Changes::default();
+        changes.workflows.insert(id.to_string());
+        let _ = self.flush(changes).await;
+        self.finish_announce(id);
+    }
+
+    fn finish_announce(&mut self, id: &str) {
+        let Some(wf) = self.wfs.remove(id) else { return };
+        let mut payload = self.progress(&wf);
+        payload["error"] = wf.record.error.clone().unwrap_or(Value::Null);
+        if wf.tasks.len() <= RESULTS_IN_EVENT_LIMIT {
+            let results: serde_json::Map<String, Value> = wf
+                .tasks
+                .iter()
+                .filter_map(|t| t.result.clone().map(|r| (t.task_id.clone(), r)))
+                .collect();
+            payload["task_results"] = Value::Object(results);
+        }
+        let event = match wf.record.status {
+            WorkflowStatus::Completed => events::WORKFLOW_COMPLETED,
+            WorkflowStatus::Cancelled => events::WORKFLOW_CANCELLED,
+            _ => events::WORKFLOW_FAILED,
+        };
+        info!(workflow = %id, status = %status_word(wf.record.status), completed = wf.completed, failed = wf.failed, skipped = wf.skipped, "workflow finished");
+        self.emit(id, event, payload);
+        if let Some(r) = &wf.resolver {
+            let _ = self.client.emit(
+                Target::Component(r.clone()),
+                events::WORKFLOW_FORGET,
+                json!({ "workflow_id": id }),
+            );
+        }
+    }
+
+    /// Cancels or fails a running workflow: unfinished tasks are cancelled, running work is
+    /// stopped through the engines that hold it.
+    async fn stop_workflow(&mut self, id: &str, status: WorkflowStatus, error: GzError) {
+        let Some(wf) = self.wfs.get_mut(id) else { return };
+        let now = now_millis();
+        let mut changes = Changes::default();
+        let mut running: HashMap<String, Vec<TaskRef>> = HashMap::new();
+        for (i, t) in wf.tasks.iter_mut().enumerate() {
+            if t.status.is_terminal() {
+                continue;
+            }
+            if t.status == TaskStatus::Running {
+                if let Some(engine) = &wf.info[i].engine {
+                    running.entry(engine.clone()).or_default().push(TaskRef {
+                        workflow_id: id.to_string(),
+                        task_id: t.task_id.clone(),
+                    });
+                }
+            }
+            t.status = TaskStatus::Cancelled;
+            t.finished_at = Some(now);
+            t.error = serde_json::to_value(GzError::new(ErrorCode::Cancelled, error.message.clone())).ok();
+            wf.terminal += 1;
+            changes.task(id, i);
+        }
+        wf.record.status = status;
+        wf.record.finished_at = Some(now);
+        wf.record.error = serde_json::to_value(&error).ok();
+        changes.workflows.insert(id.to_string());
+        let _ = self.flush(changes).await;
+        for (engine, tasks) in running {
+            let payload = serde_json::to_value(CancelTasks { tasks }).unwrap_or(Value::Null);
+            let _ = self.client.emit(Target::Component(engine), events::CANCEL_TASKS, payload);
+        }
+        self.finish_announce(id);
+    }
+
+    async fn cancel(&mut self, env: &Envelope) -> Result<Value, GzError> {
+        let r: WorkflowRef = env.payload_as()?;
+        if self.wfs.contains_key(&r.workflow_id) {
+            let err = GzError::new(ErrorCode::Cancelled, format!("workflow {} cancelled by request", r.workflow_id));
+            self.stop_workflow(&r.workflow_id, WorkflowStatus::Cancelled, err).await;
+            return Ok(json!({ "workflow_id": r.workflow_id, "cancelled": true, "status": "cancelled" }));
+        }
+        let id = r.workflow_id.clone();
+        match self.blocking(move |s| s.workflow(&id)).await? {
+            Some(w) => Ok(json!({ "workflow_id": w.id, "cancelled": false, "status": status_word(w.status) })),
+            None => Err(GzError::new(ErrorCode::WorkflowNotFound, format!("no workflow {}", r.workflow_id))),
+        }
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    async fn get(&mut self, env: &Envelope) -> Result<Value, GzError> {
+        let r: WorkflowRef = env.payload_as()?;
+        let (mut record, tasks) = match self.wfs.get(&r.workflow_id) {
+            Some(wf) => (wf.record.clone(), wf.tasks.clone()),
+            None => {
+                let id = r.workflow_id.clone();
+                let found = self.blocking(move |s| Ok(s.workflow(&id)?.map(|w| (w, s.tasks(&id))))).await?;
+                match found {
+                    Some((w, t)) => (w, t.map_err(gz)?),
+                    None => return Err(GzError::new(ErrorCode::WorkflowNotFound, format!("no workflow {}", r.workflow_id))),
+                }
+            }
+        };
+        record.spec = Value::Null;
+        Ok(json!({ "workflow": record, "tasks": tasks }))
+    }
+
+    async fn list(&mut self, env: &Envelope) -> Result<Value, GzError> {
+        let q: ListWorkflows = env.payload_as()?;
+        let status = match q.status.as_deref() {
+            Some(s) => Some(s.parse::<WorkflowStatus>().map_err(|_| GzError::new(ErrorCode::InvalidField, format!("unknown status {s:?}")))?),
+            None => None,
+        };
+        let limit = q.limit.unwrap_or(20).clamp(1, 10_000);
+        let list = self.blocking(move |s| s.list_workflows(limit, status)).await?;
+        Ok(json!(list))
+    }
+
+    async fn task_get(&mut self, env: &Envelope) -> Result<Value, GzError> {
+        let q: TaskLookup = env.payload_as()?;
+        if let Some(w) = &q.workflow_id {
+            if let Some(wf) = self.wfs.get(w) {
+                if let Some(&i) = wf.index.get(&q.task_id) {
+                    return Ok(json!(wf.tasks[i]));
+                }
+            }
+        }
+        let (w, t) = (q.workflow_id.clone(), q.task_id.clone());
+        match self.blocking(move |s| s.task(w.as_deref(), &t)).await? {
+            Some(t) => Ok(json!(t)),
+            None => Err(GzError::new(ErrorCode::TaskNotFound, format!("no task {}", q.task_id))),
+        }
+    }
+
+    // ---------------------------------------------------------------- recovery
+
+    /// Loads unfinished workflows: queued and running tasks go back to the queue (their work
+    /// may run again: at-least-once), and each workflow is planned again.
+    pub(crate) async fn recover(&mut self) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        let loaded = tokio::task::spawn_blocking(move || -> Result<Vec<(WorkflowRecord, Vec<TaskRecord>)>, StoreError> {
+            let mut out = Vec::new();
+            for w in store.unfinished_workflows()? {
+                let tasks = store.tasks(&w.id)?;
+                out.push((w, tasks));
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Corrupt(e.to_string())))?;
+        for (record, mut tasks) in loaded {
+            let spec: WorkflowSpec = match serde_json::from_value(record.spec.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(workflow = %record.id, error = %e, "stored spec unreadable; skipping");
+                    continue;
+                }
+            };
+            let id = record.id.clone();
+            for t in tasks.iter_mut() {
+                if matches!(t.status, TaskStatus::Running | TaskStatus::Retrying) {
+                    t.status = TaskStatus::Queued;
+                }
+            }
+            let mut wf = self.build_wf(record, &spec, tasks);
+            let key: Arc<str> = Arc::from(id.as_str());
+            for (i, t) in wf.tasks.iter().enumerate() {
+                match t.status {
+                    TaskStatus::Queued => {
+                        self.seq += 1;
+                        self.queue.push(Entry { prio: wf.info[i].priority, seq: self.seq, wf: key.clone(), task: i });
+                    }
+                    TaskStatus::Completed => wf.completed += 1,
+                    TaskStatus::Failed => wf.failed += 1,
+                    TaskStatus::Skipped => wf.skipped += 1,
+                    _ => {}
+                }
+            }
+            wf.terminal = wf.tasks.iter().filter(|t| t.status.is_terminal()).count();
+            info!(workflow = %id, "resuming unfinished workflow");
+            self.wfs.insert(id.clone(), wf);
+            self.plan(&id);
+        }
+        Ok(())
+    }
+}
