@@ -215,3 +215,114 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A whole local suite for workflow tests: hub, queue-manager, dependency-resolver,
+/// execution-engine and python-provider, with their own data dir.
+pub struct TestSuite {
+    /// The hub.
+    pub hub: TestHub,
+    /// The services, by name.
+    pub services: Vec<Proc>,
+    /// The queue-manager's data dir.
+    pub data_dir: PathBuf,
+}
+
+/// Options for [`TestSuite::start`].
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    /// Python workers.
+    pub workers: u32,
+    /// Engine prefetch factor.
+    pub prefetch: u32,
+}
+
+impl Default for SuiteOptions {
+    fn default() -> Self {
+        SuiteOptions { workers: 2, prefetch: 4 }
+    }
+}
+
+impl TestSuite {
+    /// Starts the suite and waits until every service registered.
+    pub async fn start(opts: SuiteOptions) -> TestSuite {
+        let hub = TestHub::start().await;
+        let data_dir = std::env::temp_dir().join(format!("gz-e2e-{}-{}", std::process::id(), hub.port));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let mut suite = TestSuite {
+            hub,
+            services: Vec::new(),
+            data_dir,
+        };
+        suite.start_services(&opts).await;
+        suite
+    }
+
+    /// (Re)starts every service.
+    pub async fn start_services(&mut self, opts: &SuiteOptions) {
+        let dd = self.data_dir.display().to_string();
+        let workers = opts.workers.to_string();
+        let prefetch = opts.prefetch.to_string();
+        self.services = vec![
+            self.hub.service("queue-manager", "qm-1", &["--data-dir", &dd]),
+            self.hub.service("dependency-resolver", "dr-1", &[]),
+            self.hub.service("execution-engine", "ee-1", &["--prefetch", &prefetch]),
+            self.hub.service("python-provider", "py-1", &["--workers", &workers]),
+        ];
+        self.hub.wait_registered(&["qm-1", "dr-1", "ee-1", "py-1"]).await;
+    }
+
+    /// Kills every service (SIGKILL).
+    pub fn kill_services(&mut self) {
+        for p in &mut self.services {
+            p.kill9();
+        }
+        self.services.clear();
+    }
+
+    /// Runs `gz` against this suite's hub; returns (exit code, stdout, stderr).
+    pub fn gz(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin("gz"))
+            .arg("--hub-url")
+            .arg(&self.hub.url)
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .expect("gz runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// `gz run FILE --json`: exit code and the JSON document.
+    pub fn run_json(&self, file: &Path) -> (i32, serde_json::Value) {
+        let (code, out, err) = self.gz(&["run", &file.display().to_string(), "--json"]);
+        let doc = serde_json::from_str(&out).unwrap_or_else(|e| panic!("gz run --json printed no JSON ({e}):\n{out}\n{err}"));
+        (code, doc)
+    }
+}
+
+impl Drop for TestSuite {
+    fn drop(&mut self) {
+        self.kill_services();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// The task named `id` in a `gz run --json` / `gz inspect --json` document.
+pub fn task<'a>(doc: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    doc["tasks"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["id"] == id || t["task_id"] == id))
+        .unwrap_or_else(|| panic!("no task {id} in {doc}"))
+}
+
+/// Writes a workflow file into a fresh temp folder and returns its path.
+pub fn workflow_file(name: &str, yaml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gz-wf-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).expect("write workflow");
+    path
+}

@@ -1,0 +1,212 @@
+//! Workflows end to end through the real services: examples, substitution, failures,
+//! timeouts, retries, cancellation, priorities and persistence across restarts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use gleitzeit_e2e::{repo_root, task, wait_for, workflow_file, SuiteOptions, TestSuite};
+use serde_json::json;
+
+fn example(name: &str) -> std::path::PathBuf {
+    repo_root().join("examples").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chain_example_passes_typed_results_along() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let (code, doc) = suite.run_json(&example("hello.yaml"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["status"], "completed");
+    assert_eq!(task(&doc, "total")["result"]["result"], json!({"sum": 6, "first": 3}));
+    assert_eq!(task(&doc, "report")["result"]["result"], "sum is 6, label demo");
+    assert!(task(&doc, "report")["result"]["output"].as_str().unwrap().contains("computing the report"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_and_fan_in_and_object_substitution() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let (code, doc) = suite.run_json(&example("fan_out_fan_in.yaml"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(task(&doc, "combine")["result"]["result"], json!({"parts": [1, 4, 9, 16], "total": 30}));
+
+    let file = workflow_file(
+        "objects.yaml",
+        r#"
+name: objects
+tasks:
+  - id: make
+    method: python/execute
+    parameters: { code: "result = {'user': {'name': 'ada', 'langs': ['en', 'fr']}, 'n': 2.5}" }
+  - id: use
+    method: python/execute
+    parameters:
+      context:
+        user: "${make.result.user}"
+        second_lang: "${make.result.user.langs.1}"
+        n: "${make.result.n}"
+        text: "user=${make.result.user}"
+      code: "result = context"
+"#,
+    );
+    let (code, doc) = suite.run_json(&file);
+    assert_eq!(code, 0, "{doc:#}");
+    let ctx = &task(&doc, "use")["result"]["result"];
+    assert_eq!(ctx["user"], json!({"name": "ada", "langs": ["en", "fr"]}));
+    assert_eq!(ctx["second_lang"], "fr");
+    assert_eq!(ctx["n"], 2.5);
+    assert_eq!(ctx["text"], r#"user={"langs":["en","fr"],"name":"ada"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_task_skips_its_dependents_while_an_independent_branch_completes() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let (code, doc) = suite.run_json(&example("failure.yaml"));
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(doc["status"], "failed");
+    let broken = task(&doc, "broken");
+    assert_eq!(broken["status"], "failed");
+    assert_eq!(broken["error"]["code"], "GZ2025");
+    assert!(broken["error"]["details"]["traceback"].as_str().unwrap().contains("ValueError"), "{broken}");
+    assert_eq!(task(&doc, "after_broken")["status"], "skipped");
+    assert_eq!(task(&doc, "after_broken")["error"]["code"], "GZ3004");
+    assert_eq!(task(&doc, "independent")["status"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_kills_the_sleeping_script() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let marker = std::env::temp_dir().join(format!("gz-sleeper-{}", std::process::id()));
+    let file = workflow_file(
+        "sleep.yaml",
+        &format!(
+            r#"
+name: sleeper
+tasks:
+  - id: sleepy
+    method: python/execute
+    timeout: 1
+    parameters:
+      code: "import os, time\nopen({marker:?}, 'w').write(str(os.getpid()))\ntime.sleep(30)"
+"#,
+            marker = marker.display().to_string()
+        ),
+    );
+    let started = Instant::now();
+    let (code, doc) = suite.run_json(&file);
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert_eq!(task(&doc, "sleepy")["error"]["code"], "GZ2002");
+    let pid = std::fs::read_to_string(&marker).expect("script started");
+    assert!(!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(), "the sleeping worker still runs");
+    let _ = std::fs::remove_file(marker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_succeeds_on_the_second_attempt() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let dir = workflow_file("unused", "").parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    std::fs::copy(example("retry.yaml"), dir.join("retry.yaml")).unwrap();
+    std::fs::copy(example("scripts/flaky.py"), dir.join("scripts/flaky.py")).unwrap();
+    let (code, doc) = suite.run_json(&dir.join("retry.yaml"));
+    assert_eq!(code, 0, "{doc:#}");
+    let flaky = task(&doc, "flaky");
+    assert_eq!(flaky["attempts"], 2);
+    assert_eq!(flaky["result"]["result"], json!({"succeeded_on_attempt": 2}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_is_rejected_before_anything_runs() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let file = workflow_file(
+        "cycle.yaml",
+        "name: cycle\ntasks:\n  - { id: a, method: python/execute, dependencies: [c], parameters: { code: 'result=1' } }\n  - { id: b, method: python/execute, dependencies: [a], parameters: { code: 'result=1' } }\n  - { id: c, method: python/execute, dependencies: [b], parameters: { code: 'result=1' } }\n",
+    );
+    let (code, out, err) = suite.gz(&["run", &file.display().to_string()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(format!("{out}{err}").contains("GZ3003"), "{out}{err}");
+    assert!(format!("{out}{err}").contains("->"), "cycle path missing: {out}{err}");
+    let (_, list, _) = suite.gz(&["list", "--json"]);
+    assert!(!list.contains("cycle"), "a workflow was submitted: {list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yaml_error_is_reported_with_line_and_column() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let file = workflow_file("broken.yaml", "name: broken\ntasks:\n  - id: a\n    method: python/execute\n    parameters: { code: 'x'\n");
+    let (code, out, err) = suite.gz(&["validate", &file.display().to_string()]);
+    assert_eq!(code, 2);
+    let text = format!("{out}{err}");
+    assert!(text.contains("GZ7010"), "{text}");
+    assert!(text.contains(" at ") && text.contains(':'), "no line:column in {text}");
+    let (code, out, _) = suite.gz(&["validate", &file.display().to_string(), "--json"]);
+    assert_eq!(code, 2);
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(doc["diagnostics"][0]["line"].as_u64().unwrap() >= 5, "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_workflow_stops_its_python_work() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let marker = std::env::temp_dir().join(format!("gz-cancel-{}", std::process::id()));
+    let file = workflow_file(
+        "long.yaml",
+        &format!(
+            "name: long\ntasks:\n  - id: long\n    method: python/execute\n    parameters:\n      code: \"import os, time\\nopen({:?}, 'w').write(str(os.getpid()))\\ntime.sleep(60)\"\n",
+            marker.display().to_string()
+        ),
+    );
+    let (code, out, err) = suite.gz(&["submit", &file.display().to_string(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["workflow_id"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(20), || async { marker.exists() }).await;
+    let pid = std::fs::read_to_string(&marker).unwrap();
+    let (code, out, err) = suite.gz(&["cancel", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    let proc_path = format!("/proc/{}", pid.trim());
+    wait_for(Duration::from_secs(10), || async { !std::path::Path::new(&proc_path).exists() }).await;
+    let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
+    assert_eq!(doc["workflow"]["status"], "cancelled", "{doc:#}");
+    let _ = std::fs::remove_file(marker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priorities_are_observed_when_the_provider_has_one_slot() {
+    let suite = TestSuite::start(SuiteOptions { workers: 1, prefetch: 1 }).await;
+    let log = std::env::temp_dir().join(format!("gz-prio-{}", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut yaml = String::from("name: priorities\ntasks:\n  - id: gate\n    method: python/execute\n    parameters: { code: \"import time\\ntime.sleep(0.5)\\nresult = 1\" }\n");
+    for (i, p) in ["low", "normal", "high", "urgent", "low", "urgent", "normal", "high"].iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - id: {p}{i}\n    method: python/execute\n    priority: {p}\n    dependencies: [gate]\n    parameters: {{ code: \"open({:?}, 'a').write('{p}\\\\n')\\nresult = 1\" }}\n",
+            log.display().to_string()
+        ));
+    }
+    let file = workflow_file("prio.yaml", &yaml);
+    let (code, doc) = suite.run_json(&file);
+    assert_eq!(code, 0, "{doc:#}");
+    let order: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(order, ["urgent", "urgent", "high", "high", "normal", "normal", "low", "low"], "ran in order {order:?}");
+    let _ = std::fs::remove_file(log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_survive_restarting_every_service() {
+    let mut suite = TestSuite::start(SuiteOptions::default()).await;
+    let (code, doc) = suite.run_json(&example("fan_out_fan_in.yaml"));
+    assert_eq!(code, 0);
+    let id = doc["workflow_id"].as_str().unwrap().to_string();
+    suite.kill_services();
+    suite.start_services(&SuiteOptions::default()).await;
+    let (code, out, err) = suite.gz(&["inspect", "workflow", &id, "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(doc["workflow"]["status"], "completed");
+    let combine = task(&doc, "combine");
+    assert_eq!(combine["result"]["result"]["total"], 30);
+    let (code, out, _) = suite.gz(&["list", "--json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&id));
+}
