@@ -6,9 +6,12 @@
 
 #![forbid(unsafe_code)]
 
+mod inspect;
 mod output;
+mod render;
 mod status;
 mod suite;
+mod workflow;
 
 use clap::{Parser, Subcommand};
 use gleitzeit_protocol::GzError;
@@ -48,6 +51,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a workflow file and list every problem (exit 2 when invalid).
+    Validate(workflow::ValidateArgs),
+    /// Run a workflow file and wait for it (starts a local suite if no hub answers).
+    Run(workflow::RunArgs),
+    /// Submit a workflow file to a running hub and print its id.
+    Submit(workflow::SubmitArgs),
+    /// Follow a workflow's events until it finishes.
+    Watch(workflow::WatchArgs),
+    /// Show a workflow or a task.
+    Inspect(inspect::InspectArgs),
+    /// List recent workflows.
+    List(inspect::ListArgs),
+    /// Cancel a workflow (running tasks are stopped).
+    Cancel(inspect::CancelArgs),
+}
+
+impl Command {
+    /// Whether `--json` was given (errors are then printed as JSON on stdout).
+    fn json(&self) -> bool {
+        match self {
+            Command::Status { json } | Command::Errors { json } => *json,
+            Command::Validate(a) => a.json,
+            Command::Run(a) => a.json,
+            Command::Submit(a) => a.json,
+            Command::Watch(a) => a.json,
+            Command::Inspect(a) => a.json(),
+            Command::List(a) => a.json,
+            Command::Cancel(a) => a.json,
+            Command::Start(_) | Command::Stop | Command::Hub(_) => false,
+        }
+    }
 }
 
 /// A CLI failure: the error and the exit code it maps to.
@@ -81,16 +115,20 @@ pub type CmdResult = Result<u8, Failure>;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let json = matches!(
-        &cli.command,
-        Command::Status { json: true } | Command::Errors { json: true }
-    );
+    let json = cli.command.json();
     let result = match cli.command {
         Command::Status { json } => status::run(&cli.hub_url, json).await,
         Command::Start(args) => suite::start(&cli.hub_url, cli.log_format, args).await,
         Command::Stop => suite::stop(&cli.hub_url).await,
         Command::Hub(args) => suite::hub(&cli.hub_url, cli.log_format, args).await,
         Command::Errors { json } => output::errors(json),
+        Command::Validate(args) => workflow::validate(args),
+        Command::Run(args) => workflow::run(&cli.hub_url, cli.log_format, args).await,
+        Command::Submit(args) => workflow::submit(&cli.hub_url, args).await,
+        Command::Watch(args) => workflow::watch(&cli.hub_url, args).await,
+        Command::Inspect(args) => inspect::inspect(&cli.hub_url, args).await,
+        Command::List(args) => inspect::list(&cli.hub_url, args).await,
+        Command::Cancel(args) => inspect::cancel(&cli.hub_url, args).await,
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),
