@@ -87,7 +87,7 @@ tasks:
     method: python/execute
     timeout: 1
     parameters:
-      code: "import os, time\nopen({marker:?}, 'w').write(str(os.getpid()))\ntime.sleep(30)"
+      code: "import os, time\nopen('{marker}', 'w').write(str(os.getpid()))\ntime.sleep(30)"
 "#,
             marker = marker.display().to_string()
         ),
@@ -153,7 +153,7 @@ async fn cancelling_a_running_workflow_stops_its_python_work() {
     let file = workflow_file(
         "long.yaml",
         &format!(
-            "name: long\ntasks:\n  - id: long\n    method: python/execute\n    parameters:\n      code: \"import os, time\\nopen({:?}, 'w').write(str(os.getpid()))\\ntime.sleep(60)\"\n",
+            "name: long\ntasks:\n  - id: long\n    method: python/execute\n    parameters:\n      code: \"import os, time\\nopen('{}', 'w').write(str(os.getpid()))\\ntime.sleep(60)\"\n",
             marker.display().to_string()
         ),
     );
@@ -180,7 +180,7 @@ async fn priorities_are_observed_when_the_provider_has_one_slot() {
     let mut yaml = String::from("name: priorities\ntasks:\n  - id: gate\n    method: python/execute\n    parameters: { code: \"import time\\ntime.sleep(0.5)\\nresult = 1\" }\n");
     for (i, p) in ["low", "normal", "high", "urgent", "low", "urgent", "normal", "high"].iter().enumerate() {
         yaml.push_str(&format!(
-            "  - id: {p}{i}\n    method: python/execute\n    priority: {p}\n    dependencies: [gate]\n    parameters: {{ code: \"open({:?}, 'a').write('{p}\\\\n')\\nresult = 1\" }}\n",
+            "  - id: {p}{i}\n    method: python/execute\n    priority: {p}\n    dependencies: [gate]\n    parameters: {{ code: \"open('{}', 'a').write('{p}\\\\n')\\nresult = 1\" }}\n",
             log.display().to_string()
         ));
     }
