@@ -1,0 +1,117 @@
+//! [`StoreError`]: everything a [`Store`](crate::Store) operation can fail with.
+//!
+//! The variants are backend-neutral: a backend's own error (SQLite, Redis, ...) is carried
+//! as a boxed `cause`, so callers never depend on a backend crate.
+
+use std::path::PathBuf;
+
+/// Boxed error of a storage backend.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failed store operation. Every variant maps to the protocol code `GZ5001`
+/// ("Storage operation failed"), see [`StoreError::code`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store's directory could not be created.
+    #[error("cannot create the store directory {}: {cause}", path.display())]
+    Io {
+        /// The directory that could not be created.
+        path: PathBuf,
+        /// The operating system's error.
+        cause: std::io::Error,
+    },
+
+    /// The backend failed (I/O error, database locked for too long, disk full, ...).
+    #[error("storage backend failed ({operation}): {cause}")]
+    Backend {
+        /// What the store was doing, e.g. `"insert task"`.
+        operation: &'static str,
+        /// The backend's own error.
+        cause: BackendError,
+    },
+
+    /// [`Store::create_workflow`](crate::Store::create_workflow) was given an id that is
+    /// already stored.
+    #[error("workflow `{id}` already exists")]
+    AlreadyExists {
+        /// The duplicate workflow id.
+        id: String,
+    },
+
+    /// Tasks were written for a workflow that is not stored.
+    #[error("workflow `{id}` does not exist")]
+    UnknownWorkflow {
+        /// The missing workflow id.
+        id: String,
+    },
+
+    /// The records handed to the store are inconsistent (e.g. a task whose `workflow_id`
+    /// differs from its workflow's id, a duplicate task id, a number too large to store).
+    #[error("invalid record: {0}")]
+    Invalid(String),
+
+    /// Data read from the store is not what it should be (unknown status, broken JSON,
+    /// negative time, wrong column type, ...).
+    #[error("corrupt data in the store: {0}")]
+    Corrupt(String),
+
+    /// The store was written by a newer version of Gleitzeit.
+    #[error("store schema version {found} is newer than the supported version {supported}")]
+    UnsupportedSchema {
+        /// The version found in the store.
+        found: i64,
+        /// The newest version this build understands.
+        supported: i64,
+    },
+}
+
+impl StoreError {
+    /// The protocol error code: always `GZ5001` (storage operation failed, retryable).
+    pub fn code(&self) -> &'static str {
+        "GZ5001"
+    }
+
+    /// Wraps a backend error with what the store was doing.
+    pub fn backend(operation: &'static str, cause: impl Into<BackendError>) -> Self {
+        StoreError::Backend {
+            operation,
+            cause: cause.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_code_gz5001() {
+        let errors = [
+            StoreError::AlreadyExists { id: "wf".into() },
+            StoreError::Corrupt("x".into()),
+            StoreError::backend("open", "boom"),
+        ];
+        for err in errors {
+            assert_eq!(err.code(), "GZ5001");
+        }
+    }
+
+    #[test]
+    fn messages_name_the_problem() {
+        assert_eq!(
+            StoreError::backend("insert task", "disk full").to_string(),
+            "storage backend failed (insert task): disk full"
+        );
+        assert_eq!(
+            StoreError::AlreadyExists { id: "wf-1".into() }.to_string(),
+            "workflow `wf-1` already exists"
+        );
+    }
+
+    #[test]
+    fn store_error_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<StoreError>();
+    }
+}

@@ -1,0 +1,125 @@
+//! gleitzeit-store: persistence of Gleitzeit workflows and their tasks.
+//!
+//! - [`Store`] is the backend-neutral, synchronous interface. It is `Send + Sync` and meant
+//!   to be called from blocking threads (e.g. `tokio::task::spawn_blocking`) through an
+//!   `Arc<dyn Store>`.
+//! - [`SqliteStore`] is the embedded implementation: one SQLite file in WAL mode.
+//! - [`WorkflowRecord`] and [`TaskRecord`] are the stored rows; [`StoreError`] is every
+//!   failure (protocol code `GZ5001`).
+//!
+//! ```
+//! use gleitzeit_store::{SqliteStore, Store, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+//! use serde_json::json;
+//!
+//! let store = SqliteStore::open_in_memory()?;
+//! let wf = WorkflowRecord {
+//!     id: "wf-1".into(),
+//!     name: "hello".into(),
+//!     status: WorkflowStatus::Pending,
+//!     spec: json!({ "name": "hello", "tasks": [{ "id": "ask" }] }),
+//!     base_dir: None,
+//!     total_tasks: 1,
+//!     created_at: 1_700_000_000_000,
+//!     started_at: None,
+//!     finished_at: None,
+//!     error: None,
+//! };
+//! let mut task = TaskRecord {
+//!     workflow_id: "wf-1".into(),
+//!     task_id: "ask".into(),
+//!     name: "ask".into(),
+//!     method: "llm/generate".into(),
+//!     status: TaskStatus::Pending,
+//!     priority: 0,
+//!     attempts: 0,
+//!     params: None,
+//!     result: None,
+//!     error: None,
+//!     provider_id: None,
+//!     queued_at: None,
+//!     started_at: None,
+//!     finished_at: None,
+//! };
+//! store.create_workflow(&wf, std::slice::from_ref(&task))?;
+//!
+//! task.status = TaskStatus::Completed;
+//! task.result = Some(json!({ "response": "blue" }));
+//! store.apply(&[], &[task])?;
+//!
+//! let stored = store.task(None, "ask")?.expect("stored");
+//! assert_eq!(stored.status, TaskStatus::Completed);
+//! # Ok::<(), gleitzeit_store::StoreError>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod model;
+pub mod sqlite;
+
+pub use error::{BackendError, StoreError};
+pub use model::{
+    ParseStatusError, StoreInfo, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus,
+};
+pub use sqlite::SqliteStore;
+
+/// Persistence of workflows and their tasks.
+///
+/// Every method is synchronous and may block on disk or network I/O: call it from a
+/// blocking thread, never directly on an async executor. Implementations are `Send + Sync`
+/// and serialize concurrent calls themselves.
+///
+/// Tasks are identified by `(workflow_id, task_id)`; each workflow's tasks keep the order
+/// in which they were first stored.
+pub trait Store: Send + Sync {
+    /// Stores a new workflow with all its tasks, in one transaction: afterwards either all
+    /// of them are stored or none.
+    ///
+    /// Fails with [`StoreError::AlreadyExists`] if a workflow with the same id is stored, and
+    /// with [`StoreError::Invalid`] if a task's `workflow_id` differs from `wf.id` or two
+    /// tasks share a `task_id`.
+    fn create_workflow(&self, wf: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<(), StoreError>;
+
+    /// Applies a batch of changes atomically (one transaction): workflow rows replaced, task
+    /// rows upserted.
+    ///
+    /// Workflows are written before tasks, so a batch may add a workflow and its tasks. A
+    /// workflow whose `spec` is `Value::Null` keeps its stored spec (records returned by
+    /// [`Store::list_workflows`] can be written back, and status updates need not carry a
+    /// megabyte spec). An upserted task keeps its original position in [`Store::tasks`].
+    /// Fails with [`StoreError::UnknownWorkflow`] if a task's workflow is not stored; then
+    /// nothing of the batch is applied.
+    fn apply(&self, workflows: &[WorkflowRecord], tasks: &[TaskRecord]) -> Result<(), StoreError>;
+
+    /// The workflow with this id, including its spec, or `None`.
+    fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, StoreError>;
+
+    /// All tasks of a workflow, in insertion order (empty if the workflow is unknown).
+    fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError>;
+
+    /// A task by id; workflow_id None = search all workflows (most recent workflow first).
+    fn task(
+        &self,
+        workflow_id: Option<&str>,
+        task_id: &str,
+    ) -> Result<Option<TaskRecord>, StoreError>;
+
+    /// Most recent first; `status` filter optional. Must NOT load the `spec` column for listing
+    /// (return spec = Value::Null in listed records): specs can be megabytes.
+    ///
+    /// At most `limit` records are returned (`usize::MAX` for all). Workflows created in the
+    /// same millisecond are listed in reverse insertion order.
+    fn list_workflows(
+        &self,
+        limit: usize,
+        status: Option<WorkflowStatus>,
+    ) -> Result<Vec<WorkflowRecord>, StoreError>;
+
+    /// Workflows whose status is Pending or Running (for recovery after restart), with spec.
+    ///
+    /// Oldest first, so that recovery resumes workflows in submission order.
+    fn unfinished_workflows(&self) -> Result<Vec<WorkflowRecord>, StoreError>;
+
+    /// The backend's kind and location, and whether it answers a trivial query right now.
+    fn info(&self) -> StoreInfo;
+}
