@@ -18,9 +18,18 @@ async fn the_chain_example_passes_typed_results_along() {
     let (code, doc) = suite.run_json(&example("hello.yaml"));
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["status"], "completed");
-    assert_eq!(task(&doc, "total")["result"]["result"], json!({"sum": 6, "first": 3}));
-    assert_eq!(task(&doc, "report")["result"]["result"], "sum is 6, label demo");
-    assert!(task(&doc, "report")["result"]["output"].as_str().unwrap().contains("computing the report"));
+    assert_eq!(
+        task(&doc, "total")["result"]["result"],
+        json!({"sum": 6, "first": 3})
+    );
+    assert_eq!(
+        task(&doc, "report")["result"]["result"],
+        "sum is 6, label demo"
+    );
+    assert!(task(&doc, "report")["result"]["output"]
+        .as_str()
+        .unwrap()
+        .contains("computing the report"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +37,10 @@ async fn fan_out_and_fan_in_and_object_substitution() {
     let suite = TestSuite::start(SuiteOptions::default()).await;
     let (code, doc) = suite.run_json(&example("fan_out_fan_in.yaml"));
     assert_eq!(code, 0, "{doc:#}");
-    assert_eq!(task(&doc, "combine")["result"]["result"], json!({"parts": [1, 4, 9, 16], "total": 30}));
+    assert_eq!(
+        task(&doc, "combine")["result"]["result"],
+        json!({"parts": [1, 4, 9, 16], "total": 30})
+    );
 
     let file = workflow_file(
         "objects.yaml",
@@ -67,7 +79,13 @@ async fn a_failed_task_skips_its_dependents_while_an_independent_branch_complete
     let broken = task(&doc, "broken");
     assert_eq!(broken["status"], "failed");
     assert_eq!(broken["error"]["code"], "GZ2025");
-    assert!(broken["error"]["details"]["traceback"].as_str().unwrap().contains("ValueError"), "{broken}");
+    assert!(
+        broken["error"]["details"]["traceback"]
+            .as_str()
+            .unwrap()
+            .contains("ValueError"),
+        "{broken}"
+    );
     assert_eq!(task(&doc, "after_broken")["status"], "skipped");
     assert_eq!(task(&doc, "after_broken")["error"]["code"], "GZ3004");
     assert_eq!(task(&doc, "independent")["status"], "completed");
@@ -89,16 +107,23 @@ tasks:
     parameters:
       code: "import os, time\nopen('{marker}', 'w').write(str(os.getpid()))\ntime.sleep(30)"
 "#,
-            marker = marker.display().to_string()
+            marker = marker.display()
         ),
     );
     let started = Instant::now();
     let (code, doc) = suite.run_json(&file);
     assert_eq!(code, 1, "{doc:#}");
-    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(task(&doc, "sleepy")["error"]["code"], "GZ2002");
     let pid = std::fs::read_to_string(&marker).expect("script started");
-    assert!(!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(), "the sleeping worker still runs");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "the sleeping worker still runs"
+    );
     let _ = std::fs::remove_file(marker);
 }
 
@@ -113,7 +138,10 @@ async fn a_retry_succeeds_on_the_second_attempt() {
     assert_eq!(code, 0, "{doc:#}");
     let flaky = task(&doc, "flaky");
     assert_eq!(flaky["attempts"], 2);
-    assert_eq!(flaky["result"]["result"], json!({"succeeded_on_attempt": 2}));
+    assert_eq!(
+        flaky["result"]["result"],
+        json!({"succeeded_on_attempt": 2})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +154,10 @@ async fn a_cycle_is_rejected_before_anything_runs() {
     let (code, out, err) = suite.gz(&["run", &file.display().to_string()]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(format!("{out}{err}").contains("GZ3003"), "{out}{err}");
-    assert!(format!("{out}{err}").contains("->"), "cycle path missing: {out}{err}");
+    assert!(
+        format!("{out}{err}").contains("->"),
+        "cycle path missing: {out}{err}"
+    );
     let (_, list, _) = suite.gz(&["list", "--json"]);
     assert!(!list.contains("cycle"), "a workflow was submitted: {list}");
 }
@@ -139,11 +170,17 @@ async fn a_yaml_error_is_reported_with_line_and_column() {
     assert_eq!(code, 2);
     let text = format!("{out}{err}");
     assert!(text.contains("GZ7010"), "{text}");
-    assert!(text.contains(" at ") && text.contains(':'), "no line:column in {text}");
+    assert!(
+        text.contains(" at ") && text.contains(':'),
+        "no line:column in {text}"
+    );
     let (code, out, _) = suite.gz(&["validate", &file.display().to_string(), "--json"]);
     assert_eq!(code, 2);
     let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
-    assert!(doc["diagnostics"][0]["line"].as_u64().unwrap() >= 5, "{doc}");
+    assert!(
+        doc["diagnostics"][0]["line"].as_u64().unwrap() >= 5,
+        "{doc}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,18 +191,24 @@ async fn cancelling_a_running_workflow_stops_its_python_work() {
         "long.yaml",
         &format!(
             "name: long\ntasks:\n  - id: long\n    method: python/execute\n    parameters:\n      code: \"import os, time\\nopen('{}', 'w').write(str(os.getpid()))\\ntime.sleep(60)\"\n",
-            marker.display().to_string()
+            marker.display()
         ),
     );
     let (code, out, err) = suite.gz(&["submit", &file.display().to_string(), "--json"]);
     assert_eq!(code, 0, "{out}{err}");
-    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["workflow_id"].as_str().unwrap().to_string();
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     wait_for(Duration::from_secs(20), || async { marker.exists() }).await;
     let pid = std::fs::read_to_string(&marker).unwrap();
     let (code, out, err) = suite.gz(&["cancel", &id]);
     assert_eq!(code, 0, "{out}{err}");
     let proc_path = format!("/proc/{}", pid.trim());
-    wait_for(Duration::from_secs(10), || async { !std::path::Path::new(&proc_path).exists() }).await;
+    wait_for(Duration::from_secs(10), || async {
+        !std::path::Path::new(&proc_path).exists()
+    })
+    .await;
     let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
     let doc: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
     assert_eq!(doc["workflow"]["status"], "cancelled", "{doc:#}");
@@ -174,21 +217,38 @@ async fn cancelling_a_running_workflow_stops_its_python_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priorities_are_observed_when_the_provider_has_one_slot() {
-    let suite = TestSuite::start(SuiteOptions { workers: 1, prefetch: 1 }).await;
+    let suite = TestSuite::start(SuiteOptions {
+        workers: 1,
+        prefetch: 1,
+    })
+    .await;
     let log = std::env::temp_dir().join(format!("gz-prio-{}", std::process::id()));
     let _ = std::fs::remove_file(&log);
     let mut yaml = String::from("name: priorities\ntasks:\n  - id: gate\n    method: python/execute\n    parameters: { code: \"import time\\ntime.sleep(0.5)\\nresult = 1\" }\n");
-    for (i, p) in ["low", "normal", "high", "urgent", "low", "urgent", "normal", "high"].iter().enumerate() {
+    for (i, p) in [
+        "low", "normal", "high", "urgent", "low", "urgent", "normal", "high",
+    ]
+    .iter()
+    .enumerate()
+    {
         yaml.push_str(&format!(
             "  - id: {p}{i}\n    method: python/execute\n    priority: {p}\n    dependencies: [gate]\n    parameters: {{ code: \"open('{}', 'a').write('{p}\\\\n')\\nresult = 1\" }}\n",
-            log.display().to_string()
+            log.display()
         ));
     }
     let file = workflow_file("prio.yaml", &yaml);
     let (code, doc) = suite.run_json(&file);
     assert_eq!(code, 0, "{doc:#}");
-    let order: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(str::to_string).collect();
-    assert_eq!(order, ["urgent", "urgent", "high", "high", "normal", "normal", "low", "low"], "ran in order {order:?}");
+    let order: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        order,
+        ["urgent", "urgent", "high", "high", "normal", "normal", "low", "low"],
+        "ran in order {order:?}"
+    );
     let _ = std::fs::remove_file(log);
 }
 

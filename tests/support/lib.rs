@@ -238,7 +238,10 @@ pub struct SuiteOptions {
 
 impl Default for SuiteOptions {
     fn default() -> Self {
-        SuiteOptions { workers: 2, prefetch: 4 }
+        SuiteOptions {
+            workers: 2,
+            prefetch: 4,
+        }
     }
 }
 
@@ -246,7 +249,8 @@ impl TestSuite {
     /// Starts the suite and waits until every service registered.
     pub async fn start(opts: SuiteOptions) -> TestSuite {
         let hub = TestHub::start().await;
-        let data_dir = std::env::temp_dir().join(format!("gz-e2e-{}-{}", std::process::id(), hub.port));
+        let data_dir =
+            std::env::temp_dir().join(format!("gz-e2e-{}-{}", std::process::id(), hub.port));
         let _ = std::fs::remove_dir_all(&data_dir);
         let mut suite = TestSuite {
             hub,
@@ -263,12 +267,17 @@ impl TestSuite {
         let workers = opts.workers.to_string();
         let prefetch = opts.prefetch.to_string();
         self.services = vec![
-            self.hub.service("queue-manager", "qm-1", &["--data-dir", &dd]),
+            self.hub
+                .service("queue-manager", "qm-1", &["--data-dir", &dd]),
             self.hub.service("dependency-resolver", "dr-1", &[]),
-            self.hub.service("execution-engine", "ee-1", &["--prefetch", &prefetch]),
-            self.hub.service("python-provider", "py-1", &["--workers", &workers]),
+            self.hub
+                .service("execution-engine", "ee-1", &["--prefetch", &prefetch]),
+            self.hub
+                .service("python-provider", "py-1", &["--workers", &workers]),
         ];
-        self.hub.wait_registered(&["qm-1", "dr-1", "ee-1", "py-1"]).await;
+        self.hub
+            .wait_registered(&["qm-1", "dr-1", "ee-1", "py-1"])
+            .await;
     }
 
     /// Kills every service (SIGKILL).
@@ -298,7 +307,8 @@ impl TestSuite {
     /// `gz run FILE --json`: exit code and the JSON document.
     pub fn run_json(&self, file: &Path) -> (i32, serde_json::Value) {
         let (code, out, err) = self.gz(&["run", &file.display().to_string(), "--json"]);
-        let doc = serde_json::from_str(&out).unwrap_or_else(|e| panic!("gz run --json printed no JSON ({e}):\n{out}\n{err}"));
+        let doc = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("gz run --json printed no JSON ({e}):\n{out}\n{err}"));
         (code, doc)
     }
 }

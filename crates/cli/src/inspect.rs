@@ -77,7 +77,10 @@ pub struct CancelArgs {
 async fn ask(hub_url: &str, event: &str, payload: Value) -> Result<Value, GzError> {
     let (client, _incoming) = connect(hub_url).await?;
     let result = if event == events::WORKFLOW_GET {
-        let id = payload["workflow_id"].as_str().unwrap_or_default().to_string();
+        let id = payload["workflow_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         workflow_get(&client, &id).await
     } else {
         qm_request(&client, event, payload).await
@@ -121,10 +124,7 @@ pub async fn inspect(hub_url: &str, args: InspectArgs) -> CmdResult {
             println!("created   {}", time(&w["created_at"]));
             println!("started   {}", time(&w["started_at"]));
             println!("finished  {}", time(&w["finished_at"]));
-            if let (Some(s), Some(f)) = (
-                w["created_at"].as_u64(),
-                w["finished_at"].as_u64(),
-            ) {
+            if let (Some(s), Some(f)) = (w["created_at"].as_u64(), w["finished_at"].as_u64()) {
                 println!(
                     "duration  {}",
                     render::seconds(f.saturating_sub(s) as f64 / 1000.0)
@@ -173,8 +173,8 @@ pub async fn inspect(hub_url: &str, args: InspectArgs) -> CmdResult {
             }
             for key in ["params", "result", "error"] {
                 if !t[key].is_null() {
-                    let pretty =
-                        serde_json::to_string_pretty(&t[key]).unwrap_or_else(|_| t[key].to_string());
+                    let pretty = serde_json::to_string_pretty(&t[key])
+                        .unwrap_or_else(|_| t[key].to_string());
                     println!("{key}:");
                     for line in pretty.lines() {
                         println!("  {line}");

@@ -129,8 +129,8 @@ pub fn summary(reply: &Value, elapsed: Duration) -> Value {
         .as_array()
         .map(|ts| ts.iter().map(task_doc).collect())
         .unwrap_or_default();
-    let duration = duration_ms(&w["created_at"], &w["finished_at"])
-        .unwrap_or(elapsed.as_secs_f64());
+    let duration =
+        duration_ms(&w["created_at"], &w["finished_at"]).unwrap_or(elapsed.as_secs_f64());
     json!({
         "workflow_id": w["id"],
         "name": w["name"],

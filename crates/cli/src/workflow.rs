@@ -338,7 +338,15 @@ async fn run_on_hub(
             .and_then(Value::as_u64)
             .unwrap_or(spec.tasks.len() as u64);
         eprintln!("submitted workflow {id} ({}, {total} tasks)", spec.name);
-        follow(&client, &mut incoming, &id, Follow::progress(), total, timeout).await?;
+        follow(
+            &client,
+            &mut incoming,
+            &id,
+            Follow::progress(),
+            total,
+            timeout,
+        )
+        .await?;
         let fin = workflow_get(&client, &id).await?;
         Ok::<_, GzError>(finish(&fin, started.elapsed(), json_out))
     }
@@ -425,7 +433,10 @@ impl Counts {
     fn from_progress(p: &Value, total: u64) -> Counts {
         let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
         Counts {
-            total: p.get("total_tasks").and_then(Value::as_u64).unwrap_or(total),
+            total: p
+                .get("total_tasks")
+                .and_then(Value::as_u64)
+                .unwrap_or(total),
             finished: n("finished_tasks"),
             failed: n("failed_tasks"),
             skipped: n("skipped_tasks"),
@@ -481,7 +492,10 @@ fn event_line(event: &str, p: &Value) -> Option<String> {
         .map(|d| format!(" ({})", render::seconds(d)))
         .unwrap_or_default();
     let line = match event {
-        events::WORKFLOW_STARTED => format!("workflow {} started", p["workflow_id"].as_str().unwrap_or("?")),
+        events::WORKFLOW_STARTED => format!(
+            "workflow {} started",
+            p["workflow_id"].as_str().unwrap_or("?")
+        ),
         events::TASK_STARTED => {
             let on = p["provider_id"]
                 .as_str()
@@ -496,7 +510,9 @@ fn event_line(event: &str, p: &Value) -> Option<String> {
             p["attempt"].as_u64().unwrap_or(0),
             render::error_short(&p["error"])
         ),
-        events::TASK_SKIPPED => format!("task {task} skipped: {}", render::error_short(&p["error"])),
+        events::TASK_SKIPPED => {
+            format!("task {task} skipped: {}", render::error_short(&p["error"]))
+        }
         events::WORKFLOW_PROGRESS => return None,
         e if is_terminal_event(e) => {
             let c = Counts::from_progress(p, 0);

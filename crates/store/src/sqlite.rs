@@ -168,7 +168,10 @@ impl SqliteStore {
             .map_err(|e| StoreError::backend("set wal_autocheckpoint", e))?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(|e| StoreError::backend("set journal_size_limit", e))?;
-        if let Ok(extra) = std::env::var("GZ_BENCH_PRAGMAS") { conn.execute_batch(&extra).map_err(|e| StoreError::backend("x", e))?; }
+        if let Ok(extra) = std::env::var("GZ_BENCH_PRAGMAS") {
+            conn.execute_batch(&extra)
+                .map_err(|e| StoreError::backend("x", e))?;
+        }
         let mut store = Self::init(conn, path.display().to_string())?;
         store.checkpointer = Some(Checkpointer::start(path)?);
         tracing::debug!(path = %path.display(), "opened SQLite store");

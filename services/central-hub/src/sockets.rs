@@ -180,7 +180,12 @@ async fn hub_event(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
             }
             let replaced = state.registry().register(reg.clone(), &sid);
             if let Some(old) = replaced {
-                if let Some(old_socket) = old.sid.parse().ok().and_then(|sid| state.io.get_socket(sid)) {
+                if let Some(old_socket) = old
+                    .sid
+                    .parse()
+                    .ok()
+                    .and_then(|sid| state.io.get_socket(sid))
+                {
                     let _ = old_socket.disconnect();
                 }
             }
@@ -344,7 +349,11 @@ async fn route(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
             chosen.is_some_and(|(id, _)| deliver_to_component(state, &id, env.clone()))
         }
         Target::Room(room) => {
-            let rooms: Vec<String> = room.split(',').filter(|r| !r.is_empty()).map(str::to_string).collect();
+            let rooms: Vec<String> = room
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_string)
+                .collect();
             if let Err(e) = state.io.to(rooms).emit(env.event.clone(), &env).await {
                 warn!(error = %e, "room broadcast failed");
             }

@@ -14,7 +14,9 @@ pub mod plan;
 
 use std::collections::HashMap;
 
-use gleitzeit_hub_client::{connect_component, next_envelope, registration, ClientConfig, ClientError, HubClient};
+use gleitzeit_hub_client::{
+    connect_component, next_envelope, registration, ClientConfig, ClientError, HubClient,
+};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types};
 use gleitzeit_protocol::payloads::{Resolution, TasksFinished, WorkflowPlan, WorkflowRef};
@@ -46,9 +48,13 @@ pub enum ServiceError {
 /// Connects to the hub, registers, and serves until `shutdown` fires or the hub asks it to stop.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
     let ty = component_types::DEPENDENCY_RESOLVER;
-    let id = config.component_id.unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
+    let id = config
+        .component_id
+        .unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
     let reg = registration(ty, id, vec!["dependency_resolution".into()], 0, json!({}));
-    let Some((client, mut incoming)) = connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await? else {
+    let Some((client, mut incoming)) =
+        connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
+    else {
         return Ok(());
     };
     let mut plans: HashMap<String, Plan> = HashMap::new();
@@ -62,7 +68,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     Ok(())
 }
 
-fn handle(client: &HubClient, plans: &mut HashMap<String, Plan>, env: &Envelope) -> Option<Result<Value, GzError>> {
+fn handle(
+    client: &HubClient,
+    plans: &mut HashMap<String, Plan>,
+    env: &Envelope,
+) -> Option<Result<Value, GzError>> {
     let with_id = |mut r: Resolution| {
         r.resolver_id = client.id().to_string();
         serde_json::to_value(r).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))
@@ -70,8 +80,12 @@ fn handle(client: &HubClient, plans: &mut HashMap<String, Plan>, env: &Envelope)
     match env.event.as_str() {
         events::WORKFLOW_PLAN => Some((|| {
             let p: WorkflowPlan = env.payload_as()?;
-            let spec: WorkflowSpec = serde_json::from_value(p.spec)
-                .map_err(|e| GzError::new(ErrorCode::ValidationFailed, format!("invalid workflow spec: {e}")))?;
+            let spec: WorkflowSpec = serde_json::from_value(p.spec).map_err(|e| {
+                GzError::new(
+                    ErrorCode::ValidationFailed,
+                    format!("invalid workflow spec: {e}"),
+                )
+            })?;
             let (plan, res) = Plan::build(spec, &p.finished, &p.started)?;
             debug!(workflow = %p.workflow_id, ready = res.ready.len(), "planned");
             plans.insert(p.workflow_id, plan);
@@ -80,8 +94,11 @@ fn handle(client: &HubClient, plans: &mut HashMap<String, Plan>, env: &Envelope)
         events::TASKS_FINISHED => Some((|| {
             let f: TasksFinished = env.payload_as()?;
             let plan = plans.get_mut(&f.workflow_id).ok_or_else(|| {
-                GzError::new(ErrorCode::WorkflowNotFound, format!("resolver does not hold workflow {}", f.workflow_id))
-                    .with_hint("send workflow_plan again")
+                GzError::new(
+                    ErrorCode::WorkflowNotFound,
+                    format!("resolver does not hold workflow {}", f.workflow_id),
+                )
+                .with_hint("send workflow_plan again")
             })?;
             with_id(plan.finish(&f.finished))
         })()),

@@ -33,15 +33,32 @@ pub struct Plan {
 impl Plan {
     /// Builds the plan; `finished` and `started` tasks are replayed first. The resolution
     /// lists every task ready now.
-    pub fn build(spec: WorkflowSpec, finished: &[FinishedTask], started: &[String]) -> Result<(Plan, Resolution), GzError> {
+    pub fn build(
+        spec: WorkflowSpec,
+        finished: &[FinishedTask],
+        started: &[String],
+    ) -> Result<(Plan, Resolution), GzError> {
         let dag = Dag::from_spec(&spec);
         if let Err(cycle) = dag.topological_order() {
             let path: Vec<&str> = cycle.iter().map(|&i| spec.tasks[i].id.as_str()).collect();
-            return Err(GzError::new(ErrorCode::CircularDependency, format!("circular dependency: {}", path.join(" -> "))));
+            return Err(GzError::new(
+                ErrorCode::CircularDependency,
+                format!("circular dependency: {}", path.join(" -> ")),
+            ));
         }
         let n = spec.tasks.len();
-        let index: HashMap<String, usize> = spec.tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
-        let names: HashMap<String, usize> = spec.tasks.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        let index: HashMap<String, usize> = spec
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
+        let names: HashMap<String, usize> = spec
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
         let remaining = (0..n).map(|i| dag.dependencies(i).len() as u32).collect();
         let mut plan = Plan {
             spec,
@@ -58,7 +75,9 @@ impl Plan {
             }
         }
         let mut res = plan.finish(finished);
-        let roots: Vec<usize> = (0..n).filter(|&i| plan.remaining[i] == 0 && plan.state[i] == State::Waiting).collect();
+        let roots: Vec<usize> = (0..n)
+            .filter(|&i| plan.remaining[i] == 0 && plan.state[i] == State::Waiting)
+            .collect();
         for i in roots {
             plan.release(i, &mut res);
         }
@@ -69,7 +88,9 @@ impl Plan {
     pub fn finish(&mut self, finished: &[FinishedTask]) -> Resolution {
         let mut res = Resolution::default();
         for f in finished {
-            let Some(&i) = self.index.get(&f.task_id) else { continue };
+            let Some(&i) = self.index.get(&f.task_id) else {
+                continue;
+            };
             if matches!(self.state[i], State::Completed | State::Failed) {
                 continue;
             }
@@ -107,7 +128,10 @@ impl Plan {
                 });
             }
             Err(e) => {
-                let error = GzError::new(ErrorCode::SubstitutionFailed, format!("task {}: {e}", task.id));
+                let error = GzError::new(
+                    ErrorCode::SubstitutionFailed,
+                    format!("task {}: {e}", task.id),
+                );
                 res.failed.push(BlockedTask {
                     task_id: task.id.clone(),
                     error,
@@ -148,7 +172,9 @@ mod tests {
     use serde_json::json;
 
     fn spec(yaml: &str) -> WorkflowSpec {
-        parse_workflow(yaml, &MethodCatalog::builtin()).expect("valid").spec
+        parse_workflow(yaml, &MethodCatalog::builtin())
+            .expect("valid")
+            .spec
     }
 
     fn done(id: &str, result: Value) -> FinishedTask {
@@ -177,7 +203,13 @@ tasks:
     #[test]
     fn chain_releases_in_order_with_type_preserving_substitution() {
         let (mut plan, res) = Plan::build(spec(CHAIN), &[], &[]).expect("plan");
-        assert_eq!(res.ready.iter().map(|r| r.task_id.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            res.ready
+                .iter()
+                .map(|r| r.task_id.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
         let res = plan.finish(&[done("a", json!({"result": [1, 2, 3]}))]);
         assert_eq!(res.ready.len(), 1);
         let ctx = &res.ready[0].params["context"];
@@ -205,7 +237,11 @@ tasks:
         let res = plan.finish(&[done("a", json!({"result": []}))]);
         assert_eq!(res.failed.len(), 1);
         assert_eq!(res.failed[0].error.code, "GZ3013");
-        assert!(res.failed[0].error.message.contains("a.result"), "{}", res.failed[0].error.message);
+        assert!(
+            res.failed[0].error.message.contains("a.result"),
+            "{}",
+            res.failed[0].error.message
+        );
         assert_eq!(res.skipped.len(), 1);
     }
 
@@ -213,7 +249,13 @@ tasks:
     fn rebuilding_from_finished_tasks_resumes_where_it_was() {
         let finished = [done("a", json!({"result": [1, 2, 3]}))];
         let (_, res) = Plan::build(spec(CHAIN), &finished, &[]).expect("plan");
-        assert_eq!(res.ready.iter().map(|r| r.task_id.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(
+            res.ready
+                .iter()
+                .map(|r| r.task_id.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
         let (_, res) = Plan::build(spec(CHAIN), &finished, &["b".to_string()]).expect("plan");
         assert!(res.ready.is_empty());
     }

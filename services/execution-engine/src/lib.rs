@@ -18,12 +18,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use gleitzeit_hub_client::{connect_component, next_envelope, registration, ClientConfig, ClientError, HubClient};
+use gleitzeit_hub_client::{
+    connect_component, next_envelope, registration, ClientConfig, ClientError, HubClient,
+};
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
 use gleitzeit_protocol::payloads::{
-    CancelTasks, ComponentInfo, ExecuteTask, ExecuteTasks, LeaseTasks, LeasedTasks, TaskOutcome, TaskOutcomes, TaskRef,
+    CancelTasks, ComponentInfo, ExecuteTask, ExecuteTasks, LeaseTasks, LeasedTasks, TaskOutcome,
+    TaskOutcomes, TaskRef,
 };
 use gleitzeit_protocol::{Envelope, Target};
 use gleitzeit_runtime::Shutdown;
@@ -81,9 +84,19 @@ struct Engine {
 /// Connects to the hub, registers, and runs tasks until `shutdown`.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
     let ty = component_types::EXECUTION_ENGINE;
-    let id = config.component_id.unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
-    let reg = registration(ty, id, vec!["task_execution".into()], 0, json!({ "prefetch": config.prefetch }));
-    let Some((client, mut incoming)) = connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await? else {
+    let id = config
+        .component_id
+        .unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
+    let reg = registration(
+        ty,
+        id,
+        vec!["task_execution".into()],
+        0,
+        json!({ "prefetch": config.prefetch }),
+    );
+    let Some((client, mut incoming)) =
+        connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
+    else {
         return Ok(());
     };
     if let Err(e) = client.subscribe(&[rooms::COMPONENTS.to_string()]).await {
@@ -128,10 +141,17 @@ impl Engine {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             match client
-                .request_with_timeout(Target::Hub, events::LIST_COMPONENTS, Value::Null, Duration::from_secs(5))
+                .request_with_timeout(
+                    Target::Hub,
+                    events::LIST_COMPONENTS,
+                    Value::Null,
+                    Duration::from_secs(5),
+                )
                 .await
-                .and_then(|v| serde_json::from_value(v).map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string())))
-            {
+                .and_then(|v| {
+                    serde_json::from_value(v)
+                        .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
+                }) {
                 Ok(list) => {
                     let _ = tx.send(Internal::Providers(list));
                 }
@@ -158,7 +178,10 @@ impl Engine {
             }
             events::COMPONENT_UNHEALTHY | events::REPLY => {}
             other => {
-                let err = GzError::new(ErrorCode::UnknownEvent, format!("execution-engine does not handle {other:?}"));
+                let err = GzError::new(
+                    ErrorCode::UnknownEvent,
+                    format!("execution-engine does not handle {other:?}"),
+                );
                 let _ = self.client.respond(&env, Err(err));
             }
         }
@@ -182,7 +205,12 @@ impl Engine {
                     p.methods = r.capabilities;
                     p.capacity = r.capacity;
                 }
-                let gone: Vec<String> = self.providers.keys().filter(|k| !seen.contains(k)).cloned().collect();
+                let gone: Vec<String> = self
+                    .providers
+                    .keys()
+                    .filter(|k| !seen.contains(k))
+                    .cloned()
+                    .collect();
                 for g in gone {
                     self.provider_lost(&g);
                 }
@@ -221,12 +249,24 @@ impl Engine {
         self.leasing = true;
         let client = self.client.clone();
         let tx = self.tx.clone();
-        let payload = serde_json::to_value(LeaseTasks { slots, wait_ms: 1000 }).unwrap_or(Value::Null);
+        let payload = serde_json::to_value(LeaseTasks {
+            slots,
+            wait_ms: 1000,
+        })
+        .unwrap_or(Value::Null);
         tokio::spawn(async move {
             let result = client
-                .request_with_timeout(Target::Type(component_types::QUEUE_MANAGER.into()), events::LEASE_TASKS, payload, Duration::from_secs(10))
+                .request_with_timeout(
+                    Target::Type(component_types::QUEUE_MANAGER.into()),
+                    events::LEASE_TASKS,
+                    payload,
+                    Duration::from_secs(10),
+                )
                 .await
-                .and_then(|v| serde_json::from_value(v).map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string())));
+                .and_then(|v| {
+                    serde_json::from_value(v)
+                        .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
+                });
             if result.is_err() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -238,7 +278,12 @@ impl Engine {
         self.providers
             .iter()
             .filter(|(_, p)| p.methods.iter().any(|m| m == method))
-            .max_by_key(|(id, p)| ((p.capacity * self.prefetch) as i64 - p.in_flight as i64, std::cmp::Reverse((*id).clone())))
+            .max_by_key(|(id, p)| {
+                (
+                    (p.capacity * self.prefetch) as i64 - p.in_flight as i64,
+                    std::cmp::Reverse((*id).clone()),
+                )
+            })
             .map(|(id, _)| id.clone())
     }
 
@@ -256,9 +301,9 @@ impl Engine {
                         p.in_flight += 1;
                     }
                     let grace = Duration::from_secs(5);
-                    let deadline = task
-                        .timeout_ms
-                        .map(|ms| Instant::now() + Duration::from_millis(ms) * (self.prefetch + 1) + grace);
+                    let deadline = task.timeout_ms.map(|ms| {
+                        Instant::now() + Duration::from_millis(ms) * (self.prefetch + 1) + grace
+                    });
                     self.dispatched.insert(
                         key,
                         Dispatched {
@@ -274,14 +319,20 @@ impl Engine {
                     &task.workflow_id,
                     &task.task_id,
                     task.attempt,
-                    GzError::new(ErrorCode::NoProvider, format!("no provider serves {}", task.method)),
+                    GzError::new(
+                        ErrorCode::NoProvider,
+                        format!("no provider serves {}", task.method),
+                    ),
                 )),
             }
         }
         for (pid, tasks) in batches {
             debug!(provider = %pid, count = tasks.len(), "dispatching");
             let payload = serde_json::to_value(ExecuteTasks { tasks }).unwrap_or(Value::Null);
-            if let Err(e) = self.client.emit(Target::Component(pid), events::EXECUTE_TASKS, payload) {
+            if let Err(e) = self
+                .client
+                .emit(Target::Component(pid), events::EXECUTE_TASKS, payload)
+            {
                 warn!(error = %e, "could not dispatch");
             }
         }
@@ -305,7 +356,9 @@ impl Engine {
             if d.attempt != o.attempt {
                 continue;
             }
-            let Some(d) = self.dispatched.remove(&key) else { continue };
+            let Some(d) = self.dispatched.remove(&key) else {
+                continue;
+            };
             if let Some(p) = self.providers.get_mut(&d.provider) {
                 p.in_flight = p.in_flight.saturating_sub(1);
             }
@@ -318,7 +371,11 @@ impl Engine {
 
     fn send_outcomes(&self, qm: &str, outcomes: Vec<TaskOutcome>) {
         let payload = serde_json::to_value(TaskOutcomes { outcomes }).unwrap_or(Value::Null);
-        if let Err(e) = self.client.emit(Target::Component(qm.to_string()), events::TASK_OUTCOMES, payload) {
+        if let Err(e) = self.client.emit(
+            Target::Component(qm.to_string()),
+            events::TASK_OUTCOMES,
+            payload,
+        ) {
             warn!(error = %e, "could not forward outcomes");
         }
     }
@@ -336,7 +393,9 @@ impl Engine {
         for (pid, tasks) in by_provider {
             info!(provider = %pid, count = tasks.len(), "cancelling running tasks");
             let payload = serde_json::to_value(CancelTasks { tasks }).unwrap_or(Value::Null);
-            let _ = self.client.emit(Target::Component(pid), events::CANCEL_TASKS, payload);
+            let _ = self
+                .client
+                .emit(Target::Component(pid), events::CANCEL_TASKS, payload);
         }
     }
 
@@ -345,7 +404,12 @@ impl Engine {
         if self.providers.remove(id).is_none() {
             return;
         }
-        let lost: Vec<TaskRef> = self.dispatched.iter().filter(|(_, d)| d.provider == id).map(|(k, _)| k.clone()).collect();
+        let lost: Vec<TaskRef> = self
+            .dispatched
+            .iter()
+            .filter(|(_, d)| d.provider == id)
+            .map(|(k, _)| k.clone())
+            .collect();
         if !lost.is_empty() {
             warn!(provider = %id, tasks = lost.len(), "provider left with tasks in flight; they will run again");
         }
@@ -353,7 +417,10 @@ impl Engine {
             .iter()
             .filter_map(|k| self.dispatched.get(k).map(|d| (k, d.attempt)))
             .map(|(k, attempt)| {
-                let err = GzError::new(ErrorCode::Disconnected, format!("provider {id} left while running the task"));
+                let err = GzError::new(
+                    ErrorCode::Disconnected,
+                    format!("provider {id} left while running the task"),
+                );
                 outcome_err(&k.workflow_id, &k.task_id, attempt, err)
             })
             .collect();
@@ -378,13 +445,26 @@ impl Engine {
         for k in late {
             if let Some(d) = self.dispatched.get(&k) {
                 warn!(task = %k.task_id, "provider did not report within the task's time limit");
-                outcomes.push(outcome_err(&k.workflow_id, &k.task_id, d.attempt, GzError::new(ErrorCode::TaskTimeout, "no outcome within the task's time limit")));
-                cancels.entry(d.provider.clone()).or_default().push(k.clone());
+                outcomes.push(outcome_err(
+                    &k.workflow_id,
+                    &k.task_id,
+                    d.attempt,
+                    GzError::new(
+                        ErrorCode::TaskTimeout,
+                        "no outcome within the task's time limit",
+                    ),
+                ));
+                cancels
+                    .entry(d.provider.clone())
+                    .or_default()
+                    .push(k.clone());
             }
         }
         for (pid, tasks) in cancels {
             let payload = serde_json::to_value(CancelTasks { tasks }).unwrap_or(Value::Null);
-            let _ = self.client.emit(Target::Component(pid), events::CANCEL_TASKS, payload);
+            let _ = self
+                .client
+                .emit(Target::Component(pid), events::CANCEL_TASKS, payload);
         }
         self.forward(outcomes);
     }

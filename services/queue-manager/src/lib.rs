@@ -21,7 +21,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gleitzeit_hub_client::{connect_component, next_envelope, registration, ClientConfig, ClientError};
+use gleitzeit_hub_client::{
+    connect_component, next_envelope, registration, ClientConfig, ClientError,
+};
 use gleitzeit_protocol::events::component_types;
 use gleitzeit_runtime::Shutdown;
 use gleitzeit_store::{SqliteStore, Store, StoreError};
@@ -68,10 +70,20 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     let path = config.data_dir.join("gleitzeit.db");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path)?);
     let ty = component_types::QUEUE_MANAGER;
-    let id = config.component_id.unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
+    let id = config
+        .component_id
+        .unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
     let info = store.info();
-    let reg = registration(ty, id, vec!["workflow_store".into()], 0, json!({ "store": info }));
-    let Some((client, mut incoming)) = connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await? else {
+    let reg = registration(
+        ty,
+        id,
+        vec!["workflow_store".into()],
+        0,
+        json!({ "store": info }),
+    );
+    let Some((client, mut incoming)) =
+        connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
+    else {
         return Ok(());
     };
     let (tx, mut rx) = mpsc::unbounded_channel();

@@ -25,7 +25,9 @@ async fn main() -> std::process::ExitCode {
     let config = queue_manager::Config {
         hub_url: args.common.hub_url,
         component_id: args.common.component_id,
-        data_dir: args.data_dir.unwrap_or_else(queue_manager::default_data_dir),
+        data_dir: args
+            .data_dir
+            .unwrap_or_else(queue_manager::default_data_dir),
     };
     match queue_manager::run(config, Shutdown::from_future(signal_shutdown())).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

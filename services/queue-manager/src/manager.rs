@@ -12,8 +12,8 @@ use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types};
 use gleitzeit_protocol::payloads::{
-    CancelTasks, ExecuteTask, FinishedTask, LeaseTasks, LeasedTasks, ListWorkflows, Resolution, SubmitWorkflow,
-    TaskLookup, TaskOutcomes, TaskRef, TasksFinished, WorkflowPlan, WorkflowRef,
+    CancelTasks, ExecuteTask, FinishedTask, LeaseTasks, LeasedTasks, ListWorkflows, Resolution,
+    SubmitWorkflow, TaskLookup, TaskOutcomes, TaskRef, TasksFinished, WorkflowPlan, WorkflowRef,
 };
 use gleitzeit_protocol::{Envelope, Target};
 use gleitzeit_store::{Store, StoreError, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
@@ -80,7 +80,9 @@ impl PartialOrd for Entry {
 }
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> CmpOrdering {
-        self.prio.cmp(&other.prio).then_with(|| other.seq.cmp(&self.seq))
+        self.prio
+            .cmp(&other.prio)
+            .then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -119,11 +121,18 @@ fn gz(e: StoreError) -> GzError {
 }
 
 fn status_word<T: serde::Serialize>(s: T) -> String {
-    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 impl Manager {
-    pub(crate) fn new(store: Arc<dyn Store>, client: HubClient, tx: mpsc::UnboundedSender<Internal>) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        client: HubClient,
+        tx: mpsc::UnboundedSender<Internal>,
+    ) -> Self {
         Manager {
             store,
             client,
@@ -173,7 +182,11 @@ impl Manager {
     }
 
     fn emit(&self, wf: &str, event: &str, payload: Value) {
-        let target = Target::Room(format!("{},{}", events::rooms::EVENTS, events::rooms::workflow(wf)));
+        let target = Target::Room(format!(
+            "{},{}",
+            events::rooms::EVENTS,
+            events::rooms::workflow(wf)
+        ));
         if let Err(e) = self.client.emit(target, event, payload) {
             warn!(error = %e, event, "could not publish an event");
         }
@@ -213,13 +226,19 @@ impl Manager {
             events::WORKFLOW_LIST => Some(self.list(&env).await),
             events::WORKFLOW_CANCEL => Some(self.cancel(&env).await),
             events::TASK_GET => Some(self.task_get(&env).await),
-            events::STORE_STATUS => Some(serde_json::to_value(self.store.info()).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))),
+            events::STORE_STATUS => Some(
+                serde_json::to_value(self.store.info())
+                    .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())),
+            ),
             events::LEASE_TASKS => self.lease(env.clone()).await,
             events::TASK_OUTCOMES => {
                 self.outcomes(&env).await;
                 None
             }
-            other => Some(Err(GzError::new(ErrorCode::UnknownEvent, format!("queue-manager does not handle {other:?}")))),
+            other => Some(Err(GzError::new(
+                ErrorCode::UnknownEvent,
+                format!("queue-manager does not handle {other:?}"),
+            ))),
         };
         if let Some(r) = reply {
             let _ = self.client.respond(&env, r);
@@ -228,7 +247,10 @@ impl Manager {
 
     pub(crate) async fn on_internal(&mut self, msg: Internal) {
         match msg {
-            Internal::Resolution { workflow_id, result } => match result {
+            Internal::Resolution {
+                workflow_id,
+                result,
+            } => match result {
                 Ok(res) => self.apply_resolution(&workflow_id, res).await,
                 Err(e) => {
                     warn!(workflow = %workflow_id, error = %e, "resolver request failed; planning again");
@@ -237,7 +259,11 @@ impl Manager {
                     }
                     let wid = workflow_id.clone();
                     let tx = self.tx.clone();
-                    let wait = if e.is(ErrorCode::WorkflowNotFound) { 0 } else { 500 };
+                    let wait = if e.is(ErrorCode::WorkflowNotFound) {
+                        0
+                    } else {
+                        500
+                    };
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(wait)).await;
                         let _ = tx.send(Internal::Resolution {
@@ -261,11 +287,16 @@ impl Manager {
                     queue_manager_id: self.client.id().to_string(),
                     tasks: Vec::new(),
                 };
-                let _ = self.client.respond(&l.env, serde_json::to_value(reply).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())));
+                let _ = self.client.respond(
+                    &l.env,
+                    serde_json::to_value(reply)
+                        .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())),
+                );
             }
         }
         let due: Vec<(String, usize)> = {
-            let (due, later): (Vec<_>, Vec<_>) = self.retries.drain(..).partition(|(at, _, _)| *at <= now);
+            let (due, later): (Vec<_>, Vec<_>) =
+                self.retries.drain(..).partition(|(at, _, _)| *at <= now);
             self.retries = later;
             due.into_iter().map(|(_, w, i)| (w, i)).collect()
         };
@@ -294,7 +325,10 @@ impl Manager {
             .collect();
         let _ = self.flush(changes).await;
         for w in expired {
-            let err = GzError::new(ErrorCode::WorkflowTimeout, format!("workflow {w} exceeded its timeout"));
+            let err = GzError::new(
+                ErrorCode::WorkflowTimeout,
+                format!("workflow {w} exceeded its timeout"),
+            );
             self.stop_workflow(&w, WorkflowStatus::Failed, err).await;
         }
         self.serve_leases().await;
@@ -304,21 +338,36 @@ impl Manager {
 
     async fn submit(&mut self, env: &Envelope) -> Result<Value, GzError> {
         let sub: SubmitWorkflow = env.payload_as()?;
-        let spec: WorkflowSpec = serde_json::from_value(sub.spec)
-            .map_err(|e| GzError::new(ErrorCode::ValidationFailed, format!("invalid workflow: {e}")))?;
+        let spec: WorkflowSpec = serde_json::from_value(sub.spec).map_err(|e| {
+            GzError::new(
+                ErrorCode::ValidationFailed,
+                format!("invalid workflow: {e}"),
+            )
+        })?;
         let parsed = prepare_spec(spec, &self.catalog).map_err(|diags| {
-            let first = diags.iter().find(|d| d.is_error()).map(|d| d.to_string()).unwrap_or_default();
+            let first = diags
+                .iter()
+                .find(|d| d.is_error())
+                .map(|d| d.to_string())
+                .unwrap_or_default();
             let code = diags
                 .iter()
                 .find(|d| d.is_error())
                 .and_then(|d| ErrorCode::from_code(&d.code))
                 .unwrap_or(ErrorCode::ValidationFailed);
-            GzError::new(code, first).with_details(json!({ "diagnostics": diags.iter().map(|d| d.to_string()).collect::<Vec<_>>() }))
+            GzError::new(code, first).with_details(
+                json!({ "diagnostics": diags.iter().map(|d| d.to_string()).collect::<Vec<_>>() }),
+            )
         })?;
         let spec = parsed.spec;
         let id = match sub.workflow_id {
             Some(id) if id.len() <= 200 && !id.is_empty() => id,
-            Some(_) => return Err(GzError::new(ErrorCode::InvalidField, "workflow_id must be 1..=200 characters")),
+            Some(_) => {
+                return Err(GzError::new(
+                    ErrorCode::InvalidField,
+                    "workflow_id must be 1..=200 characters",
+                ))
+            }
             None => format!("wf-{}", uuid::Uuid::new_v4().simple()),
         };
         let exists = {
@@ -326,10 +375,14 @@ impl Manager {
             self.blocking(move |s| s.workflow(&id)).await?.is_some()
         };
         if exists || self.wfs.contains_key(&id) {
-            return Err(GzError::new(ErrorCode::InvalidField, format!("workflow id {id} is already in use")));
+            return Err(GzError::new(
+                ErrorCode::InvalidField,
+                format!("workflow id {id} is already in use"),
+            ));
         }
         let now = now_millis();
-        let spec_json = serde_json::to_value(&spec).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
+        let spec_json = serde_json::to_value(&spec)
+            .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
         let record = WorkflowRecord {
             id: id.clone(),
             name: spec.name.clone(),
@@ -386,8 +439,14 @@ impl Manager {
                 engine: None,
             })
             .collect();
-        let index = tasks.iter().enumerate().map(|(i, t)| (t.task_id.clone(), i)).collect();
-        let deadline = spec.timeout.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.001)));
+        let index = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.task_id.clone(), i))
+            .collect();
+        let deadline = spec
+            .timeout
+            .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.001)));
         Wf {
             record,
             on_failure: spec.on_failure,
@@ -411,7 +470,9 @@ impl Manager {
         for t in &wf.tasks {
             match t.status {
                 TaskStatus::Pending => {}
-                TaskStatus::Queued | TaskStatus::Running | TaskStatus::Retrying => started.push(t.task_id.clone()),
+                TaskStatus::Queued | TaskStatus::Running | TaskStatus::Retrying => {
+                    started.push(t.task_id.clone())
+                }
                 TaskStatus::Completed => finished.push(FinishedTask {
                     task_id: t.task_id.clone(),
                     status: "completed".into(),
@@ -431,7 +492,12 @@ impl Manager {
             started,
         };
         let payload = serde_json::to_value(plan).unwrap_or(Value::Null);
-        self.ask_resolver(id, Target::Type(component_types::DEPENDENCY_RESOLVER.into()), events::WORKFLOW_PLAN, payload);
+        self.ask_resolver(
+            id,
+            Target::Type(component_types::DEPENDENCY_RESOLVER.into()),
+            events::WORKFLOW_PLAN,
+            payload,
+        );
     }
 
     fn ask_resolver(&self, id: &str, target: Target, event: &'static str, payload: Value) {
@@ -442,8 +508,14 @@ impl Manager {
             let result = client
                 .request_with_timeout(target, event, payload, RESOLVER_TIMEOUT)
                 .await
-                .and_then(|v| serde_json::from_value::<Resolution>(v).map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string())));
-            let _ = tx.send(Internal::Resolution { workflow_id: id, result });
+                .and_then(|v| {
+                    serde_json::from_value::<Resolution>(v)
+                        .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
+                });
+            let _ = tx.send(Internal::Resolution {
+                workflow_id: id,
+                result,
+            });
         });
     }
 
@@ -467,7 +539,9 @@ impl Manager {
     async fn apply_resolution(&mut self, id: &str, res: Resolution) {
         let mut changes = Changes::default();
         let now = now_millis();
-        let Some(wf) = self.wfs.get_mut(id) else { return };
+        let Some(wf) = self.wfs.get_mut(id) else {
+            return;
+        };
         if !res.resolver_id.is_empty() {
             wf.resolver = Some(res.resolver_id.clone());
         }
@@ -483,7 +557,9 @@ impl Manager {
         }
         let key: Arc<str> = Arc::from(id);
         for r in res.ready {
-            let Some(&i) = wf.index.get(&r.task_id) else { continue };
+            let Some(&i) = wf.index.get(&r.task_id) else {
+                continue;
+            };
             if wf.tasks[i].status != TaskStatus::Pending {
                 continue;
             }
@@ -507,7 +583,9 @@ impl Manager {
             .map(|b| (b, TaskStatus::Failed))
             .chain(res.skipped.into_iter().map(|b| (b, TaskStatus::Skipped)))
         {
-            let Some(&i) = wf.index.get(&b.task_id) else { continue };
+            let Some(&i) = wf.index.get(&b.task_id) else {
+                continue;
+            };
             if wf.tasks[i].status.is_terminal() {
                 continue;
             }
@@ -531,7 +609,11 @@ impl Manager {
                 self.emit(id, events::WORKFLOW_STARTED, self.progress(wf));
             }
             for i in blocked {
-                let ev = if wf.tasks[i].status == TaskStatus::Failed { events::TASK_FAILED } else { events::TASK_SKIPPED };
+                let ev = if wf.tasks[i].status == TaskStatus::Failed {
+                    events::TASK_FAILED
+                } else {
+                    events::TASK_SKIPPED
+                };
                 self.task_event(wf, i, ev);
             }
         }
@@ -574,7 +656,9 @@ impl Manager {
             let mut changes = Changes::default();
             let mut tasks = Vec::with_capacity(picked.len());
             for (w, i) in &picked {
-                let Some(wf) = self.wfs.get_mut(w.as_ref()) else { continue };
+                let Some(wf) = self.wfs.get_mut(w.as_ref()) else {
+                    continue;
+                };
                 let t = &mut wf.tasks[*i];
                 t.status = TaskStatus::Running;
                 t.attempts += 1;
@@ -599,7 +683,12 @@ impl Manager {
                         wf.tasks[i].status = TaskStatus::Queued;
                         wf.tasks[i].attempts = wf.tasks[i].attempts.saturating_sub(1);
                         self.seq += 1;
-                        self.queue.push(Entry { prio: wf.info[i].priority, seq: self.seq, wf: w.clone(), task: i });
+                        self.queue.push(Entry {
+                            prio: wf.info[i].priority,
+                            seq: self.seq,
+                            wf: w.clone(),
+                            task: i,
+                        });
                     }
                 }
                 waiting.push_back(lease);
@@ -614,7 +703,11 @@ impl Manager {
                 queue_manager_id: self.client.id().to_string(),
                 tasks,
             };
-            let _ = self.client.respond(&lease.env, serde_json::to_value(reply).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())));
+            let _ = self.client.respond(
+                &lease.env,
+                serde_json::to_value(reply)
+                    .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())),
+            );
         }
         waiting.extend(self.leases.drain(..));
         self.leases = waiting;
@@ -627,7 +720,9 @@ impl Manager {
         let mut free: u32 = slots.values().sum();
         while free > 0 {
             let Some(e) = self.queue.pop() else { break };
-            let Some(wf) = self.wfs.get(e.wf.as_ref()) else { continue };
+            let Some(wf) = self.wfs.get(e.wf.as_ref()) else {
+                continue;
+            };
             let t = &wf.tasks[e.task];
             if t.status != TaskStatus::Queued {
                 continue;
@@ -659,14 +754,22 @@ impl Manager {
         let mut events_out: Vec<(String, usize, &'static str)> = Vec::new();
         let mut touched = HashSet::new();
         for o in batch.outcomes {
-            let Some(wf) = self.wfs.get_mut(&o.workflow_id) else { continue };
-            let Some(&i) = wf.index.get(&o.task_id) else { continue };
+            let Some(wf) = self.wfs.get_mut(&o.workflow_id) else {
+                continue;
+            };
+            let Some(&i) = wf.index.get(&o.task_id) else {
+                continue;
+            };
             let t = &mut wf.tasks[i];
             if t.status != TaskStatus::Running || t.attempts != o.attempt {
                 continue; // late or duplicate: the recorded result stays as it is
             }
             t.provider_id = Some(o.provider_id.clone()).filter(|p| !p.is_empty());
-            t.finished_at = Some(if o.finished_at > 0 { o.finished_at } else { now });
+            t.finished_at = Some(if o.finished_at > 0 {
+                o.finished_at
+            } else {
+                now
+            });
             touched.insert(o.workflow_id.clone());
             match (o.result, o.error) {
                 (Some(result), None) => {
@@ -675,32 +778,52 @@ impl Manager {
                     t.result = Some(result.clone());
                     wf.completed += 1;
                     wf.terminal += 1;
-                    finished.entry(o.workflow_id.clone()).or_default().push(FinishedTask {
-                        task_id: o.task_id.clone(),
-                        status: "completed".into(),
-                        result: Some(result),
-                    });
+                    finished
+                        .entry(o.workflow_id.clone())
+                        .or_default()
+                        .push(FinishedTask {
+                            task_id: o.task_id.clone(),
+                            status: "completed".into(),
+                            result: Some(result),
+                        });
                     events_out.push((o.workflow_id.clone(), i, events::TASK_COMPLETED));
                 }
                 (_, error) => {
-                    let error = error.unwrap_or_else(|| GzError::new(ErrorCode::TaskFailed, "provider sent neither result nor error"));
+                    let error = error.unwrap_or_else(|| {
+                        GzError::new(
+                            ErrorCode::TaskFailed,
+                            "provider sent neither result nor error",
+                        )
+                    });
                     t.error = serde_json::to_value(&error).ok();
                     let lost = error.is(ErrorCode::Disconnected);
                     let worth_retrying = error.retryable || error.is(ErrorCode::PythonException);
-                    if lost || (worth_retrying && wf.info[i].retry.allows_another_attempt(t.attempts)) {
+                    if lost
+                        || (worth_retrying && wf.info[i].retry.allows_another_attempt(t.attempts))
+                    {
                         t.status = TaskStatus::Retrying;
-                        let delay = if lost { Duration::ZERO } else { wf.info[i].retry.delay_for_attempt(t.attempts, rand::random::<f64>()) };
-                        self.retries.push((Instant::now() + delay, o.workflow_id.clone(), i));
+                        let delay = if lost {
+                            Duration::ZERO
+                        } else {
+                            wf.info[i]
+                                .retry
+                                .delay_for_attempt(t.attempts, rand::random::<f64>())
+                        };
+                        self.retries
+                            .push((Instant::now() + delay, o.workflow_id.clone(), i));
                         events_out.push((o.workflow_id.clone(), i, events::TASK_RETRYING));
                     } else {
                         t.status = TaskStatus::Failed;
                         wf.failed += 1;
                         wf.terminal += 1;
-                        finished.entry(o.workflow_id.clone()).or_default().push(FinishedTask {
-                            task_id: o.task_id.clone(),
-                            status: "failed".into(),
-                            result: None,
-                        });
+                        finished
+                            .entry(o.workflow_id.clone())
+                            .or_default()
+                            .push(FinishedTask {
+                                task_id: o.task_id.clone(),
+                                status: "failed".into(),
+                                result: None,
+                            });
                         events_out.push((o.workflow_id.clone(), i, events::TASK_FAILED));
                     }
                 }
@@ -729,18 +852,35 @@ impl Manager {
     // ---------------------------------------------------------------- finishing
 
     async fn check_finished(&mut self, id: &str) {
-        let Some(wf) = self.wfs.get_mut(id) else { return };
+        let Some(wf) = self.wfs.get_mut(id) else {
+            return;
+        };
         if wf.terminal < wf.tasks.len() || wf.record.status.is_terminal() {
             return;
         }
         let ok = (wf.failed == 0 && wf.skipped == 0) || wf.on_failure == OnFailure::Continue;
-        wf.record.status = if ok { WorkflowStatus::Completed } else { WorkflowStatus::Failed };
+        wf.record.status = if ok {
+            WorkflowStatus::Completed
+        } else {
+            WorkflowStatus::Failed
+        };
         wf.record.finished_at = Some(now_millis());
         if !ok {
-            let first = wf.tasks.iter().find(|t| t.status == TaskStatus::Failed).map(|t| t.task_id.clone());
+            let first = wf
+                .tasks
+                .iter()
+                .find(|t| t.status == TaskStatus::Failed)
+                .map(|t| t.task_id.clone());
             let err = GzError::new(
                 ErrorCode::TaskFailed,
-                format!("{} task(s) failed, {} skipped{}", wf.failed, wf.skipped, first.map(|f| format!(" (first failure: {f})")).unwrap_or_default()),
+                format!(
+                    "{} task(s) failed, {} skipped{}",
+                    wf.failed,
+                    wf.skipped,
+                    first
+                        .map(|f| format!(" (first failure: {f})"))
+                        .unwrap_or_default()
+                ),
             );
             wf.record.error = serde_json::to_value(err).ok();
         }
@@ -751,7 +891,9 @@ impl Manager {
     }
 
     fn finish_announce(&mut self, id: &str) {
-        let Some(wf) = self.wfs.remove(id) else { return };
+        let Some(wf) = self.wfs.remove(id) else {
+            return;
+        };
         let mut payload = self.progress(&wf);
         payload["error"] = wf.record.error.clone().unwrap_or(Value::Null);
         if wf.tasks.len() <= RESULTS_IN_EVENT_LIMIT {
@@ -781,7 +923,9 @@ impl Manager {
     /// Cancels or fails a running workflow: unfinished tasks are cancelled, running work is
     /// stopped through the engines that hold it.
     async fn stop_workflow(&mut self, id: &str, status: WorkflowStatus, error: GzError) {
-        let Some(wf) = self.wfs.get_mut(id) else { return };
+        let Some(wf) = self.wfs.get_mut(id) else {
+            return;
+        };
         let now = now_millis();
         let mut changes = Changes::default();
         let mut running: HashMap<String, Vec<TaskRef>> = HashMap::new();
@@ -799,7 +943,9 @@ impl Manager {
             }
             t.status = TaskStatus::Cancelled;
             t.finished_at = Some(now);
-            t.error = serde_json::to_value(GzError::new(ErrorCode::Cancelled, error.message.clone())).ok();
+            t.error =
+                serde_json::to_value(GzError::new(ErrorCode::Cancelled, error.message.clone()))
+                    .ok();
             wf.terminal += 1;
             changes.task(id, i);
         }
@@ -810,7 +956,9 @@ impl Manager {
         let _ = self.flush(changes).await;
         for (engine, tasks) in running {
             let payload = serde_json::to_value(CancelTasks { tasks }).unwrap_or(Value::Null);
-            let _ = self.client.emit(Target::Component(engine), events::CANCEL_TASKS, payload);
+            let _ = self
+                .client
+                .emit(Target::Component(engine), events::CANCEL_TASKS, payload);
         }
         self.finish_announce(id);
     }
@@ -818,14 +966,25 @@ impl Manager {
     async fn cancel(&mut self, env: &Envelope) -> Result<Value, GzError> {
         let r: WorkflowRef = env.payload_as()?;
         if self.wfs.contains_key(&r.workflow_id) {
-            let err = GzError::new(ErrorCode::Cancelled, format!("workflow {} cancelled by request", r.workflow_id));
-            self.stop_workflow(&r.workflow_id, WorkflowStatus::Cancelled, err).await;
-            return Ok(json!({ "workflow_id": r.workflow_id, "cancelled": true, "status": "cancelled" }));
+            let err = GzError::new(
+                ErrorCode::Cancelled,
+                format!("workflow {} cancelled by request", r.workflow_id),
+            );
+            self.stop_workflow(&r.workflow_id, WorkflowStatus::Cancelled, err)
+                .await;
+            return Ok(
+                json!({ "workflow_id": r.workflow_id, "cancelled": true, "status": "cancelled" }),
+            );
         }
         let id = r.workflow_id.clone();
         match self.blocking(move |s| s.workflow(&id)).await? {
-            Some(w) => Ok(json!({ "workflow_id": w.id, "cancelled": false, "status": status_word(w.status) })),
-            None => Err(GzError::new(ErrorCode::WorkflowNotFound, format!("no workflow {}", r.workflow_id))),
+            Some(w) => Ok(
+                json!({ "workflow_id": w.id, "cancelled": false, "status": status_word(w.status) }),
+            ),
+            None => Err(GzError::new(
+                ErrorCode::WorkflowNotFound,
+                format!("no workflow {}", r.workflow_id),
+            )),
         }
     }
 
@@ -837,10 +996,17 @@ impl Manager {
             Some(wf) => (wf.record.clone(), wf.tasks.clone()),
             None => {
                 let id = r.workflow_id.clone();
-                let found = self.blocking(move |s| Ok(s.workflow(&id)?.map(|w| (w, s.tasks(&id))))).await?;
+                let found = self
+                    .blocking(move |s| Ok(s.workflow(&id)?.map(|w| (w, s.tasks(&id)))))
+                    .await?;
                 match found {
                     Some((w, t)) => (w, t.map_err(gz)?),
-                    None => return Err(GzError::new(ErrorCode::WorkflowNotFound, format!("no workflow {}", r.workflow_id))),
+                    None => {
+                        return Err(GzError::new(
+                            ErrorCode::WorkflowNotFound,
+                            format!("no workflow {}", r.workflow_id),
+                        ))
+                    }
                 }
             }
         };
@@ -851,11 +1017,15 @@ impl Manager {
     async fn list(&mut self, env: &Envelope) -> Result<Value, GzError> {
         let q: ListWorkflows = env.payload_as()?;
         let status = match q.status.as_deref() {
-            Some(s) => Some(s.parse::<WorkflowStatus>().map_err(|_| GzError::new(ErrorCode::InvalidField, format!("unknown status {s:?}")))?),
+            Some(s) => Some(s.parse::<WorkflowStatus>().map_err(|_| {
+                GzError::new(ErrorCode::InvalidField, format!("unknown status {s:?}"))
+            })?),
             None => None,
         };
         let limit = q.limit.unwrap_or(20).clamp(1, 10_000);
-        let list = self.blocking(move |s| s.list_workflows(limit, status)).await?;
+        let list = self
+            .blocking(move |s| s.list_workflows(limit, status))
+            .await?;
         Ok(json!(list))
     }
 
@@ -871,7 +1041,10 @@ impl Manager {
         let (w, t) = (q.workflow_id.clone(), q.task_id.clone());
         match self.blocking(move |s| s.task(w.as_deref(), &t)).await? {
             Some(t) => Ok(json!(t)),
-            None => Err(GzError::new(ErrorCode::TaskNotFound, format!("no task {}", q.task_id))),
+            None => Err(GzError::new(
+                ErrorCode::TaskNotFound,
+                format!("no task {}", q.task_id),
+            )),
         }
     }
 
@@ -881,14 +1054,16 @@ impl Manager {
     /// may run again: at-least-once), and each workflow is planned again.
     pub(crate) async fn recover(&mut self) -> Result<(), StoreError> {
         let store = self.store.clone();
-        let loaded = tokio::task::spawn_blocking(move || -> Result<Vec<(WorkflowRecord, Vec<TaskRecord>)>, StoreError> {
-            let mut out = Vec::new();
-            for w in store.unfinished_workflows()? {
-                let tasks = store.tasks(&w.id)?;
-                out.push((w, tasks));
-            }
-            Ok(out)
-        })
+        let loaded = tokio::task::spawn_blocking(
+            move || -> Result<Vec<(WorkflowRecord, Vec<TaskRecord>)>, StoreError> {
+                let mut out = Vec::new();
+                for w in store.unfinished_workflows()? {
+                    let tasks = store.tasks(&w.id)?;
+                    out.push((w, tasks));
+                }
+                Ok(out)
+            },
+        )
         .await
         .unwrap_or_else(|e| Err(StoreError::Corrupt(e.to_string())))?;
         for (record, mut tasks) in loaded {
@@ -911,7 +1086,12 @@ impl Manager {
                 match t.status {
                     TaskStatus::Queued => {
                         self.seq += 1;
-                        self.queue.push(Entry { prio: wf.info[i].priority, seq: self.seq, wf: key.clone(), task: i });
+                        self.queue.push(Entry {
+                            prio: wf.info[i].priority,
+                            seq: self.seq,
+                            wf: key.clone(),
+                            task: i,
+                        });
                     }
                     TaskStatus::Completed => wf.completed += 1,
                     TaskStatus::Failed => wf.failed += 1,
