@@ -464,25 +464,35 @@ fn timing_100k_tasks() {
     store.create_workflow(&wf, &tasks).expect("create");
     let insert = started.elapsed();
 
-    let updates: Vec<TaskRecord> = tasks
-        .iter()
-        .step_by(TASKS / 1_000)
-        .map(|t| {
-            let mut t = t.clone();
-            t.status = TaskStatus::Completed;
-            t.attempts = 1;
-            t.params = Some(json!({ "code": "result = 1" }));
-            t.result = Some(json!({ "result": 1, "stdout": "" }));
-            t.provider_id = Some("python-1".to_string());
-            t.started_at = Some(1_000);
-            t.finished_at = Some(2_000);
-            t
-        })
-        .collect();
+    // Two batches of 1,000 updates spread over the whole workflow (each on its own page):
+    // the first right after the insert, while its WAL is still being checkpointed.
+    let batch = |offset: usize| -> Vec<TaskRecord> {
+        tasks
+            .iter()
+            .skip(offset)
+            .step_by(TASKS / 1_000)
+            .map(|t| {
+                let mut t = t.clone();
+                t.status = TaskStatus::Completed;
+                t.attempts = 1;
+                t.params = Some(json!({ "code": "result = 1" }));
+                t.result = Some(json!({ "result": 1, "stdout": "" }));
+                t.provider_id = Some("python-1".to_string());
+                t.started_at = Some(1_000);
+                t.finished_at = Some(2_000);
+                t
+            })
+            .collect()
+    };
+    let updates = batch(0);
     assert_eq!(updates.len(), 1_000);
     let started = Instant::now();
     store.apply(&[], &updates).expect("apply");
     let apply = started.elapsed();
+    let more = batch(50);
+    let started = Instant::now();
+    store.apply(&[], &more).expect("apply");
+    let apply_again = started.elapsed();
 
     let started = Instant::now();
     let read = store.tasks("big").expect("tasks");
@@ -495,9 +505,9 @@ fn timing_100k_tasks() {
     let list = started.elapsed();
 
     eprintln!(
-        "store timing ({} build): insert {TASKS} tasks {insert:?}, apply 1000 updates {apply:?}, \
-         read {TASKS} tasks {read_tasks:?}, read workflow with spec {read_workflow:?}, \
-         list {list:?}",
+        "store timing ({} build): insert {TASKS} tasks {insert:?}; apply 1000 updates \
+         {apply:?}, again {apply_again:?}; read {TASKS} tasks {read_tasks:?}; read workflow \
+         with spec {read_workflow:?}; list {list:?}",
         if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -512,5 +522,10 @@ fn timing_100k_tasks() {
     assert_eq!(stored.spec, wf.spec);
     assert_eq!(listed.len(), 1);
     assert!(insert.as_secs_f64() < 20.0, "insert took {insert:?}");
+    assert_eq!(read[150], more[1]);
     assert!(apply.as_secs_f64() < 5.0, "apply took {apply:?}");
+    assert!(
+        apply_again.as_secs_f64() < 5.0,
+        "apply took {apply_again:?}"
+    );
 }
