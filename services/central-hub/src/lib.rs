@@ -22,6 +22,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use gleitzeit_runtime::{Shutdown, ShutdownTrigger};
 use socketioxide::SocketIo;
 use tower_http::cors::CorsLayer;
@@ -141,7 +142,13 @@ impl BoundHub {
                 sockets::announce_shutdown(&state).await;
             }
         };
-        axum::serve(self.listener, app)
+        // Small messages must not wait for Nagle's algorithm (40 ms stalls per hop).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app)
             .with_graceful_shutdown(graceful)
             .await
             .map_err(HubError::Serve)?;
