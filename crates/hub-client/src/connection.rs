@@ -5,19 +5,17 @@
 //! it ends when the hub closes it, an emit fails, or heartbeats go unanswered.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{HeartbeatPayload, RegisteredPayload, SubscribePayload};
 use gleitzeit_protocol::{events, Envelope, Reply, Target, SIO_ENVELOPE_EVENT};
-use rust_socketio::asynchronous::{Client, ClientBuilder};
-use rust_socketio::{Payload, TransportType};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use crate::transport::{self, ConnectError, Link};
 use crate::{lock, ClientError, Shared};
 
 /// How long to wait for the namespace to be joined and for the registration reply.
@@ -26,8 +24,7 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_MISSED_HEARTBEATS: u32 = 3;
 
 struct Session {
-    client: Client,
-    closed: Arc<Notify>,
+    link: Link,
     heartbeat_interval: Duration,
 }
 
@@ -68,7 +65,7 @@ pub(crate) async fn run(
                 shared.connected.send_replace(true);
                 let end = drive(&shared, &session, &mut outbox, &mut carry, &mut stop).await;
                 shared.connected.send_replace(false);
-                let _ = session.client.disconnect().await;
+                session.link.close();
                 if matches!(end, End::Stopped) {
                     break;
                 }
@@ -109,67 +106,20 @@ pub(crate) async fn run(
 }
 
 async fn open_session(shared: &Arc<Shared>) -> Result<Session, SessionError> {
-    let opened = Arc::new(Notify::new());
-    let closed = Arc::new(Notify::new());
-    let connect_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-
-    let on_open = opened.clone();
-    let on_close = closed.clone();
-    let on_error_slot = connect_error.clone();
-    let on_error_open = opened.clone();
     let dispatch_to = shared.clone();
-    let mut builder = ClientBuilder::new(shared.config.url.clone())
-        .transport_type(TransportType::Websocket)
-        .reconnect(false)
-        .reconnect_on_disconnect(false)
-        .on("open", move |_, _| {
-            on_open.notify_one();
-            async {}.boxed()
-        })
-        .on("close", move |_, _| {
-            on_close.notify_one();
-            async {}.boxed()
-        })
-        .on("error", move |payload, _| {
-            let text = format!("{payload:?}");
-            if text.contains("ConnectError") {
-                *lock(&on_error_slot) = Some(text);
-                on_error_open.notify_one();
-            } else {
-                debug!(error = %text, "socket.io client error");
-            }
-            async {}.boxed()
-        })
-        .on_any(move |event, payload, _| {
-            dispatch(&dispatch_to, event.as_str(), payload);
-            async {}.boxed()
-        });
-    if let Some(auth) = &shared.config.auth {
-        builder = builder.auth(auth.clone());
-    }
-
-    let client = match tokio::time::timeout(OPEN_TIMEOUT, builder.connect()).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(SessionError::Transient(e.to_string())),
-        Err(_) => return Err(SessionError::Transient("connect timed out".into())),
-    };
-    if tokio::time::timeout(OPEN_TIMEOUT, opened.notified())
-        .await
-        .is_err()
-    {
-        let _ = client.disconnect().await;
-        return Err(SessionError::Transient(
-            "namespace was not joined in time".into(),
-        ));
-    }
-    let refused = lock(&connect_error).take();
-    if let Some(err) = refused {
-        let _ = client.disconnect().await;
-        return Err(SessionError::Refused(GzError::new(
-            ErrorCode::AuthInvalid,
-            err,
-        )));
-    }
+    let link = transport::connect(
+        &shared.config.url,
+        shared.config.auth.as_ref(),
+        OPEN_TIMEOUT,
+        move |event, data| dispatch(&dispatch_to, event, data),
+    )
+    .await
+    .map_err(|e| match e {
+        ConnectError::Transient(reason) => SessionError::Transient(reason),
+        ConnectError::Refused(reason) => {
+            SessionError::Refused(GzError::new(ErrorCode::AuthInvalid, reason))
+        }
+    })?;
 
     let mut heartbeat_interval = shared.config.heartbeat_interval;
     if let Some(reg) = &shared.config.registration {
@@ -179,10 +129,10 @@ async fn open_session(shared: &Arc<Shared>) -> Result<Session, SessionError> {
         let payload = serde_json::to_value(&reg).unwrap_or(Value::Null);
         let mut env = Envelope::new(Target::Hub, events::REGISTER, payload);
         env.source = shared.id.clone();
-        let reply = match request_direct(shared, &client, env, OPEN_TIMEOUT).await {
+        let reply = match request_direct(shared, &link, env, OPEN_TIMEOUT).await {
             Ok(r) => r,
             Err(reason) => {
-                let _ = client.disconnect().await;
+                link.close();
                 return Err(SessionError::Transient(reason));
             }
         };
@@ -193,7 +143,7 @@ async fn open_session(shared: &Arc<Shared>) -> Result<Session, SessionError> {
                 }
             }
             Err(e) => {
-                let _ = client.disconnect().await;
+                link.close();
                 return Err(SessionError::Refused(e));
             }
         }
@@ -204,14 +154,13 @@ async fn open_session(shared: &Arc<Shared>) -> Result<Session, SessionError> {
         let payload = serde_json::to_value(SubscribePayload { rooms }).unwrap_or(Value::Null);
         let mut env = Envelope::new(Target::Hub, events::SUBSCRIBE, payload);
         env.source = shared.id.clone();
-        if let Err(e) = emit(&client, &env).await {
-            let _ = client.disconnect().await;
+        if let Err(e) = emit(&link, &env) {
+            link.close();
             return Err(SessionError::Transient(e));
         }
     }
     Ok(Session {
-        client,
-        closed,
+        link,
         heartbeat_interval,
     })
 }
@@ -219,13 +168,13 @@ async fn open_session(shared: &Arc<Shared>) -> Result<Session, SessionError> {
 /// Sends a request on this session's client directly (not through the outbox) and waits.
 async fn request_direct(
     shared: &Arc<Shared>,
-    client: &Client,
+    link: &Link,
     env: Envelope,
     timeout: Duration,
 ) -> Result<Reply, String> {
     let (tx, rx) = oneshot::channel();
     lock(&shared.pending).insert(env.id.clone(), tx);
-    if let Err(e) = emit(client, &env).await {
+    if let Err(e) = emit(link, &env) {
         lock(&shared.pending).remove(&env.id);
         return Err(e);
     }
@@ -246,7 +195,7 @@ async fn drive(
     stop: &mut watch::Receiver<bool>,
 ) -> End {
     if let Some(env) = carry.take() {
-        if emit(&session.client, &env).await.is_err() {
+        if emit(&session.link, &env).is_err() {
             *carry = Some(env);
             return End::Lost;
         }
@@ -259,17 +208,17 @@ async fn drive(
         tokio::select! {
             _ = stop.changed() => {
                 while let Ok(env) = outbox.try_recv() {
-                    if emit(&session.client, &env).await.is_err() {
+                    if emit(&session.link, &env).is_err() {
                         break;
                     }
                 }
                 return End::Stopped;
             }
-            _ = session.closed.notified() => return End::Lost,
+            _ = session.link.closed() => return End::Lost,
             msg = outbox.recv() => match msg {
                 None => return End::Stopped,
                 Some(env) => {
-                    if emit(&session.client, &env).await.is_err() {
+                    if emit(&session.link, &env).is_err() {
                         *carry = Some(env);
                         return End::Lost;
                     }
@@ -280,7 +229,7 @@ async fn drive(
                     warn!("heartbeats unanswered; dropping the session");
                     return End::Lost;
                 }
-                if send_heartbeat(shared, session, missed.clone()).await.is_err() {
+                if send_heartbeat(shared, session, missed.clone()).is_err() {
                     return End::Lost;
                 }
             }
@@ -289,7 +238,7 @@ async fn drive(
 }
 
 /// Sends one heartbeat; a spawned waiter resets `missed` when the hub answers.
-async fn send_heartbeat(
+fn send_heartbeat(
     shared: &Arc<Shared>,
     session: &Session,
     missed: Arc<AtomicU32>,
@@ -313,7 +262,7 @@ async fn send_heartbeat(
     lock(&shared.pending).insert(env.id.clone(), tx);
     missed.fetch_add(1, Ordering::Relaxed);
     let id = env.id.clone();
-    emit(&session.client, &env).await?;
+    emit(&session.link, &env)?;
     let wait = session.heartbeat_interval * MAX_MISSED_HEARTBEATS;
     let shared = shared.clone();
     tokio::spawn(async move {
@@ -327,27 +276,14 @@ async fn send_heartbeat(
     Ok(())
 }
 
-async fn emit(client: &Client, env: &Envelope) -> Result<(), String> {
+fn emit(link: &Link, env: &Envelope) -> Result<(), String> {
     let value = serde_json::to_value(env).map_err(|e| e.to_string())?;
-    client
-        .emit(SIO_ENVELOPE_EVENT, value)
-        .await
-        .map_err(|e| e.to_string())
+    link.emit(SIO_ENVELOPE_EVENT, &value)
 }
 
 /// Routes one incoming Socket.IO event: replies complete pending requests, everything else
 /// goes to the incoming channel. Runs inside rust_socketio's receive loop, so it never waits.
-fn dispatch(shared: &Arc<Shared>, event: &str, payload: Payload) {
-    #[allow(deprecated)]
-    let value = match payload {
-        Payload::Text(values) => values.into_iter().next(),
-        Payload::String(s) => serde_json::from_str(&s).ok(),
-        Payload::Binary(_) => None,
-    };
-    let Some(value) = value else {
-        warn!(event, "hub sent an event without a JSON payload");
-        return;
-    };
+fn dispatch(shared: &Arc<Shared>, event: &str, value: Value) {
     let env: Envelope = match serde_json::from_value(value) {
         Ok(e) => e,
         Err(e) => {

@@ -1,19 +1,20 @@
 //! The spoke side of the Gleitzeit hub, used by every service and by the CLI.
 //!
-//! [`HubClient::connect`] opens a Socket.IO connection (rust_socketio, websocket transport),
+//! [`HubClient::connect`] opens a Socket.IO connection (websocket transport, see
+//! `transport.rs` for why it is not rust_socketio),
 //! waits until the namespace is joined, registers the component (if it is one), and keeps
 //! the connection alive: heartbeats carry the current load, a lost connection is rebuilt
 //! with exponential backoff and the component re-registers and re-joins its rooms. What is
 //! sent while disconnected waits in a bounded buffer.
 //!
 //! Requests are ordinary envelopes; the reply is matched by correlation id in a pending map
-//! with a timeout (rust_socketio's own acks are not used: they break with several in
-//! flight). Incoming envelopes that are not replies are handed to the caller through a
+//! with a timeout (Socket.IO acks are not used). Incoming envelopes that are not replies are handed to the caller through a
 //! channel at once, so a slow handler never stalls the receive loop.
 
 #![forbid(unsafe_code)]
 
 mod connection;
+mod transport;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -1,0 +1,277 @@
+//! A minimal Socket.IO v5 client over Engine.IO v4's websocket transport.
+//!
+//! Why not rust_socketio: its websocket transport leaves Nagle's algorithm on, and a
+//! component that writes two small messages in a row (an event, then a reply) waits for the
+//! hub's delayed ACK: ~45 ms per write, which made every task hop cost ~95 ms. Here the TCP
+//! socket has `TCP_NODELAY`, outgoing frames are coalesced into one flush when several are
+//! queued, and incoming events go straight to a callback that never waits.
+//!
+//! What is spoken (namespace `/` only, text frames only):
+//! - Engine.IO: `0{open}` from the server, `2` ping → `3` pong, `1` close, `6` noop.
+//! - Socket.IO: `40` / `40{auth}` connect → `40{sid}` joined or `44{error}` refused;
+//!   `42["event",data]` events (with or without an ack id, acks are not used); `41` disconnect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Message;
+use tracing::debug;
+
+/// Why a connection attempt failed.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    /// Network or protocol trouble: worth retrying.
+    Transient(String),
+    /// The server refused the namespace connection (e.g. credentials): retrying won't help.
+    Refused(String),
+}
+
+/// An open connection: send events, learn when it closed.
+pub(crate) struct Link {
+    out: mpsc::UnboundedSender<String>,
+    closed: Arc<Notify>,
+}
+
+impl Link {
+    /// Queues one event for sending. Fails once the connection is closed.
+    pub(crate) fn emit(&self, event: &str, data: &Value) -> Result<(), String> {
+        let frame = format!(
+            "42{}",
+            Value::Array(vec![Value::String(event.to_string()), data.clone()])
+        );
+        self.out
+            .send(frame)
+            .map_err(|_| "connection closed".to_string())
+    }
+
+    /// Completes when the connection is gone.
+    pub(crate) async fn closed(&self) {
+        self.closed.notified().await;
+    }
+
+    /// Leaves the namespace and closes the socket.
+    pub(crate) fn close(&self) {
+        let _ = self.out.send("41".to_string());
+        let _ = self.out.send(String::new());
+    }
+}
+
+/// The websocket URL of a hub URL (`http://h:p` → `ws://h:p/socket.io/?EIO=4&transport=websocket`).
+pub(crate) fn websocket_url(hub_url: &str) -> Result<String, String> {
+    let (scheme, rest) = hub_url
+        .split_once("://")
+        .ok_or_else(|| format!("invalid hub URL {hub_url:?}: expected http://host:port"))?;
+    let ws = match scheme {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        other => {
+            return Err(format!(
+                "unsupported scheme {other:?} in hub URL {hub_url:?}"
+            ))
+        }
+    };
+    let host = rest.split('/').next().unwrap_or(rest);
+    Ok(format!(
+        "{ws}://{host}/socket.io/?EIO=4&transport=websocket"
+    ))
+}
+
+/// Connects, joins namespace `/` (sending `auth` if given), and starts the reader and writer.
+/// `on_event` gets every `42` event as (name, first argument).
+pub(crate) async fn connect(
+    hub_url: &str,
+    auth: Option<&Value>,
+    timeout: Duration,
+    on_event: impl Fn(&str, Value) + Send + 'static,
+) -> Result<Link, ConnectError> {
+    let url = websocket_url(hub_url).map_err(ConnectError::Refused)?;
+    let (ws, _) = tokio::time::timeout(
+        timeout,
+        tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, true, None),
+    )
+    .await
+    .map_err(|_| ConnectError::Transient("websocket connect timed out".into()))?
+    .map_err(|e| ConnectError::Transient(e.to_string()))?;
+    let (mut sink, mut stream) = ws.split();
+
+    let handshake = async {
+        let open = next_text(&mut stream).await?;
+        let open: Value = open
+            .strip_prefix('0')
+            .and_then(|j| serde_json::from_str(j).ok())
+            .ok_or_else(|| {
+                ConnectError::Transient(format!("unexpected Engine.IO open packet {open:?}"))
+            })?;
+        let connect = match auth {
+            Some(a) => format!("40{a}"),
+            None => "40".to_string(),
+        };
+        sink.send(Message::text(connect))
+            .await
+            .map_err(|e| ConnectError::Transient(e.to_string()))?;
+        loop {
+            let frame = next_text(&mut stream).await?;
+            if frame == "2" {
+                sink.send(Message::text("3"))
+                    .await
+                    .map_err(|e| ConnectError::Transient(e.to_string()))?;
+            } else if frame.starts_with("40") {
+                return Ok(open);
+            } else if let Some(err) = frame.strip_prefix("44") {
+                return Err(ConnectError::Refused(format!(
+                    "connection refused by the hub: {err}"
+                )));
+            }
+        }
+    };
+    let open = tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| ConnectError::Transient("namespace was not joined in time".into()))??;
+    let ping_ms = open
+        .get("pingInterval")
+        .and_then(Value::as_u64)
+        .unwrap_or(25_000)
+        + open
+            .get("pingTimeout")
+            .and_then(Value::as_u64)
+            .unwrap_or(20_000);
+
+    let closed = Arc::new(Notify::new());
+    let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
+    let pong = out.clone();
+    let reader_closed = closed.clone();
+    tokio::spawn(async move {
+        let silence = Duration::from_millis(ping_ms);
+        loop {
+            let frame = match tokio::time::timeout(silence, stream.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => t,
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) => break,
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => {
+                    debug!(error = %e, "websocket read failed");
+                    break;
+                }
+                Err(_) => {
+                    debug!("no ping from the hub in time");
+                    break;
+                }
+            };
+            match frame.as_bytes().first() {
+                Some(b'2') => {
+                    let _ = pong.send("3".to_string());
+                }
+                Some(b'1') => break,
+                Some(b'4') => {
+                    if frame.starts_with("41") {
+                        break;
+                    }
+                    if let Some((name, data)) = parse_event(&frame) {
+                        on_event(&name, data);
+                    }
+                }
+                _ => {}
+            }
+        }
+        reader_closed.notify_waiters();
+        reader_closed.notify_one();
+    });
+    let writer_closed = closed.clone();
+    tokio::spawn(async move {
+        'outer: while let Some(frame) = out_rx.recv().await {
+            let mut next = Some(frame);
+            // Coalesce whatever is queued into one flush.
+            while let Some(f) = next.take() {
+                if f.is_empty() {
+                    let _ = sink.close().await;
+                    break 'outer;
+                }
+                if sink.feed(Message::text(f)).await.is_err() {
+                    break 'outer;
+                }
+                next = out_rx.try_recv().ok();
+            }
+            if sink.flush().await.is_err() {
+                break;
+            }
+        }
+        writer_closed.notify_waiters();
+        writer_closed.notify_one();
+    });
+    Ok(Link { out, closed })
+}
+
+async fn next_text<S>(stream: &mut S) -> Result<String, ConnectError>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+            Some(Ok(Message::Close(_))) | None => {
+                return Err(ConnectError::Transient(
+                    "connection closed during the handshake".into(),
+                ))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(ConnectError::Transient(e.to_string())),
+        }
+    }
+}
+
+/// Parses `42["name",data]` or `42<ack id>["name",data]` on namespace `/`.
+fn parse_event(frame: &str) -> Option<(String, Value)> {
+    let body = frame
+        .get(2..)?
+        .trim_start_matches(|c: char| c.is_ascii_digit());
+    let Value::Array(mut items) = serde_json::from_str::<Value>(body).ok()? else {
+        return None;
+    };
+    if items.is_empty() {
+        return None;
+    }
+    let name = items.remove(0).as_str()?.to_string();
+    let data = if items.is_empty() {
+        Value::Null
+    } else {
+        items.swap_remove(0)
+    };
+    Some((name, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn websocket_urls() {
+        assert_eq!(
+            websocket_url("http://127.0.0.1:8000").ok().as_deref(),
+            Some("ws://127.0.0.1:8000/socket.io/?EIO=4&transport=websocket")
+        );
+        assert_eq!(
+            websocket_url("https://hub.example:443/").ok().as_deref(),
+            Some("wss://hub.example:443/socket.io/?EIO=4&transport=websocket")
+        );
+        assert!(websocket_url("ftp://x").is_err());
+        assert!(websocket_url("nonsense").is_err());
+    }
+
+    #[test]
+    fn events_parse_with_and_without_ack_ids() {
+        assert_eq!(
+            parse_event(r#"42["reply",{"a":1}]"#),
+            Some(("reply".into(), json!({"a": 1})))
+        );
+        assert_eq!(parse_event(r#"4217["x",2]"#), Some(("x".into(), json!(2))));
+        assert_eq!(
+            parse_event(r#"42["bare"]"#),
+            Some(("bare".into(), Value::Null))
+        );
+        assert_eq!(parse_event("42not json"), None);
+        assert_eq!(parse_event("42[]"), None);
+    }
+}
