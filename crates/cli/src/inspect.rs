@@ -109,7 +109,7 @@ fn time(v: &Value) -> String {
 pub async fn inspect(hub_url: &str, args: InspectArgs) -> CmdResult {
     match args.what {
         InspectWhat::Workflow { id, json } => {
-            let payload = to_value(&WorkflowRef { workflow_id: id });
+            let payload = to_value(&WorkflowRef { workflow_id: id, summary: false });
             let reply = ask(hub_url, events::WORKFLOW_GET, payload).await?;
             if json {
                 println!("{reply}");
@@ -236,6 +236,7 @@ pub async fn list(hub_url: &str, args: ListArgs) -> CmdResult {
 pub async fn cancel(hub_url: &str, args: CancelArgs) -> CmdResult {
     let payload = to_value(&WorkflowRef {
         workflow_id: args.id.clone(),
+        summary: false,
     });
     let reply = ask(hub_url, events::WORKFLOW_CANCEL, payload).await?;
     let cancelled = reply["cancelled"].as_bool() == Some(true);

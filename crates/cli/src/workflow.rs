@@ -93,8 +93,14 @@ pub async fn connect(hub_url: &str) -> Result<(HubClient, Incoming), GzError> {
 
 /// `workflow_get` for one workflow.
 pub async fn workflow_get(client: &HubClient, id: &str) -> Result<Value, GzError> {
+    workflow_get_with(client, id, false).await
+}
+
+/// `workflow_get` for one workflow; `summary` leaves out the task list.
+pub async fn workflow_get_with(client: &HubClient, id: &str, summary: bool) -> Result<Value, GzError> {
     let payload = serde_json::to_value(WorkflowRef {
         workflow_id: id.to_string(),
+        summary,
     })
     .unwrap_or(Value::Null);
     qm_request(client, events::WORKFLOW_GET, payload).await
@@ -444,6 +450,15 @@ impl Counts {
     }
 
     fn from_reply(reply: &Value) -> Counts {
+        if let Some(c) = reply.get("counts").filter(|c| c.is_object()) {
+            let n = |k: &str| c[k].as_u64().unwrap_or(0);
+            return Counts {
+                total: n("total"),
+                finished: n("finished"),
+                failed: n("failed"),
+                skipped: n("skipped"),
+            };
+        }
         let tasks = reply["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         let st = |s: &str| tasks.iter().filter(|t| t["status"] == s).count() as u64;
         Counts {
@@ -591,7 +606,7 @@ async fn follow(
                     ).with_hint(format!("follow it with `gz watch {id}`, or stop it with `gz cancel {id}`")));
                 }
                 let asked = Instant::now();
-                if let Ok(reply) = workflow_get(client, id).await {
+                if let Ok(reply) = workflow_get_with(client, id, true).await {
                     if mode == Follow::Bar {
                         counts = Counts::from_reply(&reply);
                         draw_bar(&counts);

@@ -219,10 +219,16 @@ pub struct SubmitWorkflow {
 }
 
 /// Payload of `workflow_get`, `workflow_cancel`: one workflow by id.
+///
+/// `workflow_get` answers `{workflow, counts, tasks}`; with `summary: true` the `tasks` list
+/// is left empty (cheap enough to poll for workflows of 100,000 tasks).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkflowRef {
     /// Workflow id.
     pub workflow_id: String,
+    /// `workflow_get` only: leave out the task list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub summary: bool,
 }
 
 /// Payload of `workflow_list`.

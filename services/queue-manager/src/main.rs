@@ -18,7 +18,7 @@ struct Args {
     data_dir: Option<PathBuf>,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_tracing(args.common.log_format);

@@ -127,6 +127,37 @@ fn status_word<T: serde::Serialize>(s: T) -> String {
         .unwrap_or_default()
 }
 
+/// A workflow record for replies: everything but the (possibly huge) spec.
+fn record_without_spec(r: &WorkflowRecord) -> WorkflowRecord {
+    WorkflowRecord {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        status: r.status,
+        spec: Value::Null,
+        base_dir: r.base_dir.clone(),
+        total_tasks: r.total_tasks,
+        created_at: r.created_at,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        error: r.error.clone(),
+    }
+}
+
+/// Task counts by status.
+fn counts(tasks: &[TaskRecord]) -> Value {
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for t in tasks {
+        *by.entry(status_word(t.status)).or_default() += 1;
+    }
+    let n = |k: &str| by.get(k).copied().unwrap_or(0);
+    json!({
+        "total": tasks.len(), "completed": n("completed"), "failed": n("failed"), "skipped": n("skipped"),
+        "cancelled": n("cancelled"), "running": n("running"), "queued": n("queued"), "pending": n("pending"),
+        "retrying": n("retrying"),
+        "finished": n("completed") + n("failed") + n("skipped") + n("cancelled"),
+    })
+}
+
 impl Manager {
     pub(crate) fn new(
         store: Arc<dyn Store>,
@@ -146,15 +177,13 @@ impl Manager {
         }
     }
 
+    /// Runs a store call. Calls are short (one transaction), so they run on the manager's
+    /// own thread: handing each to the blocking pool cost more in wake-ups than the call.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, GzError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?
-            .map_err(gz)
+        f(self.store.as_ref()).map_err(gz)
     }
 
     /// Writes what changed in one transaction.
@@ -992,26 +1021,19 @@ impl Manager {
 
     async fn get(&mut self, env: &Envelope) -> Result<Value, GzError> {
         let r: WorkflowRef = env.payload_as()?;
-        let (mut record, tasks) = match self.wfs.get(&r.workflow_id) {
-            Some(wf) => (wf.record.clone(), wf.tasks.clone()),
-            None => {
-                let id = r.workflow_id.clone();
-                let found = self
-                    .blocking(move |s| Ok(s.workflow(&id)?.map(|w| (w, s.tasks(&id)))))
-                    .await?;
-                match found {
-                    Some((w, t)) => (w, t.map_err(gz)?),
-                    None => {
-                        return Err(GzError::new(
-                            ErrorCode::WorkflowNotFound,
-                            format!("no workflow {}", r.workflow_id),
-                        ))
-                    }
-                }
-            }
+        if let Some(wf) = self.wfs.get(&r.workflow_id) {
+            let tasks = if r.summary { Vec::new() } else { wf.tasks.clone() };
+            return Ok(json!({ "workflow": record_without_spec(&wf.record), "counts": counts(&wf.tasks), "tasks": tasks }));
+        }
+        let id = r.workflow_id.clone();
+        let found = self.blocking(move |s| Ok(s.workflow(&id)?.map(|w| (w, s.tasks(&id))))).await?;
+        let Some((record, tasks)) = found else {
+            return Err(GzError::new(ErrorCode::WorkflowNotFound, format!("no workflow {}", r.workflow_id)));
         };
-        record.spec = Value::Null;
-        Ok(json!({ "workflow": record, "tasks": tasks }))
+        let tasks = tasks.map_err(gz)?;
+        let counts = counts(&tasks);
+        let tasks = if r.summary { Vec::new() } else { tasks };
+        Ok(json!({ "workflow": record_without_spec(&record), "counts": counts, "tasks": tasks }))
     }
 
     async fn list(&mut self, env: &Envelope) -> Result<Value, GzError> {
