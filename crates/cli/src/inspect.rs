@@ -109,7 +109,10 @@ fn time(v: &Value) -> String {
 pub async fn inspect(hub_url: &str, args: InspectArgs) -> CmdResult {
     match args.what {
         InspectWhat::Workflow { id, json } => {
-            let payload = to_value(&WorkflowRef { workflow_id: id, summary: false });
+            let payload = to_value(&WorkflowRef {
+                workflow_id: id,
+                summary: false,
+            });
             let reply = ask(hub_url, events::WORKFLOW_GET, payload).await?;
             if json {
                 println!("{reply}");

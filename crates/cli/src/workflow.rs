@@ -97,7 +97,11 @@ pub async fn workflow_get(client: &HubClient, id: &str) -> Result<Value, GzError
 }
 
 /// `workflow_get` for one workflow; `summary` leaves out the task list.
-pub async fn workflow_get_with(client: &HubClient, id: &str, summary: bool) -> Result<Value, GzError> {
+pub async fn workflow_get_with(
+    client: &HubClient,
+    id: &str,
+    summary: bool,
+) -> Result<Value, GzError> {
     let payload = serde_json::to_value(WorkflowRef {
         workflow_id: id.to_string(),
         summary,

@@ -111,7 +111,7 @@ async fn open_session(shared: &Arc<Shared>) -> Result<Session, SessionError> {
         &shared.config.url,
         shared.config.auth.as_ref(),
         OPEN_TIMEOUT,
-        move |event, data| dispatch(&dispatch_to, event, data),
+        move |body| dispatch(&dispatch_to, body),
     )
     .await
     .map_err(|e| match e {
@@ -277,17 +277,17 @@ fn send_heartbeat(
 }
 
 fn emit(link: &Link, env: &Envelope) -> Result<(), String> {
-    let value = serde_json::to_value(env).map_err(|e| e.to_string())?;
-    link.emit(SIO_ENVELOPE_EVENT, &value)
+    let json = serde_json::to_string(env).map_err(|e| e.to_string())?;
+    link.emit_json(SIO_ENVELOPE_EVENT, &json)
 }
 
 /// Routes one incoming Socket.IO event: replies complete pending requests, everything else
-/// goes to the incoming channel. Runs inside rust_socketio's receive loop, so it never waits.
-fn dispatch(shared: &Arc<Shared>, event: &str, value: Value) {
-    let env: Envelope = match serde_json::from_value(value) {
-        Ok(e) => e,
+/// goes to the incoming channel. Runs inside the transport's reader, so it never waits.
+fn dispatch(shared: &Arc<Shared>, body: &str) {
+    let env = match serde_json::from_str::<(String, Envelope)>(body) {
+        Ok((_, env)) => env,
         Err(e) => {
-            warn!(event, error = %e, "hub sent an event that is not an envelope");
+            warn!(error = %e, "hub sent an event that is not an envelope");
             return;
         }
     };

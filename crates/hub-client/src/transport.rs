@@ -36,14 +36,12 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Queues one event for sending. Fails once the connection is closed.
-    pub(crate) fn emit(&self, event: &str, data: &Value) -> Result<(), String> {
-        let frame = format!(
-            "42{}",
-            Value::Array(vec![Value::String(event.to_string()), data.clone()])
-        );
+    /// Queues one event whose argument is already JSON text. Fails once the connection is
+    /// closed.
+    pub(crate) fn emit_json(&self, event: &str, json: &str) -> Result<(), String> {
+        let name = serde_json::to_string(event).map_err(|e| e.to_string())?;
         self.out
-            .send(frame)
+            .send(format!("42[{name},{json}]"))
             .map_err(|_| "connection closed".to_string())
     }
 
@@ -80,12 +78,12 @@ pub(crate) fn websocket_url(hub_url: &str) -> Result<String, String> {
 }
 
 /// Connects, joins namespace `/` (sending `auth` if given), and starts the reader and writer.
-/// `on_event` gets every `42` event as (name, first argument).
+/// `on_event` gets the JSON array text of every `42` event (`["name",data]`).
 pub(crate) async fn connect(
     hub_url: &str,
     auth: Option<&Value>,
     timeout: Duration,
-    on_event: impl Fn(&str, Value) + Send + 'static,
+    on_event: impl Fn(&str) + Send + 'static,
 ) -> Result<Link, ConnectError> {
     let url = websocket_url(hub_url).map_err(ConnectError::Refused)?;
     let (ws, _) = tokio::time::timeout(
@@ -168,8 +166,8 @@ pub(crate) async fn connect(
                     if frame.starts_with("41") {
                         break;
                     }
-                    if let Some((name, data)) = parse_event(&frame) {
-                        on_event(&name, data);
+                    if let Some(body) = event_body(&frame) {
+                        on_event(body);
                     }
                 }
                 _ => {}
@@ -221,30 +219,17 @@ where
     }
 }
 
-/// Parses `42["name",data]` or `42<ack id>["name",data]` on namespace `/`.
-fn parse_event(frame: &str) -> Option<(String, Value)> {
+/// The JSON array of `42["name",data]` or `42<ack id>["name",data]` on namespace `/`.
+fn event_body(frame: &str) -> Option<&str> {
     let body = frame
-        .get(2..)?
+        .strip_prefix("42")?
         .trim_start_matches(|c: char| c.is_ascii_digit());
-    let Value::Array(mut items) = serde_json::from_str::<Value>(body).ok()? else {
-        return None;
-    };
-    if items.is_empty() {
-        return None;
-    }
-    let name = items.remove(0).as_str()?.to_string();
-    let data = if items.is_empty() {
-        Value::Null
-    } else {
-        items.swap_remove(0)
-    };
-    Some((name, data))
+    body.starts_with('[').then_some(body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn websocket_urls() {
@@ -261,17 +246,13 @@ mod tests {
     }
 
     #[test]
-    fn events_parse_with_and_without_ack_ids() {
+    fn event_bodies_with_and_without_ack_ids() {
         assert_eq!(
-            parse_event(r#"42["reply",{"a":1}]"#),
-            Some(("reply".into(), json!({"a": 1})))
+            event_body(r#"42["reply",{"a":1}]"#),
+            Some(r#"["reply",{"a":1}]"#)
         );
-        assert_eq!(parse_event(r#"4217["x",2]"#), Some(("x".into(), json!(2))));
-        assert_eq!(
-            parse_event(r#"42["bare"]"#),
-            Some(("bare".into(), Value::Null))
-        );
-        assert_eq!(parse_event("42not json"), None);
-        assert_eq!(parse_event("42[]"), None);
+        assert_eq!(event_body(r#"4217["x",2]"#), Some(r#"["x",2]"#));
+        assert_eq!(event_body("42not json"), None);
+        assert_eq!(event_body("41"), None);
     }
 }

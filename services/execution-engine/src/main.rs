@@ -12,7 +12,7 @@ struct Args {
     #[command(flatten)]
     common: CommonArgs,
     /// Tasks sent to a provider ahead of time, as a multiple of its capacity.
-    #[arg(long, env = "GLEITZEIT_PREFETCH", default_value_t = 4)]
+    #[arg(long, env = "GLEITZEIT_PREFETCH", default_value_t = 16)]
     prefetch: u32,
 }
 

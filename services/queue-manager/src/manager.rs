@@ -1022,13 +1022,24 @@ impl Manager {
     async fn get(&mut self, env: &Envelope) -> Result<Value, GzError> {
         let r: WorkflowRef = env.payload_as()?;
         if let Some(wf) = self.wfs.get(&r.workflow_id) {
-            let tasks = if r.summary { Vec::new() } else { wf.tasks.clone() };
-            return Ok(json!({ "workflow": record_without_spec(&wf.record), "counts": counts(&wf.tasks), "tasks": tasks }));
+            let tasks = if r.summary {
+                Vec::new()
+            } else {
+                wf.tasks.clone()
+            };
+            return Ok(
+                json!({ "workflow": record_without_spec(&wf.record), "counts": counts(&wf.tasks), "tasks": tasks }),
+            );
         }
         let id = r.workflow_id.clone();
-        let found = self.blocking(move |s| Ok(s.workflow(&id)?.map(|w| (w, s.tasks(&id))))).await?;
+        let found = self
+            .blocking(move |s| Ok(s.workflow(&id)?.map(|w| (w, s.tasks(&id)))))
+            .await?;
         let Some((record, tasks)) = found else {
-            return Err(GzError::new(ErrorCode::WorkflowNotFound, format!("no workflow {}", r.workflow_id)));
+            return Err(GzError::new(
+                ErrorCode::WorkflowNotFound,
+                format!("no workflow {}", r.workflow_id),
+            ));
         };
         let tasks = tasks.map_err(gz)?;
         let counts = counts(&tasks);
