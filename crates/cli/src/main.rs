@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod inspect;
 mod output;
 mod render;
@@ -45,6 +46,8 @@ enum Command {
     Stop,
     /// Run the central hub in the foreground.
     Hub(suite::HubArgs),
+    /// Measure throughput, chain latency and big-workflow time and memory on a private suite.
+    Bench(bench::BenchArgs),
     /// List every GZ error code with its hint.
     Errors {
         /// Print JSON.
@@ -79,6 +82,7 @@ impl Command {
             Command::Inspect(a) => a.json(),
             Command::List(a) => a.json,
             Command::Cancel(a) => a.json,
+            Command::Bench(a) => a.json,
             Command::Start(_) | Command::Stop | Command::Hub(_) => false,
         }
     }
@@ -122,6 +126,7 @@ async fn main() -> std::process::ExitCode {
         Command::Stop => suite::stop(&cli.hub_url).await,
         Command::Hub(args) => suite::hub(&cli.hub_url, cli.log_format, args).await,
         Command::Errors { json } => output::errors(json),
+        Command::Bench(args) => bench::run(args).await,
         Command::Validate(args) => workflow::validate(args),
         Command::Run(args) => workflow::run(&cli.hub_url, cli.log_format, args).await,
         Command::Submit(args) => workflow::submit(&cli.hub_url, args).await,

@@ -98,6 +98,7 @@ fn binary(name: &str) -> Result<PathBuf, GzError> {
 pub struct LocalSuite {
     children: Vec<(String, Child)>,
     hub_url: String,
+    env: Vec<(String, String)>,
 }
 
 impl LocalSuite {
@@ -107,6 +108,17 @@ impl LocalSuite {
         data_dir: &Path,
         log_format: LogFormat,
         detach: bool,
+    ) -> Result<LocalSuite, GzError> {
+        Self::start_with(hub_url, data_dir, log_format, detach, &[]).await
+    }
+
+    /// Like [`LocalSuite::start`], with extra environment variables for every child.
+    pub async fn start_with(
+        hub_url: &str,
+        data_dir: &Path,
+        log_format: LogFormat,
+        detach: bool,
+        env: &[(&str, String)],
     ) -> Result<LocalSuite, GzError> {
         let (host, port) = host_port(hub_url)?;
         let logs = data_dir.join("logs");
@@ -123,6 +135,10 @@ impl LocalSuite {
         let mut suite = LocalSuite {
             children: Vec::new(),
             hub_url: hub_url.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         };
         let mut hub = Command::new(binary("central-hub")?);
         hub.args(["--host", &host, "--port", &port.to_string()]);
@@ -157,6 +173,7 @@ impl LocalSuite {
         cmd.env("GLEITZEIT_HUB_URL", &self.hub_url)
             .env("GLEITZEIT_LOG_FORMAT", format)
             .env("GLEITZEIT_DATA_DIR", data_dir)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err_log))

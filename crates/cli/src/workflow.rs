@@ -212,7 +212,7 @@ pub fn validate(args: ValidateArgs) -> CmdResult {
 
 // ------------------------------------------------------------------ submit
 
-async fn submit_spec(
+pub(crate) async fn submit_spec(
     client: &HubClient,
     id: &str,
     spec: &WorkflowSpec,
@@ -229,7 +229,7 @@ async fn submit_spec(
     qm_request(client, events::WORKFLOW_SUBMIT, payload).await
 }
 
-fn new_workflow_id() -> String {
+pub(crate) fn new_workflow_id() -> String {
     format!("wf-{}", uuid::Uuid::new_v4().simple())
 }
 
@@ -307,7 +307,7 @@ fn timeout_of(secs: Option<f64>) -> Result<Option<Duration>, GzError> {
 }
 
 /// Waits (at most `limit`) until the services the workflow needs have registered.
-async fn wait_ready(hub_url: &str, spec: &WorkflowSpec, limit: Duration) {
+pub(crate) async fn wait_ready(hub_url: &str, spec: &WorkflowSpec, limit: Duration) {
     let methods: BTreeSet<&str> = spec.tasks.iter().map(|t| t.method.as_str()).collect();
     let needed_types = [
         component_types::QUEUE_MANAGER,
