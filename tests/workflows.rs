@@ -270,3 +270,46 @@ async fn results_survive_restarting_every_service() {
     assert_eq!(code, 0);
     assert!(out.contains(&id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_resolver_is_re_planned_and_the_workflow_completes() {
+    let mut suite = TestSuite::start(SuiteOptions::default()).await;
+    let mut yaml = String::from("name: chain-through-restart\ntasks:\n");
+    for i in 0..12 {
+        let deps = if i == 0 {
+            String::new()
+        } else {
+            format!("    dependencies: [s{}]\n", i - 1)
+        };
+        yaml.push_str(&format!(
+            "  - id: s{i}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep(0.15)\\nresult = {i}\" }}\n"
+        ));
+    }
+    let file = workflow_file("restart.yaml", &yaml);
+    let (code, out, err) = suite.gz(&["submit", &file.display().to_string(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    suite.services[1].kill9();
+    let replacement = suite.hub.service("dependency-resolver", "dr-2", &[]);
+    suite.hub.wait_registered(&["dr-2"]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let doc = loop {
+        let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
+        let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+        if doc["workflow"]["status"] != "running" && doc["workflow"]["status"] != "pending" {
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workflow did not finish: {doc:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    assert_eq!(task(&doc, "s11")["result"]["result"], 11);
+    drop(replacement);
+}

@@ -57,6 +57,16 @@ impl Link {
     }
 }
 
+/// Largest message accepted from the hub; matches the hub's own limit (a 100,000-task
+/// workflow travels as one message of ~20 MiB; tungstenite's default frame limit is 16 MiB).
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+}
+
 /// The websocket URL of a hub URL (`http://h:p` → `ws://h:p/socket.io/?EIO=4&transport=websocket`).
 pub(crate) fn websocket_url(hub_url: &str) -> Result<String, String> {
     let (scheme, rest) = hub_url
@@ -88,7 +98,12 @@ pub(crate) async fn connect(
     let url = websocket_url(hub_url).map_err(ConnectError::Refused)?;
     let (ws, _) = tokio::time::timeout(
         timeout,
-        tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, true, None),
+        tokio_tungstenite::connect_async_tls_with_config(
+            url.as_str(),
+            Some(ws_config()),
+            true,
+            None,
+        ),
     )
     .await
     .map_err(|_| ConnectError::Transient("websocket connect timed out".into()))?

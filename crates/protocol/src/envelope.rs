@@ -12,8 +12,11 @@ use crate::PROTOCOL_VERSION;
 ///
 /// Replies are envelopes whose `event` is [`events::REPLY`] (payload [`Reply`]) and whose
 /// `correlation_id` is the `id` of the request they answer.
+///
+/// The payload type is a parameter so that the hub can route envelopes without parsing
+/// their payloads ([`RawEnvelope`]); everything else uses the default, a JSON [`Value`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Envelope {
+pub struct Envelope<P = Value> {
     /// Protocol version ([`PROTOCOL_VERSION`]).
     #[serde(default = "default_version")]
     pub v: u32,
@@ -33,7 +36,7 @@ pub struct Envelope {
     pub event: String,
     /// Event-specific payload (see [`crate::payloads`]).
     #[serde(default)]
-    pub payload: Value,
+    pub payload: P,
     /// Authentication context attached by the hub (who sent it, with which role). Clients
     /// never set it; the hub strips what a client sends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,6 +48,41 @@ pub struct Envelope {
 
 fn default_version() -> u32 {
     PROTOCOL_VERSION
+}
+
+/// An envelope whose payload is kept as unparsed JSON text (what the hub routes).
+pub type RawEnvelope = Envelope<Option<Box<serde_json::value::RawValue>>>;
+
+impl<P> Envelope<P> {
+    /// True when this envelope answers a request.
+    pub fn is_reply(&self) -> bool {
+        self.event == events::REPLY
+    }
+
+    /// The same envelope with its payload converted.
+    pub fn map_payload<Q>(self, f: impl FnOnce(P) -> Q) -> Envelope<Q> {
+        Envelope {
+            v: self.v,
+            id: self.id,
+            correlation_id: self.correlation_id,
+            source: self.source,
+            target: self.target,
+            event: self.event,
+            payload: f(self.payload),
+            auth: self.auth,
+            ts: self.ts,
+        }
+    }
+}
+
+impl RawEnvelope {
+    /// Parses the payload into a JSON value (null when absent or invalid).
+    pub fn parsed(self) -> Envelope {
+        self.map_payload(|raw| {
+            raw.and_then(|r| serde_json::from_str(r.get()).ok())
+                .unwrap_or(Value::Null)
+        })
+    }
 }
 
 impl Envelope {
@@ -88,11 +126,6 @@ impl Envelope {
     /// An error reply.
     pub fn reply_err(&self, error: GzError) -> Envelope {
         self.reply(Reply::Err { error })
-    }
-
-    /// True when this envelope answers a request.
-    pub fn is_reply(&self) -> bool {
-        self.event == events::REPLY
     }
 
     /// Deserializes the payload into a typed payload, or a GZ7020 error naming the event.

@@ -13,7 +13,7 @@ pub mod events;
 pub mod payloads;
 pub mod target;
 
-pub use envelope::{Envelope, Reply};
+pub use envelope::{Envelope, RawEnvelope, Reply};
 pub use errors::{ErrorCode, GzError};
 pub use target::Target;
 

@@ -10,7 +10,7 @@ use gleitzeit_protocol::payloads::{
     ComponentInfo, ComponentLeft, HeartbeatPayload, RegisterPayload, RegisteredPayload,
     SubscribePayload,
 };
-use gleitzeit_protocol::{Envelope, Target, SIO_ENVELOPE_EVENT};
+use gleitzeit_protocol::{Envelope, RawEnvelope, Target, SIO_ENVELOPE_EVENT};
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
 use socketioxide::extract::{Event, SocketRef, TryData};
@@ -30,7 +30,7 @@ pub(crate) fn install(state: Arc<HubState>) {
         async move {
             debug!(sid = %socket.id, "socket connected");
             let on_env = state.clone();
-            socket.on(SIO_ENVELOPE_EVENT, move |s: SocketRef, TryData(data): TryData<Value>| {
+            socket.on(SIO_ENVELOPE_EVENT, move |s: SocketRef, TryData(data): TryData<RawEnvelope>| {
                 let state = on_env.clone();
                 async move { intake(&state, &s, data.map_err(|e| e.to_string())).await }
             });
@@ -60,27 +60,17 @@ pub(crate) fn install(state: Arc<HubState>) {
     });
 }
 
-/// Handles one incoming `envelope` event.
-async fn intake(state: &Arc<HubState>, socket: &SocketRef, data: Result<Value, String>) {
-    let value = match data {
-        Ok(v) => v,
-        Err(e) => {
-            let err = GzError::new(
-                ErrorCode::InvalidPayload,
-                format!("payload is not JSON: {e}"),
-            );
-            return reject(state, socket, None, err);
-        }
-    };
-    let claimed_id = value.get("id").and_then(Value::as_str).map(str::to_string);
-    let mut env: Envelope = match serde_json::from_value(value) {
-        Ok(e) => e,
+/// Handles one incoming `envelope` event. The payload stays unparsed JSON text unless the
+/// hub itself handles the event: routing never builds a tree of a (possibly huge) payload.
+async fn intake(state: &Arc<HubState>, socket: &SocketRef, data: Result<RawEnvelope, String>) {
+    let mut env = match data {
+        Ok(env) => env,
         Err(e) => {
             let err = GzError::new(
                 ErrorCode::InvalidPayload,
                 format!("not a valid envelope: {e}"),
             );
-            return reject(state, socket, claimed_id, err);
+            return reject(state, socket, None, err);
         }
     };
     if let Some(err) = check_sizes(&env) {
@@ -96,7 +86,7 @@ async fn intake(state: &Arc<HubState>, socket: &SocketRef, data: Result<Value, S
     let span = info_span!("envelope", event = %env.event, correlation_id = env.correlation_id.as_deref().unwrap_or(&env.id), source = %env.source);
     async {
         if env.target == Target::Hub {
-            hub_event(state, socket, env).await;
+            hub_event(state, socket, env.parsed()).await;
         } else {
             route(state, socket, env).await;
         }
@@ -105,7 +95,7 @@ async fn intake(state: &Arc<HubState>, socket: &SocketRef, data: Result<Value, S
     .await
 }
 
-fn check_sizes(env: &Envelope) -> Option<GzError> {
+fn check_sizes<P>(env: &Envelope<P>) -> Option<GzError> {
     let too_long = [("id", &env.id), ("event", &env.event)]
         .into_iter()
         .chain(env.correlation_id.as_ref().map(|c| ("correlation_id", c)))
@@ -144,7 +134,7 @@ fn reject(state: &HubState, socket: &SocketRef, correlation: Option<String>, err
     }
 }
 
-fn send_to_socket(state: &HubState, socket: &SocketRef, mut env: Envelope) {
+fn send_to_socket<P: serde::Serialize>(state: &HubState, socket: &SocketRef, mut env: Envelope<P>) {
     if env.source.is_empty() {
         env.source = state.config.hub_id.clone();
     }
@@ -303,7 +293,7 @@ async fn hub_event(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
 }
 
 /// Delivers to one component by id; false when it is not connected.
-fn deliver_to_component(state: &HubState, id: &str, env: Envelope) -> bool {
+fn deliver_to_component<P: serde::Serialize>(state: &HubState, id: &str, env: Envelope<P>) -> bool {
     let sid = match id.strip_prefix("sid:") {
         Some(raw) => Some(raw.to_string()),
         None => state.registry().sid_of(id).map(str::to_string),
@@ -320,7 +310,7 @@ fn deliver_to_component(state: &HubState, id: &str, env: Envelope) -> bool {
     }
 }
 
-async fn route(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
+async fn route(state: &Arc<HubState>, socket: &SocketRef, env: RawEnvelope) {
     let is_answer = env.is_reply() || env.event == events::ERROR;
     if is_answer {
         if let Some(cid) = &env.correlation_id {

@@ -32,6 +32,11 @@ pub enum Internal {
         /// Its answer.
         result: Result<Resolution, GzError>,
     },
+    /// Time to send the workflow to a resolver again.
+    Replan {
+        /// Workflow id.
+        workflow_id: String,
+    },
 }
 
 /// Task results are included in `workflow_completed` only for workflows up to this size.
@@ -179,9 +184,9 @@ impl Manager {
 
     /// Runs a store call. Calls are short (one transaction), so they run on the manager's
     /// own thread: handing each to the blocking pool cost more in wake-ups than the call.
-    async fn blocking<T: Send + 'static>(
+    async fn blocking<T>(
         &self,
-        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError>,
     ) -> Result<T, GzError> {
         f(self.store.as_ref()).map_err(gz)
     }
@@ -278,33 +283,33 @@ impl Manager {
         match msg {
             Internal::Resolution {
                 workflow_id,
-                result,
-            } => match result {
-                Ok(res) => self.apply_resolution(&workflow_id, res).await,
-                Err(e) => {
-                    warn!(workflow = %workflow_id, error = %e, "resolver request failed; planning again");
-                    if let Some(wf) = self.wfs.get_mut(&workflow_id) {
-                        wf.resolver = None;
-                    }
-                    let wid = workflow_id.clone();
-                    let tx = self.tx.clone();
-                    let wait = if e.is(ErrorCode::WorkflowNotFound) {
-                        0
-                    } else {
-                        500
-                    };
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
-                        let _ = tx.send(Internal::Resolution {
-                            workflow_id: wid,
-                            result: Err(GzError::new(ErrorCode::WorkflowNotFound, "replan")),
-                        });
-                    });
-                    if e.is(ErrorCode::WorkflowNotFound) && e.message == "replan" {
-                        self.plan(&workflow_id);
-                    }
+                result: Ok(res),
+            } => self.apply_resolution(&workflow_id, res).await,
+            Internal::Resolution {
+                workflow_id,
+                result: Err(e),
+            } => {
+                if !self.wfs.contains_key(&workflow_id) {
+                    return;
                 }
-            },
+                warn!(workflow = %workflow_id, error = %e, "resolver request failed; planning again");
+                if let Some(wf) = self.wfs.get_mut(&workflow_id) {
+                    wf.resolver = None;
+                }
+                // A resolver that lost the workflow (restarted) is re-planned at once; other
+                // failures (no resolver yet, timeouts) after a pause.
+                let wait = if e.is(ErrorCode::WorkflowNotFound) {
+                    0
+                } else {
+                    500
+                };
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    let _ = tx.send(Internal::Replan { workflow_id });
+                });
+            }
+            Internal::Replan { workflow_id } => self.plan(&workflow_id, None),
         }
     }
 
@@ -444,16 +449,18 @@ impl Manager {
                 finished_at: None,
             })
             .collect();
-        {
-            let (r, t) = (record.clone(), tasks.clone());
-            self.blocking(move |s| s.create_workflow(&r, &t)).await?;
-        }
+        let mut record = record;
+        self.blocking(|s| s.create_workflow(&record, &tasks))
+            .await?;
+        // The spec lives in the store; memory keeps only the per-task state.
+        let spec_json = std::mem::take(&mut record.spec);
         let wf = self.build_wf(record, &spec, tasks);
+        drop(spec);
         let total = wf.tasks.len();
         info!(workflow = %id, name = %wf.record.name, tasks = total, "workflow submitted");
         self.emit(&id, events::WORKFLOW_SUBMITTED, self.progress(&wf));
         self.wfs.insert(id.clone(), wf);
-        self.plan(&id);
+        self.plan(&id, Some(spec_json));
         Ok(json!({ "workflow_id": id, "total_tasks": total }))
     }
 
@@ -491,8 +498,24 @@ impl Manager {
         }
     }
 
-    /// Sends the whole workflow (with what already finished) to a resolver.
-    fn plan(&mut self, id: &str) {
+    /// Sends the whole workflow (with what already finished) to a resolver. The spec is
+    /// read from the store unless the caller has it at hand.
+    fn plan(&mut self, id: &str, spec: Option<Value>) {
+        let spec = match spec {
+            Some(s) => s,
+            None => match self.store.workflow(id) {
+                Ok(Some(w)) => w.spec,
+                Ok(None) => return,
+                Err(e) => {
+                    warn!(workflow = %id, error = %e, "cannot read the spec to plan; retrying later");
+                    let _ = self.tx.send(Internal::Resolution {
+                        workflow_id: id.to_string(),
+                        result: Err(GzError::new(ErrorCode::StoreFailed, e.to_string())),
+                    });
+                    return;
+                }
+            },
+        };
         let Some(wf) = self.wfs.get(id) else { return };
         let mut finished = Vec::new();
         let mut started = Vec::new();
@@ -516,7 +539,7 @@ impl Manager {
         }
         let plan = WorkflowPlan {
             workflow_id: id.to_string(),
-            spec: wf.record.spec.clone(),
+            spec,
             finished,
             started,
         };
@@ -1099,8 +1122,9 @@ impl Manager {
         )
         .await
         .unwrap_or_else(|e| Err(StoreError::Corrupt(e.to_string())))?;
-        for (record, mut tasks) in loaded {
-            let spec: WorkflowSpec = match serde_json::from_value(record.spec.clone()) {
+        for (mut record, mut tasks) in loaded {
+            let spec_json = std::mem::take(&mut record.spec);
+            let spec: WorkflowSpec = match serde_json::from_value(spec_json.clone()) {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(workflow = %record.id, error = %e, "stored spec unreadable; skipping");
@@ -1135,7 +1159,7 @@ impl Manager {
             wf.terminal = wf.tasks.iter().filter(|t| t.status.is_terminal()).count();
             info!(workflow = %id, "resuming unfinished workflow");
             self.wfs.insert(id.clone(), wf);
-            self.plan(&id);
+            self.plan(&id, Some(spec_json));
         }
         Ok(())
     }
