@@ -148,3 +148,21 @@ pub fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
 }
+
+/// The body of every service's `main`: sets up logging, wires SIGINT/SIGTERM to a
+/// [`Shutdown`], runs the service, and turns its result into the exit code.
+pub async fn serve<F, Fut, E>(name: &str, log_format: LogFormat, run: F) -> std::process::ExitCode
+where
+    F: FnOnce(Shutdown) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    init_tracing(log_format);
+    match run(Shutdown::from_future(signal_shutdown())).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "{name} failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

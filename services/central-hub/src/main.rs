@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use gleitzeit_runtime::{init_tracing, signal_shutdown, LogFormat, Shutdown};
+use gleitzeit_runtime::LogFormat;
 
 /// The Gleitzeit central hub: registry, router and event fan-out for all components.
 #[derive(Debug, Parser)]
@@ -33,7 +33,6 @@ fn seconds(v: f64) -> Duration {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    init_tracing(args.log_format);
     let interval = seconds(args.heartbeat_interval);
     let config = central_hub::HubConfig {
         host: args.host,
@@ -42,11 +41,8 @@ async fn main() -> std::process::ExitCode {
         heartbeat_timeout: args.heartbeat_timeout.map(seconds).unwrap_or(interval * 3),
         ..Default::default()
     };
-    match central_hub::run(config, Shutdown::from_future(signal_shutdown())).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "GZ8001: hub failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    gleitzeit_runtime::serve("central-hub", args.log_format, |shutdown| {
+        central_hub::run(config, shutdown)
+    })
+    .await
 }

@@ -1,7 +1,7 @@
 //! `dependency-resolver` binary: parses flags and calls [`dependency_resolver::run`].
 
 use clap::Parser;
-use gleitzeit_runtime::{init_tracing, signal_shutdown, CommonArgs, Shutdown};
+use gleitzeit_runtime::CommonArgs;
 
 /// Gleitzeit dependency-resolver: readiness and parameter substitution.
 ///
@@ -16,16 +16,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    init_tracing(args.common.log_format);
+    let log_format = args.common.log_format;
     let config = dependency_resolver::Config {
         hub_url: args.common.hub_url,
         component_id: args.common.component_id,
     };
-    match dependency_resolver::run(config, Shutdown::from_future(signal_shutdown())).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "dependency-resolver failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    gleitzeit_runtime::serve("dependency-resolver", log_format, |shutdown| {
+        dependency_resolver::run(config, shutdown)
+    })
+    .await
 }

@@ -1,7 +1,7 @@
 //! `execution-engine` binary: parses flags and calls [`execution_engine::run`].
 
 use clap::Parser;
-use gleitzeit_runtime::{init_tracing, signal_shutdown, CommonArgs, Shutdown};
+use gleitzeit_runtime::CommonArgs;
 
 /// Gleitzeit execution-engine: dispatches ready tasks to providers.
 ///
@@ -19,17 +19,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    init_tracing(args.common.log_format);
+    let log_format = args.common.log_format;
     let config = execution_engine::Config {
         hub_url: args.common.hub_url,
         component_id: args.common.component_id,
         prefetch: args.prefetch,
     };
-    match execution_engine::run(config, Shutdown::from_future(signal_shutdown())).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "execution-engine failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    gleitzeit_runtime::serve("execution-engine", log_format, |shutdown| {
+        execution_engine::run(config, shutdown)
+    })
+    .await
 }

@@ -1,7 +1,7 @@
 //! `ollama-provider` binary: parses flags and calls [`ollama_provider::run`].
 
 use clap::Parser;
-use gleitzeit_runtime::{init_tracing, signal_shutdown, CommonArgs, Shutdown};
+use gleitzeit_runtime::CommonArgs;
 
 /// Gleitzeit ollama-provider: llm/* methods over Ollama and OpenAI-compatible endpoints.
 ///
@@ -16,16 +16,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    init_tracing(args.common.log_format);
+    let log_format = args.common.log_format;
     let config = ollama_provider::Config {
         hub_url: args.common.hub_url,
         component_id: args.common.component_id,
     };
-    match ollama_provider::run(config, Shutdown::from_future(signal_shutdown())).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "ollama-provider failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    gleitzeit_runtime::serve("ollama-provider", log_format, |shutdown| {
+        ollama_provider::run(config, shutdown)
+    })
+    .await
 }

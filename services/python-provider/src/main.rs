@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use gleitzeit_runtime::{init_tracing, signal_shutdown, CommonArgs, Shutdown};
+use gleitzeit_runtime::CommonArgs;
 
 /// Gleitzeit python-provider: runs `python/execute` tasks in a pool of warm Python workers.
 #[derive(Debug, Parser)]
@@ -25,7 +25,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    init_tracing(args.common.log_format);
+    let log_format = args.common.log_format;
     let config = python_provider::Config {
         hub_url: args.common.hub_url,
         component_id: args.common.component_id,
@@ -33,11 +33,8 @@ async fn main() -> std::process::ExitCode {
         python: args.python,
         default_cwd: args.cwd,
     };
-    match python_provider::run(config, Shutdown::from_future(signal_shutdown())).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "python-provider failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    gleitzeit_runtime::serve("python-provider", log_format, |shutdown| {
+        python_provider::run(config, shutdown)
+    })
+    .await
 }

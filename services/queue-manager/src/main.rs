@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use gleitzeit_runtime::{init_tracing, signal_shutdown, CommonArgs, Shutdown};
+use gleitzeit_runtime::CommonArgs;
 
 /// Gleitzeit queue-manager: owns workflow and task state (embedded SQLite store under
 /// --data-dir), queues ready tasks by priority, schedules retries, and resumes unfinished
@@ -21,7 +21,7 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    init_tracing(args.common.log_format);
+    let log_format = args.common.log_format;
     let config = queue_manager::Config {
         hub_url: args.common.hub_url,
         component_id: args.common.component_id,
@@ -29,11 +29,8 @@ async fn main() -> std::process::ExitCode {
             .data_dir
             .unwrap_or_else(queue_manager::default_data_dir),
     };
-    match queue_manager::run(config, Shutdown::from_future(signal_shutdown())).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "queue-manager failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    gleitzeit_runtime::serve("queue-manager", log_format, |shutdown| {
+        queue_manager::run(config, shutdown)
+    })
+    .await
 }
