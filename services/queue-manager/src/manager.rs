@@ -41,6 +41,8 @@ pub enum Internal {
 
 /// Task results are included in `workflow_completed` only for workflows up to this size.
 const RESULTS_IN_EVENT_LIMIT: usize = 1000;
+/// Extra attempts granted to tasks whose provider disappeared while running them.
+const LOST_WORK_REQUEUES: u32 = 5;
 /// How long a resolver request may take.
 const RESOLVER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -848,7 +850,10 @@ impl Manager {
                         )
                     });
                     t.error = serde_json::to_value(&error).ok();
-                    let lost = error.is(ErrorCode::Disconnected);
+                    // Work lost with its provider runs again without using up the retry policy, up to
+                    // a bound, so a task that kills every provider it meets still ends.
+                    let lost = error.is(ErrorCode::Disconnected)
+                        && t.attempts < wf.info[i].retry.max_attempts + LOST_WORK_REQUEUES;
                     let worth_retrying = error.retryable || error.is(ErrorCode::PythonException);
                     if lost
                         || (worth_retrying && wf.info[i].retry.allows_another_attempt(t.attempts))
