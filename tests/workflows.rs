@@ -316,8 +316,14 @@ async fn a_restarted_resolver_is_re_planned_and_the_workflow_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_of_a_killed_provider_runs_again_on_another() {
-    let mut suite = TestSuite::start(SuiteOptions { workers: 1, prefetch: 1 }).await;
-    let _second = suite.hub.service("python-provider", "py-2", &["--workers", "1"]);
+    let mut suite = TestSuite::start(SuiteOptions {
+        workers: 1,
+        prefetch: 1,
+    })
+    .await;
+    let _second = suite
+        .hub
+        .service("python-provider", "py-2", &["--workers", "1"]);
     suite.hub.wait_registered(&["py-2"]).await;
     let mut yaml = String::from("name: survive-a-provider\ntasks:\n");
     for i in 0..4 {
@@ -328,21 +334,36 @@ async fn work_of_a_killed_provider_runs_again_on_another() {
     let file = workflow_file("providers.yaml", &yaml);
     let (code, out, err) = suite.gz(&["submit", &file.display().to_string(), "--json"]);
     assert_eq!(code, 0, "{out}{err}");
-    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["workflow_id"].as_str().unwrap().to_string();
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     tokio::time::sleep(Duration::from_millis(500)).await;
     suite.services[3].kill9(); // py-1, busy with one task
     let deadline = Instant::now() + Duration::from_secs(30);
     let doc = loop {
         let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
         let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
-        if !matches!(doc["workflow"]["status"].as_str(), Some("running" | "pending")) {
+        if !matches!(
+            doc["workflow"]["status"].as_str(),
+            Some("running" | "pending")
+        ) {
             break doc;
         }
-        assert!(Instant::now() < deadline, "workflow did not finish: {doc:#}");
+        assert!(
+            Instant::now() < deadline,
+            "workflow did not finish: {doc:#}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     let tasks = doc["tasks"].as_array().unwrap();
-    assert!(tasks.iter().all(|t| t["provider_id"] == "py-2"), "every result comes from the survivor: {doc:#}");
-    assert!(tasks.iter().any(|t| t["attempts"].as_u64().unwrap() >= 2), "the lost task ran again: {doc:#}");
+    assert!(
+        tasks.iter().all(|t| t["provider_id"] == "py-2"),
+        "every result comes from the survivor: {doc:#}"
+    );
+    assert!(
+        tasks.iter().any(|t| t["attempts"].as_u64().unwrap() >= 2),
+        "the lost task ran again: {doc:#}"
+    );
 }

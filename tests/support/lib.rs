@@ -336,3 +336,41 @@ pub fn workflow_file(name: &str, yaml: &str) -> PathBuf {
     std::fs::write(&path, yaml).expect("write workflow");
     path
 }
+
+/// A simulated LLM server (`gleitzeit-llm-sim`) on a free port.
+pub struct LlmSim {
+    /// The process.
+    pub proc: Proc,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl LlmSim {
+    /// Starts the simulator with extra flags (e.g. `--max-concurrent 4`) and waits until
+    /// `/api/tags` answers.
+    pub async fn start(name: &str, args: &[&str]) -> LlmSim {
+        let port = free_port();
+        let mut cmd = Command::new(bin("gleitzeit-llm-sim"));
+        cmd.args(["--port", &port.to_string(), "--name", name])
+            .args(args);
+        let proc = Proc::spawn(&format!("sim-{name}"), cmd);
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for(Duration::from_secs(20), || async {
+            http_json(&url, "/api/tags").await.is_some()
+        })
+        .await;
+        LlmSim { proc, url }
+    }
+
+    /// The simulator's counters (`/_sim/stats`).
+    pub async fn stats(&self) -> serde_json::Value {
+        http_json(&self.url, "/_sim/stats")
+            .await
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Writes an ollama-provider config file and returns its path.
+pub fn provider_config(yaml: &str) -> PathBuf {
+    workflow_file("ollama.yaml", yaml)
+}

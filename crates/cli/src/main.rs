@@ -9,6 +9,7 @@
 mod bench;
 mod inspect;
 mod output;
+mod providers;
 mod render;
 mod status;
 mod suite;
@@ -46,6 +47,12 @@ enum Command {
     Stop,
     /// Run the central hub in the foreground.
     Hub(suite::HubArgs),
+    /// LLM endpoints: health, load, models, latency, cooldown.
+    Providers {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure throughput, chain latency and big-workflow time and memory on a private suite.
     Bench(bench::BenchArgs),
     /// List every GZ error code with its hint.
@@ -74,7 +81,9 @@ impl Command {
     /// Whether `--json` was given (errors are then printed as JSON on stdout).
     fn json(&self) -> bool {
         match self {
-            Command::Status { json } | Command::Errors { json } => *json,
+            Command::Status { json } | Command::Errors { json } | Command::Providers { json } => {
+                *json
+            }
             Command::Validate(a) => a.json,
             Command::Run(a) => a.json,
             Command::Submit(a) => a.json,
@@ -127,6 +136,7 @@ async fn main() -> std::process::ExitCode {
         Command::Hub(args) => suite::hub(&cli.hub_url, cli.log_format, args).await,
         Command::Errors { json } => output::errors(json),
         Command::Bench(args) => bench::run(args).await,
+        Command::Providers { json } => providers::run(&cli.hub_url, json).await,
         Command::Validate(args) => workflow::validate(args),
         Command::Run(args) => workflow::run(&cli.hub_url, cli.log_format, args).await,
         Command::Submit(args) => workflow::submit(&cli.hub_url, args).await,

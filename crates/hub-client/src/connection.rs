@@ -250,7 +250,7 @@ fn send_heartbeat(
             .registration
             .as_ref()
             .map(|_| shared.capacity.load(Ordering::Relaxed)),
-        metadata: None,
+        metadata: lock(&shared.metadata).take(),
     };
     let mut env = Envelope::new(
         Target::Hub,

@@ -115,6 +115,7 @@ struct Shared {
     rooms: Mutex<Vec<String>>,
     load: AtomicU32,
     capacity: AtomicU32,
+    metadata: Mutex<Option<Value>>,
     connected: watch::Sender<bool>,
     closing: AtomicBool,
     stop: watch::Sender<bool>,
@@ -156,6 +157,7 @@ impl HubClient {
             rooms: Mutex::new(Vec::new()),
             load: AtomicU32::new(0),
             capacity: AtomicU32::new(capacity),
+            metadata: Mutex::new(None),
             connected,
             closing: AtomicBool::new(false),
             stop,
@@ -322,6 +324,12 @@ impl HubClient {
         self.shared.capacity.store(capacity, Ordering::Relaxed);
     }
 
+    /// Sets the metadata reported with the next heartbeat (the hub shows it in
+    /// `/components`; providers publish their endpoints this way).
+    pub fn set_metadata(&self, metadata: Value) {
+        *lock(&self.shared.metadata) = Some(metadata);
+    }
+
     /// Deregisters (components), flushes briefly and closes the connection.
     pub async fn close(&self) {
         if self.shared.closing.swap(true, Ordering::SeqCst) {
@@ -373,6 +381,43 @@ pub fn registration(
         pid: std::process::id(),
         metadata,
     }
+}
+
+/// Starts a batcher for task outcomes: send `(engine id, outcome)` pairs to the returned
+/// channel; whatever accumulated while the previous batch went out travels as one
+/// `task_outcomes` envelope per engine.
+pub fn outcome_sender(
+    client: &HubClient,
+) -> mpsc::UnboundedSender<(String, gleitzeit_protocol::payloads::TaskOutcome)> {
+    let (tx, mut rx) =
+        mpsc::unbounded_channel::<(String, gleitzeit_protocol::payloads::TaskOutcome)>();
+    let client = client.clone();
+    tokio::spawn(async move {
+        while let Some((to, outcome)) = rx.recv().await {
+            let mut by_target: HashMap<String, Vec<gleitzeit_protocol::payloads::TaskOutcome>> =
+                HashMap::new();
+            by_target.entry(to).or_default().push(outcome);
+            let mut count = 1;
+            while count < 256 {
+                let Ok((to, o)) = rx.try_recv() else { break };
+                by_target.entry(to).or_default().push(o);
+                count += 1;
+            }
+            for (to, outcomes) in by_target {
+                let payload =
+                    serde_json::to_value(gleitzeit_protocol::payloads::TaskOutcomes { outcomes })
+                        .unwrap_or(Value::Null);
+                if let Err(e) = client.send(Envelope::new(
+                    Target::Component(to),
+                    events::TASK_OUTCOMES,
+                    payload,
+                )) {
+                    tracing::warn!(error = %e, "could not send task outcomes");
+                }
+            }
+        }
+    });
+    tx
 }
 
 /// Waits for the next envelope a component must handle itself.

@@ -1,4 +1,4 @@
-//! The hub's HTTP surface: `GET /health` and `GET /components` (JSON).
+//! The hub's HTTP surface: `GET /health`, `GET /components` and `GET /providers` (JSON).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ pub(crate) fn router(state: Arc<HubState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/components", get(components))
+        .route("/providers", get(providers))
         .with_state(state)
 }
 
@@ -34,6 +35,27 @@ pub(crate) fn status(state: &HubState) -> HubStatus {
 
 async fn health(State(state): State<Arc<HubState>>) -> Json<HubStatus> {
     Json(status(&state))
+}
+
+/// LLM providers and their endpoints (health, load, models, latency, cooldown), as each
+/// provider last reported them in its heartbeat metadata.
+async fn providers(State(state): State<Arc<HubState>>) -> Json<Vec<serde_json::Value>> {
+    let list = state
+        .registry()
+        .list()
+        .into_iter()
+        .filter(|c| c.registration.capabilities.iter().any(|m| m.starts_with("llm/")))
+        .map(|c| {
+            let r = c.registration;
+            serde_json::json!({
+                "provider_id": r.component_id, "host": r.host, "health": c.health,
+                "capacity": r.capacity, "load": r.load.max(c.in_flight),
+                "strategy": r.metadata.get("strategy"),
+                "endpoints": r.metadata.get("endpoints").cloned().unwrap_or_else(|| serde_json::json!([])),
+            })
+        })
+        .collect();
+    Json(list)
 }
 
 async fn components(State(state): State<Arc<HubState>>) -> Json<Vec<ComponentInfo>> {

@@ -7,19 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gleitzeit_hub_client::{
-    connect_component, next_envelope, registration, ClientConfig, ClientError, HubClient,
+    connect_component, next_envelope, outcome_sender, registration, ClientConfig, ClientError,
+    HubClient,
 };
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types};
-use gleitzeit_protocol::payloads::{
-    CancelTasks, ExecuteTask, ExecuteTasks, TaskOutcome, TaskOutcomes, TaskRef,
-};
-use gleitzeit_protocol::{Envelope, Target};
+use gleitzeit_protocol::payloads::{CancelTasks, ExecuteTask, ExecuteTasks, TaskOutcome, TaskRef};
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::pool::{PoolConfig, PythonError, PythonJob, PythonPool};
 
@@ -81,8 +79,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         return Ok(());
     };
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
-    tokio::spawn(send_outcomes(client.clone(), done_rx));
+    let done_tx = outcome_sender(&client);
     while let Some(env) = next_envelope(&client, &mut incoming, &shutdown).await {
         match env.event.as_str() {
             events::EXECUTE_TASKS => match env.payload_as::<ExecuteTasks>() {
@@ -209,32 +206,4 @@ async fn execute(
         finished_at: now_millis(),
     };
     let _ = done.send((reply_to, outcome));
-}
-
-/// Sends finished outcomes, batching whatever accumulated while the previous send went out.
-async fn send_outcomes(
-    client: HubClient,
-    mut done: mpsc::UnboundedReceiver<(String, TaskOutcome)>,
-) {
-    while let Some(first) = done.recv().await {
-        let mut by_target: HashMap<String, Vec<TaskOutcome>> = HashMap::new();
-        by_target.entry(first.0).or_default().push(first.1);
-        while let Ok((to, o)) = done.try_recv() {
-            by_target.entry(to).or_default().push(o);
-            if by_target.values().map(Vec::len).sum::<usize>() >= 256 {
-                break;
-            }
-        }
-        for (to, outcomes) in by_target {
-            debug!(count = outcomes.len(), %to, "sending outcomes");
-            let payload = serde_json::to_value(TaskOutcomes { outcomes }).unwrap_or(Value::Null);
-            if let Err(e) = client.send(Envelope::new(
-                Target::Component(to),
-                events::TASK_OUTCOMES,
-                payload,
-            )) {
-                warn!(error = %e, "could not send task outcomes");
-            }
-        }
-    }
 }

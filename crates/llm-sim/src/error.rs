@@ -1,0 +1,95 @@
+//! Error answers in the two API dialects: Ollama's `{"error":"..."}` and OpenAI's
+//! `{"error":{"message","type","param","code"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Which API shape an error is rendered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Ollama's native API (`/api/*`) and the simulator's own endpoints.
+    Ollama,
+    /// The OpenAI-compatible API (`/v1/*`).
+    OpenAi,
+}
+
+/// Why a request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body was not the JSON the endpoint expects.
+    #[error("{0}")]
+    BadRequest(String),
+    /// `--api-key` is set and the request did not carry it.
+    #[error("unauthorized: missing or wrong bearer token")]
+    Unauthorized,
+    /// The model is not in the served list.
+    #[error("model \"{0}\" not found, try pulling it first")]
+    ModelNotFound(String),
+    /// Every slot is taken and the overflow policy is to reject.
+    #[error("server busy")]
+    Busy,
+    /// The configured error rate picked this request.
+    #[error("simulated failure")]
+    Simulated,
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Simulated => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// This error rendered in `dialect`.
+    pub fn into_dialect(self, dialect: Dialect) -> DialectError {
+        DialectError {
+            dialect,
+            error: self,
+        }
+    }
+
+    fn openai_type_and_code(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
+            ApiError::Unauthorized => ("invalid_request_error", "invalid_api_key"),
+            ApiError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
+            ApiError::Busy => ("rate_limit_error", "server_busy"),
+            ApiError::Simulated => ("server_error", "simulated_failure"),
+        }
+    }
+}
+
+/// An [`ApiError`] together with the dialect it is answered in.
+#[derive(Debug)]
+pub struct DialectError {
+    dialect: Dialect,
+    error: ApiError,
+}
+
+impl IntoResponse for DialectError {
+    fn into_response(self) -> Response {
+        let status = self.error.status();
+        let message = self.error.to_string();
+        let body = match self.dialect {
+            Dialect::Ollama => json!({ "error": message }),
+            Dialect::OpenAi => {
+                let (kind, code) = self.error.openai_type_and_code();
+                json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Parses a JSON request body, turning failures into [`ApiError::BadRequest`].
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}

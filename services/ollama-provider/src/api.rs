@@ -1,0 +1,472 @@
+//! HTTP calls to one endpoint, in either dialect: Ollama (`/api/*`, NDJSON streaming) or
+//! OpenAI-compatible (`/v1/*`, server-sent events).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::config::{EndpointConfig, Kind};
+
+/// How a call failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    /// The endpoint is the problem (unreachable, 5xx, 429, timeout): try another one.
+    Endpoint(String),
+    /// The endpoint does not have the model.
+    ModelNotFound(String),
+    /// The request itself was refused (other 4xx): another endpoint would refuse it too.
+    Request(u16, String),
+}
+
+/// A finished completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The generated text.
+    pub text: String,
+    /// The model that answered.
+    pub model: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Generated tokens.
+    pub completion_tokens: u64,
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// Model name.
+    pub model: String,
+    /// Messages `{role, content, images?}` (images as base64 strings).
+    pub messages: Vec<Value>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Token limit.
+    pub max_tokens: Option<u64>,
+    /// Ollama `format` (e.g. `json`).
+    pub format: Option<Value>,
+    /// Extra Ollama options.
+    pub options: Option<Value>,
+}
+
+/// Receives streamed text as it arrives.
+pub type OnToken<'a> = Option<&'a (dyn Fn(&str) + Send + Sync)>;
+
+fn request(
+    http: &reqwest::Client,
+    ep: &EndpointConfig,
+    path: &str,
+    timeout: Duration,
+) -> reqwest::RequestBuilder {
+    let mut rb = http.post(format!("{}{path}", ep.url)).timeout(timeout);
+    if let Some(key) = ep
+        .api_key_env
+        .as_deref()
+        .and_then(|v| std::env::var(v).ok())
+    {
+        rb = rb.bearer_auth(key);
+    }
+    rb
+}
+
+async fn send(rb: reqwest::RequestBuilder, model: &str) -> Result<reqwest::Response, CallError> {
+    let resp = rb
+        .send()
+        .await
+        .map_err(|e| CallError::Endpoint(describe(&e)))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let code = status.as_u16();
+    if code == 404 && (body.contains("not found") || body.contains("model_not_found")) {
+        return Err(CallError::ModelNotFound(model.to_string()));
+    }
+    if code == 429 || status.is_server_error() {
+        return Err(CallError::Endpoint(format!(
+            "HTTP {code}: {}",
+            body.chars().take(200).collect::<String>()
+        )));
+    }
+    Err(CallError::Request(code, body.chars().take(500).collect()))
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        format!("connection failed: {e}")
+    } else {
+        e.to_string()
+    }
+}
+
+/// A chat completion.
+pub async fn chat(
+    http: &reqwest::Client,
+    ep: &EndpointConfig,
+    req: &ChatRequest,
+    on_token: OnToken<'_>,
+    timeout: Duration,
+) -> Result<Completion, CallError> {
+    let stream = on_token.is_some();
+    match ep.kind {
+        Kind::Ollama => {
+            let mut options = req.options.clone().unwrap_or_else(|| json!({}));
+            if let Some(t) = req.temperature {
+                options["temperature"] = json!(t);
+            }
+            if let Some(n) = req.max_tokens {
+                options["num_predict"] = json!(n);
+            }
+            let mut body = json!({ "model": req.model, "messages": req.messages, "stream": stream, "options": options });
+            if let Some(f) = &req.format {
+                body["format"] = f.clone();
+            }
+            let resp = send(
+                request(http, ep, "/api/chat", timeout).json(&body),
+                &req.model,
+            )
+            .await?;
+            read_ollama(resp, &req.model, on_token, |v| {
+                v["message"]["content"].as_str().map(str::to_string)
+            })
+            .await
+        }
+        Kind::Openai => {
+            let mut body = json!({ "model": req.model, "messages": openai_messages(&req.messages), "stream": stream });
+            if let Some(t) = req.temperature {
+                body["temperature"] = json!(t);
+            }
+            if let Some(n) = req.max_tokens {
+                body["max_tokens"] = json!(n);
+            }
+            let resp = send(
+                request(http, ep, "/v1/chat/completions", timeout).json(&body),
+                &req.model,
+            )
+            .await?;
+            if stream {
+                read_sse(resp, &req.model, on_token).await
+            } else {
+                let v: Value = resp
+                    .json()
+                    .await
+                    .map_err(|e| CallError::Endpoint(format!("bad response: {e}")))?;
+                Ok(Completion {
+                    text: v["choices"][0]["message"]["content"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    model: v["model"].as_str().unwrap_or(&req.model).to_string(),
+                    prompt_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
+                    completion_tokens: v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+                })
+            }
+        }
+    }
+}
+
+/// OpenAI wants images as content parts.
+fn openai_messages(messages: &[Value]) -> Vec<Value> {
+    messages
+        .iter()
+        .map(|m| match m.get("images").and_then(Value::as_array) {
+            Some(images) if !images.is_empty() => {
+                let mut parts = vec![json!({ "type": "text", "text": m["content"] })];
+                for img in images {
+                    let data = img.as_str().unwrap_or_default();
+                    parts.push(json!({ "type": "image_url", "image_url": { "url": format!("data:image/png;base64,{data}") } }));
+                }
+                json!({ "role": m["role"], "content": parts })
+            }
+            _ => json!({ "role": m["role"], "content": m["content"] }),
+        })
+        .collect()
+}
+
+/// The prompt of a completion.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    /// The prompt text.
+    pub text: String,
+    /// An optional system prompt.
+    pub system: Option<String>,
+    /// Images (base64).
+    pub images: Vec<String>,
+}
+
+/// A prompt completion (`/api/generate`; OpenAI kinds get it as a chat).
+pub async fn generate(
+    http: &reqwest::Client,
+    ep: &EndpointConfig,
+    req: &ChatRequest,
+    prompt: &Prompt,
+    on_token: OnToken<'_>,
+    timeout: Duration,
+) -> Result<Completion, CallError> {
+    let (system, images) = (prompt.system.as_deref(), &prompt.images);
+    let prompt = prompt.text.as_str();
+    match ep.kind {
+        Kind::Ollama => {
+            let mut options = req.options.clone().unwrap_or_else(|| json!({}));
+            if let Some(t) = req.temperature {
+                options["temperature"] = json!(t);
+            }
+            if let Some(n) = req.max_tokens {
+                options["num_predict"] = json!(n);
+            }
+            let mut body = json!({ "model": req.model, "prompt": prompt, "stream": on_token.is_some(), "options": options });
+            if let Some(s) = system {
+                body["system"] = json!(s);
+            }
+            if !images.is_empty() {
+                body["images"] = json!(images);
+            }
+            let resp = send(
+                request(http, ep, "/api/generate", timeout).json(&body),
+                &req.model,
+            )
+            .await?;
+            read_ollama(resp, &req.model, on_token, |v| {
+                v["response"].as_str().map(str::to_string)
+            })
+            .await
+        }
+        Kind::Openai => {
+            let mut messages = Vec::new();
+            if let Some(s) = system {
+                messages.push(json!({ "role": "system", "content": s }));
+            }
+            let mut user = json!({ "role": "user", "content": prompt });
+            if !images.is_empty() {
+                user["images"] = json!(images);
+            }
+            messages.push(user);
+            let chat_req = ChatRequest {
+                messages,
+                ..req.clone()
+            };
+            chat(http, ep, &chat_req, on_token, timeout).await
+        }
+    }
+}
+
+/// Embeddings for one text or a list.
+pub async fn embed(
+    http: &reqwest::Client,
+    ep: &EndpointConfig,
+    model: &str,
+    input: &Value,
+    timeout: Duration,
+) -> Result<(Vec<Value>, String), CallError> {
+    let (path, body) = match ep.kind {
+        Kind::Ollama => ("/api/embed", json!({ "model": model, "input": input })),
+        Kind::Openai => ("/v1/embeddings", json!({ "model": model, "input": input })),
+    };
+    let resp = send(request(http, ep, path, timeout).json(&body), model).await?;
+    let v: Value = resp
+        .json()
+        .await
+        .map_err(|e| CallError::Endpoint(format!("bad response: {e}")))?;
+    let vectors = match ep.kind {
+        Kind::Ollama => v["embeddings"].as_array().cloned().unwrap_or_default(),
+        Kind::Openai => v["data"]
+            .as_array()
+            .map(|d| d.iter().map(|e| e["embedding"].clone()).collect())
+            .unwrap_or_default(),
+    };
+    Ok((vectors, v["model"].as_str().unwrap_or(model).to_string()))
+}
+
+/// Models served and (Ollama) loaded right now.
+pub async fn health(
+    http: &reqwest::Client,
+    ep: &EndpointConfig,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let timeout = Duration::from_secs(5);
+    let get = |path: &str| {
+        let mut rb = http.get(format!("{}{path}", ep.url)).timeout(timeout);
+        if let Some(key) = ep
+            .api_key_env
+            .as_deref()
+            .and_then(|v| std::env::var(v).ok())
+        {
+            rb = rb.bearer_auth(key);
+        }
+        rb
+    };
+    let names = |v: &Value, list: &str, key: &str| -> Vec<String> {
+        v[list]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m[key].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let fetch = |path: &'static str| async move {
+        let resp = get(path).send().await.map_err(|e| describe(&e))?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {} from {path}", resp.status().as_u16()));
+        }
+        resp.json::<Value>().await.map_err(|e| e.to_string())
+    };
+    match ep.kind {
+        Kind::Ollama => {
+            let tags = fetch("/api/tags").await?;
+            let loaded = fetch("/api/ps")
+                .await
+                .map(|v| names(&v, "models", "name"))
+                .unwrap_or_default();
+            Ok((names(&tags, "models", "name"), loaded))
+        }
+        Kind::Openai => {
+            let models = fetch("/v1/models").await?;
+            Ok((names(&models, "data", "id"), Vec::new()))
+        }
+    }
+}
+
+/// Pulls a model onto an Ollama endpoint.
+pub async fn pull(
+    http: &reqwest::Client,
+    ep: &EndpointConfig,
+    model: &str,
+) -> Result<(), CallError> {
+    if ep.kind != Kind::Ollama {
+        return Err(CallError::ModelNotFound(model.to_string()));
+    }
+    let body = json!({ "model": model, "stream": false });
+    let resp = send(
+        request(http, ep, "/api/pull", Duration::from_secs(3600)).json(&body),
+        model,
+    )
+    .await?;
+    let v: Value = resp
+        .json()
+        .await
+        .map_err(|e| CallError::Endpoint(format!("bad pull response: {e}")))?;
+    match v["status"].as_str() {
+        Some("success") => Ok(()),
+        _ => Err(CallError::Request(
+            500,
+            format!("pull did not succeed: {v}"),
+        )),
+    }
+}
+
+/// Reads an Ollama answer, streamed (NDJSON) or not.
+async fn read_ollama(
+    mut resp: reqwest::Response,
+    model: &str,
+    on_token: OnToken<'_>,
+    text_of: impl Fn(&Value) -> Option<String>,
+) -> Result<Completion, CallError> {
+    let mut out = Completion {
+        text: String::new(),
+        model: model.to_string(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+    };
+    let finish = |v: &Value, out: &mut Completion| {
+        out.prompt_tokens = v["prompt_eval_count"].as_u64().unwrap_or(out.prompt_tokens);
+        out.completion_tokens = v["eval_count"].as_u64().unwrap_or(out.completion_tokens);
+        if let Some(m) = v["model"].as_str() {
+            out.model = m.to_string();
+        }
+    };
+    let Some(on_token) = on_token else {
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| CallError::Endpoint(format!("bad response: {e}")))?;
+        out.text = text_of(&v).unwrap_or_default();
+        finish(&v, &mut out);
+        return Ok(out);
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let chunk = resp
+            .chunk()
+            .await
+            .map_err(|e| CallError::Endpoint(format!("stream broke: {}", describe(&e))))?;
+        let Some(chunk) = chunk else { break };
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
+            if let Some(err) = v["error"].as_str() {
+                return Err(CallError::Endpoint(err.to_string()));
+            }
+            if let Some(t) = text_of(&v).filter(|t| !t.is_empty()) {
+                on_token(&t);
+                out.text.push_str(&t);
+            }
+            if v["done"].as_bool() == Some(true) {
+                finish(&v, &mut out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads an OpenAI server-sent-events stream.
+async fn read_sse(
+    mut resp: reqwest::Response,
+    model: &str,
+    on_token: OnToken<'_>,
+) -> Result<Completion, CallError> {
+    let mut out = Completion {
+        text: String::new(),
+        model: model.to_string(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    'outer: loop {
+        let chunk = resp
+            .chunk()
+            .await
+            .map_err(|e| CallError::Endpoint(format!("stream broke: {}", describe(&e))))?;
+        let Some(chunk) = chunk else { break };
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line);
+            let Some(data) = line.trim().strip_prefix("data:") else {
+                continue;
+            };
+            let data = data.trim();
+            if data == "[DONE]" {
+                break 'outer;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(data) else {
+                continue;
+            };
+            if let Some(t) = v["choices"][0]["delta"]["content"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+            {
+                if let Some(f) = on_token {
+                    f(t);
+                }
+                out.text.push_str(t);
+            }
+            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                out.prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0);
+                out.completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0);
+            }
+            if let Some(m) = v["model"].as_str() {
+                out.model = m.to_string();
+            }
+        }
+    }
+    if out.completion_tokens == 0 {
+        out.completion_tokens = out.text.split_whitespace().count() as u64;
+    }
+    Ok(out)
+}
