@@ -40,6 +40,21 @@ pub struct BenchArgs {
     /// Engine prefetch factor (default: the engine's).
     #[arg(long)]
     pub prefetch: Option<u32>,
+    /// Simulated LLM endpoints for the LLM runs (0 skips them).
+    #[arg(long, default_value_t = 3)]
+    pub llm_endpoints: usize,
+    /// Slots per simulated endpoint.
+    #[arg(long, default_value_t = 4)]
+    pub llm_slots: u32,
+    /// Latency of every simulated request, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub llm_latency_ms: u64,
+    /// Chat tasks in the LLM throughput run.
+    #[arg(long, default_value_t = 600)]
+    pub llm_tasks: usize,
+    /// Length of the LLM chain (added latency per request).
+    #[arg(long, default_value_t = 40)]
+    pub llm_chain: usize,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -139,6 +154,15 @@ fn usage(pid: u32) -> (f64, f64) {
 
 /// Runs one workflow on a fresh suite; returns its figures.
 async fn measure(label: &str, spec: WorkflowSpec, args: &BenchArgs) -> Result<Value, GzError> {
+    measure_with(label, spec, args, &[]).await
+}
+
+async fn measure_with(
+    label: &str,
+    spec: WorkflowSpec,
+    args: &BenchArgs,
+    extra_env: &[(&str, String)],
+) -> Result<Value, GzError> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?
@@ -154,6 +178,7 @@ async fn measure(label: &str, spec: WorkflowSpec, args: &BenchArgs) -> Result<Va
         env.push(("GLEITZEIT_PREFETCH", p.to_string()));
     }
     env.push(("GLEITZEIT_LOG_LEVEL", "warn".to_string()));
+    env.extend(extra_env.iter().cloned());
     let suite = LocalSuite::start_with(&hub_url, &data_dir, LogFormat::Text, false, &env).await?;
     let result = measure_on(&hub_url, label, spec, &suite).await;
     suite.shutdown().await;
@@ -276,9 +301,211 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         }
         results.push(r);
     }
+    if args.llm_endpoints > 0 {
+        let llm = bench_llm(&args).await?;
+        if !args.json {
+            print_llm(&llm);
+        }
+        results.push(llm);
+    }
     if args.json {
         println!("{}", json!({ "cores": cores, "results": results }));
     }
-    let ok = results.iter().all(|r| r["status"] == "completed");
+    let ok = results
+        .iter()
+        .all(|r| r["status"] == "completed" || r["run"] == "llm");
     Ok(if ok { 0 } else { 1 })
+}
+
+fn chat_task(id: String, deps: Vec<String>, content: String) -> TaskSpec {
+    TaskSpec {
+        name: id.clone(),
+        id,
+        method: "llm/chat".into(),
+        protocol: "llm/v1".into(),
+        parameters: json!({ "model": "llama3.2:latest", "messages": [{ "role": "user", "content": content }] }),
+        dependencies: deps,
+        priority: Priority::Normal,
+        timeout: None,
+        retry: RetryPolicy::default(),
+    }
+}
+
+/// Simulated endpoints with known slots and latency: throughput against the ideal
+/// (sum of slots / latency) and the latency added per request over a direct call.
+async fn bench_llm(args: &BenchArgs) -> Result<Value, GzError> {
+    let sim = crate::suite::binary("gleitzeit-llm-sim")?;
+    let mut sims = Vec::new();
+    let mut endpoints = String::new();
+    for i in 0..args.llm_endpoints {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?
+            .port();
+        let child = tokio::process::Command::new(&sim)
+            .args(["--port", &port.to_string(), "--name", &format!("sim{i}")])
+            .args([
+                "--latency-ms",
+                &args.llm_latency_ms.to_string(),
+                "--tokens-per-sec",
+                "0",
+            ])
+            .args([
+                "--max-concurrent",
+                &args.llm_slots.to_string(),
+                "--overflow",
+                "reject",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                GzError::new(
+                    ErrorCode::Internal,
+                    format!("cannot start the LLM simulator: {e}"),
+                )
+            })?;
+        sims.push(child);
+        let url = format!("http://127.0.0.1:{port}");
+        endpoints.push_str(&format!(
+            "  - {{ name: sim{i}, url: \"{url}\", max_concurrent: {} }}\n",
+            args.llm_slots
+        ));
+    }
+    let first_url = endpoints
+        .split('"')
+        .nth(1)
+        .map(str::to_string)
+        .ok_or_else(|| GzError::new(ErrorCode::Internal, "no simulated endpoint"))?;
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
+    let started = Instant::now();
+    while http
+        .get(format!("{first_url}/api/tags"))
+        .send()
+        .await
+        .is_err()
+    {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(GzError::new(
+                ErrorCode::Internal,
+                "the LLM simulator did not start",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Direct calls, one at a time: the baseline for the added latency.
+    let direct_n = args.llm_chain.max(1);
+    let t = Instant::now();
+    for i in 0..direct_n {
+        let body = json!({ "model": "llama3.2:latest", "stream": false, "messages": [{ "role": "user", "content": format!("q{i}") }] });
+        http.post(format!("{first_url}/api/chat"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
+    }
+    let direct_ms = t.elapsed().as_secs_f64() * 1000.0 / direct_n as f64;
+    // Direct calls with every slot busy: what the endpoints deliver on this machine.
+    let urls: Vec<String> = endpoints
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    let per_slot = (args.llm_tasks / (urls.len() * args.llm_slots as usize).max(1)).max(1);
+    let t = Instant::now();
+    let mut workers = Vec::new();
+    for url in &urls {
+        for _ in 0..args.llm_slots {
+            let (http, url) = (http.clone(), url.clone());
+            workers.push(tokio::spawn(async move {
+                for i in 0..per_slot {
+                    let body = json!({ "model": "llama3.2:latest", "stream": false, "messages": [{ "role": "user", "content": format!("q{i}") }] });
+                    let _ = http.post(format!("{url}/api/chat")).json(&body).send().await;
+                }
+            }));
+        }
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    let direct_parallel =
+        (per_slot * urls.len() * args.llm_slots as usize) as f64 / t.elapsed().as_secs_f64();
+
+    let config = std::env::temp_dir().join(format!("gz-bench-llm-{}.yaml", std::process::id()));
+    std::fs::write(&config, format!("endpoints:\n{endpoints}"))
+        .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
+    let env = [("GLEITZEIT_OLLAMA_CONFIG", config.display().to_string())];
+    let parallel = spec(
+        "bench-llm",
+        (0..args.llm_tasks)
+            .map(|i| chat_task(format!("l{i}"), vec![], format!("question {i}")))
+            .collect(),
+    );
+    let through = measure_with("llm-throughput", parallel, args, &env).await?;
+    let chain_spec = spec(
+        "bench-llm-chain",
+        (0..args.llm_chain)
+            .map(|i| {
+                let deps = if i == 0 {
+                    vec![]
+                } else {
+                    vec![format!("k{}", i - 1)]
+                };
+                chat_task(format!("k{i}"), deps, format!("step {i}"))
+            })
+            .collect(),
+    );
+    let chained = measure_with("llm-chain", chain_spec, args, &env).await?;
+    let _ = std::fs::remove_file(&config);
+    drop(sims);
+
+    let latency_s = args.llm_latency_ms as f64 / 1000.0;
+    let ideal = args.llm_endpoints as f64 * f64::from(args.llm_slots) / latency_s;
+    let achieved = through["tasks_per_second"].as_f64().unwrap_or(0.0);
+    let per_hop_ms = chained["ms_per_task"].as_f64().unwrap_or(0.0);
+    Ok(json!({
+        "run": "llm",
+        "endpoints": args.llm_endpoints, "slots_per_endpoint": args.llm_slots, "latency_ms": args.llm_latency_ms,
+        "tasks": args.llm_tasks,
+        "status": if through["status"] == "completed" && chained["status"] == "completed" { "completed" } else { "failed" },
+        "ideal_tasks_per_second": ideal,
+        "achieved_tasks_per_second": achieved,
+        "fraction_of_ideal": if ideal > 0.0 { achieved / ideal } else { 0.0 },
+        "direct_parallel_tasks_per_second": direct_parallel,
+        "fraction_of_direct": if direct_parallel > 0.0 { achieved / direct_parallel } else { 0.0 },
+        "direct_ms_per_request": direct_ms,
+        "orchestrated_ms_per_request": per_hop_ms,
+        "added_ms_per_request": per_hop_ms - direct_ms,
+        "throughput_run": through,
+        "chain_run": chained,
+    }))
+}
+
+fn print_llm(r: &Value) {
+    println!(
+        "llm              {} endpoints x {} slots at {} ms: {:.0} of ideal {:.0} tasks/s ({:.1}%), {} tasks",
+        r["endpoints"],
+        r["slots_per_endpoint"],
+        r["latency_ms"],
+        r["achieved_tasks_per_second"].as_f64().unwrap_or(0.0),
+        r["ideal_tasks_per_second"].as_f64().unwrap_or(0.0),
+        r["fraction_of_ideal"].as_f64().unwrap_or(0.0) * 100.0,
+        r["tasks"]
+    );
+    println!(
+        "                 direct calls with every slot busy: {:.0} tasks/s, so gleitzeit reaches {:.1}% of what the endpoints deliver",
+        r["direct_parallel_tasks_per_second"].as_f64().unwrap_or(0.0),
+        r["fraction_of_direct"].as_f64().unwrap_or(0.0) * 100.0
+    );
+    println!(
+        "                 chain: {:.2} ms per request through gleitzeit vs {:.2} ms direct = {:.2} ms added",
+        r["orchestrated_ms_per_request"].as_f64().unwrap_or(0.0),
+        r["direct_ms_per_request"].as_f64().unwrap_or(0.0),
+        r["added_ms_per_request"].as_f64().unwrap_or(0.0)
+    );
 }

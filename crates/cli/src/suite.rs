@@ -78,7 +78,7 @@ pub fn host_port(hub_url: &str) -> Result<(String, u16), GzError> {
     Ok((host, url.port_or_known_default().unwrap_or(8000)))
 }
 
-fn binary(name: &str) -> Result<PathBuf, GzError> {
+pub(crate) fn binary(name: &str) -> Result<PathBuf, GzError> {
     let exe =
         std::env::current_exe().map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();

@@ -68,7 +68,7 @@ struct Dispatched {
 }
 
 enum Internal {
-    Leased(Result<LeasedTasks, GzError>),
+    Leased(u64, Result<LeasedTasks, GzError>),
     Providers(Vec<ComponentInfo>),
 }
 
@@ -78,7 +78,10 @@ struct Engine {
     prefetch: u32,
     providers: HashMap<String, Provider>,
     dispatched: HashMap<TaskRef, Dispatched>,
-    leasing: bool,
+    /// The lease request in flight (its number and the slots it asked for). A new request
+    /// supersedes it when more slots free up; the queue-manager then answers the old one.
+    lease: Option<(u64, BTreeMap<String, u32>)>,
+    lease_seq: u64,
 }
 
 /// Connects to the hub, registers, and runs tasks until `shutdown`.
@@ -109,7 +112,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         prefetch: config.prefetch.max(1),
         providers: HashMap::new(),
         dispatched: HashMap::new(),
-        leasing: false,
+        lease: None,
+        lease_seq: 0,
     };
     engine.refresh_providers();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -215,8 +219,14 @@ impl Engine {
                     self.provider_lost(&g);
                 }
             }
-            Internal::Leased(result) => {
-                self.leasing = false;
+            Internal::Leased(seq, result) => {
+                if self
+                    .lease
+                    .as_ref()
+                    .is_some_and(|(current, _)| *current == seq)
+                {
+                    self.lease = None;
+                }
                 match result {
                     Ok(leased) => self.dispatch(leased),
                     Err(e) if e.is(ErrorCode::NoRoute) => debug!("no queue-manager yet"),
@@ -238,15 +248,24 @@ impl Engine {
         slots
     }
 
+    /// Asks for tasks when there are free slots and no request asks for them already.
     fn maybe_lease(&mut self) {
-        if self.leasing {
-            return;
-        }
         let slots = self.free_slots();
         if slots.is_empty() {
             return;
         }
-        self.leasing = true;
+        if let Some((_, asked)) = &self.lease {
+            // Only a request for more than the one in flight supersedes it.
+            if slots
+                .iter()
+                .all(|(m, n)| asked.get(m).is_some_and(|a| a >= n))
+            {
+                return;
+            }
+        }
+        self.lease_seq += 1;
+        let seq = self.lease_seq;
+        self.lease = Some((seq, slots.clone()));
         let client = self.client.clone();
         let tx = self.tx.clone();
         let payload = serde_json::to_value(LeaseTasks {
@@ -270,7 +289,7 @@ impl Engine {
             if result.is_err() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let _ = tx.send(Internal::Leased(result));
+            let _ = tx.send(Internal::Leased(seq, result));
         });
     }
 

@@ -213,9 +213,12 @@ impl Pool {
         }
     }
 
-    /// Waits until some slot is released (or a short while passes, so cooldowns end).
-    pub async fn wait_for_slot(&self) {
-        let _ = tokio::time::timeout(Duration::from_millis(200), self.freed.notified()).await;
+    /// A future that completes when a slot is released. Create it *before* trying to
+    /// acquire, so a release between the attempt and the wait is not missed.
+    pub fn slot_freed(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        let mut n = Box::pin(self.freed.notified());
+        n.as_mut().enable();
+        n
     }
 
     /// Gives a slot back and records how the request went. `failed` is an endpoint failure

@@ -217,10 +217,12 @@ pub async fn execute(
     let mut last_failure: Option<String> = None;
     let mut pulled = false;
     loop {
+        let freed = ctx.pool.slot_freed();
         let slot = match ctx.pool.try_acquire(&model, &tags, &tried) {
             Ok(s) => s,
             Err(NoEndpoint::Busy) => {
-                ctx.pool.wait_for_slot().await;
+                // Woken by a release; the bound lets ended cooldowns be noticed too.
+                let _ = tokio::time::timeout(Duration::from_millis(250), freed).await;
                 continue;
             }
             Err(NoEndpoint::UnknownModel) if ctx.pool.config.auto_pull && !pulled => {

@@ -683,6 +683,21 @@ impl Manager {
             Err(e) => return Some(Err(e)),
         };
         let wait = Duration::from_millis(req.wait_ms.min(30_000));
+        // A new request from an engine supersedes its waiting one (its free slots changed).
+        let mut superseded = Vec::new();
+        self.leases.retain(|l| {
+            let same = l.env.source == env.source;
+            if same {
+                superseded.push(l.env.clone());
+            }
+            !same
+        });
+        for old in superseded {
+            let _ = self.client.respond(
+                &old,
+                Ok(json!({ "queue_manager_id": self.client.id(), "tasks": [] })),
+            );
+        }
         self.leases.push_back(Lease {
             env,
             slots: req.slots,
