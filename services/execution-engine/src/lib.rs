@@ -255,7 +255,7 @@ impl Engine {
             return;
         }
         if let Some((_, asked)) = &self.lease {
-            // Only a request for more than the one in flight supersedes it.
+            // Only a request for more slots than the one in flight supersedes it.
             if slots
                 .iter()
                 .all(|(m, n)| asked.get(m).is_some_and(|a| a >= n))

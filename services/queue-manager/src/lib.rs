@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod manager;
+mod queue;
 
 use std::path::PathBuf;
 use std::sync::Arc;

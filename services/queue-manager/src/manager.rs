@@ -2,8 +2,7 @@
 //! the resolver) either run on blocking threads and are awaited, or are spawned and report
 //! back through [`Internal`] messages.
 
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,8 @@ use gleitzeit_workflow::{prepare_spec, MethodCatalog, OnFailure, RetryPolicy, Wo
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+
+use crate::queue::{Entry, ReadyQueue};
 
 /// Messages the manager sends itself from spawned work.
 #[derive(Debug)]
@@ -67,32 +68,6 @@ struct Wf {
     completed: usize,
 }
 
-struct Entry {
-    prio: u8,
-    seq: u64,
-    wf: Arc<str>,
-    task: usize,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.prio == other.prio && self.seq == other.seq
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        self.prio
-            .cmp(&other.prio)
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
-
 struct Lease {
     env: Envelope,
     slots: BTreeMap<String, u32>,
@@ -117,7 +92,7 @@ pub(crate) struct Manager {
     tx: mpsc::UnboundedSender<Internal>,
     catalog: MethodCatalog,
     wfs: HashMap<String, Wf>,
-    queue: BinaryHeap<Entry>,
+    queue: ReadyQueue,
     seq: u64,
     leases: VecDeque<Lease>,
     retries: Vec<(Instant, String, usize)>,
@@ -177,7 +152,7 @@ impl Manager {
             tx,
             catalog: MethodCatalog::builtin(),
             wfs: HashMap::new(),
-            queue: BinaryHeap::new(),
+            queue: ReadyQueue::default(),
             seq: 0,
             leases: VecDeque::new(),
             retries: Vec::new(),
@@ -344,12 +319,15 @@ impl Manager {
                     wf.tasks[i].queued_at = Some(now_millis());
                     changes.task(&w, i);
                     self.seq += 1;
-                    self.queue.push(Entry {
-                        prio: wf.info[i].priority,
-                        seq: self.seq,
-                        wf: Arc::from(w.as_str()),
-                        task: i,
-                    });
+                    self.queue.push(
+                        &wf.tasks[i].method,
+                        Entry {
+                            prio: wf.info[i].priority,
+                            seq: self.seq,
+                            wf: Arc::from(w.as_str()),
+                            task: i,
+                        },
+                    );
                 }
             }
         }
@@ -623,12 +601,15 @@ impl Manager {
             t.queued_at = Some(now);
             changes.task(id, i);
             self.seq += 1;
-            self.queue.push(Entry {
-                prio: wf.info[i].priority,
-                seq: self.seq,
-                wf: key.clone(),
-                task: i,
-            });
+            self.queue.push(
+                &wf.tasks[i].method,
+                Entry {
+                    prio: wf.info[i].priority,
+                    seq: self.seq,
+                    wf: key.clone(),
+                    task: i,
+                },
+            );
         }
         let mut blocked = Vec::new();
         for (b, status) in res
@@ -752,12 +733,15 @@ impl Manager {
                         wf.tasks[i].status = TaskStatus::Queued;
                         wf.tasks[i].attempts = wf.tasks[i].attempts.saturating_sub(1);
                         self.seq += 1;
-                        self.queue.push(Entry {
-                            prio: wf.info[i].priority,
-                            seq: self.seq,
-                            wf: w.clone(),
-                            task: i,
-                        });
+                        self.queue.push(
+                            &wf.tasks[i].method,
+                            Entry {
+                                prio: wf.info[i].priority,
+                                seq: self.seq,
+                                wf: w.clone(),
+                                task: i,
+                            },
+                        );
                     }
                 }
                 waiting.push_back(lease);
@@ -782,31 +766,17 @@ impl Manager {
         self.leases = waiting;
     }
 
-    /// Pops queued tasks that fit `slots` (highest priority first, FIFO within one).
+    /// Takes queued tasks that fit `slots` (highest priority first, FIFO within one).
     fn take_for(&mut self, slots: &mut BTreeMap<String, u32>) -> Vec<(Arc<str>, usize)> {
-        let mut picked = Vec::new();
-        let mut skipped = Vec::new();
-        let mut free: u32 = slots.values().sum();
-        while free > 0 {
-            let Some(e) = self.queue.pop() else { break };
-            let Some(wf) = self.wfs.get(e.wf.as_ref()) else {
-                continue;
-            };
-            let t = &wf.tasks[e.task];
-            if t.status != TaskStatus::Queued {
-                continue;
-            }
-            match slots.get_mut(&t.method) {
-                Some(n) if *n > 0 => {
-                    *n -= 1;
-                    free -= 1;
-                    picked.push((e.wf.clone(), e.task));
-                }
-                _ => skipped.push(e),
-            }
-        }
-        self.queue.extend(skipped);
-        picked
+        let wfs = &self.wfs;
+        self.queue
+            .take(slots, |e| {
+                wfs.get(e.wf.as_ref())
+                    .is_some_and(|wf| wf.tasks[e.task].status == TaskStatus::Queued)
+            })
+            .into_iter()
+            .map(|e| (e.wf, e.task))
+            .collect()
     }
 
     async fn outcomes(&mut self, env: &Envelope) {
@@ -1163,12 +1133,15 @@ impl Manager {
                 match t.status {
                     TaskStatus::Queued => {
                         self.seq += 1;
-                        self.queue.push(Entry {
-                            prio: wf.info[i].priority,
-                            seq: self.seq,
-                            wf: key.clone(),
-                            task: i,
-                        });
+                        self.queue.push(
+                            &wf.tasks[i].method,
+                            Entry {
+                                prio: wf.info[i].priority,
+                                seq: self.seq,
+                                wf: key.clone(),
+                                task: i,
+                            },
+                        );
                     }
                     TaskStatus::Completed => wf.completed += 1,
                     TaskStatus::Failed => wf.failed += 1,

@@ -1,0 +1,125 @@
+//! The ready queue: one priority heap per method, so a lease for some methods never walks
+//! past tasks of others. Within a method: urgent > high > normal > low, FIFO within one.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
+
+/// A queued task.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// Priority level (higher first).
+    pub(crate) prio: u8,
+    /// Arrival order (lower first).
+    pub(crate) seq: u64,
+    /// Workflow id.
+    pub(crate) wf: Arc<str>,
+    /// Task index in the workflow.
+    pub(crate) task: usize,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.prio == other.prio && self.seq == other.seq
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.prio
+            .cmp(&other.prio)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+/// Queued tasks by method.
+#[derive(Debug, Default)]
+pub(crate) struct ReadyQueue {
+    heaps: HashMap<String, BinaryHeap<Entry>>,
+}
+
+impl ReadyQueue {
+    /// Queues a task of `method`.
+    pub(crate) fn push(&mut self, method: &str, entry: Entry) {
+        match self.heaps.get_mut(method) {
+            Some(h) => h.push(entry),
+            None => {
+                self.heaps
+                    .insert(method.to_string(), BinaryHeap::from([entry]));
+            }
+        }
+    }
+
+    /// True when nothing is queued (entries may still be stale).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.heaps.values().all(BinaryHeap::is_empty)
+    }
+
+    /// Takes up to `slots[method]` entries per method, best first, skipping entries that
+    /// `valid` rejects (tasks cancelled or already taken); decrements `slots`.
+    pub(crate) fn take(
+        &mut self,
+        slots: &mut BTreeMap<String, u32>,
+        valid: impl Fn(&Entry) -> bool,
+    ) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for (method, n) in slots.iter_mut() {
+            let Some(heap) = self.heaps.get_mut(method) else {
+                continue;
+            };
+            while *n > 0 {
+                let Some(e) = heap.pop() else { break };
+                if valid(&e) {
+                    *n -= 1;
+                    out.push(e);
+                }
+            }
+        }
+        out.sort_by(|a, b| b.cmp(a));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(prio: u8, seq: u64) -> Entry {
+        Entry {
+            prio,
+            seq,
+            wf: Arc::from("w"),
+            task: seq as usize,
+        }
+    }
+
+    #[test]
+    fn priority_then_fifo_per_method() {
+        let mut q = ReadyQueue::default();
+        q.push("a", e(1, 1));
+        q.push("a", e(3, 2));
+        q.push("a", e(1, 3));
+        q.push("b", e(3, 4));
+        let mut slots = BTreeMap::from([("a".to_string(), 2)]);
+        let got: Vec<u64> = q.take(&mut slots, |_| true).iter().map(|x| x.seq).collect();
+        assert_eq!(got, [2, 1]);
+        assert_eq!(slots["a"], 0);
+        assert!(!q.is_empty());
+    }
+
+    #[test]
+    fn stale_entries_are_dropped() {
+        let mut q = ReadyQueue::default();
+        q.push("a", e(1, 1));
+        q.push("a", e(1, 2));
+        let mut slots = BTreeMap::from([("a".to_string(), 5)]);
+        let got = q.take(&mut slots, |x| x.seq != 1);
+        assert_eq!(got.len(), 1);
+        assert!(q.is_empty());
+    }
+}
