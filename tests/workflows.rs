@@ -220,6 +220,7 @@ async fn priorities_are_observed_when_the_provider_has_one_slot() {
     let suite = TestSuite::start(SuiteOptions {
         workers: 1,
         prefetch: 1,
+        ..SuiteOptions::default()
     })
     .await;
     let log = std::env::temp_dir().join(format!("gz-prio-{}", std::process::id()));
@@ -319,6 +320,7 @@ async fn work_of_a_killed_provider_runs_again_on_another() {
     let mut suite = TestSuite::start(SuiteOptions {
         workers: 1,
         prefetch: 1,
+        ..SuiteOptions::default()
     })
     .await;
     let _second = suite
@@ -366,4 +368,24 @@ async fn work_of_a_killed_provider_runs_again_on_another() {
         tasks.iter().any(|t| t["attempts"].as_u64().unwrap() >= 2),
         "the lost task ran again: {doc:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_of_a_method_no_provider_serves_fail_instead_of_waiting_forever() {
+    let suite = TestSuite::start(SuiteOptions {
+        provider_grace: 1.0,
+        ..SuiteOptions::default()
+    })
+    .await;
+    let file = workflow_file(
+        "unserved.yaml",
+        "name: unserved\ntasks:\n  - id: ask\n    method: llm/chat\n    parameters: { model: llama3.2, messages: [{ role: user, content: hi }] }\n  - id: use\n    method: python/execute\n    parameters: { context: { a: \"${ask.response}\" }, code: \"result = 1\" }\n  - id: other\n    method: python/execute\n    parameters: { code: \"result = 2\" }\n",
+    );
+    let started = Instant::now();
+    let (code, doc) = suite.run_json(&file);
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(task(&doc, "ask")["error"]["code"], "GZ2015", "{doc:#}");
+    assert_eq!(task(&doc, "use")["status"], "skipped");
+    assert_eq!(task(&doc, "other")["status"], "completed");
 }

@@ -234,6 +234,8 @@ pub struct SuiteOptions {
     pub workers: u32,
     /// Engine prefetch factor.
     pub prefetch: u32,
+    /// Seconds queued tasks wait for a provider of their method (queue-manager).
+    pub provider_grace: f64,
 }
 
 impl Default for SuiteOptions {
@@ -241,6 +243,7 @@ impl Default for SuiteOptions {
         SuiteOptions {
             workers: 2,
             prefetch: 4,
+            provider_grace: 30.0,
         }
     }
 }
@@ -266,9 +269,13 @@ impl TestSuite {
         let dd = self.data_dir.display().to_string();
         let workers = opts.workers.to_string();
         let prefetch = opts.prefetch.to_string();
+        let grace = opts.provider_grace.to_string();
         self.services = vec![
-            self.hub
-                .service("queue-manager", "qm-1", &["--data-dir", &dd]),
+            self.hub.service(
+                "queue-manager",
+                "qm-1",
+                &["--data-dir", &dd, "--provider-grace", &grace],
+            ),
             self.hub.service("dependency-resolver", "dr-1", &[]),
             self.hub
                 .service("execution-engine", "ee-1", &["--prefetch", &prefetch]),

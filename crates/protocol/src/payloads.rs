@@ -262,6 +262,11 @@ pub struct LeaseTasks {
     /// How long to hold the request when nothing is ready.
     #[serde(default)]
     pub wait_ms: u64,
+    /// Every method this engine has a provider for, busy or not. A queue-manager fails
+    /// queued tasks of a method that no engine has offered for a while (GZ2015) instead of
+    /// letting them wait forever.
+    #[serde(default)]
+    pub served: Vec<String>,
 }
 
 /// Reply to `lease_tasks`.

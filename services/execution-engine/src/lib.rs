@@ -244,7 +244,6 @@ impl Engine {
                 *slots.entry(m.clone()).or_insert(0) += free;
             }
         }
-        slots.retain(|_, n| *n > 0);
         slots
     }
 
@@ -269,6 +268,7 @@ impl Engine {
         let client = self.client.clone();
         let tx = self.tx.clone();
         let payload = serde_json::to_value(LeaseTasks {
+            served: slots.keys().cloned().collect(),
             slots,
             wait_ms: 1000,
         })

@@ -42,6 +42,8 @@ pub struct Config {
     pub component_id: Option<String>,
     /// Folder of the embedded store.
     pub data_dir: PathBuf,
+    /// Queued tasks of a method that no engine offers for this long fail with GZ2015.
+    pub provider_grace: Duration,
 }
 
 /// Errors that stop the service.
@@ -88,7 +90,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         return Ok(());
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut mgr = manager::Manager::new(store, client.clone(), tx);
+    let mut mgr = manager::Manager::new(store, client.clone(), tx, config.provider_grace);
     mgr.recover().await?;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -16,6 +16,9 @@ struct Args {
     /// Folder of the embedded store (default: the user's data dir, e.g. ~/.local/share/gleitzeit).
     #[arg(long, env = "GLEITZEIT_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Seconds queued tasks wait for a provider of their method before failing with GZ2015.
+    #[arg(long, env = "GLEITZEIT_PROVIDER_GRACE", default_value_t = 30.0)]
+    provider_grace: f64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -28,6 +31,9 @@ async fn main() -> std::process::ExitCode {
         data_dir: args
             .data_dir
             .unwrap_or_else(queue_manager::default_data_dir),
+        provider_grace: std::time::Duration::from_secs_f64(
+            args.provider_grace.clamp(0.1, 86_400.0),
+        ),
     };
     gleitzeit_runtime::serve("queue-manager", log_format, |shutdown| {
         queue_manager::run(config, shutdown)

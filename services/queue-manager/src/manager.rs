@@ -95,6 +95,11 @@ pub(crate) struct Manager {
     queue: ReadyQueue,
     seq: u64,
     leases: VecDeque<Lease>,
+    /// When an engine last offered each method (busy or not), and since when this
+    /// queue-manager runs: queued tasks of a method nobody serves fail after the grace.
+    method_seen: HashMap<String, Instant>,
+    started: Instant,
+    provider_grace: Duration,
     retries: Vec<(Instant, String, usize)>,
 }
 
@@ -145,6 +150,7 @@ impl Manager {
         store: Arc<dyn Store>,
         client: HubClient,
         tx: mpsc::UnboundedSender<Internal>,
+        provider_grace: Duration,
     ) -> Self {
         Manager {
             store,
@@ -155,6 +161,9 @@ impl Manager {
             queue: ReadyQueue::default(),
             seq: 0,
             leases: VecDeque::new(),
+            method_seen: HashMap::new(),
+            started: Instant::now(),
+            provider_grace,
             retries: Vec::new(),
         }
     }
@@ -292,6 +301,7 @@ impl Manager {
 
     pub(crate) async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.fail_unserved(now).await;
         while self.leases.front().is_some_and(|l| l.deadline <= now) {
             if let Some(l) = self.leases.pop_front() {
                 let reply = LeasedTasks {
@@ -663,6 +673,10 @@ impl Manager {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),
         };
+        let now = Instant::now();
+        for m in &req.served {
+            self.method_seen.insert(m.clone(), now);
+        }
         let wait = Duration::from_millis(req.wait_ms.min(30_000));
         // A new request from an engine supersedes its waiting one (its free slots changed).
         let mut superseded = Vec::new();
@@ -888,6 +902,75 @@ impl Manager {
                 self.emit(&w, events::WORKFLOW_PROGRESS, self.progress(wf));
             }
             self.check_finished(&w).await;
+        }
+    }
+
+    /// Fails the queued tasks of methods that no engine has offered within the grace period
+    /// (GZ2015): a workflow must not wait forever for a provider that does not exist.
+    async fn fail_unserved(&mut self, now: Instant) {
+        if now.duration_since(self.started) < self.provider_grace {
+            return;
+        }
+        let unserved: Vec<String> = self
+            .queue
+            .methods()
+            .into_iter()
+            .filter(|m| {
+                self.method_seen
+                    .get(m)
+                    .is_none_or(|t| now.duration_since(*t) > self.provider_grace)
+            })
+            .collect();
+        for method in unserved {
+            let entries = self.queue.drain(&method);
+            let err = GzError::new(
+                ErrorCode::NoProvider,
+                format!("no provider serves {method}"),
+            )
+            .with_hint(format!(
+                "start a provider for {method} (`gz status` lists what is registered)"
+            ))
+            .with_retryable(false);
+            warn!(%method, tasks = entries.len(), "failing queued tasks: no provider serves the method");
+            let mut changes = Changes::default();
+            let mut finished: HashMap<String, Vec<FinishedTask>> = HashMap::new();
+            let mut failed = Vec::new();
+            for e in entries {
+                let Some(wf) = self.wfs.get_mut(e.wf.as_ref()) else {
+                    continue;
+                };
+                let t = &mut wf.tasks[e.task];
+                if t.status != TaskStatus::Queued {
+                    continue;
+                }
+                t.status = TaskStatus::Failed;
+                t.error = serde_json::to_value(&err).ok();
+                t.finished_at = Some(now_millis());
+                wf.failed += 1;
+                wf.terminal += 1;
+                changes.task(&e.wf, e.task);
+                finished
+                    .entry(e.wf.to_string())
+                    .or_default()
+                    .push(FinishedTask {
+                        task_id: t.task_id.clone(),
+                        status: "failed".into(),
+                        result: None,
+                    });
+                failed.push((e.wf.to_string(), e.task));
+            }
+            if self.flush(changes).await.is_err() {
+                continue;
+            }
+            for (w, i) in &failed {
+                if let Some(wf) = self.wfs.get(w) {
+                    self.task_event(wf, *i, events::TASK_FAILED);
+                }
+            }
+            for (w, list) in finished {
+                self.tell_resolver(&w, list);
+                self.check_finished(&w).await;
+            }
         }
     }
 

@@ -60,6 +60,23 @@ impl ReadyQueue {
         self.heaps.values().all(BinaryHeap::is_empty)
     }
 
+    /// Methods with queued entries.
+    pub(crate) fn methods(&self) -> Vec<String> {
+        self.heaps
+            .iter()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+
+    /// Removes and returns every entry of `method`.
+    pub(crate) fn drain(&mut self, method: &str) -> Vec<Entry> {
+        self.heaps
+            .remove(method)
+            .map(BinaryHeap::into_vec)
+            .unwrap_or_default()
+    }
+
     /// Takes up to `slots[method]` entries per method, best first, skipping entries that
     /// `valid` rejects (tasks cancelled or already taken); decrements `slots`.
     pub(crate) fn take(
