@@ -63,13 +63,26 @@ pub fn cell(text: &str) -> String {
     }
 }
 
-/// What a task produced, for a table: python tasks show their `result` field.
+/// What a task produced, for a table: python tasks show their `result` field, LLM tasks
+/// their text (embeddings their dimensions).
 pub fn result_text(task: &Value) -> String {
     let result = &task["result"];
     let method = task["method"].as_str().unwrap_or("");
     if method.starts_with("python/") {
         if let Some(inner) = result.get("result") {
             return compact(inner);
+        }
+    }
+    if method.starts_with("llm/") {
+        if let Some(text) = result.get("response") {
+            return compact(text);
+        }
+        if let Some(d) = result.get("dimensions") {
+            return format!(
+                "{} embedding(s) of {} dimensions",
+                result["embeddings"].as_array().map_or(0, Vec::len),
+                d
+            );
         }
     }
     compact(result)

@@ -504,6 +504,32 @@ fn draw_bar(counts: &Counts) {
 }
 
 /// A plain line describing an event, if it is worth one.
+/// Streamed LLM text (`task_progress`) shown as it arrives: `task x> text…` on one line.
+#[derive(Default)]
+struct StreamedText {
+    task: Option<String>,
+}
+
+impl StreamedText {
+    fn show(&mut self, p: &Value) {
+        use std::io::Write;
+        let task = p["task_id"].as_str().unwrap_or("?");
+        if self.task.as_deref() != Some(task) {
+            self.end();
+            eprint!("task {task}> ");
+            self.task = Some(task.to_string());
+        }
+        eprint!("{}", p["text"].as_str().unwrap_or_default());
+        let _ = std::io::stderr().flush();
+    }
+
+    fn end(&mut self) {
+        if self.task.take().is_some() {
+            eprintln!();
+        }
+    }
+}
+
 fn event_line(event: &str, p: &Value) -> Option<String> {
     let task = p["task_id"].as_str().unwrap_or("?");
     let dur = p["duration_seconds"]
@@ -572,6 +598,7 @@ async fn follow(
     let mut next_poll = tokio::time::Instant::now() + Duration::from_secs(1);
     let interrupt = gleitzeit_runtime::signal_shutdown();
     tokio::pin!(interrupt);
+    let mut stream = StreamedText::default();
     let outcome = loop {
         let sleep_deadline = deadline.map_or(next_poll, |d| d.min(next_poll));
         tokio::select! {
@@ -587,7 +614,10 @@ async fn follow(
                         println!("{}", json!({ "event": env.event, "ts": env.ts, "payload": env.payload }));
                     }
                     Follow::Lines => {
-                        if let Some(line) = event_line(&env.event, &env.payload) {
+                        if env.event == events::TASK_PROGRESS {
+                            stream.show(&env.payload);
+                        } else if let Some(line) = event_line(&env.event, &env.payload) {
+                            stream.end();
                             eprintln!("{line}");
                         }
                     }
