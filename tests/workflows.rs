@@ -389,3 +389,123 @@ async fn tasks_of_a_method_no_provider_serves_fail_instead_of_waiting_forever() 
     assert_eq!(task(&doc, "use")["status"], "skipped");
     assert_eq!(task(&doc, "other")["status"], "completed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_of_a_killed_engine_is_queued_again_and_a_new_engine_finishes_it() {
+    let mut suite = TestSuite::start(SuiteOptions::default()).await;
+    let mut yaml = String::from("name: survive-an-engine\ntasks:\n");
+    for i in 0..6 {
+        yaml.push_str(&format!(
+            "  - id: e{i}\n    method: python/execute\n    parameters: {{ code: \"import time\\ntime.sleep(0.8)\\nresult = {i}\" }}\n"
+        ));
+    }
+    let file = workflow_file("engines.yaml", &yaml);
+    let (code, out, err) = suite.gz(&["submit", &file.display().to_string(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    suite.services[2].kill9(); // ee-1, holding running tasks
+    let _replacement = suite.hub.service("execution-engine", "ee-2", &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let doc = loop {
+        let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
+        let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+        if !matches!(
+            doc["workflow"]["status"].as_str(),
+            Some("running" | "pending")
+        ) {
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workflow did not finish: {doc:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    for i in 0..6 {
+        assert_eq!(task(&doc, &format!("e{i}"))["result"]["result"], i);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_every_process_mid_run_loses_nothing_with_the_embedded_store() {
+    let mut suite = TestSuite::start(SuiteOptions::default()).await;
+    let runs =
+        std::env::temp_dir().join(format!("gz-runs-{}-{}", std::process::id(), suite.hub.port));
+    let _ = std::fs::remove_file(&runs);
+    // 300 tasks in 30 chains of 10; each appends its id to a file when it runs.
+    let mut yaml = String::from("name: crash-test\ntasks:\n");
+    for c in 0..30 {
+        for k in 0..10 {
+            let deps = if k == 0 {
+                String::new()
+            } else {
+                format!("    dependencies: [t{c}_{}]\n", k - 1)
+            };
+            yaml.push_str(&format!(
+                "  - id: t{c}_{k}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep(0.01)\\nopen('{}', 'a').write('t{c}_{k}\\\\n')\\nresult = {k}\" }}\n",
+                runs.display()
+            ));
+        }
+    }
+    let file = workflow_file("crash.yaml", &yaml);
+    let (code, out, err) = suite.gz(&["submit", &file.display().to_string(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(Duration::from_secs(30), || async {
+        std::fs::read_to_string(&runs)
+            .map(|s| s.lines().count() >= 60)
+            .unwrap_or(false)
+    })
+    .await;
+    // Kill everything at once: services and hub.
+    suite.kill_services();
+    let port = suite.hub.port;
+    suite.hub.proc.kill9();
+    suite.hub = gleitzeit_e2e::TestHub::start_on(port).await;
+    suite.start_services(&SuiteOptions::default()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let doc = loop {
+        let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
+        if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&out) {
+            if !matches!(
+                doc["workflow"]["status"].as_str(),
+                Some("running" | "pending")
+            ) {
+                break doc;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workflow did not finish after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    let tasks = doc["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 300);
+    assert!(tasks.iter().all(|t| t["status"] == "completed"));
+    let log = std::fs::read_to_string(&runs).unwrap();
+    let mut executions: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for line in log.lines() {
+        *executions.entry(line).or_default() += 1;
+    }
+    assert_eq!(executions.len(), 300, "every task ran");
+    let repeated: Vec<_> = executions.iter().filter(|(_, n)| **n > 1).collect();
+    eprintln!(
+        "tasks run more than once (in flight at the kill): {}",
+        repeated.len()
+    );
+    assert!(
+        repeated.len() <= 30,
+        "only tasks in flight at the kill may run twice: {repeated:?}"
+    );
+    let _ = std::fs::remove_file(runs);
+}

@@ -158,7 +158,10 @@ impl TestHub {
         let mut cmd = Command::new(bin(name));
         cmd.env("GLEITZEIT_HUB_URL", &self.url)
             .env("GLEITZEIT_COMPONENT_ID", id)
-            .env("GLEITZEIT_LOG_LEVEL", "info")
+            .env(
+                "GLEITZEIT_LOG_LEVEL",
+                std::env::var("GZ_E2E_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+            )
             .args(args);
         Proc::spawn(id, cmd)
     }

@@ -64,7 +64,8 @@ pub enum ServiceError {
     Http(String),
 }
 
-type Running = Arc<Mutex<HashMap<TaskRef, AbortHandle>>>;
+/// Running tasks: their attempt and a handle to stop them.
+type Running = Arc<Mutex<HashMap<TaskRef, (u32, AbortHandle)>>>;
 
 /// Checks every endpoint once and records the result.
 async fn health_round(pool: &Pool, http: &reqwest::Client) {
@@ -139,7 +140,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
                 Ok(c) => {
                     let mut map = lock(&running);
                     for t in c.tasks {
-                        if let Some(h) = map.remove(&t) {
+                        if let Some((_, h)) = map.remove(&t) {
                             h.abort();
                         }
                     }
@@ -188,6 +189,7 @@ fn start_task(
     };
     let (ctx, client, running2) = (ctx.clone(), client.clone(), running.clone());
     let key2 = key.clone();
+    let attempt = task.attempt;
     let handle = tokio::spawn(async move {
         let started_at = now_millis();
         let stream = task.params.get("stream").and_then(Value::as_bool) == Some(true);
@@ -213,7 +215,13 @@ fn start_task(
             None => work.await,
         };
         client.set_load(ctx.pool.load());
-        lock(&running2).remove(&key2);
+        {
+            // A newer attempt of the same task may have taken the entry: leave it alone.
+            let mut map = lock(&running2);
+            if map.get(&key2).is_some_and(|(a, _)| *a == attempt) {
+                map.remove(&key2);
+            }
+        }
         let (result, error) = match result {
             Ok(v) => (Some(v), None),
             Err(e) => (None, Some(e)),
@@ -230,5 +238,5 @@ fn start_task(
         };
         let _ = done.send((reply_to, outcome));
     });
-    lock(running).insert(key, handle.abort_handle());
+    lock(running).insert(key, (attempt, handle.abort_handle()));
 }

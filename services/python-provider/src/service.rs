@@ -50,7 +50,8 @@ pub enum ServiceError {
     Pool(#[from] PythonError),
 }
 
-type Running = Arc<Mutex<HashMap<TaskRef, oneshot::Sender<()>>>>;
+/// Running tasks: their attempt and the way to cancel them.
+type Running = Arc<Mutex<HashMap<TaskRef, (u32, oneshot::Sender<()>)>>>;
 
 /// Starts the pool, connects to the hub and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
@@ -101,7 +102,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
                 Ok(c) => {
                     let mut map = lock(&running);
                     for t in c.tasks {
-                        if let Some(tx) = map.remove(&t) {
+                        if let Some((_, tx)) = map.remove(&t) {
                             let _ = tx.send(());
                         }
                     }
@@ -176,20 +177,32 @@ async fn execute(
         task_id: task.task_id.clone(),
     };
     let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
-    lock(&running).insert(key.clone(), cancel_tx);
+    lock(&running).insert(key.clone(), (task.attempt, cancel_tx));
     client.set_load(pool.busy() as u32 + 1);
     let started_at = now_millis();
     let result = match job_of(&task) {
         Ok(job) => pool
             .execute(job, async move {
-                let _ = cancel_rx.await;
+                // Only an explicit cancel stops the job; a dropped sender does not.
+                if cancel_rx.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             })
             .await
             .map(|o| o.to_json())
             .map_err(|e| error_of(&e)),
         Err(e) => Err(e),
     };
-    lock(&running).remove(&key);
+    {
+        // A newer attempt of the same task may have taken the entry: leave it alone.
+        let mut map = lock(&running);
+        if map
+            .get(&key)
+            .is_some_and(|(attempt, _)| *attempt == task.attempt)
+        {
+            map.remove(&key);
+        }
+    }
     client.set_load(pool.busy() as u32);
     let (result, error) = match result {
         Ok(v) => (Some(v), None),

@@ -89,6 +89,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     else {
         return Ok(());
     };
+    if let Err(e) = client
+        .subscribe(&[gleitzeit_protocol::events::rooms::COMPONENTS.to_string()])
+        .await
+    {
+        tracing::warn!(error = %e, "could not join the components room: work of lost engines is requeued only on restart");
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut mgr = manager::Manager::new(store, client.clone(), tx, config.provider_grace);
     mgr.recover().await?;

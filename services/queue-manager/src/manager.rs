@@ -255,6 +255,13 @@ impl Manager {
                 self.outcomes(&env).await;
                 None
             }
+            events::COMPONENT_LEFT => {
+                if let Some(id) = env.payload.get("component_id").and_then(Value::as_str) {
+                    self.engine_lost(id).await;
+                }
+                None
+            }
+            events::COMPONENT_JOINED | events::COMPONENT_UNHEALTHY => None,
             other => Some(Err(GzError::new(
                 ErrorCode::UnknownEvent,
                 format!("queue-manager does not handle {other:?}"),
@@ -971,6 +978,48 @@ impl Manager {
                 self.tell_resolver(&w, list);
                 self.check_finished(&w).await;
             }
+        }
+    }
+
+    /// An engine left: the tasks it was running go back to the queue (their work may run
+    /// again: at-least-once), without using up their retry policy.
+    async fn engine_lost(&mut self, engine: &str) {
+        // Its waiting lease requests must not be answered with tasks nobody will run.
+        self.leases.retain(|l| l.env.source != engine);
+        let mut changes = Changes::default();
+        let mut requeued = 0usize;
+        for (id, wf) in self.wfs.iter_mut() {
+            for i in 0..wf.tasks.len() {
+                if wf.tasks[i].status != TaskStatus::Running
+                    || wf.info[i].engine.as_deref() != Some(engine)
+                {
+                    continue;
+                }
+                wf.tasks[i].status = TaskStatus::Queued;
+                wf.tasks[i].queued_at = Some(now_millis());
+                wf.info[i].engine = None;
+                self.seq += 1;
+                self.queue.push(
+                    &wf.tasks[i].method,
+                    Entry {
+                        prio: wf.info[i].priority,
+                        seq: self.seq,
+                        wf: Arc::from(id.as_str()),
+                        task: i,
+                    },
+                );
+                changes.task(id, i);
+                requeued += 1;
+            }
+        }
+        if requeued > 0 {
+            warn!(
+                engine,
+                tasks = requeued,
+                "engine left with tasks in flight; they are queued again"
+            );
+            let _ = self.flush(changes).await;
+            self.serve_leases().await;
         }
     }
 
