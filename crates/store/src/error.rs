@@ -8,8 +8,9 @@ use std::path::PathBuf;
 /// Boxed error of a storage backend.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// A failed store operation. Every variant maps to the protocol code `GZ5001`
-/// ("Storage operation failed"), see [`StoreError::code`].
+/// A failed store operation. [`StoreError::Unavailable`] maps to the protocol code `GZ1001`
+/// ("Redis connection failed"), every other variant to `GZ5001` ("Storage operation
+/// failed"), see [`StoreError::code`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -56,6 +57,12 @@ pub enum StoreError {
     #[error("corrupt data in the store: {0}")]
     Corrupt(String),
 
+    /// The store's server (Redis) cannot be reached: connecting failed, or the connection
+    /// broke and reconnecting failed too. The message names the server's URL (any password
+    /// masked) and the cause. Protocol code `GZ1001`.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+
     /// The store was written by a newer version of Gleitzeit.
     #[error("store schema version {found} is newer than the supported version {supported}")]
     UnsupportedSchema {
@@ -67,9 +74,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The protocol error code: always `GZ5001` (storage operation failed, retryable).
+    /// The protocol error code: `GZ1001` (Redis connection failed, retryable) for
+    /// [`StoreError::Unavailable`], `GZ5001` (storage operation failed, retryable) for every
+    /// other variant.
     pub fn code(&self) -> &'static str {
-        "GZ5001"
+        match self {
+            StoreError::Unavailable(_) => "GZ1001",
+            _ => "GZ5001",
+        }
     }
 
     /// Wraps a backend error with what the store was doing.
@@ -86,7 +98,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_error_has_code_gz5001() {
+    fn every_error_but_unavailable_has_code_gz5001() {
         let errors = [
             StoreError::AlreadyExists { id: "wf".into() },
             StoreError::Corrupt("x".into()),
@@ -95,6 +107,12 @@ mod tests {
         for err in errors {
             assert_eq!(err.code(), "GZ5001");
         }
+        let unavailable = StoreError::Unavailable("Redis at redis://h:6379/: refused".into());
+        assert_eq!(unavailable.code(), "GZ1001");
+        assert_eq!(
+            unavailable.to_string(),
+            "store unavailable: Redis at redis://h:6379/: refused"
+        );
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //!   to be called from blocking threads (e.g. `tokio::task::spawn_blocking`) through an
 //!   `Arc<dyn Store>`.
 //! - [`SqliteStore`] is the embedded implementation: one SQLite file in WAL mode.
+//! - [`RedisStore`] keeps the same records on a Redis server (7.0 or newer), for
+//!   deployments that already run one; see [`redis`] for its key layout.
 //! - [`WorkflowRecord`] and [`TaskRecord`] are the stored rows; [`StoreError`] is every
-//!   failure (protocol code `GZ5001`).
+//!   failure (protocol code `GZ1001` when Redis cannot be reached, else `GZ5001`).
 //!
 //! ```
 //! use gleitzeit_store::{SqliteStore, Store, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
@@ -55,8 +57,10 @@
 
 pub mod error;
 pub mod model;
+pub mod redis;
 pub mod sqlite;
 
+pub use crate::redis::RedisStore;
 pub use error::{BackendError, StoreError};
 pub use model::{
     ParseStatusError, StoreInfo, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus,

@@ -1,0 +1,1142 @@
+//! [`RedisStore`]: the [`Store`] on a Redis server (7.0 or newer).
+//!
+//! # Key layout
+//!
+//! Every key starts with a prefix (`gz:` by default, see [`RedisStore::open_with_prefix`]);
+//! `{p}` below is that prefix and `{id}` a workflow id.
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `{p}wf:{id}` | hash | the workflow record without its spec: `name`, `status`, `total_tasks`, `created_at`, and when set `base_dir`, `started_at`, `finished_at`, `error` (JSON); plus `seq` (insertion counter), `member` (its entry in the indexes below) and `token` (see atomicity) |
+//! | `{p}spec:{id}` | string | the spec JSON, kept apart so that listing and status updates never read or rewrite a multi-megabyte spec |
+//! | `{p}order:{id}` | list | the task ids in insertion order |
+//! | `{p}tasks:{id}` | hash | task id → the task record as JSON (without its ids, which are in the keys) |
+//! | `{p}workflows` | sorted set | one `member` per workflow |
+//! | `{p}status:{status}` | sorted set | the `member`s of the workflows in that status |
+//! | `{p}seq` | string | the counter behind `seq` |
+//!
+//! The id comes last in every key and each kind of key has its own leading word, so no id
+//! can make two keys collide (with `{p}wf:{id}:spec`, workflow `x:spec`'s record would be
+//! workflow `x`'s spec).
+//!
+//! A `member` is `{created_at:020}:{seq:020}:{id}` with score 0: sorted sets order equal
+//! scores by their bytes, so the indexes are ordered by creation time, then insertion order,
+//! exactly as the SQLite store's `ORDER BY created_at, rowid`, for every `u64` time.
+//! [`Store::list_workflows`] reads them backwards, [`Store::unfinished_workflows`] merges
+//! `{p}status:pending` and `{p}status:running` forwards. Replacing a workflow keeps its `seq`
+//! (like SQLite's rowid) and moves its `member` if its `created_at` or status changed.
+//! [`Store::task`] without a workflow id has no index to use (one per task id would double
+//! the cost of storing a 100,000-task workflow): it probes the workflows' task hashes newest
+//! first, a page of [`SCAN_PAGE`] workflows per round trip.
+//!
+//! Numbers above `i64::MAX` are refused with [`StoreError::Invalid`], as SQLite refuses
+//! them, so that records move between the two backends unchanged.
+//!
+//! # Atomicity
+//!
+//! [`Store::create_workflow`] and [`Store::apply`] are each one Lua script, which Redis runs
+//! without interleaving any other client's command. Each script first makes every check (the
+//! workflow does not exist yet; every task's workflow exists or comes in the same batch)
+//! and returns before its first write if one fails, so a refused call changes nothing; the
+//! scripts declare the `#!lua` flags of Redis 7, so that a server out of memory refuses a
+//! script before it starts rather than in the middle (what could still stop one midway is
+//! foreign data of the wrong type under the prefix). Two writers can therefore never both
+//! create the same workflow. The tasks of a new workflow are written with one `HSET` and one
+//! `RPUSH` per [`CHUNK`] tasks inside the script (100,000 tasks are one call).
+//!
+//! Reads that take several keys (`HMGET` + `GET` for a workflow, `LRANGE` + `HGETALL` for
+//! its tasks) run as one `MULTI`/`EXEC` and so see one state.
+//!
+//! # Connection
+//!
+//! One connection behind a mutex serves all callers, with 5 s connect, read and write
+//! timeouts. When a command fails with an I/O error (Redis restarted, network broke) the
+//! connection is dropped, a new one is made and the call is retried once; if that fails too
+//! the call fails with [`StoreError::Unavailable`] (`GZ1001`) and the next call tries to
+//! connect again, so a restarted Redis is picked up without restarting the service. Retrying
+//! is safe: `apply` is an upsert, and `create_workflow` carries a token that lets its retry
+//! recognise a first attempt that did succeed before its reply was lost.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use redis::{Client, Connection, RedisError, Script, ServerErrorKind};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::{Store, StoreError, StoreInfo, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+
+/// The key prefix of [`RedisStore::open`].
+pub const DEFAULT_PREFIX: &str = "gz:";
+
+/// Connect, read and write timeout of the connection.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tasks per `HSET`/`RPUSH` when a workflow is created.
+pub const CHUNK: usize = 1_000;
+
+/// Workflows probed per round trip by [`Store::task`] without a workflow id.
+pub const SCAN_PAGE: usize = 256;
+
+/// The fields of a workflow hash that make up the record (spec aside), in the order
+/// [`decode_workflow`] reads them.
+const WORKFLOW_FIELDS: [&str; 8] = [
+    "name",
+    "status",
+    "base_dir",
+    "total_tasks",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "error",
+];
+
+/// Length of the `{created_at:020}:{seq:020}:` head of an index member.
+const MEMBER_HEAD: usize = 42;
+
+/// Lua shared by both scripts: `put_workflow(at)` writes the workflow whose arguments start
+/// at `ARGV[at]`: `id, created_at (20 digits), status, has_spec ("1"/"0"), spec, n, n hash
+/// arguments (field, value, ...)`; it returns the index of the argument after them.
+const LUA_PUT_WORKFLOW: &str = r#"
+local function put_workflow(p, at, token)
+  local id = ARGV[at]
+  local wkey = p .. 'wf:' .. id
+  local old = redis.call('HMGET', wkey, 'seq', 'member', 'token')
+  if old[2] then
+    redis.call('ZREM', p .. 'workflows', old[2])
+    for _, status in ipairs(STATUSES) do
+      redis.call('ZREM', p .. 'status:' .. status, old[2])
+    end
+  end
+  local seq = tonumber(old[1])
+  if not seq then
+    seq = redis.call('INCR', p .. 'seq')
+  end
+  token = token or old[3]
+  local member = ARGV[at + 1] .. ':' .. string.format('%020d', seq) .. ':' .. id
+  local n = tonumber(ARGV[at + 5])
+  redis.call('DEL', wkey)
+  redis.call('HSET', wkey, 'seq', seq, 'member', member, unpack(ARGV, at + 6, at + 5 + n))
+  if token then
+    redis.call('HSET', wkey, 'token', token)
+  end
+  redis.call('ZADD', p .. 'workflows', 0, member)
+  redis.call('ZADD', p .. 'status:' .. ARGV[at + 2], 0, member)
+  if ARGV[at + 3] == '1' then
+    redis.call('SET', p .. 'spec:' .. id, ARGV[at + 4])
+  end
+  return at + 6 + n
+end
+"#;
+
+/// `create_workflow`: `ARGV = prefix, token, <workflow as for put_workflow>, then
+/// task id, task JSON, ...`. Returns 0 when created (or created before with the same
+/// token), 1 when the workflow exists.
+const LUA_CREATE: &str = r#"
+local p, token, id = ARGV[1], ARGV[2], ARGV[3]
+local wkey = p .. 'wf:' .. id
+if redis.call('EXISTS', wkey) == 1 then
+  if redis.call('HGET', wkey, 'token') == token then
+    return 0
+  end
+  return 1
+end
+-- Leftovers of a workflow without a record belong to nobody.
+local tasks, order = p .. 'tasks:' .. id, p .. 'order:' .. id
+redis.call('DEL', p .. 'spec:' .. id, tasks, order)
+local first = put_workflow(p, 3, token)
+local chunk = tonumber(CHUNK) * 2
+for i = first, #ARGV, chunk do
+  local last = math.min(i + chunk - 1, #ARGV)
+  redis.call('HSET', tasks, unpack(ARGV, i, last))
+  local ids = {}
+  for j = i, last, 2 do
+    ids[#ids + 1] = ARGV[j]
+  end
+  redis.call('RPUSH', order, unpack(ids))
+end
+return 0
+"#;
+
+/// `apply`: `ARGV = prefix, workflow count, <workflows as for put_workflow>, then
+/// workflow id, task id, task JSON, ...`. Returns `{}` when applied, `{workflow id}` when a
+/// task's workflow is neither stored nor in the batch (then nothing is written).
+const LUA_APPLY: &str = r#"
+local p = ARGV[1]
+local starts, batch = {}, {}
+local at = 3
+for w = 1, tonumber(ARGV[2]) do
+  starts[w] = at
+  batch[ARGV[at]] = true
+  at = at + 6 + tonumber(ARGV[at + 5])
+end
+local first_task = at
+for t = first_task, #ARGV, 3 do
+  local wid = ARGV[t]
+  if not batch[wid] then
+    if redis.call('EXISTS', p .. 'wf:' .. wid) == 0 then
+      return { wid }
+    end
+    batch[wid] = true
+  end
+end
+for _, start in ipairs(starts) do
+  put_workflow(p, start, nil)
+end
+for t = first_task, #ARGV, 3 do
+  if redis.call('HSET', p .. 'tasks:' .. ARGV[t], ARGV[t + 1], ARGV[t + 2]) == 1 then
+    redis.call('RPUSH', p .. 'order:' .. ARGV[t], ARGV[t + 1])
+  end
+end
+return {}
+"#;
+
+/// The [`Store`] on a Redis server.
+///
+/// Cheap to share as `Arc<RedisStore>` / `Arc<dyn Store>`; calls are serialized on one
+/// connection, which is re-established after Redis restarts.
+pub struct RedisStore {
+    client: Client,
+    /// The URL with any password masked.
+    location: String,
+    prefix: String,
+    conn: Mutex<Option<Connection>>,
+    create: Script,
+    apply: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("location", &self.location)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one attempt of a call failed.
+enum Failure {
+    /// Redis (or the connection to it) failed.
+    Redis {
+        operation: &'static str,
+        cause: RedisError,
+    },
+    /// Anything else; never retried.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+/// Tags a Redis error with what the store was doing.
+fn op(operation: &'static str) -> impl Fn(RedisError) -> Failure {
+    move |cause| Failure::Redis { operation, cause }
+}
+
+/// Whether the error means the connection is unusable or Redis is not serving yet.
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+        || e.kind() == redis::ErrorKind::Server(ServerErrorKind::BusyLoading)
+}
+
+impl RedisStore {
+    /// Connects to the Redis server at `url` (e.g. `redis://127.0.0.1:6379/0`, with
+    /// `redis://:password@host` or `redis://user:password@host` for authentication) using
+    /// the key prefix [`DEFAULT_PREFIX`], and checks that it answers `PING`.
+    ///
+    /// Fails with [`StoreError::Unavailable`] if the server cannot be reached, and with
+    /// [`StoreError::Backend`] if the URL is malformed.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with_prefix(url, DEFAULT_PREFIX)
+    }
+
+    /// Like [`RedisStore::open`], with every key starting with `prefix` (so that several
+    /// stores, e.g. tests, can share one server).
+    pub fn open_with_prefix(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let location = mask_password(url);
+        let client = Client::open(url).map_err(|e| {
+            StoreError::backend("parse the Redis URL", format!("`{location}`: {e}"))
+        })?;
+        let statuses: Vec<String> = WorkflowStatus::ALL
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        let header = format!(
+            "#!lua flags=no-cluster\nlocal STATUSES = {{ {} }}\nlocal CHUNK = {CHUNK}\n{LUA_PUT_WORKFLOW}",
+            statuses.join(", ")
+        );
+        let store = RedisStore {
+            client,
+            location,
+            prefix: prefix.to_string(),
+            conn: Mutex::new(None),
+            create: Script::new(&format!("{header}{LUA_CREATE}")),
+            apply: Script::new(&format!("{header}{LUA_APPLY}")),
+        };
+        let conn = store.connect()?;
+        *store.lock() = Some(conn);
+        tracing::debug!(location = %store.location, prefix, "opened Redis store");
+        Ok(store)
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The connection slot. After a panic in another caller the connection may hold an
+    /// unread reply, so a poisoned slot is emptied (the next call reconnects).
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        match self.conn.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                self.conn.clear_poison();
+                let mut guard = poisoned.into_inner();
+                *guard = None;
+                guard
+            }
+        }
+    }
+
+    fn unavailable(&self, cause: &RedisError) -> StoreError {
+        StoreError::Unavailable(format!("Redis at {}: {cause}", self.location))
+    }
+
+    /// A new connection with timeouts, checked with `PING`, with the scripts loaded.
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let mut conn = self
+            .client
+            .get_connection_with_timeout(TIMEOUT)
+            .map_err(|e| self.unavailable(&e))?;
+        conn.set_read_timeout(Some(TIMEOUT))
+            .and_then(|()| conn.set_write_timeout(Some(TIMEOUT)))
+            .map_err(|e| self.unavailable(&e))?;
+        redis::cmd("PING")
+            .query::<()>(&mut conn)
+            .map_err(|e| self.unavailable(&e))?;
+        for script in [&self.create, &self.apply] {
+            script.prepare_invoke().load(&mut conn).map_err(|e| {
+                if is_connection_error(&e) {
+                    self.unavailable(&e)
+                } else {
+                    StoreError::backend("load the Lua scripts (Redis 7.0 or newer is needed)", e)
+                }
+            })?;
+        }
+        Ok(conn)
+    }
+
+    /// Runs `f` on the connection, connecting first if there is none. On a connection
+    /// error the connection is dropped and `f` runs once more on a new one.
+    fn call<T>(&self, f: impl Fn(&mut Connection) -> Result<T, Failure>) -> Result<T, StoreError> {
+        let mut slot = self.lock();
+        let mut retried = false;
+        loop {
+            let conn = match &mut *slot {
+                Some(conn) => conn,
+                empty => empty.insert(self.connect()?),
+            };
+            match f(conn) {
+                Ok(value) => return Ok(value),
+                Err(Failure::Store(e)) => return Err(e),
+                Err(Failure::Redis { operation, cause }) if is_connection_error(&cause) => {
+                    *slot = None;
+                    if retried {
+                        return Err(self.unavailable(&cause));
+                    }
+                    tracing::warn!(
+                        location = %self.location,
+                        operation,
+                        error = %cause,
+                        "Redis connection failed; reconnecting"
+                    );
+                    retried = true;
+                }
+                Err(Failure::Redis { operation, cause }) => {
+                    return Err(StoreError::backend(operation, cause))
+                }
+            }
+        }
+    }
+
+    /// `{p}{kind}:{id}`, e.g. `gz:wf:wf-1` or `gz:tasks:wf-1`.
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{id}", self.prefix)
+    }
+
+    fn status_key(&self, status: WorkflowStatus) -> String {
+        format!("{}status:{}", self.prefix, status.as_str())
+    }
+
+    /// Reads the workflows named by index members (with or without their specs), in order.
+    fn read_workflows(
+        &self,
+        conn: &mut Connection,
+        members: &[Vec<u8>],
+        with_spec: bool,
+    ) -> Result<Vec<WorkflowRecord>, Failure> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = members
+            .iter()
+            .map(|m| member_id(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET")
+                .arg(self.key("wf", id))
+                .arg(&WORKFLOW_FIELDS[..]);
+            if with_spec {
+                pipe.cmd("GET").arg(self.key("spec", id));
+            }
+        }
+        let mut replies: std::vec::IntoIter<redis::Value> = pipe
+            .query::<Vec<redis::Value>>(conn)
+            .map_err(op("read workflows"))?
+            .into_iter();
+        let mut workflows = Vec::with_capacity(ids.len());
+        for id in ids {
+            let fields: Vec<Option<Vec<u8>>> = take(&mut replies, "read workflows")?;
+            let spec: Option<Vec<u8>> = if with_spec {
+                take(&mut replies, "read workflow spec")?
+            } else {
+                None
+            };
+            match decode_workflow(id, fields, spec)? {
+                Some(wf) => workflows.push(wf),
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the index names workflow `{id}`, which has no record"
+                    ))
+                    .into())
+                }
+            }
+        }
+        Ok(workflows)
+    }
+}
+
+/// The next reply of a pipeline, converted.
+fn take<T: redis::FromRedisValue>(
+    replies: &mut impl Iterator<Item = redis::Value>,
+    operation: &'static str,
+) -> Result<T, Failure> {
+    let value = replies
+        .next()
+        .ok_or_else(|| StoreError::backend(operation, "Redis sent fewer replies than commands"))?;
+    redis::from_redis_value(value).map_err(|e| Failure::Redis {
+        operation,
+        cause: e.into(),
+    })
+}
+
+impl Store for RedisStore {
+    fn create_workflow(&self, wf: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<(), StoreError> {
+        if let Some(task) = tasks.iter().find(|t| t.workflow_id != wf.id) {
+            return Err(StoreError::Invalid(format!(
+                "task `{}` belongs to workflow `{}`, not `{}`",
+                task.task_id, task.workflow_id, wf.id
+            )));
+        }
+        let mut seen = HashSet::with_capacity(tasks.len());
+        if let Some(dup) = tasks.iter().find(|t| !seen.insert(t.task_id.as_str())) {
+            return Err(StoreError::Invalid(format!(
+                "duplicate task `{}/{}`",
+                dup.workflow_id, dup.task_id
+            )));
+        }
+        let started = Instant::now();
+        let token = create_token();
+        let mut invocation = self.create.prepare_invoke();
+        invocation.arg(&self.prefix).arg(&token);
+        encode_workflow(wf)?.push_args(&mut invocation);
+        for task in tasks {
+            invocation.arg(&task.task_id).arg(encode_task(task)?);
+        }
+        let outcome: i64 = self.call(|conn| {
+            invocation
+                .invoke(conn)
+                .map_err(op("create workflow script"))
+        })?;
+        match outcome {
+            0 => {
+                tracing::debug!(
+                    workflow_id = %wf.id,
+                    tasks = tasks.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "stored new workflow"
+                );
+                Ok(())
+            }
+            1 => Err(StoreError::AlreadyExists { id: wf.id.clone() }),
+            other => Err(StoreError::backend(
+                "create workflow script",
+                format!("unexpected reply {other}"),
+            )),
+        }
+    }
+
+    fn apply(&self, workflows: &[WorkflowRecord], tasks: &[TaskRecord]) -> Result<(), StoreError> {
+        if workflows.is_empty() && tasks.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.apply.prepare_invoke();
+        invocation.arg(&self.prefix).arg(workflows.len());
+        for wf in workflows {
+            encode_workflow(wf)?.push_args(&mut invocation);
+        }
+        for task in tasks {
+            invocation
+                .arg(&task.workflow_id)
+                .arg(&task.task_id)
+                .arg(encode_task(task)?);
+        }
+        let unknown: Vec<String> =
+            self.call(|conn| invocation.invoke(conn).map_err(op("apply script")))?;
+        match unknown.into_iter().next() {
+            None => Ok(()),
+            Some(id) => Err(StoreError::UnknownWorkflow { id }),
+        }
+    }
+
+    fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, StoreError> {
+        let (key, spec_key) = (self.key("wf", id), self.key("spec", id));
+        self.call(|conn| {
+            let (fields, spec): (Vec<Option<Vec<u8>>>, Option<Vec<u8>>) = redis::pipe()
+                .atomic()
+                .cmd("HMGET")
+                .arg(&key)
+                .arg(&WORKFLOW_FIELDS[..])
+                .cmd("GET")
+                .arg(&spec_key)
+                .query(conn)
+                .map_err(op("read workflow"))?;
+            Ok(decode_workflow(id, fields, spec)?)
+        })
+    }
+
+    fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError> {
+        let (order_key, tasks_key) = (
+            self.key("order", workflow_id),
+            self.key("tasks", workflow_id),
+        );
+        self.call(|conn| {
+            let (order, rows): (Vec<Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
+                .atomic()
+                .cmd("LRANGE")
+                .arg(&order_key)
+                .arg(0)
+                .arg(-1)
+                .cmd("HGETALL")
+                .arg(&tasks_key)
+                .query(conn)
+                .map_err(op("read tasks"))?;
+            Ok(decode_tasks(workflow_id, order, rows)?)
+        })
+    }
+
+    fn task(
+        &self,
+        workflow_id: Option<&str>,
+        task_id: &str,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        if let Some(workflow_id) = workflow_id {
+            let key = self.key("tasks", workflow_id);
+            return self.call(|conn| {
+                let row: Option<Vec<u8>> = redis::cmd("HGET")
+                    .arg(&key)
+                    .arg(task_id)
+                    .query(conn)
+                    .map_err(op("read task"))?;
+                Ok(row
+                    .map(|row| decode_task(workflow_id, task_id, &row))
+                    .transpose()?)
+            });
+        }
+        let index = format!("{}workflows", self.prefix);
+        self.call(|conn| {
+            let mut start = 0usize;
+            loop {
+                let members: Vec<Vec<u8>> = redis::cmd("ZREVRANGE")
+                    .arg(&index)
+                    .arg(start)
+                    .arg(start + SCAN_PAGE - 1)
+                    .query(conn)
+                    .map_err(op("list workflows"))?;
+                if members.is_empty() {
+                    return Ok(None);
+                }
+                let ids = members
+                    .iter()
+                    .map(|m| member_id(m))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut pipe = redis::pipe();
+                for id in &ids {
+                    pipe.cmd("HGET").arg(self.key("tasks", id)).arg(task_id);
+                }
+                let rows: Vec<Option<Vec<u8>>> = pipe.query(conn).map_err(op("find task"))?;
+                if let Some((id, row)) = ids
+                    .iter()
+                    .zip(rows)
+                    .find_map(|(id, row)| row.map(|row| (id, row)))
+                {
+                    return Ok(Some(decode_task(id, task_id, &row)?));
+                }
+                if members.len() < SCAN_PAGE {
+                    return Ok(None);
+                }
+                start += SCAN_PAGE;
+            }
+        })
+    }
+
+    fn list_workflows(
+        &self,
+        limit: usize,
+        status: Option<WorkflowStatus>,
+    ) -> Result<Vec<WorkflowRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let index = match status {
+            Some(status) => self.status_key(status),
+            None => format!("{}workflows", self.prefix),
+        };
+        let stop = isize::try_from(limit - 1).unwrap_or(-1);
+        self.call(|conn| {
+            let members: Vec<Vec<u8>> = redis::cmd("ZREVRANGE")
+                .arg(&index)
+                .arg(0)
+                .arg(stop)
+                .query(conn)
+                .map_err(op("list workflows"))?;
+            self.read_workflows(conn, &members, false)
+        })
+    }
+
+    fn unfinished_workflows(&self) -> Result<Vec<WorkflowRecord>, StoreError> {
+        let pending = self.status_key(WorkflowStatus::Pending);
+        let running = self.status_key(WorkflowStatus::Running);
+        self.call(|conn| {
+            let (mut members, running): (Vec<Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
+                .atomic()
+                .cmd("ZRANGE")
+                .arg(&pending)
+                .arg(0)
+                .arg(-1)
+                .cmd("ZRANGE")
+                .arg(&running)
+                .arg(0)
+                .arg(-1)
+                .query(conn)
+                .map_err(op("list unfinished workflows"))?;
+            members.extend(running);
+            members.sort_unstable();
+            members.dedup();
+            self.read_workflows(conn, &members, true)
+        })
+    }
+
+    fn info(&self) -> StoreInfo {
+        let healthy = self
+            .call(|conn| redis::cmd("PING").query::<()>(conn).map_err(op("ping")))
+            .is_ok();
+        StoreInfo {
+            kind: "redis".to_string(),
+            location: self.location.clone(),
+            healthy,
+        }
+    }
+}
+
+/// A token unique to one `create_workflow` call (process, time, counter).
+fn create_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `url` with the password (user info after `:`, or a `pass`/`password` query parameter)
+/// replaced by `***`.
+pub fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if name == "pass" || name == "password" => {
+                        format!("{name}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// A workflow as script arguments (see `put_workflow` in [`LUA_PUT_WORKFLOW`]).
+struct EncodedWorkflow<'a> {
+    id: &'a str,
+    created_at: String,
+    status: &'static str,
+    spec: Option<String>,
+    fields: Vec<(&'static str, String)>,
+}
+
+impl EncodedWorkflow<'_> {
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        invocation
+            .arg(self.id)
+            .arg(&self.created_at)
+            .arg(self.status)
+            .arg(if self.spec.is_some() { "1" } else { "0" })
+            .arg(self.spec.as_deref().unwrap_or(""))
+            .arg(self.fields.len() * 2);
+        for (field, value) in &self.fields {
+            invocation.arg(*field).arg(value);
+        }
+    }
+}
+
+fn encode_workflow(wf: &WorkflowRecord) -> Result<EncodedWorkflow<'_>, StoreError> {
+    let what = || format!("workflow `{}`", wf.id);
+    let number = |value: u64, field: &str| -> Result<String, StoreError> {
+        storable(value, field, what).map(|v| v.to_string())
+    };
+    let mut fields = vec![
+        ("name", wf.name.clone()),
+        ("status", wf.status.as_str().to_string()),
+        ("total_tasks", number(wf.total_tasks, "total_tasks")?),
+        ("created_at", number(wf.created_at, "created_at")?),
+    ];
+    if let Some(base_dir) = &wf.base_dir {
+        fields.push(("base_dir", base_dir.clone()));
+    }
+    if let Some(started_at) = wf.started_at {
+        fields.push(("started_at", number(started_at, "started_at")?));
+    }
+    if let Some(finished_at) = wf.finished_at {
+        fields.push(("finished_at", number(finished_at, "finished_at")?));
+    }
+    if let Some(error) = &wf.error {
+        fields.push(("error", to_json(error, "error", what)?));
+    }
+    let spec = if wf.spec.is_null() {
+        None
+    } else {
+        Some(to_json(&wf.spec, "spec", what)?)
+    };
+    Ok(EncodedWorkflow {
+        id: &wf.id,
+        created_at: format!("{:020}", wf.created_at),
+        status: wf.status.as_str(),
+        spec,
+        fields,
+    })
+}
+
+/// A number the SQLite store can hold too.
+fn storable(value: u64, field: &str, what: impl Fn() -> String) -> Result<u64, StoreError> {
+    if i64::try_from(value).is_ok() {
+        Ok(value)
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{}: `{field}` = {value} is too large",
+            what()
+        )))
+    }
+}
+
+fn to_json(value: &Value, field: &str, what: impl Fn() -> String) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| {
+        StoreError::Invalid(format!("{}: `{field}` is not storable JSON: {e}", what()))
+    })
+}
+
+/// A task as stored in `{p}tasks:{id}` (its ids are the keys). Absent options are left
+/// out; a present JSON `null` is kept as `Some(Value::Null)`.
+#[derive(Serialize)]
+struct TaskOut<'a> {
+    name: &'a str,
+    method: &'a str,
+    status: TaskStatus,
+    priority: i32,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queued_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<u64>,
+}
+
+/// The reading side of [`TaskOut`].
+#[derive(Deserialize)]
+struct TaskIn {
+    name: String,
+    method: String,
+    status: TaskStatus,
+    priority: i32,
+    attempts: u32,
+    #[serde(default, deserialize_with = "present")]
+    params: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<Value>,
+    #[serde(default)]
+    provider_id: Option<String>,
+    #[serde(default)]
+    queued_at: Option<u64>,
+    #[serde(default)]
+    started_at: Option<u64>,
+    #[serde(default)]
+    finished_at: Option<u64>,
+}
+
+/// A field that is present is `Some`, even when it is `null`.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+fn encode_task(task: &TaskRecord) -> Result<String, StoreError> {
+    let what = || format!("task `{}/{}`", task.workflow_id, task.task_id);
+    let time = |value: Option<u64>, field: &str| -> Result<Option<u64>, StoreError> {
+        value.map(|v| storable(v, field, what)).transpose()
+    };
+    let row = TaskOut {
+        name: &task.name,
+        method: &task.method,
+        status: task.status,
+        priority: task.priority,
+        attempts: task.attempts,
+        params: task.params.as_ref(),
+        result: task.result.as_ref(),
+        error: task.error.as_ref(),
+        provider_id: task.provider_id.as_deref(),
+        queued_at: time(task.queued_at, "queued_at")?,
+        started_at: time(task.started_at, "started_at")?,
+        finished_at: time(task.finished_at, "finished_at")?,
+    };
+    serde_json::to_string(&row)
+        .map_err(|e| StoreError::Invalid(format!("{}: not storable as JSON: {e}", what())))
+}
+
+fn decode_task(workflow_id: &str, task_id: &str, row: &[u8]) -> Result<TaskRecord, StoreError> {
+    let row: TaskIn = serde_json::from_slice(row).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "task `{workflow_id}/{task_id}`: invalid record: {e}"
+        ))
+    })?;
+    Ok(TaskRecord {
+        workflow_id: workflow_id.to_string(),
+        task_id: task_id.to_string(),
+        name: row.name,
+        method: row.method,
+        status: row.status,
+        priority: row.priority,
+        attempts: row.attempts,
+        params: row.params,
+        result: row.result,
+        error: row.error,
+        provider_id: row.provider_id,
+        queued_at: row.queued_at,
+        started_at: row.started_at,
+        finished_at: row.finished_at,
+    })
+}
+
+/// Pairs the order list with the `HGETALL` reply (field, value, field, value, ...).
+fn decode_tasks(
+    workflow_id: &str,
+    order: Vec<Vec<u8>>,
+    rows: Vec<Vec<u8>>,
+) -> Result<Vec<TaskRecord>, StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt(format!("tasks of `{workflow_id}`: {what}"));
+    if rows.len() != order.len() * 2 {
+        return Err(corrupt(format!(
+            "{} task ids in the order list but {} values in the task hash",
+            order.len(),
+            rows.len()
+        )));
+    }
+    let by_id: std::collections::HashMap<&[u8], &[u8]> = rows
+        .chunks_exact(2)
+        .map(|pair| (pair[0].as_slice(), pair[1].as_slice()))
+        .collect();
+    order
+        .iter()
+        .map(|task_id| {
+            let task_id_text = std::str::from_utf8(task_id)
+                .map_err(|_| corrupt("a task id is not UTF-8".to_string()))?;
+            let row = by_id.get(task_id.as_slice()).ok_or_else(|| {
+                corrupt(format!("task `{task_id_text}` is listed but has no record"))
+            })?;
+            decode_task(workflow_id, task_id_text, row)
+        })
+        .collect()
+}
+
+/// The workflow id of an index member `{created_at:020}:{seq:020}:{id}`.
+fn member_id(member: &[u8]) -> Result<&str, StoreError> {
+    let well_formed = member.len() >= MEMBER_HEAD
+        && member[20] == b':'
+        && member[41] == b':'
+        && member[..20]
+            .iter()
+            .chain(&member[21..41])
+            .all(u8::is_ascii_digit);
+    let id = well_formed
+        .then(|| std::str::from_utf8(&member[MEMBER_HEAD..]).ok())
+        .flatten();
+    id.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "malformed workflow index entry `{}`",
+            String::from_utf8_lossy(member)
+        ))
+    })
+}
+
+/// Builds a workflow from its `HMGET` of [`WORKFLOW_FIELDS`] and its spec; `None` if the
+/// hash does not exist.
+fn decode_workflow(
+    id: &str,
+    fields: Vec<Option<Vec<u8>>>,
+    spec: Option<Vec<u8>>,
+) -> Result<Option<WorkflowRecord>, StoreError> {
+    let corrupt = |e: String| StoreError::Corrupt(format!("workflow `{id}`: {e}"));
+    let Ok([name, status, base_dir, total_tasks, created_at, started_at, finished_at, error]) =
+        <[Option<Vec<u8>>; 8]>::try_from(fields)
+    else {
+        return Err(corrupt("wrong number of fields".to_string()));
+    };
+    if [
+        &name,
+        &status,
+        &base_dir,
+        &total_tasks,
+        &created_at,
+        &started_at,
+        &finished_at,
+        &error,
+    ]
+    .iter()
+    .all(|f| f.is_none())
+    {
+        return Ok(None);
+    }
+    let spec = opt_json(spec, "spec")
+        .map_err(corrupt)?
+        .unwrap_or(Value::Null);
+    Ok(Some(WorkflowRecord {
+        id: id.to_string(),
+        name: required(text(name, "name"), "name").map_err(corrupt)?,
+        status: required(parsed(status, "status"), "status").map_err(corrupt)?,
+        spec,
+        base_dir: text(base_dir, "base_dir").map_err(corrupt)?,
+        total_tasks: required(parsed(total_tasks, "total_tasks"), "total_tasks")
+            .map_err(corrupt)?,
+        created_at: required(parsed(created_at, "created_at"), "created_at").map_err(corrupt)?,
+        started_at: parsed(started_at, "started_at").map_err(corrupt)?,
+        finished_at: parsed(finished_at, "finished_at").map_err(corrupt)?,
+        error: opt_json(error, "error").map_err(corrupt)?,
+    }))
+}
+
+fn text(value: Option<Vec<u8>>, field: &str) -> Result<Option<String>, String> {
+    value
+        .map(|bytes| String::from_utf8(bytes).map_err(|_| format!("field `{field}`: not UTF-8")))
+        .transpose()
+}
+
+fn parsed<T: std::str::FromStr>(value: Option<Vec<u8>>, field: &str) -> Result<Option<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    text(value, field)?
+        .map(|t| {
+            t.parse()
+                .map_err(|e| format!("field `{field}`: `{t}`: {e}"))
+        })
+        .transpose()
+}
+
+fn required<T>(value: Result<Option<T>, String>, field: &str) -> Result<T, String> {
+    value?.ok_or_else(|| format!("field `{field}` is missing"))
+}
+
+fn opt_json(value: Option<Vec<u8>>, field: &str) -> Result<Option<Value>, String> {
+    value
+        .map(|bytes| {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| format!("field `{field}`: invalid JSON: {e}"))
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn passwords_are_masked() {
+        for (url, masked) in [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            ("redis://:s3cret@host:6379", "redis://:***@host:6379"),
+            ("redis://user:s3cret@host/2", "redis://user:***@host/2"),
+            ("rediss://user:p@ss@host", "rediss://user:***@host"),
+            ("redis://user@host", "redis://user@host"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(mask_password(url), masked, "{url}");
+        }
+    }
+
+    #[test]
+    fn index_members_name_their_workflow() {
+        let member = format!("{:020}:{:020}:wf:with:colons", 17, 3);
+        assert_eq!(
+            member_id(member.as_bytes()).expect("well formed"),
+            "wf:with:colons"
+        );
+        for bad in ["", "12:wf", &format!("{:020}-{:020}:wf", 1, 2)] {
+            assert!(matches!(
+                member_id(bad.as_bytes()),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
+        // Members sort by creation time, then insertion order.
+        let mut members = [
+            format!("{:020}:{:020}:b", 300, 2),
+            format!("{:020}:{:020}:a", 1_000, 1),
+            format!("{:020}:{:020}:d", 300, 10),
+        ];
+        members.sort();
+        let ids: Vec<_> = members
+            .iter()
+            .map(|m| member_id(m.as_bytes()).expect("id"))
+            .collect();
+        assert_eq!(ids, ["b", "d", "a"]);
+    }
+
+    #[test]
+    fn tasks_round_trip_through_their_json_with_null_values_kept() {
+        let task = TaskRecord {
+            workflow_id: "wf".into(),
+            task_id: "t".into(),
+            name: "t".into(),
+            method: "m".into(),
+            status: TaskStatus::Retrying,
+            priority: -1,
+            attempts: 2,
+            params: Some(Value::Null),
+            result: None,
+            error: Some(json!({ "code": "GZ2001" })),
+            provider_id: Some("p".into()),
+            queued_at: Some(1),
+            started_at: None,
+            finished_at: Some(i64::MAX as u64),
+        };
+        let row = encode_task(&task).expect("encode");
+        assert!(
+            !row.contains("workflow_id") && !row.contains("\"result\""),
+            "{row}"
+        );
+        assert_eq!(
+            decode_task("wf", "t", row.as_bytes()).expect("decode"),
+            task
+        );
+
+        let mut too_late = task.clone();
+        too_late.started_at = Some(u64::MAX);
+        assert!(
+            matches!(encode_task(&too_late), Err(StoreError::Invalid(m)) if m.contains("started_at"))
+        );
+        assert!(matches!(
+            decode_task("wf", "t", br#"{"name":"t","method":"m","status":"exploded","priority":0,"attempts":0}"#),
+            Err(StoreError::Corrupt(m)) if m.contains("task `wf/t`") && m.contains("exploded")
+        ));
+    }
+
+    #[test]
+    fn workflow_hashes_decode_or_are_corrupt() {
+        let fields = |created_at: &str| {
+            vec![
+                Some(b"name".to_vec()),
+                Some(b"running".to_vec()),
+                None,
+                Some(b"3".to_vec()),
+                Some(created_at.as_bytes().to_vec()),
+                None,
+                None,
+                Some(b"null".to_vec()),
+            ]
+        };
+        let wf = decode_workflow("wf", fields("42"), None)
+            .expect("decode")
+            .expect("exists");
+        assert_eq!(
+            (wf.status, wf.created_at, wf.error, wf.spec),
+            (WorkflowStatus::Running, 42, Some(Value::Null), Value::Null)
+        );
+        assert!(matches!(
+            decode_workflow("wf", fields("-5"), None),
+            Err(StoreError::Corrupt(m)) if m.contains("workflow `wf`: field `created_at`")
+        ));
+        assert_eq!(
+            decode_workflow("wf", vec![None; 8], None).expect("decode"),
+            None
+        );
+        let mut missing = fields("1");
+        missing[0] = None;
+        assert!(matches!(
+            decode_workflow("wf", missing, None),
+            Err(StoreError::Corrupt(m)) if m.contains("`name` is missing")
+        ));
+    }
+}

@@ -1,0 +1,462 @@
+//! The Redis store: the shared contract suite (`contract/mod.rs`), each test on a
+//! `redis-server` of its own (started on a free 127.0.0.1 port, killed when the test ends,
+//! even by a panic) with a unique key prefix; plus what only Redis has: reconnecting after a
+//! restart (with the data kept by AOF), an unreachable server (`GZ1001`), passwords,
+//! concurrent creators, prefixes, corrupt data, and the 100,000-task timing.
+//!
+//! `redis-server` must be on PATH: without it these tests fail (they do not skip).
+
+#[macro_use]
+mod contract;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use contract::{task, task_ids, workflow, TempDir};
+use gleitzeit_store::{RedisStore, Store, StoreError, TaskStatus, WorkflowStatus};
+use serde_json::json;
+
+/// A `redis-server` child process, killed (and reaped) on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// A throw-away server: no snapshots, no AOF.
+    fn start() -> Self {
+        Self::start_with(&["--save", "", "--appendonly", "no"], None)
+    }
+
+    /// A server with `args` on `port` (a free port if `None`), once it answers `PING`.
+    fn start_with(args: &[&str], port: Option<u16>) -> Self {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = port.unwrap_or_else(free_port);
+            let spawned = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            let child = match spawned {
+                Ok(child) => child,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                    "redis-server is not on PATH: the Redis store tests need it \
+                     (e.g. `apt-get install redis-server`)"
+                ),
+                Err(e) => panic!("cannot start redis-server: {e}"),
+            };
+            let mut server = RedisServer { child, port };
+            match server.wait_ready(Duration::from_secs(10)) {
+                Ok(()) => return server,
+                // Most likely the port was taken meanwhile: try another one.
+                Err(e) => last = e,
+            }
+        }
+        panic!("redis-server did not start: {last}");
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "redis-server on port {} exited: {status}",
+                    self.port
+                ));
+            }
+            if ping(self.port) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no PONG on port {} within {timeout:?}", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops the server with SIGTERM (so that it flushes its AOF) and waits for it.
+    fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed: {status}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self
+            .child
+            .try_wait()
+            .expect("wait for redis-server")
+            .is_none()
+        {
+            assert!(Instant::now() < deadline, "redis-server ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("find a free port")
+}
+
+/// Whether a Redis server on `port` answers `PING` with `PONG` (or asks for a password),
+/// not `-LOADING`.
+fn ping(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 5];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && (&reply == b"+PONG" || &reply == b"-NOAU")
+}
+
+/// A key prefix no other test uses.
+fn unique_prefix() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "test-{}-{}:",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A store on a server of its own; the store is dropped before the server.
+struct Fixture {
+    store: RedisStore,
+    server: RedisServer,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = RedisStore;
+
+    fn deref(&self) -> &RedisStore {
+        &self.store
+    }
+}
+
+fn redis() -> Fixture {
+    let server = RedisServer::start();
+    let store = RedisStore::open_with_prefix(&server.url(), &unique_prefix()).expect("open");
+    Fixture { store, server }
+}
+
+/// A plain connection to the fixture's server, to look at or damage the raw keys.
+fn raw(fixture: &Fixture) -> redis::Connection {
+    redis::Client::open(fixture.server.url())
+        .and_then(|client| client.get_connection())
+        .expect("raw connection")
+}
+
+contract_tests!(redis());
+
+fn expect_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>, needle: &str) {
+    match result {
+        Err(err @ StoreError::Unavailable(_)) => {
+            assert_eq!(err.code(), "GZ1001");
+            let message = err.to_string();
+            assert!(message.contains(needle), "`{message}` lacks `{needle}`");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[test]
+fn data_survives_a_restart_and_the_same_store_reconnects() {
+    let dir = TempDir::new("redis-aof");
+    std::fs::create_dir_all(dir.path()).expect("create the data dir");
+    let persistent = |port: Option<u16>, dir: &Path| {
+        let dir = dir.display().to_string();
+        RedisServer::start_with(&["--save", "", "--appendonly", "yes", "--dir", &dir], port)
+    };
+    let server = persistent(None, dir.path());
+    let port = server.port;
+    let url = server.url();
+    let store = RedisStore::open(&url).expect("open");
+    let info = store.info();
+    assert_eq!(
+        (info.kind.as_str(), info.location.as_str()),
+        ("redis", url.as_str())
+    );
+    assert!(info.healthy);
+
+    let wf = workflow("wf", 42, WorkflowStatus::Running);
+    let mut done = task("wf", "a");
+    done.status = TaskStatus::Completed;
+    done.result = Some(json!({ "ok": true }));
+    store
+        .create_workflow(&wf, &[task("wf", "a"), task("wf", "b")])
+        .expect("create");
+    store
+        .apply(&[], std::slice::from_ref(&done))
+        .expect("apply");
+
+    server.terminate();
+    expect_unavailable(store.workflow("wf"), &format!("127.0.0.1:{port}"));
+    assert!(!store.info().healthy);
+
+    let _server = persistent(Some(port), dir.path());
+    // The same store value: the broken connection is replaced without an error.
+    assert_eq!(
+        store.workflow("wf").expect("read after restart"),
+        Some(wf.clone())
+    );
+    assert_eq!(store.tasks("wf").expect("tasks"), [done, task("wf", "b")]);
+    assert!(store.info().healthy);
+    let err = store.create_workflow(&wf, &[]).expect_err("still there");
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+    store
+        .apply(&[], &[task("wf", "c")])
+        .expect("apply after restart");
+    assert_eq!(
+        task_ids(&store.tasks("wf").expect("tasks")),
+        ["a", "b", "c"]
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_unavailable_with_gz1001() {
+    let port = free_port();
+    let url = format!("redis://user:s3cret@127.0.0.1:{port}/0");
+    let err = RedisStore::open(&url).expect_err("nothing listens there");
+    let message = err.to_string();
+    assert!(!message.contains("s3cret"), "the password leaks: {message}");
+    expect_unavailable(
+        Err::<(), _>(err),
+        &format!("redis://user:***@127.0.0.1:{port}/0"),
+    );
+
+    let err = RedisStore::open("http://not-redis").expect_err("not a Redis URL");
+    assert!(matches!(err, StoreError::Backend { .. }), "{err}");
+    assert_eq!(err.code(), "GZ5001");
+}
+
+#[test]
+fn passwords_are_used_and_masked() {
+    let server = RedisServer::start_with(
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            "s3cret",
+        ],
+        None,
+    );
+    let url = format!("redis://:s3cret@127.0.0.1:{}/", server.port);
+    let store = RedisStore::open_with_prefix(&url, &unique_prefix()).expect("open");
+    let info = store.info();
+    assert_eq!(
+        info.location,
+        format!("redis://:***@127.0.0.1:{}/", server.port)
+    );
+    assert!(info.healthy);
+    store
+        .create_workflow(&workflow("wf", 1, WorkflowStatus::Pending), &[])
+        .expect("create");
+
+    let wrong = format!("redis://:wrong@127.0.0.1:{}/", server.port);
+    let err = RedisStore::open(&wrong).expect_err("wrong password");
+    assert!(!err.to_string().contains("wrong"), "{err}");
+}
+
+/// Two stores (two connections) race to create the same workflows: exactly one wins each
+/// time, and the stored tasks are all the winner's.
+#[test]
+fn concurrent_creators_cannot_both_create_a_workflow() {
+    let fixture = redis();
+    let other = RedisStore::open_with_prefix(&fixture.server.url(), fixture.prefix())
+        .expect("second store");
+    const ROUNDS: usize = 20;
+    let barrier = Barrier::new(2);
+    let race = |store: &RedisStore, me: &str| -> Vec<bool> {
+        (0..ROUNDS)
+            .map(|round| {
+                let id = format!("wf-{round}");
+                let mut wf = workflow(&id, 1, WorkflowStatus::Pending);
+                wf.name = me.to_string();
+                let tasks: Vec<_> = (0..500)
+                    .map(|i| {
+                        let mut t = task(&id, &format!("t{i}"));
+                        t.method = me.to_string();
+                        t
+                    })
+                    .collect();
+                barrier.wait();
+                match store.create_workflow(&wf, &tasks) {
+                    Ok(()) => true,
+                    Err(StoreError::AlreadyExists { .. }) => false,
+                    Err(e) => panic!("create failed: {e}"),
+                }
+            })
+            .collect()
+    };
+    let (first, second) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| race(&fixture, "first"));
+        let second = scope.spawn(|| race(&other, "second"));
+        (
+            first.join().expect("first creator"),
+            second.join().expect("second creator"),
+        )
+    });
+    for round in 0..ROUNDS {
+        assert!(
+            first[round] != second[round],
+            "round {round}: exactly one wins"
+        );
+        let id = format!("wf-{round}");
+        let winner = if first[round] { "first" } else { "second" };
+        let wf = fixture.workflow(&id).expect("read").expect("exists");
+        assert_eq!(wf.name, winner);
+        let tasks = fixture.tasks(&id).expect("tasks");
+        assert_eq!(tasks.len(), 500);
+        assert!(tasks.iter().all(|t| t.method == winner), "round {round}");
+    }
+}
+
+#[test]
+fn prefixes_keep_stores_apart() {
+    let fixture = redis();
+    let other = RedisStore::open_with_prefix(&fixture.server.url(), "other:").expect("open");
+    fixture
+        .create_workflow(
+            &workflow("wf", 1, WorkflowStatus::Running),
+            &[task("wf", "a")],
+        )
+        .expect("create");
+    other
+        .create_workflow(&workflow("wf", 2, WorkflowStatus::Pending), &[])
+        .expect("the same id under another prefix");
+    assert_eq!(other.tasks("wf").expect("tasks"), []);
+    assert_eq!(other.task(None, "a").expect("lookup"), None);
+    assert_eq!(
+        fixture
+            .workflow("wf")
+            .expect("read")
+            .map(|wf| wf.created_at),
+        Some(1)
+    );
+    assert_eq!(other.unfinished_workflows().expect("unfinished").len(), 1);
+}
+
+#[test]
+fn corrupt_data_is_a_corrupt_error() {
+    let fixture = redis();
+    fixture
+        .create_workflow(
+            &workflow("wf", 1, WorkflowStatus::Running),
+            &[task("wf", "a")],
+        )
+        .expect("create");
+    let mut conn = raw(&fixture);
+    let p = fixture.prefix().to_string();
+    let mut damage = |args: &[&str]| {
+        redis::cmd(args[0])
+            .arg(&args[1..])
+            .query::<()>(&mut conn)
+            .expect("damage the data");
+    };
+    let expect_corrupt = |result: Result<_, StoreError>, needle: &str| match result {
+        Err(StoreError::Corrupt(message)) => {
+            assert!(message.contains(needle), "`{message}` lacks `{needle}`")
+        }
+        other => panic!("expected a Corrupt error, got {other:?}"),
+    };
+
+    damage(&["HSET", &format!("{p}tasks:wf"), "a", "{not json"]);
+    expect_corrupt(fixture.tasks("wf").map(drop), "task `wf/a`: invalid record");
+    expect_corrupt(fixture.task(None, "a").map(drop), "task `wf/a`");
+    damage(&[
+        "HSET",
+        &format!("{p}tasks:wf"),
+        "a",
+        r#"{"name":"a","method":"m","status":"exploded","priority":0,"attempts":0}"#,
+    ]);
+    expect_corrupt(fixture.task(Some("wf"), "a").map(drop), "exploded");
+    damage(&[
+        "HSET",
+        &format!("{p}tasks:wf"),
+        "a",
+        r#"{"name":"a","method":"m","status":"pending","priority":0,"attempts":5000000000}"#,
+    ]);
+    expect_corrupt(fixture.task(Some("wf"), "a").map(drop), "task `wf/a`");
+    damage(&["RPUSH", &format!("{p}order:wf"), "ghost"]);
+    expect_corrupt(fixture.tasks("wf").map(drop), "tasks of `wf`");
+
+    damage(&["SET", &format!("{p}spec:wf"), "["]);
+    expect_corrupt(
+        fixture.workflow("wf").map(drop),
+        "workflow `wf`: field `spec`",
+    );
+    // Listing does not read the spec, so it still works.
+    assert_eq!(fixture.list_workflows(10, None).expect("list").len(), 1);
+    expect_corrupt(fixture.unfinished_workflows().map(drop), "field `spec`");
+
+    damage(&["HSET", &format!("{p}wf:wf"), "created_at", "-5"]);
+    expect_corrupt(
+        fixture.list_workflows(10, None).map(drop),
+        "field `created_at`",
+    );
+    damage(&[
+        "HSET",
+        &format!("{p}wf:wf"),
+        "created_at",
+        "5",
+        "status",
+        "7",
+    ]);
+    expect_corrupt(fixture.list_workflows(10, None).map(drop), "field `status`");
+    damage(&["HDEL", &format!("{p}wf:wf"), "name"]);
+    expect_corrupt(
+        fixture.list_workflows(10, None).map(drop),
+        "`name` is missing",
+    );
+
+    damage(&["ZADD", &format!("{p}workflows"), "0", "garbage"]);
+    expect_corrupt(
+        fixture.list_workflows(10, None).map(drop),
+        "index entry `garbage`",
+    );
+    damage(&[
+        "ZADD",
+        &format!("{p}status:cancelled"),
+        "0",
+        &format!("{:020}:{:020}:gone", 9, 9),
+    ]);
+    expect_corrupt(
+        fixture
+            .list_workflows(10, Some(WorkflowStatus::Cancelled))
+            .map(drop),
+        "workflow `gone`, which has no record",
+    );
+}
+
+#[test]
+fn timing_100k_tasks() {
+    contract::timing_100k_tasks(&*redis(), "redis");
+}
