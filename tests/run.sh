@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need when it is missing (fresh Debian
-# machine): Python 3 with pip, python-socketio and websocket-client; then builds every
+# machine): Python 3 with pip, python-socketio and websocket-client, redis-server; then builds every
 # binary (end-to-end tests start them as processes) and runs all tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ apt_install() {
 }
 
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 if ! python3 -c 'import socketio, websocket' >/dev/null 2>&1; then
   python3 -m pip install --quiet "python-socketio[client]>=5" websocket-client \

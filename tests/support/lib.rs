@@ -239,6 +239,8 @@ pub struct SuiteOptions {
     pub prefetch: u32,
     /// Seconds queued tasks wait for a provider of their method (queue-manager).
     pub provider_grace: f64,
+    /// Redis URL for the queue-manager's store (None: the embedded SQLite store).
+    pub redis_url: Option<String>,
 }
 
 impl Default for SuiteOptions {
@@ -247,6 +249,7 @@ impl Default for SuiteOptions {
             workers: 2,
             prefetch: 4,
             provider_grace: 30.0,
+            redis_url: None,
         }
     }
 }
@@ -273,12 +276,12 @@ impl TestSuite {
         let workers = opts.workers.to_string();
         let prefetch = opts.prefetch.to_string();
         let grace = opts.provider_grace.to_string();
+        let mut qm_args = vec!["--data-dir", &dd, "--provider-grace", &grace];
+        if let Some(url) = &opts.redis_url {
+            qm_args.extend(["--redis-url", url.as_str()]);
+        }
         self.services = vec![
-            self.hub.service(
-                "queue-manager",
-                "qm-1",
-                &["--data-dir", &dd, "--provider-grace", &grace],
-            ),
+            self.hub.service("queue-manager", "qm-1", &qm_args),
             self.hub.service("dependency-resolver", "dr-1", &[]),
             self.hub
                 .service("execution-engine", "ee-1", &["--prefetch", &prefetch]),
@@ -383,4 +386,73 @@ impl LlmSim {
 /// Writes an ollama-provider config file and returns its path.
 pub fn provider_config(yaml: &str) -> PathBuf {
     workflow_file("ollama.yaml", yaml)
+}
+
+/// A `redis-server` of a test's own on a free port; killed on drop.
+pub struct RedisServer {
+    /// The process.
+    pub proc: Proc,
+    /// Its port.
+    pub port: u16,
+    /// `redis://127.0.0.1:<port>`.
+    pub url: String,
+    /// Data directory (append-only file lives here).
+    pub dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` with `appendonly yes` (so a restart keeps data) and waits for it.
+    pub async fn start() -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("gz-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut server = RedisServer {
+            proc: Self::spawn(port, &dir),
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+            dir,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Proc {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+        ])
+        .args(["--appendfsync", "always", "--dir"])
+        .arg(dir);
+        Proc::spawn("redis", cmd)
+    }
+
+    async fn wait_ready(&mut self) {
+        let port = self.port;
+        wait_for(Duration::from_secs(20), || async move {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+    }
+
+    /// Stops the server (SIGTERM, so it flushes) and starts it again on the same port and dir.
+    pub async fn restart(&mut self, down_for: Duration) {
+        self.proc.terminate(Duration::from_secs(10));
+        tokio::time::sleep(down_for).await;
+        self.proc = Self::spawn(self.port, &self.dir);
+        self.wait_ready().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.proc.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -42,10 +42,19 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
 pub async fn run(hub_url: &str, json_out: bool) -> CmdResult {
     let hub: HubStatus = get_json(hub_url, "/health").await?;
     let components: Vec<ComponentInfo> = get_json(hub_url, "/components").await?;
+    // The store each queue-manager uses, with its health (from its heartbeat metadata).
+    let stores: Vec<serde_json::Value> = components
+        .iter()
+        .filter(|c| c.registration.component_type == "queue-manager")
+        .filter_map(|c| {
+            let store = c.registration.metadata.get("store")?;
+            Some(json!({ "queue_manager": c.registration.component_id, "kind": store["kind"], "location": store["location"], "healthy": store["healthy"] }))
+        })
+        .collect();
     if json_out {
         println!(
             "{}",
-            json!({ "hub_url": hub_url, "hub": hub, "components": components })
+            json!({ "hub_url": hub_url, "hub": hub, "stores": stores, "components": components })
         );
         return Ok(0);
     }
@@ -61,6 +70,19 @@ pub async fn run(hub_url: &str, json_out: bool) -> CmdResult {
         hub.messages_routed,
         hub.messages_rejected
     );
+    for st in &stores {
+        println!(
+            "store of {}: {} at {} ({})",
+            st["queue_manager"].as_str().unwrap_or("?"),
+            st["kind"].as_str().unwrap_or("?"),
+            st["location"].as_str().unwrap_or("?"),
+            if st["healthy"] == true {
+                "healthy"
+            } else {
+                "UNHEALTHY"
+            }
+        );
+    }
     if components.is_empty() {
         println!("no components registered");
         return Ok(0);

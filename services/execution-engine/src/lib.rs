@@ -179,6 +179,12 @@ impl Engine {
                 if let Some(id) = env.payload.get("component_id").and_then(Value::as_str) {
                     self.provider_lost(id);
                 }
+                // A lease request held by a queue-manager that left will never be answered.
+                if env.payload.get("component_type").and_then(Value::as_str)
+                    == Some(component_types::QUEUE_MANAGER)
+                {
+                    self.lease = None;
+                }
             }
             events::COMPONENT_UNHEALTHY | events::REPLY => {}
             other => {

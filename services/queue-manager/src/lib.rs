@@ -27,7 +27,7 @@ use gleitzeit_hub_client::{
 };
 use gleitzeit_protocol::events::component_types;
 use gleitzeit_runtime::Shutdown;
-use gleitzeit_store::{SqliteStore, Store, StoreError};
+use gleitzeit_store::{RedisStore, SqliteStore, Store, StoreError};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -44,6 +44,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Queued tasks of a method that no engine offers for this long fail with GZ2015.
     pub provider_grace: Duration,
+    /// Keep state in Redis at this URL instead of the embedded store.
+    pub redis_url: Option<String>,
 }
 
 /// Errors that stop the service.
@@ -70,8 +72,11 @@ pub fn default_data_dir() -> PathBuf {
 
 /// Opens the store, connects, resumes unfinished workflows and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
-    let path = config.data_dir.join("gleitzeit.db");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path)?);
+    let store: Arc<dyn Store> = match &config.redis_url {
+        Some(url) => Arc::new(RedisStore::open(url)?),
+        None => Arc::new(SqliteStore::open(&config.data_dir.join("gleitzeit.db"))?),
+    };
+    tracing::info!(store = ?store.info(), "store opened");
     let ty = component_types::QUEUE_MANAGER;
     let id = config
         .component_id
@@ -99,6 +104,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     let mut mgr = manager::Manager::new(store, client.clone(), tx, config.provider_grace);
     mgr.recover().await?;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut last_report = std::time::Instant::now();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -107,7 +113,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
                 None => break,
             },
             Some(msg) = rx.recv() => mgr.on_internal(msg).await,
-            _ = tick.tick() => mgr.on_tick().await,
+            _ = tick.tick() => {
+                mgr.on_tick().await;
+                if last_report.elapsed() > Duration::from_secs(5) {
+                    last_report = std::time::Instant::now();
+                    // The store's health travels with the heartbeat (`gz status` shows it).
+                    client.set_metadata(json!({ "store": mgr.store_info() }));
+                }
+            }
         }
     }
     client.close().await;

@@ -16,6 +16,10 @@ struct Args {
     /// Folder of the embedded store (default: the user's data dir, e.g. ~/.local/share/gleitzeit).
     #[arg(long, env = "GLEITZEIT_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep workflow, task and result state in Redis at this URL (e.g. redis://host:6379)
+    /// instead of the embedded store under --data-dir.
+    #[arg(long, env = "GLEITZEIT_REDIS_URL")]
+    redis_url: Option<String>,
     /// Seconds queued tasks wait for a provider of their method before failing with GZ2015.
     #[arg(long, env = "GLEITZEIT_PROVIDER_GRACE", default_value_t = 30.0)]
     provider_grace: f64,
@@ -31,6 +35,7 @@ async fn main() -> std::process::ExitCode {
         data_dir: args
             .data_dir
             .unwrap_or_else(queue_manager::default_data_dir),
+        redis_url: args.redis_url.filter(|u| !u.is_empty()),
         provider_grace: std::time::Duration::from_secs_f64(
             args.provider_grace.clamp(0.1, 86_400.0),
         ),

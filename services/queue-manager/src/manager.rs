@@ -42,6 +42,8 @@ pub enum Internal {
 
 /// Task results are included in `workflow_completed` only for workflows up to this size.
 const RESULTS_IN_EVENT_LIMIT: usize = 1000;
+/// Lease requests older than this (ms) are dropped: the engine's own timeout is 10 s.
+const STALE_LEASE_MS: u64 = 5_000;
 /// Extra attempts granted to tasks whose provider disappeared while running them.
 const LOST_WORK_REQUEUES: u32 = 5;
 /// How long a resolver request may take.
@@ -103,8 +105,10 @@ pub(crate) struct Manager {
     retries: Vec<(Instant, String, usize)>,
 }
 
+/// A store failure as a wire error: GZ1001 when Redis is unreachable, else GZ5001.
 fn gz(e: StoreError) -> GzError {
-    GzError::new(ErrorCode::StoreFailed, e.to_string())
+    let code = ErrorCode::from_code(e.code()).unwrap_or(ErrorCode::StoreFailed);
+    GzError::new(code, e.to_string())
 }
 
 fn status_word<T: serde::Serialize>(s: T) -> String {
@@ -194,11 +198,33 @@ impl Manager {
             .iter()
             .filter_map(|w| self.wfs.get(w).map(|wf| wf.record.clone()))
             .collect();
-        let result = self.blocking(move |s| s.apply(&workflows, &tasks)).await;
-        if let Err(e) = &result {
-            warn!(error = %e, "GZ5001: could not persist changes");
+        // While the store is unreachable (GZ1001) the manager waits here: it takes no new
+        // work, keeps what it holds, and goes on when the store is back. Other store errors
+        // are returned (the caller acknowledges nothing).
+        let mut pause = Duration::from_millis(100);
+        let mut warned = false;
+        loop {
+            match self.blocking(|s| s.apply(&workflows, &tasks)).await {
+                Ok(()) => {
+                    if warned {
+                        info!("store reachable again; resuming");
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.is(ErrorCode::RedisUnavailable) => {
+                    if !warned {
+                        warn!(code = %e.code, error = %e.message, "store unreachable: holding work until it is back");
+                        warned = true;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    warn!(code = %e.code, error = %e.message, "could not persist changes; nothing was acknowledged");
+                    return Err(e);
+                }
+            }
         }
-        result
     }
 
     fn emit(&self, wf: &str, event: &str, payload: Value) {
@@ -270,6 +296,11 @@ impl Manager {
         if let Some(r) = reply {
             let _ = self.client.respond(&env, r);
         }
+    }
+
+    /// The store in use and its health.
+    pub(crate) fn store_info(&self) -> gleitzeit_store::StoreInfo {
+        self.store.info()
     }
 
     pub(crate) async fn on_internal(&mut self, msg: Internal) {
@@ -507,7 +538,7 @@ impl Manager {
                     warn!(workflow = %id, error = %e, "cannot read the spec to plan; retrying later");
                     let _ = self.tx.send(Internal::Resolution {
                         workflow_id: id.to_string(),
-                        result: Err(GzError::new(ErrorCode::StoreFailed, e.to_string())),
+                        result: Err(gz(e)),
                     });
                     return;
                 }
@@ -680,6 +711,11 @@ impl Manager {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),
         };
+        // A request that waited here longer than the engine waits for the answer (the store
+        // was unreachable) is not answered with tasks: the engine has given up on it.
+        if now_millis().saturating_sub(env.ts) > STALE_LEASE_MS {
+            return None;
+        }
         let now = Instant::now();
         for m in &req.served {
             self.method_seen.insert(m.clone(), now);

@@ -1,0 +1,176 @@
+//! The queue-manager on the Redis store: same behaviour as the embedded store, recovery
+//! after restarts, and a Redis restart in the middle of a run (`appendonly yes`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use gleitzeit_e2e::{
+    repo_root, task, wait_for, workflow_file, RedisServer, SuiteOptions, TestSuite,
+};
+use serde_json::{json, Value};
+
+fn options(redis: &RedisServer) -> SuiteOptions {
+    SuiteOptions {
+        redis_url: Some(redis.url.clone()),
+        ..SuiteOptions::default()
+    }
+}
+
+/// A workflow of `chains` chains of `len` tasks; each task appends its id to `log`.
+fn chains(chains: usize, len: usize, log: &std::path::Path) -> String {
+    let mut yaml = String::from("name: chains\ntasks:\n");
+    for c in 0..chains {
+        for k in 0..len {
+            let deps = if k == 0 {
+                String::new()
+            } else {
+                format!("    dependencies: [t{c}_{}]\n", k - 1)
+            };
+            yaml.push_str(&format!(
+                "  - id: t{c}_{k}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep(0.01)\\nopen('{}', 'a').write('t{c}_{k}\\\\n')\\nresult = {k}\" }}\n",
+                log.display()
+            ));
+        }
+    }
+    yaml
+}
+
+async fn wait_done(suite: &TestSuite, id: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (_, out, _) = suite.gz(&["inspect", "workflow", id, "--json"]);
+        if let Ok(doc) = serde_json::from_str::<Value>(&out) {
+            if !matches!(
+                doc["workflow"]["status"].as_str(),
+                Some("running" | "pending")
+            ) {
+                return doc;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workflow {id} did not finish in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn submit(suite: &TestSuite, file: &std::path::Path) -> String {
+    let (code, out, err) = suite.gz(&["submit", &file.display().to_string(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    serde_json::from_str::<Value>(&out).unwrap()["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn executions(log: &std::path::Path) -> std::collections::HashMap<String, usize> {
+    let mut runs = std::collections::HashMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        *runs.entry(line.to_string()).or_default() += 1;
+    }
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_run_on_redis_and_their_results_survive_restarting_every_service() {
+    let redis = RedisServer::start().await;
+    let mut suite = TestSuite::start(options(&redis)).await;
+    let (code, doc) = suite.run_json(&repo_root().join("examples/hello.yaml"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(
+        task(&doc, "total")["result"]["result"],
+        json!({"sum": 6, "first": 3})
+    );
+    let (code, doc_fail) = suite.run_json(&repo_root().join("examples/failure.yaml"));
+    assert_eq!(code, 1);
+    assert_eq!(task(&doc_fail, "after_broken")["status"], "skipped");
+    let id = doc["workflow_id"].as_str().unwrap().to_string();
+
+    let (_, out, _) = suite.gz(&["status", "--json"]);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    wait_for(Duration::from_secs(10), || async {
+        let (_, out, _) = suite.gz(&["status", "--json"]);
+        serde_json::from_str::<Value>(&out)
+            .is_ok_and(|s| s["stores"][0]["kind"] == "redis" && s["stores"][0]["healthy"] == true)
+    })
+    .await;
+    assert!(status["components"].as_array().is_some());
+
+    suite.kill_services();
+    suite.start_services(&options(&redis)).await;
+    let (code, out, err) = suite.gz(&["inspect", "workflow", &id, "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let again: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(again["workflow"]["status"], "completed");
+    assert_eq!(
+        task(&again, "report")["result"]["result"],
+        "sum is 6, label demo"
+    );
+    let (_, list, _) = suite.gz(&["list", "--json"]);
+    assert!(list.contains(&id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_queue_manager_resumes_from_redis_and_every_task_has_one_result() {
+    let redis = RedisServer::start().await;
+    let mut suite = TestSuite::start(options(&redis)).await;
+    let log = std::env::temp_dir().join(format!(
+        "gz-redis-runs-{}-{}",
+        std::process::id(),
+        redis.port
+    ));
+    let _ = std::fs::remove_file(&log);
+    let id = submit(&suite, &workflow_file("chains.yaml", &chains(20, 10, &log)));
+    wait_for(Duration::from_secs(30), || async {
+        executions(&log).len() >= 40
+    })
+    .await;
+    suite.services[0].kill9();
+    let _qm = suite
+        .hub
+        .service("queue-manager", "qm-2", &["--redis-url", &redis.url]);
+    let doc = wait_done(&suite, &id, Duration::from_secs(60)).await;
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    assert_eq!(doc["tasks"].as_array().unwrap().len(), 200);
+    assert!(doc["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["status"] == "completed"));
+    let runs = executions(&log);
+    assert_eq!(runs.len(), 200);
+    let twice = runs.values().filter(|n| **n > 1).count();
+    eprintln!("tasks run more than once (in flight at the kill): {twice}");
+    assert!(
+        twice <= 20,
+        "only tasks in flight at the kill may run twice ({twice})"
+    );
+    let _ = std::fs::remove_file(log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_run_loses_nothing() {
+    let mut redis = RedisServer::start().await;
+    let suite = TestSuite::start(options(&redis)).await;
+    let log = std::env::temp_dir().join(format!(
+        "gz-redis-restart-{}-{}",
+        std::process::id(),
+        redis.port
+    ));
+    let _ = std::fs::remove_file(&log);
+    let id = submit(&suite, &workflow_file("chains.yaml", &chains(20, 10, &log)));
+    wait_for(Duration::from_secs(30), || async {
+        executions(&log).len() >= 40
+    })
+    .await;
+    redis.restart(Duration::from_millis(1500)).await;
+    let doc = wait_done(&suite, &id, Duration::from_secs(90)).await;
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    let tasks = doc["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 200);
+    assert!(tasks.iter().all(|t| t["status"] == "completed"), "{doc:#}");
+    assert_eq!(executions(&log).len(), 200);
+    let _ = std::fs::remove_file(log);
+}
