@@ -55,6 +55,9 @@ pub struct BenchArgs {
     /// Length of the LLM chain (added latency per request).
     #[arg(long, default_value_t = 40)]
     pub llm_chain: usize,
+    /// Keep the queue-manager's state in this Redis (default: the embedded store).
+    #[arg(long)]
+    pub redis_url: Option<String>,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -178,6 +181,9 @@ async fn measure_with(
         env.push(("GLEITZEIT_PREFETCH", p.to_string()));
     }
     env.push(("GLEITZEIT_LOG_LEVEL", "warn".to_string()));
+    if let Some(url) = &args.redis_url {
+        env.push(("GLEITZEIT_REDIS_URL", url.clone()));
+    }
     env.extend(extra_env.iter().cloned());
     let suite = LocalSuite::start_with(&hub_url, &data_dir, LogFormat::Text, false, &env).await?;
     let result = measure_on(&hub_url, label, spec, &suite).await;
@@ -292,7 +298,11 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         .map(|n| n.get())
         .unwrap_or(1);
     if !args.json {
-        println!("gz bench: {cores} cores, every run on a fresh local suite (binaries beside gz)");
+        let store = match &args.redis_url {
+            Some(u) => format!("Redis store at {u}"),
+            None => "embedded store".to_string(),
+        };
+        println!("gz bench: {cores} cores, {store}, every run on a fresh local suite (binaries beside gz)");
     }
     for (label, spec) in runs {
         let r = measure(&label, spec, &args).await?;
