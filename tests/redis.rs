@@ -41,9 +41,9 @@ async fn wait_done(suite: &TestSuite, id: &str, limit: Duration) -> Value {
     loop {
         let (_, out, _) = suite.gz(&["inspect", "workflow", id, "--json"]);
         if let Ok(doc) = serde_json::from_str::<Value>(&out) {
-            if !matches!(
+            if matches!(
                 doc["workflow"]["status"].as_str(),
-                Some("running" | "pending")
+                Some("completed" | "failed" | "cancelled")
             ) {
                 return doc;
             }

@@ -346,9 +346,9 @@ async fn work_of_a_killed_provider_runs_again_on_another() {
     let doc = loop {
         let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
         let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
-        if !matches!(
+        if matches!(
             doc["workflow"]["status"].as_str(),
-            Some("running" | "pending")
+            Some("completed" | "failed" | "cancelled")
         ) {
             break doc;
         }
@@ -413,9 +413,9 @@ async fn work_of_a_killed_engine_is_queued_again_and_a_new_engine_finishes_it() 
     let doc = loop {
         let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
         let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
-        if !matches!(
+        if matches!(
             doc["workflow"]["status"].as_str(),
-            Some("running" | "pending")
+            Some("completed" | "failed" | "cancelled")
         ) {
             break doc;
         }
@@ -475,9 +475,9 @@ async fn killing_every_process_mid_run_loses_nothing_with_the_embedded_store() {
     let doc = loop {
         let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
         if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&out) {
-            if !matches!(
+            if matches!(
                 doc["workflow"]["status"].as_str(),
-                Some("running" | "pending")
+                Some("completed" | "failed" | "cancelled")
             ) {
                 break doc;
             }
@@ -508,4 +508,103 @@ async fn killing_every_process_mid_run_loses_nothing_with_the_embedded_store() {
         "only tasks in flight at the kill may run twice: {repeated:?}"
     );
     let _ = std::fs::remove_file(runs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_reconnects_catches_up_on_every_event() {
+    let mut suite = TestSuite::start(SuiteOptions::default()).await;
+    let (client, mut incoming) = suite.hub.client().await;
+    client
+        .subscribe(&["events".to_string()])
+        .await
+        .expect("subscribe");
+    let mut yaml = String::from("name: watched\ntasks:\n");
+    for i in 0..30 {
+        let deps = if i == 0 {
+            String::new()
+        } else {
+            format!("    dependencies: [w{}]\n", i - 1)
+        };
+        yaml.push_str(&format!(
+            "  - id: w{i}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep(0.05)\\nresult = {i}\" }}\n"
+        ));
+    }
+    let file = workflow_file("watched.yaml", &yaml);
+    let (code, out, err) = suite.gz(&["submit", &file.display().to_string(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The hub goes away and comes back: every connection drops and is rebuilt.
+    let port = suite.hub.port;
+    suite.hub.proc.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    suite.hub = gleitzeit_e2e::TestHub::start_on(port).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
+        if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&out) {
+            if doc["workflow"]["status"] == "completed" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workflow did not complete after the hub restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while let Ok(env) = incoming.try_recv() {
+        if env.payload["workflow_id"] == id.as_str() {
+            if let Some(seq) = env.payload["seq"].as_u64() {
+                seen.insert(seq);
+            }
+        }
+    }
+    // Catch up on whatever did not arrive.
+    let last_contiguous = (1..).take_while(|s| seen.contains(s)).last().unwrap_or(0);
+    let reply = client
+        .request_with_timeout(
+            gleitzeit_protocol::Target::Type("queue-manager".into()),
+            "workflow_events",
+            json!({ "workflow_id": id, "after_seq": last_contiguous }),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("catch-up");
+    assert_eq!(reply["complete"], true, "{reply}");
+    let mut events = Vec::new();
+    for e in reply["events"].as_array().unwrap() {
+        seen.insert(e["seq"].as_u64().unwrap());
+        events.push(e["event"].as_str().unwrap().to_string());
+    }
+    let max = *seen.iter().max().unwrap();
+    assert_eq!(
+        seen.len() as u64,
+        max,
+        "every event from 1 to {max} is known"
+    );
+    assert!(
+        max >= 60,
+        "started and completed for 30 tasks at least: {max}"
+    );
+    let (_, all) = (
+        0,
+        client
+            .request_with_timeout(
+                gleitzeit_protocol::Target::Type("queue-manager".into()),
+                "workflow_events",
+                json!({ "workflow_id": id, "after_seq": 0 }),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("all events"),
+    );
+    assert_eq!(
+        all["events"].as_array().unwrap().last().unwrap()["event"],
+        "workflow_completed"
+    );
 }

@@ -504,6 +504,59 @@ fn draw_bar(counts: &Counts) {
 }
 
 /// A plain line describing an event, if it is worth one.
+/// Events already shown (by `seq`), so a catch-up after a reconnect shows each event once.
+#[derive(Default)]
+struct Shown {
+    seen: std::collections::HashSet<u64>,
+    last_seq: u64,
+}
+
+impl Shown {
+    /// Shows one event (unless already shown); true when it ends the workflow.
+    fn show(
+        &mut self,
+        mode: Follow,
+        event: &str,
+        ts: u64,
+        payload: &Value,
+        counts: &mut Counts,
+        stream: &mut StreamedText,
+    ) -> bool {
+        if let Some(seq) = payload.get("seq").and_then(Value::as_u64) {
+            if !self.seen.insert(seq) {
+                return false;
+            }
+            // The highest number up to which every event was shown.
+            while self.seen.contains(&(self.last_seq + 1)) {
+                self.last_seq += 1;
+            }
+        }
+        match mode {
+            Follow::JsonLines => {
+                println!(
+                    "{}",
+                    json!({ "event": event, "ts": ts, "payload": payload })
+                );
+            }
+            Follow::Lines => {
+                if event == events::TASK_PROGRESS {
+                    stream.show(payload);
+                } else if let Some(line) = event_line(event, payload) {
+                    stream.end();
+                    eprintln!("{line}");
+                }
+            }
+            Follow::Bar => {
+                if event == events::WORKFLOW_PROGRESS || is_terminal_event(event) {
+                    *counts = Counts::from_progress(payload, counts.total);
+                    draw_bar(counts);
+                }
+            }
+        }
+        is_terminal_event(event)
+    }
+}
+
 /// Streamed LLM text (`task_progress`) shown as it arrives: `task x> text…` on one line.
 #[derive(Default)]
 struct StreamedText {
@@ -599,6 +652,8 @@ async fn follow(
     let interrupt = gleitzeit_runtime::signal_shutdown();
     tokio::pin!(interrupt);
     let mut stream = StreamedText::default();
+    let mut shown = Shown::default();
+    let mut connection = client.connection_watch();
     let outcome = loop {
         let sleep_deadline = deadline.map_or(next_poll, |d| d.min(next_poll));
         tokio::select! {
@@ -609,27 +664,25 @@ async fn follow(
                 if env.payload.get("workflow_id").and_then(Value::as_str) != Some(id) {
                     continue;
                 }
-                match mode {
-                    Follow::JsonLines => {
-                        println!("{}", json!({ "event": env.event, "ts": env.ts, "payload": env.payload }));
-                    }
-                    Follow::Lines => {
-                        if env.event == events::TASK_PROGRESS {
-                            stream.show(&env.payload);
-                        } else if let Some(line) = event_line(&env.event, &env.payload) {
-                            stream.end();
-                            eprintln!("{line}");
-                        }
-                    }
-                    Follow::Bar => {
-                        if env.event == events::WORKFLOW_PROGRESS || is_terminal_event(&env.event) {
-                            counts = Counts::from_progress(&env.payload, counts.total);
-                            draw_bar(&counts);
-                        }
-                    }
-                }
-                if is_terminal_event(&env.event) {
+                if shown.show(mode, &env.event, env.ts, &env.payload, &mut counts, &mut stream) {
                     break Ok(());
+                }
+            }
+            changed = connection.changed() => {
+                if changed.is_err() || !*connection.borrow() {
+                    continue;
+                }
+                // Reconnected: fetch what was published while the connection was down.
+                let payload = json!({ "workflow_id": id, "after_seq": shown.last_seq });
+                if let Ok(reply) = qm_request(client, events::WORKFLOW_EVENTS, payload).await {
+                    let mut done = false;
+                    for e in reply["events"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                        let event = e["event"].as_str().unwrap_or_default();
+                        done |= shown.show(mode, event, e["ts"].as_u64().unwrap_or(0), &e["payload"], &mut counts, &mut stream);
+                    }
+                    if done {
+                        break Ok(());
+                    }
                 }
             }
             _ = tokio::time::sleep_until(sleep_deadline) => {

@@ -420,6 +420,33 @@ pub fn outcome_sender(
     tx
 }
 
+/// How often holders report the task attempts they hold (`tasks_held`).
+pub const HELD_REPORT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Sends `tasks_held` reports every [`HELD_REPORT_INTERVAL`]: `snapshot` returns, per
+/// receiver (component id), the attempts held for it, an empty list included.
+pub fn spawn_held_reports<F>(client: &HubClient, snapshot: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Vec<(String, Vec<gleitzeit_protocol::payloads::HeldTask>)> + Send + 'static,
+{
+    let client = client.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HELD_REPORT_INTERVAL);
+        loop {
+            tick.tick().await;
+            if !client.is_connected() {
+                continue;
+            }
+            for (to, tasks) in snapshot() {
+                let payload =
+                    serde_json::to_value(gleitzeit_protocol::payloads::HeldTasks { tasks })
+                        .unwrap_or(Value::Null);
+                let _ = client.emit(Target::Component(to), events::TASKS_HELD, payload);
+            }
+        }
+    })
+}
+
 /// Waits for the next envelope a component must handle itself.
 ///
 /// Answers `ping` requests, and returns `None` when the component should stop: `shutdown`

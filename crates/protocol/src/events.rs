@@ -99,6 +99,11 @@ pub const WORKFLOW_LIST: &str = "workflow_list";
 pub const WORKFLOW_CANCEL: &str = "workflow_cancel";
 /// Client → queue-manager: one task. Payload: `TaskLookup`.
 pub const TASK_GET: &str = "task_get";
+/// Client → queue-manager: a workflow's events after a sequence number (catch-up after a
+/// reconnect). Payload: `{workflow_id, after_seq}`. Reply: `{workflow_id, events: [{seq,
+/// event, ts, payload}], complete}` where `complete` is false when older events were
+/// already dropped from the queue-manager's buffer.
+pub const WORKFLOW_EVENTS: &str = "workflow_events";
 /// Client → queue-manager: the store in use and its health.
 pub const STORE_STATUS: &str = "store_status";
 
@@ -112,6 +117,12 @@ pub const WORKFLOW_PLAN: &str = "workflow_plan";
 pub const TASKS_FINISHED: &str = "tasks_finished";
 /// Queue-manager → resolver: drop a finished workflow's state. Payload: `WorkflowRef`.
 pub const WORKFLOW_FORGET: &str = "workflow_forget";
+
+/// Provider → engine and engine → queue-manager, every couple of seconds: the task
+/// attempts it still holds. Payload: `HeldTasks`. A task the receiver handed out but the
+/// holder no longer reports twice in a row was lost (a message dropped while the hub
+/// restarted, a provider that forgot it) and is run again.
+pub const TASKS_HELD: &str = "tasks_held";
 
 /// Well-known rooms.
 pub mod rooms {

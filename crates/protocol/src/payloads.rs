@@ -196,6 +196,24 @@ pub struct TaskRef {
     pub task_id: String,
 }
 
+/// One task attempt a component holds (inside `tasks_held`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct HeldTask {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// Attempt.
+    pub attempt: u32,
+}
+
+/// Payload of `tasks_held`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HeldTasks {
+    /// Every attempt the sender holds for the receiver (possibly none).
+    pub tasks: Vec<HeldTask>,
+}
+
 /// Payload of `cancel_tasks` (engine → provider): stop these tasks if they run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CancelTasks {

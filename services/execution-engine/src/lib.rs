@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 
 use gleitzeit_hub_client::{
     connect_component, next_envelope, registration, ClientConfig, ClientError, HubClient,
+    HELD_REPORT_INTERVAL,
 };
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
 use gleitzeit_protocol::payloads::{
-    CancelTasks, ComponentInfo, ExecuteTask, ExecuteTasks, LeaseTasks, LeasedTasks, TaskOutcome,
-    TaskOutcomes, TaskRef,
+    CancelTasks, ComponentInfo, ExecuteTask, ExecuteTasks, HeldTask, HeldTasks, LeaseTasks,
+    LeasedTasks, TaskOutcome, TaskOutcomes, TaskRef,
 };
 use gleitzeit_protocol::{Envelope, Target};
 use gleitzeit_runtime::Shutdown;
@@ -65,6 +66,8 @@ struct Dispatched {
     queue_manager: String,
     attempt: u32,
     deadline: Option<Instant>,
+    /// Consecutive provider reports that did not list this attempt.
+    missed: u32,
 }
 
 enum Internal {
@@ -82,6 +85,8 @@ struct Engine {
     /// supersedes it when more slots free up; the queue-manager then answers the old one.
     lease: Option<(u64, BTreeMap<String, u32>)>,
     lease_seq: u64,
+    /// Every queue-manager tasks came from (each gets `tasks_held` reports).
+    queue_managers: std::collections::HashSet<String>,
 }
 
 /// Connects to the hub, registers, and runs tasks until `shutdown`.
@@ -114,10 +119,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         dispatched: HashMap::new(),
         lease: None,
         lease_seq: 0,
+        queue_managers: std::collections::HashSet::new(),
     };
     engine.refresh_providers();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_refresh = Instant::now();
+    let mut last_report = Instant::now();
     loop {
         tokio::select! {
             env = next_envelope(&client, &mut incoming, &shutdown) => match env {
@@ -125,8 +132,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
                 None => break,
             },
             Some(msg) = rx.recv() => engine.on_internal(msg),
-            _ = tick.tick() => {
-                engine.watchdog();
+            _ = tick.tick() => {                engine.watchdog();
+                if last_report.elapsed() >= HELD_REPORT_INTERVAL {
+                    last_report = Instant::now();
+                    engine.report_held();
+                }
                 if last_refresh.elapsed() > Duration::from_secs(2) {
                     last_refresh = Instant::now();
                     engine.refresh_providers();
@@ -169,6 +179,10 @@ impl Engine {
             events::TASK_OUTCOMES => match env.payload_as::<TaskOutcomes>() {
                 Ok(batch) => self.forward(batch.outcomes),
                 Err(e) => warn!(error = %e, "bad task_outcomes payload"),
+            },
+            events::TASKS_HELD => match env.payload_as::<HeldTasks>() {
+                Ok(held) => self.provider_holds(&env.source, held),
+                Err(e) => warn!(error = %e, "bad tasks_held payload"),
             },
             events::CANCEL_TASKS => match env.payload_as::<CancelTasks>() {
                 Ok(c) => self.cancel(c.tasks),
@@ -311,8 +325,8 @@ impl Engine {
             })
             .map(|(id, _)| id.clone())
     }
-
     fn dispatch(&mut self, leased: LeasedTasks) {
+        self.queue_managers.insert(leased.queue_manager_id.clone());
         let mut batches: HashMap<String, Vec<ExecuteTask>> = HashMap::new();
         let mut unserved = Vec::new();
         for task in leased.tasks {
@@ -336,6 +350,7 @@ impl Engine {
                             queue_manager: leased.queue_manager_id.clone(),
                             attempt: task.attempt,
                             deadline,
+                            missed: 0,
                         },
                     );
                     batches.entry(pid).or_default().push(task);
@@ -451,6 +466,73 @@ impl Engine {
             .collect();
         // `forward` routes these to the owning queue-manager and drops the entries.
         self.forward(outcomes);
+    }
+    /// A provider reported what it holds: attempts it no longer has (twice in a row) were
+    /// lost on the way and are reported to their queue-manager as lost (run again).
+    fn provider_holds(&mut self, provider: &str, held: HeldTasks) {
+        let held: std::collections::HashSet<(String, String, u32)> = held
+            .tasks
+            .into_iter()
+            .map(|t| (t.workflow_id, t.task_id, t.attempt))
+            .collect();
+        let mut lost = Vec::new();
+        for (k, d) in self
+            .dispatched
+            .iter_mut()
+            .filter(|(_, d)| d.provider == provider)
+        {
+            if held.contains(&(k.workflow_id.clone(), k.task_id.clone(), d.attempt)) {
+                d.missed = 0;
+            } else {
+                d.missed += 1;
+                if d.missed >= 2 {
+                    lost.push(outcome_err(
+                        &k.workflow_id,
+                        &k.task_id,
+                        d.attempt,
+                        GzError::new(
+                            ErrorCode::Disconnected,
+                            format!("provider {provider} no longer holds the task"),
+                        ),
+                    ));
+                }
+            }
+        }
+        if !lost.is_empty() {
+            warn!(
+                provider,
+                tasks = lost.len(),
+                "tasks lost on the way to or from a provider; they will run again"
+            );
+            self.forward(lost);
+        }
+    }
+
+    /// Tells each queue-manager which of its tasks this engine still holds.
+    fn report_held(&self) {
+        let mut by_qm: HashMap<&str, Vec<HeldTask>> = self
+            .queue_managers
+            .iter()
+            .map(|q| (q.as_str(), Vec::new()))
+            .collect();
+        for (k, d) in &self.dispatched {
+            by_qm
+                .entry(d.queue_manager.as_str())
+                .or_default()
+                .push(HeldTask {
+                    workflow_id: k.workflow_id.clone(),
+                    task_id: k.task_id.clone(),
+                    attempt: d.attempt,
+                });
+        }
+        for (qm, tasks) in by_qm {
+            let payload = serde_json::to_value(HeldTasks { tasks }).unwrap_or(Value::Null);
+            let _ = self.client.emit(
+                Target::Component(qm.to_string()),
+                events::TASKS_HELD,
+                payload,
+            );
+        }
     }
 
     /// Backs up provider-side timeouts: a task far past its limit fails with GZ2002.

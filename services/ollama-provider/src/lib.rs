@@ -24,13 +24,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gleitzeit_hub_client::{
-    connect_component, next_envelope, outcome_sender, registration, ClientConfig, ClientError,
-    HubClient,
+    connect_component, next_envelope, outcome_sender, registration, spawn_held_reports,
+    ClientConfig, ClientError, HubClient,
 };
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
-use gleitzeit_protocol::payloads::{CancelTasks, ExecuteTask, ExecuteTasks, TaskOutcome, TaskRef};
+use gleitzeit_protocol::payloads::{
+    CancelTasks, ExecuteTask, ExecuteTasks, HeldTask, TaskOutcome, TaskRef,
+};
 use gleitzeit_protocol::Target;
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
@@ -64,8 +66,39 @@ pub enum ServiceError {
     Http(String),
 }
 
-/// Running tasks: their attempt and a handle to stop them.
-type Running = Arc<Mutex<HashMap<TaskRef, (u32, AbortHandle)>>>;
+/// A task this provider holds (waiting for a slot or running).
+struct Held {
+    attempt: u32,
+    engine: String,
+    abort: AbortHandle,
+}
+
+/// Held tasks, and every engine that ever sent tasks (they get reports, empty or not).
+#[derive(Default)]
+struct HeldState {
+    tasks: HashMap<TaskRef, Held>,
+    engines: std::collections::HashSet<String>,
+}
+
+type Running = Arc<Mutex<HeldState>>;
+
+/// Per engine, the attempts held for it.
+fn held_snapshot(running: &Running) -> Vec<(String, Vec<HeldTask>)> {
+    let state = lock(running);
+    let mut out: HashMap<String, Vec<HeldTask>> = state
+        .engines
+        .iter()
+        .map(|e| (e.clone(), Vec::new()))
+        .collect();
+    for (key, h) in &state.tasks {
+        out.entry(h.engine.clone()).or_default().push(HeldTask {
+            workflow_id: key.workflow_id.clone(),
+            task_id: key.task_id.clone(),
+            attempt: h.attempt,
+        });
+    }
+    out.into_iter().collect()
+}
 
 /// Checks every endpoint once and records the result.
 async fn health_round(pool: &Pool, http: &reqwest::Client) {
@@ -117,7 +150,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         provider_id: client.id().to_string(),
     });
     let health = tokio::spawn(health_loop(pool.clone(), http, client.clone()));
-    let running: Running = Arc::new(Mutex::new(HashMap::new()));
+    let running: Running = Arc::new(Mutex::new(HeldState::default()));
+    let reports = spawn_held_reports(&client, {
+        let running = running.clone();
+        move || held_snapshot(&running)
+    });
     let done = outcome_sender(&client);
     while let Some(env) = next_envelope(&client, &mut incoming, &shutdown).await {
         match env.event.as_str() {
@@ -138,10 +175,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
             },
             events::CANCEL_TASKS => match env.payload_as::<CancelTasks>() {
                 Ok(c) => {
-                    let mut map = lock(&running);
+                    let mut state = lock(&running);
                     for t in c.tasks {
-                        if let Some((_, h)) = map.remove(&t) {
-                            h.abort();
+                        if let Some(h) = state.tasks.remove(&t) {
+                            h.abort.abort();
                         }
                     }
                 }
@@ -157,6 +194,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         }
     }
     health.abort();
+    reports.abort();
     client.close().await;
     Ok(())
 }
@@ -187,6 +225,7 @@ fn start_task(
         workflow_id: task.workflow_id.clone(),
         task_id: task.task_id.clone(),
     };
+    let engine = reply_to.clone();
     let (ctx, client, running2) = (ctx.clone(), client.clone(), running.clone());
     let key2 = key.clone();
     let attempt = task.attempt;
@@ -217,9 +256,9 @@ fn start_task(
         client.set_load(ctx.pool.load());
         {
             // A newer attempt of the same task may have taken the entry: leave it alone.
-            let mut map = lock(&running2);
-            if map.get(&key2).is_some_and(|(a, _)| *a == attempt) {
-                map.remove(&key2);
+            let mut state = lock(&running2);
+            if state.tasks.get(&key2).is_some_and(|h| h.attempt == attempt) {
+                state.tasks.remove(&key2);
             }
         }
         let (result, error) = match result {
@@ -238,5 +277,14 @@ fn start_task(
         };
         let _ = done.send((reply_to, outcome));
     });
-    lock(running).insert(key, (attempt, handle.abort_handle()));
+    let mut state = lock(running);
+    state.engines.insert(engine.clone());
+    state.tasks.insert(
+        key,
+        Held {
+            attempt,
+            engine,
+            abort: handle.abort_handle(),
+        },
+    );
 }

@@ -7,13 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gleitzeit_hub_client::{
-    connect_component, next_envelope, outcome_sender, registration, ClientConfig, ClientError,
-    HubClient,
+    connect_component, next_envelope, outcome_sender, registration, spawn_held_reports,
+    ClientConfig, ClientError, HubClient,
 };
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types};
-use gleitzeit_protocol::payloads::{CancelTasks, ExecuteTask, ExecuteTasks, TaskOutcome, TaskRef};
+use gleitzeit_protocol::payloads::{
+    CancelTasks, ExecuteTask, ExecuteTasks, HeldTask, TaskOutcome, TaskRef,
+};
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -50,8 +52,39 @@ pub enum ServiceError {
     Pool(#[from] PythonError),
 }
 
-/// Running tasks: their attempt and the way to cancel them.
-type Running = Arc<Mutex<HashMap<TaskRef, (u32, oneshot::Sender<()>)>>>;
+/// A task this provider holds (queued in the pool or running).
+struct Held {
+    attempt: u32,
+    engine: String,
+    cancel: oneshot::Sender<()>,
+}
+
+/// Held tasks, and every engine that ever sent tasks (they get reports, empty or not).
+#[derive(Default)]
+struct HeldState {
+    tasks: HashMap<TaskRef, Held>,
+    engines: std::collections::HashSet<String>,
+}
+
+type Running = Arc<Mutex<HeldState>>;
+
+/// Per engine, the attempts held for it.
+fn held_snapshot(running: &Running) -> Vec<(String, Vec<HeldTask>)> {
+    let state = lock(running);
+    let mut out: HashMap<String, Vec<HeldTask>> = state
+        .engines
+        .iter()
+        .map(|e| (e.clone(), Vec::new()))
+        .collect();
+    for (key, h) in &state.tasks {
+        out.entry(h.engine.clone()).or_default().push(HeldTask {
+            workflow_id: key.workflow_id.clone(),
+            task_id: key.task_id.clone(),
+            attempt: h.attempt,
+        });
+    }
+    out.into_iter().collect()
+}
 
 /// Starts the pool, connects to the hub and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
@@ -79,7 +112,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         pool.shutdown().await;
         return Ok(());
     };
-    let running: Running = Arc::new(Mutex::new(HashMap::new()));
+    let running: Running = Arc::new(Mutex::new(HeldState::default()));
+    let reports = spawn_held_reports(&client, {
+        let running = running.clone();
+        move || held_snapshot(&running)
+    });
     let done_tx = outcome_sender(&client);
     while let Some(env) = next_envelope(&client, &mut incoming, &shutdown).await {
         match env.event.as_str() {
@@ -100,10 +137,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
             },
             events::CANCEL_TASKS => match env.payload_as::<CancelTasks>() {
                 Ok(c) => {
-                    let mut map = lock(&running);
+                    let mut state = lock(&running);
                     for t in c.tasks {
-                        if let Some((_, tx)) = map.remove(&t) {
-                            let _ = tx.send(());
+                        if let Some(h) = state.tasks.remove(&t) {
+                            let _ = h.cancel.send(());
                         }
                     }
                 }
@@ -118,6 +155,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
             }
         }
     }
+    reports.abort();
     client.close().await;
     pool.shutdown().await;
     Ok(())
@@ -177,7 +215,18 @@ async fn execute(
         task_id: task.task_id.clone(),
     };
     let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
-    lock(&running).insert(key.clone(), (task.attempt, cancel_tx));
+    {
+        let mut state = lock(&running);
+        state.engines.insert(reply_to.clone());
+        state.tasks.insert(
+            key.clone(),
+            Held {
+                attempt: task.attempt,
+                engine: reply_to.clone(),
+                cancel: cancel_tx,
+            },
+        );
+    }
     client.set_load(pool.busy() as u32 + 1);
     let started_at = now_millis();
     let result = match job_of(&task) {
@@ -195,12 +244,13 @@ async fn execute(
     };
     {
         // A newer attempt of the same task may have taken the entry: leave it alone.
-        let mut map = lock(&running);
-        if map
+        let mut state = lock(&running);
+        if state
+            .tasks
             .get(&key)
-            .is_some_and(|(attempt, _)| *attempt == task.attempt)
+            .is_some_and(|h| h.attempt == task.attempt)
         {
-            map.remove(&key);
+            state.tasks.remove(&key);
         }
     }
     client.set_load(pool.busy() as u32);

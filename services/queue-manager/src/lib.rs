@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+mod events_log;
 mod manager;
 mod queue;
 

@@ -11,8 +11,9 @@ use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types};
 use gleitzeit_protocol::payloads::{
-    CancelTasks, ExecuteTask, FinishedTask, LeaseTasks, LeasedTasks, ListWorkflows, Resolution,
-    SubmitWorkflow, TaskLookup, TaskOutcomes, TaskRef, TasksFinished, WorkflowPlan, WorkflowRef,
+    CancelTasks, ExecuteTask, FinishedTask, HeldTasks, LeaseTasks, LeasedTasks, ListWorkflows,
+    Resolution, SubmitWorkflow, TaskLookup, TaskOutcomes, TaskRef, TasksFinished, WorkflowPlan,
+    WorkflowRef,
 };
 use gleitzeit_protocol::{Envelope, Target};
 use gleitzeit_store::{Store, StoreError, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
@@ -21,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::events_log::EventLog;
 use crate::queue::{Entry, ReadyQueue};
 
 /// Messages the manager sends itself from spawned work.
@@ -47,13 +49,15 @@ const STALE_LEASE_MS: u64 = 5_000;
 /// Extra attempts granted to tasks whose provider disappeared while running them.
 const LOST_WORK_REQUEUES: u32 = 5;
 /// How long a resolver request may take.
-const RESOLVER_TIMEOUT: Duration = Duration::from_secs(60);
+const RESOLVER_TIMEOUT: Duration = Duration::from_secs(20);
 
 struct TaskInfo {
     priority: u8,
     retry: RetryPolicy,
     timeout_ms: Option<u64>,
     engine: Option<String>,
+    /// Consecutive reports of its engine that did not list it.
+    missed: u32,
 }
 
 struct Wf {
@@ -97,6 +101,8 @@ pub(crate) struct Manager {
     queue: ReadyQueue,
     seq: u64,
     leases: VecDeque<Lease>,
+    /// Numbered events for catch-up (`workflow_events`).
+    events: std::cell::RefCell<EventLog>,
     /// When an engine last offered each method (busy or not), and since when this
     /// queue-manager runs: queued tasks of a method nobody serves fail after the grace.
     method_seen: HashMap<String, Instant>,
@@ -165,6 +171,7 @@ impl Manager {
             queue: ReadyQueue::default(),
             seq: 0,
             leases: VecDeque::new(),
+            events: std::cell::RefCell::new(EventLog::default()),
             method_seen: HashMap::new(),
             started: Instant::now(),
             provider_grace,
@@ -227,13 +234,21 @@ impl Manager {
         }
     }
 
-    fn emit(&self, wf: &str, event: &str, payload: Value) {
+    fn emit(&self, wf: &str, event: &str, mut payload: Value) {
         let target = Target::Room(format!(
             "{},{}",
             events::rooms::EVENTS,
             events::rooms::workflow(wf)
         ));
-        if let Err(e) = self.client.emit(target, event, payload) {
+        let envelope = Envelope::new(target, event, Value::Null);
+        self.events
+            .borrow_mut()
+            .record(wf, event, &mut payload, envelope.ts);
+        let envelope = Envelope {
+            payload,
+            ..envelope
+        };
+        if let Err(e) = self.client.send(envelope) {
             warn!(error = %e, event, "could not publish an event");
         }
     }
@@ -272,6 +287,7 @@ impl Manager {
             events::WORKFLOW_LIST => Some(self.list(&env).await),
             events::WORKFLOW_CANCEL => Some(self.cancel(&env).await),
             events::TASK_GET => Some(self.task_get(&env).await),
+            events::WORKFLOW_EVENTS => Some(self.events_since(&env)),
             events::STORE_STATUS => Some(
                 serde_json::to_value(self.store.info())
                     .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())),
@@ -279,6 +295,12 @@ impl Manager {
             events::LEASE_TASKS => self.lease(env.clone()).await,
             events::TASK_OUTCOMES => {
                 self.outcomes(&env).await;
+                None
+            }
+            events::TASKS_HELD => {
+                if let Ok(held) = env.payload_as::<HeldTasks>() {
+                    self.engine_holds(&env.source, held).await;
+                }
                 None
             }
             events::COMPONENT_LEFT => {
@@ -339,6 +361,7 @@ impl Manager {
 
     pub(crate) async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.events.borrow_mut().collect();
         self.fail_unserved(now).await;
         while self.leases.front().is_some_and(|l| l.deadline <= now) {
             if let Some(l) = self.leases.pop_front() {
@@ -501,6 +524,7 @@ impl Manager {
                 retry: t.retry.clone(),
                 timeout_ms: t.timeout.map(|s| (s * 1000.0).round() as u64),
                 engine: None,
+                missed: 0,
             })
             .collect();
         let index = tasks
@@ -1022,6 +1046,50 @@ impl Manager {
     async fn engine_lost(&mut self, engine: &str) {
         // Its waiting lease requests must not be answered with tasks nobody will run.
         self.leases.retain(|l| l.env.source != engine);
+        let requeued = self.requeue_running(engine, |_, _| true).await;
+        if requeued > 0 {
+            warn!(
+                engine,
+                tasks = requeued,
+                "engine left with tasks in flight; they are queued again"
+            );
+        }
+    }
+
+    /// An engine reported what it holds: its running tasks it did not list twice in a row
+    /// were lost on the way (a lease reply or an outcome dropped) and are queued again.
+    async fn engine_holds(&mut self, engine: &str, held: HeldTasks) {
+        let held: HashSet<(String, String, u32)> = held
+            .tasks
+            .into_iter()
+            .map(|t| (t.workflow_id, t.task_id, t.attempt))
+            .collect();
+        let requeued = self
+            .requeue_running(engine, |t, info| {
+                if held.contains(&(t.workflow_id.clone(), t.task_id.clone(), t.attempts)) {
+                    info.missed = 0;
+                    false
+                } else {
+                    info.missed += 1;
+                    info.missed >= 2
+                }
+            })
+            .await;
+        if requeued > 0 {
+            warn!(
+                engine,
+                tasks = requeued,
+                "tasks lost between engine and queue-manager; they are queued again"
+            );
+        }
+    }
+
+    /// Queues again the running tasks held by `engine` for which `lost` says so.
+    async fn requeue_running(
+        &mut self,
+        engine: &str,
+        mut lost: impl FnMut(&TaskRecord, &mut TaskInfo) -> bool,
+    ) -> usize {
         let mut changes = Changes::default();
         let mut requeued = 0usize;
         for (id, wf) in self.wfs.iter_mut() {
@@ -1031,9 +1099,13 @@ impl Manager {
                 {
                     continue;
                 }
+                if !lost(&wf.tasks[i], &mut wf.info[i]) {
+                    continue;
+                }
                 wf.tasks[i].status = TaskStatus::Queued;
                 wf.tasks[i].queued_at = Some(now_millis());
                 wf.info[i].engine = None;
+                wf.info[i].missed = 0;
                 self.seq += 1;
                 self.queue.push(
                     &wf.tasks[i].method,
@@ -1049,14 +1121,10 @@ impl Manager {
             }
         }
         if requeued > 0 {
-            warn!(
-                engine,
-                tasks = requeued,
-                "engine left with tasks in flight; they are queued again"
-            );
             let _ = self.flush(changes).await;
             self.serve_leases().await;
         }
+        requeued
     }
 
     // ---------------------------------------------------------------- finishing
@@ -1104,6 +1172,7 @@ impl Manager {
         let Some(wf) = self.wfs.remove(id) else {
             return;
         };
+        let finished_id = id.to_string();
         let mut payload = self.progress(&wf);
         payload["error"] = wf.record.error.clone().unwrap_or(Value::Null);
         if wf.tasks.len() <= RESULTS_IN_EVENT_LIMIT {
@@ -1121,6 +1190,7 @@ impl Manager {
         };
         info!(workflow = %id, status = %status_word(wf.record.status), completed = wf.completed, failed = wf.failed, skipped = wf.skipped, "workflow finished");
         self.emit(id, event, payload);
+        self.events.borrow_mut().finished(&finished_id);
         if let Some(r) = &wf.resolver {
             let _ = self.client.emit(
                 Target::Component(r.clone()),
@@ -1199,6 +1269,30 @@ impl Manager {
     }
 
     // ---------------------------------------------------------------- queries
+
+    fn events_since(&self, env: &Envelope) -> Result<Value, GzError> {
+        let id = env
+            .payload
+            .get("workflow_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                GzError::new(
+                    ErrorCode::InvalidPayload,
+                    "workflow_events needs workflow_id",
+                )
+            })?;
+        let after = env
+            .payload
+            .get("after_seq")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        match self.events.borrow().since(id, after) {
+            Some((events, complete)) => {
+                Ok(json!({ "workflow_id": id, "events": events, "complete": complete }))
+            }
+            None => Ok(json!({ "workflow_id": id, "events": [], "complete": false })),
+        }
+    }
 
     async fn get(&mut self, env: &Envelope) -> Result<Value, GzError> {
         let r: WorkflowRef = env.payload_as()?;
@@ -1319,6 +1413,7 @@ impl Manager {
             }
             wf.terminal = wf.tasks.iter().filter(|t| t.status.is_terminal()).count();
             info!(workflow = %id, "resuming unfinished workflow");
+            self.events.borrow_mut().open(&id, now_millis() * 1000);
             self.wfs.insert(id.clone(), wf);
             self.plan(&id, Some(spec_json));
         }
