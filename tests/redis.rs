@@ -174,3 +174,97 @@ async fn a_redis_restart_mid_run_loses_nothing() {
     assert_eq!(executions(&log).len(), 200);
     let _ = std::fs::remove_file(log);
 }
+
+/// Fault injection: while a workflow of 1,000 tasks (chains and fan-ins) runs on the Redis
+/// store, the queue-manager, the execution-engine, the python-provider and the hub are
+/// SIGKILLed and restarted, one at a time, several times. The workflow completes, every task
+/// has exactly one recorded result, and executions per task are reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_services_at_random_moments_loses_nothing() {
+    let redis = RedisServer::start().await;
+    let mut suite = TestSuite::start(options(&redis)).await;
+    let log = std::env::temp_dir().join(format!("gz-fault-{}-{}", std::process::id(), redis.port));
+    let _ = std::fs::remove_file(&log);
+    // 100 chains of 9 tasks, and 100 fan-in tasks each joining two chains' ends: 1,000 tasks.
+    let mut yaml = chains(100, 9, &log);
+    for j in 0..100 {
+        let (a, b) = (j, (j + 1) % 100);
+        yaml.push_str(&format!(
+            "  - id: join{j}\n    method: python/execute\n    dependencies: [t{a}_8, t{b}_8]\n    parameters: {{ code: \"open('{}', 'a').write('join{j}\\\\n')\\nresult = 1\" }}\n",
+            log.display()
+        ));
+    }
+    let id = submit(&suite, &workflow_file("fault.yaml", &yaml));
+    let names = [
+        "queue-manager",
+        "execution-engine",
+        "python-provider",
+        "hub",
+    ];
+    let mut seed = (std::process::id() as u64) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut kills = Vec::new();
+    for round in 0..6 {
+        // A pseudo-random pause (150..650 ms) and victim.
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let pause = 150 + (seed >> 33) % 500;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let victim = names[((seed >> 20) % 4) as usize];
+        let done = executions(&log).len();
+        if done >= 1000 {
+            break;
+        }
+        kills.push(format!("{victim} after {done} executions"));
+        match victim {
+            "hub" => {
+                let port = suite.hub.port;
+                suite.hub.proc.kill9();
+                suite.hub = gleitzeit_e2e::TestHub::start_on(port).await;
+            }
+            "queue-manager" => {
+                suite.services[0].kill9();
+                suite.services[0] = suite.hub.service(
+                    "queue-manager",
+                    &format!("qm-r{round}"),
+                    &["--redis-url", &redis.url],
+                );
+            }
+            "execution-engine" => {
+                suite.services[2].kill9();
+                suite.services[2] =
+                    suite
+                        .hub
+                        .service("execution-engine", &format!("ee-r{round}"), &[]);
+            }
+            _ => {
+                suite.services[3].kill9();
+                suite.services[3] = suite.hub.service(
+                    "python-provider",
+                    &format!("py-r{round}"),
+                    &["--workers", "2"],
+                );
+            }
+        }
+    }
+    eprintln!("kills: {kills:?}");
+    let doc = wait_done(&suite, &id, Duration::from_secs(120)).await;
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    let tasks = doc["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1000);
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["status"] == "completed" && !t["result"].is_null()),
+        "every task has its result"
+    );
+    let runs = executions(&log);
+    assert_eq!(runs.len(), 1000, "every task ran");
+    let twice = runs.values().filter(|n| **n > 1).count();
+    let extra: usize = runs.values().map(|n| n - 1).sum();
+    eprintln!(
+        "executions: 1000 tasks, {twice} ran more than once ({extra} extra runs) across {} kills",
+        kills.len()
+    );
+    let _ = std::fs::remove_file(log);
+}

@@ -354,14 +354,16 @@ impl Engine {
                         },
                     );
                     batches.entry(pid).or_default().push(task);
-                }
+                } // The provider it was leased for left meanwhile: hand the task back (it is
+                // queued again without using up its retries; the queue-manager fails tasks of
+                // methods nobody serves after its grace period).
                 None => unserved.push(outcome_err(
                     &task.workflow_id,
                     &task.task_id,
                     task.attempt,
                     GzError::new(
-                        ErrorCode::NoProvider,
-                        format!("no provider serves {}", task.method),
+                        ErrorCode::Disconnected,
+                        format!("no provider for {} right now", task.method),
                     ),
                 )),
             }
