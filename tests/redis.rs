@@ -19,16 +19,21 @@ fn options(redis: &RedisServer) -> SuiteOptions {
 
 /// A workflow of `chains` chains of `len` tasks; each task appends its id to `log`.
 fn chains(chains: usize, len: usize, log: &std::path::Path) -> String {
-    let mut yaml = String::from("name: chains\ntasks:\n");
+    chains_named("t", chains, len, log)
+}
+
+/// Like [`chains`], with task ids starting with `prefix`.
+fn chains_named(prefix: &str, chains: usize, len: usize, log: &std::path::Path) -> String {
+    let mut yaml = format!("name: {prefix}chains\ntasks:\n");
     for c in 0..chains {
         for k in 0..len {
             let deps = if k == 0 {
                 String::new()
             } else {
-                format!("    dependencies: [t{c}_{}]\n", k - 1)
+                format!("    dependencies: [{prefix}{c}_{}]\n", k - 1)
             };
             yaml.push_str(&format!(
-                "  - id: t{c}_{k}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep(0.01)\\nopen('{}', 'a').write('t{c}_{k}\\\\n')\\nresult = {k}\" }}\n",
+                "  - id: {prefix}{c}_{k}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep(0.01)\\nopen('{}', 'a').write('{prefix}{c}_{k}\\\\n')\\nresult = {k}\" }}\n",
                 log.display()
             ));
         }
@@ -266,5 +271,86 @@ async fn killing_services_at_random_moments_loses_nothing() {
         "executions: 1000 tasks, {twice} ran more than once ({extra} extra runs) across {} kills",
         kills.len()
     );
+    let _ = std::fs::remove_file(log);
+}
+
+fn owner_of(redis: &RedisServer, workflow: &str) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "GET",
+            &format!("gz:owner:{workflow}"),
+        ])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_queue_managers_and_two_engines_share_one_redis_without_running_a_task_twice() {
+    let redis = RedisServer::start().await;
+    let suite = TestSuite::start(options(&redis)).await;
+    let _qm2 = suite
+        .hub
+        .service("queue-manager", "qm-2", &["--redis-url", &redis.url]);
+    let _ee2 = suite.hub.service("execution-engine", "ee-2", &[]);
+    suite.hub.wait_registered(&["qm-2", "ee-2"]).await;
+    let log = std::env::temp_dir().join(format!("gz-two-qm-{}-{}", std::process::id(), redis.port));
+    let _ = std::fs::remove_file(&log);
+    let mut ids = Vec::new();
+    for w in 0..4 {
+        let yaml = chains_named(&format!("w{w}t"), 15, 10, &log);
+        ids.push(submit(
+            &suite,
+            &workflow_file(&format!("part{w}.yaml"), &yaml),
+        ));
+    }
+    let owners: std::collections::HashSet<String> =
+        ids.iter().map(|id| owner_of(&redis, id)).collect();
+    assert!(
+        owners.contains("qm-1") && owners.contains("qm-2"),
+        "both queue-managers own workflows: {owners:?}"
+    );
+    for id in &ids {
+        let doc = wait_done(&suite, id, Duration::from_secs(90)).await;
+        assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    }
+    let runs = executions(&log);
+    assert_eq!(runs.len(), 600);
+    assert!(runs.values().all(|n| *n == 1), "a task ran twice");
+    let _ = std::fs::remove_file(log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_queue_manager_takes_over_the_workflow_of_one_that_died() {
+    let redis = RedisServer::start().await;
+    let mut suite = TestSuite::start(options(&redis)).await;
+    let _qm2 = suite
+        .hub
+        .service("queue-manager", "qm-2", &["--redis-url", &redis.url]);
+    suite.hub.wait_registered(&["qm-2"]).await;
+    let log =
+        std::env::temp_dir().join(format!("gz-takeover-{}-{}", std::process::id(), redis.port));
+    let _ = std::fs::remove_file(&log);
+    let id = submit(
+        &suite,
+        &workflow_file("takeover.yaml", &chains(10, 10, &log)),
+    );
+    wait_for(Duration::from_secs(30), || async {
+        executions(&log).len() >= 20
+    })
+    .await;
+    let owner = owner_of(&redis, &id);
+    assert!(owner == "qm-1" || owner == "qm-2", "owner {owner:?}");
+    if owner == "qm-1" {
+        suite.services[0].kill9();
+    } else {
+        drop(_qm2);
+    }
+    let doc = wait_done(&suite, &id, Duration::from_secs(60)).await;
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    assert_eq!(executions(&log).len(), 100);
+    assert_ne!(owner_of(&redis, &id), owner, "the survivor took it over");
     let _ = std::fs::remove_file(log);
 }

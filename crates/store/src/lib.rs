@@ -123,7 +123,36 @@ pub trait Store: Send + Sync {
     ///
     /// Oldest first, so that recovery resumes workflows in submission order.
     fn unfinished_workflows(&self) -> Result<Vec<WorkflowRecord>, StoreError>;
-
     /// The backend's kind and location, and whether it answers a trivial query right now.
     fn info(&self) -> StoreInfo;
+
+    /// Ids of unfinished workflows (Pending or Running), oldest first, without their specs.
+    fn unfinished_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .unfinished_workflows()?
+            .into_iter()
+            .map(|w| w.id)
+            .collect())
+    }
+
+    /// Takes or renews ownership of a workflow for `ttl` on behalf of `owner` (a
+    /// queue-manager's id): true when `owner` holds it afterwards. Only the owner dispatches
+    /// a workflow's tasks, so several queue-managers can share one store; a workflow whose
+    /// owner stopped renewing is taken over by another. A store used by one process only
+    /// (the embedded one) always grants it.
+    fn claim(
+        &self,
+        workflow_id: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let _ = (workflow_id, owner, ttl);
+        Ok(true)
+    }
+
+    /// Gives ownership of a workflow up (it finished).
+    fn release(&self, workflow_id: &str, owner: &str) -> Result<(), StoreError> {
+        let _ = (workflow_id, owner);
+        Ok(())
+    }
 }

@@ -193,6 +193,25 @@ end
 return {}
 "#;
 
+/// Takes `KEYS[1]` (a workflow's owner) for `ARGV[1]` for `ARGV[2]` ms when it is free or
+/// already theirs; 1 when held afterwards.
+const LUA_CLAIM: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Frees `KEYS[1]` if `ARGV[1]` holds it.
+const LUA_RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
 /// The [`Store`] on a Redis server.
 ///
 /// Cheap to share as `Arc<RedisStore>` / `Arc<dyn Store>`; calls are serialized on one
@@ -205,6 +224,8 @@ pub struct RedisStore {
     conn: Mutex<Option<Connection>>,
     create: Script,
     apply: Script,
+    claim: Script,
+    release: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -281,6 +302,8 @@ impl RedisStore {
             conn: Mutex::new(None),
             create: Script::new(&format!("{header}{LUA_CREATE}")),
             apply: Script::new(&format!("{header}{LUA_APPLY}")),
+            claim: Script::new(LUA_CLAIM),
+            release: Script::new(LUA_RELEASE),
         };
         let conn = store.connect()?;
         *store.lock() = Some(conn);
@@ -644,6 +667,63 @@ impl Store for RedisStore {
             members.sort_unstable();
             members.dedup();
             self.read_workflows(conn, &members, true)
+        })
+    }
+    fn unfinished_ids(&self) -> Result<Vec<String>, StoreError> {
+        let pending = self.status_key(WorkflowStatus::Pending);
+        let running = self.status_key(WorkflowStatus::Running);
+        self.call(|conn| {
+            let (mut members, running): (Vec<Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
+                .cmd("ZRANGE")
+                .arg(&pending)
+                .arg(0)
+                .arg(-1)
+                .cmd("ZRANGE")
+                .arg(&running)
+                .arg(0)
+                .arg(-1)
+                .query(conn)
+                .map_err(op("list unfinished workflow ids"))?;
+            members.extend(running);
+            members.sort_unstable();
+            members.dedup();
+            members
+                .iter()
+                .map(|m| member_id(m).map(str::to_string).map_err(Failure::Store))
+                .collect()
+        })
+    }
+
+    fn claim(
+        &self,
+        workflow_id: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.key("owner", workflow_id);
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.call(|conn| {
+            let got: i64 = self
+                .claim
+                .key(&key)
+                .arg(owner)
+                .arg(ttl_ms)
+                .invoke(conn)
+                .map_err(op("claim workflow"))?;
+            Ok(got == 1)
+        })
+    }
+
+    fn release(&self, workflow_id: &str, owner: &str) -> Result<(), StoreError> {
+        let key = self.key("owner", workflow_id);
+        self.call(|conn| {
+            let _: i64 = self
+                .release
+                .key(&key)
+                .arg(owner)
+                .invoke(conn)
+                .map_err(op("release workflow"))?;
+            Ok(())
         })
     }
 

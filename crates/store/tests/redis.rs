@@ -460,3 +460,35 @@ fn corrupt_data_is_a_corrupt_error() {
 fn timing_100k_tasks() {
     contract::timing_100k_tasks(&*redis(), "redis");
 }
+
+#[test]
+fn one_owner_at_a_time_and_ownership_expires() {
+    let fixture = redis();
+    let other = RedisStore::open_with_prefix(&fixture.server.url(), fixture.prefix())
+        .expect("second store");
+    let long = std::time::Duration::from_secs(30);
+    assert!(fixture.claim("wf-1", "qm-a", long).expect("claim"));
+    assert!(
+        !other.claim("wf-1", "qm-b", long).expect("claim"),
+        "held by qm-a"
+    );
+    assert!(
+        fixture.claim("wf-1", "qm-a", long).expect("renew"),
+        "the owner renews"
+    );
+    other
+        .release("wf-1", "qm-b")
+        .expect("release by a non-owner changes nothing");
+    assert!(!other.claim("wf-1", "qm-b", long).expect("claim"));
+    fixture.release("wf-1", "qm-a").expect("release");
+    assert!(other
+        .claim("wf-1", "qm-b", long)
+        .expect("claim after release"));
+    assert!(fixture
+        .claim("wf-2", "qm-a", std::time::Duration::from_millis(100))
+        .expect("claim"));
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert!(other
+        .claim("wf-2", "qm-b", long)
+        .expect("takeover after expiry"));
+}

@@ -71,7 +71,7 @@ struct Dispatched {
 }
 
 enum Internal {
-    Leased(u64, Result<LeasedTasks, GzError>),
+    Leased(String, u64, Result<LeasedTasks, GzError>),
     Providers(Vec<ComponentInfo>),
 }
 
@@ -83,7 +83,9 @@ struct Engine {
     dispatched: HashMap<TaskRef, Dispatched>,
     /// The lease request in flight (its number and the slots it asked for). A new request
     /// supersedes it when more slots free up; the queue-manager then answers the old one.
-    lease: Option<(u64, BTreeMap<String, u32>)>,
+    lease: HashMap<String, (u64, BTreeMap<String, u32>)>,
+    /// Registered queue-managers (each is asked for tasks; empty: ask the type).
+    queue_manager_ids: Vec<String>,
     lease_seq: u64,
     /// Every queue-manager tasks came from (each gets `tasks_held` reports).
     queue_managers: std::collections::HashSet<String>,
@@ -117,7 +119,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         prefetch: config.prefetch.max(1),
         providers: HashMap::new(),
         dispatched: HashMap::new(),
-        lease: None,
+        lease: HashMap::new(),
+        queue_manager_ids: Vec::new(),
         lease_seq: 0,
         queue_managers: std::collections::HashSet::new(),
     };
@@ -132,7 +135,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
                 None => break,
             },
             Some(msg) = rx.recv() => engine.on_internal(msg),
-            _ = tick.tick() => {                engine.watchdog();
+            _ = tick.tick() => {
+                engine.watchdog();
                 if last_report.elapsed() >= HELD_REPORT_INTERVAL {
                     last_report = Instant::now();
                     engine.report_held();
@@ -197,7 +201,11 @@ impl Engine {
                 if env.payload.get("component_type").and_then(Value::as_str)
                     == Some(component_types::QUEUE_MANAGER)
                 {
-                    self.lease = None;
+                    if let Some(id) = env.payload.get("component_id").and_then(Value::as_str) {
+                        self.lease.remove(id);
+                        self.queue_manager_ids.retain(|q| q != id);
+                    }
+                    self.lease.remove("");
                 }
             }
             events::COMPONENT_UNHEALTHY | events::REPLY => {}
@@ -215,6 +223,11 @@ impl Engine {
         match msg {
             Internal::Providers(list) => {
                 let mut seen = Vec::new();
+                self.queue_manager_ids = list
+                    .iter()
+                    .filter(|c| c.registration.component_type == component_types::QUEUE_MANAGER)
+                    .map(|c| c.registration.component_id.clone())
+                    .collect();
                 for c in list {
                     let r = c.registration;
                     if r.capacity == 0 || r.capabilities.iter().all(|m| !m.contains('/')) {
@@ -239,13 +252,13 @@ impl Engine {
                     self.provider_lost(&g);
                 }
             }
-            Internal::Leased(seq, result) => {
+            Internal::Leased(target, seq, result) => {
                 if self
                     .lease
-                    .as_ref()
+                    .get(&target)
                     .is_some_and(|(current, _)| *current == seq)
                 {
-                    self.lease = None;
+                    self.lease.remove(&target);
                 }
                 match result {
                     Ok(leased) => self.dispatch(leased),
@@ -268,49 +281,58 @@ impl Engine {
     }
 
     /// Asks for tasks when there are free slots and no request asks for them already.
+    /// Asks every queue-manager for tasks when there are free slots and no request to it
+    /// asks for them already (each may own different workflows).
     fn maybe_lease(&mut self) {
         let slots = self.free_slots();
         if slots.is_empty() {
             return;
         }
-        if let Some((_, asked)) = &self.lease {
-            // Only a request for more slots than the one in flight supersedes it.
-            if slots
-                .iter()
-                .all(|(m, n)| asked.get(m).is_some_and(|a| a >= n))
-            {
-                return;
+        let targets: Vec<String> = if self.queue_manager_ids.is_empty() {
+            vec![String::new()]
+        } else {
+            self.queue_manager_ids.clone()
+        };
+        for target in targets {
+            if let Some((_, asked)) = self.lease.get(&target) {
+                // Only a request for more slots than the one in flight supersedes it.
+                if slots
+                    .iter()
+                    .all(|(m, n)| asked.get(m).is_some_and(|a| a >= n))
+                {
+                    continue;
+                }
             }
+            self.lease_seq += 1;
+            let seq = self.lease_seq;
+            self.lease.insert(target.clone(), (seq, slots.clone()));
+            let client = self.client.clone();
+            let tx = self.tx.clone();
+            let payload = serde_json::to_value(LeaseTasks {
+                served: slots.keys().cloned().collect(),
+                slots: slots.clone(),
+                wait_ms: 1000,
+            })
+            .unwrap_or(Value::Null);
+            let to = if target.is_empty() {
+                Target::Type(component_types::QUEUE_MANAGER.into())
+            } else {
+                Target::Component(target.clone())
+            };
+            tokio::spawn(async move {
+                let result = client
+                    .request_with_timeout(to, events::LEASE_TASKS, payload, Duration::from_secs(10))
+                    .await
+                    .and_then(|v| {
+                        serde_json::from_value(v)
+                            .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
+                    });
+                if result.is_err() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let _ = tx.send(Internal::Leased(target, seq, result));
+            });
         }
-        self.lease_seq += 1;
-        let seq = self.lease_seq;
-        self.lease = Some((seq, slots.clone()));
-        let client = self.client.clone();
-        let tx = self.tx.clone();
-        let payload = serde_json::to_value(LeaseTasks {
-            served: slots.keys().cloned().collect(),
-            slots,
-            wait_ms: 1000,
-        })
-        .unwrap_or(Value::Null);
-        tokio::spawn(async move {
-            let result = client
-                .request_with_timeout(
-                    Target::Type(component_types::QUEUE_MANAGER.into()),
-                    events::LEASE_TASKS,
-                    payload,
-                    Duration::from_secs(10),
-                )
-                .await
-                .and_then(|v| {
-                    serde_json::from_value(v)
-                        .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
-                });
-            if result.is_err() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            let _ = tx.send(Internal::Leased(seq, result));
-        });
     }
 
     fn pick_provider(&self, method: &str) -> Option<String> {

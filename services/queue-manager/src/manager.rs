@@ -46,6 +46,10 @@ pub enum Internal {
 const RESULTS_IN_EVENT_LIMIT: usize = 1000;
 /// Lease requests older than this (ms) are dropped: the engine's own timeout is 10 s.
 const STALE_LEASE_MS: u64 = 5_000;
+/// How long ownership of a workflow lasts without renewal; renewed every [`OWNER_RENEW`].
+const OWNER_TTL: Duration = Duration::from_secs(10);
+/// How often ownership is renewed and unowned workflows are looked for.
+const OWNER_RENEW: Duration = Duration::from_secs(3);
 /// Extra attempts granted to tasks whose provider disappeared while running them.
 const LOST_WORK_REQUEUES: u32 = 5;
 /// How long a resolver request may take.
@@ -101,6 +105,8 @@ pub(crate) struct Manager {
     queue: ReadyQueue,
     seq: u64,
     leases: VecDeque<Lease>,
+    /// When ownership of the workflows in memory was last renewed.
+    last_ownership: Instant,
     /// Numbered events for catch-up (`workflow_events`).
     events: std::cell::RefCell<EventLog>,
     /// When an engine last offered each method (busy or not), and since when this
@@ -171,6 +177,7 @@ impl Manager {
             queue: ReadyQueue::default(),
             seq: 0,
             leases: VecDeque::new(),
+            last_ownership: Instant::now(),
             events: std::cell::RefCell::new(EventLog::default()),
             method_seen: HashMap::new(),
             started: Instant::now(),
@@ -358,9 +365,15 @@ impl Manager {
             Internal::Replan { workflow_id } => self.plan(&workflow_id, None),
         }
     }
-
     pub(crate) async fn on_tick(&mut self) {
         let now = Instant::now();
+        if now.duration_since(self.last_ownership) >= OWNER_RENEW {
+            self.last_ownership = now;
+            self.renew_ownership();
+            if let Err(e) = self.recover().await {
+                warn!(error = %e, "could not look for workflows to take over");
+            }
+        }
         self.events.borrow_mut().collect();
         self.fail_unserved(now).await;
         while self.leases.front().is_some_and(|l| l.deadline <= now) {
@@ -501,8 +514,13 @@ impl Manager {
             })
             .collect();
         let mut record = record;
-        self.blocking(|s| s.create_workflow(&record, &tasks))
-            .await?;
+        let owner = self.client.id().to_string();
+        self.blocking(|s| {
+            s.create_workflow(&record, &tasks)?;
+            // The submitter owns the new workflow (several queue-managers may share a store).
+            s.claim(&record.id, &owner, OWNER_TTL).map(|_| ())
+        })
+        .await?;
         // The spec lives in the store; memory keeps only the per-task state.
         let spec_json = std::mem::take(&mut record.spec);
         let wf = self.build_wf(record, &spec, tasks);
@@ -1127,6 +1145,23 @@ impl Manager {
         requeued
     }
 
+    /// Renews ownership of every workflow in memory; one another queue-manager took over
+    /// (this one was cut off for too long) is dropped here.
+    fn renew_ownership(&mut self) {
+        let owner = self.client.id().to_string();
+        let ids: Vec<String> = self.wfs.keys().cloned().collect();
+        for id in ids {
+            match self.store.claim(&id, &owner, OWNER_TTL) {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(workflow = %id, "another queue-manager owns this workflow now; leaving it");
+                    self.wfs.remove(&id);
+                }
+                Err(e) => warn!(workflow = %id, error = %e, "could not renew ownership"),
+            }
+        }
+    }
+
     // ---------------------------------------------------------------- finishing
 
     async fn check_finished(&mut self, id: &str) {
@@ -1167,11 +1202,13 @@ impl Manager {
         let _ = self.flush(changes).await;
         self.finish_announce(id);
     }
-
     fn finish_announce(&mut self, id: &str) {
         let Some(wf) = self.wfs.remove(id) else {
             return;
         };
+        if let Err(e) = self.store.release(id, self.client.id()) {
+            warn!(workflow = %id, error = %e, "could not release ownership");
+        }
         let finished_id = id.to_string();
         let mut payload = self.progress(&wf);
         payload["error"] = wf.record.error.clone().unwrap_or(Value::Null);
@@ -1361,19 +1398,18 @@ impl Manager {
     /// Loads unfinished workflows: queued and running tasks go back to the queue (their work
     /// may run again: at-least-once), and each workflow is planned again.
     pub(crate) async fn recover(&mut self) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        let loaded = tokio::task::spawn_blocking(
-            move || -> Result<Vec<(WorkflowRecord, Vec<TaskRecord>)>, StoreError> {
-                let mut out = Vec::new();
-                for w in store.unfinished_workflows()? {
-                    let tasks = store.tasks(&w.id)?;
-                    out.push((w, tasks));
-                }
-                Ok(out)
-            },
-        )
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Corrupt(e.to_string())))?;
+        // Unfinished workflows nobody else owns (their owner, if any, stopped renewing).
+        let owner = self.client.id().to_string();
+        let mut loaded = Vec::new();
+        for id in self.store.unfinished_ids()? {
+            if self.wfs.contains_key(&id) || !self.store.claim(&id, &owner, OWNER_TTL)? {
+                continue;
+            }
+            if let Some(w) = self.store.workflow(&id)? {
+                let tasks = self.store.tasks(&id)?;
+                loaded.push((w, tasks));
+            }
+        }
         for (mut record, mut tasks) in loaded {
             let spec_json = std::mem::take(&mut record.spec);
             let spec: WorkflowSpec = match serde_json::from_value(spec_json.clone()) {
@@ -1412,7 +1448,7 @@ impl Manager {
                 }
             }
             wf.terminal = wf.tasks.iter().filter(|t| t.status.is_terminal()).count();
-            info!(workflow = %id, "resuming unfinished workflow");
+            info!(workflow = %id, "taking over an unfinished workflow");
             self.events.borrow_mut().open(&id, now_millis() * 1000);
             self.wfs.insert(id.clone(), wf);
             self.plan(&id, Some(spec_json));
