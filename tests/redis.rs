@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gleitzeit_e2e::{
     repo_root, task, wait_for, workflow_file, RedisServer, SuiteOptions, TestSuite,
@@ -39,35 +39,6 @@ fn chains_named(prefix: &str, chains: usize, len: usize, log: &std::path::Path) 
         }
     }
     yaml
-}
-
-async fn wait_done(suite: &TestSuite, id: &str, limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (_, out, _) = suite.gz(&["inspect", "workflow", id, "--json"]);
-        if let Ok(doc) = serde_json::from_str::<Value>(&out) {
-            if matches!(
-                doc["workflow"]["status"].as_str(),
-                Some("completed" | "failed" | "cancelled")
-            ) {
-                return doc;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workflow {id} did not finish in {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn submit(suite: &TestSuite, file: &std::path::Path) -> String {
-    let (code, out, err) = suite.gz(&["submit", &file.display().to_string(), "--json"]);
-    assert_eq!(code, 0, "{out}{err}");
-    serde_json::from_str::<Value>(&out).unwrap()["workflow_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn executions(log: &std::path::Path) -> std::collections::HashMap<String, usize> {
@@ -127,7 +98,7 @@ async fn a_killed_queue_manager_resumes_from_redis_and_every_task_has_one_result
         redis.port
     ));
     let _ = std::fs::remove_file(&log);
-    let id = submit(&suite, &workflow_file("chains.yaml", &chains(20, 10, &log)));
+    let id = suite.submit(&workflow_file("chains.yaml", &chains(20, 10, &log)));
     wait_for(Duration::from_secs(30), || async {
         executions(&log).len() >= 40
     })
@@ -136,7 +107,7 @@ async fn a_killed_queue_manager_resumes_from_redis_and_every_task_has_one_result
     let _qm = suite
         .hub
         .service("queue-manager", "qm-2", &["--redis-url", &redis.url]);
-    let doc = wait_done(&suite, &id, Duration::from_secs(60)).await;
+    let doc = suite.wait_finished(&id, Duration::from_secs(60)).await;
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     assert_eq!(doc["tasks"].as_array().unwrap().len(), 200);
     assert!(doc["tasks"]
@@ -165,13 +136,13 @@ async fn a_redis_restart_mid_run_loses_nothing() {
         redis.port
     ));
     let _ = std::fs::remove_file(&log);
-    let id = submit(&suite, &workflow_file("chains.yaml", &chains(20, 10, &log)));
+    let id = suite.submit(&workflow_file("chains.yaml", &chains(20, 10, &log)));
     wait_for(Duration::from_secs(30), || async {
         executions(&log).len() >= 40
     })
     .await;
     redis.restart(Duration::from_millis(1500)).await;
-    let doc = wait_done(&suite, &id, Duration::from_secs(90)).await;
+    let doc = suite.wait_finished(&id, Duration::from_secs(90)).await;
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     let tasks = doc["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 200);
@@ -199,7 +170,7 @@ async fn killing_services_at_random_moments_loses_nothing() {
             log.display()
         ));
     }
-    let id = submit(&suite, &workflow_file("fault.yaml", &yaml));
+    let id = suite.submit(&workflow_file("fault.yaml", &yaml));
     let names = [
         "queue-manager",
         "execution-engine",
@@ -253,7 +224,7 @@ async fn killing_services_at_random_moments_loses_nothing() {
         }
     }
     eprintln!("kills: {kills:?}");
-    let doc = wait_done(&suite, &id, Duration::from_secs(120)).await;
+    let doc = suite.wait_finished(&id, Duration::from_secs(120)).await;
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     let tasks = doc["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 1000);
@@ -301,10 +272,7 @@ async fn two_queue_managers_and_two_engines_share_one_redis_without_running_a_ta
     let mut ids = Vec::new();
     for w in 0..4 {
         let yaml = chains_named(&format!("w{w}t"), 15, 10, &log);
-        ids.push(submit(
-            &suite,
-            &workflow_file(&format!("part{w}.yaml"), &yaml),
-        ));
+        ids.push(suite.submit(&workflow_file(&format!("part{w}.yaml"), &yaml)));
     }
     let owners: std::collections::HashSet<String> =
         ids.iter().map(|id| owner_of(&redis, id)).collect();
@@ -313,7 +281,7 @@ async fn two_queue_managers_and_two_engines_share_one_redis_without_running_a_ta
         "both queue-managers own workflows: {owners:?}"
     );
     for id in &ids {
-        let doc = wait_done(&suite, id, Duration::from_secs(90)).await;
+        let doc = suite.wait_finished(id, Duration::from_secs(90)).await;
         assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     }
     let runs = executions(&log);
@@ -333,10 +301,7 @@ async fn another_queue_manager_takes_over_the_workflow_of_one_that_died() {
     let log =
         std::env::temp_dir().join(format!("gz-takeover-{}-{}", std::process::id(), redis.port));
     let _ = std::fs::remove_file(&log);
-    let id = submit(
-        &suite,
-        &workflow_file("takeover.yaml", &chains(10, 10, &log)),
-    );
+    let id = suite.submit(&workflow_file("takeover.yaml", &chains(10, 10, &log)));
     wait_for(Duration::from_secs(30), || async {
         executions(&log).len() >= 20
     })
@@ -348,7 +313,7 @@ async fn another_queue_manager_takes_over_the_workflow_of_one_that_died() {
     } else {
         drop(_qm2);
     }
-    let doc = wait_done(&suite, &id, Duration::from_secs(60)).await;
+    let doc = suite.wait_finished(&id, Duration::from_secs(60)).await;
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     assert_eq!(executions(&log).len(), 100);
     assert_ne!(owner_of(&redis, &id), owner, "the survivor took it over");

@@ -297,19 +297,7 @@ async fn a_restarted_resolver_is_re_planned_and_the_workflow_completes() {
     suite.services[1].kill9();
     let replacement = suite.hub.service("dependency-resolver", "dr-2", &[]);
     suite.hub.wait_registered(&["dr-2"]).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let doc = loop {
-        let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
-        let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
-        if doc["workflow"]["status"] != "running" && doc["workflow"]["status"] != "pending" {
-            break doc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workflow did not finish: {doc:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let doc = suite.wait_finished(&id, Duration::from_secs(30)).await;
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     assert_eq!(task(&doc, "s11")["result"]["result"], 11);
     drop(replacement);
@@ -342,22 +330,7 @@ async fn work_of_a_killed_provider_runs_again_on_another() {
         .to_string();
     tokio::time::sleep(Duration::from_millis(500)).await;
     suite.services[3].kill9(); // py-1, busy with one task
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let doc = loop {
-        let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
-        let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
-        if matches!(
-            doc["workflow"]["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
-            break doc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workflow did not finish: {doc:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let doc = suite.wait_finished(&id, Duration::from_secs(30)).await;
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     let tasks = doc["tasks"].as_array().unwrap();
     assert!(
@@ -409,22 +382,7 @@ async fn work_of_a_killed_engine_is_queued_again_and_a_new_engine_finishes_it() 
     tokio::time::sleep(Duration::from_millis(300)).await;
     suite.services[2].kill9(); // ee-1, holding running tasks
     let _replacement = suite.hub.service("execution-engine", "ee-2", &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let doc = loop {
-        let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
-        let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
-        if matches!(
-            doc["workflow"]["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
-            break doc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workflow did not finish: {doc:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let doc = suite.wait_finished(&id, Duration::from_secs(30)).await;
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     for i in 0..6 {
         assert_eq!(task(&doc, &format!("e{i}"))["result"]["result"], i);
@@ -471,23 +429,7 @@ async fn killing_every_process_mid_run_loses_nothing_with_the_embedded_store() {
     suite.hub.proc.kill9();
     suite.hub = gleitzeit_e2e::TestHub::start_on(port).await;
     suite.start_services(&SuiteOptions::default()).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let doc = loop {
-        let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
-        if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&out) {
-            if matches!(
-                doc["workflow"]["status"].as_str(),
-                Some("completed" | "failed" | "cancelled")
-            ) {
-                break doc;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workflow did not finish after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let doc = suite.wait_finished(&id, Duration::from_secs(60)).await;
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     let tasks = doc["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 300);

@@ -317,6 +317,38 @@ impl TestSuite {
         )
     }
 
+    /// `gz submit FILE --json`: the workflow id.
+    pub fn submit(&self, file: &Path) -> String {
+        let (code, out, err) = self.gz(&["submit", &file.display().to_string(), "--json"]);
+        assert_eq!(code, 0, "gz submit failed: {out}{err}");
+        serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|v| v["workflow_id"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no workflow id in {out}"))
+    }
+
+    /// Waits until the workflow is completed, failed or cancelled (services may be
+    /// restarting meanwhile); returns `gz inspect workflow ID --json`.
+    pub async fn wait_finished(&self, id: &str, limit: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (_, out, _) = self.gz(&["inspect", "workflow", id, "--json"]);
+            if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&out) {
+                if matches!(
+                    doc["workflow"]["status"].as_str(),
+                    Some("completed" | "failed" | "cancelled")
+                ) {
+                    return doc;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "workflow {id} did not finish within {limit:?}: {out}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// `gz run FILE --json`: exit code and the JSON document.
     pub fn run_json(&self, file: &Path) -> (i32, serde_json::Value) {
         let (code, out, err) = self.gz(&["run", &file.display().to_string(), "--json"]);

@@ -14,7 +14,10 @@
 #![forbid(unsafe_code)]
 
 mod connection;
+mod holdings;
 mod transport;
+
+pub use holdings::Holdings;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -19,20 +19,17 @@ pub mod config;
 pub mod endpoints;
 pub mod methods;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gleitzeit_hub_client::{
     connect_component, next_envelope, outcome_sender, registration, spawn_held_reports,
-    ClientConfig, ClientError, HubClient,
+    ClientConfig, ClientError, Holdings, HubClient,
 };
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
-use gleitzeit_protocol::payloads::{
-    CancelTasks, ExecuteTask, ExecuteTasks, HeldTask, TaskOutcome, TaskRef,
-};
+use gleitzeit_protocol::payloads::{CancelTasks, ExecuteTask, ExecuteTasks, TaskOutcome, TaskRef};
 use gleitzeit_protocol::Target;
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
@@ -66,39 +63,8 @@ pub enum ServiceError {
     Http(String),
 }
 
-/// A task this provider holds (waiting for a slot or running).
-struct Held {
-    attempt: u32,
-    engine: String,
-    abort: AbortHandle,
-}
-
-/// Held tasks, and every engine that ever sent tasks (they get reports, empty or not).
-#[derive(Default)]
-struct HeldState {
-    tasks: HashMap<TaskRef, Held>,
-    engines: std::collections::HashSet<String>,
-}
-
-type Running = Arc<Mutex<HeldState>>;
-
-/// Per engine, the attempts held for it.
-fn held_snapshot(running: &Running) -> Vec<(String, Vec<HeldTask>)> {
-    let state = lock(running);
-    let mut out: HashMap<String, Vec<HeldTask>> = state
-        .engines
-        .iter()
-        .map(|e| (e.clone(), Vec::new()))
-        .collect();
-    for (key, h) in &state.tasks {
-        out.entry(h.engine.clone()).or_default().push(HeldTask {
-            workflow_id: key.workflow_id.clone(),
-            task_id: key.task_id.clone(),
-            attempt: h.attempt,
-        });
-    }
-    out.into_iter().collect()
-}
+/// Held tasks (waiting for a slot or running), with a way to stop each.
+type Running = Arc<Mutex<Holdings<AbortHandle>>>;
 
 /// Checks every endpoint once and records the result.
 async fn health_round(pool: &Pool, http: &reqwest::Client) {
@@ -150,10 +116,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         provider_id: client.id().to_string(),
     });
     let health = tokio::spawn(health_loop(pool.clone(), http, client.clone()));
-    let running: Running = Arc::new(Mutex::new(HeldState::default()));
+    let running: Running = Arc::new(Mutex::new(Holdings::default()));
     let reports = spawn_held_reports(&client, {
         let running = running.clone();
-        move || held_snapshot(&running)
+        move || lock(&running).report()
     });
     let done = outcome_sender(&client);
     while let Some(env) = next_envelope(&client, &mut incoming, &shutdown).await {
@@ -175,10 +141,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
             },
             events::CANCEL_TASKS => match env.payload_as::<CancelTasks>() {
                 Ok(c) => {
-                    let mut state = lock(&running);
+                    let mut held = lock(&running);
                     for t in c.tasks {
-                        if let Some(h) = state.tasks.remove(&t) {
-                            h.abort.abort();
+                        if let Some(abort) = held.take(&t) {
+                            abort.abort();
                         }
                     }
                 }
@@ -254,13 +220,7 @@ fn start_task(
             None => work.await,
         };
         client.set_load(ctx.pool.load());
-        {
-            // A newer attempt of the same task may have taken the entry: leave it alone.
-            let mut state = lock(&running2);
-            if state.tasks.get(&key2).is_some_and(|h| h.attempt == attempt) {
-                state.tasks.remove(&key2);
-            }
-        }
+        lock(&running2).finish(&key2, attempt);
         let (result, error) = match result {
             Ok(v) => (Some(v), None),
             Err(e) => (None, Some(e)),
@@ -277,14 +237,5 @@ fn start_task(
         };
         let _ = done.send((reply_to, outcome));
     });
-    let mut state = lock(running);
-    state.engines.insert(engine.clone());
-    state.tasks.insert(
-        key,
-        Held {
-            attempt,
-            engine,
-            abort: handle.abort_handle(),
-        },
-    );
+    lock(running).insert(key, attempt, &engine, handle.abort_handle());
 }

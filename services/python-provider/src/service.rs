@@ -1,21 +1,18 @@
 //! The python-provider as a hub component: takes `execute_tasks` batches, runs each task
 //! in the pool, and sends outcomes back in batches (whatever finished since the last send).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gleitzeit_hub_client::{
     connect_component, next_envelope, outcome_sender, registration, spawn_held_reports,
-    ClientConfig, ClientError, HubClient,
+    ClientConfig, ClientError, Holdings, HubClient,
 };
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types};
-use gleitzeit_protocol::payloads::{
-    CancelTasks, ExecuteTask, ExecuteTasks, HeldTask, TaskOutcome, TaskRef,
-};
+use gleitzeit_protocol::payloads::{CancelTasks, ExecuteTask, ExecuteTasks, TaskOutcome, TaskRef};
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -52,39 +49,8 @@ pub enum ServiceError {
     Pool(#[from] PythonError),
 }
 
-/// A task this provider holds (queued in the pool or running).
-struct Held {
-    attempt: u32,
-    engine: String,
-    cancel: oneshot::Sender<()>,
-}
-
-/// Held tasks, and every engine that ever sent tasks (they get reports, empty or not).
-#[derive(Default)]
-struct HeldState {
-    tasks: HashMap<TaskRef, Held>,
-    engines: std::collections::HashSet<String>,
-}
-
-type Running = Arc<Mutex<HeldState>>;
-
-/// Per engine, the attempts held for it.
-fn held_snapshot(running: &Running) -> Vec<(String, Vec<HeldTask>)> {
-    let state = lock(running);
-    let mut out: HashMap<String, Vec<HeldTask>> = state
-        .engines
-        .iter()
-        .map(|e| (e.clone(), Vec::new()))
-        .collect();
-    for (key, h) in &state.tasks {
-        out.entry(h.engine.clone()).or_default().push(HeldTask {
-            workflow_id: key.workflow_id.clone(),
-            task_id: key.task_id.clone(),
-            attempt: h.attempt,
-        });
-    }
-    out.into_iter().collect()
-}
+/// Held tasks (queued in the pool or running), with a way to cancel each.
+type Running = Arc<Mutex<Holdings<oneshot::Sender<()>>>>;
 
 /// Starts the pool, connects to the hub and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
@@ -112,10 +78,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         pool.shutdown().await;
         return Ok(());
     };
-    let running: Running = Arc::new(Mutex::new(HeldState::default()));
+    let running: Running = Arc::new(Mutex::new(Holdings::default()));
     let reports = spawn_held_reports(&client, {
         let running = running.clone();
-        move || held_snapshot(&running)
+        move || lock(&running).report()
     });
     let done_tx = outcome_sender(&client);
     while let Some(env) = next_envelope(&client, &mut incoming, &shutdown).await {
@@ -137,10 +103,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
             },
             events::CANCEL_TASKS => match env.payload_as::<CancelTasks>() {
                 Ok(c) => {
-                    let mut state = lock(&running);
+                    let mut held = lock(&running);
                     for t in c.tasks {
-                        if let Some(h) = state.tasks.remove(&t) {
-                            let _ = h.cancel.send(());
+                        if let Some(cancel) = held.take(&t) {
+                            let _ = cancel.send(());
                         }
                     }
                 }
@@ -215,18 +181,7 @@ async fn execute(
         task_id: task.task_id.clone(),
     };
     let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
-    {
-        let mut state = lock(&running);
-        state.engines.insert(reply_to.clone());
-        state.tasks.insert(
-            key.clone(),
-            Held {
-                attempt: task.attempt,
-                engine: reply_to.clone(),
-                cancel: cancel_tx,
-            },
-        );
-    }
+    lock(&running).insert(key.clone(), task.attempt, &reply_to, cancel_tx);
     client.set_load(pool.busy() as u32 + 1);
     let started_at = now_millis();
     let result = match job_of(&task) {
@@ -242,17 +197,7 @@ async fn execute(
             .map_err(|e| error_of(&e)),
         Err(e) => Err(e),
     };
-    {
-        // A newer attempt of the same task may have taken the entry: leave it alone.
-        let mut state = lock(&running);
-        if state
-            .tasks
-            .get(&key)
-            .is_some_and(|h| h.attempt == task.attempt)
-        {
-            state.tasks.remove(&key);
-        }
-    }
+    lock(&running).finish(&key, task.attempt);
     client.set_load(pool.busy() as u32);
     let (result, error) = match result {
         Ok(v) => (Some(v), None),
