@@ -319,3 +319,30 @@ async fn another_queue_manager_takes_over_the_workflow_of_one_that_died() {
     assert_ne!(owner_of(&redis, &id), owner, "the survivor took it over");
     let _ = std::fs::remove_file(log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_owner_whichever_queue_manager_gets_it() {
+    let redis = RedisServer::start().await;
+    let suite = TestSuite::start(options(&redis)).await;
+    let _qm2 = suite
+        .hub
+        .service("queue-manager", "qm-2", &["--redis-url", &redis.url]);
+    suite.hub.wait_registered(&["qm-2"]).await;
+    let yaml = "name: long\ntasks:\n  - id: wait\n    method: python/execute\n    parameters: { code: \"import time\\ntime.sleep(30)\" }\n";
+    let ids: Vec<String> = (0..4)
+        .map(|i| suite.submit(&workflow_file(&format!("long{i}.yaml"), yaml)))
+        .collect();
+    let owners: std::collections::HashSet<String> =
+        ids.iter().map(|id| owner_of(&redis, id)).collect();
+    assert_eq!(owners.len(), 2, "both queue-managers own some: {owners:?}");
+    for id in &ids {
+        let (code, out, err) = suite.gz(&["cancel", id, "--json"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let reply: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(reply["cancelled"], true, "{reply}");
+    }
+    for id in &ids {
+        let doc = suite.wait_finished(id, Duration::from_secs(20)).await;
+        assert_eq!(doc["workflow"]["status"], "cancelled");
+    }
+}

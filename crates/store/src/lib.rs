@@ -150,6 +150,12 @@ pub trait Store: Send + Sync {
         Ok(true)
     }
 
+    /// The current owner of a workflow, if any (None for single-process stores).
+    fn owner(&self, workflow_id: &str) -> Result<Option<String>, StoreError> {
+        let _ = workflow_id;
+        Ok(None)
+    }
+
     /// Gives ownership of a workflow up (it finished).
     fn release(&self, workflow_id: &str, owner: &str) -> Result<(), StoreError> {
         let _ = (workflow_id, owner);

@@ -714,6 +714,16 @@ impl Store for RedisStore {
         })
     }
 
+    fn owner(&self, workflow_id: &str) -> Result<Option<String>, StoreError> {
+        let key = self.key("owner", workflow_id);
+        self.call(|conn| {
+            redis::cmd("GET")
+                .arg(&key)
+                .query(conn)
+                .map_err(op("read workflow owner"))
+        })
+    }
+
     fn release(&self, workflow_id: &str, owner: &str) -> Result<(), StoreError> {
         let key = self.key("owner", workflow_id);
         self.call(|conn| {

@@ -365,7 +365,7 @@ impl Engine {
                     let deadline = task.timeout_ms.map(|ms| {
                         Instant::now() + Duration::from_millis(ms) * (self.prefetch + 1) + grace
                     });
-                    self.dispatched.insert(
+                    let older = self.dispatched.insert(
                         key,
                         Dispatched {
                             provider: pid.clone(),
@@ -375,8 +375,16 @@ impl Engine {
                             missed: 0,
                         },
                     );
+                    // A newer attempt replaces an older one still out: the older one's
+                    // outcome will be dropped, so its slot is given back now.
+                    if let Some(older) = older {
+                        if let Some(p) = self.providers.get_mut(&older.provider) {
+                            p.in_flight = p.in_flight.saturating_sub(1);
+                        }
+                    }
                     batches.entry(pid).or_default().push(task);
-                } // The provider it was leased for left meanwhile: hand the task back (it is
+                }
+                // The provider it was leased for left meanwhile: hand the task back (it is
                 // queued again without using up its retries; the queue-manager fails tasks of
                 // methods nobody serves after its grace period).
                 None => unserved.push(outcome_err(

@@ -292,9 +292,9 @@ impl Manager {
             events::WORKFLOW_SUBMIT => Some(self.submit(&env).await),
             events::WORKFLOW_GET => Some(self.get(&env).await),
             events::WORKFLOW_LIST => Some(self.list(&env).await),
-            events::WORKFLOW_CANCEL => Some(self.cancel(&env).await),
+            events::WORKFLOW_CANCEL => self.cancel(&env).await.transpose(),
             events::TASK_GET => Some(self.task_get(&env).await),
-            events::WORKFLOW_EVENTS => Some(self.events_since(&env)),
+            events::WORKFLOW_EVENTS => self.events_since(&env).transpose(),
             events::STORE_STATUS => Some(
                 serde_json::to_value(self.store.info())
                     .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())),
@@ -306,7 +306,7 @@ impl Manager {
             }
             events::TASKS_HELD => {
                 if let Ok(held) = env.payload_as::<HeldTasks>() {
-                    self.engine_holds(&env.source, held).await;
+                    self.engine_holds(&env.source, env.ts, held).await;
                 }
                 None
             }
@@ -1076,7 +1076,7 @@ impl Manager {
 
     /// An engine reported what it holds: its running tasks it did not list twice in a row
     /// were lost on the way (a lease reply or an outcome dropped) and are queued again.
-    async fn engine_holds(&mut self, engine: &str, held: HeldTasks) {
+    async fn engine_holds(&mut self, engine: &str, sent_at: u64, held: HeldTasks) {
         let held: HashSet<(String, String, u32)> = held
             .tasks
             .into_iter()
@@ -1084,6 +1084,10 @@ impl Manager {
             .collect();
         let requeued = self
             .requeue_running(engine, |t, info| {
+                // Only attempts handed out well before the report was sent can be missing from it.
+                if t.started_at.unwrap_or(u64::MAX).saturating_add(1_000) > sent_at {
+                    return false;
+                }
                 if held.contains(&(t.workflow_id.clone(), t.task_id.clone(), t.attempts)) {
                     info.missed = 0;
                     false
@@ -1280,7 +1284,8 @@ impl Manager {
         self.finish_announce(id);
     }
 
-    async fn cancel(&mut self, env: &Envelope) -> Result<Value, GzError> {
+    /// Cancels a workflow; `Ok(None)` when the request went on to the owner.
+    async fn cancel(&mut self, env: &Envelope) -> Result<Option<Value>, GzError> {
         let r: WorkflowRef = env.payload_as()?;
         if self.wfs.contains_key(&r.workflow_id) {
             let err = GzError::new(
@@ -1289,15 +1294,16 @@ impl Manager {
             );
             self.stop_workflow(&r.workflow_id, WorkflowStatus::Cancelled, err)
                 .await;
-            return Ok(
+            return Ok(Some(
                 json!({ "workflow_id": r.workflow_id, "cancelled": true, "status": "cancelled" }),
-            );
+            ));
         }
         let id = r.workflow_id.clone();
         match self.blocking(move |s| s.workflow(&id)).await? {
-            Some(w) => Ok(
+            Some(w) if !w.status.is_terminal() && self.forward_to_owner(env) => Ok(None),
+            Some(w) => Ok(Some(
                 json!({ "workflow_id": w.id, "cancelled": false, "status": status_word(w.status) }),
-            ),
+            )),
             None => Err(GzError::new(
                 ErrorCode::WorkflowNotFound,
                 format!("no workflow {}", r.workflow_id),
@@ -1307,7 +1313,33 @@ impl Manager {
 
     // ---------------------------------------------------------------- queries
 
-    fn events_since(&self, env: &Envelope) -> Result<Value, GzError> {
+    /// A request about a workflow another queue-manager owns goes to the owner, whose
+    /// answer is relayed; true when forwarded (the reply is then sent from here later).
+    fn forward_to_owner(&self, env: &Envelope) -> bool {
+        let Some(id) = env.payload.get("workflow_id").and_then(Value::as_str) else {
+            return false;
+        };
+        let owner = match self.store.owner(id) {
+            Ok(Some(o)) if o != self.client.id() => o,
+            _ => return false,
+        };
+        let (client, env) = (self.client.clone(), env.clone());
+        tokio::spawn(async move {
+            let result = client
+                .request_with_timeout(
+                    Target::Component(owner),
+                    &env.event,
+                    env.payload.clone(),
+                    Duration::from_secs(30),
+                )
+                .await;
+            let _ = client.respond(&env, result);
+        });
+        true
+    }
+
+    /// Events after a sequence number; `Ok(None)` when the request went on to the owner.
+    fn events_since(&self, env: &Envelope) -> Result<Option<Value>, GzError> {
         let id = env
             .payload
             .get("workflow_id")
@@ -1323,11 +1355,16 @@ impl Manager {
             .get("after_seq")
             .and_then(Value::as_u64)
             .unwrap_or(0);
+        if self.events.borrow().since(id, 0).is_none() && self.forward_to_owner(env) {
+            return Ok(None);
+        }
         match self.events.borrow().since(id, after) {
-            Some((events, complete)) => {
-                Ok(json!({ "workflow_id": id, "events": events, "complete": complete }))
-            }
-            None => Ok(json!({ "workflow_id": id, "events": [], "complete": false })),
+            Some((events, complete)) => Ok(Some(
+                json!({ "workflow_id": id, "events": events, "complete": complete }),
+            )),
+            None => Ok(Some(
+                json!({ "workflow_id": id, "events": [], "complete": false }),
+            )),
         }
     }
 
