@@ -23,7 +23,8 @@ use gleitzeit_runtime::{LogFormat, DEFAULT_HUB_URL};
 #[derive(Debug, Parser)]
 #[command(name = "gz", version, propagate_version = true)]
 struct Cli {
-    /// URL of the central hub.
+    /// URL of the central hub; several hubs of one mesh comma-separated (the first that
+    /// answers is used).
     #[arg(long, global = true, env = "GLEITZEIT_HUB_URL", default_value = DEFAULT_HUB_URL)]
     hub_url: String,
     /// Log format of services started by this command.
@@ -127,7 +128,10 @@ pub type CmdResult = Result<u8, Failure>;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.hub_url.contains(',') {
+        cli.hub_url = status::first_answering(&cli.hub_url).await;
+    }
     let json = cli.command.json();
     let result = match cli.command {
         Command::Status { json } => status::run(&cli.hub_url, json).await,

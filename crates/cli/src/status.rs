@@ -8,6 +8,22 @@ use serde_json::json;
 
 use crate::CmdResult;
 
+/// The first hub of a comma-separated list whose `/health` answers (else the first).
+pub async fn first_answering(list: &str) -> String {
+    let urls: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    for url in &urls {
+        if get_json::<HubStatus>(url, "/health").await.is_ok() {
+            return url.to_string();
+        }
+    }
+    urls.first()
+        .map_or_else(|| list.to_string(), |u| u.to_string())
+}
+
 /// Fetches `path` from the hub's HTTP surface as JSON.
 pub async fn get_json<T: serde::de::DeserializeOwned>(
     hub_url: &str,

@@ -45,6 +45,12 @@ pub struct HubArgs {
     /// Port (default: the port of --hub-url).
     #[arg(long, env = "GLEITZEIT_HUB_PORT")]
     pub port: Option<u16>,
+    /// Join the hub mesh on this Redis (hubs given the same URL relay to each other).
+    #[arg(long, env = "GLEITZEIT_HUB_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// This hub's id (must differ between hubs of one mesh).
+    #[arg(long, env = "GLEITZEIT_HUB_ID")]
+    pub hub_id: Option<String>,
 }
 
 /// The default data directory: `$GLEITZEIT_DATA_DIR`, else `$XDG_DATA_HOME/gleitzeit`,
@@ -342,7 +348,12 @@ pub async fn hub(hub_url: &str, log_format: LogFormat, args: HubArgs) -> CmdResu
     let config = central_hub::HubConfig {
         host: args.host.unwrap_or(host),
         port: args.port.unwrap_or(port),
+        mesh_redis_url: args.redis_url,
         ..Default::default()
+    };
+    let config = match args.hub_id {
+        Some(hub_id) => central_hub::HubConfig { hub_id, ..config },
+        None => config,
     };
     central_hub::run(
         config,

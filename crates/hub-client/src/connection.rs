@@ -51,17 +51,23 @@ pub(crate) async fn run(
     let mut delay = Duration::from_millis(100);
     let mut carry: Option<Envelope> = None;
     let mut stop = shared.stop.subscribe();
+    // Several hubs of one mesh may be listed, comma-separated: a lost or failed session
+    // moves on to the next.
+    let urls = hub_urls(&shared.config.url);
+    let (mut idx, mut failed_in_round) = (0usize, 0usize);
     loop {
         if *stop.borrow() {
             break;
         }
-        match open_session(&shared).await {
+        let url = urls[idx].as_str();
+        match open_session(&shared, url).await {
             Ok(session) => {
                 delay = Duration::from_millis(100);
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Ok(()));
                 }
-                info!(hub = %shared.config.url, id = %shared.id, "connected to hub");
+                info!(hub = %url, id = %shared.id, "connected to hub");
+                failed_in_round = 0;
                 shared.connected.send_replace(true);
                 let end = drive(&shared, &session, &mut outbox, &mut carry, &mut stop).await;
                 shared.connected.send_replace(false);
@@ -69,7 +75,12 @@ pub(crate) async fn run(
                 if matches!(end, End::Stopped) {
                     break;
                 }
-                warn!(hub = %shared.config.url, "connection to hub lost; reconnecting");
+                warn!(hub = %url, "connection to hub lost; reconnecting");
+                if urls.len() > 1 {
+                    // Another hub of the mesh is tried at once.
+                    idx = (idx + 1) % urls.len();
+                    continue;
+                }
             }
             Err(SessionError::Refused(e)) => {
                 warn!(error = %e, "hub refused this client");
@@ -79,7 +90,14 @@ pub(crate) async fn run(
                 }
             }
             Err(SessionError::Transient(reason)) => {
-                debug!(%reason, "hub connection attempt failed");
+                debug!(hub = %url, %reason, "hub connection attempt failed");
+                idx = (idx + 1) % urls.len();
+                failed_in_round += 1;
+                if failed_in_round < urls.len() {
+                    // The other hubs of the list are tried at once; back off once all failed.
+                    continue;
+                }
+                failed_in_round = 0;
                 if let (Some(limit), Some(_)) = (shared.config.initial_connect_timeout, &first) {
                     if started.elapsed() >= limit {
                         if let Some(tx) = first.take() {
@@ -105,10 +123,25 @@ pub(crate) async fn run(
     }
 }
 
-async fn open_session(shared: &Arc<Shared>) -> Result<Session, SessionError> {
+/// The hub URLs of a comma-separated list (at least one entry).
+pub(crate) fn hub_urls(list: &str) -> Vec<String> {
+    let urls: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect();
+    if urls.is_empty() {
+        vec![list.to_string()]
+    } else {
+        urls
+    }
+}
+
+async fn open_session(shared: &Arc<Shared>, url: &str) -> Result<Session, SessionError> {
     let dispatch_to = shared.clone();
     let link = transport::connect(
-        &shared.config.url,
+        url,
         shared.config.auth.as_ref(),
         OPEN_TIMEOUT,
         move |body| dispatch(&dispatch_to, body),

@@ -34,7 +34,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// How a client connects.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Hub URL, e.g. `http://127.0.0.1:8000`.
+    /// Hub URL, e.g. `http://127.0.0.1:8000`; several hubs of one mesh comma-separated
+    /// (`http://a:8000,http://b:8000`): a lost connection moves on to the next.
     pub url: String,
     /// Registration data for components; `None` for plain clients (CLI, observers).
     pub registration: Option<RegisterPayload>,

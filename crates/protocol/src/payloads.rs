@@ -89,6 +89,9 @@ pub struct ComponentInfo {
     pub connected_at: u64,
     /// When its last heartbeat arrived (ms since epoch).
     pub last_heartbeat: u64,
+    /// The hub it is connected to (several hubs on one Redis list each other's components).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_id: Option<String>,
 }
 
 /// Payload of `component_left`.
@@ -123,6 +126,24 @@ pub struct HubStatus {
     pub messages_routed: u64,
     /// Malformed or unroutable envelopes answered with an error since start.
     pub messages_rejected: u64,
+    /// Present when this hub relays to other hubs over Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshStatus>,
+}
+
+/// The hub mesh as one hub sees it (part of [`HubStatus`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MeshStatus {
+    /// True while the hub's Redis connections are up.
+    pub redis_connected: bool,
+    /// Other hubs heard from recently, by id.
+    pub peers: Vec<String>,
+    /// Messages relayed to other hubs since start.
+    pub relayed_out: u64,
+    /// Messages received from other hubs since start.
+    pub relayed_in: u64,
+    /// Messages that could not be relayed (Redis unreachable) since start.
+    pub dropped: u64,
 }
 
 /// One task handed to a provider (inside `execute_tasks`).

@@ -23,7 +23,8 @@ pub enum LogFormat {
 /// Flags every service accepts.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
-    /// URL of the central hub.
+    /// URL of the central hub; several hubs of one mesh comma-separated (a lost connection
+    /// moves on to the next).
     #[arg(long, env = "GLEITZEIT_HUB_URL", default_value = DEFAULT_HUB_URL)]
     pub hub_url: String,
     /// Component id to register with (default: `<type>-<random>`).

@@ -30,6 +30,10 @@ pub(crate) fn status(state: &HubState) -> HubStatus {
         connections: state.io.sockets().len(),
         messages_routed: state.routed.load(Ordering::Relaxed),
         messages_rejected: state.rejected.load(Ordering::Relaxed),
+        mesh: state
+            .mesh
+            .as_ref()
+            .map(|m| m.status(state.registry().peers())),
     }
 }
 

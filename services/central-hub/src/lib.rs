@@ -3,7 +3,8 @@
 //! It keeps the registry of components ([`registry`]), routes envelopes by target (a
 //! component id, one healthy instance of a type or capability, or a room), fans events out
 //! to rooms, and serves `GET /health` and `GET /components` for people and dashboards.
-//! It holds no workflow logic.
+//! It holds no workflow logic. Given a Redis URL, several hubs form one mesh ([`mesh`]):
+//! a component on any hub is reachable from every other.
 //!
 //! Consumes (target `hub`): `register`, `heartbeat`, `deregister`, `subscribe`,
 //! `unsubscribe`, `list_components`, `hub_status`, `shutdown_request`.
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+mod mesh;
 pub mod registry;
 mod sockets;
 
@@ -46,6 +48,9 @@ pub struct HubConfig {
     /// Whether connections must authenticate (reserved for the auth issue; used now only
     /// for the warning about listening beyond loopback).
     pub auth_required: bool,
+    /// Redis URL of the hub mesh: hubs given the same one relay routes, rooms and their
+    /// component tables to each other. `None`: a standalone hub.
+    pub mesh_redis_url: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -57,6 +62,7 @@ impl Default for HubConfig {
             heartbeat_timeout: Duration::from_secs(15),
             hub_id: gleitzeit_runtime::default_component_id("hub"),
             auth_required: false,
+            mesh_redis_url: None,
         }
     }
 }
@@ -75,6 +81,9 @@ pub enum HubError {
     /// The server failed while running.
     #[error("hub server failed: {0}")]
     Serve(std::io::Error),
+    /// The mesh's Redis URL is not valid.
+    #[error("hub mesh: {0}")]
+    Mesh(String),
 }
 
 /// Shared hub state.
@@ -86,6 +95,7 @@ pub(crate) struct HubState {
     pub(crate) routed: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) stop: ShutdownTrigger,
+    pub(crate) mesh: Option<mesh::Mesh>,
 }
 
 impl HubState {
@@ -116,17 +126,30 @@ impl BoundHub {
             .ws_max_frame_size(64 * 1024 * 1024)
             .build_layer();
         let (stop, stopped) = Shutdown::new();
+        let (mesh, mesh_rx) = match &self.config.mesh_redis_url {
+            Some(url) => {
+                let (mesh, rx) = mesh::Mesh::start(url, &self.config.hub_id)
+                    .map_err(|e| HubError::Mesh(e.to_string()))?;
+                (Some(mesh), Some(rx))
+            }
+            None => (None, None),
+        };
         let state = Arc::new(HubState {
             io: io.clone(),
-            registry: Mutex::new(Registry::default()),
+            registry: Mutex::new(Registry::new(&self.config.hub_id)),
             config: self.config.clone(),
             started: Instant::now(),
             routed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             stop,
+            mesh,
         });
         sockets::install(state.clone());
         tokio::spawn(sockets::reaper(state.clone(), stopped.clone()));
+        if let Some(rx) = mesh_rx {
+            tokio::spawn(sockets::mesh_intake(state.clone(), rx));
+            tokio::spawn(sockets::mesh_ticker(state.clone(), stopped.clone()));
+        }
 
         let app = http::router(state.clone())
             .layer(layer)

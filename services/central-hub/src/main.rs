@@ -21,6 +21,15 @@ struct Args {
     /// Silence (seconds) after which a component is removed; default 3 intervals.
     #[arg(long, env = "GLEITZEIT_HEARTBEAT_TIMEOUT")]
     heartbeat_timeout: Option<f64>,
+    /// Join the hub mesh on this Redis: hubs given the same URL relay routes, rooms and
+    /// their component tables to each other, so a component on any hub is reachable from
+    /// every other.
+    #[arg(long, env = "GLEITZEIT_HUB_REDIS_URL")]
+    redis_url: Option<String>,
+    /// This hub's id (must differ between hubs of one mesh; default: `hub-` and a random
+    /// suffix).
+    #[arg(long, env = "GLEITZEIT_HUB_ID")]
+    hub_id: Option<String>,
     /// Log format.
     #[arg(long, env = "GLEITZEIT_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -39,7 +48,12 @@ async fn main() -> std::process::ExitCode {
         port: args.port,
         heartbeat_interval: interval,
         heartbeat_timeout: args.heartbeat_timeout.map(seconds).unwrap_or(interval * 3),
+        mesh_redis_url: args.redis_url,
         ..Default::default()
+    };
+    let config = match args.hub_id {
+        Some(hub_id) => central_hub::HubConfig { hub_id, ..config },
+        None => config,
     };
     gleitzeit_runtime::serve("central-hub", args.log_format, |shutdown| {
         central_hub::run(config, shutdown)

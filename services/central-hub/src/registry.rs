@@ -1,6 +1,10 @@
 //! The component registry: who is connected, what they serve, how loaded they are, and
 //! which instance gets the next message for a type or capability.
 //!
+//! Components connected to this hub are *local* (reached through their socket); with a hub
+//! mesh, components of other hubs are *remote* (reached through the hub they are on) and
+//! known from those hubs' snapshots. Local entries win when an id appears in both.
+//!
 //! Pure data structure (no sockets), so routing decisions are unit-tested directly.
 
 use std::collections::HashMap;
@@ -33,16 +37,43 @@ pub enum Verdict {
     Expired(Entry),
 }
 
+/// Where a component is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// On this hub, through this socket id.
+    Local(String),
+    /// On another hub of the mesh, by that hub's id.
+    Remote(String),
+}
+
+/// The components of another hub, as its last snapshot listed them.
+#[derive(Debug)]
+struct RemoteHub {
+    seen: Instant,
+    components: HashMap<String, ComponentInfo>,
+}
+
 /// All registered components.
 #[derive(Debug, Default)]
 pub struct Registry {
+    hub_id: String,
     components: HashMap<String, Entry>,
     by_sid: HashMap<String, String>,
     cursors: HashMap<String, usize>,
     routed: HashMap<String, (String, Instant)>,
+    remote: HashMap<String, RemoteHub>,
+    remote_in_flight: HashMap<String, u32>,
 }
 
 impl Registry {
+    /// An empty registry of the hub `hub_id`.
+    pub fn new(hub_id: &str) -> Registry {
+        Registry {
+            hub_id: hub_id.to_string(),
+            ..Registry::default()
+        }
+    }
+
     /// Registers (or replaces) a component. Returns the entry it replaced, if any.
     pub fn register(&mut self, reg: RegisterPayload, sid: &str) -> Option<Entry> {
         let id = reg.component_id.clone();
@@ -52,6 +83,7 @@ impl Registry {
             in_flight: 0,
             connected_at: now,
             last_heartbeat: now,
+            hub_id: None,
             registration: reg,
         };
         if let Some(old_id) = self.by_sid.insert(sid.to_string(), id.clone()) {
@@ -108,51 +140,78 @@ impl Registry {
         self.by_sid.get(sid).map(String::as_str)
     }
 
-    /// The socket of a component id.
+    /// The socket of a local component id.
     pub fn sid_of(&self, component_id: &str) -> Option<&str> {
         self.components.get(component_id).map(|e| e.sid.as_str())
     }
 
-    /// Chooses one healthy instance matching `pred`: lowest load relative to capacity, ties
-    /// taken in turn (round robin per `key`). Marks the message `msg_id` as in flight to it.
+    /// Where a component id is reached: its local socket, else the hub that last listed it.
+    pub fn locate(&self, component_id: &str) -> Option<Location> {
+        if let Some(e) = self.components.get(component_id) {
+            return Some(Location::Local(e.sid.clone()));
+        }
+        self.remote
+            .iter()
+            .filter(|(_, r)| r.components.contains_key(component_id))
+            .max_by_key(|(_, r)| r.seen)
+            .map(|(hub, _)| Location::Remote(hub.clone()))
+    }
+
+    /// Chooses one healthy instance matching `pred`, local or remote: lowest load relative
+    /// to capacity, ties taken in turn (round robin per `key`). Marks the message `msg_id`
+    /// as in flight to it.
     pub fn choose(
         &mut self,
         key: &str,
         msg_id: &str,
         pred: impl Fn(&RegisterPayload) -> bool,
-    ) -> Option<(String, String)> {
-        let mut candidates: Vec<(&String, &Entry)> = self
-            .components
-            .iter()
-            .filter(|(_, e)| {
-                e.info.health == ComponentHealth::Healthy && pred(&e.info.registration)
-            })
-            .collect();
+    ) -> Option<(String, Location)> {
+        // (id, load score, location)
+        let mut candidates: Vec<(&String, f64, Location)> = Vec::new();
+        let score = |info: &ComponentInfo, in_flight: u32| {
+            let busy = in_flight.max(info.registration.load) as f64;
+            busy / f64::from(info.registration.capacity.max(1))
+        };
+        for (id, e) in &self.components {
+            if e.info.health == ComponentHealth::Healthy && pred(&e.info.registration) {
+                let s = score(&e.info, e.info.in_flight);
+                candidates.push((id, s, Location::Local(e.sid.clone())));
+            }
+        }
+        for (hub, r) in &self.remote {
+            for (id, info) in &r.components {
+                if self.components.contains_key(id)
+                    || info.health != ComponentHealth::Healthy
+                    || !pred(&info.registration)
+                {
+                    continue;
+                }
+                let mine = self.remote_in_flight.get(id).copied().unwrap_or(0);
+                let s = score(info, mine.max(info.in_flight));
+                candidates.push((id, s, Location::Remote(hub.clone())));
+            }
+        }
         if candidates.is_empty() {
             return None;
         }
         candidates.sort_by(|a, b| a.0.cmp(b.0));
-        let score = |e: &Entry| {
-            let busy = e.info.in_flight.max(e.info.registration.load) as f64;
-            busy / f64::from(e.info.registration.capacity.max(1))
-        };
-        let best = candidates
-            .iter()
-            .map(|(_, e)| score(e))
-            .fold(f64::INFINITY, f64::min);
-        let tied: Vec<&String> = candidates
-            .iter()
-            .filter(|(_, e)| score(e) <= best + f64::EPSILON)
-            .map(|(id, _)| *id)
+        candidates.dedup_by(|a, b| a.0 == b.0);
+        let best = candidates.iter().map(|c| c.1).fold(f64::INFINITY, f64::min);
+        let tied: Vec<(String, Location)> = candidates
+            .into_iter()
+            .filter(|c| c.1 <= best + f64::EPSILON)
+            .map(|c| (c.0.clone(), c.2))
             .collect();
         let cursor = self.cursors.entry(key.to_string()).or_insert(0);
         let chosen = tied[*cursor % tied.len()].clone();
         *cursor = cursor.wrapping_add(1);
-        let entry = self.components.get_mut(&chosen)?;
-        entry.info.in_flight += 1;
+        match self.components.get_mut(&chosen.0) {
+            Some(entry) => entry.info.in_flight += 1,
+            None => *self.remote_in_flight.entry(chosen.0.clone()).or_insert(0) += 1,
+        }
         self.routed
-            .insert(msg_id.to_string(), (chosen.clone(), Instant::now()));
-        Some((chosen, entry.sid.clone()))
+            .insert(msg_id.to_string(), (chosen.0.clone(), Instant::now()));
+        Some(chosen)
     }
 
     /// A reply to `request_id` came back: the request is no longer in flight.
@@ -160,8 +219,74 @@ impl Registry {
         if let Some((id, _)) = self.routed.remove(request_id) {
             if let Some(e) = self.components.get_mut(&id) {
                 e.info.in_flight = e.info.in_flight.saturating_sub(1);
+            } else if let Some(n) = self.remote_in_flight.get_mut(&id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.remote_in_flight.remove(&id);
+                }
             }
         }
+    }
+
+    /// Replaces what is known of hub `hub`'s components with its latest snapshot.
+    pub fn update_remote(&mut self, hub: &str, components: Vec<ComponentInfo>) {
+        let components = components
+            .into_iter()
+            .map(|mut c| {
+                c.hub_id = Some(hub.to_string());
+                (c.registration.component_id.clone(), c)
+            })
+            .collect();
+        self.remote.insert(
+            hub.to_string(),
+            RemoteHub {
+                seen: Instant::now(),
+                components,
+            },
+        );
+    }
+
+    /// Forgets hub `hub` (it said goodbye or went silent). Returns its components that are
+    /// not connected here now: they are gone for this hub's sockets.
+    pub fn drop_remote(&mut self, hub: &str) -> Vec<ComponentInfo> {
+        let Some(r) = self.remote.remove(hub) else {
+            return Vec::new();
+        };
+        r.components
+            .into_values()
+            .filter(|c| {
+                let id = &c.registration.component_id;
+                self.remote_in_flight.remove(id);
+                !self.components.contains_key(id)
+                    && !self.remote.values().any(|o| o.components.contains_key(id))
+            })
+            .collect()
+    }
+
+    /// Hubs not heard from within `timeout`.
+    pub fn silent_hubs(&self, timeout: Duration) -> Vec<String> {
+        self.remote
+            .iter()
+            .filter(|(_, r)| r.seen.elapsed() >= timeout)
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
+    /// Other hubs currently known, sorted.
+    pub fn peers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.remote.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// True when another hub is known (messages must be relayed).
+    pub fn has_peers(&self) -> bool {
+        !self.remote.is_empty()
+    }
+
+    /// The components connected to this hub (what a snapshot carries).
+    pub fn local_list(&self) -> Vec<ComponentInfo> {
+        self.components.values().map(|e| e.info.clone()).collect()
     }
 
     /// Marks late components unhealthy and removes silent ones.
@@ -195,9 +320,28 @@ impl Registry {
         verdicts
     }
 
-    /// The public table, sorted by type then id.
+    /// The public table of the whole mesh (this hub's components and every other hub's),
+    /// sorted by type then id.
     pub fn list(&self) -> Vec<ComponentInfo> {
-        let mut v: Vec<ComponentInfo> = self.components.values().map(|e| e.info.clone()).collect();
+        let own = (!self.hub_id.is_empty()).then(|| self.hub_id.clone());
+        let mut v: Vec<ComponentInfo> = self
+            .components
+            .values()
+            .map(|e| {
+                let mut info = e.info.clone();
+                info.hub_id = own.clone();
+                info
+            })
+            .collect();
+        for r in self.remote.values() {
+            for (id, info) in &r.components {
+                if !self.components.contains_key(id)
+                    && !v.iter().any(|c| &c.registration.component_id == id)
+                {
+                    v.push(info.clone());
+                }
+            }
+        }
         v.sort_by(|a, b| {
             (&a.registration.component_type, &a.registration.component_id)
                 .cmp(&(&b.registration.component_type, &b.registration.component_id))
@@ -205,7 +349,7 @@ impl Registry {
         v
     }
 
-    /// Number of registered components.
+    /// Number of components registered on this hub.
     pub fn len(&self) -> usize {
         self.components.len()
     }
@@ -305,6 +449,43 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert!(r.remove_sid("s1").is_none());
         assert_eq!(r.sid_of("a"), Some("s2"));
+    }
+
+    #[test]
+    fn remote_components_are_chosen_and_local_ones_win_a_shared_id() {
+        let mut r = Registry::new("hub-a");
+        r.register(reg("local", "p", &[], 1), "s1");
+        let mut remote = |id: &str| ComponentInfo {
+            registration: reg(id, "p", &[], 1),
+            health: ComponentHealth::Healthy,
+            in_flight: 0,
+            connected_at: 0,
+            last_heartbeat: 0,
+            hub_id: None,
+        };
+        r.update_remote("hub-b", vec![remote("far"), remote("local")]);
+        assert_eq!(r.locate("far"), Some(Location::Remote("hub-b".into())));
+        assert_eq!(r.locate("local"), Some(Location::Local("s1".into())));
+        let picks: Vec<(String, Location)> = (0..2)
+            .map(|n| {
+                r.choose("type:p", &format!("m{n}"), |_| true)
+                    .expect("pick")
+            })
+            .collect();
+        assert!(picks.contains(&("far".into(), Location::Remote("hub-b".into()))));
+        assert!(picks.contains(&("local".into(), Location::Local("s1".into()))));
+        let list = r.list();
+        assert_eq!(list.len(), 2, "{list:?}");
+        assert!(list
+            .iter()
+            .any(|c| c.registration.component_id == "far" && c.hub_id.as_deref() == Some("hub-b")));
+        assert_eq!(r.peers(), vec!["hub-b".to_string()]);
+        // The remote hub goes away: only its own component is gone for this hub.
+        let gone = r.drop_remote("hub-b");
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].registration.component_id, "far");
+        assert!(!r.has_peers());
+        assert_eq!(r.locate("far"), None);
     }
 
     #[test]

@@ -17,7 +17,8 @@ use socketioxide::extract::{Event, SocketRef, TryData};
 use socketioxide::socket::DisconnectReason;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::registry::Verdict;
+use crate::mesh::{Kind, MeshMessage};
+use crate::registry::{Location, Verdict};
 use crate::HubState;
 
 /// Longest accepted id, source or event name.
@@ -198,8 +199,16 @@ async fn hub_event(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
                 .list()
                 .into_iter()
                 .find(|c| c.registration.component_id == reg.component_id);
+            share_components(state);
             if let Some(info) = info {
-                broadcast(state, rooms::COMPONENTS, events::COMPONENT_JOINED, &info).await;
+                broadcast(
+                    state,
+                    rooms::COMPONENTS,
+                    events::COMPONENT_JOINED,
+                    &info,
+                    true,
+                )
+                .await;
             }
         }
         events::HEARTBEAT => {
@@ -292,21 +301,82 @@ async fn hub_event(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
     }
 }
 
-/// Delivers to one component by id; false when it is not connected.
-fn deliver_to_component<P: serde::Serialize>(state: &HubState, id: &str, env: Envelope<P>) -> bool {
-    let sid = match id.strip_prefix("sid:") {
-        Some(raw) => Some(raw.to_string()),
-        None => state.registry().sid_of(id).map(str::to_string),
-    };
-    let socket = sid
-        .and_then(|s| s.parse().ok())
-        .and_then(|sid| state.io.get_socket(sid));
-    match socket {
+/// The envelope with its payload as unparsed JSON text (what travels between hubs).
+fn to_raw<P: serde::Serialize>(env: Envelope<P>) -> RawEnvelope {
+    env.map_payload(|p| serde_json::value::to_raw_value(&p).ok())
+}
+
+/// Delivers to a socket of this hub, by socket id; false when there is none.
+fn deliver_to_sid<P: serde::Serialize>(state: &HubState, sid: &str, env: Envelope<P>) -> bool {
+    match sid.parse().ok().and_then(|sid| state.io.get_socket(sid)) {
         Some(s) => {
             send_to_socket(state, &s, env);
             true
         }
         None => false,
+    }
+}
+
+/// Delivers to a component (or `sid:<socket>`) connected to this hub only.
+fn deliver_local<P: serde::Serialize>(state: &HubState, id: &str, env: Envelope<P>) -> bool {
+    let sid = match id.strip_prefix("sid:") {
+        Some(raw) => Some(raw.to_string()),
+        None => state.registry().sid_of(id).map(str::to_string),
+    };
+    sid.is_some_and(|sid| deliver_to_sid(state, &sid, env))
+}
+
+/// Delivers to a component wherever it is: on this hub, or through the hub it is on.
+/// False when no hub of the mesh has it.
+fn deliver_to_component<P: serde::Serialize>(state: &HubState, id: &str, env: Envelope<P>) -> bool {
+    if let Some(raw) = id.strip_prefix("sid:") {
+        if let Some(s) = raw.parse().ok().and_then(|sid| state.io.get_socket(sid)) {
+            send_to_socket(state, &s, env);
+            return true;
+        }
+        // An unregistered socket of another hub: only that hub knows it.
+        return relay(state, None, id, env);
+    }
+    let loc = state.registry().locate(id);
+    match loc {
+        Some(loc) => deliver_at(state, id, loc, env),
+        None => false,
+    }
+}
+
+/// Delivers to component `id` at a known location.
+fn deliver_at<P: serde::Serialize>(
+    state: &HubState,
+    id: &str,
+    loc: Location,
+    env: Envelope<P>,
+) -> bool {
+    match loc {
+        Location::Local(sid) => deliver_to_sid(state, &sid, env),
+        Location::Remote(hub) => relay(state, Some(&hub), id, env),
+    }
+}
+
+/// Hands an envelope to another hub (or every other hub); false without a mesh or peers.
+fn relay<P: serde::Serialize>(
+    state: &HubState,
+    hub: Option<&str>,
+    to: &str,
+    env: Envelope<P>,
+) -> bool {
+    match &state.mesh {
+        Some(mesh) if hub.is_some() || state.registry().has_peers() => {
+            mesh.deliver(hub, to, to_raw(env));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Sends this hub's component table to the other hubs.
+fn share_components(state: &HubState) {
+    if let Some(mesh) = &state.mesh {
+        mesh.snapshot(state.registry().local_list());
     }
 }
 
@@ -329,14 +399,14 @@ async fn route(state: &Arc<HubState>, socket: &SocketRef, env: RawEnvelope) {
             let chosen = state
                 .registry()
                 .choose(&key, &env.id, |c| &c.component_type == t);
-            chosen.is_some_and(|(id, _)| deliver_to_component(state, &id, env.clone()))
+            chosen.is_some_and(|(id, loc)| deliver_at(state, &id, loc, env.clone()))
         }
         Target::Capability(cap) => {
             let key = format!("capability:{cap}");
             let chosen = state
                 .registry()
                 .choose(&key, &env.id, |c| c.capabilities.iter().any(|x| x == cap));
-            chosen.is_some_and(|(id, _)| deliver_to_component(state, &id, env.clone()))
+            chosen.is_some_and(|(id, loc)| deliver_at(state, &id, loc, env.clone()))
         }
         Target::Room(room) => {
             let rooms: Vec<String> = room
@@ -344,9 +414,7 @@ async fn route(state: &Arc<HubState>, socket: &SocketRef, env: RawEnvelope) {
                 .filter(|r| !r.is_empty())
                 .map(str::to_string)
                 .collect();
-            if let Err(e) = state.io.to(rooms).emit(env.event.clone(), &env).await {
-                warn!(error = %e, "room broadcast failed");
-            }
+            emit_to_rooms(state, rooms, env.clone(), true).await;
             true
         }
     };
@@ -361,30 +429,143 @@ async fn route(state: &Arc<HubState>, socket: &SocketRef, env: RawEnvelope) {
     }
 }
 
-async fn broadcast<T: serde::Serialize>(state: &HubState, room: &str, event: &str, payload: &T) {
+/// Emits to the members of `rooms` on this hub and, when `relayed`, on every other hub.
+async fn emit_to_rooms<P: serde::Serialize + Clone>(
+    state: &HubState,
+    rooms: Vec<String>,
+    env: Envelope<P>,
+    relayed: bool,
+) {
+    if relayed {
+        if let Some(mesh) = &state.mesh {
+            if state.registry().has_peers() {
+                mesh.room(rooms.clone(), to_raw(env.clone()));
+            }
+        }
+    }
+    if let Err(e) = state.io.to(rooms).emit(env.event.clone(), &env).await {
+        warn!(error = %e, "room broadcast failed");
+    }
+}
+
+/// Emits a hub event to a room of the whole mesh (`relayed`) or of this hub only.
+async fn broadcast<T: serde::Serialize>(
+    state: &HubState,
+    room: &str,
+    event: &str,
+    payload: &T,
+    relayed: bool,
+) {
     let mut env = Envelope::new(
         Target::Room(room.to_string()),
         event,
         serde_json::to_value(payload).unwrap_or(Value::Null),
     );
     env.source = state.config.hub_id.clone();
-    if let Err(e) = state
-        .io
-        .to(room.to_string())
-        .emit(event.to_string(), &env)
-        .await
-    {
-        warn!(error = %e, "broadcast failed");
-    }
+    emit_to_rooms(state, vec![room.to_string()], env, relayed).await;
 }
 
+/// Announces that a component of this hub left, to the whole mesh.
 async fn announce_left(state: &HubState, info: &ComponentInfo, reason: &str) {
+    share_components(state);
+    announce_left_to(state, info, reason, true).await;
+}
+
+async fn announce_left_to(state: &HubState, info: &ComponentInfo, reason: &str, relayed: bool) {
     let left = ComponentLeft {
         component_id: info.registration.component_id.clone(),
         component_type: info.registration.component_type.clone(),
         reason: reason.to_string(),
     };
-    broadcast(state, rooms::COMPONENTS, events::COMPONENT_LEFT, &left).await;
+    broadcast(
+        state,
+        rooms::COMPONENTS,
+        events::COMPONENT_LEFT,
+        &left,
+        relayed,
+    )
+    .await;
+}
+
+/// Handles messages from other hubs of the mesh.
+pub(crate) async fn mesh_intake(
+    state: Arc<HubState>,
+    mut rx: tokio::sync::mpsc::Receiver<MeshMessage>,
+) {
+    while let Some(msg) = rx.recv().await {
+        match msg.kind {
+            Kind::Snapshot => {
+                let new = !state.registry().peers().contains(&msg.hub);
+                state.registry().update_remote(&msg.hub, msg.components);
+                if new {
+                    info!(peer = %msg.hub, "hub joined the mesh");
+                    // Let the newcomer learn this hub's components without waiting a tick.
+                    share_components(&state);
+                }
+            }
+            Kind::Deliver => {
+                let (Some(to), Some(env)) = (msg.to, msg.env) else {
+                    continue;
+                };
+                let is_answer = env.is_reply() || env.event == events::ERROR;
+                if is_answer {
+                    if let Some(cid) = &env.correlation_id {
+                        state.registry().answered(cid);
+                    }
+                }
+                let (source, id) = (env.source.clone(), env.id.clone());
+                let target = env.target.to_string();
+                if !deliver_local(&state, &to, env) && !is_answer && !to.starts_with("sid:") {
+                    // Gone from this hub since the sender's hub chose it: tell the sender.
+                    let err = GzError::new(
+                        ErrorCode::NoRoute,
+                        format!("no connected component for target {target}"),
+                    );
+                    let mut rep = Envelope::new(
+                        Target::Component(source.clone()),
+                        events::ERROR,
+                        serde_json::to_value(&err).unwrap_or(Value::Null),
+                    )
+                    .correlated(id);
+                    rep.source = state.config.hub_id.clone();
+                    deliver_to_component(&state, &source, rep);
+                }
+            }
+            Kind::Room => {
+                if let Some(env) = msg.env {
+                    emit_to_rooms(&state, msg.rooms, env, false).await;
+                }
+            }
+            Kind::Bye => {
+                let gone = state.registry().drop_remote(&msg.hub);
+                info!(peer = %msg.hub, components = gone.len(), "hub left the mesh");
+                for c in gone {
+                    announce_left_to(&state, &c, "hub_left", false).await;
+                }
+            }
+        }
+    }
+}
+
+/// Shares this hub's component table every interval and forgets hubs gone silent.
+pub(crate) async fn mesh_ticker(state: Arc<HubState>, stopped: Shutdown) {
+    let every = state.config.heartbeat_interval.min(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait() => return,
+        }
+        share_components(&state);
+        let silent = state.registry().silent_hubs(state.config.heartbeat_timeout);
+        for hub in silent {
+            let gone = state.registry().drop_remote(&hub);
+            warn!(peer = %hub, components = gone.len(), "no word from a hub within the heartbeat timeout; its components are gone");
+            for c in gone {
+                announce_left_to(&state, &c, "hub_lost", false).await;
+            }
+        }
+    }
 }
 
 /// Marks components with late heartbeats unhealthy and removes silent ones.
@@ -407,6 +588,7 @@ pub(crate) async fn reaper(state: Arc<HubState>, stopped: Shutdown) {
                         rooms::COMPONENTS,
                         events::COMPONENT_UNHEALTHY,
                         &info,
+                        true,
                     )
                     .await;
                 }
@@ -438,6 +620,9 @@ pub(crate) async fn announce_shutdown(state: &HubState) {
     env.source = state.config.hub_id.clone();
     if let Err(e) = state.io.emit(events::HUB_SHUTTING_DOWN, &env).await {
         debug!(error = %e, "shutdown broadcast failed");
+    }
+    if let Some(mesh) = &state.mesh {
+        mesh.leave().await;
     }
     state.io.close().await;
 }
