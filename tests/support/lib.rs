@@ -135,6 +135,16 @@ impl TestHub {
 
     /// Starts the hub on a given port.
     pub async fn start_on(port: u16) -> TestHub {
+        Self::start_with(port, &[]).await
+    }
+
+    /// Starts a hub of the mesh on this Redis, with the id `hub_id`.
+    pub async fn start_in_mesh(redis_url: &str, hub_id: &str) -> TestHub {
+        Self::start_with(free_port(), &["--redis-url", redis_url, "--hub-id", hub_id]).await
+    }
+
+    /// Starts the hub on a given port with extra flags.
+    pub async fn start_with(port: u16, extra: &[&str]) -> TestHub {
         let mut cmd = Command::new(bin("central-hub"));
         cmd.args([
             "--port",
@@ -143,7 +153,8 @@ impl TestHub {
             "0.3",
             "--heartbeat-timeout",
             "1.5",
-        ]);
+        ])
+        .args(extra);
         let proc = Proc::spawn("central-hub", cmd);
         let url = format!("http://127.0.0.1:{port}");
         wait_for(Duration::from_secs(20), || async {
@@ -155,15 +166,7 @@ impl TestHub {
 
     /// Starts a service binary connected to this hub.
     pub fn service(&self, name: &str, id: &str, args: &[&str]) -> Proc {
-        let mut cmd = Command::new(bin(name));
-        cmd.env("GLEITZEIT_HUB_URL", &self.url)
-            .env("GLEITZEIT_COMPONENT_ID", id)
-            .env(
-                "GLEITZEIT_LOG_LEVEL",
-                std::env::var("GZ_E2E_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
-            )
-            .args(args);
-        Proc::spawn(id, cmd)
+        service_at(&self.url, name, id, args)
     }
 
     /// A plain client of this hub.
@@ -190,6 +193,58 @@ impl TestHub {
         })
         .await;
     }
+}
+
+/// Runs `gz --hub-url HUB_URL ARGS` in the repository root; returns (exit code, stdout,
+/// stderr).
+pub fn gz_at(hub_url: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("gz"))
+        .arg("--hub-url")
+        .arg(hub_url)
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("gz runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Waits until the workflow is completed, failed or cancelled, asking the hub at `hub_url`;
+/// returns `gz inspect workflow ID --json`.
+pub async fn wait_finished_at(hub_url: &str, id: &str, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (_, out, _) = gz_at(hub_url, &["inspect", "workflow", id, "--json"]);
+        if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&out) {
+            if matches!(
+                doc["workflow"]["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
+                return doc;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workflow {id} did not finish within {limit:?}: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts a service binary connected to `hub_url` (one hub, or several comma-separated).
+pub fn service_at(hub_url: &str, name: &str, id: &str, args: &[&str]) -> Proc {
+    let mut cmd = Command::new(bin(name));
+    cmd.env("GLEITZEIT_HUB_URL", hub_url)
+        .env("GLEITZEIT_COMPONENT_ID", id)
+        .env(
+            "GLEITZEIT_LOG_LEVEL",
+            std::env::var("GZ_E2E_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+        )
+        .args(args);
+    Proc::spawn(id, cmd)
 }
 
 /// GET a JSON document, or None.
@@ -303,18 +358,7 @@ impl TestSuite {
 
     /// Runs `gz` against this suite's hub; returns (exit code, stdout, stderr).
     pub fn gz(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(bin("gz"))
-            .arg("--hub-url")
-            .arg(&self.hub.url)
-            .args(args)
-            .current_dir(repo_root())
-            .output()
-            .expect("gz runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        gz_at(&self.hub.url, args)
     }
 
     /// `gz submit FILE --json`: the workflow id.
@@ -330,23 +374,7 @@ impl TestSuite {
     /// Waits until the workflow is completed, failed or cancelled (services may be
     /// restarting meanwhile); returns `gz inspect workflow ID --json`.
     pub async fn wait_finished(&self, id: &str, limit: Duration) -> serde_json::Value {
-        let deadline = Instant::now() + limit;
-        loop {
-            let (_, out, _) = self.gz(&["inspect", "workflow", id, "--json"]);
-            if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&out) {
-                if matches!(
-                    doc["workflow"]["status"].as_str(),
-                    Some("completed" | "failed" | "cancelled")
-                ) {
-                    return doc;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "workflow {id} did not finish within {limit:?}: {out}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_finished_at(&self.hub.url, id, limit).await
     }
 
     /// `gz run FILE --json`: exit code and the JSON document.

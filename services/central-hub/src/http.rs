@@ -20,20 +20,20 @@ pub(crate) fn router(state: Arc<HubState>) -> Router {
 }
 
 pub(crate) fn status(state: &HubState) -> HubStatus {
+    // One lock at a time: a guard made inside the struct literal lives until its end.
+    let components = state.registry().len();
+    let peers = state.registry().peers();
     HubStatus {
         status: "ok".into(),
         hub_id: state.config.hub_id.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
         protocol_version: PROTOCOL_VERSION,
         uptime_seconds: state.started.elapsed().as_secs_f64(),
-        components: state.registry().len(),
+        components,
         connections: state.io.sockets().len(),
         messages_routed: state.routed.load(Ordering::Relaxed),
         messages_rejected: state.rejected.load(Ordering::Relaxed),
-        mesh: state
-            .mesh
-            .as_ref()
-            .map(|m| m.status(state.registry().peers())),
+        mesh: state.mesh.as_ref().map(|m| m.status(peers)),
     }
 }
 

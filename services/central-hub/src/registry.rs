@@ -455,7 +455,7 @@ mod tests {
     fn remote_components_are_chosen_and_local_ones_win_a_shared_id() {
         let mut r = Registry::new("hub-a");
         r.register(reg("local", "p", &[], 1), "s1");
-        let mut remote = |id: &str| ComponentInfo {
+        let remote = |id: &str| ComponentInfo {
             registration: reg(id, "p", &[], 1),
             health: ComponentHealth::Healthy,
             in_flight: 0,

@@ -364,8 +364,9 @@ fn relay<P: serde::Serialize>(
     to: &str,
     env: Envelope<P>,
 ) -> bool {
+    let reachable = hub.is_some() || state.registry().has_peers();
     match &state.mesh {
-        Some(mesh) if hub.is_some() || state.registry().has_peers() => {
+        Some(mesh) if reachable => {
             mesh.deliver(hub, to, to_raw(env));
             true
         }
@@ -376,7 +377,8 @@ fn relay<P: serde::Serialize>(
 /// Sends this hub's component table to the other hubs.
 fn share_components(state: &HubState) {
     if let Some(mesh) = &state.mesh {
-        mesh.snapshot(state.registry().local_list());
+        let local = state.registry().local_list();
+        mesh.snapshot(local);
     }
 }
 

@@ -1,0 +1,304 @@
+//! Several hubs on one Redis acting as one: components on different hubs reach each other,
+//! events reach watchers on any hub, and components listing several hubs move to another
+//! one when theirs dies, without losing work.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use gleitzeit_e2e::{
+    gz_at, http_json, repo_root, service_at, task, wait_finished_at, wait_for, workflow_file, Proc,
+    RedisServer, TestHub,
+};
+use gleitzeit_protocol::events::{self, rooms};
+use gleitzeit_protocol::Target;
+use serde_json::{json, Value};
+
+/// A temporary data directory for a queue-manager, removed on drop.
+struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    fn new(tag: &str, port: u16) -> DataDir {
+        let d = std::env::temp_dir().join(format!("gz-mesh-{tag}-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        DataDir(d)
+    }
+
+    fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The hub id a hub's component table gives for a component.
+async fn hub_of(hub: &TestHub, component: &str) -> Option<String> {
+    hub.components()
+        .await
+        .into_iter()
+        .find(|c| c["component_id"] == component)
+        .and_then(|c| c["hub_id"].as_str().map(str::to_string))
+}
+
+fn executions(log: &Path) -> HashMap<String, usize> {
+    let mut runs = HashMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        *runs.entry(line.to_string()).or_default() += 1;
+    }
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_runs_across_two_hubs_of_one_mesh() {
+    let redis = RedisServer::start().await;
+    let hub_a = TestHub::start_in_mesh(&redis.url, "hub-a").await;
+    let hub_b = TestHub::start_in_mesh(&redis.url, "hub-b").await;
+    let data = DataDir::new("two-hubs", hub_a.port);
+    let dd = data.arg();
+    // Scheduling on one hub, execution on the other.
+    let _services: Vec<Proc> = vec![
+        hub_a.service("queue-manager", "qm-1", &["--data-dir", &dd]),
+        hub_a.service("dependency-resolver", "dr-1", &[]),
+        hub_b.service("execution-engine", "ee-1", &[]),
+        hub_b.service("python-provider", "py-1", &["--workers", "2"]),
+    ];
+    let all = ["qm-1", "dr-1", "ee-1", "py-1"];
+    hub_a.wait_registered(&all).await;
+    hub_b.wait_registered(&all).await;
+    assert_eq!(hub_of(&hub_a, "ee-1").await.as_deref(), Some("hub-b"));
+    assert_eq!(hub_of(&hub_a, "qm-1").await.as_deref(), Some("hub-a"));
+    assert_eq!(hub_of(&hub_b, "qm-1").await.as_deref(), Some("hub-a"));
+    let health = http_json(&hub_a.url, "/health").await.unwrap();
+    assert_eq!(health["mesh"]["peers"], json!(["hub-b"]), "{health:#}");
+    assert_eq!(health["mesh"]["redis_connected"], true);
+
+    // `gz run` on hub B: its submit goes to the queue-manager on hub A, the task events come
+    // back through the mesh.
+    let (code, out, err) = gz_at(
+        &hub_b.url,
+        &[
+            "run",
+            &repo_root()
+                .join("examples/hello.yaml")
+                .display()
+                .to_string(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        task(&doc, "total")["result"]["result"],
+        json!({"sum": 6, "first": 3})
+    );
+    let id = doc["workflow_id"].as_str().unwrap();
+    let (code, out, _) = gz_at(&hub_a.url, &["inspect", "workflow", id, "--json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("completed"));
+
+    // A watcher on hub A sees the workflow events of a run started through hub B.
+    let (client, mut incoming) = hub_a.client().await;
+    client
+        .subscribe(&[rooms::EVENTS.to_string(), rooms::COMPONENTS.to_string()])
+        .await
+        .expect("subscribe");
+    let (code, out, err) = gz_at(
+        &hub_b.url,
+        &[
+            "run",
+            &repo_root()
+                .join("examples/hello.yaml")
+                .display()
+                .to_string(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let second: Value = serde_json::from_str(&out).unwrap();
+    let second_id = second["workflow_id"].as_str().unwrap().to_string();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let env = incoming.recv().await.expect("client open");
+            if env.event == events::WORKFLOW_COMPLETED && env.payload["workflow_id"] == second_id {
+                return env;
+            }
+        }
+    })
+    .await
+    .expect("the watcher on hub A sees the workflow complete");
+    assert_eq!(seen.event, events::WORKFLOW_COMPLETED);
+
+    // Hub B stops: hub A forgets its components at once and tells its sockets.
+    let mut hub_b = hub_b;
+    assert!(hub_b.proc.terminate(Duration::from_secs(10)).is_some());
+    let left = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let env = incoming.recv().await.expect("client open");
+            if env.event == events::COMPONENT_LEFT && env.payload["component_id"] == "ee-1" {
+                return env;
+            }
+        }
+    })
+    .await
+    .expect("component_left for the engine of the stopped hub");
+    assert_eq!(left.payload["reason"], "hub_left", "{:?}", left.payload);
+    wait_for(Duration::from_secs(5), || async {
+        http_json(&hub_a.url, "/health")
+            .await
+            .is_some_and(|h| h["mesh"]["peers"] == json!([]))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_move_to_another_hub_when_theirs_is_killed_and_nothing_is_lost() {
+    let redis = RedisServer::start().await;
+    let hub_a = TestHub::start_in_mesh(&redis.url, "hub-a").await;
+    let mut hub_b = TestHub::start_in_mesh(&redis.url, "hub-b").await;
+    let data = DataDir::new("failover", hub_a.port);
+    let dd = data.arg();
+    // The engine and the provider prefer hub B and know hub A as the fallback.
+    let both = format!("{},{}", hub_b.url, hub_a.url);
+    let _services: Vec<Proc> = vec![
+        hub_a.service("queue-manager", "qm-1", &["--data-dir", &dd]),
+        hub_a.service("dependency-resolver", "dr-1", &[]),
+        service_at(&both, "execution-engine", "ee-1", &[]),
+        service_at(&both, "python-provider", "py-1", &["--workers", "2"]),
+    ];
+    hub_a
+        .wait_registered(&["qm-1", "dr-1", "ee-1", "py-1"])
+        .await;
+    assert_eq!(hub_of(&hub_a, "ee-1").await.as_deref(), Some("hub-b"));
+
+    let log = std::env::temp_dir().join(format!(
+        "gz-mesh-failover-log-{}-{}",
+        std::process::id(),
+        hub_a.port
+    ));
+    let _ = std::fs::remove_file(&log);
+    let mut yaml = String::from("name: failover\ntasks:\n");
+    for c in 0..4 {
+        for k in 0..15 {
+            let deps = if k == 0 {
+                String::new()
+            } else {
+                format!("    dependencies: [c{c}_{}]\n", k - 1)
+            };
+            yaml.push_str(&format!(
+                "  - id: c{c}_{k}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep(0.05)\\nopen('{}', 'a').write('c{c}_{k}\\\\n')\\nresult = {k}\" }}\n",
+                log.display()
+            ));
+        }
+    }
+    let file = workflow_file("mesh-failover.yaml", &yaml);
+    let (code, out, err) = gz_at(
+        &hub_a.url,
+        &["submit", &file.display().to_string(), "--json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(Duration::from_secs(30), || async {
+        let (_, out, _) = gz_at(&hub_a.url, &["inspect", "workflow", &id, "--json"]);
+        assert!(!out.contains("\"status\":\"failed\""), "{out}");
+        executions(&log).len() >= 8
+    })
+    .await;
+    hub_b.proc.kill9();
+
+    let doc = wait_finished_at(&hub_a.url, &id, Duration::from_secs(90)).await;
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    let tasks = doc["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 60);
+    assert!(tasks.iter().all(|t| t["status"] == "completed"));
+    let runs = executions(&log);
+    assert_eq!(runs.len(), 60, "every task ran");
+    let repeated: usize = runs.values().map(|n| n - 1).sum();
+    eprintln!("failover: {repeated} extra executions (tasks in flight when the hub died)");
+    // The engine and the provider now live on hub A.
+    wait_for(Duration::from_secs(10), || async {
+        hub_of(&hub_a, "ee-1").await.as_deref() == Some("hub-a")
+            && hub_of(&hub_a, "py-1").await.as_deref() == Some("hub-a")
+    })
+    .await;
+    let _ = std::fs::remove_file(&log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_reach_instances_on_every_hub_and_none_is_lost() {
+    let redis = RedisServer::start().await;
+    let hub_a = TestHub::start_in_mesh(&redis.url, "hub-a").await;
+    let hub_b = TestHub::start_in_mesh(&redis.url, "hub-b").await;
+    let _procs: Vec<Proc> = vec![
+        hub_a.service("dependency-resolver", "resolver-a", &[]),
+        hub_b.service("dependency-resolver", "resolver-b1", &[]),
+        hub_b.service("dependency-resolver", "resolver-b2", &[]),
+    ];
+    let ids = ["resolver-a", "resolver-b1", "resolver-b2"];
+    hub_a.wait_registered(&ids).await;
+    let (client, _incoming) = hub_a.client().await;
+
+    let mut calls = Vec::new();
+    for _ in 0..300 {
+        let c = client.clone();
+        calls.push(tokio::spawn(async move {
+            c.request_with_timeout(
+                Target::Type("dependency-resolver".into()),
+                events::PING,
+                Value::Null,
+                Duration::from_secs(20),
+            )
+            .await
+        }));
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for t in calls {
+        let reply = t.await.expect("join").expect("every request is answered");
+        *counts
+            .entry(reply["component_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(counts.values().sum::<usize>(), 300);
+    for id in ids {
+        assert!(
+            counts.get(id).copied().unwrap_or(0) >= 30,
+            "{id} got too little work: {counts:?}"
+        );
+    }
+
+    // By id, to a component of the other hub.
+    let reply = client
+        .request_with_timeout(
+            Target::Component("resolver-b2".into()),
+            events::PING,
+            Value::Null,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("answered across hubs");
+    assert_eq!(reply["component_id"], "resolver-b2");
+    // A component no hub has: a clear error, as with one hub.
+    let err = client
+        .request_with_timeout(
+            Target::Component("nobody".into()),
+            events::PING,
+            Value::Null,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect_err("no route");
+    assert_eq!(err.code, "GZ1020");
+    let health = http_json(&hub_b.url, "/health").await.unwrap();
+    assert!(
+        health["mesh"]["relayed_in"].as_u64().unwrap() >= 200,
+        "{health:#}"
+    );
+}
