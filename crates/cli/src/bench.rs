@@ -58,6 +58,13 @@ pub struct BenchArgs {
     /// Keep the queue-manager's state in this Redis (default: the embedded store).
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// Queue-managers sharing the Redis store (more than 1 needs --redis-url). Each
+    /// workflow belongs to one queue-manager, so use --workflows to give them all work.
+    #[arg(long, default_value_t = 1)]
+    pub queue_managers: usize,
+    /// Split the throughput run's tasks over this many workflows, submitted together.
+    #[arg(long, default_value_t = 1)]
+    pub workflows: usize,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -155,14 +162,18 @@ fn usage(pid: u32) -> (f64, f64) {
     (cpu, peak)
 }
 
-/// Runs one workflow on a fresh suite; returns its figures.
-async fn measure(label: &str, spec: WorkflowSpec, args: &BenchArgs) -> Result<Value, GzError> {
-    measure_with(label, spec, args, &[]).await
+/// Runs workflows on a fresh suite; returns their figures.
+async fn measure(
+    label: &str,
+    specs: Vec<WorkflowSpec>,
+    args: &BenchArgs,
+) -> Result<Value, GzError> {
+    measure_with(label, specs, args, &[]).await
 }
 
 async fn measure_with(
     label: &str,
-    spec: WorkflowSpec,
+    specs: Vec<WorkflowSpec>,
     args: &BenchArgs,
     extra_env: &[(&str, String)],
 ) -> Result<Value, GzError> {
@@ -185,8 +196,12 @@ async fn measure_with(
         env.push(("GLEITZEIT_REDIS_URL", url.clone()));
     }
     env.extend(extra_env.iter().cloned());
-    let suite = LocalSuite::start_with(&hub_url, &data_dir, LogFormat::Text, false, &env).await?;
-    let result = measure_on(&hub_url, label, spec, &suite).await;
+    let mut suite =
+        LocalSuite::start_with(&hub_url, &data_dir, LogFormat::Text, false, &env).await?;
+    for i in 2..=args.queue_managers {
+        suite.add_instance("queue-manager", &format!("queue-manager-{i}"))?;
+    }
+    let result = measure_on(&hub_url, label, specs, &suite).await;
     suite.shutdown().await;
     let _ = std::fs::remove_dir_all(&data_dir);
     result
@@ -195,26 +210,46 @@ async fn measure_with(
 async fn measure_on(
     hub_url: &str,
     label: &str,
-    spec: WorkflowSpec,
+    specs: Vec<WorkflowSpec>,
     suite: &LocalSuite,
 ) -> Result<Value, GzError> {
-    wait_ready(hub_url, &spec, Duration::from_secs(20)).await;
+    if let Some(first) = specs.first() {
+        wait_ready(hub_url, first, Duration::from_secs(20)).await;
+    }
+    let qms = suite
+        .pids()
+        .iter()
+        .filter(|(n, _)| n.starts_with("queue-manager"))
+        .count();
+    if qms > 1 {
+        wait_for_type(hub_url, "queue-manager", qms).await;
+    }
     let (client, _incoming) = connect(hub_url).await?;
-    let n = spec.tasks.len();
-    let id = new_workflow_id();
+    let n: usize = specs.iter().map(|s| s.tasks.len()).sum();
+    let workflows = specs.len();
     let dir = std::env::temp_dir();
     let started = Instant::now();
-    submit_spec(&client, &id, &spec, &dir).await?;
+    let mut ids = Vec::new();
+    for spec in specs {
+        let id = new_workflow_id();
+        submit_spec(&client, &id, &spec, &dir).await?;
+        ids.push(id);
+    }
     let submitted = started.elapsed();
-    drop(spec);
-    let reply = wait_done(&client, &id).await?;
+    let (mut first_created, mut last_finished) = (u64::MAX, 0u64);
+    let mut status = "completed".to_string();
+    for id in &ids {
+        let reply = wait_done(&client, id).await?;
+        let w = &reply["workflow"];
+        let s = w["status"].as_str().unwrap_or("?");
+        if s != "completed" {
+            status = s.to_string();
+        }
+        first_created = first_created.min(w["created_at"].as_u64().unwrap_or(0));
+        last_finished = last_finished.max(w["finished_at"].as_u64().unwrap_or(0));
+    }
     let wall = started.elapsed();
-    let w = &reply["workflow"];
-    let status = w["status"].as_str().unwrap_or("?").to_string();
-    let run_ms = w["finished_at"]
-        .as_u64()
-        .unwrap_or(0)
-        .saturating_sub(w["created_at"].as_u64().unwrap_or(0));
+    let run_ms = last_finished.saturating_sub(first_created);
     let mut processes = serde_json::Map::new();
     for (name, pid) in suite.pids() {
         let (cpu, peak) = usage(pid);
@@ -225,7 +260,7 @@ async fn measure_on(
     }
     let secs = run_ms as f64 / 1000.0;
     Ok(json!({
-        "run": label, "tasks": n, "status": status,
+        "run": label, "tasks": n, "workflows": workflows, "queue_managers": qms, "status": status,
         "submit_seconds": submitted.as_secs_f64(),
         "workflow_seconds": secs,
         "wall_seconds": wall.as_secs_f64(),
@@ -233,6 +268,25 @@ async fn measure_on(
         "ms_per_task": if n > 0 { run_ms as f64 / n as f64 } else { 0.0 },
         "processes": processes,
     }))
+}
+
+/// Waits (up to 20 s) until `count` components of a type are registered.
+async fn wait_for_type(hub_url: &str, component_type: &str, count: usize) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        let list: Vec<gleitzeit_protocol::payloads::ComponentInfo> =
+            crate::status::get_json(hub_url, "/components")
+                .await
+                .unwrap_or_default();
+        let n = list
+            .iter()
+            .filter(|c| c.registration.component_type == component_type)
+            .count();
+        if n >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_done(client: &HubClient, id: &str) -> Result<Value, GzError> {
@@ -265,9 +319,10 @@ fn print_row(r: &Value) {
         })
         .collect();
     println!(
-        "{:<16} {:>7} tasks  {:<9}  {:>8.2} s  {:>9.0} tasks/s  {:>7.3} ms/task  submit {:.2} s  peak RSS (all services) {:.0} MiB",
+        "{:<16} {:>7} tasks in {} workflow(s)  {:<9}  {:>8.2} s  {:>9.0} tasks/s  {:>7.3} ms/task  submit {:.2} s  peak RSS (all services) {:.0} MiB",
         r["run"].as_str().unwrap_or(""),
         r["tasks"],
+        r["workflows"],
         r["status"].as_str().unwrap_or(""),
         r["workflow_seconds"].as_f64().unwrap_or(0.0),
         r["tasks_per_second"].as_f64().unwrap_or(0.0),
@@ -281,17 +336,28 @@ fn print_row(r: &Value) {
 /// `gz bench`.
 pub async fn run(args: BenchArgs) -> CmdResult {
     let mut results = Vec::new();
-    let mut runs: Vec<(String, WorkflowSpec)> = Vec::new();
+    if args.queue_managers > 1 && args.redis_url.is_none() {
+        return Err(GzError::new(
+            ErrorCode::Usage,
+            "--queue-managers above 1 needs --redis-url: queue-managers share work through Redis",
+        )
+        .into());
+    }
+    let mut runs: Vec<(String, Vec<WorkflowSpec>)> = Vec::new();
     if args.tasks > 0 {
-        runs.push(("throughput".into(), independent(args.tasks)));
+        let k = args.workflows.clamp(1, args.tasks);
+        let specs = (0..k)
+            .map(|w| independent(args.tasks / k + usize::from(w < args.tasks % k)))
+            .collect();
+        runs.push(("throughput".into(), specs));
     }
     if args.chain > 0 {
-        runs.push(("chain".into(), chain(args.chain)));
+        runs.push(("chain".into(), vec![chain(args.chain)]));
     }
     for &n in args.big.iter().filter(|n| **n > 0) {
         runs.push((
             format!("wide-deep-{}k", n / 1000),
-            wide_and_deep(n, args.width),
+            vec![wide_and_deep(n, args.width)],
         ));
     }
     let cores = std::thread::available_parallelism()
@@ -299,13 +365,16 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         .unwrap_or(1);
     if !args.json {
         let store = match &args.redis_url {
-            Some(u) => format!("Redis store at {u}"),
+            Some(u) => format!(
+                "Redis store at {u}, {} queue-manager(s)",
+                args.queue_managers
+            ),
             None => "embedded store".to_string(),
         };
         println!("gz bench: {cores} cores, {store}, every run on a fresh local suite (binaries beside gz)");
     }
-    for (label, spec) in runs {
-        let r = measure(&label, spec, &args).await?;
+    for (label, specs) in runs {
+        let r = measure(&label, specs, &args).await?;
         if !args.json {
             print_row(&r);
         }
@@ -456,7 +525,7 @@ async fn bench_llm(args: &BenchArgs) -> Result<Value, GzError> {
             .map(|i| chat_task(format!("l{i}"), vec![], format!("question {i}")))
             .collect(),
     );
-    let through = measure_with("llm-throughput", parallel, args, &env).await?;
+    let through = measure_with("llm-throughput", vec![parallel], args, &env).await?;
     let chain_spec = spec(
         "bench-llm-chain",
         (0..args.llm_chain)
@@ -470,7 +539,7 @@ async fn bench_llm(args: &BenchArgs) -> Result<Value, GzError> {
             })
             .collect(),
     );
-    let chained = measure_with("llm-chain", chain_spec, args, &env).await?;
+    let chained = measure_with("llm-chain", vec![chain_spec], args, &env).await?;
     let _ = std::fs::remove_file(&config);
     drop(sims);
 

@@ -105,6 +105,8 @@ pub struct LocalSuite {
     children: Vec<(String, Child)>,
     hub_url: String,
     env: Vec<(String, String)>,
+    data_dir: PathBuf,
+    format: &'static str,
 }
 
 impl LocalSuite {
@@ -145,6 +147,8 @@ impl LocalSuite {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
+            data_dir: data_dir.to_path_buf(),
+            format,
         };
         let mut hub = Command::new(binary("central-hub")?);
         hub.args(["--host", &host, "--port", &port.to_string()]);
@@ -192,6 +196,16 @@ impl LocalSuite {
             .map_err(|e| GzError::new(ErrorCode::Internal, format!("cannot start {name}: {e}")))?;
         self.children.push((name.to_string(), child));
         Ok(())
+    }
+
+    /// Starts one more instance of a service (for example a second queue-manager), named
+    /// and registered as `instance`.
+    pub fn add_instance(&mut self, binary_name: &str, instance: &str) -> Result<(), GzError> {
+        let mut cmd = Command::new(binary(binary_name)?);
+        cmd.env("GLEITZEIT_COMPONENT_ID", instance);
+        let (data_dir, format) = (self.data_dir.clone(), self.format);
+        let logs = data_dir.join("logs");
+        self.spawn(instance, cmd, &logs, format, &data_dir, false)
     }
 
     /// Process ids of the children.
