@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// workflow belongs to one queue-manager, so use --workflows to give them all work.
     #[arg(long, default_value_t = 1)]
     pub queue_managers: usize,
+    /// Hubs: 2 puts the queue-manager and resolver on one hub and the engine and Python
+    /// provider on a second hub of a mesh over --redis-url, so every task crosses hubs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub hubs: u8,
     /// Split the throughput run's tasks over this many workflows, submitted together.
     #[arg(long, default_value_t = 1)]
     pub workflows: usize,
@@ -177,10 +181,7 @@ async fn measure_with(
     args: &BenchArgs,
     extra_env: &[(&str, String)],
 ) -> Result<Value, GzError> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?
-        .port();
+    let port = free_port()?;
     let hub_url = format!("http://127.0.0.1:{port}");
     let data_dir: PathBuf =
         std::env::temp_dir().join(format!("gz-bench-{}-{port}", std::process::id()));
@@ -194,12 +195,35 @@ async fn measure_with(
     env.push(("GLEITZEIT_LOG_LEVEL", "warn".to_string()));
     if let Some(url) = &args.redis_url {
         env.push(("GLEITZEIT_REDIS_URL", url.clone()));
+        if args.hubs > 1 {
+            env.push(("GLEITZEIT_HUB_REDIS_URL", url.clone()));
+        }
     }
     env.extend(extra_env.iter().cloned());
     let mut suite =
         LocalSuite::start_with(&hub_url, &data_dir, LogFormat::Text, false, &env).await?;
     for i in 2..=args.queue_managers {
-        suite.add_instance("queue-manager", &format!("queue-manager-{i}"))?;
+        suite.add_instance("queue-manager", &format!("queue-manager-{i}"), None)?;
+    }
+    if args.hubs > 1 {
+        // Execution moves to a second hub: every lease, outcome and event crosses the mesh.
+        let port2 = free_port()?;
+        let hub2 = format!("http://127.0.0.1:{port2}");
+        suite.add_hub(port2, "bench-hub-2")?;
+        crate::suite::wait_healthy(&hub2, Duration::from_secs(15)).await?;
+        for name in ["execution-engine", "python-provider", "ollama-provider"] {
+            suite.kill(name).await;
+            suite.add_instance(name, &format!("{name}-2"), Some(&hub2))?;
+        }
+        wait_for_components(
+            &hub_url,
+            &[
+                "execution-engine-2",
+                "python-provider-2",
+                "ollama-provider-2",
+            ],
+        )
+        .await;
     }
     let result = measure_on(&hub_url, label, specs, &suite).await;
     suite.shutdown().await;
@@ -260,7 +284,9 @@ async fn measure_on(
     }
     let secs = run_ms as f64 / 1000.0;
     Ok(json!({
-        "run": label, "tasks": n, "workflows": workflows, "queue_managers": qms, "status": status,
+        "run": label, "tasks": n, "workflows": workflows, "queue_managers": qms,
+        "hubs": suite.pids().iter().filter(|(n, _)| n.contains("hub")).count(),
+        "status": status,
         "submit_seconds": submitted.as_secs_f64(),
         "workflow_seconds": secs,
         "wall_seconds": wall.as_secs_f64(),
@@ -270,23 +296,58 @@ async fn measure_on(
     }))
 }
 
-/// Waits (up to 20 s) until `count` components of a type are registered.
-async fn wait_for_type(hub_url: &str, component_type: &str, count: usize) {
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> Result<u16, GzError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// Waits (up to 20 s) until the hub's component table satisfies `done`.
+async fn wait_for_table(
+    hub_url: &str,
+    done: impl Fn(&[gleitzeit_protocol::payloads::ComponentInfo]) -> bool,
+) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(20) {
         let list: Vec<gleitzeit_protocol::payloads::ComponentInfo> =
             crate::status::get_json(hub_url, "/components")
                 .await
                 .unwrap_or_default();
-        let n = list
-            .iter()
-            .filter(|c| c.registration.component_type == component_type)
-            .count();
-        if n >= count {
+        if done(&list) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until `count` components of a type are registered.
+async fn wait_for_type(hub_url: &str, component_type: &str, count: usize) {
+    wait_for_table(hub_url, |list| {
+        list.iter()
+            .filter(|c| c.registration.component_type == component_type)
+            .count()
+            >= count
+    })
+    .await;
+}
+
+/// Waits until components with these ids are registered, and no others of their types.
+async fn wait_for_components(hub_url: &str, ids: &[&str]) {
+    wait_for_table(hub_url, |list| {
+        ids.iter().all(|id| {
+            let Some(c) = list.iter().find(|c| c.registration.component_id == *id) else {
+                return false;
+            };
+            let ty = &c.registration.component_type;
+            list.iter()
+                .filter(|o| &o.registration.component_type == ty)
+                .count()
+                == 1
+        })
+    })
+    .await;
 }
 
 async fn wait_done(client: &HubClient, id: &str) -> Result<Value, GzError> {
@@ -336,10 +397,10 @@ fn print_row(r: &Value) {
 /// `gz bench`.
 pub async fn run(args: BenchArgs) -> CmdResult {
     let mut results = Vec::new();
-    if args.queue_managers > 1 && args.redis_url.is_none() {
+    if (args.queue_managers > 1 || args.hubs > 1) && args.redis_url.is_none() {
         return Err(GzError::new(
             ErrorCode::Usage,
-            "--queue-managers above 1 needs --redis-url: queue-managers share work through Redis",
+            "--queue-managers and --hubs above 1 need --redis-url: queue-managers share work, and hubs relay, through Redis",
         )
         .into());
     }
@@ -366,8 +427,8 @@ pub async fn run(args: BenchArgs) -> CmdResult {
     if !args.json {
         let store = match &args.redis_url {
             Some(u) => format!(
-                "Redis store at {u}, {} queue-manager(s)",
-                args.queue_managers
+                "Redis store at {u}, {} queue-manager(s), {} hub(s)",
+                args.queue_managers, args.hubs
             ),
             None => "embedded store".to_string(),
         };
@@ -417,10 +478,7 @@ async fn bench_llm(args: &BenchArgs) -> Result<Value, GzError> {
     let mut sims = Vec::new();
     let mut endpoints = String::new();
     for i in 0..args.llm_endpoints {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?
-            .port();
+        let port = free_port()?;
         let child = tokio::process::Command::new(&sim)
             .args(["--port", &port.to_string(), "--name", &format!("sim{i}")])
             .args([

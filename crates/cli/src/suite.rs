@@ -152,11 +152,11 @@ impl LocalSuite {
         };
         let mut hub = Command::new(binary("central-hub")?);
         hub.args(["--host", &host, "--port", &port.to_string()]);
-        suite.spawn("central-hub", hub, &logs, format, data_dir, detach)?;
+        suite.spawn("central-hub", &mut hub, &logs, format, data_dir, detach)?;
         wait_healthy(hub_url, Duration::from_secs(15)).await?;
         for name in SERVICES {
-            let cmd = Command::new(binary(name)?);
-            suite.spawn(name, cmd, &logs, format, data_dir, detach)?;
+            let mut cmd = Command::new(binary(name)?);
+            suite.spawn(name, &mut cmd, &logs, format, data_dir, detach)?;
         }
         Ok(suite)
     }
@@ -164,7 +164,7 @@ impl LocalSuite {
     fn spawn(
         &mut self,
         name: &str,
-        mut cmd: Command,
+        cmd: &mut Command,
         logs: &Path,
         format: &str,
         data_dir: &Path,
@@ -199,13 +199,49 @@ impl LocalSuite {
     }
 
     /// Starts one more instance of a service (for example a second queue-manager), named
-    /// and registered as `instance`.
-    pub fn add_instance(&mut self, binary_name: &str, instance: &str) -> Result<(), GzError> {
+    /// and registered as `instance`, connected to `hub_url` (default: the suite's hub).
+    pub fn add_instance(
+        &mut self,
+        binary_name: &str,
+        instance: &str,
+        hub_url: Option<&str>,
+    ) -> Result<(), GzError> {
         let mut cmd = Command::new(binary(binary_name)?);
         cmd.env("GLEITZEIT_COMPONENT_ID", instance);
+        self.spawn_extra(instance, cmd, hub_url)
+    }
+
+    /// Starts another hub on `port` with the id `hub_id` (it joins the mesh when the
+    /// suite's environment names one with `GLEITZEIT_HUB_REDIS_URL`).
+    pub fn add_hub(&mut self, port: u16, hub_id: &str) -> Result<(), GzError> {
+        let mut cmd = Command::new(binary("central-hub")?);
+        cmd.args(["--port", &port.to_string(), "--hub-id", hub_id]);
+        self.spawn_extra(hub_id, cmd, None)
+    }
+
+    fn spawn_extra(
+        &mut self,
+        name: &str,
+        mut cmd: Command,
+        hub_url: Option<&str>,
+    ) -> Result<(), GzError> {
         let (data_dir, format) = (self.data_dir.clone(), self.format);
         let logs = data_dir.join("logs");
-        self.spawn(instance, cmd, &logs, format, &data_dir, false)
+        let own = self.hub_url.clone();
+        if let Some(url) = hub_url {
+            self.hub_url = url.to_string();
+        }
+        let spawned = self.spawn(name, &mut cmd, &logs, format, &data_dir, false);
+        self.hub_url = own;
+        spawned
+    }
+
+    /// Kills one child by name (benchmarks rearranging the suite).
+    pub async fn kill(&mut self, name: &str) {
+        if let Some(pos) = self.children.iter().position(|(n, _)| n == name) {
+            let (_, mut child) = self.children.remove(pos);
+            let _ = child.kill().await;
+        }
     }
 
     /// Process ids of the children.
