@@ -5,11 +5,13 @@
 //! `gz:mesh:hub:<its id>` (messages for components connected to it). Four kinds of message
 //! travel between hubs, as JSON:
 //!
-//! - `snapshot`: the components connected to the sending hub, sent every interval and at
-//!   once when one registers or leaves. A hub silent for the heartbeat timeout is
-//!   forgotten, and its components are announced as left (`hub_lost`) to local sockets.
+//! - `snapshot`: the components connected to the sending hub and the rooms that have
+//!   members there, sent every interval and at once when either changes. A hub silent for
+//!   the heartbeat timeout is forgotten, and its components are announced as left
+//!   (`hub_lost`) to local sockets.
 //! - `deliver`: one envelope for a component (or unregistered socket) on another hub.
-//! - `room`: one envelope for room members on every other hub.
+//! - `room`: one envelope for room members of other hubs; sent only to hubs whose last
+//!   snapshot listed one of its rooms, so events nobody watches there stay local.
 //! - `bye`: the sending hub is shutting down; forget its components now.
 //!
 //! Pub/sub delivers at most once. The protocol above already tolerates a lost message
@@ -60,7 +62,7 @@ pub(crate) struct MeshMessage {
     /// `deliver`: the component id (or `sid:<socket>`) to deliver to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) to: Option<String>,
-    /// `room`: the rooms to emit to.
+    /// `room`: the rooms to emit to. `snapshot`: the rooms with members on the sender.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) rooms: Vec<String>,
     /// `snapshot`: the sending hub's components.
@@ -172,10 +174,11 @@ impl Mesh {
         }
     }
 
-    /// Sends this hub's components to every other hub.
-    pub(crate) fn snapshot(&self, components: Vec<ComponentInfo>) {
+    /// Sends this hub's components and occupied rooms to every other hub.
+    pub(crate) fn snapshot(&self, components: Vec<ComponentInfo>, rooms: Vec<String>) {
         let mut msg = self.message(Kind::Snapshot);
         msg.components = components;
+        msg.rooms = rooms;
         self.send(ALL_CHANNEL.into(), &msg);
     }
 
@@ -189,12 +192,17 @@ impl Mesh {
         self.send(channel, &msg);
     }
 
-    /// Emits an envelope to room members on every other hub.
-    pub(crate) fn room(&self, rooms: Vec<String>, env: RawEnvelope) {
+    /// Emits an envelope to room members on the hubs `hubs` (one message on the shared
+    /// channel when several hubs want it).
+    pub(crate) fn room(&self, hubs: &[String], rooms: Vec<String>, env: RawEnvelope) {
         let mut msg = self.message(Kind::Room);
         msg.rooms = rooms;
         msg.env = Some(env);
-        self.send(ALL_CHANNEL.into(), &msg);
+        match hubs {
+            [] => {}
+            [one] => self.send(hub_channel(one), &msg),
+            _ => self.send(ALL_CHANNEL.into(), &msg),
+        }
     }
 
     /// Tells the other hubs this one is leaving (waiting up to a second for Redis to take

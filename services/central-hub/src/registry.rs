@@ -7,7 +7,7 @@
 //!
 //! Pure data structure (no sockets), so routing decisions are unit-tested directly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use gleitzeit_protocol::envelope::now_millis;
@@ -51,6 +51,7 @@ pub enum Location {
 struct RemoteHub {
     seen: Instant,
     components: HashMap<String, ComponentInfo>,
+    rooms: HashSet<String>,
 }
 
 /// All registered components.
@@ -63,6 +64,8 @@ pub struct Registry {
     routed: HashMap<String, (String, Instant)>,
     remote: HashMap<String, RemoteHub>,
     remote_in_flight: HashMap<String, u32>,
+    /// Rooms with members on this hub: room -> socket ids.
+    rooms: HashMap<String, HashSet<String>>,
 }
 
 impl Registry {
@@ -228,8 +231,60 @@ impl Registry {
         }
     }
 
-    /// Replaces what is known of hub `hub`'s components with its latest snapshot.
-    pub fn update_remote(&mut self, hub: &str, components: Vec<ComponentInfo>) {
+    /// Socket `sid` joined `rooms`. True when a room had no member here before.
+    pub fn join_rooms(&mut self, sid: &str, rooms: &[String]) -> bool {
+        let mut new = false;
+        for r in rooms {
+            let members = self.rooms.entry(r.clone()).or_default();
+            new |= members.is_empty();
+            members.insert(sid.to_string());
+        }
+        new
+    }
+
+    /// Socket `sid` left `rooms` (all of its rooms when `None`). True when a room lost its
+    /// last member here.
+    pub fn leave_rooms(&mut self, sid: &str, rooms: Option<&[String]>) -> bool {
+        let names: Vec<String> = match rooms {
+            Some(r) => r.to_vec(),
+            None => self
+                .rooms
+                .iter()
+                .filter(|(_, m)| m.contains(sid))
+                .map(|(r, _)| r.clone())
+                .collect(),
+        };
+        let mut emptied = false;
+        for r in names {
+            if let Some(members) = self.rooms.get_mut(&r) {
+                members.remove(sid);
+                if members.is_empty() {
+                    self.rooms.remove(&r);
+                    emptied = true;
+                }
+            }
+        }
+        emptied
+    }
+
+    /// Rooms with members on this hub, sorted.
+    pub fn local_rooms(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.rooms.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Other hubs with members in any of `rooms`.
+    pub fn hubs_watching(&self, rooms: &[String]) -> Vec<String> {
+        self.remote
+            .iter()
+            .filter(|(_, r)| rooms.iter().any(|room| r.rooms.contains(room)))
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
+    /// Replaces what is known of hub `hub`'s components and rooms with its latest snapshot.
+    pub fn update_remote(&mut self, hub: &str, components: Vec<ComponentInfo>, rooms: Vec<String>) {
         let components = components
             .into_iter()
             .map(|mut c| {
@@ -242,6 +297,7 @@ impl Registry {
             RemoteHub {
                 seen: Instant::now(),
                 components,
+                rooms: rooms.into_iter().collect(),
             },
         );
     }
@@ -463,7 +519,18 @@ mod tests {
             last_heartbeat: 0,
             hub_id: None,
         };
-        r.update_remote("hub-b", vec![remote("far"), remote("local")]);
+        r.update_remote(
+            "hub-b",
+            vec![remote("far"), remote("local")],
+            vec!["workflow:x".into()],
+        );
+        assert_eq!(r.hubs_watching(&["workflow:x".into()]), vec!["hub-b"]);
+        assert!(r.hubs_watching(&["workflow:y".into()]).is_empty());
+        assert!(r.join_rooms("s9", &["events".into()]));
+        assert!(!r.join_rooms("s8", &["events".into()]));
+        assert!(!r.leave_rooms("s9", None));
+        assert!(r.leave_rooms("s8", Some(&["events".into()])));
+        assert!(r.local_rooms().is_empty());
         assert_eq!(r.locate("far"), Some(Location::Remote("hub-b".into())));
         assert_eq!(r.locate("local"), Some(Location::Local("s1".into())));
         let picks: Vec<(String, Location)> = (0..2)

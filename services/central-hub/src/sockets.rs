@@ -50,7 +50,12 @@ pub(crate) fn install(state: Arc<HubState>) {
             socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
                 let state = on_gone.clone();
                 async move {
-                    let removed = state.registry().remove_sid(&s.id.to_string());
+                    let sid = s.id.to_string();
+                    let emptied = state.registry().leave_rooms(&sid, None);
+                    let removed = state.registry().remove_sid(&sid);
+                    if emptied && removed.is_none() {
+                        share_components(&state);
+                    }
                     if let Some(entry) = removed {
                         info!(component = %entry.info.registration.component_id, ?reason, "component disconnected");
                         announce_left(&state, &entry.info, "disconnected").await;
@@ -243,10 +248,16 @@ async fn hub_event(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
                 );
                 return reject(state, socket, Some(env.id.clone()), err);
             }
-            if env.event == events::SUBSCRIBE {
+            let changed = if env.event == events::SUBSCRIBE {
                 socket.join(sub.rooms.clone());
+                state.registry().join_rooms(&sid, &sub.rooms)
             } else {
                 socket.leave(sub.rooms.clone());
+                state.registry().leave_rooms(&sid, Some(&sub.rooms))
+            };
+            if changed {
+                // Other hubs relay a room's events here only once they know it has members.
+                share_components(state);
             }
             reply_ok(state, socket, &env, json!({ "rooms": socket.rooms() }));
         }
@@ -377,8 +388,11 @@ fn relay<P: serde::Serialize>(
 /// Sends this hub's component table to the other hubs.
 fn share_components(state: &HubState) {
     if let Some(mesh) = &state.mesh {
-        let local = state.registry().local_list();
-        mesh.snapshot(local);
+        let (local, rooms) = {
+            let reg = state.registry();
+            (reg.local_list(), reg.local_rooms())
+        };
+        mesh.snapshot(local, rooms);
     }
 }
 
@@ -440,8 +454,9 @@ async fn emit_to_rooms<P: serde::Serialize + Clone>(
 ) {
     if relayed {
         if let Some(mesh) = &state.mesh {
-            if state.registry().has_peers() {
-                mesh.room(rooms.clone(), to_raw(env.clone()));
+            let hubs = state.registry().hubs_watching(&rooms);
+            if !hubs.is_empty() {
+                mesh.room(&hubs, rooms.clone(), to_raw(env.clone()));
             }
         }
     }
@@ -498,7 +513,9 @@ pub(crate) async fn mesh_intake(
         match msg.kind {
             Kind::Snapshot => {
                 let new = !state.registry().peers().contains(&msg.hub);
-                state.registry().update_remote(&msg.hub, msg.components);
+                state
+                    .registry()
+                    .update_remote(&msg.hub, msg.components, msg.rooms);
                 if new {
                     info!(peer = %msg.hub, "hub joined the mesh");
                     // Let the newcomer learn this hub's components without waiting a tick.
