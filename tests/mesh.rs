@@ -77,6 +77,17 @@ async fn a_workflow_runs_across_two_hubs_of_one_mesh() {
     let health = http_json(&hub_a.url, "/health").await.unwrap();
     assert_eq!(health["mesh"]["peers"], json!(["hub-b"]), "{health:#}");
     assert_eq!(health["mesh"]["redis_connected"], true);
+    // `gz` given several hubs uses the first that answers.
+    let dead = format!("http://127.0.0.1:{}", gleitzeit_e2e::free_port());
+    let (code, out, err) = gz_at(&format!("{dead},{}", hub_a.url), &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("hub hub-a"), "{out}");
+    assert!(out.contains("peers [hub-b]"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("ee-1") && l.contains("hub-b")),
+        "{out}"
+    );
 
     // `gz run` on hub B: its submit goes to the queue-manager on hub A, the task events come
     // back through the mesh.
@@ -301,4 +312,68 @@ async fn requests_reach_instances_on_every_hub_and_none_is_lost() {
         health["mesh"]["relayed_in"].as_u64().unwrap() >= 200,
         "{health:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_keep_routing_their_own_components_while_redis_is_down_and_rejoin_after() {
+    let mut redis = RedisServer::start().await;
+    let hub_a = TestHub::start_in_mesh(&redis.url, "hub-a").await;
+    let hub_b = TestHub::start_in_mesh(&redis.url, "hub-b").await;
+    let _procs: Vec<Proc> = vec![
+        hub_a.service("dependency-resolver", "resolver-a", &[]),
+        hub_b.service("dependency-resolver", "resolver-b", &[]),
+    ];
+    hub_a.wait_registered(&["resolver-a", "resolver-b"]).await;
+    let (client, _incoming) = hub_a.client().await;
+    let ping = |id: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .request_with_timeout(
+                    Target::Component(id.into()),
+                    events::PING,
+                    Value::Null,
+                    Duration::from_secs(5),
+                )
+                .await
+        }
+    };
+    let mesh_of = |url: String| async move {
+        http_json(&url, "/health")
+            .await
+            .map(|h| h["mesh"].clone())
+            .unwrap_or(Value::Null)
+    };
+
+    redis.stop();
+    wait_for(Duration::from_secs(10), || async {
+        mesh_of(hub_a.url.clone()).await["redis_connected"] == false
+    })
+    .await;
+    // After the heartbeat timeout hub A no longer counts on hub B's components...
+    wait_for(Duration::from_secs(10), || async {
+        mesh_of(hub_a.url.clone()).await["peers"] == json!([])
+    })
+    .await;
+    assert!(hub_a
+        .components()
+        .await
+        .iter()
+        .all(|c| c["component_id"] != "resolver-b"));
+    // ...and still routes to its own.
+    let reply = ping("resolver-a")
+        .await
+        .expect("local routing works without Redis");
+    assert_eq!(reply["component_id"], "resolver-a");
+
+    redis.start_again().await;
+    wait_for(Duration::from_secs(15), || async {
+        let m = mesh_of(hub_a.url.clone()).await;
+        m["redis_connected"] == true && m["peers"] == json!(["hub-b"])
+    })
+    .await;
+    let reply = ping("resolver-b")
+        .await
+        .expect("routing across hubs is back");
+    assert_eq!(reply["component_id"], "resolver-b");
 }

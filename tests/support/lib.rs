@@ -503,8 +503,18 @@ impl RedisServer {
 
     /// Stops the server (SIGTERM, so it flushes) and starts it again on the same port and dir.
     pub async fn restart(&mut self, down_for: Duration) {
-        self.proc.terminate(Duration::from_secs(10));
+        self.stop();
         tokio::time::sleep(down_for).await;
+        self.start_again().await;
+    }
+
+    /// Stops the server (SIGTERM); [`RedisServer::start_again`] brings it back.
+    pub fn stop(&mut self) {
+        self.proc.terminate(Duration::from_secs(10));
+    }
+
+    /// Starts the server again on the same port and data directory.
+    pub async fn start_again(&mut self) {
         self.proc = Self::spawn(self.port, &self.dir);
         self.wait_ready().await;
     }

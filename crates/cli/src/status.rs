@@ -86,6 +86,20 @@ pub async fn run(hub_url: &str, json_out: bool) -> CmdResult {
         hub.messages_routed,
         hub.messages_rejected
     );
+    if let Some(mesh) = &hub.mesh {
+        println!(
+            "mesh: Redis {}, peers [{}], {} relayed out, {} in, {} dropped",
+            if mesh.redis_connected {
+                "connected"
+            } else {
+                "UNREACHABLE (GZ1001)"
+            },
+            mesh.peers.join(", "),
+            mesh.relayed_out,
+            mesh.relayed_in,
+            mesh.dropped
+        );
+    }
     for st in &stores {
         println!(
             "store of {}: {} at {} ({})",
@@ -104,8 +118,8 @@ pub async fn run(hub_url: &str, json_out: bool) -> CmdResult {
         return Ok(0);
     }
     println!(
-        "{:<20} {:<34} {:<9} {:>9}  {:<8} {:<7} CAPABILITIES",
-        "TYPE", "ID", "HEALTH", "LOAD/CAP", "HOST", "PID"
+        "{:<20} {:<34} {:<9} {:>9}  {:<8} {:<7} {:<14} CAPABILITIES",
+        "TYPE", "ID", "HEALTH", "LOAD/CAP", "HOST", "PID", "HUB"
     );
     for c in &components {
         let r = &c.registration;
@@ -114,13 +128,14 @@ pub async fn run(hub_url: &str, json_out: bool) -> CmdResult {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         println!(
-            "{:<20} {:<34} {:<9} {:>9}  {:<8} {:<7} {}",
+            "{:<20} {:<34} {:<9} {:>9}  {:<8} {:<7} {:<14} {}",
             r.component_type,
             r.component_id,
             health,
             format!("{}/{}", r.load.max(c.in_flight), r.capacity),
             r.host,
             r.pid,
+            c.hub_id.as_deref().unwrap_or("-"),
             r.capabilities.join(",")
         );
     }
