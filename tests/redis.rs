@@ -291,6 +291,40 @@ async fn two_queue_managers_and_two_engines_share_one_redis_without_running_a_ta
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_queue_managers_and_two_engines_finish_one_big_workflow_running_each_task_once() {
+    let redis = RedisServer::start().await;
+    let suite = TestSuite::start(options(&redis)).await;
+    let _qm2 = suite
+        .hub
+        .service("queue-manager", "qm-2", &["--redis-url", &redis.url]);
+    let _ee2 = suite.hub.service("execution-engine", "ee-2", &[]);
+    let _py2 = suite
+        .hub
+        .service("python-provider", "py-2", &["--workers", "2"]);
+    suite.hub.wait_registered(&["qm-2", "ee-2", "py-2"]).await;
+    let log =
+        std::env::temp_dir().join(format!("gz-one-big-{}-{}", std::process::id(), redis.port));
+    let _ = std::fs::remove_file(&log);
+    let id = suite.submit(&workflow_file("one-big.yaml", &chains(25, 24, &log)));
+    let owner = owner_of(&redis, &id);
+    assert!(owner == "qm-1" || owner == "qm-2", "owner {owner:?}");
+    let doc = suite.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    let tasks = doc["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 600);
+    // Both providers (reached through both engines) did part of the work.
+    let providers: std::collections::HashSet<&str> = tasks
+        .iter()
+        .filter_map(|t| t["provider_id"].as_str())
+        .collect();
+    assert_eq!(providers.len(), 2, "{providers:?}");
+    let runs = executions(&log);
+    assert_eq!(runs.len(), 600);
+    assert!(runs.values().all(|n| *n == 1), "a task ran twice");
+    let _ = std::fs::remove_file(log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_queue_manager_takes_over_the_workflow_of_one_that_died() {
     let redis = RedisServer::start().await;
     let mut suite = TestSuite::start(options(&redis)).await;
