@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+mod clocks;
 mod events_log;
 mod manager;
 mod queue;

@@ -44,7 +44,8 @@ pub enum Internal {
 
 /// Task results are included in `workflow_completed` only for workflows up to this size.
 const RESULTS_IN_EVENT_LIMIT: usize = 1000;
-/// Lease requests older than this (ms) are dropped: the engine's own timeout is 10 s.
+/// Lease requests that waited here longer than this (ms, corrected for the sender's clock:
+/// `clocks.rs`) are dropped: the engine's own timeout is 10 s.
 const STALE_LEASE_MS: u64 = 5_000;
 /// How long ownership of a workflow lasts without renewal; renewed every [`OWNER_RENEW`].
 const OWNER_TTL: Duration = Duration::from_secs(10);
@@ -115,6 +116,8 @@ pub(crate) struct Manager {
     started: Instant,
     provider_grace: Duration,
     retries: Vec<(Instant, String, usize)>,
+    /// Senders' clock offsets, to tell how long a message waited here.
+    clocks: crate::clocks::Clocks,
 }
 
 /// A store failure as a wire error: GZ1001 when Redis is unreachable, else GZ5001.
@@ -183,6 +186,7 @@ impl Manager {
             started: Instant::now(),
             provider_grace,
             retries: Vec::new(),
+            clocks: crate::clocks::Clocks::default(),
         }
     }
 
@@ -306,7 +310,9 @@ impl Manager {
             }
             events::TASKS_HELD => {
                 if let Ok(held) = env.payload_as::<HeldTasks>() {
-                    self.engine_holds(&env.source, env.ts, held).await;
+                    self.clocks.age(&env.source, env.ts, now_millis());
+                    let sent_at = self.clocks.to_local(&env.source, env.ts);
+                    self.engine_holds(&env.source, sent_at, held).await;
                 }
                 None
             }
@@ -755,7 +761,7 @@ impl Manager {
         };
         // A request that waited here longer than the engine waits for the answer (the store
         // was unreachable) is not answered with tasks: the engine has given up on it.
-        if now_millis().saturating_sub(env.ts) > STALE_LEASE_MS {
+        if self.clocks.age(&env.source, env.ts, now_millis()) > STALE_LEASE_MS {
             return None;
         }
         let now = Instant::now();
