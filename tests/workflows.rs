@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use gleitzeit_e2e::{repo_root, task, wait_for, workflow_file, SuiteOptions, TestSuite};
+use gleitzeit_e2e::{
+    free_port, gz_at, repo_root, task, wait_finished_at, wait_for, workflow_file, SuiteOptions,
+    TestHub, TestSuite,
+};
 use serde_json::json;
 
 fn example(name: &str) -> std::path::PathBuf {
@@ -549,4 +552,52 @@ async fn a_watcher_that_reconnects_catches_up_on_every_event() {
         all["events"].as_array().unwrap().last().unwrap()["event"],
         "workflow_completed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_of_an_engine_that_goes_silent_are_queued_again_when_its_lease_expires() {
+    // The hub would notice the frozen engine only after a minute: the lease notices first.
+    let hub = TestHub::start_with(free_port(), &["--heartbeat-timeout", "60"]).await;
+    let data = std::env::temp_dir().join(format!("gz-lease-{}-{}", std::process::id(), hub.port));
+    let _ = std::fs::remove_dir_all(&data);
+    let dd = data.display().to_string();
+    let log = data.with_extension("log");
+    let _ = std::fs::remove_file(&log);
+    let _qm = hub.service(
+        "queue-manager",
+        "qm-1",
+        &["--data-dir", &dd, "--lease-timeout", "2"],
+    );
+    let _dr = hub.service("dependency-resolver", "dr-1", &[]);
+    let frozen = hub.service("execution-engine", "ee-1", &[]);
+    let _py = hub.service("python-provider", "py-1", &["--workers", "2"]);
+    hub.wait_registered(&["qm-1", "dr-1", "ee-1", "py-1"]).await;
+
+    let yaml = format!(
+        "name: lease\ntasks:\n  - id: slow\n    method: python/execute\n    parameters: {{ code: \"import time\\nopen('{}', 'a').write('start\\\\n')\\ntime.sleep(1.5)\\nresult = 7\" }}\n",
+        log.display()
+    );
+    let file = workflow_file("lease.yaml", &yaml);
+    let (code, out, err) = gz_at(&hub.url, &["submit", &file.display().to_string(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(Duration::from_secs(20), || async {
+        std::fs::read_to_string(&log).is_ok_and(|s| s.contains("start"))
+    })
+    .await;
+    frozen.signal("STOP");
+    let _other = hub.service("execution-engine", "ee-2", &[]);
+    let doc = wait_finished_at(&hub.url, &id, Duration::from_secs(30)).await;
+    frozen.signal("CONT");
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    let slow = task(&doc, "slow");
+    assert_eq!(slow["result"]["result"], 7);
+    assert_eq!(slow["attempts"], 2, "{slow:#}");
+    let starts = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(starts.lines().count(), 2, "ran once per attempt");
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_file(&log);
 }

@@ -105,6 +105,16 @@ impl Proc {
         None
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        if let Some(c) = self.child.as_ref() {
+            let _ = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
@@ -143,18 +153,20 @@ impl TestHub {
         Self::start_with(free_port(), &["--redis-url", redis_url, "--hub-id", hub_id]).await
     }
 
-    /// Starts the hub on a given port with extra flags.
+    /// Starts the hub on a given port with extra flags (which replace the test defaults of
+    /// the same name).
     pub async fn start_with(port: u16, extra: &[&str]) -> TestHub {
         let mut cmd = Command::new(bin("central-hub"));
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--heartbeat-interval",
-            "0.3",
-            "--heartbeat-timeout",
-            "1.5",
-        ])
-        .args(extra);
+        cmd.args(["--port", &port.to_string()]);
+        for (flag, value) in [
+            ("--heartbeat-interval", "0.3"),
+            ("--heartbeat-timeout", "1.5"),
+        ] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, value]);
+            }
+        }
+        cmd.args(extra);
         let proc = Proc::spawn("central-hub", cmd);
         let url = format!("http://127.0.0.1:{port}");
         wait_for(Duration::from_secs(20), || async {

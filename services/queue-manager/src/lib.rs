@@ -48,6 +48,9 @@ pub struct Config {
     pub provider_grace: Duration,
     /// Keep state in Redis at this URL instead of the embedded store.
     pub redis_url: Option<String>,
+    /// An engine that sends nothing (no lease request, outcome or held-task report) for
+    /// this long while holding tasks loses them: they are queued again.
+    pub lease_timeout: Duration,
 }
 
 /// Errors that stop the service.
@@ -103,7 +106,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         tracing::warn!(error = %e, "could not join the components room: work of lost engines is requeued only on restart");
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut mgr = manager::Manager::new(store, client.clone(), tx, config.provider_grace);
+    let mut mgr = manager::Manager::new(
+        store,
+        client.clone(),
+        tx,
+        config.provider_grace,
+        config.lease_timeout,
+    );
     mgr.recover().await?;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut last_report = std::time::Instant::now();

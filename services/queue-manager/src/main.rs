@@ -23,6 +23,10 @@ struct Args {
     /// Seconds queued tasks wait for a provider of their method before failing with GZ2015.
     #[arg(long, env = "GLEITZEIT_PROVIDER_GRACE", default_value_t = 30.0)]
     provider_grace: f64,
+    /// Seconds an engine may stay silent (no lease request, outcome or held-task report)
+    /// while holding tasks before they are queued again. Engines report every 2 s.
+    #[arg(long, env = "GLEITZEIT_LEASE_TIMEOUT", default_value_t = 15.0)]
+    lease_timeout: f64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -39,6 +43,7 @@ async fn main() -> std::process::ExitCode {
         provider_grace: std::time::Duration::from_secs_f64(
             args.provider_grace.clamp(0.1, 86_400.0),
         ),
+        lease_timeout: std::time::Duration::from_secs_f64(args.lease_timeout.clamp(1.0, 86_400.0)),
     };
     gleitzeit_runtime::serve("queue-manager", log_format, |shutdown| {
         queue_manager::run(config, shutdown)

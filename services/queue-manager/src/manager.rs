@@ -118,6 +118,14 @@ pub(crate) struct Manager {
     retries: Vec<(Instant, String, usize)>,
     /// Senders' clock offsets, to tell how long a message waited here.
     clocks: crate::clocks::Clocks,
+    /// An engine silent this long loses the tasks it holds (they are queued again).
+    lease_timeout: Duration,
+    /// When each engine last sent a lease request, an outcome or a held-task report: the
+    /// heartbeats that extend its leases.
+    engine_seen: HashMap<String, Instant>,
+    /// When the last tick ran (a long gap means this queue-manager itself stalled).
+    last_tick: Instant,
+    last_lease_check: Instant,
 }
 
 /// A store failure as a wire error: GZ1001 when Redis is unreachable, else GZ5001.
@@ -170,6 +178,7 @@ impl Manager {
         client: HubClient,
         tx: mpsc::UnboundedSender<Internal>,
         provider_grace: Duration,
+        lease_timeout: Duration,
     ) -> Self {
         Manager {
             store,
@@ -187,6 +196,10 @@ impl Manager {
             provider_grace,
             retries: Vec::new(),
             clocks: crate::clocks::Clocks::default(),
+            lease_timeout,
+            engine_seen: HashMap::new(),
+            last_tick: Instant::now(),
+            last_lease_check: Instant::now(),
         }
     }
 
@@ -303,12 +316,17 @@ impl Manager {
                 serde_json::to_value(self.store.info())
                     .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())),
             ),
-            events::LEASE_TASKS => self.lease(env.clone()).await,
+            events::LEASE_TASKS => {
+                self.engine_seen.insert(env.source.clone(), Instant::now());
+                self.lease(env.clone()).await
+            }
             events::TASK_OUTCOMES => {
+                self.engine_seen.insert(env.source.clone(), Instant::now());
                 self.outcomes(&env).await;
                 None
             }
             events::TASKS_HELD => {
+                self.engine_seen.insert(env.source.clone(), Instant::now());
                 if let Ok(held) = env.payload_as::<HeldTasks>() {
                     self.clocks.age(&env.source, env.ts, now_millis());
                     let sent_at = self.clocks.to_local(&env.source, env.ts);
@@ -373,6 +391,18 @@ impl Manager {
     }
     pub(crate) async fn on_tick(&mut self) {
         let now = Instant::now();
+        if now.duration_since(self.last_tick) > Duration::from_secs(2) {
+            // This queue-manager stalled (store outage, overload): engines' silence meanwhile
+            // is not theirs, so their leases start afresh.
+            for seen in self.engine_seen.values_mut() {
+                *seen = now;
+            }
+        }
+        self.last_tick = now;
+        if now.duration_since(self.last_lease_check) >= Duration::from_secs(1) {
+            self.last_lease_check = now;
+            self.expire_leases(now).await;
+        }
         if now.duration_since(self.last_ownership) >= OWNER_RENEW {
             self.last_ownership = now;
             self.renew_ownership();
@@ -1077,6 +1107,41 @@ impl Manager {
                 tasks = requeued,
                 "engine left with tasks in flight; they are queued again"
             );
+        }
+    }
+
+    /// Queues again the running tasks of engines silent for the lease timeout (registered
+    /// but hung, or cut off without the hub noticing yet).
+    async fn expire_leases(&mut self, now: Instant) {
+        let mut holders: HashSet<String> = HashSet::new();
+        for wf in self.wfs.values() {
+            for (t, info) in wf.tasks.iter().zip(&wf.info) {
+                if t.status == TaskStatus::Running {
+                    if let Some(e) = &info.engine {
+                        holders.insert(e.clone());
+                    }
+                }
+            }
+        }
+        let timeout = self.lease_timeout;
+        // Engines holding nothing need no lease; one never heard from starts its clock now.
+        self.engine_seen
+            .retain(|e, seen| holders.contains(e) || now.duration_since(*seen) < timeout);
+        for engine in holders {
+            let seen = *self.engine_seen.entry(engine.clone()).or_insert(now);
+            if now.duration_since(seen) < timeout {
+                continue;
+            }
+            self.engine_seen.remove(&engine);
+            let requeued = self.requeue_running(&engine, |_, _| true).await;
+            if requeued > 0 {
+                warn!(
+                    engine,
+                    tasks = requeued,
+                    silent_for = ?now.duration_since(seen),
+                    "engine silent beyond the lease timeout; its tasks are queued again"
+                );
+            }
         }
     }
 
