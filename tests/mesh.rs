@@ -377,3 +377,64 @@ async fn hubs_keep_routing_their_own_components_while_redis_is_down_and_rejoin_a
         .expect("routing across hubs is back");
     assert_eq!(reply["component_id"], "resolver-b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gz_run_given_two_hubs_follows_its_workflow_to_the_end_when_its_hub_dies() {
+    let redis = RedisServer::start().await;
+    let hub_a = TestHub::start_in_mesh(&redis.url, "hub-a").await;
+    let mut hub_b = TestHub::start_in_mesh(&redis.url, "hub-b").await;
+    let data = DataDir::new("gz-failover", hub_a.port);
+    let dd = data.arg();
+    let _services: Vec<Proc> = vec![
+        hub_a.service("queue-manager", "qm-1", &["--data-dir", &dd]),
+        hub_a.service("dependency-resolver", "dr-1", &[]),
+        hub_a.service("execution-engine", "ee-1", &[]),
+        hub_a.service("python-provider", "py-1", &["--workers", "2"]),
+    ];
+    hub_b
+        .wait_registered(&["qm-1", "dr-1", "ee-1", "py-1"])
+        .await;
+    let mut yaml = String::from("name: follow\ntasks:\n");
+    for k in 0..20 {
+        let deps = if k == 0 {
+            String::new()
+        } else {
+            format!("    dependencies: [s{}]\n", k - 1)
+        };
+        yaml.push_str(&format!(
+            "  - id: s{k}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep(0.1)\\nresult = {k}\" }}\n"
+        ));
+    }
+    let file = workflow_file("mesh-follow.yaml", &yaml);
+    // gz talks to hub B first; hub A is its fallback.
+    let mut cmd = std::process::Command::new(gleitzeit_e2e::bin("gz"));
+    cmd.args([
+        "--hub-url",
+        &format!("{},{}", hub_b.url, hub_a.url),
+        "run",
+        &file.display().to_string(),
+        "--json",
+        "--timeout",
+        "60",
+    ])
+    .current_dir(repo_root())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let gz = cmd.spawn().expect("gz starts");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    hub_b.proc.kill9();
+    let out = tokio::task::spawn_blocking(move || gz.wait_with_output())
+        .await
+        .unwrap()
+        .expect("gz exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["status"], "completed", "{doc:#}");
+    assert_eq!(task(&doc, "s19")["result"]["result"], 19);
+}

@@ -129,8 +129,16 @@ pub type CmdResult = Result<u8, Failure>;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let mut cli = Cli::parse();
+    if std::env::var_os("GLEITZEIT_LOG_LEVEL").is_some() {
+        // Diagnostics of gz's own connection (reconnects, hubs tried) on stderr.
+        gleitzeit_runtime::init_tracing(cli.log_format);
+    }
     if cli.hub_url.contains(',') {
-        cli.hub_url = status::first_answering(&cli.hub_url).await;
+        // HTTP calls go to the first hub that answers; Socket.IO sessions get the whole
+        // list (that hub first) and move to another hub of the mesh if theirs is lost.
+        let urls = status::answering_first(&cli.hub_url).await;
+        cli.hub_url = urls[0].clone();
+        workflow::set_hub_list(urls);
     }
     let json = cli.command.json();
     let result = match cli.command {

@@ -8,20 +8,26 @@ use serde_json::json;
 
 use crate::CmdResult;
 
-/// The first hub of a comma-separated list whose `/health` answers (else the first).
-pub async fn first_answering(list: &str) -> String {
-    let urls: Vec<&str> = list
+/// The hubs of a comma-separated list, the first whose `/health` answers moved to the
+/// front (the order is kept otherwise).
+pub async fn answering_first(list: &str) -> Vec<String> {
+    let mut urls: Vec<String> = list
         .split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
+        .map(str::to_string)
         .collect();
-    for url in &urls {
-        if get_json::<HubStatus>(url, "/health").await.is_ok() {
-            return url.to_string();
+    for i in 0..urls.len() {
+        if get_json::<HubStatus>(&urls[i], "/health").await.is_ok() {
+            let up = urls.remove(i);
+            urls.insert(0, up);
+            break;
         }
     }
-    urls.first()
-        .map_or_else(|| list.to_string(), |u| u.to_string())
+    if urls.is_empty() {
+        urls.push(list.to_string());
+    }
+    urls
 }
 
 /// Fetches `path` from the hub's HTTP surface as JSON.

@@ -86,9 +86,21 @@ pub async fn qm_request(client: &HubClient, event: &str, payload: Value) -> Resu
 
 /// Connects a plain client.
 pub async fn connect(hub_url: &str) -> Result<(HubClient, Incoming), GzError> {
-    HubClient::connect(ClientConfig::client(hub_url))
+    let url = match HUB_LIST.get() {
+        Some(list) if list.first().is_some_and(|f| f == hub_url) => list.join(","),
+        _ => hub_url.to_string(),
+    };
+    HubClient::connect(ClientConfig::client(&url))
         .await
         .map_err(GzError::from)
+}
+
+/// Hubs of a mesh given to `--hub-url` as a list, the answering one first.
+static HUB_LIST: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Remembers the hub list: Socket.IO sessions to its first hub fail over to the others.
+pub fn set_hub_list(urls: Vec<String>) {
+    let _ = HUB_LIST.set(urls);
 }
 
 /// `workflow_get` for one workflow.

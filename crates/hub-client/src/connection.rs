@@ -76,6 +76,11 @@ pub(crate) async fn run(
                     break;
                 }
                 warn!(hub = %url, "connection to hub lost; reconnecting");
+                if shared.config.registration.is_none() {
+                    // A plain client's reply address is its socket id, which the next session
+                    // changes: replies to requests sent on this one can never arrive.
+                    fail_pending(&shared);
+                }
                 if urls.len() > 1 {
                     // Another hub of the mesh is tried at once.
                     idx = (idx + 1) % urls.len();
@@ -120,6 +125,19 @@ pub(crate) async fn run(
     }
     if let Some(tx) = first.take() {
         let _ = tx.send(Err(ClientError::Closed));
+    }
+}
+
+/// Fails every request waiting for a reply with a retryable GZ1031.
+fn fail_pending(shared: &Shared) {
+    let waiting: Vec<_> = lock(&shared.pending).drain().collect();
+    for (_, tx) in waiting {
+        let _ = tx.send(Reply::Err {
+            error: GzError::new(
+                ErrorCode::Disconnected,
+                "the connection to the hub was lost before the reply came",
+            ),
+        });
     }
 }
 
