@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gleitzeit_e2e::{bin, repo_root, wait_for, Proc, TestHub};
+use gleitzeit_e2e::{assert_spread, bin, repo_root, spread_pings, wait_for, Proc, TestHub};
 use gleitzeit_protocol::events::{self, rooms};
 use gleitzeit_protocol::Target;
 use serde_json::{json, Value};
@@ -104,33 +104,8 @@ async fn requests_to_a_type_spread_over_all_instances_and_none_is_lost() {
     hub.wait_registered(&ids).await;
     let (client, _incoming) = hub.client().await;
 
-    let mut tasks = Vec::new();
-    for _ in 0..300 {
-        let c = client.clone();
-        tasks.push(tokio::spawn(async move {
-            c.request_with_timeout(
-                Target::Type("dependency-resolver".into()),
-                events::PING,
-                Value::Null,
-                Duration::from_secs(20),
-            )
-            .await
-        }));
-    }
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for t in tasks {
-        let reply = t.await.expect("join").expect("every request is answered");
-        *counts
-            .entry(reply["component_id"].as_str().unwrap().to_string())
-            .or_default() += 1;
-    }
-    assert_eq!(counts.values().sum::<usize>(), 300);
-    for id in ids {
-        assert!(
-            counts.get(id).copied().unwrap_or(0) >= 30,
-            "{id} got too little work: {counts:?}"
-        );
-    }
+    let counts = spread_pings(&client, Target::Type("dependency-resolver".into()), 300).await;
+    assert_spread(&counts, &ids, 300, 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,13 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use gleitzeit_e2e::{
-    gz_at, http_json, repo_root, service_at, task, wait_finished_at, wait_for, workflow_file, Proc,
-    RedisServer, TestHub,
+    assert_spread, chains_yaml, executions, gz_at, http_json, ping, repo_root, service_at,
+    spread_pings, submit_at, task, wait_finished_at, wait_for, workflow_file, Proc, RedisServer,
+    TestHub,
 };
 use gleitzeit_protocol::events::{self, rooms};
 use gleitzeit_protocol::Target;
@@ -46,12 +45,12 @@ async fn hub_of(hub: &TestHub, component: &str) -> Option<String> {
         .and_then(|c| c["hub_id"].as_str().map(str::to_string))
 }
 
-fn executions(log: &Path) -> HashMap<String, usize> {
-    let mut runs = HashMap::new();
-    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
-        *runs.entry(line.to_string()).or_default() += 1;
-    }
-    runs
+/// `gz run examples/hello.yaml --json` through the hub at `url`; it must succeed.
+fn run_hello(url: &str) -> Value {
+    let file = repo_root().join("examples/hello.yaml");
+    let (code, out, err) = gz_at(url, &["run", &file.display().to_string(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    serde_json::from_str(&out).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,19 +90,7 @@ async fn a_workflow_runs_across_two_hubs_of_one_mesh() {
 
     // `gz run` on hub B: its submit goes to the queue-manager on hub A, the task events come
     // back through the mesh.
-    let (code, out, err) = gz_at(
-        &hub_b.url,
-        &[
-            "run",
-            &repo_root()
-                .join("examples/hello.yaml")
-                .display()
-                .to_string(),
-            "--json",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let doc: Value = serde_json::from_str(&out).unwrap();
+    let doc = run_hello(&hub_b.url);
     assert_eq!(
         task(&doc, "total")["result"]["result"],
         json!({"sum": 6, "first": 3})
@@ -119,19 +106,7 @@ async fn a_workflow_runs_across_two_hubs_of_one_mesh() {
         .subscribe(&[rooms::EVENTS.to_string(), rooms::COMPONENTS.to_string()])
         .await
         .expect("subscribe");
-    let (code, out, err) = gz_at(
-        &hub_b.url,
-        &[
-            "run",
-            &repo_root()
-                .join("examples/hello.yaml")
-                .display()
-                .to_string(),
-            "--json",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let second: Value = serde_json::from_str(&out).unwrap();
+    let second = run_hello(&hub_b.url);
     let second_id = second["workflow_id"].as_str().unwrap().to_string();
     let seen = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -193,30 +168,9 @@ async fn components_move_to_another_hub_when_theirs_is_killed_and_nothing_is_los
         hub_a.port
     ));
     let _ = std::fs::remove_file(&log);
-    let mut yaml = String::from("name: failover\ntasks:\n");
-    for c in 0..4 {
-        for k in 0..15 {
-            let deps = if k == 0 {
-                String::new()
-            } else {
-                format!("    dependencies: [c{c}_{}]\n", k - 1)
-            };
-            yaml.push_str(&format!(
-                "  - id: c{c}_{k}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep(0.05)\\nopen('{}', 'a').write('c{c}_{k}\\\\n')\\nresult = {k}\" }}\n",
-                log.display()
-            ));
-        }
-    }
+    let yaml = chains_yaml("c", 4, 15, 0.05, Some(&log));
     let file = workflow_file("mesh-failover.yaml", &yaml);
-    let (code, out, err) = gz_at(
-        &hub_a.url,
-        &["submit", &file.display().to_string(), "--json"],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let id = serde_json::from_str::<Value>(&out).unwrap()["workflow_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = submit_at(&hub_a.url, &file);
     wait_for(Duration::from_secs(30), || async {
         let (_, out, _) = gz_at(&hub_a.url, &["inspect", "workflow", &id, "--json"]);
         assert!(!out.contains("\"status\":\"failed\""), "{out}");
@@ -257,53 +211,16 @@ async fn requests_reach_instances_on_every_hub_and_none_is_lost() {
     hub_a.wait_registered(&ids).await;
     let (client, _incoming) = hub_a.client().await;
 
-    let mut calls = Vec::new();
-    for _ in 0..300 {
-        let c = client.clone();
-        calls.push(tokio::spawn(async move {
-            c.request_with_timeout(
-                Target::Type("dependency-resolver".into()),
-                events::PING,
-                Value::Null,
-                Duration::from_secs(20),
-            )
-            .await
-        }));
-    }
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for t in calls {
-        let reply = t.await.expect("join").expect("every request is answered");
-        *counts
-            .entry(reply["component_id"].as_str().unwrap().to_string())
-            .or_default() += 1;
-    }
-    assert_eq!(counts.values().sum::<usize>(), 300);
-    for id in ids {
-        assert!(
-            counts.get(id).copied().unwrap_or(0) >= 30,
-            "{id} got too little work: {counts:?}"
-        );
-    }
+    let counts = spread_pings(&client, Target::Type("dependency-resolver".into()), 300).await;
+    assert_spread(&counts, &ids, 300, 30);
 
     // By id, to a component of the other hub.
-    let reply = client
-        .request_with_timeout(
-            Target::Component("resolver-b2".into()),
-            events::PING,
-            Value::Null,
-            Duration::from_secs(5),
-        )
+    let reply = ping(&client, Target::Component("resolver-b2".into()))
         .await
         .expect("answered across hubs");
     assert_eq!(reply["component_id"], "resolver-b2");
     // A component no hub has: a clear error, as with one hub.
-    let err = client
-        .request_with_timeout(
-            Target::Component("nobody".into()),
-            events::PING,
-            Value::Null,
-            Duration::from_secs(5),
-        )
+    let err = ping(&client, Target::Component("nobody".into()))
         .await
         .expect_err("no route");
     assert_eq!(err.code, "GZ1020");
@@ -325,19 +242,6 @@ async fn hubs_keep_routing_their_own_components_while_redis_is_down_and_rejoin_a
     ];
     hub_a.wait_registered(&["resolver-a", "resolver-b"]).await;
     let (client, _incoming) = hub_a.client().await;
-    let ping = |id: &'static str| {
-        let client = client.clone();
-        async move {
-            client
-                .request_with_timeout(
-                    Target::Component(id.into()),
-                    events::PING,
-                    Value::Null,
-                    Duration::from_secs(5),
-                )
-                .await
-        }
-    };
     let mesh_of = |url: String| async move {
         http_json(&url, "/health")
             .await
@@ -361,7 +265,7 @@ async fn hubs_keep_routing_their_own_components_while_redis_is_down_and_rejoin_a
         .iter()
         .all(|c| c["component_id"] != "resolver-b"));
     // ...and still routes to its own.
-    let reply = ping("resolver-a")
+    let reply = ping(&client, Target::Component("resolver-a".into()))
         .await
         .expect("local routing works without Redis");
     assert_eq!(reply["component_id"], "resolver-a");
@@ -372,7 +276,7 @@ async fn hubs_keep_routing_their_own_components_while_redis_is_down_and_rejoin_a
         m["redis_connected"] == true && m["peers"] == json!(["hub-b"])
     })
     .await;
-    let reply = ping("resolver-b")
+    let reply = ping(&client, Target::Component("resolver-b".into()))
         .await
         .expect("routing across hubs is back");
     assert_eq!(reply["component_id"], "resolver-b");
@@ -394,17 +298,7 @@ async fn gz_run_given_two_hubs_follows_its_workflow_to_the_end_when_its_hub_dies
     hub_b
         .wait_registered(&["qm-1", "dr-1", "ee-1", "py-1"])
         .await;
-    let mut yaml = String::from("name: follow\ntasks:\n");
-    for k in 0..20 {
-        let deps = if k == 0 {
-            String::new()
-        } else {
-            format!("    dependencies: [s{}]\n", k - 1)
-        };
-        yaml.push_str(&format!(
-            "  - id: s{k}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep(0.1)\\nresult = {k}\" }}\n"
-        ));
-    }
+    let yaml = chains_yaml("s", 1, 20, 0.1, None);
     let file = workflow_file("mesh-follow.yaml", &yaml);
     // gz talks to hub B first; hub A is its fallback.
     let mut cmd = std::process::Command::new(gleitzeit_e2e::bin("gz"));
@@ -436,5 +330,5 @@ async fn gz_run_given_two_hubs_follows_its_workflow_to_the_end_when_its_hub_dies
     );
     let doc: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(doc["status"], "completed", "{doc:#}");
-    assert_eq!(task(&doc, "s19")["result"]["result"], 19);
+    assert_eq!(task(&doc, "s0_19")["result"]["result"], 19);
 }

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use gleitzeit_e2e::{
-    repo_root, task, wait_for, workflow_file, RedisServer, SuiteOptions, TestSuite,
+    chains_yaml, executions, repo_root, task, wait_for, workflow_file, Proc, RedisServer,
+    SuiteOptions, TestSuite,
 };
 use serde_json::{json, Value};
 
@@ -15,38 +16,6 @@ fn options(redis: &RedisServer) -> SuiteOptions {
         redis_url: Some(redis.url.clone()),
         ..SuiteOptions::default()
     }
-}
-
-/// A workflow of `chains` chains of `len` tasks; each task appends its id to `log`.
-fn chains(chains: usize, len: usize, log: &std::path::Path) -> String {
-    chains_named("t", chains, len, log)
-}
-
-/// Like [`chains`], with task ids starting with `prefix`.
-fn chains_named(prefix: &str, chains: usize, len: usize, log: &std::path::Path) -> String {
-    let mut yaml = format!("name: {prefix}chains\ntasks:\n");
-    for c in 0..chains {
-        for k in 0..len {
-            let deps = if k == 0 {
-                String::new()
-            } else {
-                format!("    dependencies: [{prefix}{c}_{}]\n", k - 1)
-            };
-            yaml.push_str(&format!(
-                "  - id: {prefix}{c}_{k}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep(0.01)\\nopen('{}', 'a').write('{prefix}{c}_{k}\\\\n')\\nresult = {k}\" }}\n",
-                log.display()
-            ));
-        }
-    }
-    yaml
-}
-
-fn executions(log: &std::path::Path) -> std::collections::HashMap<String, usize> {
-    let mut runs = std::collections::HashMap::new();
-    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
-        *runs.entry(line.to_string()).or_default() += 1;
-    }
-    runs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +67,10 @@ async fn a_killed_queue_manager_resumes_from_redis_and_every_task_has_one_result
         redis.port
     ));
     let _ = std::fs::remove_file(&log);
-    let id = suite.submit(&workflow_file("chains.yaml", &chains(20, 10, &log)));
+    let id = suite.submit(&workflow_file(
+        "chains.yaml",
+        &chains_yaml("t", 20, 10, 0.01, Some(&log)),
+    ));
     wait_for(Duration::from_secs(30), || async {
         executions(&log).len() >= 40
     })
@@ -136,7 +108,10 @@ async fn a_redis_restart_mid_run_loses_nothing() {
         redis.port
     ));
     let _ = std::fs::remove_file(&log);
-    let id = suite.submit(&workflow_file("chains.yaml", &chains(20, 10, &log)));
+    let id = suite.submit(&workflow_file(
+        "chains.yaml",
+        &chains_yaml("t", 20, 10, 0.01, Some(&log)),
+    ));
     wait_for(Duration::from_secs(30), || async {
         executions(&log).len() >= 40
     })
@@ -162,7 +137,7 @@ async fn killing_services_at_random_moments_loses_nothing() {
     let log = std::env::temp_dir().join(format!("gz-fault-{}-{}", std::process::id(), redis.port));
     let _ = std::fs::remove_file(&log);
     // 100 chains of 9 tasks, and 100 fan-in tasks each joining two chains' ends: 1,000 tasks.
-    let mut yaml = chains(100, 9, &log);
+    let mut yaml = chains_yaml("t", 100, 9, 0.01, Some(&log));
     for j in 0..100 {
         let (a, b) = (j, (j + 1) % 100);
         yaml.push_str(&format!(
@@ -258,20 +233,27 @@ fn owner_of(redis: &RedisServer, workflow: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Starts `qm-2` on the same Redis and `ee-2` beside the suite's own.
+fn second_queue_manager_and_engine(suite: &TestSuite, redis: &RedisServer) -> Vec<Proc> {
+    vec![
+        suite
+            .hub
+            .service("queue-manager", "qm-2", &["--redis-url", &redis.url]),
+        suite.hub.service("execution-engine", "ee-2", &[]),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_queue_managers_and_two_engines_share_one_redis_without_running_a_task_twice() {
     let redis = RedisServer::start().await;
     let suite = TestSuite::start(options(&redis)).await;
-    let _qm2 = suite
-        .hub
-        .service("queue-manager", "qm-2", &["--redis-url", &redis.url]);
-    let _ee2 = suite.hub.service("execution-engine", "ee-2", &[]);
+    let _more = second_queue_manager_and_engine(&suite, &redis);
     suite.hub.wait_registered(&["qm-2", "ee-2"]).await;
     let log = std::env::temp_dir().join(format!("gz-two-qm-{}-{}", std::process::id(), redis.port));
     let _ = std::fs::remove_file(&log);
     let mut ids = Vec::new();
     for w in 0..4 {
-        let yaml = chains_named(&format!("w{w}t"), 15, 10, &log);
+        let yaml = chains_yaml(&format!("w{w}t"), 15, 10, 0.01, Some(&log));
         ids.push(suite.submit(&workflow_file(&format!("part{w}.yaml"), &yaml)));
     }
     let owners: std::collections::HashSet<String> =
@@ -294,10 +276,7 @@ async fn two_queue_managers_and_two_engines_share_one_redis_without_running_a_ta
 async fn two_queue_managers_and_two_engines_finish_one_big_workflow_running_each_task_once() {
     let redis = RedisServer::start().await;
     let suite = TestSuite::start(options(&redis)).await;
-    let _qm2 = suite
-        .hub
-        .service("queue-manager", "qm-2", &["--redis-url", &redis.url]);
-    let _ee2 = suite.hub.service("execution-engine", "ee-2", &[]);
+    let _more = second_queue_manager_and_engine(&suite, &redis);
     let _py2 = suite
         .hub
         .service("python-provider", "py-2", &["--workers", "2"]);
@@ -305,7 +284,10 @@ async fn two_queue_managers_and_two_engines_finish_one_big_workflow_running_each
     let log =
         std::env::temp_dir().join(format!("gz-one-big-{}-{}", std::process::id(), redis.port));
     let _ = std::fs::remove_file(&log);
-    let id = suite.submit(&workflow_file("one-big.yaml", &chains(25, 24, &log)));
+    let id = suite.submit(&workflow_file(
+        "one-big.yaml",
+        &chains_yaml("t", 25, 24, 0.01, Some(&log)),
+    ));
     let owner = owner_of(&redis, &id);
     assert!(owner == "qm-1" || owner == "qm-2", "owner {owner:?}");
     let doc = suite.wait_finished(&id, Duration::from_secs(120)).await;
@@ -335,7 +317,10 @@ async fn another_queue_manager_takes_over_the_workflow_of_one_that_died() {
     let log =
         std::env::temp_dir().join(format!("gz-takeover-{}-{}", std::process::id(), redis.port));
     let _ = std::fs::remove_file(&log);
-    let id = suite.submit(&workflow_file("takeover.yaml", &chains(10, 10, &log)));
+    let id = suite.submit(&workflow_file(
+        "takeover.yaml",
+        &chains_yaml("t", 10, 10, 0.01, Some(&log)),
+    ));
     wait_for(Duration::from_secs(30), || async {
         executions(&log).len() >= 20
     })

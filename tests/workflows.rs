@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use gleitzeit_e2e::{
-    free_port, gz_at, repo_root, task, wait_finished_at, wait_for, workflow_file, SuiteOptions,
-    TestHub, TestSuite,
+    chains_yaml, free_port, repo_root, submit_at, task, wait_finished_at, wait_for, workflow_file,
+    SuiteOptions, TestHub, TestSuite,
 };
 use serde_json::json;
 
@@ -399,20 +399,7 @@ async fn killing_every_process_mid_run_loses_nothing_with_the_embedded_store() {
         std::env::temp_dir().join(format!("gz-runs-{}-{}", std::process::id(), suite.hub.port));
     let _ = std::fs::remove_file(&runs);
     // 300 tasks in 30 chains of 10; each appends its id to a file when it runs.
-    let mut yaml = String::from("name: crash-test\ntasks:\n");
-    for c in 0..30 {
-        for k in 0..10 {
-            let deps = if k == 0 {
-                String::new()
-            } else {
-                format!("    dependencies: [t{c}_{}]\n", k - 1)
-            };
-            yaml.push_str(&format!(
-                "  - id: t{c}_{k}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep(0.01)\\nopen('{}', 'a').write('t{c}_{k}\\\\n')\\nresult = {k}\" }}\n",
-                runs.display()
-            ));
-        }
-    }
+    let yaml = chains_yaml("t", 30, 10, 0.01, Some(&runs));
     let file = workflow_file("crash.yaml", &yaml);
     let (code, out, err) = suite.gz(&["submit", &file.display().to_string(), "--json"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -578,12 +565,7 @@ async fn tasks_of_an_engine_that_goes_silent_are_queued_again_when_its_lease_exp
         log.display()
     );
     let file = workflow_file("lease.yaml", &yaml);
-    let (code, out, err) = gz_at(&hub.url, &["submit", &file.display().to_string(), "--json"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["workflow_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = submit_at(&hub.url, &file);
     wait_for(Duration::from_secs(20), || async {
         std::fs::read_to_string(&log).is_ok_and(|s| s.contains("start"))
     })

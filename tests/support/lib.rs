@@ -246,6 +246,122 @@ pub async fn wait_finished_at(hub_url: &str, id: &str, limit: Duration) -> serde
     }
 }
 
+/// `gz submit FILE --json` against the hub at `hub_url`: the workflow id.
+pub fn submit_at(hub_url: &str, file: &Path) -> String {
+    let (code, out, err) = gz_at(hub_url, &["submit", &file.display().to_string(), "--json"]);
+    assert_eq!(code, 0, "gz submit failed: {out}{err}");
+    serde_json::from_str::<serde_json::Value>(&out)
+        .ok()
+        .and_then(|v| v["workflow_id"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no workflow id in {out}"))
+}
+
+/// A workflow of `chains` chains of `len` Python tasks named `<prefix><chain>_<k>`; each
+/// sleeps `sleep` seconds, then (with `log`) appends its id to that file, so a test can
+/// count how often each ran ([`executions`]).
+pub fn chains_yaml(
+    prefix: &str,
+    chains: usize,
+    len: usize,
+    sleep: f64,
+    log: Option<&Path>,
+) -> String {
+    let mut yaml = format!("name: {prefix}chains\ntasks:\n");
+    let record = log
+        .map(|l| format!("open('{}', 'a').write('{{id}}\\\\n')\\n", l.display()))
+        .unwrap_or_default();
+    for c in 0..chains {
+        for k in 0..len {
+            let id = format!("{prefix}{c}_{k}");
+            let deps = if k == 0 {
+                String::new()
+            } else {
+                format!("    dependencies: [{prefix}{c}_{}]\n", k - 1)
+            };
+            let record = record.replace("{id}", &id);
+            yaml.push_str(&format!(
+                "  - id: {id}\n    method: python/execute\n{deps}    parameters: {{ code: \"import time\\ntime.sleep({sleep})\\n{record}result = {k}\" }}\n"
+            ));
+        }
+    }
+    yaml
+}
+
+/// How often each id was appended to `log` (see [`chains_yaml`]).
+pub fn executions(log: &Path) -> std::collections::HashMap<String, usize> {
+    let mut runs = std::collections::HashMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        *runs.entry(line.to_string()).or_default() += 1;
+    }
+    runs
+}
+
+/// One ping to `target` through `client` (5 s timeout): the answer or the error.
+pub async fn ping(
+    client: &HubClient,
+    target: gleitzeit_protocol::Target,
+) -> Result<serde_json::Value, gleitzeit_protocol::GzError> {
+    client
+        .request_with_timeout(
+            target,
+            gleitzeit_protocol::events::PING,
+            serde_json::Value::Null,
+            Duration::from_secs(5),
+        )
+        .await
+}
+
+/// Sends `n` pings to `target` at once through `client`; how many each component answered.
+pub async fn spread_pings(
+    client: &HubClient,
+    target: gleitzeit_protocol::Target,
+    n: usize,
+) -> std::collections::HashMap<String, usize> {
+    let mut calls = Vec::new();
+    for _ in 0..n {
+        let (c, t) = (client.clone(), target.clone());
+        calls.push(tokio::spawn(async move {
+            c.request_with_timeout(
+                t,
+                gleitzeit_protocol::events::PING,
+                serde_json::Value::Null,
+                Duration::from_secs(20),
+            )
+            .await
+        }));
+    }
+    let mut counts = std::collections::HashMap::new();
+    for call in calls {
+        let reply = call
+            .await
+            .expect("join")
+            .expect("every request is answered");
+        let id = reply["component_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        *counts.entry(id).or_default() += 1;
+    }
+    counts
+}
+
+/// Asserts that `n` requests were all answered and each of `ids` answered at least
+/// `at_least` of them.
+pub fn assert_spread(
+    counts: &std::collections::HashMap<String, usize>,
+    ids: &[&str],
+    n: usize,
+    at_least: usize,
+) {
+    assert_eq!(counts.values().sum::<usize>(), n, "{counts:?}");
+    for id in ids {
+        assert!(
+            counts.get(*id).copied().unwrap_or(0) >= at_least,
+            "{id} got too little work: {counts:?}"
+        );
+    }
+}
+
 /// Starts a service binary connected to `hub_url` (one hub, or several comma-separated).
 pub fn service_at(hub_url: &str, name: &str, id: &str, args: &[&str]) -> Proc {
     let mut cmd = Command::new(bin(name));
@@ -375,12 +491,7 @@ impl TestSuite {
 
     /// `gz submit FILE --json`: the workflow id.
     pub fn submit(&self, file: &Path) -> String {
-        let (code, out, err) = self.gz(&["submit", &file.display().to_string(), "--json"]);
-        assert_eq!(code, 0, "gz submit failed: {out}{err}");
-        serde_json::from_str::<serde_json::Value>(&out)
-            .ok()
-            .and_then(|v| v["workflow_id"].as_str().map(str::to_string))
-            .unwrap_or_else(|| panic!("no workflow id in {out}"))
+        submit_at(&self.hub.url, file)
     }
 
     /// Waits until the workflow is completed, failed or cancelled (services may be
