@@ -332,3 +332,94 @@ async fn gz_run_given_two_hubs_follows_its_workflow_to_the_end_when_its_hub_dies
     assert_eq!(doc["status"], "completed", "{doc:#}");
     assert_eq!(task(&doc, "s0_19")["result"]["result"], 19);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_hubs_of_a_mesh_at_random_moments_loses_nothing() {
+    let redis = RedisServer::start().await;
+    let mesh_args = |id: &'static str| {
+        [
+            "--redis-url".to_string(),
+            redis.url.clone(),
+            "--hub-id".into(),
+            id.into(),
+        ]
+    };
+    let start_hub = |port: u16, id: &'static str| {
+        let args = mesh_args(id);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            TestHub::start_with(port, &args).await
+        }
+    };
+    let (port_a, port_b) = (gleitzeit_e2e::free_port(), gleitzeit_e2e::free_port());
+    let mut hubs = [
+        start_hub(port_a, "hub-a").await,
+        start_hub(port_b, "hub-b").await,
+    ];
+    let (ab, ba) = (
+        format!("{},{}", hubs[0].url, hubs[1].url),
+        format!("{},{}", hubs[1].url, hubs[0].url),
+    );
+    // Every component knows both hubs; they start spread over the two.
+    let _services: Vec<Proc> = vec![
+        service_at(&ab, "queue-manager", "qm-1", &["--redis-url", &redis.url]),
+        service_at(&ba, "dependency-resolver", "dr-1", &[]),
+        service_at(&ba, "execution-engine", "ee-1", &[]),
+        service_at(&ab, "python-provider", "py-1", &["--workers", "2"]),
+    ];
+    hubs[0]
+        .wait_registered(&["qm-1", "dr-1", "ee-1", "py-1"])
+        .await;
+    let log = std::env::temp_dir().join(format!(
+        "gz-mesh-chaos-{}-{}",
+        std::process::id(),
+        redis.port
+    ));
+    let _ = std::fs::remove_file(&log);
+    let file = workflow_file(
+        "mesh-chaos.yaml",
+        &chains_yaml("t", 60, 10, 0.01, Some(&log)),
+    );
+    let id = submit_at(&hubs[0].url, &file);
+
+    let mut seed = (std::process::id() as u64) ^ 0x2545_f491_4f6c_dd1d;
+    let mut kills = Vec::new();
+    for _ in 0..6 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        tokio::time::sleep(Duration::from_millis(200 + (seed >> 33) % 500)).await;
+        let done = executions(&log).len();
+        if done >= 600 {
+            break;
+        }
+        let victim = ((seed >> 20) % 2) as usize;
+        let (port, name) = if victim == 0 {
+            (port_a, "hub-a")
+        } else {
+            (port_b, "hub-b")
+        };
+        kills.push(format!("{name} after {done} executions"));
+        hubs[victim].proc.kill9();
+        hubs[victim] = start_hub(port, name).await;
+    }
+    eprintln!("kills: {kills:?}");
+    let doc = wait_finished_at(&hubs[0].url, &id, Duration::from_secs(120)).await;
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    let tasks = doc["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 600);
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["status"] == "completed" && !t["result"].is_null()),
+        "every task has its result"
+    );
+    let runs = executions(&log);
+    assert_eq!(runs.len(), 600, "every task ran");
+    let extra: usize = runs.values().map(|n| n - 1).sum();
+    eprintln!(
+        "executions: 600 tasks, {extra} extra runs across {} hub kills",
+        kills.len()
+    );
+    let _ = std::fs::remove_file(log);
+}
