@@ -366,3 +366,39 @@ fn subscribe_once(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_crosses_hubs_with_its_payload_text_untouched() {
+        let text = r#"{"v":1,"id":"m1","source":"qm-1","target":"component:ee-1","event":"reply","payload":{"ok":{"tasks":[1,2.50,"x"]}},"ts":5}"#;
+        let env: RawEnvelope = serde_json::from_str(text).expect("envelope");
+        let msg = MeshMessage {
+            hub: "hub-a".into(),
+            kind: Kind::Deliver,
+            to: Some("ee-1".into()),
+            rooms: Vec::new(),
+            components: Vec::new(),
+            env: Some(env),
+        };
+        let wire = serde_json::to_vec(&msg).expect("encode");
+        let back: MeshMessage = serde_json::from_slice(&wire).expect("decode");
+        assert_eq!(back.kind, Kind::Deliver);
+        assert_eq!(back.to.as_deref(), Some("ee-1"));
+        let env = back.env.expect("env");
+        let payload = env.payload.expect("payload");
+        // 2.50 stays 2.50: the payload is relayed as text, never re-encoded.
+        assert_eq!(payload.get(), r#"{"ok":{"tasks":[1,2.50,"x"]}}"#);
+    }
+
+    #[test]
+    fn a_snapshot_without_rooms_or_components_parses() {
+        let back: MeshMessage =
+            serde_json::from_str(r#"{"hub":"hub-b","kind":"snapshot"}"#).expect("decode");
+        assert_eq!(back.kind, Kind::Snapshot);
+        assert!(back.components.is_empty() && back.rooms.is_empty() && back.env.is_none());
+        assert!(serde_json::from_str::<MeshMessage>(r#"{"hub":"x","kind":"nope"}"#).is_err());
+    }
+}
