@@ -423,3 +423,20 @@ async fn killing_hubs_of_a_mesh_at_random_moments_loses_nothing() {
     );
     let _ = std::fs::remove_file(log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_with_one_id_are_reported() {
+    let redis = RedisServer::start().await;
+    let first = TestHub::start_in_mesh(&redis.url, "twin").await;
+    let _second = TestHub::start_in_mesh(&redis.url, "twin").await;
+    wait_for(Duration::from_secs(10), || async {
+        http_json(&first.url, "/health")
+            .await
+            .and_then(|h| h["mesh"]["id_conflicts"].as_u64())
+            .is_some_and(|n| n > 0)
+    })
+    .await;
+    let (code, out, _) = gz_at(&first.url, &["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("same hub id"), "{out}");
+}

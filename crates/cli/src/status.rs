@@ -105,6 +105,12 @@ pub async fn run(hub_url: &str, json_out: bool) -> CmdResult {
             mesh.relayed_in,
             mesh.dropped
         );
+        if mesh.id_conflicts > 0 {
+            println!(
+                "WARNING: another live hub uses the same hub id ({} messages seen): give every hub of a mesh its own --hub-id",
+                mesh.id_conflicts
+            );
+        }
     }
     for st in &stores {
         println!(

@@ -144,6 +144,10 @@ pub struct MeshStatus {
     pub relayed_in: u64,
     /// Messages that could not be relayed (Redis unreachable) since start.
     pub dropped: u64,
+    /// Messages from another live hub using this hub's id (a misconfiguration: every hub of
+    /// a mesh needs its own id).
+    #[serde(default)]
+    pub id_conflicts: u64,
 }
 
 /// One task handed to a provider (inside `execute_tasks`).

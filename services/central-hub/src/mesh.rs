@@ -28,7 +28,7 @@ use gleitzeit_protocol::payloads::{ComponentInfo, MeshStatus};
 use gleitzeit_protocol::RawEnvelope;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Channel every hub of the mesh listens to.
 pub(crate) const ALL_CHANNEL: &str = "gz:mesh:all";
@@ -36,6 +36,15 @@ pub(crate) const ALL_CHANNEL: &str = "gz:mesh:all";
 const BATCH: usize = 512;
 /// Messages waiting for Redis before new ones are dropped.
 const OUTBOX: usize = 100_000;
+
+/// A random number for this process (from the clock and the pid; no cryptographic need).
+fn rand_instance() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ (u64::from(std::process::id()) << 32)).max(1)
+}
 
 /// Channel of one hub.
 pub(crate) fn hub_channel(hub_id: &str) -> String {
@@ -58,6 +67,10 @@ pub(crate) enum Kind {
 pub(crate) struct MeshMessage {
     /// The sending hub.
     pub(crate) hub: String,
+    /// A number drawn by the sending process at start: two live hubs with one id differ
+    /// here, which is how such a misconfiguration is noticed.
+    #[serde(default)]
+    pub(crate) instance: u64,
     pub(crate) kind: Kind,
     /// `deliver`: the component id (or `sid:<socket>`) to deliver to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +96,7 @@ struct Outgoing {
 /// This hub's side of the mesh: a sender towards Redis and counters.
 pub(crate) struct Mesh {
     hub_id: String,
+    instance: u64,
     out: std_mpsc::SyncSender<Outgoing>,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
@@ -95,6 +109,7 @@ struct Counters {
     relayed_out: AtomicU64,
     relayed_in: AtomicU64,
     dropped: AtomicU64,
+    id_conflicts: AtomicU64,
 }
 
 impl Mesh {
@@ -108,6 +123,7 @@ impl Mesh {
         let (in_tx, in_rx) = mpsc::channel(OUTBOX);
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
+        let instance = rand_instance();
         {
             let (client, counters) = (client.clone(), counters.clone());
             std::thread::Builder::new()
@@ -118,7 +134,7 @@ impl Mesh {
         {
             let (stop, counters) = (stop.clone(), counters.clone());
             let channels = [ALL_CHANNEL.to_string(), hub_channel(hub_id)];
-            let own = hub_id.to_string();
+            let own = (hub_id.to_string(), instance);
             std::thread::Builder::new()
                 .name("mesh-subscribe".into())
                 .spawn(move || subscriber(client, channels, own, in_tx, stop, counters))
@@ -128,6 +144,7 @@ impl Mesh {
         Ok((
             Mesh {
                 hub_id: hub_id.to_string(),
+                instance,
                 out,
                 stop,
                 counters,
@@ -166,6 +183,7 @@ impl Mesh {
     fn message(&self, kind: Kind) -> MeshMessage {
         MeshMessage {
             hub: self.hub_id.clone(),
+            instance: self.instance,
             kind,
             to: None,
             rooms: Vec::new(),
@@ -225,6 +243,7 @@ impl Mesh {
             relayed_out: c.relayed_out.load(Ordering::Relaxed),
             relayed_in: c.relayed_in.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            id_conflicts: c.id_conflicts.load(Ordering::Relaxed),
         }
     }
 }
@@ -307,7 +326,7 @@ fn publisher(client: redis::Client, rx: std_mpsc::Receiver<Outgoing>, counters: 
 fn subscriber(
     client: redis::Client,
     channels: [String; 2],
-    own: String,
+    own: (String, u64),
     tx: mpsc::Sender<MeshMessage>,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
@@ -330,7 +349,7 @@ fn subscriber(
 fn subscribe_once(
     client: &redis::Client,
     channels: &[String; 2],
-    own: &str,
+    own: &(String, u64),
     tx: &mpsc::Sender<MeshMessage>,
     stop: &AtomicBool,
     counters: &Counters,
@@ -356,7 +375,13 @@ fn subscribe_once(
                 continue;
             }
         };
-        if parsed.hub == own {
+        if parsed.hub == own.0 {
+            if parsed.instance != own.1 {
+                let n = counters.id_conflicts.fetch_add(1, Ordering::Relaxed);
+                if n % 100 == 0 {
+                    error!(hub_id = %own.0, "another live hub uses this hub's id: give every hub of a mesh its own --hub-id; routing between them is broken until then");
+                }
+            }
             continue;
         }
         counters.relayed_in.fetch_add(1, Ordering::Relaxed);
@@ -377,6 +402,7 @@ mod tests {
         let env: RawEnvelope = serde_json::from_str(text).expect("envelope");
         let msg = MeshMessage {
             hub: "hub-a".into(),
+            instance: 7,
             kind: Kind::Deliver,
             to: Some("ee-1".into()),
             rooms: Vec::new(),
