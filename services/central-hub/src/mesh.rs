@@ -378,7 +378,7 @@ fn subscribe_once(
         if parsed.hub == own.0 {
             if parsed.instance != own.1 {
                 let n = counters.id_conflicts.fetch_add(1, Ordering::Relaxed);
-                if n % 100 == 0 {
+                if n.is_multiple_of(100) {
                     error!(hub_id = %own.0, "another live hub uses this hub's id: give every hub of a mesh its own --hub-id; routing between them is broken until then");
                 }
             }
