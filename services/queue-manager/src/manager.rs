@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::events_log::EventLog;
-use crate::queue::{Entry, ReadyQueue};
+use crate::queue::ReadyQueue;
 
 /// Messages the manager sends itself from spawned work.
 #[derive(Debug)]
@@ -104,7 +104,6 @@ pub(crate) struct Manager {
     catalog: MethodCatalog,
     wfs: HashMap<String, Wf>,
     queue: ReadyQueue,
-    seq: u64,
     leases: VecDeque<Lease>,
     /// When ownership of the workflows in memory was last renewed.
     last_ownership: Instant,
@@ -187,7 +186,6 @@ impl Manager {
             catalog: MethodCatalog::builtin(),
             wfs: HashMap::new(),
             queue: ReadyQueue::default(),
-            seq: 0,
             leases: VecDeque::new(),
             last_ownership: Instant::now(),
             events: std::cell::RefCell::new(EventLog::default()),
@@ -438,15 +436,11 @@ impl Manager {
                     wf.tasks[i].status = TaskStatus::Queued;
                     wf.tasks[i].queued_at = Some(now_millis());
                     changes.task(&w, i);
-                    self.seq += 1;
-                    self.queue.push(
+                    self.queue.enqueue(
                         &wf.tasks[i].method,
-                        Entry {
-                            prio: wf.info[i].priority,
-                            seq: self.seq,
-                            wf: Arc::from(w.as_str()),
-                            task: i,
-                        },
+                        wf.info[i].priority,
+                        Arc::from(w.as_str()),
+                        i,
                     );
                 }
             }
@@ -726,16 +720,8 @@ impl Manager {
             t.params = Some(r.params);
             t.queued_at = Some(now);
             changes.task(id, i);
-            self.seq += 1;
-            self.queue.push(
-                &wf.tasks[i].method,
-                Entry {
-                    prio: wf.info[i].priority,
-                    seq: self.seq,
-                    wf: key.clone(),
-                    task: i,
-                },
-            );
+            self.queue
+                .enqueue(&wf.tasks[i].method, wf.info[i].priority, key.clone(), i);
         }
         let mut blocked = Vec::new();
         for (b, status) in res
@@ -867,16 +853,8 @@ impl Manager {
                     if let Some(wf) = self.wfs.get_mut(w.as_ref()) {
                         wf.tasks[i].status = TaskStatus::Queued;
                         wf.tasks[i].attempts = wf.tasks[i].attempts.saturating_sub(1);
-                        self.seq += 1;
-                        self.queue.push(
-                            &wf.tasks[i].method,
-                            Entry {
-                                prio: wf.info[i].priority,
-                                seq: self.seq,
-                                wf: w.clone(),
-                                task: i,
-                            },
-                        );
+                        self.queue
+                            .enqueue(&wf.tasks[i].method, wf.info[i].priority, w.clone(), i);
                     }
                 }
                 waiting.push_back(lease);
@@ -1199,15 +1177,11 @@ impl Manager {
                 wf.tasks[i].queued_at = Some(now_millis());
                 wf.info[i].engine = None;
                 wf.info[i].missed = 0;
-                self.seq += 1;
-                self.queue.push(
+                self.queue.enqueue(
                     &wf.tasks[i].method,
-                    Entry {
-                        prio: wf.info[i].priority,
-                        seq: self.seq,
-                        wf: Arc::from(id.as_str()),
-                        task: i,
-                    },
+                    wf.info[i].priority,
+                    Arc::from(id.as_str()),
+                    i,
                 );
                 changes.task(id, i);
                 requeued += 1;
@@ -1538,15 +1512,11 @@ impl Manager {
             for (i, t) in wf.tasks.iter().enumerate() {
                 match t.status {
                     TaskStatus::Queued => {
-                        self.seq += 1;
-                        self.queue.push(
+                        self.queue.enqueue(
                             &wf.tasks[i].method,
-                            Entry {
-                                prio: wf.info[i].priority,
-                                seq: self.seq,
-                                wf: key.clone(),
-                                task: i,
-                            },
+                            wf.info[i].priority,
+                            key.clone(),
+                            i,
                         );
                     }
                     TaskStatus::Completed => wf.completed += 1,

@@ -41,11 +41,29 @@ impl Ord for Entry {
 #[derive(Debug, Default)]
 pub(crate) struct ReadyQueue {
     heaps: HashMap<String, BinaryHeap<Entry>>,
+    /// The arrival number of the last task queued.
+    seq: u64,
 }
 
 impl ReadyQueue {
-    /// Queues a task of `method`.
-    pub(crate) fn push(&mut self, method: &str, entry: Entry) {
+    /// Queues task `task` of workflow `wf` (method `method`, priority `prio`) behind every
+    /// task of its priority already queued.
+    pub(crate) fn enqueue(&mut self, method: &str, prio: u8, wf: Arc<str>, task: usize) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.push(
+            method,
+            Entry {
+                prio,
+                seq,
+                wf,
+                task,
+            },
+        );
+    }
+
+    /// Queues an entry of `method` as it is.
+    fn push(&mut self, method: &str, entry: Entry) {
         match self.heaps.get_mut(method) {
             Some(h) => h.push(entry),
             None => {
