@@ -205,6 +205,34 @@ pub struct TaskOutcome {
     pub finished_at: u64,
 }
 
+impl TaskOutcome {
+    /// The outcome of attempt `attempt` of a task, finishing now: `result` becomes either
+    /// `result` or `error`.
+    pub fn finished(
+        workflow_id: String,
+        task_id: String,
+        attempt: u32,
+        result: Result<Value, crate::GzError>,
+        provider_id: String,
+        started_at: u64,
+    ) -> TaskOutcome {
+        let (result, error) = match result {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e)),
+        };
+        TaskOutcome {
+            workflow_id,
+            task_id,
+            attempt,
+            result,
+            error,
+            provider_id,
+            started_at,
+            finished_at: crate::envelope::now_millis(),
+        }
+    }
+}
+
 /// Payload of `task_outcomes` (provider → engine → queue-manager): a batch of outcomes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskOutcomes {

@@ -22,7 +22,6 @@ use gleitzeit_hub_client::{
     connect_component, next_envelope, registration, ClientConfig, ClientError, HubClient,
     HELD_REPORT_INTERVAL,
 };
-use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
 use gleitzeit_protocol::payloads::{
@@ -610,14 +609,12 @@ impl Engine {
 }
 
 fn outcome_err(workflow_id: &str, task_id: &str, attempt: u32, error: GzError) -> TaskOutcome {
-    TaskOutcome {
-        workflow_id: workflow_id.to_string(),
-        task_id: task_id.to_string(),
+    TaskOutcome::finished(
+        workflow_id.to_string(),
+        task_id.to_string(),
         attempt,
-        result: None,
-        error: Some(error),
-        provider_id: String::new(),
-        started_at: 0,
-        finished_at: now_millis(),
-    }
+        Err(error),
+        String::new(),
+        0,
+    )
 }

@@ -221,20 +221,14 @@ fn start_task(
         };
         client.set_load(ctx.pool.load());
         lock(&running2).finish(&key2, attempt);
-        let (result, error) = match result {
-            Ok(v) => (Some(v), None),
-            Err(e) => (None, Some(e)),
-        };
-        let outcome = TaskOutcome {
-            workflow_id: task.workflow_id,
-            task_id: task.task_id,
-            attempt: task.attempt,
+        let outcome = TaskOutcome::finished(
+            task.workflow_id,
+            task.task_id,
+            task.attempt,
             result,
-            error,
-            provider_id: client.id().to_string(),
+            client.id().to_string(),
             started_at,
-            finished_at: now_millis(),
-        };
+        );
         let _ = done.send((reply_to, outcome));
     });
     lock(running).insert(key, attempt, &engine, handle.abort_handle());

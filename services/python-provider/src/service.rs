@@ -199,19 +199,13 @@ async fn execute(
     };
     lock(&running).finish(&key, task.attempt);
     client.set_load(pool.busy() as u32);
-    let (result, error) = match result {
-        Ok(v) => (Some(v), None),
-        Err(e) => (None, Some(e)),
-    };
-    let outcome = TaskOutcome {
-        workflow_id: task.workflow_id,
-        task_id: task.task_id,
-        attempt: task.attempt,
+    let outcome = TaskOutcome::finished(
+        task.workflow_id,
+        task.task_id,
+        task.attempt,
         result,
-        error,
-        provider_id: client.id().to_string(),
+        client.id().to_string(),
         started_at,
-        finished_at: now_millis(),
-    };
+    );
     let _ = done.send((reply_to, outcome));
 }
