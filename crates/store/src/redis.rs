@@ -400,6 +400,27 @@ impl RedisStore {
         format!("{}status:{}", self.prefix, status.as_str())
     }
 
+    /// The index members of pending and running workflows, in creation order (one
+    /// `MULTI`/`EXEC`, so a workflow moving between the two is seen once).
+    fn unfinished_members(&self, conn: &mut Connection) -> Result<Vec<Vec<u8>>, Failure> {
+        let (mut members, running): (Vec<Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
+            .atomic()
+            .cmd("ZRANGE")
+            .arg(self.status_key(WorkflowStatus::Pending))
+            .arg(0)
+            .arg(-1)
+            .cmd("ZRANGE")
+            .arg(self.status_key(WorkflowStatus::Running))
+            .arg(0)
+            .arg(-1)
+            .query(conn)
+            .map_err(op("list unfinished workflows"))?;
+        members.extend(running);
+        members.sort_unstable();
+        members.dedup();
+        Ok(members)
+    }
+
     /// Reads the workflows named by index members (with or without their specs), in order.
     fn read_workflows(
         &self,
@@ -648,46 +669,15 @@ impl Store for RedisStore {
     }
 
     fn unfinished_workflows(&self) -> Result<Vec<WorkflowRecord>, StoreError> {
-        let pending = self.status_key(WorkflowStatus::Pending);
-        let running = self.status_key(WorkflowStatus::Running);
         self.call(|conn| {
-            let (mut members, running): (Vec<Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
-                .atomic()
-                .cmd("ZRANGE")
-                .arg(&pending)
-                .arg(0)
-                .arg(-1)
-                .cmd("ZRANGE")
-                .arg(&running)
-                .arg(0)
-                .arg(-1)
-                .query(conn)
-                .map_err(op("list unfinished workflows"))?;
-            members.extend(running);
-            members.sort_unstable();
-            members.dedup();
+            let members = self.unfinished_members(conn)?;
             self.read_workflows(conn, &members, true)
         })
     }
+
     fn unfinished_ids(&self) -> Result<Vec<String>, StoreError> {
-        let pending = self.status_key(WorkflowStatus::Pending);
-        let running = self.status_key(WorkflowStatus::Running);
         self.call(|conn| {
-            let (mut members, running): (Vec<Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
-                .cmd("ZRANGE")
-                .arg(&pending)
-                .arg(0)
-                .arg(-1)
-                .cmd("ZRANGE")
-                .arg(&running)
-                .arg(0)
-                .arg(-1)
-                .query(conn)
-                .map_err(op("list unfinished workflow ids"))?;
-            members.extend(running);
-            members.sort_unstable();
-            members.dedup();
-            members
+            self.unfinished_members(conn)?
                 .iter()
                 .map(|m| member_id(m).map(str::to_string).map_err(Failure::Store))
                 .collect()
