@@ -32,7 +32,7 @@ pub struct Completion {
 }
 
 /// What to generate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ChatRequest {
     /// Model name.
     pub model: String,
@@ -101,6 +101,22 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
+/// Ollama's `options`: the request's own (when an object), with `temperature` and
+/// `max_tokens` (`num_predict`) set on top.
+fn ollama_options(req: &ChatRequest) -> Value {
+    let mut options = match &req.options {
+        Some(o @ Value::Object(_)) => o.clone(),
+        _ => json!({}),
+    };
+    if let Some(t) = req.temperature {
+        options["temperature"] = json!(t);
+    }
+    if let Some(n) = req.max_tokens {
+        options["num_predict"] = json!(n);
+    }
+    options
+}
+
 /// A chat completion.
 pub async fn chat(
     http: &reqwest::Client,
@@ -112,13 +128,7 @@ pub async fn chat(
     let stream = on_token.is_some();
     match ep.kind {
         Kind::Ollama => {
-            let mut options = req.options.clone().unwrap_or_else(|| json!({}));
-            if let Some(t) = req.temperature {
-                options["temperature"] = json!(t);
-            }
-            if let Some(n) = req.max_tokens {
-                options["num_predict"] = json!(n);
-            }
+            let options = ollama_options(req);
             let mut body = json!({ "model": req.model, "messages": req.messages, "stream": stream, "options": options });
             if let Some(f) = &req.format {
                 body["format"] = f.clone();
@@ -209,13 +219,7 @@ pub async fn generate(
     let prompt = prompt.text.as_str();
     match ep.kind {
         Kind::Ollama => {
-            let mut options = req.options.clone().unwrap_or_else(|| json!({}));
-            if let Some(t) = req.temperature {
-                options["temperature"] = json!(t);
-            }
-            if let Some(n) = req.max_tokens {
-                options["num_predict"] = json!(n);
-            }
+            let options = ollama_options(req);
             let mut body = json!({ "model": req.model, "prompt": prompt, "stream": on_token.is_some(), "options": options });
             if let Some(s) = system {
                 body["system"] = json!(s);
@@ -469,4 +473,28 @@ async fn read_sse(
         out.completion_tokens = out.text.split_whitespace().count() as u64;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_that_are_not_an_object_are_replaced_not_indexed() {
+        let req = ChatRequest {
+            options: Some(json!("fast please")),
+            temperature: Some(0.5),
+            max_tokens: Some(7),
+            ..ChatRequest::default()
+        };
+        assert_eq!(
+            ollama_options(&req),
+            json!({"temperature": 0.5, "num_predict": 7})
+        );
+        let req = ChatRequest {
+            options: Some(json!({"top_k": 3})),
+            ..ChatRequest::default()
+        };
+        assert_eq!(ollama_options(&req), json!({"top_k": 3}));
+    }
 }

@@ -158,7 +158,14 @@ fn call_of(task: &ExecuteTask) -> Result<Call, GzError> {
                 }
             }
             if !images.is_empty() {
-                let i = last_user.unwrap_or(messages.len().saturating_sub(1));
+                // Images go with the last user message (an object by its role).
+                let i = match messages.iter().rposition(|m| m["role"] == "user") {
+                    Some(i) => i,
+                    None => {
+                        messages.push(json!({ "role": "user", "content": "" }));
+                        messages.len() - 1
+                    }
+                };
                 let mut all = strings(&messages[i]["images"]);
                 all.extend(images);
                 messages[i]["images"] = json!(all);
@@ -420,6 +427,20 @@ mod tests {
         assert_eq!(r.model, "llava:latest");
         assert_eq!(r.messages[0]["images"].as_array().unwrap().len(), 3);
         assert_eq!(r.messages[0]["images"][1], "AQID");
+    }
+
+    #[test]
+    fn images_without_a_user_message_get_one_of_their_own() {
+        // Not objects at all: nothing to index into, and nothing panics.
+        let c = call_of(&task(
+            "llm/vision",
+            json!({"messages": ["just text", 5], "images": ["AAAA"]}),
+        ))
+        .unwrap();
+        let Call::Chat(r) = c else { panic!("chat") };
+        let last = r.messages.last().unwrap();
+        assert_eq!(last["role"], "user");
+        assert_eq!(last["images"], json!(["AAAA"]));
     }
 
     #[test]
