@@ -430,7 +430,7 @@ async fn route(state: &Arc<HubState>, socket: &SocketRef, env: RawEnvelope) {
                 .filter(|r| !r.is_empty())
                 .map(str::to_string)
                 .collect();
-            emit_to_rooms(state, rooms, env.clone(), true).await;
+            emit_to_rooms(state, rooms, &env, true).await;
             true
         }
     };
@@ -449,7 +449,7 @@ async fn route(state: &Arc<HubState>, socket: &SocketRef, env: RawEnvelope) {
 async fn emit_to_rooms<P: serde::Serialize + Clone>(
     state: &HubState,
     rooms: Vec<String>,
-    env: Envelope<P>,
+    env: &Envelope<P>,
     relayed: bool,
 ) {
     if relayed {
@@ -460,7 +460,7 @@ async fn emit_to_rooms<P: serde::Serialize + Clone>(
             }
         }
     }
-    if let Err(e) = state.io.to(rooms).emit(env.event.clone(), &env).await {
+    if let Err(e) = state.io.to(rooms).emit(env.event.clone(), env).await {
         warn!(error = %e, "room broadcast failed");
     }
 }
@@ -479,7 +479,7 @@ async fn broadcast<T: serde::Serialize>(
         serde_json::to_value(payload).unwrap_or(Value::Null),
     );
     env.source = state.config.hub_id.clone();
-    emit_to_rooms(state, vec![room.to_string()], env, relayed).await;
+    emit_to_rooms(state, vec![room.to_string()], &env, relayed).await;
 }
 
 /// Announces that a component of this hub left, to the whole mesh.
@@ -552,7 +552,7 @@ pub(crate) async fn mesh_intake(
             }
             Kind::Room => {
                 if let Some(env) = msg.env {
-                    emit_to_rooms(&state, msg.rooms, env, false).await;
+                    emit_to_rooms(&state, msg.rooms, &env, false).await;
                 }
             }
             Kind::Bye => {

@@ -43,11 +43,18 @@ impl Clocks {
     pub(crate) fn age(&mut self, source: &str, ts: u64, now: u64) -> u64 {
         let seen = now as i64 - ts as i64;
         let at = Instant::now();
-        let entry = self.offsets.entry(source.to_string()).or_insert(Offset {
-            current: seen,
-            previous: seen,
-            since: at,
-        });
+        // Looked up before inserting: this runs for every lease request.
+        if !self.offsets.contains_key(source) {
+            let first = Offset {
+                current: seen,
+                previous: seen,
+                since: at,
+            };
+            self.offsets.insert(source.to_string(), first);
+        }
+        let Some(entry) = self.offsets.get_mut(source) else {
+            return 0;
+        };
         if at.duration_since(entry.since) >= WINDOW {
             entry.previous = entry.current;
             entry.current = seen;

@@ -315,16 +315,16 @@ impl Manager {
                     .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())),
             ),
             events::LEASE_TASKS => {
-                self.engine_seen.insert(env.source.clone(), Instant::now());
+                self.engine_heard(&env.source);
                 self.lease(env.clone()).await
             }
             events::TASK_OUTCOMES => {
-                self.engine_seen.insert(env.source.clone(), Instant::now());
+                self.engine_heard(&env.source);
                 self.outcomes(&env).await;
                 None
             }
             events::TASKS_HELD => {
-                self.engine_seen.insert(env.source.clone(), Instant::now());
+                self.engine_heard(&env.source);
                 if let Ok(held) = env.payload_as::<HeldTasks>() {
                     self.clocks.age(&env.source, env.ts, now_millis());
                     let sent_at = self.clocks.to_local(&env.source, env.ts);
@@ -1085,6 +1085,16 @@ impl Manager {
                 tasks = requeued,
                 "engine left with tasks in flight; they are queued again"
             );
+        }
+    }
+
+    /// Something came from `engine`: its leases are extended.
+    fn engine_heard(&mut self, engine: &str) {
+        match self.engine_seen.get_mut(engine) {
+            Some(seen) => *seen = Instant::now(),
+            None => {
+                self.engine_seen.insert(engine.to_string(), Instant::now());
+            }
         }
     }
 
