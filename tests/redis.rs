@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use gleitzeit_e2e::{
-    chains_yaml, executions, repo_root, task, wait_for, workflow_file, Proc, RedisServer,
-    SuiteOptions, TestSuite,
+    assert_all_completed_once_recorded, chains_yaml, executions, repo_root, task, wait_for,
+    workflow_file, Proc, RedisServer, SuiteOptions, TestSuite,
 };
 use serde_json::{json, Value};
 
@@ -200,19 +200,7 @@ async fn killing_services_at_random_moments_loses_nothing() {
     }
     eprintln!("kills: {kills:?}");
     let doc = suite.wait_finished(&id, Duration::from_secs(120)).await;
-    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
-    let tasks = doc["tasks"].as_array().unwrap();
-    assert_eq!(tasks.len(), 1000);
-    assert!(
-        tasks
-            .iter()
-            .all(|t| t["status"] == "completed" && !t["result"].is_null()),
-        "every task has its result"
-    );
-    let runs = executions(&log);
-    assert_eq!(runs.len(), 1000, "every task ran");
-    let twice = runs.values().filter(|n| **n > 1).count();
-    let extra: usize = runs.values().map(|n| n - 1).sum();
+    let (twice, extra) = assert_all_completed_once_recorded(&doc, 1000, &log);
     eprintln!(
         "executions: 1000 tasks, {twice} ran more than once ({extra} extra runs) across {} kills",
         kills.len()

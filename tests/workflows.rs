@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use gleitzeit_e2e::{
-    chains_yaml, free_port, repo_root, submit_at, task, wait_finished_at, wait_for, workflow_file,
-    SuiteOptions, TestHub, TestSuite,
+    assert_all_completed_once_recorded, chains_yaml, executions, free_port, repo_root, submit_at,
+    task, wait_finished_at, wait_for, workflow_file, SuiteOptions, TestHub, TestSuite,
 };
 use serde_json::json;
 
@@ -420,21 +420,12 @@ async fn killing_every_process_mid_run_loses_nothing_with_the_embedded_store() {
     suite.hub = gleitzeit_e2e::TestHub::start_on(port).await;
     suite.start_services(&SuiteOptions::default()).await;
     let doc = suite.wait_finished(&id, Duration::from_secs(60)).await;
-    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
-    let tasks = doc["tasks"].as_array().unwrap();
-    assert_eq!(tasks.len(), 300);
-    assert!(tasks.iter().all(|t| t["status"] == "completed"));
-    let log = std::fs::read_to_string(&runs).unwrap();
-    let mut executions: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for line in log.lines() {
-        *executions.entry(line).or_default() += 1;
-    }
-    assert_eq!(executions.len(), 300, "every task ran");
-    let repeated: Vec<_> = executions.iter().filter(|(_, n)| **n > 1).collect();
-    eprintln!(
-        "tasks run more than once (in flight at the kill): {}",
-        repeated.len()
-    );
+    let (twice, _) = assert_all_completed_once_recorded(&doc, 300, &runs);
+    eprintln!("tasks run more than once (in flight at the kill): {twice}");
+    let repeated: Vec<_> = executions(&runs)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
     assert!(
         repeated.len() <= 30,
         "only tasks in flight at the kill may run twice: {repeated:?}"

@@ -311,6 +311,30 @@ pub async fn ping(
         .await
 }
 
+/// Asserts that the workflow document (`gz inspect workflow --json`) completed with `n`
+/// tasks, each completed with a recorded result, and that each ran at least once according
+/// to `log` ([`chains_yaml`]). Returns (tasks run more than once, extra runs).
+pub fn assert_all_completed_once_recorded(
+    doc: &serde_json::Value,
+    n: usize,
+    log: &Path,
+) -> (usize, usize) {
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    let tasks = doc["tasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tasks.len(), n);
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["status"] == "completed" && !t["result"].is_null()),
+        "every task has its result"
+    );
+    let runs = executions(log);
+    assert_eq!(runs.len(), n, "every task ran");
+    let twice = runs.values().filter(|c| **c > 1).count();
+    let extra = runs.values().map(|c| c - 1).sum();
+    (twice, extra)
+}
+
 /// Sends `n` pings to `target` at once through `client`; how many each component answered.
 pub async fn spread_pings(
     client: &HubClient,
