@@ -18,6 +18,7 @@ apt_install() {
 
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 if ! python3 -c 'import socketio, websocket' >/dev/null 2>&1; then
   python3 -m pip install --quiet "python-socketio[client]>=5" websocket-client \
