@@ -69,6 +69,8 @@ error_codes! {
     SecurityViolation = "GZ2023", false, "Security violation", "The task tried something the provider does not allow.";
     PythonSyntax = "GZ2024", false, "Python syntax error", "Fix the script at the reported line.";
     PythonException = "GZ2025", false, "Python script raised an exception", "Read the traceback in the task's error.";
+    OutputTooLarge = "GZ2026", false, "Task output exceeded the size limit", "Return less data (write large results to a file and return its path); the output was truncated.";
+    ResourceLimit = "GZ2027", false, "Task exceeded a resource limit", "The task hit its memory, CPU time, file size or process limit; raise the provider's limits or make the task smaller.";
     ValidationFailed = "GZ3001", false, "Workflow validation failed", "Fix the reported field; `gz validate FILE` lists every problem.";
     CircularDependency = "GZ3003", false, "Circular dependency", "Break the cycle shown in the message.";
     DependencyFailed = "GZ3004", false, "Skipped because a dependency failed", "Fix the failed dependency; this task did not run.";
@@ -78,13 +80,17 @@ error_codes! {
     TaskNotFound = "GZ3021", false, "Task not found", "Check the task id with `gz inspect workflow ID`.";
     BatchFolderNotFound = "GZ3022", false, "Batch folder not found", "Check the batch `directory` path.";
     WorkflowTimeout = "GZ3030", false, "Workflow timed out", "Raise the workflow's `timeout`.";
-    AuthInvalid = "GZ4001", false, "Authentication token invalid", "Check GLEITZEIT_API_KEY / GLEITZEIT_AUTH_TOKEN.";
+    AuthInvalid = "GZ4001", false, "Authentication failed: missing or invalid API key", "Set GLEITZEIT_API_KEY (or run `gz auth login --api-key KEY --save`); an admin creates keys with `gz auth key create`.";
+    AuthExpired = "GZ4002", false, "API key expired or revoked", "Ask an admin for a new key (`gz auth key create NAME --user U`).";
     PermissionDenied = "GZ4003", false, "Insufficient permissions", "Ask an admin for a role that allows this action.";
     StoreFailed = "GZ5001", true, "Storage operation failed", "Check the data directory (disk space, permissions) or the Redis server.";
+    StoredRecordInvalid = "GZ5002", false, "A stored record could not be loaded", "The record was skipped and marked failed; inspect it with `gz inspect workflow ID`.";
     InvalidField = "GZ7001", false, "Invalid field", "Check the field's name and type against the documentation.";
     SchemaViolation = "GZ7002", false, "Parameters violate the method's schema", "See protocols/*.yaml for the method's parameters.";
     UnknownMethod = "GZ7003", false, "Unknown method", "Use one of the methods listed by `gz status` or in protocols/*.yaml.";
     YamlSyntax = "GZ7010", false, "YAML syntax error", "Fix the YAML at the reported line and column.";
+    OutOfRange = "GZ7011", false, "Number out of range", "Use a value within the documented range (docs/workflows.md lists each field's limits).";
+    TooLarge = "GZ7012", false, "Request too large", "Split the work into smaller parts; docs/security.md lists the limits.";
     InvalidPayload = "GZ7020", false, "Malformed message payload", "Send an envelope as documented in docs/protocol.md.";
     UnknownEvent = "GZ7021", false, "Unknown event", "See docs/protocol.md for the events the hub accepts.";
     Internal = "GZ8001", true, "Internal error", "This is a bug; please report it with the logs.";
