@@ -6,7 +6,9 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 mod bench;
+mod credentials;
 mod inspect;
 mod output;
 mod providers;
@@ -30,6 +32,10 @@ struct Cli {
     /// Log format of services started by this command.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// API key to present (default: GLEITZEIT_API_KEY, the saved login, or the local
+    /// suite's key).
+    #[arg(long, global = true, env = "GLEITZEIT_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,6 +82,9 @@ enum Command {
     List(inspect::ListArgs),
     /// Cancel a workflow (running tasks are stopped).
     Cancel(inspect::CancelArgs),
+    /// API keys and users: init, login, status, logout, user create|list, key
+    /// create|list|revoke.
+    Auth(auth::AuthArgs),
 }
 
 impl Command {
@@ -92,6 +101,7 @@ impl Command {
             Command::Inspect(a) => a.json(),
             Command::List(a) => a.json,
             Command::Cancel(a) => a.json,
+            Command::Auth(a) => a.json(),
             Command::Bench(a) => a.json,
             Command::Start(_) | Command::Stop | Command::Hub(_) => false,
         }
@@ -140,6 +150,9 @@ async fn main() -> std::process::ExitCode {
         cli.hub_url = urls[0].clone();
         workflow::set_hub_list(urls);
     }
+    if let Some(key) = cli.api_key.take().filter(|k| !k.is_empty()) {
+        credentials::choose(key, gleitzeit_runtime::credentials::KeySource::Environment);
+    }
     let json = cli.command.json();
     let result = match cli.command {
         Command::Status { json } => status::run(&cli.hub_url, json).await,
@@ -156,6 +169,7 @@ async fn main() -> std::process::ExitCode {
         Command::Inspect(args) => inspect::inspect(&cli.hub_url, args).await,
         Command::List(args) => inspect::list(&cli.hub_url, args).await,
         Command::Cancel(args) => inspect::cancel(&cli.hub_url, args).await,
+        Command::Auth(args) => auth::run(&cli.hub_url, args).await,
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),

@@ -18,7 +18,7 @@ pub async fn answering_first(list: &str) -> Vec<String> {
         .map(str::to_string)
         .collect();
     for i in 0..urls.len() {
-        if get_json::<HubStatus>(&urls[i], "/health").await.is_ok() {
+        if is_alive(&urls[i]).await {
             let up = urls.remove(i);
             urls.insert(0, up);
             break;
@@ -30,7 +30,14 @@ pub async fn answering_first(list: &str) -> Vec<String> {
     urls
 }
 
-/// Fetches `path` from the hub's HTTP surface as JSON.
+/// Whether a hub answers at `hub_url` (its bare liveness probe, which needs no key).
+pub async fn is_alive(hub_url: &str) -> bool {
+    get_json::<serde_json::Value>(hub_url, "/livez")
+        .await
+        .is_ok()
+}
+
+/// Fetches `path` from the hub's HTTP surface as JSON, presenting the chosen key.
 pub async fn get_json<T: serde::de::DeserializeOwned>(
     hub_url: &str,
     path: &str,
@@ -40,12 +47,26 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
         .timeout(Duration::from_secs(3))
         .build()
         .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
-    let resp = client.get(&url).send().await.map_err(|e| {
+    let mut req = client.get(&url);
+    if let Some((key, _)) = crate::credentials::api_key() {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.map_err(|e| {
         GzError::new(
             ErrorCode::HubUnreachable,
             format!("cannot reach the hub at {hub_url}: {e}"),
         )
     })?;
+    if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+        || resp.status() == reqwest::StatusCode::FORBIDDEN
+    {
+        // The hub's refusal is a GzError (GZ4001/GZ4002/GZ4003).
+        let fallback = GzError::new(
+            ErrorCode::AuthInvalid,
+            format!("the hub at {hub_url} refused {path}: {}", resp.status()),
+        );
+        return Err(resp.json::<GzError>().await.unwrap_or(fallback));
+    }
     if !resp.status().is_success() {
         return Err(GzError::new(
             ErrorCode::HubUnreachable,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use gleitzeit_hub_client::{ClientConfig, HubClient};
+use gleitzeit_hub_client::HubClient;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::HubStatus;
 use gleitzeit_protocol::{events, Target};
@@ -51,22 +51,21 @@ pub struct HubArgs {
     /// This hub's id (must differ between hubs of one mesh).
     #[arg(long, env = "GLEITZEIT_HUB_ID")]
     pub hub_id: Option<String>,
+    /// Whether connections must present an API key: `required` (default) or `off`.
+    #[arg(long, env = "GLEITZEIT_AUTH", default_value = "required")]
+    pub auth: central_hub::AuthMode,
+    /// Allow `--auth off` beyond loopback.
+    #[arg(long, env = "GLEITZEIT_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Data dir holding the key store.
+    #[arg(long, env = "GLEITZEIT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Browser origins allowed besides the hub's own, comma-separated.
+    #[arg(long, env = "GLEITZEIT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 }
 
-/// The default data directory: `$GLEITZEIT_DATA_DIR`, else `$XDG_DATA_HOME/gleitzeit`,
-/// else `~/.local/share/gleitzeit`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("GLEITZEIT_DATA_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(d).join("gleitzeit");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/share/gleitzeit"),
-        None => std::env::temp_dir().join("gleitzeit"),
-    }
-}
+pub use gleitzeit_runtime::default_data_dir;
 
 /// Host and port of a hub URL.
 pub fn host_port(hub_url: &str) -> Result<(String, u16), GzError> {
@@ -129,6 +128,20 @@ impl LocalSuite {
         env: &[(&str, String)],
     ) -> Result<LocalSuite, GzError> {
         let (host, port) = host_port(hub_url)?;
+        // The suite runs with authentication: gz makes (or reuses) the local suite's key
+        // in the store the hub will use, hands it to every child, and uses it itself.
+        let mesh_redis = env
+            .iter()
+            .find(|(k, _)| *k == "GLEITZEIT_HUB_REDIS_URL")
+            .map(|(_, v)| v.as_str());
+        let key = crate::credentials::ensure_local_key(data_dir, mesh_redis)?;
+        crate::credentials::choose(
+            key.clone(),
+            gleitzeit_runtime::credentials::KeySource::LocalSuite,
+        );
+        let mut env: Vec<(&str, String)> = env.to_vec();
+        env.push((gleitzeit_runtime::credentials::API_KEY_ENV, key));
+        let env = env.as_slice();
         let logs = data_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| {
             GzError::new(
@@ -283,14 +296,15 @@ pub async fn wait_healthy(hub_url: &str, limit: Duration) -> Result<HubStatus, G
     loop {
         match get_json::<HubStatus>(hub_url, "/health").await {
             Ok(s) => return Ok(s),
-            Err(e) if start.elapsed() >= limit => return Err(e),
+            Err(e) if start.elapsed() >= limit || e.code.starts_with("GZ4") => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }
 
 async fn request_shutdown(hub_url: &str) -> Result<(), GzError> {
-    let (client, _incoming) = HubClient::connect(ClientConfig::client(hub_url)).await?;
+    let (client, _incoming) =
+        HubClient::connect(crate::credentials::client_config(hub_url)).await?;
     let result = client
         .request_with_timeout(
             Target::Hub,
@@ -309,7 +323,7 @@ fn pid_file(data_dir: &Path) -> PathBuf {
 
 /// `gz start`.
 pub async fn start(hub_url: &str, log_format: LogFormat, args: StartArgs) -> CmdResult {
-    if get_json::<HubStatus>(hub_url, "/health").await.is_ok() {
+    if crate::status::is_alive(hub_url).await {
         return Err(GzError::new(
             ErrorCode::Usage,
             format!("a hub is already running at {hub_url}"),
@@ -399,6 +413,10 @@ pub async fn hub(hub_url: &str, log_format: LogFormat, args: HubArgs) -> CmdResu
         host: args.host.unwrap_or(host),
         port: args.port.unwrap_or(port),
         mesh_redis_url: args.redis_url,
+        auth: args.auth,
+        insecure_no_auth: args.insecure_no_auth,
+        data_dir: args.data_dir,
+        allowed_origins: args.allowed_origins,
         ..Default::default()
     };
     let config = match args.hub_id {

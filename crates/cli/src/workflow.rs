@@ -6,10 +6,10 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use gleitzeit_hub_client::{ClientConfig, HubClient, Incoming};
+use gleitzeit_hub_client::{HubClient, Incoming};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
-use gleitzeit_protocol::payloads::{ComponentInfo, HubStatus, SubmitWorkflow, WorkflowRef};
+use gleitzeit_protocol::payloads::{ComponentInfo, SubmitWorkflow, WorkflowRef};
 use gleitzeit_protocol::Target;
 use gleitzeit_runtime::LogFormat;
 use gleitzeit_workflow::{parse_workflow, Diagnostic, MethodCatalog, Parsed, WorkflowSpec};
@@ -90,7 +90,7 @@ pub async fn connect(hub_url: &str) -> Result<(HubClient, Incoming), GzError> {
         Some(list) if list.first().is_some_and(|f| f == hub_url) => list.join(","),
         _ => hub_url.to_string(),
     };
-    HubClient::connect(ClientConfig::client(&url))
+    HubClient::connect(crate::credentials::client_config(&url))
         .await
         .map_err(GzError::from)
 }
@@ -276,7 +276,7 @@ pub async fn run(hub_url: &str, log_format: LogFormat, args: RunArgs) -> CmdResu
     let (spec, dir) = load(&args.file, args.json)?;
     let timeout = timeout_of(args.timeout)?;
     let mut suite = None;
-    if get_json::<HubStatus>(hub_url, "/health").await.is_err() {
+    if !crate::status::is_alive(hub_url).await {
         let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
         let started = LocalSuite::start(hub_url, &data_dir, log_format, false)
             .await

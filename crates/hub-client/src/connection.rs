@@ -167,9 +167,7 @@ async fn open_session(shared: &Arc<Shared>, url: &str) -> Result<Session, Sessio
     .await
     .map_err(|e| match e {
         ConnectError::Transient(reason) => SessionError::Transient(reason),
-        ConnectError::Refused(reason) => {
-            SessionError::Refused(GzError::new(ErrorCode::AuthInvalid, reason))
-        }
+        ConnectError::Refused(reason) => SessionError::Refused(refusal(&reason)),
     })?;
 
     let mut heartbeat_interval = shared.config.heartbeat_interval;
@@ -378,5 +376,37 @@ fn answer_of(env: &Envelope) -> Reply {
         _ => serde_json::from_value::<Reply>(env.payload.clone()).unwrap_or_else(|e| Reply::Err {
             error: GzError::new(ErrorCode::InvalidPayload, format!("malformed reply: {e}")),
         }),
+    }
+}
+
+/// The error of a refused connection: the hub's `connect_error` message reads
+/// `GZnnnn: message (hint: …)`; its code is kept (GZ4001 when there is none).
+fn refusal(reason: &str) -> GzError {
+    let (code, rest) = match reason.split_once(": ") {
+        Some((c, rest)) if c.starts_with("GZ") && c.len() == 6 => (c, rest),
+        _ => ("GZ4001", reason),
+    };
+    let (message, hint) = match rest.rsplit_once(" (hint: ") {
+        Some((m, h)) => (m, Some(h.trim_end_matches(')'))),
+        None => (rest, None),
+    };
+    let kind = ErrorCode::from_code(code).unwrap_or(ErrorCode::AuthInvalid);
+    let err = GzError::new(kind, format!("the hub refused the connection: {message}"));
+    match hint {
+        Some(h) => err.with_hint(h),
+        None => err,
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn refusals_keep_the_hubs_code_and_hint() {
+        let e = refusal("GZ4002: API key 0123 expired (hint: ask an admin)");
+        assert_eq!(e.code, "GZ4002");
+        assert_eq!(e.hint.as_deref(), Some("ask an admin"));
+        assert_eq!(refusal("nope").code, "GZ4001");
     }
 }

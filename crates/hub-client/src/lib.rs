@@ -47,7 +47,9 @@ pub struct ClientConfig {
     pub initial_connect_timeout: Option<Duration>,
     /// Heartbeat interval for plain clients (components use the hub's interval).
     pub heartbeat_interval: Duration,
-    /// Credentials sent in the Socket.IO handshake (`auth`), if any.
+    /// Credentials sent in the Socket.IO handshake (`auth`, `{"api_key": KEY}`), if any.
+    /// [`ClientConfig::client`] fills it from `GLEITZEIT_API_KEY`, the saved login or the
+    /// local suite's key (see [`gleitzeit_runtime::credentials`]).
     pub auth: Option<Value>,
 }
 
@@ -61,8 +63,15 @@ impl ClientConfig {
             buffer_limit: 10_000,
             initial_connect_timeout: Some(Duration::from_secs(3)),
             heartbeat_interval: Duration::from_secs(5),
-            auth: None,
+            auth: gleitzeit_runtime::credentials::api_key()
+                .map(|(key, _)| serde_json::json!({ "api_key": key })),
         }
+    }
+
+    /// The same config presenting `key` instead.
+    pub fn with_api_key(mut self, key: &str) -> Self {
+        self.auth = Some(serde_json::json!({ "api_key": key }));
+        self
     }
 
     /// A component that registers and waits for the hub as long as it takes.

@@ -134,9 +134,12 @@ pub(crate) async fn connect(
             } else if frame.starts_with("40") {
                 return Ok(open);
             } else if let Some(err) = frame.strip_prefix("44") {
-                return Err(ConnectError::Refused(format!(
-                    "connection refused by the hub: {err}"
-                )));
+                // `44{"message": "..."}`: the hub's reason, e.g. "GZ4001: …".
+                let reason = serde_json::from_str::<Value>(err)
+                    .ok()
+                    .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+                    .unwrap_or_else(|| err.to_string());
+                return Err(ConnectError::Refused(reason));
             }
         }
     };

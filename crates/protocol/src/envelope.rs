@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::errors::{ErrorCode, GzError};
 use crate::events;
+use crate::identity::Identity;
 use crate::target::Target;
 use crate::PROTOCOL_VERSION;
 
@@ -37,10 +38,10 @@ pub struct Envelope<P = Value> {
     /// Event-specific payload (see [`crate::payloads`]).
     #[serde(default)]
     pub payload: P,
-    /// Authentication context attached by the hub (who sent it, with which role). Clients
-    /// never set it; the hub strips what a client sends.
+    /// The authenticated sender, stamped by the hub on every envelope it forwards (who sent
+    /// it, with which role). Clients never set it; the hub overwrites what a client sends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<Value>,
+    pub auth: Option<Identity>,
     /// Milliseconds since the Unix epoch when the message was created.
     #[serde(default)]
     pub ts: u64,

@@ -124,6 +124,26 @@ pub const WORKFLOW_FORGET: &str = "workflow_forget";
 /// restarted, a provider that forgot it) and is run again.
 pub const TASKS_HELD: &str = "tasks_held";
 
+/// Hub → queue-manager: who owns a workflow (asked when a USER joins its room).
+/// Payload: `WorkflowRef`. Reply: `{workflow_id, owner}` (`owner` null when unknown).
+pub const WORKFLOW_OWNER: &str = "workflow_owner";
+
+// ---- Identity (target: hub) ----
+
+/// Any client → hub: who am I? Reply: `{user, role, key_id}`.
+pub const AUTH_WHOAMI: &str = "auth_whoami";
+/// ADMIN → hub: create a user. Payload: `{name, role}`. Reply: the user.
+pub const AUTH_USER_CREATE: &str = "auth_user_create";
+/// ADMIN → hub: every user. Reply: `[{name, role, created_at}]`.
+pub const AUTH_USER_LIST: &str = "auth_user_list";
+/// ADMIN → hub: make a key. Payload: `{name, user, expires_days?, component_types?}`.
+/// Reply: `{key: {id, name, user, …}, api_key}`; `api_key` is shown this once.
+pub const AUTH_KEY_CREATE: &str = "auth_key_create";
+/// ADMIN → hub: every key without secrets. Reply: `[{id, name, user, state, …}]`.
+pub const AUTH_KEY_LIST: &str = "auth_key_list";
+/// ADMIN → hub: revoke a key. Payload: `{id}`. Reply: the key. Its sockets are closed.
+pub const AUTH_KEY_REVOKE: &str = "auth_key_revoke";
+
 /// Well-known rooms.
 pub mod rooms {
     /// Component joins, departures and health changes.
@@ -161,4 +181,10 @@ pub const HUB_EVENTS: &[&str] = &[
     LIST_COMPONENTS,
     HUB_STATUS,
     SHUTDOWN_REQUEST,
+    AUTH_WHOAMI,
+    AUTH_USER_CREATE,
+    AUTH_USER_LIST,
+    AUTH_KEY_CREATE,
+    AUTH_KEY_LIST,
+    AUTH_KEY_REVOKE,
 ];

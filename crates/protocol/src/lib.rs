@@ -10,11 +10,13 @@
 pub mod envelope;
 pub mod errors;
 pub mod events;
+pub mod identity;
 pub mod payloads;
 pub mod target;
 
 pub use envelope::{Envelope, RawEnvelope, Reply};
 pub use errors::{ErrorCode, GzError};
+pub use identity::{Identity, Role};
 pub use target::Target;
 
 /// Version of the wire protocol carried in every envelope (`v`).

@@ -1,14 +1,33 @@
 //! What every Gleitzeit binary shares: logging setup ([`init_tracing`]), shutdown handling
-//! ([`Shutdown`], [`signal_shutdown`]) and the flags common to all services ([`CommonArgs`]).
+//! ([`Shutdown`], [`signal_shutdown`]), the flags common to all services ([`CommonArgs`]),
+//! the data dir ([`default_data_dir`]) and where API keys come from ([`credentials`]).
 
 #![forbid(unsafe_code)]
 
+pub mod credentials;
+
 use std::future::Future;
+use std::path::PathBuf;
 
 use tokio::sync::watch;
 
 /// Default hub URL when neither `--hub-url` nor `GLEITZEIT_HUB_URL` is given.
 pub const DEFAULT_HUB_URL: &str = "http://127.0.0.1:8000";
+
+/// The default data directory: `$GLEITZEIT_DATA_DIR`, else `$XDG_DATA_HOME/gleitzeit`,
+/// else `~/.local/share/gleitzeit`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("GLEITZEIT_DATA_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("gleitzeit");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/gleitzeit"),
+        None => std::env::temp_dir().join("gleitzeit"),
+    }
+}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

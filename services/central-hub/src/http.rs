@@ -1,14 +1,20 @@
-//! The hub's HTTP surface: `GET /health`, `GET /components` and `GET /providers` (JSON).
+//! The hub's HTTP surface: `GET /health`, `GET /components` and `GET /providers` (JSON),
+//! which need a key (`Authorization: Bearer KEY`, any role), and `GET /livez`, a bare
+//! liveness probe that needs none and tells nothing.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use gleitzeit_protocol::payloads::{ComponentInfo, HubStatus};
-use gleitzeit_protocol::PROTOCOL_VERSION;
+use gleitzeit_protocol::{ErrorCode, PROTOCOL_VERSION};
 
+use crate::auth::key_from_headers;
 use crate::HubState;
 
 pub(crate) fn router(state: Arc<HubState>) -> Router {
@@ -16,7 +22,33 @@ pub(crate) fn router(state: Arc<HubState>) -> Router {
         .route("/health", get(health))
         .route("/components", get(components))
         .route("/providers", get(providers))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_key,
+        ))
+        .route("/livez", get(livez))
         .with_state(state)
+}
+
+/// Lets a request through when it carries a valid key (every role may read these pages).
+async fn require_key(State(state): State<Arc<HubState>>, req: Request, next: Next) -> Response {
+    let key = key_from_headers(req.headers()).map(str::to_string);
+    match state.auth.authenticate(key.as_deref()).await {
+        Ok(_) => next.run(req).await,
+        Err(err) => {
+            tracing::warn!(code = %err.code, path = %req.uri().path(), "refused an HTTP request");
+            let status = if err.is(ErrorCode::PermissionDenied) {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            (status, Json(err)).into_response()
+        }
+    }
+}
+
+async fn livez() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
 }
 
 pub(crate) fn status(state: &HubState) -> HubStatus {
@@ -42,7 +74,7 @@ async fn health(State(state): State<Arc<HubState>>) -> Json<HubStatus> {
 }
 
 /// LLM providers and their endpoints (health, load, models, latency, cooldown), as each
-/// provider last reported them in its heartbeat metadata.
+/// provider last reported them in its heartbeat metadata (credentials redacted on arrival).
 async fn providers(State(state): State<Arc<HubState>>) -> Json<Vec<serde_json::Value>> {
     let list = state
         .registry()

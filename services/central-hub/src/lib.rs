@@ -6,20 +6,32 @@
 //! It holds no workflow logic. Given a Redis URL, several hubs form one mesh ([`mesh`]):
 //! a component on any hub is reachable from every other.
 //!
+//! Every connection authenticates with an API key ([`auth`]); every event is authorised by
+//! role, target and ownership ([`policy`]) and stamped with the sender's identity before it
+//! is forwarded. Browsers are held to an origin allow-list ([`origin`]).
+//!
 //! Consumes (target `hub`): `register`, `heartbeat`, `deregister`, `subscribe`,
-//! `unsubscribe`, `list_components`, `hub_status`, `shutdown_request`.
+//! `unsubscribe`, `list_components`, `hub_status`, `shutdown_request`, and the identity
+//! events `auth_whoami`, `auth_user_create`, `auth_user_list`, `auth_key_create`,
+//! `auth_key_list`, `auth_key_revoke` ([`admin`]).
 //! Emits: `registered`, `reply`, `gz_error`, `component_joined`, `component_left`,
 //! `component_unhealthy` (room `components`), `shutdown`, `hub_shutting_down`; and every
 //! routed envelope under its own event name.
 
 #![forbid(unsafe_code)]
 
+mod admin;
+pub mod auth;
 pub mod http;
 mod mesh;
+pub mod origin;
+pub mod policy;
 pub mod registry;
 mod sockets;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,9 +39,10 @@ use std::time::{Duration, Instant};
 use axum::serve::ListenerExt;
 use gleitzeit_runtime::{Shutdown, ShutdownTrigger};
 use socketioxide::SocketIo;
-use tower_http::cors::CorsLayer;
 use tracing::{info, warn};
 
+pub use crate::auth::AuthMode;
+use crate::auth::Authenticator;
 use crate::registry::Registry;
 
 /// Hub settings.
@@ -45,9 +58,15 @@ pub struct HubConfig {
     pub heartbeat_timeout: Duration,
     /// This hub's id.
     pub hub_id: String,
-    /// Whether connections must authenticate (reserved for the auth issue; used now only
-    /// for the warning about listening beyond loopback).
-    pub auth_required: bool,
+    /// Whether connections must present an API key (default: required).
+    pub auth: AuthMode,
+    /// Allow `--auth off` on an address beyond loopback (`--insecure-no-auth`).
+    pub insecure_no_auth: bool,
+    /// Where the key store lives (`<data dir>/auth.db`) when there is no mesh Redis.
+    /// `None`: the default data dir.
+    pub data_dir: Option<PathBuf>,
+    /// Browser origins allowed besides the hub's own (e.g. `http://localhost:5173`).
+    pub allowed_origins: Vec<String>,
     /// Redis URL of the hub mesh: hubs given the same one relay routes, rooms and their
     /// component tables to each other. `None`: a standalone hub.
     pub mesh_redis_url: Option<String>,
@@ -61,7 +80,10 @@ impl Default for HubConfig {
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(15),
             hub_id: gleitzeit_runtime::default_component_id("hub"),
-            auth_required: false,
+            auth: AuthMode::Required,
+            insecure_no_auth: false,
+            data_dir: None,
+            allowed_origins: Vec::new(),
             mesh_redis_url: None,
         }
     }
@@ -84,6 +106,16 @@ pub enum HubError {
     /// The mesh's Redis URL is not valid.
     #[error("hub mesh: {0}")]
     Mesh(String),
+    /// The key store cannot be opened.
+    #[error("key store: {0}")]
+    KeyStore(String),
+    /// Listening beyond loopback without authentication was not spelled out.
+    #[error(
+        "refusing to listen on {0} without authentication: anyone who reaches it could run \
+         code through the providers; use --auth required (the default), or add \
+         --insecure-no-auth if you really mean it"
+    )]
+    Insecure(SocketAddr),
 }
 
 /// Shared hub state.
@@ -96,6 +128,12 @@ pub(crate) struct HubState {
     pub(crate) rejected: AtomicU64,
     pub(crate) stop: ShutdownTrigger,
     pub(crate) mesh: Option<mesh::Mesh>,
+    pub(crate) auth: Authenticator,
+    /// Requests the hub itself sent (ownership questions), by envelope id.
+    pub(crate) pending:
+        Mutex<HashMap<String, tokio::sync::oneshot::Sender<gleitzeit_protocol::Envelope>>>,
+    /// Workflow owners learned from the queue-manager (bounded; owners never change).
+    pub(crate) owners: Mutex<HashMap<String, Option<String>>>,
 }
 
 impl HubState {
@@ -134,7 +172,11 @@ impl BoundHub {
             }
             None => (None, None),
         };
+        let auth = open_authenticator(&self.config)?;
         let state = Arc::new(HubState {
+            auth,
+            pending: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
             io: io.clone(),
             registry: Mutex::new(Registry::new(&self.config.hub_id)),
             config: self.config.clone(),
@@ -146,6 +188,7 @@ impl BoundHub {
         });
         sockets::install(state.clone());
         tokio::spawn(sockets::reaper(state.clone(), stopped.clone()));
+        tokio::spawn(sockets::revalidator(state.clone(), stopped.clone()));
         if let Some(rx) = mesh_rx {
             tokio::spawn(sockets::mesh_intake(state.clone(), rx));
             tokio::spawn(sockets::mesh_ticker(state.clone(), stopped.clone()));
@@ -153,7 +196,11 @@ impl BoundHub {
 
         let app = http::router(state.clone())
             .layer(layer)
-            .layer(CorsLayer::permissive());
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(origin::Origins::new(&self.config.allowed_origins)),
+                origin::guard,
+            ))
+            .layer(origin::cors(&self.config.allowed_origins));
         info!(addr = %self.addr, hub_id = %self.config.hub_id, "central hub listening");
         let graceful = {
             let state = state.clone();
@@ -193,11 +240,14 @@ pub async fn bind(config: HubConfig) -> Result<BoundHub, HubError> {
         addr: addr.clone(),
         source,
     })?;
-    if !bound.ip().is_loopback() && !config.auth_required {
+    if !bound.ip().is_loopback() && config.auth == AuthMode::Off {
+        if !config.insecure_no_auth {
+            return Err(HubError::Insecure(bound));
+        }
         warn!(
             %bound,
-            "the hub listens beyond loopback WITHOUT authentication: anyone who can reach this \
-             port can run code through the providers"
+            "the hub listens beyond loopback WITHOUT authentication (--insecure-no-auth): \
+             anyone who can reach this port can run code through the providers"
         );
     }
     Ok(BoundHub {
@@ -205,6 +255,37 @@ pub async fn bind(config: HubConfig) -> Result<BoundHub, HubError> {
         addr: bound,
         config,
     })
+}
+
+/// The key store (the mesh's Redis, else `auth.db` in the data dir) and the authenticator.
+fn open_authenticator(config: &HubConfig) -> Result<Authenticator, HubError> {
+    if config.auth == AuthMode::Off {
+        warn!("authentication is OFF: every connection is the anonymous admin");
+        return Ok(Authenticator::new(AuthMode::Off, None));
+    }
+    let store = match &config.mesh_redis_url {
+        Some(url) => gleitzeit_auth::KeyStore::open_redis(url),
+        None => {
+            let dir = config
+                .data_dir
+                .clone()
+                .unwrap_or_else(gleitzeit_runtime::default_data_dir);
+            gleitzeit_auth::KeyStore::open_dir(&dir)
+        }
+    }
+    .map_err(|e| HubError::KeyStore(e.to_string()))?;
+    match store.users() {
+        Ok(users) if users.is_empty() => warn!(
+            "authentication is required but the key store has no users yet: \
+             create the admin with `gz auth init`"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read the key store yet"),
+    }
+    Ok(Authenticator::new(
+        AuthMode::Required,
+        Some(Arc::new(store)),
+    ))
 }
 
 /// Binds and serves until `shutdown` fires.

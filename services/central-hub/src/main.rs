@@ -30,13 +30,29 @@ struct Args {
     /// suffix).
     #[arg(long, env = "GLEITZEIT_HUB_ID")]
     hub_id: Option<String>,
+    /// Whether connections must present an API key: `required` (default) or `off`
+    /// (everyone is the anonymous admin; only on loopback unless --insecure-no-auth).
+    #[arg(long, env = "GLEITZEIT_AUTH", default_value = "required")]
+    auth: central_hub::AuthMode,
+    /// Allow `--auth off` on an address beyond loopback. Anyone who reaches the port can
+    /// then run code through the providers.
+    #[arg(long, env = "GLEITZEIT_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
+    /// Data dir holding the key store (`auth.db`) when there is no mesh Redis.
+    #[arg(long, env = "GLEITZEIT_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Browser origins allowed besides the hub's own, comma-separated
+    /// (e.g. `http://localhost:5173`).
+    #[arg(long, env = "GLEITZEIT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
     /// Log format.
     #[arg(long, env = "GLEITZEIT_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
 
+/// Seconds from a flag, held to 0.05 s ..= 1 day (NaN: 5 s).
 fn seconds(v: f64) -> Duration {
-    Duration::from_secs_f64(v.clamp(0.05, 86_400.0))
+    Duration::try_from_secs_f64(v.clamp(0.05, 86_400.0)).unwrap_or(Duration::from_secs(5))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -49,6 +65,10 @@ async fn main() -> std::process::ExitCode {
         heartbeat_interval: interval,
         heartbeat_timeout: args.heartbeat_timeout.map(seconds).unwrap_or(interval * 3),
         mesh_redis_url: args.redis_url,
+        auth: args.auth,
+        insecure_no_auth: args.insecure_no_auth,
+        data_dir: args.data_dir,
+        allowed_origins: args.allowed_origins,
         ..Default::default()
     };
     let config = match args.hub_id {

@@ -25,6 +25,8 @@ pub struct Entry {
     pub info: ComponentInfo,
     /// Its Socket.IO socket id.
     pub sid: String,
+    /// The user whose key registered it (empty when authentication is off).
+    pub user: String,
     last_seen: Instant,
 }
 
@@ -79,6 +81,11 @@ impl Registry {
 
     /// Registers (or replaces) a component. Returns the entry it replaced, if any.
     pub fn register(&mut self, reg: RegisterPayload, sid: &str) -> Option<Entry> {
+        self.register_by(reg, sid, "")
+    }
+
+    /// Registers (or replaces) a component on behalf of `user`.
+    pub fn register_by(&mut self, reg: RegisterPayload, sid: &str, user: &str) -> Option<Entry> {
         let id = reg.component_id.clone();
         let now = now_millis();
         let info = ComponentInfo {
@@ -99,6 +106,7 @@ impl Registry {
             Entry {
                 info,
                 sid: sid.to_string(),
+                user: user.to_string(),
                 last_seen: Instant::now(),
             },
         );
@@ -141,6 +149,18 @@ impl Registry {
     /// The component id registered on a socket.
     pub fn id_of_sid(&self, sid: &str) -> Option<&str> {
         self.by_sid.get(sid).map(String::as_str)
+    }
+
+    /// The id and type of the component registered on a socket.
+    pub fn component_of_sid(&self, sid: &str) -> Option<(&str, &str)> {
+        let id = self.by_sid.get(sid)?;
+        let entry = self.components.get(id)?;
+        Some((id.as_str(), entry.info.registration.component_type.as_str()))
+    }
+
+    /// The user who registered a local component.
+    pub fn owner_of(&self, component_id: &str) -> Option<&str> {
+        self.components.get(component_id).map(|e| e.user.as_str())
     }
 
     /// The socket of a local component id.

@@ -10,31 +10,88 @@ use gleitzeit_protocol::payloads::{
     ComponentInfo, ComponentLeft, HeartbeatPayload, RegisterPayload, RegisteredPayload,
     SubscribePayload,
 };
-use gleitzeit_protocol::{Envelope, RawEnvelope, Target, SIO_ENVELOPE_EVENT};
+use gleitzeit_protocol::{Envelope, Identity, RawEnvelope, Reply, Target, SIO_ENVELOPE_EVENT};
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
 use socketioxide::extract::{Event, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::auth::{key_from_auth_payload, key_from_headers, refusal_text, Session};
 use crate::mesh::{Kind, MeshMessage};
+use crate::policy::{self, RoomAccess};
 use crate::registry::{Location, Verdict};
 use crate::HubState;
 
 /// Longest accepted id, source or event name.
 const MAX_NAME_LEN: usize = 256;
+/// Most capabilities one component may declare.
+pub(crate) const MAX_CAPABILITIES: usize = 1_000;
+/// Largest registration or heartbeat metadata (serialised JSON bytes).
+const MAX_METADATA_BYTES: usize = 256 * 1024;
+/// How long the hub waits for a queue-manager to say who owns a workflow.
+const OWNER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Workflow owners remembered at most (the cache is cleared past it).
+const MAX_CACHED_OWNERS: usize = 100_000;
+
+/// Why a connection was refused; its text is the `connect_error` message.
+#[derive(Debug)]
+struct Refusal(String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Connect middleware: authenticates the socket and keeps its [`Session`].
+async fn authenticate_socket(
+    state: &HubState,
+    socket: &SocketRef,
+    auth: Option<Value>,
+) -> Result<(), Refusal> {
+    let from_payload = auth.as_ref().and_then(key_from_auth_payload);
+    let headers = &socket.req_parts().headers;
+    let key = from_payload.or_else(|| key_from_headers(headers));
+    match state.auth.authenticate(key).await {
+        Ok(session) => {
+            debug!(sid = %socket.id, user = %session.identity.user, role = %session.identity.role, "socket authenticated");
+            socket.extensions.insert(session);
+            Ok(())
+        }
+        Err(err) => {
+            state.rejected.fetch_add(1, Ordering::Relaxed);
+            warn!(sid = %socket.id, code = %err.code, reason = %err.message, "refused a connection");
+            Err(Refusal(refusal_text(&err)))
+        }
+    }
+}
+
+/// The session of an authenticated socket.
+fn session_of(socket: &SocketRef) -> Option<Arc<Session>> {
+    socket.extensions.get::<Arc<Session>>()
+}
 
 pub(crate) fn install(state: Arc<HubState>) {
     let io = state.io.clone();
-    io.ns("/", move |socket: SocketRef| {
+    let on_auth = state.clone();
+    let middleware = move |socket: SocketRef, TryData(auth): TryData<Value>| {
+        let state = on_auth.clone();
+        async move { authenticate_socket(&state, &socket, auth.ok()).await }
+    };
+    let on_connect = move |socket: SocketRef| {
         let state = state.clone();
         async move {
             debug!(sid = %socket.id, "socket connected");
             let on_env = state.clone();
-            socket.on(SIO_ENVELOPE_EVENT, move |s: SocketRef, TryData(data): TryData<RawEnvelope>| {
-                let state = on_env.clone();
-                async move { intake(&state, &s, data.map_err(|e| e.to_string())).await }
-            });
+            socket.on(
+                SIO_ENVELOPE_EVENT,
+                move |s: SocketRef, TryData(data): TryData<RawEnvelope>| {
+                    let state = on_env.clone();
+                    async move { intake(&state, &s, data.map_err(|e| e.to_string())).await }
+                },
+            );
             let on_other = state.clone();
             socket.on_fallback(move |s: SocketRef, Event(name): Event| {
                 let state = on_other.clone();
@@ -63,7 +120,8 @@ pub(crate) fn install(state: Arc<HubState>) {
                 }
             });
         }
-    });
+    };
+    io.ns("/", on_connect.with(middleware));
 }
 
 /// Handles one incoming `envelope` event. The payload stays unparsed JSON text unless the
@@ -82,17 +140,41 @@ async fn intake(state: &Arc<HubState>, socket: &SocketRef, data: Result<RawEnvel
     if let Some(err) = check_sizes(&env) {
         return reject(state, socket, Some(env.id.clone()), err);
     }
+    let Some(session) = session_of(socket) else {
+        let err = GzError::new(ErrorCode::AuthInvalid, "this socket is not authenticated");
+        return reject(state, socket, Some(env.id.clone()), err);
+    };
     let sid = socket.id.to_string();
-    env.source = state
-        .registry()
-        .id_of_sid(&sid)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("sid:{sid}"));
-    env.auth = None;
-    let span = info_span!("envelope", event = %env.event, correlation_id = env.correlation_id.as_deref().unwrap_or(&env.id), source = %env.source);
+    let (source, sender_type) = match state.registry().component_of_sid(&sid) {
+        Some((id, kind)) => (id.to_string(), Some(kind.to_string())),
+        None => (format!("sid:{sid}"), None),
+    };
+    env.source = source;
+    env.auth = Some(session.identity.clone());
+    let verdict = if env.target == Target::Hub {
+        policy::check_hub_event(&session.identity, &env.event)
+    } else {
+        policy::check_routed(
+            &session.identity,
+            sender_type.as_deref(),
+            &env.event,
+            &env.target,
+        )
+    };
+    if let Err(err) = verdict {
+        return reject(state, socket, Some(env.id.clone()), err);
+    }
+    let span = info_span!("envelope", event = %env.event, correlation_id = env.correlation_id.as_deref().unwrap_or(&env.id), source = %env.source, user = %session.identity.user);
     async {
         if env.target == Target::Hub {
-            hub_event(state, socket, env.parsed()).await;
+            hub_event(
+                state,
+                socket,
+                &session,
+                sender_type.as_deref(),
+                env.parsed(),
+            )
+            .await;
         } else {
             route(state, socket, env).await;
         }
@@ -134,6 +216,7 @@ fn reject(state: &HubState, socket: &SocketRef, correlation: Option<String>, err
         serde_json::to_value(&err).unwrap_or(Value::Null),
     );
     env.source = state.config.hub_id.clone();
+    env.auth = Some(Identity::hub(&state.config.hub_id));
     env.correlation_id = correlation;
     if let Err(e) = socket.emit(events::ERROR, &env) {
         debug!(error = %e, "could not deliver an error reply");
@@ -143,6 +226,10 @@ fn reject(state: &HubState, socket: &SocketRef, correlation: Option<String>, err
 fn send_to_socket<P: serde::Serialize>(state: &HubState, socket: &SocketRef, mut env: Envelope<P>) {
     if env.source.is_empty() {
         env.source = state.config.hub_id.clone();
+    }
+    if env.auth.is_none() {
+        // Envelopes from sockets were stamped on intake: an unstamped one is the hub's own.
+        env.auth = Some(Identity::hub(&state.config.hub_id));
     }
     if let Err(e) = socket.emit(env.event.clone(), &env) {
         warn!(sid = %socket.id, error = %e, "could not deliver a message to a socket");
@@ -155,26 +242,26 @@ fn reply_ok(state: &HubState, socket: &SocketRef, req: &Envelope, data: impl ser
     send_to_socket(state, socket, rep);
 }
 
-async fn hub_event(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
+async fn hub_event(
+    state: &Arc<HubState>,
+    socket: &SocketRef,
+    session: &Session,
+    sender_type: Option<&str>,
+    env: Envelope,
+) {
     let sid = socket.id.to_string();
     match env.event.as_str() {
         events::REGISTER => {
-            let reg: RegisterPayload = match env.payload_as() {
+            let mut reg: RegisterPayload = match env.payload_as() {
                 Ok(r) => r,
                 Err(e) => return reject(state, socket, Some(env.id.clone()), e),
             };
-            if reg.component_id.is_empty()
-                || reg.component_type.is_empty()
-                || reg.component_id.len() > MAX_NAME_LEN
-                || reg.component_type.len() > MAX_NAME_LEN
-            {
-                let err = GzError::new(
-                    ErrorCode::InvalidPayload,
-                    "component_id and component_type must be non-empty and at most 256 bytes",
-                );
+            if let Err(err) = check_registration(state, session, &mut reg) {
                 return reject(state, socket, Some(env.id.clone()), err);
             }
-            let replaced = state.registry().register(reg.clone(), &sid);
+            let replaced = state
+                .registry()
+                .register_by(reg.clone(), &sid, &session.identity.user);
             if let Some(old) = replaced {
                 if let Some(old_socket) = old
                     .sid
@@ -217,10 +304,15 @@ async fn hub_event(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
             }
         }
         events::HEARTBEAT => {
-            let hb: HeartbeatPayload = match env.payload_as() {
+            let mut hb: HeartbeatPayload = match env.payload_as() {
                 Ok(h) => h,
                 Err(e) => return reject(state, socket, Some(env.id.clone()), e),
             };
+            if let Some(m) = hb.metadata.as_mut() {
+                if let Err(err) = check_metadata(m) {
+                    return reject(state, socket, Some(env.id.clone()), err);
+                }
+            }
             let known = state.registry().heartbeat(&sid, &hb);
             reply_ok(state, socket, &env, json!({ "registered": known }));
         }
@@ -247,6 +339,11 @@ async fn hub_event(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
                     "room names must be 1..=256 bytes",
                 );
                 return reject(state, socket, Some(env.id.clone()), err);
+            }
+            if env.event == events::SUBSCRIBE {
+                if let Err(err) = check_rooms(state, session, sender_type, &sub.rooms).await {
+                    return reject(state, socket, Some(env.id.clone()), err);
+                }
             }
             let changed = if env.event == events::SUBSCRIBE {
                 socket.join(sub.rooms.clone());
@@ -301,6 +398,19 @@ async fn hub_event(state: &Arc<HubState>, socket: &SocketRef, env: Envelope) {
                 stop.fire();
             });
         }
+        events::AUTH_WHOAMI
+        | events::AUTH_USER_CREATE
+        | events::AUTH_USER_LIST
+        | events::AUTH_KEY_CREATE
+        | events::AUTH_KEY_LIST
+        | events::AUTH_KEY_REVOKE => {
+            let answer = crate::admin::handle(state, session, &env).await;
+            let rep = match answer {
+                Ok(data) => env.reply_ok(data),
+                Err(err) => env.reply_err(err),
+            };
+            send_to_socket(state, socket, rep);
+        }
         other => {
             let err = GzError::new(
                 ErrorCode::UnknownEvent,
@@ -351,6 +461,8 @@ fn deliver_to_component<P: serde::Serialize>(state: &HubState, id: &str, env: En
     let loc = state.registry().locate(id);
     match loc {
         Some(loc) => deliver_at(state, id, loc, env),
+        // An answer to another hub of the mesh (hubs are not in the component table).
+        None if state.registry().peers().iter().any(|p| p == id) => relay(state, Some(id), id, env),
         None => false,
     }
 }
@@ -402,6 +514,9 @@ async fn route(state: &Arc<HubState>, socket: &SocketRef, env: RawEnvelope) {
         if let Some(cid) = &env.correlation_id {
             state.registry().answered(cid);
         }
+    }
+    if matches!(&env.target, Target::Component(id) if *id == state.config.hub_id) {
+        return answer_to_hub(state, env);
     }
     state.routed.fetch_add(1, Ordering::Relaxed);
     let delivered = match &env.target {
@@ -479,6 +594,7 @@ async fn broadcast<T: serde::Serialize>(
         serde_json::to_value(payload).unwrap_or(Value::Null),
     );
     env.source = state.config.hub_id.clone();
+    env.auth = Some(Identity::hub(&state.config.hub_id));
     emit_to_rooms(state, vec![room.to_string()], &env, relayed).await;
 }
 
@@ -531,6 +647,10 @@ pub(crate) async fn mesh_intake(
                     if let Some(cid) = &env.correlation_id {
                         state.registry().answered(cid);
                     }
+                }
+                if to == state.config.hub_id {
+                    answer_to_hub(&state, env);
+                    continue;
                 }
                 let (source, id) = (env.source.clone(), env.id.clone());
                 let target = env.target.to_string();
@@ -637,6 +757,7 @@ pub(crate) async fn announce_shutdown(state: &HubState) {
         json!({"reason": "hub shutting down"}),
     );
     env.source = state.config.hub_id.clone();
+    env.auth = Some(Identity::hub(&state.config.hub_id));
     if let Err(e) = state.io.emit(events::HUB_SHUTTING_DOWN, &env).await {
         debug!(error = %e, "shutdown broadcast failed");
     }
@@ -644,4 +765,262 @@ pub(crate) async fn announce_shutdown(state: &HubState) {
         mesh.leave().await;
     }
     state.io.close().await;
+}
+
+/// Checks a registration against the key's grant and the limits, and redacts its metadata.
+fn check_registration(
+    state: &HubState,
+    session: &Session,
+    reg: &mut RegisterPayload,
+) -> Result<(), GzError> {
+    if reg.component_id.is_empty()
+        || reg.component_type.is_empty()
+        || reg.component_id.len() > MAX_NAME_LEN
+        || reg.component_type.len() > MAX_NAME_LEN
+        || reg.component_id.starts_with("sid:")
+    {
+        return Err(GzError::new(
+            ErrorCode::InvalidPayload,
+            "component_id and component_type must be non-empty and at most 256 bytes \
+             (and an id may not start with \"sid:\")",
+        ));
+    }
+    if !session.grant.may_register_as(&reg.component_type) {
+        return Err(GzError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "{} ({}) may not register as a {}",
+                session.identity.user, session.identity.role, reg.component_type
+            ),
+        )
+        .with_hint(
+            "use a SERVICE key that allows this component type \
+             (`gz auth key create NAME --user U --component-types TYPE`)",
+        ));
+    }
+    if reg.component_id == state.config.hub_id
+        || state.registry().peers().contains(&reg.component_id)
+    {
+        return Err(GzError::new(
+            ErrorCode::PermissionDenied,
+            "a component may not take a hub's id",
+        ));
+    }
+    let owner = state
+        .registry()
+        .owner_of(&reg.component_id)
+        .map(str::to_string);
+    if let Some(owner) = owner {
+        if owner != session.identity.user
+            && session.identity.role != gleitzeit_protocol::Role::Admin
+        {
+            return Err(GzError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "component id {:?} is registered by another user",
+                    reg.component_id
+                ),
+            ));
+        }
+    }
+    if reg.capabilities.len() > MAX_CAPABILITIES
+        || reg
+            .capabilities
+            .iter()
+            .any(|c| c.is_empty() || c.len() > MAX_NAME_LEN)
+    {
+        return Err(GzError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "{} capabilities declared; at most {MAX_CAPABILITIES} of 1..=256 bytes each",
+                reg.capabilities.len()
+            ),
+        ));
+    }
+    check_metadata(&mut reg.metadata)
+}
+
+/// Limits metadata to [`MAX_METADATA_BYTES`] and redacts credentials in it, so the registry,
+/// `/components`, `/providers`, events and the mesh never carry a password.
+fn check_metadata(metadata: &mut Value) -> Result<(), GzError> {
+    let size = serde_json::to_string(metadata)
+        .map(|s| s.len())
+        .unwrap_or(0);
+    if size > MAX_METADATA_BYTES {
+        return Err(GzError::new(
+            ErrorCode::TooLarge,
+            format!("metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}"),
+        ));
+    }
+    gleitzeit_protocol::identity::redact_json(metadata);
+    Ok(())
+}
+
+/// Checks that the session may join every room asked for (asking the queue-manager who
+/// owns a workflow when a USER asks for its room).
+async fn check_rooms(
+    state: &Arc<HubState>,
+    session: &Session,
+    sender_type: Option<&str>,
+    rooms: &[String],
+) -> Result<(), GzError> {
+    for room in rooms {
+        match policy::room_access(&session.identity, sender_type, room) {
+            RoomAccess::Allowed => {}
+            RoomAccess::Denied(err) => return Err(err),
+            RoomAccess::IfOwner(workflow_id) => {
+                let owner = workflow_owner(state, &workflow_id).await?;
+                if owner.as_deref() != Some(session.identity.user.as_str()) {
+                    return Err(GzError::new(
+                        ErrorCode::PermissionDenied,
+                        format!(
+                            "{} may not watch workflow {workflow_id}: it is not theirs",
+                            session.identity.user
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Who owns a workflow, from the cache or a queue-manager.
+async fn workflow_owner(
+    state: &Arc<HubState>,
+    workflow_id: &str,
+) -> Result<Option<String>, GzError> {
+    let cached = lock(&state.owners).get(workflow_id).cloned();
+    if let Some(owner) = cached {
+        return Ok(owner);
+    }
+    let answer = ask(
+        state,
+        Target::Type(gleitzeit_protocol::events::component_types::QUEUE_MANAGER.into()),
+        events::WORKFLOW_OWNER,
+        json!({ "workflow_id": workflow_id }),
+    )
+    .await?;
+    let owner = answer
+        .get("owner")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if owner.is_some() {
+        let mut owners = lock(&state.owners);
+        if owners.len() >= MAX_CACHED_OWNERS {
+            owners.clear();
+        }
+        owners.insert(workflow_id.to_string(), owner.clone());
+    }
+    Ok(owner)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends a request of the hub's own to a component and waits for its reply.
+async fn ask(
+    state: &Arc<HubState>,
+    target: Target,
+    event: &str,
+    payload: Value,
+) -> Result<Value, GzError> {
+    let mut env = Envelope::new(target.clone(), event, payload);
+    env.source = state.config.hub_id.clone();
+    env.auth = Some(Identity::hub(&state.config.hub_id));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    lock(&state.pending).insert(env.id.clone(), tx);
+    let id = env.id.clone();
+    let chosen = match &target {
+        Target::Type(t) => state
+            .registry()
+            .choose(&format!("type:{t}"), &id, |c| &c.component_type == t),
+        _ => None,
+    };
+    let sent = chosen.is_some_and(|(cid, loc)| deliver_at(state, &cid, loc, env));
+    if !sent {
+        lock(&state.pending).remove(&id);
+        return Err(GzError::new(
+            ErrorCode::NoRoute,
+            format!("no connected component for target {target}"),
+        ));
+    }
+    let reply = tokio::time::timeout(OWNER_TIMEOUT, rx).await;
+    lock(&state.pending).remove(&id);
+    let reply = match reply {
+        Ok(Ok(reply)) => reply,
+        _ => {
+            return Err(GzError::new(
+                ErrorCode::RequestTimeout,
+                format!("no answer to {event} from {target}"),
+            ))
+        }
+    };
+    if reply.event == events::ERROR {
+        return Err(reply.payload_as::<GzError>().unwrap_or_else(|e| e));
+    }
+    reply.payload_as::<Reply>()?.into_result()
+}
+
+/// A reply addressed to the hub itself: hands it to the waiting request.
+fn answer_to_hub(state: &HubState, env: RawEnvelope) {
+    let Some(cid) = env.correlation_id.clone() else {
+        return;
+    };
+    let waiter = lock(&state.pending).remove(&cid);
+    match waiter {
+        Some(tx) => {
+            let _ = tx.send(env.parsed());
+        }
+        None => debug!(correlation_id = %cid, "an answer to the hub that nobody waits for"),
+    }
+}
+
+/// Closes this hub's sockets that use the key `key_id`; returns how many.
+pub(crate) fn disconnect_key(state: &HubState, key_id: &str) -> usize {
+    let mut closed = 0;
+    for socket in state.io.sockets() {
+        let uses_key =
+            session_of(&socket).is_some_and(|s| s.identity.key_id.as_deref() == Some(key_id));
+        if uses_key {
+            let _ = socket.disconnect();
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// Checks connected sockets' keys every [`crate::auth::REVALIDATE_EVERY`]: sockets whose key
+/// was revoked or expired (on any hub of a mesh) are closed.
+pub(crate) async fn revalidator(state: Arc<HubState>, stopped: Shutdown) {
+    let mut tick = tokio::time::interval(crate::auth::REVALIDATE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait() => return,
+        }
+        let mut verdicts: std::collections::HashMap<String, bool> = Default::default();
+        for socket in state.io.sockets() {
+            let Some(session) = session_of(&socket) else {
+                continue;
+            };
+            let Some(key_id) = session.identity.key_id.clone() else {
+                continue;
+            };
+            let valid = match verdicts.get(&key_id) {
+                Some(v) => *v,
+                None => {
+                    let v = state.auth.still_valid(&session).await;
+                    verdicts.insert(key_id.clone(), v);
+                    v
+                }
+            };
+            if !valid {
+                warn!(sid = %socket.id, key = %key_id, user = %session.identity.user, "key revoked or expired; closing its connection");
+                let _ = socket.disconnect();
+            }
+        }
+    }
 }

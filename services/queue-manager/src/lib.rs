@@ -64,17 +64,6 @@ pub enum ServiceError {
     Store(#[from] StoreError),
 }
 
-/// The default data directory: `$XDG_DATA_HOME/gleitzeit` or `~/.local/share/gleitzeit`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(d).join("gleitzeit");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/share/gleitzeit"),
-        None => std::env::temp_dir().join("gleitzeit"),
-    }
-}
-
 /// Opens the store, connects, resumes unfinished workflows and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
     let store: Arc<dyn Store> = match &config.redis_url {

@@ -38,7 +38,7 @@ async fn main() -> std::process::ExitCode {
         component_id: args.common.component_id,
         data_dir: args
             .data_dir
-            .unwrap_or_else(queue_manager::default_data_dir),
+            .unwrap_or_else(gleitzeit_runtime::default_data_dir),
         redis_url: args.redis_url.filter(|u| !u.is_empty()),
         provider_grace: std::time::Duration::from_secs_f64(
             args.provider_grace.clamp(0.1, 86_400.0),
