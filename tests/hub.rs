@@ -138,7 +138,8 @@ async fn a_target_with_no_component_gets_a_no_route_error() {
 fn python_check(hub: &TestHub, mode: &str, transport: &str) -> Command {
     let mut cmd = Command::new("python3");
     cmd.arg(repo_root().join("tests/python/hub_client_check.py"))
-        .args([&hub.url, mode, transport]);
+        .args([&hub.url, mode, transport])
+        .env("GLEITZEIT_API_KEY", &hub.key);
     cmd
 }
 

@@ -15,6 +15,9 @@ import uuid
 
 import socketio
 
+# The API key comes from the environment, as for every Gleitzeit client.
+AUTH = {"api_key": os.environ["GLEITZEIT_API_KEY"]} if os.environ.get("GLEITZEIT_API_KEY") else None
+
 
 def envelope(event, payload, target="hub"):
     return {"v": 1, "id": str(uuid.uuid4()), "source": "", "target": target, "event": event, "payload": payload}
@@ -36,7 +39,7 @@ def join(url, transport):
         seen["id"] = env["payload"]["component_id"]
         joined.set()
 
-    sio.connect(url, transports=[transport], wait_timeout=10)
+    sio.connect(url, transports=[transport], wait_timeout=10, auth=AUTH)
     sio.emit("envelope", envelope("subscribe", {"rooms": ["components"]}))
     if not subscribed.wait(10):
         print("no subscribe reply")
@@ -70,7 +73,7 @@ def malformed(url, transport):
             replies.append(env)
             got.notify_all()
 
-    sio.connect(url, transports=[transport], wait_timeout=10)
+    sio.connect(url, transports=[transport], wait_timeout=10, auth=AUTH)
     good = envelope("register", {"component_type": "", "component_id": ""})
     cases = [
         ("string", "envelope", "this is not json"),

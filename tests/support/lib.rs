@@ -3,9 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use gleitzeit_hub_client::{ClientConfig, HubClient, Incoming};
@@ -39,6 +41,64 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The admin key of each test hub (by URL) and of each mesh Redis (by Redis URL).
+static KEYS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+/// The admin key of the hub at `hub_url` (the first of a comma-separated list).
+pub fn key_of(hub_url: &str) -> Option<String> {
+    let first = hub_url.split(',').next().unwrap_or(hub_url).trim();
+    KEYS.lock().unwrap().get(first).cloned()
+}
+
+/// An admin key of a key store, made once per `place` (a hub URL or a Redis URL) in this
+/// process: a hub restarted on the same port keeps its key store and key.
+fn admin_key(place: &str, open: impl FnOnce() -> gleitzeit_auth::KeyStore) -> String {
+    let mut keys = KEYS.lock().unwrap();
+    if let Some(k) = keys.get(place) {
+        return k.clone();
+    }
+    let store = open();
+    let key = match store.init("admin") {
+        Ok(k) => k.secret,
+        // The admin exists already (another hub of the mesh made it): a key of our own.
+        Err(_) => {
+            store
+                .create_key("e2e", "admin", None, vec![])
+                .expect("key")
+                .secret
+        }
+    };
+    keys.insert(place.to_string(), key.clone());
+    key
+}
+
+/// The admin key of the hub at `url` whose key store is in `data_dir`.
+pub fn admin_key_in_dir(url: &str, data_dir: &Path) -> String {
+    admin_key(url, || {
+        gleitzeit_auth::KeyStore::open_dir(data_dir).expect("key store opens")
+    })
+}
+
+/// An admin key in the key store of a mesh Redis.
+pub fn admin_key_in_redis(redis_url: &str) -> String {
+    admin_key(redis_url, || {
+        gleitzeit_auth::KeyStore::open_redis(redis_url).expect("key store opens")
+    })
+}
+
+/// Makes a user with `role` in the key store of `data_dir` and a key for it.
+pub fn user_key_in_dir(data_dir: &Path, name: &str, role: &str) -> String {
+    let store = gleitzeit_auth::KeyStore::open_dir(data_dir).expect("key store opens");
+    let role = role.parse().expect("role");
+    if store.user(name).expect("user lookup").is_none() {
+        store.create_user(name, role).expect("user");
+    }
+    store
+        .create_key("e2e", name, None, vec![])
+        .expect("key")
+        .secret
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -52,6 +112,8 @@ pub fn free_port() -> u16 {
 pub struct Proc {
     /// What it is.
     pub name: String,
+    /// Its log file (stdout and stderr).
+    pub log: PathBuf,
     child: Option<Child>,
 }
 
@@ -60,8 +122,8 @@ impl Proc {
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
         let logs = bin_dir().join("e2e-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
-        let log = std::fs::File::create(logs.join(format!("{name}-{}.log", free_port())))
-            .expect("log file");
+        let log_path = logs.join(format!("{name}-{}.log", free_port()));
+        let log = std::fs::File::create(&log_path).expect("log file");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("clone")))
             .stderr(Stdio::from(log));
@@ -70,6 +132,7 @@ impl Proc {
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Proc {
             name: name.to_string(),
+            log: log_path,
             child: Some(child),
         }
     }
@@ -127,7 +190,9 @@ impl Drop for Proc {
     }
 }
 
-/// A hub on a free port with fast heartbeats (interval 0.3 s, timeout 1.5 s).
+/// A hub on a free port with fast heartbeats (interval 0.3 s, timeout 1.5 s), requiring
+/// keys (its key store is in its own data dir, or the mesh Redis), with an admin key that
+/// every process started through this module presents.
 pub struct TestHub {
     /// The process.
     pub proc: Proc,
@@ -135,6 +200,10 @@ pub struct TestHub {
     pub url: String,
     /// Its port.
     pub port: u16,
+    /// Its data dir (key store).
+    pub data_dir: PathBuf,
+    /// An admin key.
+    pub key: String,
 }
 
 impl TestHub {
@@ -156,8 +225,22 @@ impl TestHub {
     /// Starts the hub on a given port with extra flags (which replace the test defaults of
     /// the same name).
     pub async fn start_with(port: u16, extra: &[&str]) -> TestHub {
+        let data_dir = std::env::temp_dir().join(format!("gz-hub-{}-{port}", std::process::id()));
+        let mesh = extra
+            .iter()
+            .position(|a| *a == "--redis-url")
+            .and_then(|i| extra.get(i + 1));
+        let url = format!("http://127.0.0.1:{port}");
+        let key = match mesh {
+            Some(redis_url) => admin_key_in_redis(redis_url),
+            None if extra.contains(&"off") => String::new(),
+            None => admin_key_in_dir(&url, &data_dir),
+        };
+        KEYS.lock().unwrap().insert(url.clone(), key.clone());
         let mut cmd = Command::new(bin("central-hub"));
-        cmd.args(["--port", &port.to_string()]);
+        cmd.args(["--port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(&data_dir);
         for (flag, value) in [
             ("--heartbeat-interval", "0.3"),
             ("--heartbeat-timeout", "1.5"),
@@ -168,12 +251,22 @@ impl TestHub {
         }
         cmd.args(extra);
         let proc = Proc::spawn("central-hub", cmd);
-        let url = format!("http://127.0.0.1:{port}");
         wait_for(Duration::from_secs(20), || async {
-            http_json(&url, "/health").await.is_some()
+            http_json(&url, "/livez").await.is_some()
         })
         .await;
-        TestHub { proc, url, port }
+        TestHub {
+            proc,
+            url,
+            port,
+            data_dir,
+            key,
+        }
+    }
+
+    /// A key for a new user of this hub with `role`.
+    pub fn user_key(&self, name: &str, role: &str) -> String {
+        user_key_in_dir(&self.data_dir, name, role)
     }
 
     /// Starts a service binary connected to this hub.
@@ -183,7 +276,7 @@ impl TestHub {
 
     /// A plain client of this hub.
     pub async fn client(&self) -> (HubClient, Incoming) {
-        HubClient::connect(ClientConfig::client(&self.url))
+        HubClient::connect(ClientConfig::client(&self.url).with_api_key(&self.key))
             .await
             .expect("client connects")
     }
@@ -210,7 +303,11 @@ impl TestHub {
 /// Runs `gz --hub-url HUB_URL ARGS` in the repository root; returns (exit code, stdout,
 /// stderr).
 pub fn gz_at(hub_url: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("gz"))
+    let mut cmd = Command::new(bin("gz"));
+    if let Some(key) = key_of(hub_url) {
+        cmd.env("GLEITZEIT_API_KEY", key);
+    }
+    let out = cmd
         .arg("--hub-url")
         .arg(hub_url)
         .args(args)
@@ -389,6 +486,9 @@ pub fn assert_spread(
 /// Starts a service binary connected to `hub_url` (one hub, or several comma-separated).
 pub fn service_at(hub_url: &str, name: &str, id: &str, args: &[&str]) -> Proc {
     let mut cmd = Command::new(bin(name));
+    if let Some(key) = key_of(hub_url) {
+        cmd.env("GLEITZEIT_API_KEY", key);
+    }
     cmd.env("GLEITZEIT_HUB_URL", hub_url)
         .env("GLEITZEIT_COMPONENT_ID", id)
         .env(
@@ -401,12 +501,11 @@ pub fn service_at(hub_url: &str, name: &str, id: &str, args: &[&str]) -> Proc {
 
 /// GET a JSON document, or None.
 pub async fn http_json(base: &str, path: &str) -> Option<serde_json::Value> {
-    let resp = reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
+    let mut req = reqwest::Client::new().get(format!("{base}{path}"));
+    if let Some(key) = key_of(base) {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.timeout(Duration::from_secs(2)).send().await.ok()?;
     resp.json().await.ok()
 }
 

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use gleitzeit_auth::KeyStore;
 use gleitzeit_hub_client::HubClient;
 use gleitzeit_protocol::{events, ErrorCode, GzError, Target};
-use gleitzeit_runtime::credentials::{self as creds, SavedLogin};
+use gleitzeit_runtime::credentials::{self as creds, KeySource, SavedLogin};
 use serde_json::{json, Value};
 
 use crate::credentials::api_key;
@@ -44,11 +44,9 @@ enum AuthCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check a key against the hub (and save it with --save).
+    /// Check a key given with --api-key (or GLEITZEIT_API_KEY) against the hub, and save
+    /// it with --save.
     Login {
-        /// The key (`gzt_…`).
-        #[arg(long = "api-key")]
-        key: String,
         /// Save it as this machine's login (mode 0600).
         #[arg(long)]
         save: bool,
@@ -167,7 +165,19 @@ pub async fn run(hub_url: &str, args: AuthArgs) -> CmdResult {
             save,
             json,
         } => init(hub_url, &name, data_dir, redis_url, save, json),
-        AuthCommand::Login { key, save, json } => login(hub_url, &key, save, json).await,
+        AuthCommand::Login { save, json } => {
+            let key = match api_key() {
+                Some((key, KeySource::Environment)) => key,
+                _ => {
+                    return Err(GzError::new(
+                        ErrorCode::Usage,
+                        "give the key to sign in with: gz auth login --api-key KEY [--save]",
+                    )
+                    .into())
+                }
+            };
+            login(hub_url, &key, save, json).await
+        }
         AuthCommand::Status { json } => status(hub_url, json).await,
         AuthCommand::Logout { json } => logout(json),
         AuthCommand::User { command } => match command {

@@ -164,13 +164,49 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// Free text (an error message, a log line) with the password of every URL in it
+/// replaced by `***` (`http://user:pw@host` → `http://user:***@host`).
+pub fn redact_text(text: &str) -> String {
+    if !text.contains("://") {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| {
+                c.is_whitespace() || matches!(c, '/' | '?' | '#' | ')' | '"' | '\'' | ',' | '>')
+            })
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***@{host}")),
+                None => out.push_str(&format!("***@{host}")),
+            },
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Redacts secrets in a JSON document in place: every string holding a URL goes through
-/// [`redact_url`], and the value of every key that names a secret (`api_key`, `password`,
+/// [`redact_url`] (or [`redact_text`] when it is more than a URL), and the value of every key that names a secret (`api_key`, `password`,
 /// `token`, `authorization`, …) becomes `"***"`.
 pub fn redact_json(value: &mut serde_json::Value) {
     use serde_json::Value;
     match value {
-        Value::String(s) if s.contains("://") => *s = redact_url(s),
+        Value::String(s) if s.contains("://") => {
+            *s = if s.contains(char::is_whitespace) {
+                redact_text(s)
+            } else {
+                redact_url(s)
+            }
+        }
         Value::Array(items) => items.iter_mut().for_each(redact_json),
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
@@ -227,6 +263,16 @@ mod tests {
         };
         assert!(viewer.may_read(Some("bob")));
         assert!(!viewer.may_cancel(Some("bob")));
+    }
+
+    #[test]
+    fn urls_inside_text_are_redacted() {
+        assert_eq!(
+            redact_text("error sending request for url (http://u:pw@h:1/api/tags): refused"),
+            "error sending request for url (http://u:***@h:1/api/tags): refused"
+        );
+        assert_eq!(redact_text("no urls here"), "no urls here");
+        assert_eq!(redact_text("a https://h/x b"), "a https://h/x b");
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //!     started_at: None,
 //!     finished_at: None,
 //!     error: None,
+//!     owner: Some("alice".into()),
 //! };
 //! let mut task = TaskRecord {
 //!     workflow_id: "wf-1".into(),

@@ -194,6 +194,10 @@ pub struct WorkflowRecord {
     pub finished_at: Option<u64>,
     /// Why it failed, as a structured error.
     pub error: Option<serde_json::Value>,
+    /// The user who submitted it (as the hub authenticated them); `None` for workflows
+    /// stored before identities existed.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// One stored task of a workflow, identified by `(workflow_id, task_id)`.

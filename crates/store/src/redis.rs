@@ -7,7 +7,7 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `{p}wf:{id}` | hash | the workflow record without its spec: `name`, `status`, `total_tasks`, `created_at`, and when set `base_dir`, `started_at`, `finished_at`, `error` (JSON); plus `seq` (insertion counter), `member` (its entry in the indexes below) and `token` (see atomicity) |
+//! | `{p}wf:{id}` | hash | the workflow record without its spec: `name`, `status`, `total_tasks`, `created_at`, and when set `base_dir`, `started_at`, `finished_at`, `error` (JSON), `owner`; plus `seq` (insertion counter), `member` (its entry in the indexes below) and `token` (see atomicity) |
 //! | `{p}spec:{id}` | string | the spec JSON, kept apart so that listing and status updates never read or rewrite a multi-megabyte spec |
 //! | `{p}order:{id}` | list | the task ids in insertion order |
 //! | `{p}tasks:{id}` | hash | task id → the task record as JSON (without its ids, which are in the keys) |
@@ -82,7 +82,7 @@ pub const SCAN_PAGE: usize = 256;
 
 /// The fields of a workflow hash that make up the record (spec aside), in the order
 /// [`decode_workflow`] reads them.
-const WORKFLOW_FIELDS: [&str; 8] = [
+const WORKFLOW_FIELDS: [&str; 9] = [
     "name",
     "status",
     "base_dir",
@@ -91,6 +91,7 @@ const WORKFLOW_FIELDS: [&str; 8] = [
     "started_at",
     "finished_at",
     "error",
+    "owner",
 ];
 
 /// Length of the `{created_at:020}:{seq:020}:` head of an index member.
@@ -833,6 +834,9 @@ fn encode_workflow(wf: &WorkflowRecord) -> Result<EncodedWorkflow<'_>, StoreErro
     if let Some(error) = &wf.error {
         fields.push(("error", to_json(error, "error", what)?));
     }
+    if let Some(owner) = &wf.owner {
+        fields.push(("owner", owner.clone()));
+    }
     let spec = if wf.spec.is_null() {
         None
     } else {
@@ -1025,8 +1029,9 @@ fn decode_workflow(
     spec: Option<Vec<u8>>,
 ) -> Result<Option<WorkflowRecord>, StoreError> {
     let corrupt = |e: String| StoreError::Corrupt(format!("workflow `{id}`: {e}"));
-    let Ok([name, status, base_dir, total_tasks, created_at, started_at, finished_at, error]) =
-        <[Option<Vec<u8>>; 8]>::try_from(fields)
+    let Ok(
+        [name, status, base_dir, total_tasks, created_at, started_at, finished_at, error, owner],
+    ) = <[Option<Vec<u8>>; 9]>::try_from(fields)
     else {
         return Err(corrupt("wrong number of fields".to_string()));
     };
@@ -1060,6 +1065,7 @@ fn decode_workflow(
         started_at: parsed(started_at, "started_at").map_err(corrupt)?,
         finished_at: parsed(finished_at, "finished_at").map_err(corrupt)?,
         error: opt_json(error, "error").map_err(corrupt)?,
+        owner: text(owner, "owner").map_err(corrupt)?,
     }))
 }
 

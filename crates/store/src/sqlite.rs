@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS workflows (
     created_at  INTEGER NOT NULL,
     started_at  INTEGER,
     finished_at INTEGER,
-    error       TEXT
+    error       TEXT,
+    owner       TEXT
 );
 CREATE INDEX IF NOT EXISTS workflows_by_created ON workflows (created_at);
 CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows (status, created_at);
@@ -79,7 +80,7 @@ CREATE INDEX IF NOT EXISTS tasks_by_task_id ON tasks (task_id);
 /// Workflow columns without the spec, in the order [`read_workflow`] expects; `w` is the
 /// `workflows` table.
 const WORKFLOW_COLUMNS: &str = "w.id, w.name, w.status, w.base_dir, w.total_tasks, \
-     w.created_at, w.started_at, w.finished_at, w.error";
+     w.created_at, w.started_at, w.finished_at, w.error, w.owner";
 
 /// Task columns in the order [`read_task`] expects; `t` is the `tasks` table.
 const TASK_COLUMNS: &str = "t.workflow_id, t.task_id, t.name, t.method, t.status, \
@@ -87,16 +88,17 @@ const TASK_COLUMNS: &str = "t.workflow_id, t.task_id, t.name, t.method, t.status
      t.started_at, t.finished_at";
 
 const INSERT_WORKFLOW: &str = "INSERT INTO workflows \
-     (id, name, status, base_dir, total_tasks, created_at, started_at, finished_at, error) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+     (id, name, status, base_dir, total_tasks, created_at, started_at, finished_at, error, \
+     owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 const UPSERT_WORKFLOW: &str = "INSERT INTO workflows \
-     (id, name, status, base_dir, total_tasks, created_at, started_at, finished_at, error) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+     (id, name, status, base_dir, total_tasks, created_at, started_at, finished_at, error, \
+     owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
      ON CONFLICT (id) DO UPDATE SET name = excluded.name, status = excluded.status, \
      base_dir = excluded.base_dir, total_tasks = excluded.total_tasks, \
      created_at = excluded.created_at, started_at = excluded.started_at, \
-     finished_at = excluded.finished_at, error = excluded.error";
+     finished_at = excluded.finished_at, error = excluded.error, \
+     owner = COALESCE(excluded.owner, workflows.owner)";
 
 const UPSERT_SPEC: &str = "INSERT INTO workflow_specs (workflow_id, spec) VALUES (?1, ?2) \
      ON CONFLICT (workflow_id) DO UPDATE SET spec = excluded.spec";
@@ -191,6 +193,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::backend("begin schema transaction", e))?;
         tx.execute_batch(SCHEMA)
             .map_err(|e| StoreError::backend("create schema", e))?;
+        add_owner_column(&tx)?;
         let found: Option<i64> = tx
             .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
                 row.get(0)
@@ -576,6 +579,7 @@ fn write_workflow(
                 started_at,
                 finished_at,
                 error,
+                wf.owner,
             ])
         })
         .map_err(|e| StoreError::backend("write workflow", e))?;
@@ -695,7 +699,7 @@ fn read_workflow(row: &Row<'_>, with_spec: bool) -> Result<WorkflowRecord, Store
         .map_err(|e| StoreError::Corrupt(format!("workflow row: {e}")))?;
     let corrupt = |e: String| StoreError::Corrupt(format!("workflow `{id}`: {e}"));
     let spec = if with_spec {
-        cols.json(9, "spec")
+        cols.json(10, "spec")
             .map_err(corrupt)?
             .unwrap_or(Value::Null)
     } else {
@@ -711,8 +715,22 @@ fn read_workflow(row: &Row<'_>, with_spec: bool) -> Result<WorkflowRecord, Store
         started_at: cols.opt_u64(6, "started_at").map_err(corrupt)?,
         finished_at: cols.opt_u64(7, "finished_at").map_err(corrupt)?,
         error: cols.json(8, "error").map_err(corrupt)?,
+        owner: cols.get(9, "owner").map_err(corrupt)?,
         id,
     })
+}
+
+/// Stores made before workflows had owners get the column (their workflows have none).
+fn add_owner_column(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let has_owner = tx
+        .prepare("SELECT 1 FROM pragma_table_info('workflows') WHERE name = 'owner'")
+        .and_then(|mut stmt| stmt.exists([]))
+        .map_err(|e| StoreError::backend("read workflows columns", e))?;
+    if !has_owner {
+        tx.execute_batch("ALTER TABLE workflows ADD COLUMN owner TEXT")
+            .map_err(|e| StoreError::backend("add the owner column", e))?;
+    }
+    Ok(())
 }
 
 /// Reads a row selected with [`TASK_COLUMNS`].
@@ -758,6 +776,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             error: None,
+            owner: None,
         }
     }
 

@@ -229,6 +229,16 @@ impl BoundHub {
 
 /// Binds the listen address.
 pub async fn bind(config: HubConfig) -> Result<BoundHub, HubError> {
+    if let Ok(ip) = config
+        .host
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+    {
+        // Refused before binding: nothing listens beyond loopback, not even for a moment.
+        if !ip.is_loopback() && config.auth == AuthMode::Off && !config.insecure_no_auth {
+            return Err(HubError::Insecure(SocketAddr::new(ip, config.port)));
+        }
+    }
     let addr = format!("{}:{}", config.host, config.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

@@ -180,7 +180,7 @@ impl Engine {
     fn on_envelope(&mut self, env: Envelope) {
         match env.event.as_str() {
             events::TASK_OUTCOMES => match env.payload_as::<TaskOutcomes>() {
-                Ok(batch) => self.forward(batch.outcomes),
+                Ok(batch) => self.forward_from(&env.source, batch.outcomes),
                 Err(e) => warn!(error = %e, "bad task_outcomes payload"),
             },
             events::TASKS_HELD => match env.payload_as::<HeldTasks>() {
@@ -192,6 +192,10 @@ impl Engine {
                 Err(e) => warn!(error = %e, "bad cancel_tasks payload"),
             },
             events::COMPONENT_JOINED => self.refresh_providers(),
+            events::COMPONENT_LEFT if !env.auth.as_ref().is_some_and(|a| a.is_hub()) => {
+                // Only the hub says who left (a forged departure would run tasks twice).
+                warn!(from = %env.source, "component_left not from the hub; ignored");
+            }
             events::COMPONENT_LEFT => {
                 if let Some(id) = env.payload.get("component_id").and_then(Value::as_str) {
                     self.provider_lost(id);
@@ -413,6 +417,26 @@ impl Engine {
     }
 
     /// Outcomes from providers (or made here) go to the queue-manager that owns the task.
+    /// Outcomes sent by a provider: only those of attempts dispatched to that provider
+    /// count (the hub stamps the sender; others are forged or stale).
+    fn forward_from(&mut self, provider: &str, mut outcomes: Vec<TaskOutcome>) {
+        outcomes.retain(|o| {
+            let key = TaskRef {
+                workflow_id: o.workflow_id.clone(),
+                task_id: o.task_id.clone(),
+            };
+            let ours = self
+                .dispatched
+                .get(&key)
+                .is_none_or(|d| d.provider == provider);
+            if !ours {
+                warn!(task = %o.task_id, from = %provider, "outcome from a provider that does not hold the task; ignored");
+            }
+            ours
+        });
+        self.forward(outcomes);
+    }
+
     fn forward(&mut self, outcomes: Vec<TaskOutcome>) {
         let mut by_qm: HashMap<String, Vec<TaskOutcome>> = HashMap::new();
         for o in outcomes {

@@ -184,11 +184,13 @@ impl ProviderConfig {
             if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
                 return Err(format!(
                     "endpoint url {:?} must start with http:// or https://",
-                    e.url
+                    gleitzeit_protocol::identity::redact_url(&e.url)
                 ));
             }
             if e.name.is_empty() {
-                e.name = e.url.split("://").nth(1).unwrap_or(&e.url).to_string();
+                // host:port and path, never the user:password of the URL.
+                let rest = e.url.split("://").nth(1).unwrap_or(&e.url);
+                e.name = rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_string();
             }
             if e.max_concurrent == 0 {
                 return Err(format!(

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use gleitzeit_protocol::identity::{redact_text, redact_url};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -321,11 +322,11 @@ impl Pool {
                 let mut loaded: Vec<&String> = s.loaded.iter().collect();
                 loaded.sort();
                 json!({
-                    "name": c.name, "url": c.url, "kind": c.kind, "priority": c.priority, "tags": c.tags,
+                    "name": c.name, "url": redact_url(&c.url), "kind": c.kind, "priority": c.priority, "tags": c.tags,
                     "health": health, "cooldown_remaining_seconds": cooldown,
                     "in_flight": s.in_flight, "max_concurrent": c.max_concurrent,
                     "models": models, "loaded_models": loaded,
-                    "latency_ms": s.ewma_ms, "requests": s.requests, "errors": s.errors, "last_error": s.last_error,
+                    "latency_ms": s.ewma_ms, "requests": s.requests, "errors": s.errors, "last_error": s.last_error.as_deref().map(redact_text),
                 })
             })
             .collect();

@@ -77,7 +77,7 @@ async fn health_round(pool: &Pool, http: &reqwest::Client) {
     for (i, check) in checks.into_iter().enumerate() {
         let result = check.await.unwrap_or_else(|e| Err(e.to_string()));
         if let Err(e) = &result {
-            warn!(endpoint = %pool.endpoint(i).name, error = %e, "health check failed");
+            warn!(endpoint = %pool.endpoint(i).name, error = %gleitzeit_protocol::identity::redact_text(&e.to_string()), "health check failed");
         }
         pool.health_checked(i, result);
     }

@@ -271,7 +271,7 @@ pub async fn execute(
                 return Ok(shape(ctx, &ep.name, &model, value, started.elapsed()));
             }
             Err(CallError::Endpoint(e)) => {
-                warn!(endpoint = %ep.name, error = %e, task = %task.task_id, "endpoint failed; trying another");
+                warn!(endpoint = %ep.name, error = %gleitzeit_protocol::identity::redact_text(&e.to_string()), task = %task.task_id, "endpoint failed; trying another");
                 tried.insert(slot.index);
                 ctx.pool.release(slot, Some(e.clone()));
                 last_failure = Some(format!("{}: {e}", ep.name));
@@ -335,7 +335,10 @@ fn model_not_found(model: &str) -> GzError {
 
 fn call_error(model: &str, e: CallError) -> GzError {
     match e {
-        CallError::Endpoint(m) => GzError::new(ErrorCode::OllamaUnreachable, m),
+        CallError::Endpoint(m) => GzError::new(
+            ErrorCode::OllamaUnreachable,
+            gleitzeit_protocol::identity::redact_text(&m),
+        ),
         CallError::ModelNotFound(m) => model_not_found(&m),
         CallError::Request(code, body) => GzError::new(
             ErrorCode::TaskFailed,

@@ -140,6 +140,28 @@ fn status_word<T: serde::Serialize>(s: T) -> String {
         .unwrap_or_default()
 }
 
+/// What a request wants to do with a workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Cancel,
+}
+
+impl Access {
+    fn verb(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Cancel => "cancel",
+        }
+    }
+}
+
+/// Whether an identity reaches every workflow: the roles that read all, and SERVICE, which
+/// the hub lets through only for queue-managers (forwarding a checked request).
+fn sees_all(who: &gleitzeit_protocol::Identity) -> bool {
+    who.reads_all_workflows() || who.role == gleitzeit_protocol::Role::Service
+}
+
 /// A workflow record for replies: everything but the (possibly huge) spec.
 fn record_without_spec(r: &WorkflowRecord) -> WorkflowRecord {
     WorkflowRecord {
@@ -153,6 +175,7 @@ fn record_without_spec(r: &WorkflowRecord) -> WorkflowRecord {
         started_at: r.started_at,
         finished_at: r.finished_at,
         error: r.error.clone(),
+        owner: r.owner.clone(),
     }
 }
 
@@ -309,7 +332,8 @@ impl Manager {
             events::WORKFLOW_LIST => Some(self.list(&env).await),
             events::WORKFLOW_CANCEL => self.cancel(&env).await.transpose(),
             events::TASK_GET => Some(self.task_get(&env).await),
-            events::WORKFLOW_EVENTS => self.events_since(&env).transpose(),
+            events::WORKFLOW_EVENTS => self.events_since(&env).await.transpose(),
+            events::WORKFLOW_OWNER => Some(self.owner_query(&env).await),
             events::STORE_STATUS => Some(
                 serde_json::to_value(self.store.info())
                     .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())),
@@ -333,8 +357,11 @@ impl Manager {
                 None
             }
             events::COMPONENT_LEFT => {
-                if let Some(id) = env.payload.get("component_id").and_then(Value::as_str) {
-                    self.engine_lost(id).await;
+                // Only the hub says who left (a forged departure would run tasks twice).
+                let from_hub = env.auth.as_ref().is_some_and(|a| a.is_hub());
+                match env.payload.get("component_id").and_then(Value::as_str) {
+                    Some(id) if from_hub => self.engine_lost(id).await,
+                    _ => warn!(from = %env.source, "component_left not from the hub; ignored"),
                 }
                 None
             }
@@ -522,6 +549,7 @@ impl Manager {
             started_at: None,
             finished_at: None,
             error: None,
+            owner: env.auth.as_ref().map(|a| a.user.clone()),
         };
         let tasks: Vec<TaskRecord> = spec
             .tasks
@@ -912,6 +940,12 @@ impl Manager {
             let Some(&i) = wf.index.get(&o.task_id) else {
                 continue;
             };
+            if wf.info[i].engine.as_deref() != Some(env.source.as_str()) {
+                // Only the engine holding the lease reports on a task (the hub stamps the
+                // sender): anything else is forged or stale.
+                warn!(workflow = %o.workflow_id, task = %o.task_id, from = %env.source, "outcome from a component that does not hold the task; ignored");
+                continue;
+            }
             let t = &mut wf.tasks[i];
             if t.status != TaskStatus::Running || t.attempts != o.attempt {
                 continue; // late or duplicate: the recorded result stays as it is
@@ -1342,6 +1376,8 @@ impl Manager {
     /// Cancels a workflow; `Ok(None)` when the request went on to the owner.
     async fn cancel(&mut self, env: &Envelope) -> Result<Option<Value>, GzError> {
         let r: WorkflowRef = env.payload_as()?;
+        self.check_access(env, &r.workflow_id, Access::Cancel)
+            .await?;
         if self.wfs.contains_key(&r.workflow_id) {
             let err = GzError::new(
                 ErrorCode::Cancelled,
@@ -1394,7 +1430,7 @@ impl Manager {
     }
 
     /// Events after a sequence number; `Ok(None)` when the request went on to the owner.
-    fn events_since(&self, env: &Envelope) -> Result<Option<Value>, GzError> {
+    async fn events_since(&self, env: &Envelope) -> Result<Option<Value>, GzError> {
         let id = env
             .payload
             .get("workflow_id")
@@ -1410,6 +1446,7 @@ impl Manager {
             .get("after_seq")
             .and_then(Value::as_u64)
             .unwrap_or(0);
+        self.check_access(env, id, Access::Read).await?;
         if self.events.borrow().since(id, 0).is_none() && self.forward_to_owner(env) {
             return Ok(None);
         }
@@ -1425,6 +1462,7 @@ impl Manager {
 
     async fn get(&mut self, env: &Envelope) -> Result<Value, GzError> {
         let r: WorkflowRef = env.payload_as()?;
+        self.check_access(env, &r.workflow_id, Access::Read).await?;
         if let Some(wf) = self.wfs.get(&r.workflow_id) {
             let tasks = if r.summary {
                 Vec::new()
@@ -1460,10 +1498,72 @@ impl Manager {
             None => None,
         };
         let limit = q.limit.unwrap_or(20).clamp(1, 10_000);
-        let list = self
-            .blocking(move |s| s.list_workflows(limit, status))
+        let own_only = env
+            .auth
+            .as_ref()
+            .filter(|a| !sees_all(a))
+            .map(|a| a.user.clone());
+        // A user sees only their own workflows: read more and keep theirs.
+        let fetch = if own_only.is_some() { 10_000 } else { limit };
+        let mut list = self
+            .blocking(move |s| s.list_workflows(fetch, status))
             .await?;
+        if let Some(user) = own_only {
+            list.retain(|w| w.owner.as_deref() == Some(user.as_str()));
+            list.truncate(limit);
+        }
         Ok(json!(list))
+    }
+
+    /// `workflow_owner` (asked by the hub): who submitted a workflow.
+    async fn owner_query(&self, env: &Envelope) -> Result<Value, GzError> {
+        let r: WorkflowRef = env.payload_as()?;
+        let owner = self.owner_of(&r.workflow_id).await?;
+        Ok(json!({ "workflow_id": r.workflow_id, "owner": owner.flatten() }))
+    }
+
+    /// The owner of a workflow: `None` when there is no such workflow, `Some(None)` when
+    /// it has no owner (stored before identities existed).
+    async fn owner_of(&self, id: &str) -> Result<Option<Option<String>>, GzError> {
+        if let Some(wf) = self.wfs.get(id) {
+            return Ok(Some(wf.record.owner.clone()));
+        }
+        let id = id.to_string();
+        let record = self.blocking(move |s| s.workflow(&id)).await?;
+        Ok(record.map(|w| w.owner))
+    }
+
+    /// Refuses (GZ4003) a request about a workflow that its sender may not read or cancel.
+    /// Unknown workflows pass (the handler answers "not found").
+    async fn check_access(&self, env: &Envelope, id: &str, access: Access) -> Result<(), GzError> {
+        let Some(who) = &env.auth else {
+            return Ok(());
+        };
+        if who.role == gleitzeit_protocol::Role::Service
+            || (who.reads_all_workflows() && (access == Access::Read || who.may_cancel(None)))
+        {
+            return Ok(());
+        }
+        let Some(owner) = self.owner_of(id).await? else {
+            return Ok(());
+        };
+        let allowed = match access {
+            Access::Read => who.may_read(owner.as_deref()),
+            Access::Cancel => who.may_cancel(owner.as_deref()),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(GzError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{} ({}) may not {} workflow {id}",
+                    who.user,
+                    who.role,
+                    access.verb()
+                ),
+            ))
+        }
     }
 
     async fn task_get(&mut self, env: &Envelope) -> Result<Value, GzError> {
@@ -1471,13 +1571,17 @@ impl Manager {
         if let Some(w) = &q.workflow_id {
             if let Some(wf) = self.wfs.get(w) {
                 if let Some(&i) = wf.index.get(&q.task_id) {
+                    self.check_access(env, w, Access::Read).await?;
                     return Ok(json!(wf.tasks[i]));
                 }
             }
         }
         let (w, t) = (q.workflow_id.clone(), q.task_id.clone());
         match self.blocking(move |s| s.task(w.as_deref(), &t)).await? {
-            Some(t) => Ok(json!(t)),
+            Some(t) => {
+                self.check_access(env, &t.workflow_id, Access::Read).await?;
+                Ok(json!(t))
+            }
             None => Err(GzError::new(
                 ErrorCode::TaskNotFound,
                 format!("no task {}", q.task_id),

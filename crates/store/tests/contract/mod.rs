@@ -81,6 +81,7 @@ pub fn workflow(id: &str, created_at: u64, status: WorkflowStatus) -> WorkflowRe
         started_at: None,
         finished_at: None,
         error: None,
+        owner: Some("alice".to_string()),
     }
 }
 
