@@ -302,18 +302,19 @@ async fn gz_run_given_two_hubs_follows_its_workflow_to_the_end_when_its_hub_dies
     let file = workflow_file("mesh-follow.yaml", &yaml);
     // gz talks to hub B first; hub A is its fallback.
     let mut cmd = std::process::Command::new(gleitzeit_e2e::bin("gz"));
-    cmd.args([
-        "--hub-url",
-        &format!("{},{}", hub_b.url, hub_a.url),
-        "run",
-        &file.display().to_string(),
-        "--json",
-        "--timeout",
-        "60",
-    ])
-    .current_dir(repo_root())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
+    cmd.env("GLEITZEIT_API_KEY", &hub_a.key)
+        .args([
+            "--hub-url",
+            &format!("{},{}", hub_b.url, hub_a.url),
+            "run",
+            &file.display().to_string(),
+            "--json",
+            "--timeout",
+            "60",
+        ])
+        .current_dir(repo_root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let gz = cmd.spawn().expect("gz starts");
     tokio::time::sleep(Duration::from_millis(800)).await;
     hub_b.proc.kill9();

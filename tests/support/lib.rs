@@ -46,8 +46,10 @@ static KEYS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 
 /// The admin key of the hub at `hub_url` (the first of a comma-separated list).
 pub fn key_of(hub_url: &str) -> Option<String> {
-    let first = hub_url.split(',').next().unwrap_or(hub_url).trim();
-    KEYS.lock().unwrap().get(first).cloned()
+    let keys = KEYS.lock().unwrap();
+    hub_url
+        .split(',')
+        .find_map(|url| keys.get(url.trim()).cloned())
 }
 
 /// An admin key of a key store, made once per `place` (a hub URL or a Redis URL) in this

@@ -92,6 +92,7 @@ pub(crate) async fn handle(
         events::AUTH_KEY_REVOKE => {
             let req: KeyRevoke = env.payload_as()?;
             let key = auth.blocking(req, |s, r| s.revoke_key(&r.id)).await?;
+            auth.forget_key(&key.id);
             let closed = crate::sockets::disconnect_key(state, &key.id);
             info!(by = %session.identity.user, key = %key.id, sockets_closed = closed, "key revoked");
             to_json(&key)

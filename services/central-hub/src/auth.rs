@@ -10,8 +10,9 @@
 //! Keys are checked again every [`REVALIDATE_EVERY`]: a revoked or expired key loses its
 //! sockets within that time (at once on the hub that revoked it).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gleitzeit_auth::{AuthError, Grant, KeyStore};
 use gleitzeit_protocol::{ErrorCode, GzError, Identity, Role};
@@ -70,16 +71,73 @@ impl Session {
     }
 }
 
-/// Checks keys.
+/// How long a store outage may last before remembered keys stop being honoured.
+const OUTAGE_GRACE: Duration = Duration::from_secs(3600);
+/// Keys remembered at most.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// Checks keys. Keys verified within [`REVALIDATE_EVERY`] are taken from memory (so the
+/// HTTP pages and reconnects cost no store call), and while the store cannot be reached
+/// (a mesh Redis restarting) keys verified before the outage keep working for
+/// [`OUTAGE_GRACE`]: the hub keeps routing its own components.
 pub struct Authenticator {
     mode: AuthMode,
     store: Option<Arc<KeyStore>>,
+    /// By key hash: the grant and when it was verified.
+    verified: std::sync::Mutex<HashMap<String, (Grant, Instant)>>,
 }
 
 impl Authenticator {
     /// An authenticator in `mode` over `store` (needed when keys are required).
     pub fn new(mode: AuthMode, store: Option<Arc<KeyStore>>) -> Authenticator {
-        Authenticator { mode, store }
+        Authenticator {
+            mode,
+            store,
+            verified: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Grant, Instant)>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets a key (after it was revoked here).
+    pub fn forget_key(&self, key_id: &str) {
+        self.remembered()
+            .retain(|_, (g, _)| g.identity.key_id.as_deref() != Some(key_id));
+    }
+
+    /// Verifies a key, from memory when recently verified or while the store is down.
+    async fn verify(&self, key: &str) -> Result<Grant, GzError> {
+        let hash = gleitzeit_auth::hash_key(key);
+        let known = self.remembered().get(&hash).cloned();
+        let now_ms = gleitzeit_auth::now_millis();
+        if let Some((grant, at)) = &known {
+            if at.elapsed() < REVALIDATE_EVERY && !grant.expires_at.is_some_and(|e| e <= now_ms) {
+                return Ok(grant.clone());
+            }
+        }
+        match self.blocking(key.to_string(), |s, k| s.verify(&k)).await {
+            Ok(grant) => {
+                let mut map = self.remembered();
+                if map.len() >= MAX_REMEMBERED {
+                    map.clear();
+                }
+                map.insert(hash, (grant.clone(), Instant::now()));
+                Ok(grant)
+            }
+            Err(e) if e.is(ErrorCode::StoreFailed) => match known {
+                Some((grant, at)) if at.elapsed() < OUTAGE_GRACE => {
+                    tracing::warn!(error = %e, "key store unreachable; honouring a key verified before");
+                    Ok(grant)
+                }
+                _ => Err(e),
+            },
+            Err(e) => {
+                self.remembered().remove(&hash);
+                Err(e)
+            }
+        }
     }
 
     /// The mode in force.
@@ -103,7 +161,7 @@ impl Authenticator {
                 "authentication required: no API key presented",
             ));
         };
-        let grant = self.blocking(key.to_string(), |s, k| s.verify(&k)).await?;
+        let grant = self.verify(key).await?;
         Ok(Arc::new(Session {
             identity: grant.identity.clone(),
             grant,
@@ -138,8 +196,15 @@ impl Authenticator {
         if session.grant.expires_at.is_some_and(|e| e <= now) {
             return false;
         }
-        match self.blocking(key_id, |s, id| s.key_valid(&id)).await {
-            Ok(valid) => valid,
+        match self
+            .blocking(key_id.clone(), |s, id| s.key_valid(&id))
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                self.forget_key(&key_id);
+                false
+            }
             // A store outage must not disconnect everyone: keep the session.
             Err(e) => {
                 tracing::warn!(error = %e, "cannot revalidate a key; keeping the session");
