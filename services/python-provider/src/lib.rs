@@ -8,7 +8,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod confine;
+pub mod error;
+pub mod job;
+pub mod limits;
+pub mod outcomes;
 pub mod pool;
+pub mod reap;
 pub mod service;
+mod worker;
 
 pub use service::{run, Config, ServiceError};
