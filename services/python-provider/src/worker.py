@@ -47,7 +47,7 @@ except ImportError:  # not on this platform: no rlimits
 CACHE_LIMIT = 512
 # Containers nested deeper than this in a result are returned as their repr().
 MAX_RESULT_DEPTH = 200
-# A traceback or error message is cut to this many characters.
+# A traceback or error message is cut to this many characters (less with a small output limit).
 TEXT_LIMIT = 64 * 1024
 # Appended to output that was cut.
 TRUNCATED = "\u2026[truncated %d bytes]"
@@ -435,10 +435,10 @@ def shape(reply, dropped, limit):
     if len(line) <= limit:
         return line
     if reply.get("kind") != "too_large":
-        what = "result and output" if reply.get("status") == "ok" else "error report"
+        what = "result and output take" if reply.get("status") == "ok" else "error report takes"
         reply = too_large(
             reply,
-            "the job's %s take %d bytes, over the limit of %d bytes; the result was dropped"
+            "the job's %s %d bytes, over the limit of %d bytes; the result was dropped"
             % (what, len(line), limit),
         )
     reply["output"] = ""
@@ -577,6 +577,8 @@ class Worker:
 def main():
     limits = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     max_output = int(limits.get("max_output") or 16 * 1024 * 1024)
+    global TEXT_LIMIT
+    TEXT_LIMIT = min(TEXT_LIMIT, max_output // 8)
     exit_with_parent()
     become_subreaper()
     apply_limits(limits)
