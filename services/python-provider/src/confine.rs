@@ -59,11 +59,6 @@ impl PathPolicy {
         }
     }
 
-    /// No restriction at all: every path is admitted (embedding and tests only).
-    pub fn unrestricted() -> Self {
-        Self::new(&[PathBuf::from("/")], true)
-    }
-
     /// Resolves `path` (relative paths against `base`) into a canonical path under a root.
     ///
     /// `what` names the path in errors (`python script`, `working directory`); errors quote
@@ -76,9 +71,8 @@ impl PathPolicy {
         workflow_dir: Option<&Path>,
     ) -> Result<PathBuf, PythonError> {
         let joined = base.join(path); // an absolute `path` replaces `base`
-        let joined = std::path::absolute(&joined).map_err(|e| {
-            PythonError::NotFound(format!("{what} {}: {e}", path.display()))
-        })?;
+        let joined = std::path::absolute(&joined)
+            .map_err(|e| PythonError::NotFound(format!("{what} {}: {e}", path.display())))?;
         let lexical = normalize(&joined);
         let workflow_root = workflow_dir
             .filter(|_| self.workflow_dir_is_root)
@@ -95,7 +89,9 @@ impl PathPolicy {
             return Err(escape());
         }
         let canonical = std::fs::canonicalize(&joined).map_err(|e| {
-            let why = e.raw_os_error().map_or_else(|| e.to_string(), describe_os_error);
+            let why = e
+                .raw_os_error()
+                .map_or_else(|| e.to_string(), describe_os_error);
             PythonError::NotFound(format!("{what} {}: {why}", lexical.display()))
         })?;
         if !roots().any(|r| r.admits_canonical(&canonical)) {
@@ -170,7 +166,12 @@ mod tests {
             .expect("inside");
         assert!(ok.ends_with("root/sub/ok.py"));
 
-        for escape in ["../secret.txt", "sub/../../secret.txt", "/etc/passwd", "../missing"] {
+        for escape in [
+            "../secret.txt",
+            "sub/../../secret.txt",
+            "/etc/passwd",
+            "../missing",
+        ] {
             let err = policy
                 .resolve("python script", Path::new(escape), &root, Some(&root))
                 .expect_err(escape);

@@ -58,7 +58,9 @@ pub enum PythonError {
         output: String,
     },
     /// The job ran longer than its timeout; its worker was killed and replaced.
-    #[error("python job timed out after {after:?}; its worker and every process it started were killed")]
+    #[error(
+        "python job timed out after {after:?}; its worker and every process it started were killed"
+    )]
     Timeout {
         /// The job's timeout.
         after: Duration,

@@ -42,8 +42,7 @@ pub fn outcome_sender(client: &HubClient) -> mpsc::UnboundedSender<(String, Task
             for (to, outcomes) in by_target {
                 let payload =
                     serde_json::to_value(TaskOutcomes { outcomes }).unwrap_or(Value::Null);
-                let envelope =
-                    Envelope::new(Target::Component(to), events::TASK_OUTCOMES, payload);
+                let envelope = Envelope::new(Target::Component(to), events::TASK_OUTCOMES, payload);
                 if let Err(e) = client.send(envelope) {
                     tracing::warn!(error = %e, "could not send task outcomes");
                 }

@@ -54,9 +54,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use crate::confine::PathPolicy;
 pub use crate::error::PythonError;
+use crate::job::{encode_request, Placement};
 pub use crate::job::{PythonJob, PythonOutcome};
 pub use crate::limits::Limits;
-use crate::job::{encode_request, Placement};
 use crate::worker::{Worker, WorkerSpec};
 
 /// How the pool starts its workers.

@@ -75,7 +75,11 @@ pub fn descendants(root: u32) -> Vec<u32> {
         return Vec::new();
     };
     for entry in entries.flatten() {
-        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if let Some(parent) = parent_of(p) {
@@ -145,7 +149,10 @@ mod tests {
         let _ = child.wait();
         let start = std::time::Instant::now();
         while is_alive(grandchild) {
-            assert!(start.elapsed().as_secs() < 5, "grandchild {grandchild} survived");
+            assert!(
+                start.elapsed().as_secs() < 5,
+                "grandchild {grandchild} survived"
+            );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gleitzeit_hub_client::{
-    connect_component, next_envelope, registration, spawn_held_reports, ClientConfig,
-    ClientError, Holdings, HubClient,
+    connect_component, next_envelope, registration, spawn_held_reports, ClientConfig, ClientError,
+    Holdings, HubClient,
 };
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
@@ -241,9 +241,7 @@ fn error_of(e: &PythonError) -> GzError {
         PythonError::ResourceLimit {
             traceback, output, ..
         } => err.with_details(json!({ "traceback": traceback, "output": output })),
-        PythonError::OutputTooLarge { output, .. } => {
-            err.with_details(json!({ "output": output }))
-        }
+        PythonError::OutputTooLarge { output, .. } => err.with_details(json!({ "output": output })),
         _ => err,
     }
 }
@@ -360,7 +358,13 @@ mod tests {
 
     #[test]
     fn timeouts_out_of_range_are_refused_with_gz7011() {
-        for t in [json!(1e300), json!(-1), json!(0), json!(3601), json!(f64::MAX)] {
+        for t in [
+            json!(1e300),
+            json!(-1),
+            json!(0),
+            json!(3601),
+            json!(f64::MAX),
+        ] {
             let e = job_of(&task(json!({"code": "", "timeout": t}), None), MAX)
                 .expect_err("out of range");
             assert_eq!(e.code, "GZ7011", "{t}: {e}");

@@ -242,16 +242,14 @@ impl Worker {
         match read {
             Ok(0) => return Err(Broken::Lost("its stdout closed".to_owned())),
             Ok(_) if self.line.last() != Some(&b'\n') && self.line.len() as u64 >= limit => {
-                return Err(Broken::Garbled(format!(
-                    "reply longer than {limit} bytes"
-                )))
+                return Err(Broken::Garbled(format!("reply longer than {limit} bytes")))
             }
             Ok(_) => {}
             Err(e) => return Err(Broken::Lost(format!("cannot read its reply: {e}"))),
         }
         serde_json::from_slice(&self.line).map_err(|e| {
-            let start: String = String::from_utf8_lossy(&self.line[..self.line.len().min(200)])
-                .into_owned();
+            let start: String =
+                String::from_utf8_lossy(&self.line[..self.line.len().min(200)]).into_owned();
             Broken::Garbled(format!("unreadable reply ({e}): {start}"))
         })
     }
@@ -352,7 +350,11 @@ impl Worker {
         }
         let others = reap::kill_tree(self.pid);
         if others > 0 {
-            tracing::info!(pid = self.pid, others, "killed the processes a python job left");
+            tracing::info!(
+                pid = self.pid,
+                others,
+                "killed the processes a python job left"
+            );
         }
     }
 

@@ -60,7 +60,10 @@ async fn pids_in(file: &Path, count: usize) -> Vec<u32> {
                 return pids;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "pids never written");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "pids never written"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -85,13 +88,21 @@ async fn paths_outside_the_roots_are_refused_without_reading_them() {
             ..job
         };
 
-        for file in ["../outside.py", "link.py", "/etc/passwd", "../../../../etc/passwd"] {
+        for file in [
+            "../outside.py",
+            "link.py",
+            "/etc/passwd",
+            "../../../../etc/passwd",
+        ] {
             let error = run(&pool, in_workflow(PythonJob::script(file)))
                 .await
                 .expect_err(file);
             assert_eq!(error.code(), "GZ2023", "{file}: {error}");
             let text = format!("{error:?}");
-            assert!(!text.contains("SECRET_LINE") && !text.contains("root:"), "{text}");
+            assert!(
+                !text.contains("SECRET_LINE") && !text.contains("root:"),
+                "{text}"
+            );
         }
         for cwd in ["..", "/etc", "../.."] {
             let job = PythonJob {
@@ -271,14 +282,19 @@ async fn printing_100_mb_is_cut_at_the_limit_and_fails_with_gz2026() {
             ..PoolConfig::default()
         })
         .await;
-        let job = PythonJob::inline("chunk = 'x' * (1 << 20)\nfor _ in range(100):\n    print(chunk)\n");
+        let job =
+            PythonJob::inline("chunk = 'x' * (1 << 20)\nfor _ in range(100):\n    print(chunk)\n");
         let error = run(&pool, job).await.expect_err("too large");
         assert_eq!(error.code(), "GZ2026", "{error}");
         let PythonError::OutputTooLarge { output, .. } = &error else {
             panic!("expected output too large, got {error:?}");
         };
         assert!(output.len() <= limit, "{} bytes kept", output.len());
-        assert!(output.ends_with("bytes]"), "{}", &output[output.len() - 40..]);
+        assert!(
+            output.ends_with("bytes]"),
+            "{}",
+            &output[output.len() - 40..]
+        );
         assert!(output.contains("\u{2026}[truncated "));
 
         let error = run(&pool, PythonJob::inline("result = 'y' * (1 << 20)"))
@@ -286,16 +302,22 @@ async fn printing_100_mb_is_cut_at_the_limit_and_fails_with_gz2026() {
             .expect_err("result too large");
         assert_eq!(error.code(), "GZ2026", "{error}");
 
-        let error = run(&pool, PythonJob::inline("raise ValueError('z' * (1 << 20))"))
-            .await
-            .expect_err("huge exception");
+        let error = run(
+            &pool,
+            PythonJob::inline("raise ValueError('z' * (1 << 20))"),
+        )
+        .await
+        .expect_err("huge exception");
         assert_eq!(error.code(), "GZ2025", "{error}");
         assert!(error.to_string().len() < limit + 4096);
 
         let fine = run(&pool, PythonJob::inline("print('small')\nresult = 1"))
             .await
             .expect("the worker goes on");
-        assert_eq!((fine.result, fine.output.as_str()), (Value::from(1), "small\n"));
+        assert_eq!(
+            (fine.result, fine.output.as_str()),
+            (Value::from(1), "small\n")
+        );
     })
     .await;
 }
