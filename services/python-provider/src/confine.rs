@@ -190,7 +190,7 @@ mod tests {
         let dir = scratch("symlink");
         let root = dir.join("root");
         std::os::unix::fs::symlink(dir.join("secret.txt"), root.join("link.py")).expect("link");
-        let policy = PathPolicy::new(&[root.clone()], false);
+        let policy = PathPolicy::new(std::slice::from_ref(&root), false);
         let err = policy
             .resolve("python script", Path::new("link.py"), &root, None)
             .expect_err("escape through a symlink");

@@ -54,7 +54,7 @@ pub enum PythonError {
     OutputTooLarge {
         /// What was too large, and the limit.
         message: String,
-        /// The output, truncated to the limit and ending with a `…[truncated N bytes]` marker.
+        /// The start of the output (at most 64 KiB), ending with a `…[truncated N bytes]` marker.
         output: String,
     },
     /// The job ran longer than its timeout; its worker was killed and replaced.

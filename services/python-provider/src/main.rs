@@ -77,7 +77,7 @@ fn seconds(text: &str) -> Result<Duration, String> {
 
 /// `0` means unlimited; otherwise MiB in bytes.
 fn mebibytes(n: u64) -> Option<u64> {
-    (n > 0).then(|| n << 20)
+    (n > 0).then_some(n << 20)
 }
 
 #[tokio::main]

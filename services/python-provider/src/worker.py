@@ -49,6 +49,9 @@ CACHE_LIMIT = 512
 MAX_RESULT_DEPTH = 200
 # A traceback or error message is cut to this many characters (less with a small output limit).
 TEXT_LIMIT = 64 * 1024
+# A job failing as too_large reports at most this much of its output (bytes of JSON): enough
+# to see what it printed, small enough that the failure is cheap for every service it passes.
+EXCERPT_LIMIT = 64 * 1024
 # Appended to output that was cut.
 TRUNCATED = "\u2026[truncated %d bytes]"
 # prctl option that makes orphaned descendants children of this process.
@@ -422,19 +425,18 @@ def cut(text, room, dropped):
 
 def shape(reply, dropped, limit):
     """The reply's line, at most `limit` bytes. Output that overflowed the capture (`dropped`
-    bytes), or a reply that does not fit, fails the job as too_large: the output is cut and
-    marked, the result dropped."""
+    bytes), or a reply that does not fit, fails the job as too_large: the result is dropped
+    and the output cut to an excerpt of at most EXCERPT_LIMIT bytes, marked as truncated."""
     output = reply.get("output") or ""
     if dropped:
         note = "the job printed %d bytes more than the output limit of %d bytes" % (dropped, limit)
         if reply.get("status") == "error":
             note += "; it also failed: %s" % clip(reply.get("message") or "")
         reply = too_large(reply, note)
-        reply["output"] = output + TRUNCATED % dropped
-    line = encode(reply)
-    if len(line) <= limit:
-        return line
-    if reply.get("kind") != "too_large":
+    else:
+        line = encode(reply)
+        if len(line) <= limit:
+            return line
         what = "result and output take" if reply.get("status") == "ok" else "error report takes"
         reply = too_large(
             reply,
@@ -442,7 +444,7 @@ def shape(reply, dropped, limit):
             % (what, len(line), limit),
         )
     reply["output"] = ""
-    room = limit - len(encode(reply)) - 64
+    room = min(limit - len(encode(reply)) - 64, EXCERPT_LIMIT)
     reply["output"] = cut(output, room, dropped)
     return encode(reply)
 
