@@ -4,9 +4,20 @@ Protocol, one JSON object per line:
   worker -> pool, once at start: {"status": "ready", "pid": 123, "version": "3.11.7"}
   pool -> worker:  {"seq": 1, "code": "..."} or {"seq": 1, "file": "/abs/or/relative.py"},
                    plus "context" (any JSON, null means {}) and optional "cwd"
+                   plus "cpu" (CPU seconds this job may use, its soft RLIMIT_CPU)
   worker -> pool:  {"status": "ok", "seq": 1, "result": ..., "output": "...", "time": 0.001}
                    {"status": "error", "seq": 1, "kind": "exception" | "syntax" | "not_found"
-                    | "internal", "message": "...", "traceback": "...", "line": 3, "output": "..."}
+                    | "resource" | "too_large" | "internal", "message": "...",
+                    "traceback": "...", "line": 3, "output": "..."}
+
+Its one argument is a JSON object of limits (limits.rs): "address_space", "file_size" and
+"processes" become hard rlimits at start-up; "max_output" bounds every reply line, so a job
+printing without end costs bounded memory here and in the pool (output past the limit is
+dropped, marked, and the job fails as "too_large").
+
+Containment: the worker makes itself a child subreaper, so processes a job leaves behind
+(daemons included) are re-parented to it; after every job, and before exiting with its
+parent, it stops and kills all of them. The pool kills the whole tree on timeout or cancel.
 
 The protocol runs over the process's original stdin and stdout, which are moved to private
 descriptors at start-up: afterwards fd 0 reads /dev/null and fd 1 writes to stderr, so nothing
@@ -14,21 +25,172 @@ a script does (input(), os.write(1, ...), child processes) can disturb the proto
 script prints through sys.stdout goes to a fresh buffer per job and comes back as "output".
 """
 
+import errno
 import io
 import json
 import linecache
 import math
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
 import types
 
+try:
+    import resource
+except ImportError:  # not on this platform: no rlimits
+    resource = None
+
 # Compiled code objects kept per worker: inline sources and script files each.
 CACHE_LIMIT = 512
 # Containers nested deeper than this in a result are returned as their repr().
 MAX_RESULT_DEPTH = 200
+# A traceback or error message is cut to this many characters (less with a small output limit).
+TEXT_LIMIT = 64 * 1024
+# A job failing as too_large reports at most this much of its output (bytes of JSON): enough
+# to see what it printed, small enough that the failure is cheap for every service it passes.
+EXCERPT_LIMIT = 64 * 1024
+# Appended to output that was cut.
+TRUNCATED = "\u2026[truncated %d bytes]"
+# prctl option that makes orphaned descendants children of this process.
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def apply_limits(limits):
+    """Hard rlimits for this worker and everything it starts (see limits.rs)."""
+    if resource is None:
+        return
+    wanted = [(resource.RLIMIT_CORE, 0)]  # no core files in users' folders
+    if limits.get("address_space"):
+        wanted.append((resource.RLIMIT_AS, limits["address_space"]))
+    if limits.get("file_size"):
+        wanted.append((resource.RLIMIT_FSIZE, limits["file_size"]))
+    if limits.get("processes") and os.getuid() != 0:
+        wanted.append((resource.RLIMIT_NPROC, user_tasks() + limits["processes"]))
+    for which, value in wanted:
+        _, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        try:
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError) as error:
+            sys.stderr.write("gleitzeit worker: cannot set rlimit %d: %s\n" % (which, error))
+
+
+def user_tasks():
+    """Processes and threads of this user: what RLIMIT_NPROC counts."""
+    uid = os.getuid()
+    count = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat("/proc/" + name).st_uid != uid:
+                continue
+            with open("/proc/%s/stat" % name, "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+            count += int(fields[17])
+        except (OSError, IndexError, ValueError):
+            continue
+    return count
+
+
+def become_subreaper():
+    """Orphaned descendants come to this worker instead of PID 1 (Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError, ImportError) as error:
+        sys.stderr.write("gleitzeit worker: not a subreaper: %s\n" % error)
+
+
+def limit_cpu(seconds):
+    """Soft RLIMIT_CPU: what this worker used so far plus the job's budget."""
+    if resource is None or not isinstance(seconds, int):
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(usage.ru_utime + usage.ru_stime) + seconds
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def lift_cpu():
+    if resource is None:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+
+
+def descendants(root):
+    """Every live descendant of `root`, from one walk of /proc."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_descendants():
+    """Stop every descendant (until a walk finds no new one), then SIGKILL them all."""
+    me = os.getpid()
+    found = set()
+    for _ in range(50):
+        fresh = [p for p in descendants(me) if p not in found]
+        if not fresh:
+            break
+        for pid in fresh:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except OSError:
+                pass
+            found.add(pid)
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return len(found)
+
+
+def reap_children():
+    """Reap exited children; True when live ones remain."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+def end_job_processes():
+    """No process outlives its job: kill and reap what the job left running."""
+    if not reap_children():
+        return  # the common case: one waitpid() call
+    killed = kill_descendants()
+    deadline = time.monotonic() + 2.0
+    while reap_children() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    if killed:
+        sys.stderr.write("gleitzeit worker: killed %d process(es) the job left running\n" % killed)
 
 
 def take_protocol_pipes():
@@ -54,13 +216,40 @@ def exit_with_parent():
     def watch():
         while os.getppid() == parent:
             sleep(1.0)
-        os._exit(1)
+        try:
+            kill_descendants()
+        finally:
+            os._exit(1)
 
     threading.Thread(target=watch, name="gleitzeit-parent-watch", daemon=True).start()
 
 
 class Capture(io.StringIO):
-    """Per-job stdout buffer that survives a script calling sys.stdout.close()."""
+    """Per-job stdout buffer that survives a script calling sys.stdout.close() and keeps at
+    most `limit` characters: the rest is counted, not stored."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.room = limit
+        self.dropped = 0  # bytes (UTF-8) not kept
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError("write() argument must be str, not %s" % type(text).__name__)
+        if len(text) <= self.room:
+            self.room -= len(text)
+            return super().write(text)
+        kept = text[: self.room]
+        super().write(kept)
+        self.room = 0
+        self.dropped += len(text[len(kept):].encode("utf-8", "surrogatepass"))
+        return len(text)
+
+    def text(self):
+        value = self.getvalue()
+        if self.dropped:
+            value += TRUNCATED % self.dropped
+        return value
 
     def close(self):
         pass
@@ -149,10 +338,47 @@ def failure(seq, kind, message, traceback_text="", line=None, output=""):
     }
 
 
-def syntax_failure(seq, error):
-    detail = "".join(traceback.format_exception_only(type(error), error)).rstrip()
+def syntax_failure(seq, error, quote=True):
+    """A compile error. Inline code (`quote`) is the workflow's own text, so its offending
+    line is quoted with a caret; for script files the report says where, never what the
+    file contains."""
     line = getattr(error, "lineno", None)
-    return failure(seq, "syntax", detail.splitlines()[-1], detail, line if isinstance(line, int) else None)
+    line = line if isinstance(line, int) else None
+    if quote or not isinstance(error, SyntaxError):
+        detail = "".join(traceback.format_exception_only(type(error), error)).rstrip()
+        if not isinstance(error, SyntaxError):
+            detail = "%s: %s" % (type(error).__name__, error)
+    else:
+        where = '  File "%s", line %s' % (error.filename, line)
+        if isinstance(error.offset, int):
+            where += ", column %d" % error.offset
+        detail = "%s\n%s: %s" % (where, type(error).__name__, error.msg)
+    return failure(seq, "syntax", clip(detail.splitlines()[-1]), clip(detail), line)
+
+
+def clip(text):
+    if len(text) <= TEXT_LIMIT:
+        return text
+    return text[:TEXT_LIMIT] + TRUNCATED % len(text[TEXT_LIMIT:].encode("utf-8", "surrogatepass"))
+
+
+def resource_limit(error, tb):
+    """Which rlimit an exception comes from, or None."""
+    if isinstance(error, MemoryError):
+        return "memory limit (MemoryError)"
+    if isinstance(error, OSError) and error.errno == errno.EFBIG:
+        return "file size limit (%s)" % error
+    if isinstance(error, OSError) and error.errno == errno.EAGAIN:
+        frames = traceback.extract_tb(tb)
+        innermost = frames[-1] if frames else None
+        if innermost is not None and (
+            innermost.name in ("_execute_child", "_launch", "_fork_exec")
+            or "fork" in (innermost.line or "")
+        ):
+            return "process limit (%s)" % error
+    if isinstance(error, RuntimeError) and "can't start new thread" in str(error):
+        return "process limit (%s)" % error
+    return None
 
 
 def exception_failure(seq, error, filename, output):
@@ -165,11 +391,68 @@ def exception_failure(seq, error, filename, output):
     for frame in traceback.extract_tb(tb):
         if frame.filename == filename:
             line = frame.lineno
-    return failure(seq, "exception", message, text, line, output)
+    limit = resource_limit(error, tb)
+    if limit is not None:
+        return failure(seq, "resource", limit, clip(text), line, output)
+    return failure(seq, "exception", clip(message), clip(text), line, output)
+
+
+def too_large(reply, message):
+    return failure(
+        reply.get("seq"),
+        "too_large",
+        message,
+        clip(reply.get("traceback") or ""),
+        reply.get("line"),
+        reply.get("output") or "",
+    )
+
+
+def json_size(text):
+    return len(json.dumps(clean_text(text), ensure_ascii=False).encode("utf-8"))
+
+
+def cut(text, room, dropped):
+    """A prefix of `text` with a truncation marker, whose JSON takes at most `room` bytes."""
+    keep = min(len(text), max(room, 0))
+    while True:
+        lost = dropped + len(text[keep:].encode("utf-8", "surrogatepass"))
+        candidate = text[:keep] + TRUNCATED % lost
+        if keep == 0 or json_size(candidate) <= room:
+            return candidate
+        keep //= 2
+
+
+def shape(reply, dropped, limit):
+    """The reply's line, at most `limit` bytes. Output that overflowed the capture (`dropped`
+    bytes), or a reply that does not fit, fails the job as too_large: the result is dropped
+    and the output cut to an excerpt of at most EXCERPT_LIMIT bytes, marked as truncated."""
+    output = reply.get("output") or ""
+    if dropped:
+        note = "the job printed %d bytes more than the output limit of %d bytes" % (dropped, limit)
+        if reply.get("status") == "error":
+            note += "; it also failed: %s" % clip(reply.get("message") or "")
+        reply = too_large(reply, note)
+    else:
+        line = encode(reply)
+        if len(line) <= limit:
+            return line
+        what = "result and output take" if reply.get("status") == "ok" else "error report takes"
+        reply = too_large(
+            reply,
+            "the job's %s %d bytes, over the limit of %d bytes; the result was dropped"
+            % (what, len(line), limit),
+        )
+    reply["output"] = ""
+    room = min(limit - len(encode(reply)) - 64, EXCERPT_LIMIT)
+    reply["output"] = cut(output, room, dropped)
+    return encode(reply)
 
 
 class Worker:
-    def __init__(self):
+    def __init__(self, max_output):
+        self.max_output = max_output
+        self.dropped = 0  # output bytes the last job printed past the limit
         self.home = os.getcwd()
         self.inline_code = {}  # source text -> code object
         self.file_code = {}  # absolute path -> ((mtime_ns, size), code object)
@@ -214,6 +497,7 @@ class Worker:
 
     def run(self, request):
         seq = request.get("seq")
+        self.dropped = 0
         saved_path = sys.path[:]
         saved_argv = sys.argv
         saved_main = sys.modules.get("__main__")
@@ -230,6 +514,7 @@ class Worker:
                 os.chdir(self.home)
             except OSError:
                 pass
+            end_job_processes()
 
     def prepare_and_run(self, seq, request):
         cwd = request.get("cwd")
@@ -249,7 +534,7 @@ class Worker:
             except OSError as error:
                 return failure(seq, "not_found", "python script %s: %s" % (path, error.strerror or error))
             except (SyntaxError, ValueError) as error:
-                return syntax_failure(seq, error)
+                return syntax_failure(seq, error, quote=False)
             module.__file__ = path
             sys.path.insert(0, os.path.dirname(path))
             sys.argv = [path]
@@ -263,21 +548,24 @@ class Worker:
                 return syntax_failure(seq, error)
             sys.path.insert(0, os.getcwd())  # like `python -c`
             sys.argv = ["-c"]
-        return self.execute(seq, code, module)
+        return self.execute(seq, code, module, request.get("cpu"))
 
-    @staticmethod
-    def execute(seq, code, module):
-        output = Capture()
+    def execute(self, seq, code, module, cpu):
+        output = Capture(self.max_output)
         sys.stdout = output
         sys.modules["__main__"] = module
         started = time.perf_counter()
         try:
+            limit_cpu(cpu)
             exec(code, module.__dict__)
         except SystemExit as error:
             if error.code not in (None, 0):
                 return exception_failure(seq, error, code.co_filename, output.getvalue())
         except BaseException as error:
             return exception_failure(seq, error, code.co_filename, output.getvalue())
+        finally:
+            lift_cpu()
+            self.dropped = output.dropped
         elapsed = time.perf_counter() - started
         return {
             "status": "ok",
@@ -289,11 +577,17 @@ class Worker:
 
 
 def main():
+    limits = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    max_output = int(limits.get("max_output") or 16 * 1024 * 1024)
+    global TEXT_LIMIT
+    TEXT_LIMIT = min(TEXT_LIMIT, max_output // 8)
     exit_with_parent()
+    become_subreaper()
+    apply_limits(limits)
     requests, replies = take_protocol_pipes()
     if sys.path and sys.path[0] == "":
         del sys.path[0]  # `-c` put the start directory first; each job sets its own entry
-    worker = Worker()
+    worker = Worker(max_output)
     version = "%d.%d.%d" % sys.version_info[:3]
     replies.write(encode({"status": "ready", "pid": os.getpid(), "version": version}))
     replies.flush()
@@ -303,9 +597,14 @@ def main():
             request = json.loads(line)
             seq = request.get("seq")
             reply = worker.run(request)
+            line = shape(reply, worker.dropped, max_output)
+        except MemoryError:
+            reply = failure(seq, "resource", "memory limit (MemoryError) while encoding the reply")
+            line = encode(reply)
         except Exception as error:
-            reply = failure(seq, "internal", "worker error: %s" % safe_repr(error), traceback.format_exc())
-        replies.write(encode(reply))
+            reply = failure(seq, "internal", "worker error: %s" % safe_repr(error), clip(traceback.format_exc()))
+            line = encode(reply)
+        replies.write(line)
         replies.flush()
 
 
