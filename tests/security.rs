@@ -510,3 +510,16 @@ async fn gz_auth_init_login_and_key_management_work_end_to_end() {
     assert_ne!(code, 0, "without a key the hub says no: {out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_tasks_do_not_see_the_providers_key() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let file = workflow_file(
+        "env.yaml",
+        "name: env\ntasks:\n  - id: peek\n    method: python/execute\n    parameters:\n      code: |\n        import os\n        result = os.environ.get('GLEITZEIT_API_KEY')\n",
+    );
+    let (code, doc) = suite.run_json(&file);
+    assert_eq!(code, 0, "{doc}");
+    let task = gleitzeit_e2e::task(&doc, "peek");
+    assert_eq!(task["result"]["result"], Value::Null, "{doc}");
+}

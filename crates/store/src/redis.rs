@@ -1201,6 +1201,7 @@ mod tests {
                 None,
                 None,
                 Some(b"null".to_vec()),
+                Some(b"alice".to_vec()),
             ]
         };
         let wf = decode_workflow("wf", fields("42"), None)
@@ -1215,7 +1216,7 @@ mod tests {
             Err(StoreError::Corrupt(m)) if m.contains("workflow `wf`: field `created_at`")
         ));
         assert_eq!(
-            decode_workflow("wf", vec![None; 8], None).expect("decode"),
+            decode_workflow("wf", vec![None; 9], None).expect("decode"),
             None
         );
         let mut missing = fields("1");

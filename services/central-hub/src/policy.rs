@@ -30,16 +30,20 @@ const READ_EVENTS: &[&str] = &[
     events::STORE_STATUS,
 ];
 
-/// Events between the suite's components, with the component type that may send each
-/// (`None`: any registered component).
-const COMPONENT_EVENTS: &[(&str, Option<&str>)] = &[
-    (events::EXECUTE_TASKS, Some(types::EXECUTION_ENGINE)),
-    (events::CANCEL_TASKS, Some(types::EXECUTION_ENGINE)),
-    (events::LEASE_TASKS, Some(types::EXECUTION_ENGINE)),
-    (events::WORKFLOW_PLAN, Some(types::QUEUE_MANAGER)),
-    (events::TASKS_FINISHED, Some(types::QUEUE_MANAGER)),
-    (events::WORKFLOW_FORGET, Some(types::QUEUE_MANAGER)),
-    (events::WORKFLOW_OWNER, Some("")), // hub only: never routed from a socket
+/// Events between the suite's components, with the component types that may send each
+/// (`None`: any registered component; an empty list: none, only the hub).
+const COMPONENT_EVENTS: &[(&str, Option<&[&str]>)] = &[
+    (events::EXECUTE_TASKS, Some(&[types::EXECUTION_ENGINE])),
+    // The queue-manager tells the engine to cancel; the engine tells the providers.
+    (
+        events::CANCEL_TASKS,
+        Some(&[types::EXECUTION_ENGINE, types::QUEUE_MANAGER]),
+    ),
+    (events::LEASE_TASKS, Some(&[types::EXECUTION_ENGINE])),
+    (events::WORKFLOW_PLAN, Some(&[types::QUEUE_MANAGER])),
+    (events::TASKS_FINISHED, Some(&[types::QUEUE_MANAGER])),
+    (events::WORKFLOW_FORGET, Some(&[types::QUEUE_MANAGER])),
+    (events::WORKFLOW_OWNER, Some(&[])),
     (events::TASK_OUTCOMES, None),
     (events::TASKS_HELD, None),
 ];
@@ -127,18 +131,20 @@ pub fn check_routed(
     if let Some((_, needed)) = COMPONENT_EVENTS.iter().find(|(e, _)| *e == event) {
         let ok = match (sender_type, needed) {
             (Some(_), None) => true,
-            (Some(t), Some(n)) => t == *n,
+            (Some(t), Some(types)) => types.contains(&t),
             (None, _) => false,
         };
         return if ok {
             Ok(())
         } else {
+            let who = match needed {
+                None => "registered".to_string(),
+                Some([]) => "no".to_string(),
+                Some(types) => types.join(" or "),
+            };
             Err(denied(
                 identity,
-                format_args!(
-                    "send {event:?}: only {} components do",
-                    needed.filter(|n| !n.is_empty()).unwrap_or("registered")
-                ),
+                format_args!("send {event:?}: only {who} components do"),
             ))
         };
     }

@@ -151,13 +151,6 @@ impl Registry {
         self.by_sid.get(sid).map(String::as_str)
     }
 
-    /// The id and type of the component registered on a socket.
-    pub fn component_of_sid(&self, sid: &str) -> Option<(&str, &str)> {
-        let id = self.by_sid.get(sid)?;
-        let entry = self.components.get(id)?;
-        Some((id.as_str(), entry.info.registration.component_type.as_str()))
-    }
-
     /// The user who registered a local component.
     pub fn owner_of(&self, component_id: &str) -> Option<&str> {
         self.components.get(component_id).map(|e| e.user.as_str())

@@ -68,6 +68,13 @@ async fn authenticate_socket(
     }
 }
 
+/// The component a socket registered as.
+#[derive(Debug)]
+struct RegisteredAs {
+    id: String,
+    kind: String,
+}
+
 /// The session of an authenticated socket.
 fn session_of(socket: &SocketRef) -> Option<Arc<Session>> {
     socket.extensions.get::<Arc<Session>>()
@@ -145,8 +152,10 @@ async fn intake(state: &Arc<HubState>, socket: &SocketRef, data: Result<RawEnvel
         return reject(state, socket, Some(env.id.clone()), err);
     };
     let sid = socket.id.to_string();
-    let (source, sender_type) = match state.registry().component_of_sid(&sid) {
-        Some((id, kind)) => (id.to_string(), Some(kind.to_string())),
+    // What this socket registered as (its key allowed it then): messages it sends while
+    // its registry entry is being replaced or expired still come from that component.
+    let (source, sender_type) = match socket.extensions.get::<Arc<RegisteredAs>>() {
+        Some(r) => (r.id.clone(), Some(r.kind.clone())),
         None => (format!("sid:{sid}"), None),
     };
     env.source = source;
@@ -262,6 +271,10 @@ async fn hub_event(
             let replaced = state
                 .registry()
                 .register_by(reg.clone(), &sid, &session.identity.user);
+            socket.extensions.insert(Arc::new(RegisteredAs {
+                id: reg.component_id.clone(),
+                kind: reg.component_type.clone(),
+            }));
             if let Some(old) = replaced {
                 if let Some(old_socket) = old
                     .sid
@@ -318,6 +331,7 @@ async fn hub_event(
         }
         events::DEREGISTER => {
             let removed = state.registry().remove_sid(&sid);
+            socket.extensions.remove::<Arc<RegisteredAs>>();
             reply_ok(state, socket, &env, json!({ "removed": removed.is_some() }));
             if let Some(entry) = removed {
                 info!(component = %entry.info.registration.component_id, "component deregistered");

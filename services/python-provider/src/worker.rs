@@ -109,6 +109,8 @@ impl Worker {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Workflow code must not find the provider's key in its environment.
+            .env_remove(gleitzeit_runtime::credentials::API_KEY_ENV)
             .kill_on_drop(true);
         // Own process group: a Ctrl-C meant for the service must not hit running scripts,
         // and a timeout kills the whole group.
