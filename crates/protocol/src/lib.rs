@@ -10,6 +10,7 @@
 pub mod envelope;
 pub mod errors;
 pub mod events;
+pub mod limits;
 pub mod payloads;
 pub mod target;
 

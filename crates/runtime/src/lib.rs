@@ -1,7 +1,12 @@
 //! What every Gleitzeit binary shares: logging setup ([`init_tracing`]), shutdown handling
-//! ([`Shutdown`], [`signal_shutdown`]) and the flags common to all services ([`CommonArgs`]).
+//! ([`Shutdown`], [`signal_shutdown`]), the flags common to all services ([`CommonArgs`]),
+//! and turning panics in spawned work into errors ([`catch_panic`]).
 
 #![forbid(unsafe_code)]
+
+mod panics;
+
+pub use panics::{catch_panic, catch_panic_sync};
 
 use std::future::Future;
 
