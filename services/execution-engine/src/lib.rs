@@ -24,6 +24,9 @@ use gleitzeit_hub_client::{
 };
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
+use gleitzeit_protocol::limits::{
+    cap_outcome, deadline_after, duration_from_millis_capped, MAX_OUTCOME_BYTES,
+};
 use gleitzeit_protocol::payloads::{
     CancelTasks, ComponentInfo, ExecuteTask, ExecuteTasks, HeldTask, HeldTasks, LeaseTasks,
     LeasedTasks, TaskOutcome, TaskOutcomes, TaskRef,
@@ -271,7 +274,10 @@ impl Engine {
     fn free_slots(&self) -> BTreeMap<String, u32> {
         let mut slots = BTreeMap::new();
         for p in self.providers.values() {
-            let free = (p.capacity * self.prefetch).saturating_sub(p.in_flight);
+            let free = p
+                .capacity
+                .saturating_mul(self.prefetch)
+                .saturating_sub(p.in_flight);
             for m in &p.methods {
                 *slots.entry(m.clone()).or_insert(0) += free;
             }
@@ -319,9 +325,20 @@ impl Engine {
                 Target::Component(target.clone())
             };
             tokio::spawn(async move {
-                let result = client
-                    .request_with_timeout(to, events::LEASE_TASKS, payload, Duration::from_secs(10))
+                let request = client.request_with_timeout(
+                    to,
+                    events::LEASE_TASKS,
+                    payload,
+                    Duration::from_secs(10),
+                );
+                let result = gleitzeit_runtime::catch_panic(request)
                     .await
+                    .unwrap_or_else(|panic| {
+                        Err(GzError::new(
+                            ErrorCode::Internal,
+                            format!("lease request panicked: {panic}"),
+                        ))
+                    })
                     .and_then(|v| {
                         serde_json::from_value(v)
                             .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
@@ -340,7 +357,7 @@ impl Engine {
             .filter(|(_, p)| p.methods.iter().any(|m| m == method))
             .max_by_key(|(id, p)| {
                 (
-                    (p.capacity * self.prefetch) as i64 - p.in_flight as i64,
+                    i64::from(p.capacity.saturating_mul(self.prefetch)) - i64::from(p.in_flight),
                     std::cmp::Reverse((*id).clone()),
                 )
             })
@@ -360,10 +377,9 @@ impl Engine {
                     if let Some(p) = self.providers.get_mut(&pid) {
                         p.in_flight += 1;
                     }
-                    let grace = Duration::from_secs(5);
-                    let deadline = task.timeout_ms.map(|ms| {
-                        Instant::now() + Duration::from_millis(ms) * (self.prefetch + 1) + grace
-                    });
+                    let deadline = task
+                        .timeout_ms
+                        .and_then(|ms| watchdog_deadline(Instant::now(), ms, self.prefetch));
                     let older = self.dispatched.insert(
                         key,
                         Dispatched {
@@ -412,10 +428,13 @@ impl Engine {
         }
     }
 
-    /// Outcomes from providers (or made here) go to the queue-manager that owns the task.
+    /// Outcomes from providers (or made here) go to the queue-manager that owns the task;
+    /// a result or error larger than [`MAX_OUTCOME_BYTES`] becomes a GZ2026 failure with a
+    /// truncated preview (a provider that did not cap it must not break the hub's limit).
     fn forward(&mut self, outcomes: Vec<TaskOutcome>) {
         let mut by_qm: HashMap<String, Vec<TaskOutcome>> = HashMap::new();
         for o in outcomes {
+            let o = cap_outcome(o, MAX_OUTCOME_BYTES);
             let key = TaskRef {
                 workflow_id: o.workflow_id.clone(),
                 task_id: o.task_id.clone(),
@@ -608,6 +627,16 @@ impl Engine {
     }
 }
 
+/// When the watchdog gives up on a task: its time limit for each task that may wait ahead
+/// of it at the provider (the prefetch), plus a grace; `None` when that is beyond any
+/// representable instant (outside numbers never panic the engine).
+fn watchdog_deadline(now: Instant, timeout_ms: u64, prefetch: u32) -> Option<Instant> {
+    let limit = duration_from_millis_capped(timeout_ms)
+        .checked_mul(prefetch.saturating_add(1))?
+        .checked_add(Duration::from_secs(5))?;
+    deadline_after(now, limit)
+}
+
 fn outcome_err(workflow_id: &str, task_id: &str, attempt: u32, error: GzError) -> TaskOutcome {
     TaskOutcome::finished(
         workflow_id.to_string(),
@@ -617,4 +646,19 @@ fn outcome_err(workflow_id: &str, task_id: &str, attempt: u32, error: GzError) -
         String::new(),
         0,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_timeouts_and_prefetch_never_overflow_the_watchdog() {
+        let now = Instant::now();
+        assert!(watchdog_deadline(now, u64::MAX, u32::MAX).is_some_and(|d| d > now));
+        assert_eq!(
+            watchdog_deadline(now, 1000, 1),
+            Some(now + Duration::from_secs(7))
+        );
+    }
 }
