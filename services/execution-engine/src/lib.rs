@@ -37,6 +37,11 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+/// How long a queue-manager with nothing held here is still sent (empty) reports.
+const IDLE_REPORT_EXPIRY: Duration = Duration::from_secs(60);
+/// The most queue-managers with nothing held here that are remembered at once.
+const MAX_IDLE_QUEUE_MANAGERS: usize = 64;
+
 /// Settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -89,8 +94,9 @@ struct Engine {
     /// Registered queue-managers (each is asked for tasks; empty: ask the type).
     queue_manager_ids: Vec<String>,
     lease_seq: u64,
-    /// Every queue-manager tasks came from (each gets `tasks_held` reports).
-    queue_managers: std::collections::HashSet<String>,
+    /// Queue-managers tasks came from, with when they last had one here (each gets
+    /// `tasks_held` reports while it does, and for a minute after).
+    queue_managers: HashMap<String, Instant>,
 }
 
 /// Connects to the hub, registers, and runs tasks until `shutdown`.
@@ -124,7 +130,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         lease: HashMap::new(),
         queue_manager_ids: Vec::new(),
         lease_seq: 0,
-        queue_managers: std::collections::HashSet::new(),
+        queue_managers: HashMap::new(),
     };
     engine.refresh_providers();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -364,7 +370,8 @@ impl Engine {
             .map(|(id, _)| id.clone())
     }
     fn dispatch(&mut self, leased: LeasedTasks) {
-        self.queue_managers.insert(leased.queue_manager_id.clone());
+        self.queue_managers
+            .insert(leased.queue_manager_id.clone(), Instant::now());
         let mut batches: HashMap<String, Vec<ExecuteTask>> = HashMap::new();
         let mut unserved = Vec::new();
         for task in leased.tasks {
@@ -558,16 +565,15 @@ impl Engine {
         }
     }
 
-    /// Tells each queue-manager which of its tasks this engine still holds.
-    fn report_held(&self) {
-        let mut by_qm: HashMap<&str, Vec<HeldTask>> = self
-            .queue_managers
-            .iter()
-            .map(|q| (q.as_str(), Vec::new()))
-            .collect();
+    /// Tells each queue-manager which of its tasks this engine still holds. One that has
+    /// nothing here is told so for [`IDLE_REPORT_EXPIRY`], then forgotten (at most
+    /// [`MAX_IDLE_QUEUE_MANAGERS`] are remembered), so lease replies naming many
+    /// queue-managers never become a permanent flood of reports.
+    fn report_held(&mut self) {
+        let mut by_qm: HashMap<String, Vec<HeldTask>> = HashMap::new();
         for (k, d) in &self.dispatched {
             by_qm
-                .entry(d.queue_manager.as_str())
+                .entry(d.queue_manager.clone())
                 .or_default()
                 .push(HeldTask {
                     workflow_id: k.workflow_id.clone(),
@@ -575,13 +581,34 @@ impl Engine {
                     attempt: d.attempt,
                 });
         }
+        let now = Instant::now();
+        for qm in by_qm.keys() {
+            self.queue_managers.insert(qm.clone(), now);
+        }
+        self.queue_managers.retain(|qm, seen| {
+            by_qm.contains_key(qm) || now.saturating_duration_since(*seen) < IDLE_REPORT_EXPIRY
+        });
+        let mut idle: Vec<(Instant, String)> = self
+            .queue_managers
+            .iter()
+            .filter(|(qm, _)| !by_qm.contains_key(*qm))
+            .map(|(qm, seen)| (*seen, qm.clone()))
+            .collect();
+        if idle.len() > MAX_IDLE_QUEUE_MANAGERS {
+            idle.sort();
+            let excess = idle.len() - MAX_IDLE_QUEUE_MANAGERS;
+            for (_, qm) in idle.drain(..excess) {
+                self.queue_managers.remove(&qm);
+            }
+        }
+        for (_, qm) in idle {
+            by_qm.insert(qm, Vec::new());
+        }
         for (qm, tasks) in by_qm {
             let payload = serde_json::to_value(HeldTasks { tasks }).unwrap_or(Value::Null);
-            let _ = self.client.emit(
-                Target::Component(qm.to_string()),
-                events::TASKS_HELD,
-                payload,
-            );
+            let _ = self
+                .client
+                .emit(Target::Component(qm), events::TASKS_HELD, payload);
         }
     }
 
