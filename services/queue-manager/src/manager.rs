@@ -479,8 +479,11 @@ impl Manager {
     // ---------------------------------------------------------------- submit and plan
 
     async fn submit(&mut self, env: &Envelope) -> Result<Value, GzError> {
+        // Checked on the envelope's own payload, before anything copies a huge spec.
+        if let Some(spec) = env.payload.get("spec") {
+            self.limits.check_raw(spec)?;
+        }
         let sub: SubmitWorkflow = env.payload_as()?;
-        self.limits.check_raw(&sub.spec)?;
         let spec: WorkflowSpec = serde_json::from_value(sub.spec).map_err(|e| {
             GzError::new(
                 ErrorCode::ValidationFailed,
