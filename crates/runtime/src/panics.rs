@@ -43,9 +43,10 @@ mod tests {
     async fn a_panicking_future_becomes_an_error() {
         let result = catch_panic(async {
             let v: Vec<u32> = Vec::new();
-            v.get(3)
-                .copied()
-                .map_or_else(|| panic!("index 3 of nothing"), |x| x)
+            match v.get(3) {
+                Some(x) => *x,
+                None => panic!("index 3 of nothing"),
+            }
         })
         .await;
         assert_eq!(result, Err("index 3 of nothing".to_string()));
