@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod errors;
 pub mod events;
 pub mod identity;
+pub mod limits;
 pub mod payloads;
 pub mod target;
 

@@ -157,6 +157,35 @@ pub trait Store: Send + Sync {
         Ok(None)
     }
 
+    /// Marks a stored workflow that cannot be loaded (its row, spec or tasks are unreadable
+    /// or out of range) as failed with `error`, finished at `finished_at` (ms), without
+    /// reading it: recovery skips such a workflow instead of failing on it at every start.
+    ///
+    /// The default writes a minimal failed record (name = id, no tasks counted) over the
+    /// unreadable one, keeping its stored spec; backends that can update the status alone
+    /// do so.
+    fn mark_unloadable(
+        &self,
+        workflow_id: &str,
+        error: &serde_json::Value,
+        finished_at: u64,
+    ) -> Result<(), StoreError> {
+        let record = WorkflowRecord {
+            id: workflow_id.to_string(),
+            name: workflow_id.to_string(),
+            status: WorkflowStatus::Failed,
+            spec: serde_json::Value::Null,
+            base_dir: None,
+            total_tasks: 0,
+            created_at: finished_at,
+            started_at: None,
+            finished_at: Some(finished_at),
+            error: Some(error.clone()),
+            owner: None,
+        };
+        self.apply(std::slice::from_ref(&record), &[])
+    }
+
     /// Gives ownership of a workflow up (it finished).
     fn release(&self, workflow_id: &str, owner: &str) -> Result<(), StoreError> {
         let _ = (workflow_id, owner);

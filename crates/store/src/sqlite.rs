@@ -439,6 +439,60 @@ impl Store for SqliteStore {
         Ok(workflows)
     }
 
+    /// Reads the ids alone: a row with a broken spec must not stop recovery of the others.
+    fn unfinished_ids(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT w.id FROM workflows w WHERE w.status IN (?1, ?2) \
+                 ORDER BY w.created_at, w.rowid",
+            )
+            .map_err(|e| StoreError::backend("prepare unfinished ids query", e))?;
+        let mut rows = stmt
+            .query([
+                WorkflowStatus::Pending.as_str(),
+                WorkflowStatus::Running.as_str(),
+            ])
+            .map_err(|e| StoreError::backend("query unfinished ids", e))?;
+        let mut ids = Vec::new();
+        while let Some(row) = next_row(&mut rows, "read unfinished ids")? {
+            let id: String = row
+                .get(0)
+                .map_err(|e| StoreError::Corrupt(format!("workflow id: {e}")))?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    fn mark_unloadable(
+        &self,
+        workflow_id: &str,
+        error: &Value,
+        finished_at: u64,
+    ) -> Result<(), StoreError> {
+        let error = to_json(Some(error), "error", || format!("workflow `{workflow_id}`"))?;
+        let finished_at = to_i64(finished_at, "finished_at", || {
+            format!("workflow `{workflow_id}`")
+        })?;
+        let mut conn = self.conn();
+        let tx = begin(&mut conn)?;
+        tx.execute(
+            "UPDATE workflows SET status = ?1, error = ?2, finished_at = ?3 WHERE id = ?4",
+            params![
+                WorkflowStatus::Failed.as_str(),
+                error,
+                finished_at,
+                workflow_id
+            ],
+        )
+        .map_err(|e| StoreError::backend("mark workflow unloadable", e))?;
+        tx.commit()
+            .map_err(|e| StoreError::backend("commit mark unloadable", e))?;
+        drop(conn);
+        self.committed();
+        Ok(())
+    }
+
     fn info(&self) -> StoreInfo {
         let healthy = self
             .conn()

@@ -18,3 +18,8 @@ pub const SCHEMA_VIOLATION: &str = "GZ7002";
 pub const UNKNOWN_METHOD: &str = "GZ7003";
 /// The text is not valid YAML (or not a single YAML document).
 pub const YAML_PARSE_ERROR: &str = "GZ7010";
+/// A number that becomes a duration or a count is outside its documented range
+/// ([`crate::limits`]): NaN, infinite, negative, zero where that means nothing, or huge.
+pub const OUT_OF_RANGE: &str = "GZ7011";
+/// A workflow larger than a limit (tasks, bytes).
+pub const TOO_LARGE: &str = "GZ7012";

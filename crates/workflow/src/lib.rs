@@ -34,6 +34,7 @@ pub mod catalog;
 pub mod codes;
 pub mod dag;
 pub mod diagnostic;
+pub mod limits;
 pub mod parse;
 pub mod spec;
 pub mod substitute;
@@ -43,6 +44,7 @@ mod yaml;
 pub use catalog::{CatalogError, MethodCatalog, MethodSpec, ParamIssue, ProtocolInfo};
 pub use dag::{find_cycle, topological_order, Cycle, Dag};
 pub use diagnostic::{Diagnostic, Severity};
+pub use limits::{first_range_issue, RangeIssue, DEFAULT_MAX_SPEC_BYTES, DEFAULT_MAX_TASKS};
 pub use parse::parse_workflow;
 pub use spec::{Backoff, OnFailure, Priority, RetryPolicy, TaskSpec, WorkflowSpec};
 pub use substitute::{

@@ -127,6 +127,11 @@ impl Reader {
             .push(Diagnostic::error(codes::INVALID_FIELD, message).at(pos));
     }
 
+    fn out_of_range(&mut self, message: impl Into<String>, pos: Option<Pos>) {
+        self.diagnostics
+            .push(Diagnostic::error(codes::OUT_OF_RANGE, message).at(pos));
+    }
+
     fn wrong_type(&mut self, what: &str, expected: &str, node: &Node) {
         self.error(
             format!("{what} must be {expected}, not {}", node.kind()),
@@ -587,12 +592,12 @@ impl Reader {
             NodeValue::Int(n) => match u32::try_from(*n) {
                 Ok(n) => Some(n),
                 Err(_) => {
-                    self.error(format!("{what} must be from 1 to 10, not {n}"), value.pos);
+                    self.out_of_range(format!("{what} must be from 1 to 10, not {n}"), value.pos);
                     None
                 }
             },
             NodeValue::UInt(n) => {
-                self.error(format!("{what} must be from 1 to 10, not {n}"), value.pos);
+                self.out_of_range(format!("{what} must be from 1 to 10, not {n}"), value.pos);
                 None
             }
             _ => {
@@ -621,9 +626,15 @@ impl Reader {
         }
     }
 
+    /// A number as read (NaN, infinite and huge values included: the range checks in
+    /// [`crate::limits`] refuse them with GZ7011 and their position).
     fn number(&mut self, what: &str, value: &Node) -> Option<f64> {
-        self.scalar(Expect::Number, what, value)
-            .and_then(|text| text.parse::<f64>().ok())
+        match &value.value {
+            NodeValue::Int(i) => Some(*i as f64),
+            NodeValue::UInt(u) => Some(*u as f64),
+            NodeValue::Float(f) => Some(*f),
+            _ => self.scalar(Expect::Number, what, value).and(None),
+        }
     }
 
     /// A scalar of the expected kind, as text.

@@ -14,6 +14,7 @@ use crate::catalog::MethodCatalog;
 use crate::codes;
 use crate::dag::{format_cycle, Dag};
 use crate::diagnostic::{did_you_mean, list_for_hint, sort_by_position, Diagnostic};
+use crate::limits::{task_range_issues, workflow_range_issue};
 use crate::parse::SourceMap;
 use crate::spec::{TaskSpec, WorkflowSpec};
 use crate::substitute::{for_each_reference, PathSeg};
@@ -26,10 +27,7 @@ pub struct Parsed {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// Task timeouts may not exceed an hour.
-pub const MAX_TASK_TIMEOUT_SECS: f64 = 3600.0;
-/// Bounds of `retry.max_attempts`.
-pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<u32> = 1..=10;
+pub use crate::limits::{MAX_ATTEMPTS_RANGE, MAX_TASK_TIMEOUT_SECS};
 /// At most this many cycles are reported for one workflow.
 const MAX_CYCLES_REPORTED: usize = 10;
 /// Characters a task id may not contain, because references could not name it.
@@ -328,19 +326,9 @@ fn check_workflow(spec: &WorkflowSpec, places: &Places<'_>, out: &mut Vec<Diagno
             );
         }
     }
-    if let Some(timeout) = spec.timeout {
-        if !(timeout.is_finite() && timeout > 0.0) {
-            if let Place::At(pos) = places.workflow_field("timeout") {
-                out.push(
-                    Diagnostic::error(
-                        codes::INVALID_FIELD,
-                        format!(
-                            "the workflow's `timeout` must be more than 0 seconds, not {timeout}"
-                        ),
-                    )
-                    .at(pos),
-                );
-            }
+    if let Some(issue) = workflow_range_issue(spec) {
+        if let Place::At(pos) = places.workflow_field(issue.field) {
+            out.push(Diagnostic::error(codes::OUT_OF_RANGE, issue.message).at(pos));
         }
     }
 }
@@ -388,48 +376,12 @@ fn check_task_fields(
             );
         }
     }
-    if let Some(timeout) = task.timeout {
-        if !(timeout > 0.0 && timeout <= MAX_TASK_TIMEOUT_SECS) {
-            if let Place::At(pos) = places.task_field(i, "timeout") {
-                out.push(
-                    Diagnostic::error(
-                        codes::INVALID_FIELD,
-                        format!("{label}: `timeout` must be more than 0 and at most 3600 seconds, not {timeout}"),
-                    )
-                    .at(pos.or(places.task(i))),
-                );
-            }
-        }
-    }
-    let retry = &task.retry;
-    if !MAX_ATTEMPTS_RANGE.contains(&retry.max_attempts) {
-        if let Place::At(pos) = places.task_field(i, "retry.max_attempts") {
+    for issue in task_range_issues(task) {
+        if let Place::At(pos) = places.task_field(i, issue.field) {
             out.push(
-                Diagnostic::error(
-                    codes::INVALID_FIELD,
-                    format!(
-                        "{label}: `retry.max_attempts` must be from 1 to 10, not {}",
-                        retry.max_attempts
-                    ),
-                )
-                .at(pos.or(places.task(i))),
-            );
-        }
-    }
-    for (key, seconds) in [
-        ("retry.base_delay", retry.base_delay),
-        ("retry.max_delay", retry.max_delay),
-    ] {
-        if !(seconds.is_finite() && seconds >= 0.0) {
-            if let Place::At(pos) = places.task_field(i, key) {
-                out.push(
-                    Diagnostic::error(
-                        codes::INVALID_FIELD,
-                        format!("{label}: `{key}` must be 0 or more seconds, not {seconds}"),
-                    )
+                Diagnostic::error(codes::OUT_OF_RANGE, format!("{label}: {}", issue.message))
                     .at(pos.or(places.task(i))),
-                );
-            }
+            );
         }
     }
 }

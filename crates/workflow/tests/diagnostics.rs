@@ -398,10 +398,10 @@ tasks:
     assert_eq!(
         places(&found),
         vec![
-            ("GZ7001", 2, 10),
-            ("GZ7001", 6, 14),
-            ("GZ7001", 7, 28),
-            ("GZ7001", 7, 44),
+            ("GZ7011", 2, 10),
+            ("GZ7011", 6, 14),
+            ("GZ7011", 7, 28),
+            ("GZ7011", 7, 44),
             ("GZ7001", 9, 9),
             ("GZ7001", 11, 15),
         ],
@@ -493,4 +493,45 @@ tasks:
     );
     assert_eq!(places(&found), vec![("GZ7002", 6, 48)], "{found:#?}");
     assert!(found[0].message.contains("/max_tokens"));
+}
+
+#[test]
+fn poison_numbers_are_out_of_range_with_their_place() {
+    let found = errors(
+        r#"name: poison
+timeout: 1e300
+tasks:
+  - id: a
+    method: python/execute
+    timeout: 1e19
+    retry:
+      max_attempts: 99999999999
+      base_delay: -0.5
+      max_delay: 1e9
+    params: { code: x }
+  - id: b
+    method: python/execute
+    timeout: -1e19
+    retry: -3
+    params: { code: x }
+"#,
+    );
+    assert_eq!(
+        places(&found),
+        vec![
+            ("GZ7011", 2, 10),
+            ("GZ7011", 6, 14),
+            ("GZ7011", 8, 21),
+            ("GZ7011", 9, 19),
+            ("GZ7011", 10, 18),
+            ("GZ7011", 14, 14),
+            ("GZ7011", 15, 12),
+        ],
+        "{found:#?}"
+    );
+    assert!(found.iter().all(|d| d.code == codes::OUT_OF_RANGE));
+    assert!(found[0].message.contains("7 days"), "{}", found[0].message);
+    // YAML's `.nan` and `.inf` are refused by the reader itself, with their place.
+    let nan = errors("name: n\ntimeout: .nan\ntasks: []\n");
+    assert_eq!(places(&nan)[0], ("GZ7010", 2, 10));
 }

@@ -313,7 +313,7 @@ fn json_specs_get_defaults_and_the_same_checks() {
         .collect();
     assert_eq!(
         codes,
-        vec!["GZ7001", "GZ7001", "GZ7002", "GZ3001", "GZ7001", "GZ3001"],
+        vec!["GZ7001", "GZ7011", "GZ7002", "GZ3001", "GZ7001", "GZ3001"],
         "name empty, timeout, schema (messages), duplicate id, no method, unknown dependency"
     );
 }

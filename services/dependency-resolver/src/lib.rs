@@ -19,12 +19,13 @@ use gleitzeit_hub_client::{
 };
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types};
+use gleitzeit_protocol::limits::{json_size_within, too_large, MAX_MESSAGE_BYTES};
 use gleitzeit_protocol::payloads::{Resolution, TasksFinished, WorkflowPlan, WorkflowRef};
 use gleitzeit_protocol::Envelope;
 use gleitzeit_runtime::Shutdown;
 use gleitzeit_workflow::WorkflowSpec;
 use serde_json::{json, Value};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::plan::Plan;
 
@@ -59,13 +60,63 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     };
     let mut plans: HashMap<String, Plan> = HashMap::new();
     while let Some(env) = next_envelope(&client, &mut incoming, &shutdown).await {
-        let result = handle(&client, &mut plans, &env);
-        if let Some(result) = result {
+        if let Some(result) = handle_guarded(&client, &mut plans, &env) {
             let _ = client.respond(&env, result);
         }
     }
     client.close().await;
     Ok(())
+}
+
+/// [`handle`], with a panic turned into a GZ8001 reply (the workflow's plan, possibly half
+/// updated, is dropped: the queue-manager plans it again) and a reply too large for one hub
+/// message turned into GZ7012 (never a message the hub would refuse).
+fn handle_guarded(
+    client: &HubClient,
+    plans: &mut HashMap<String, Plan>,
+    env: &Envelope,
+) -> Option<Result<Value, GzError>> {
+    let result = match gleitzeit_runtime::catch_panic_sync(|| handle(client, plans, env)) {
+        Ok(result) => result,
+        Err(panic) => {
+            warn!(event = %env.event, %panic, "handling a request panicked");
+            if let Some(id) = env.payload.get("workflow_id").and_then(Value::as_str) {
+                plans.remove(id);
+            }
+            Some(Err(GzError::new(
+                ErrorCode::Internal,
+                format!("dependency-resolver failed on {}: {panic}", env.event),
+            )))
+        }
+    };
+    result.map(|r| r.and_then(|value| within_message_limit(value, env, plans)))
+}
+
+/// A reply that fits in one hub message, or GZ7012 (the plan is dropped: what it released
+/// cannot be delivered).
+fn within_message_limit(
+    value: Value,
+    env: &Envelope,
+    plans: &mut HashMap<String, Plan>,
+) -> Result<Value, GzError> {
+    const MARGIN: usize = 1024 * 1024;
+    let limit = MAX_MESSAGE_BYTES - MARGIN;
+    if json_size_within(&value, limit).is_some() {
+        return Ok(value);
+    }
+    let id = env
+        .payload
+        .get("workflow_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    plans.remove(id);
+    warn!(workflow = %id, "resolution larger than one hub message; refusing the workflow");
+    Err(too_large(
+        "the resolution (ready tasks with their substituted parameters)",
+        format!("more than {limit} bytes"),
+        format!("{limit} bytes per message"),
+    )
+    .with_hint("pass less data between tasks (references to files rather than whole results)"))
 }
 
 fn handle(

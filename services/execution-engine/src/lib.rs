@@ -24,6 +24,9 @@ use gleitzeit_hub_client::{
 };
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
+use gleitzeit_protocol::limits::{
+    cap_outcome, deadline_after, duration_from_millis_capped, MAX_OUTCOME_BYTES,
+};
 use gleitzeit_protocol::payloads::{
     CancelTasks, ComponentInfo, ExecuteTask, ExecuteTasks, HeldTask, HeldTasks, LeaseTasks,
     LeasedTasks, TaskOutcome, TaskOutcomes, TaskRef,
@@ -33,6 +36,11 @@ use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+
+/// How long a queue-manager with nothing held here is still sent (empty) reports.
+const IDLE_REPORT_EXPIRY: Duration = Duration::from_secs(60);
+/// The most queue-managers with nothing held here that are remembered at once.
+const MAX_IDLE_QUEUE_MANAGERS: usize = 64;
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -86,8 +94,9 @@ struct Engine {
     /// Registered queue-managers (each is asked for tasks; empty: ask the type).
     queue_manager_ids: Vec<String>,
     lease_seq: u64,
-    /// Every queue-manager tasks came from (each gets `tasks_held` reports).
-    queue_managers: std::collections::HashSet<String>,
+    /// Queue-managers tasks came from, with when they last had one here (each gets
+    /// `tasks_held` reports while it does, and for a minute after).
+    queue_managers: HashMap<String, Instant>,
 }
 
 /// Connects to the hub, registers, and runs tasks until `shutdown`.
@@ -121,7 +130,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         lease: HashMap::new(),
         queue_manager_ids: Vec::new(),
         lease_seq: 0,
-        queue_managers: std::collections::HashSet::new(),
+        queue_managers: HashMap::new(),
     };
     engine.refresh_providers();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -275,7 +284,10 @@ impl Engine {
     fn free_slots(&self) -> BTreeMap<String, u32> {
         let mut slots = BTreeMap::new();
         for p in self.providers.values() {
-            let free = (p.capacity * self.prefetch).saturating_sub(p.in_flight);
+            let free = p
+                .capacity
+                .saturating_mul(self.prefetch)
+                .saturating_sub(p.in_flight);
             for m in &p.methods {
                 *slots.entry(m.clone()).or_insert(0) += free;
             }
@@ -323,9 +335,20 @@ impl Engine {
                 Target::Component(target.clone())
             };
             tokio::spawn(async move {
-                let result = client
-                    .request_with_timeout(to, events::LEASE_TASKS, payload, Duration::from_secs(10))
+                let request = client.request_with_timeout(
+                    to,
+                    events::LEASE_TASKS,
+                    payload,
+                    Duration::from_secs(10),
+                );
+                let result = gleitzeit_runtime::catch_panic(request)
                     .await
+                    .unwrap_or_else(|panic| {
+                        Err(GzError::new(
+                            ErrorCode::Internal,
+                            format!("lease request panicked: {panic}"),
+                        ))
+                    })
                     .and_then(|v| {
                         serde_json::from_value(v)
                             .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
@@ -344,14 +367,15 @@ impl Engine {
             .filter(|(_, p)| p.methods.iter().any(|m| m == method))
             .max_by_key(|(id, p)| {
                 (
-                    (p.capacity * self.prefetch) as i64 - p.in_flight as i64,
+                    i64::from(p.capacity.saturating_mul(self.prefetch)) - i64::from(p.in_flight),
                     std::cmp::Reverse((*id).clone()),
                 )
             })
             .map(|(id, _)| id.clone())
     }
     fn dispatch(&mut self, leased: LeasedTasks) {
-        self.queue_managers.insert(leased.queue_manager_id.clone());
+        self.queue_managers
+            .insert(leased.queue_manager_id.clone(), Instant::now());
         let mut batches: HashMap<String, Vec<ExecuteTask>> = HashMap::new();
         let mut unserved = Vec::new();
         for task in leased.tasks {
@@ -364,10 +388,9 @@ impl Engine {
                     if let Some(p) = self.providers.get_mut(&pid) {
                         p.in_flight += 1;
                     }
-                    let grace = Duration::from_secs(5);
-                    let deadline = task.timeout_ms.map(|ms| {
-                        Instant::now() + Duration::from_millis(ms) * (self.prefetch + 1) + grace
-                    });
+                    let deadline = task
+                        .timeout_ms
+                        .and_then(|ms| watchdog_deadline(Instant::now(), ms, self.prefetch));
                     let older = self.dispatched.insert(
                         key,
                         Dispatched {
@@ -416,7 +439,6 @@ impl Engine {
         }
     }
 
-    /// Outcomes from providers (or made here) go to the queue-manager that owns the task.
     /// Outcomes sent by a provider: only those of attempts dispatched to that provider
     /// count (the hub stamps the sender; others are forged or stale).
     fn forward_from(&mut self, provider: &str, mut outcomes: Vec<TaskOutcome>) {
@@ -437,9 +459,13 @@ impl Engine {
         self.forward(outcomes);
     }
 
+    /// Outcomes from providers (or made here) go to the queue-manager that owns the task;
+    /// a result or error larger than [`MAX_OUTCOME_BYTES`] becomes a GZ2026 failure with a
+    /// truncated preview (a provider that did not cap it must not break the hub's limit).
     fn forward(&mut self, outcomes: Vec<TaskOutcome>) {
         let mut by_qm: HashMap<String, Vec<TaskOutcome>> = HashMap::new();
         for o in outcomes {
+            let o = cap_outcome(o, MAX_OUTCOME_BYTES);
             let key = TaskRef {
                 workflow_id: o.workflow_id.clone(),
                 task_id: o.task_id.clone(),
@@ -563,16 +589,15 @@ impl Engine {
         }
     }
 
-    /// Tells each queue-manager which of its tasks this engine still holds.
-    fn report_held(&self) {
-        let mut by_qm: HashMap<&str, Vec<HeldTask>> = self
-            .queue_managers
-            .iter()
-            .map(|q| (q.as_str(), Vec::new()))
-            .collect();
+    /// Tells each queue-manager which of its tasks this engine still holds. One that has
+    /// nothing here is told so for [`IDLE_REPORT_EXPIRY`], then forgotten (at most
+    /// [`MAX_IDLE_QUEUE_MANAGERS`] are remembered), so lease replies naming many
+    /// queue-managers never become a permanent flood of reports.
+    fn report_held(&mut self) {
+        let mut by_qm: HashMap<String, Vec<HeldTask>> = HashMap::new();
         for (k, d) in &self.dispatched {
             by_qm
-                .entry(d.queue_manager.as_str())
+                .entry(d.queue_manager.clone())
                 .or_default()
                 .push(HeldTask {
                     workflow_id: k.workflow_id.clone(),
@@ -580,13 +605,34 @@ impl Engine {
                     attempt: d.attempt,
                 });
         }
+        let now = Instant::now();
+        for qm in by_qm.keys() {
+            self.queue_managers.insert(qm.clone(), now);
+        }
+        self.queue_managers.retain(|qm, seen| {
+            by_qm.contains_key(qm) || now.saturating_duration_since(*seen) < IDLE_REPORT_EXPIRY
+        });
+        let mut idle: Vec<(Instant, String)> = self
+            .queue_managers
+            .iter()
+            .filter(|(qm, _)| !by_qm.contains_key(*qm))
+            .map(|(qm, seen)| (*seen, qm.clone()))
+            .collect();
+        if idle.len() > MAX_IDLE_QUEUE_MANAGERS {
+            idle.sort();
+            let excess = idle.len() - MAX_IDLE_QUEUE_MANAGERS;
+            for (_, qm) in idle.drain(..excess) {
+                self.queue_managers.remove(&qm);
+            }
+        }
+        for (_, qm) in idle {
+            by_qm.insert(qm, Vec::new());
+        }
         for (qm, tasks) in by_qm {
             let payload = serde_json::to_value(HeldTasks { tasks }).unwrap_or(Value::Null);
-            let _ = self.client.emit(
-                Target::Component(qm.to_string()),
-                events::TASKS_HELD,
-                payload,
-            );
+            let _ = self
+                .client
+                .emit(Target::Component(qm), events::TASKS_HELD, payload);
         }
     }
 
@@ -632,6 +678,16 @@ impl Engine {
     }
 }
 
+/// When the watchdog gives up on a task: its time limit for each task that may wait ahead
+/// of it at the provider (the prefetch), plus a grace; `None` when that is beyond any
+/// representable instant (outside numbers never panic the engine).
+fn watchdog_deadline(now: Instant, timeout_ms: u64, prefetch: u32) -> Option<Instant> {
+    let limit = duration_from_millis_capped(timeout_ms)
+        .checked_mul(prefetch.saturating_add(1))?
+        .checked_add(Duration::from_secs(5))?;
+    deadline_after(now, limit)
+}
+
 fn outcome_err(workflow_id: &str, task_id: &str, attempt: u32, error: GzError) -> TaskOutcome {
     TaskOutcome::finished(
         workflow_id.to_string(),
@@ -641,4 +697,19 @@ fn outcome_err(workflow_id: &str, task_id: &str, attempt: u32, error: GzError) -
         String::new(),
         0,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_timeouts_and_prefetch_never_overflow_the_watchdog() {
+        let now = Instant::now();
+        assert!(watchdog_deadline(now, u64::MAX, u32::MAX).is_some_and(|d| d > now));
+        assert_eq!(
+            watchdog_deadline(now, 1000, 1),
+            Some(now + Duration::from_secs(7))
+        );
+    }
 }

@@ -35,6 +35,15 @@ pub enum Kind {
 fn default_max_concurrent() -> u32 {
     4
 }
+/// The longest timeout, health interval or cooldown accepted (a week): every one becomes a
+/// `Duration`, which NaN, infinite or huge numbers cannot.
+const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// Whether `seconds` is finite, positive (or 0 when allowed) and at most `max`.
+fn seconds_in(seconds: f64, zero_allowed: bool, max: f64) -> bool {
+    seconds.is_finite() && (seconds > 0.0 || (zero_allowed && seconds == 0.0)) && seconds <= max
+}
+
 fn default_timeout() -> f64 {
     300.0
 }
@@ -198,19 +207,22 @@ impl ProviderConfig {
                     e.name
                 ));
             }
-            if e.timeout.is_nan() || e.timeout <= 0.0 {
-                return Err(format!("endpoint {}: timeout must be positive", e.name));
+            if !seconds_in(e.timeout, false, MAX_SECONDS) {
+                return Err(format!(
+                    "endpoint {}: timeout must be more than 0 and at most {MAX_SECONDS} seconds",
+                    e.name
+                ));
             }
             if !names.insert(e.name.clone()) {
                 return Err(format!("duplicate endpoint name {:?}", e.name));
             }
         }
-        if self.health_interval.is_nan()
-            || self.health_interval <= 0.0
-            || self.cooldown.is_nan()
-            || self.cooldown < 0.0
+        if !seconds_in(self.health_interval, false, MAX_SECONDS)
+            || !seconds_in(self.cooldown, true, MAX_SECONDS)
         {
-            return Err("health_interval must be positive and cooldown not negative".into());
+            return Err(format!(
+                "health_interval must be more than 0 and cooldown at least 0, both at most {MAX_SECONDS} seconds"
+            ));
         }
         self.failure_threshold = self.failure_threshold.max(1);
         Ok(())
@@ -218,7 +230,9 @@ impl ProviderConfig {
 
     /// Sum of every endpoint's slots: the capacity the provider advertises.
     pub fn capacity(&self) -> u32 {
-        self.endpoints.iter().map(|e| e.max_concurrent).sum()
+        self.endpoints
+            .iter()
+            .fold(0u32, |sum, e| sum.saturating_add(e.max_concurrent))
     }
 }
 
@@ -249,6 +263,22 @@ mod tests {
         assert!(
             ProviderConfig::from_yaml("endpoints:\n  - url: http://a\n  - url: http://a\n")
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn poison_seconds_are_refused_not_panicked_on() {
+        for bad in ["1e300", "-1", "0", ".nan", ".inf", "604801"] {
+            let yaml = format!("endpoints:\n  - url: http://a\n    timeout: {bad}\n");
+            assert!(ProviderConfig::from_yaml(&yaml).is_err(), "timeout {bad}");
+        }
+        assert!(
+            ProviderConfig::from_yaml("cooldown: 1e19\nendpoints:\n  - url: http://a\n").is_err()
+        );
+        let big = "endpoints:\n  - url: http://a\n    max_concurrent: 4294967295\n  - url: http://b\n    max_concurrent: 9\n";
+        assert_eq!(
+            ProviderConfig::from_yaml(big).map(|c| c.capacity()),
+            Ok(u32::MAX)
         );
     }
 

@@ -29,6 +29,7 @@ use gleitzeit_hub_client::{
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
+use gleitzeit_protocol::limits::{cap_outcome, duration_from_millis_capped, MAX_OUTCOME_BYTES};
 use gleitzeit_protocol::payloads::{CancelTasks, ExecuteTask, ExecuteTasks, TaskOutcome, TaskRef};
 use gleitzeit_protocol::Target;
 use gleitzeit_runtime::Shutdown;
@@ -208,26 +209,41 @@ fn start_task(
                 progress_client.emit(Target::Room(room.clone()), events::TASK_PROGRESS, payload);
         };
         let on_token_ref: api::OnToken<'_> = if stream { Some(&on_token) } else { None };
-        let work = methods::execute(&ctx, &task, on_token_ref);
-        let result = match task.timeout_ms {
-            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), work).await {
+        // A panic while serving the task fails it (GZ8001) instead of leaving it held
+        // forever; a timeout from outside is capped (it only ever becomes a Duration).
+        let work = async {
+            gleitzeit_runtime::catch_panic(methods::execute(&ctx, &task, on_token_ref))
+                .await
+                .unwrap_or_else(|panic| {
+                    warn!(task = %task.task_id, %panic, "serving the task panicked");
+                    Err(GzError::new(
+                        ErrorCode::Internal,
+                        format!("the provider failed on this task: {panic}"),
+                    ))
+                })
+        };
+        let result = match task.timeout_ms.map(duration_from_millis_capped) {
+            Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(r) => r,
                 Err(_) => Err(GzError::new(
                     ErrorCode::TaskTimeout,
-                    format!("no answer within {:.1}s", ms as f64 / 1000.0),
+                    format!("no answer within {:.1}s", limit.as_secs_f64()),
                 )),
             },
             None => work.await,
         };
         client.set_load(ctx.pool.load());
         lock(&running2).finish(&key2, attempt);
-        let outcome = TaskOutcome::finished(
-            task.workflow_id,
-            task.task_id,
-            task.attempt,
-            result,
-            client.id().to_string(),
-            started_at,
+        let outcome = cap_outcome(
+            TaskOutcome::finished(
+                task.workflow_id,
+                task.task_id,
+                task.attempt,
+                result,
+                client.id().to_string(),
+                started_at,
+            ),
+            MAX_OUTCOME_BYTES,
         );
         let _ = done.send((reply_to, outcome));
     });

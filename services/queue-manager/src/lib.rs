@@ -33,7 +33,7 @@ use gleitzeit_store::{RedisStore, SqliteStore, Store, StoreError};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-pub use manager::Internal;
+pub use manager::{Internal, WorkflowLimits};
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ pub struct Config {
     /// An engine that sends nothing (no lease request, outcome or held-task report) for
     /// this long while holding tasks loses them: they are queued again.
     pub lease_timeout: Duration,
+    /// How large a submitted workflow may be (tasks, bytes); larger ones get GZ7012.
+    pub limits: WorkflowLimits,
 }
 
 /// Errors that stop the service.
@@ -101,6 +103,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         tx,
         config.provider_grace,
         config.lease_timeout,
+        config.limits,
     );
     mgr.recover().await?;
     let mut tick = tokio::time::interval(Duration::from_millis(50));

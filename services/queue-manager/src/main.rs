@@ -1,6 +1,7 @@
 //! `queue-manager` binary: parses flags and calls [`queue_manager::run`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use gleitzeit_runtime::CommonArgs;
@@ -27,6 +28,24 @@ struct Args {
     /// while holding tasks before they are queued again. Engines report every 2 s.
     #[arg(long, env = "GLEITZEIT_LEASE_TIMEOUT", default_value_t = 15.0)]
     lease_timeout: f64,
+    /// Most tasks one workflow may have; larger submissions are refused with GZ7012.
+    #[arg(long, env = "GLEITZEIT_MAX_WORKFLOW_TASKS", default_value_t = gleitzeit_workflow::DEFAULT_MAX_TASKS)]
+    max_workflow_tasks: usize,
+    /// Most bytes one workflow's spec may have as JSON; larger submissions are refused with
+    /// GZ7012. At most 32 MiB (the default) keeps every plan within one hub message.
+    #[arg(long, env = "GLEITZEIT_MAX_WORKFLOW_BYTES", default_value_t = gleitzeit_workflow::DEFAULT_MAX_SPEC_BYTES)]
+    max_workflow_bytes: usize,
+}
+
+/// Seconds from a flag as a duration within `min..=max` (NaN and out-of-range values are
+/// clamped: a flag must never panic the service).
+fn seconds(value: f64, min: f64, max: f64) -> Duration {
+    let clamped = if value.is_nan() {
+        min
+    } else {
+        value.clamp(min, max)
+    };
+    Duration::try_from_secs_f64(clamped).unwrap_or(Duration::from_secs_f64(min))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -40,10 +59,12 @@ async fn main() -> std::process::ExitCode {
             .data_dir
             .unwrap_or_else(gleitzeit_runtime::default_data_dir),
         redis_url: args.redis_url.filter(|u| !u.is_empty()),
-        provider_grace: std::time::Duration::from_secs_f64(
-            args.provider_grace.clamp(0.1, 86_400.0),
-        ),
-        lease_timeout: std::time::Duration::from_secs_f64(args.lease_timeout.clamp(1.0, 86_400.0)),
+        provider_grace: seconds(args.provider_grace, 0.1, 86_400.0),
+        lease_timeout: seconds(args.lease_timeout, 1.0, 86_400.0),
+        limits: queue_manager::WorkflowLimits {
+            max_tasks: args.max_workflow_tasks.max(1),
+            max_spec_bytes: args.max_workflow_bytes.max(1024),
+        },
     };
     gleitzeit_runtime::serve("queue-manager", log_format, |shutdown| {
         queue_manager::run(config, shutdown)

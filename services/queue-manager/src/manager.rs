@@ -1,6 +1,16 @@
 //! The queue-manager's state machine. One task owns it (no locks); slow calls (the store,
 //! the resolver) either run on blocking threads and are awaited, or are spawned and report
-//! back through [`Internal`] messages.
+//! back through [`Internal`] messages. Handing out work and taking results back live in
+//! `dispatch.rs`, finishing workflows in `finishing.rs`, planning in `planning.rs`, recovery in `recovery.rs`, and the size limits
+//! of submissions in `admission.rs`.
+
+mod admission;
+mod dispatch;
+mod finishing;
+mod planning;
+mod recovery;
+
+pub use admission::WorkflowLimits;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -9,11 +19,10 @@ use std::time::{Duration, Instant};
 use gleitzeit_hub_client::HubClient;
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_protocol::events::{self, component_types};
+use gleitzeit_protocol::events;
+use gleitzeit_protocol::limits::deadline_after;
 use gleitzeit_protocol::payloads::{
-    CancelTasks, ExecuteTask, FinishedTask, HeldTasks, LeaseTasks, LeasedTasks, ListWorkflows,
-    Resolution, SubmitWorkflow, TaskLookup, TaskOutcomes, TaskRef, TasksFinished, WorkflowPlan,
-    WorkflowRef,
+    HeldTasks, LeasedTasks, ListWorkflows, Resolution, SubmitWorkflow, TaskLookup, WorkflowRef,
 };
 use gleitzeit_protocol::{Envelope, Target};
 use gleitzeit_store::{Store, StoreError, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
@@ -65,6 +74,18 @@ struct TaskInfo {
     missed: u32,
 }
 
+impl TaskInfo {
+    fn new(spec: &gleitzeit_workflow::TaskSpec) -> Self {
+        TaskInfo {
+            priority: spec.priority.level(),
+            retry: spec.retry.clone(),
+            timeout_ms: spec.timeout_millis(),
+            engine: None,
+            missed: 0,
+        }
+    }
+}
+
 struct Wf {
     record: WorkflowRecord,
     on_failure: OnFailure,
@@ -77,6 +98,10 @@ struct Wf {
     failed: usize,
     skipped: usize,
     completed: usize,
+    /// Resolver requests that failed since the last answer (for the re-plan pause).
+    plan_failures: u32,
+    /// A re-plan is scheduled already.
+    replan_pending: bool,
 }
 
 struct Lease {
@@ -125,6 +150,8 @@ pub(crate) struct Manager {
     /// When the last tick ran (a long gap means this queue-manager itself stalled).
     last_tick: Instant,
     last_lease_check: Instant,
+    /// How large a submitted workflow may be.
+    limits: WorkflowLimits,
 }
 
 /// A store failure as a wire error: GZ1001 when Redis is unreachable, else GZ5001.
@@ -201,6 +228,7 @@ impl Manager {
         tx: mpsc::UnboundedSender<Internal>,
         provider_grace: Duration,
         lease_timeout: Duration,
+        limits: WorkflowLimits,
     ) -> Self {
         Manager {
             store,
@@ -221,6 +249,7 @@ impl Manager {
             engine_seen: HashMap::new(),
             last_tick: Instant::now(),
             last_lease_check: Instant::now(),
+            limits,
         }
     }
 
@@ -386,32 +415,17 @@ impl Manager {
             Internal::Resolution {
                 workflow_id,
                 result: Ok(res),
-            } => self.apply_resolution(&workflow_id, res).await,
+            } => {
+                if let Some(wf) = self.wfs.get_mut(&workflow_id) {
+                    wf.plan_failures = 0;
+                }
+                self.apply_resolution(&workflow_id, res).await
+            }
             Internal::Resolution {
                 workflow_id,
                 result: Err(e),
-            } => {
-                if !self.wfs.contains_key(&workflow_id) {
-                    return;
-                }
-                warn!(workflow = %workflow_id, error = %e, "resolver request failed; planning again");
-                if let Some(wf) = self.wfs.get_mut(&workflow_id) {
-                    wf.resolver = None;
-                }
-                // A resolver that lost the workflow (restarted) is re-planned at once; other
-                // failures (no resolver yet, timeouts) after a pause.
-                let wait = if e.is(ErrorCode::WorkflowNotFound) {
-                    0
-                } else {
-                    500
-                };
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                    let _ = tx.send(Internal::Replan { workflow_id });
-                });
-            }
-            Internal::Replan { workflow_id } => self.plan(&workflow_id, None),
+            } => self.plan_failed(&workflow_id, e).await,
+            Internal::Replan { workflow_id } => self.replan(&workflow_id),
         }
     }
     pub(crate) async fn on_tick(&mut self) {
@@ -492,6 +506,10 @@ impl Manager {
     // ---------------------------------------------------------------- submit and plan
 
     async fn submit(&mut self, env: &Envelope) -> Result<Value, GzError> {
+        // Checked on the envelope's own payload, before anything copies a huge spec.
+        if let Some(spec) = env.payload.get("spec") {
+            self.limits.check_raw(spec)?;
+        }
         let sub: SubmitWorkflow = env.payload_as()?;
         let spec: WorkflowSpec = serde_json::from_value(sub.spec).map_err(|e| {
             GzError::new(
@@ -538,6 +556,7 @@ impl Manager {
         let now = now_millis();
         let spec_json = serde_json::to_value(&spec)
             .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
+        self.limits.check_bytes(&spec_json)?;
         let record = WorkflowRecord {
             id: id.clone(),
             name: spec.name.clone(),
@@ -592,25 +611,17 @@ impl Manager {
     }
 
     fn build_wf(&self, record: WorkflowRecord, spec: &WorkflowSpec, tasks: Vec<TaskRecord>) -> Wf {
-        let info = spec
-            .tasks
-            .iter()
-            .map(|t| TaskInfo {
-                priority: t.priority.level(),
-                retry: t.retry.clone(),
-                timeout_ms: t.timeout.map(|s| (s * 1000.0).round() as u64),
-                engine: None,
-                missed: 0,
-            })
-            .collect();
+        let info = spec.tasks.iter().map(TaskInfo::new).collect();
         let index = tasks
             .iter()
             .enumerate()
             .map(|(i, t)| (t.task_id.clone(), i))
             .collect();
+        // Out-of-range timeouts never get here (validation and recovery refuse them); a
+        // deadline that cannot be represented is none at all.
         let deadline = spec
-            .timeout
-            .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.001)));
+            .timeout_duration()
+            .and_then(|d| deadline_after(Instant::now(), d));
         Wf {
             record,
             on_failure: spec.on_failure,
@@ -623,97 +634,9 @@ impl Manager {
             failed: 0,
             skipped: 0,
             completed: 0,
+            plan_failures: 0,
+            replan_pending: false,
         }
-    }
-
-    /// Sends the whole workflow (with what already finished) to a resolver. The spec is
-    /// read from the store unless the caller has it at hand.
-    fn plan(&mut self, id: &str, spec: Option<Value>) {
-        let spec = match spec {
-            Some(s) => s,
-            None => match self.store.workflow(id) {
-                Ok(Some(w)) => w.spec,
-                Ok(None) => return,
-                Err(e) => {
-                    warn!(workflow = %id, error = %e, "cannot read the spec to plan; retrying later");
-                    let _ = self.tx.send(Internal::Resolution {
-                        workflow_id: id.to_string(),
-                        result: Err(gz(e)),
-                    });
-                    return;
-                }
-            },
-        };
-        let Some(wf) = self.wfs.get(id) else { return };
-        let mut finished = Vec::new();
-        let mut started = Vec::new();
-        for t in &wf.tasks {
-            match t.status {
-                TaskStatus::Pending => {}
-                TaskStatus::Queued | TaskStatus::Running | TaskStatus::Retrying => {
-                    started.push(t.task_id.clone())
-                }
-                TaskStatus::Completed => finished.push(FinishedTask {
-                    task_id: t.task_id.clone(),
-                    status: "completed".into(),
-                    result: t.result.clone(),
-                }),
-                _ => finished.push(FinishedTask {
-                    task_id: t.task_id.clone(),
-                    status: status_word(t.status),
-                    result: None,
-                }),
-            }
-        }
-        let plan = WorkflowPlan {
-            workflow_id: id.to_string(),
-            spec,
-            finished,
-            started,
-        };
-        let payload = serde_json::to_value(plan).unwrap_or(Value::Null);
-        self.ask_resolver(
-            id,
-            Target::Type(component_types::DEPENDENCY_RESOLVER.into()),
-            events::WORKFLOW_PLAN,
-            payload,
-        );
-    }
-
-    fn ask_resolver(&self, id: &str, target: Target, event: &'static str, payload: Value) {
-        let client = self.client.clone();
-        let tx = self.tx.clone();
-        let id = id.to_string();
-        tokio::spawn(async move {
-            let result = client
-                .request_with_timeout(target, event, payload, RESOLVER_TIMEOUT)
-                .await
-                .and_then(|v| {
-                    serde_json::from_value::<Resolution>(v)
-                        .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
-                });
-            let _ = tx.send(Internal::Resolution {
-                workflow_id: id,
-                result,
-            });
-        });
-    }
-
-    fn tell_resolver(&self, id: &str, finished: Vec<FinishedTask>) {
-        let Some(wf) = self.wfs.get(id) else { return };
-        if finished.is_empty() {
-            return;
-        }
-        let target = match &wf.resolver {
-            Some(r) => Target::Component(r.clone()),
-            None => Target::Type(component_types::DEPENDENCY_RESOLVER.into()),
-        };
-        let payload = serde_json::to_value(TasksFinished {
-            workflow_id: id.to_string(),
-            finished,
-        })
-        .unwrap_or(Value::Null);
-        self.ask_resolver(id, target, events::TASKS_FINISHED, payload);
     }
 
     async fn apply_resolution(&mut self, id: &str, res: Resolution) {
@@ -796,448 +719,6 @@ impl Manager {
         self.serve_leases().await;
     }
 
-    // ---------------------------------------------------------------- leases and outcomes
-
-    async fn lease(&mut self, env: Envelope) -> Option<Result<Value, GzError>> {
-        let req: LeaseTasks = match env.payload_as() {
-            Ok(r) => r,
-            Err(e) => return Some(Err(e)),
-        };
-        // A request that waited here longer than the engine waits for the answer (the store
-        // was unreachable) is not answered with tasks: the engine has given up on it.
-        if self.clocks.age(&env.source, env.ts, now_millis()) > STALE_LEASE_MS {
-            return None;
-        }
-        let now = Instant::now();
-        for m in &req.served {
-            self.method_seen.insert(m.clone(), now);
-        }
-        let wait = Duration::from_millis(req.wait_ms.min(30_000));
-        // A new request from an engine supersedes its waiting one (its free slots changed).
-        let mut superseded = Vec::new();
-        self.leases.retain(|l| {
-            let same = l.env.source == env.source;
-            if same {
-                superseded.push(l.env.clone());
-            }
-            !same
-        });
-        for old in superseded {
-            let _ = self.client.respond(
-                &old,
-                Ok(json!({ "queue_manager_id": self.client.id(), "tasks": [] })),
-            );
-        }
-        self.leases.push_back(Lease {
-            env,
-            slots: req.slots,
-            deadline: Instant::now() + wait,
-        });
-        self.serve_leases().await;
-        None
-    }
-
-    /// Answers waiting leases while ready tasks match their free slots.
-    async fn serve_leases(&mut self) {
-        let mut waiting = VecDeque::new();
-        while let Some(mut lease) = self.leases.pop_front() {
-            if self.queue.is_empty() {
-                waiting.push_back(lease);
-                continue;
-            }
-            let picked = self.take_for(&mut lease.slots);
-            if picked.is_empty() {
-                waiting.push_back(lease);
-                continue;
-            }
-            let engine = lease.env.source.clone();
-            let now = now_millis();
-            let mut changes = Changes::default();
-            let mut tasks = Vec::with_capacity(picked.len());
-            for (w, i) in &picked {
-                let Some(wf) = self.wfs.get_mut(w.as_ref()) else {
-                    continue;
-                };
-                let t = &mut wf.tasks[*i];
-                t.status = TaskStatus::Running;
-                t.attempts += 1;
-                t.started_at = Some(now);
-                t.finished_at = None;
-                wf.info[*i].engine = Some(engine.clone());
-                changes.task(w, *i);
-                tasks.push(ExecuteTask {
-                    workflow_id: w.to_string(),
-                    task_id: t.task_id.clone(),
-                    attempt: t.attempts,
-                    method: t.method.clone(),
-                    params: t.params.clone().unwrap_or_else(|| json!({})),
-                    timeout_ms: wf.info[*i].timeout_ms,
-                    base_dir: wf.record.base_dir.clone(),
-                });
-            }
-            if self.flush(changes).await.is_err() {
-                // Not persisted: put the tasks back and answer nothing.
-                for (w, i) in picked {
-                    if let Some(wf) = self.wfs.get_mut(w.as_ref()) {
-                        wf.tasks[i].status = TaskStatus::Queued;
-                        wf.tasks[i].attempts = wf.tasks[i].attempts.saturating_sub(1);
-                        self.queue
-                            .enqueue(&wf.tasks[i].method, wf.info[i].priority, w.clone(), i);
-                    }
-                }
-                waiting.push_back(lease);
-                break;
-            }
-            for (w, i) in &picked {
-                if let Some(wf) = self.wfs.get(w.as_ref()) {
-                    self.task_event(wf, *i, events::TASK_STARTED);
-                }
-            }
-            let reply = LeasedTasks {
-                queue_manager_id: self.client.id().to_string(),
-                tasks,
-            };
-            let _ = self.client.respond(
-                &lease.env,
-                serde_json::to_value(reply)
-                    .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string())),
-            );
-        }
-        waiting.extend(self.leases.drain(..));
-        self.leases = waiting;
-    }
-
-    /// Takes queued tasks that fit `slots` (highest priority first, FIFO within one).
-    fn take_for(&mut self, slots: &mut BTreeMap<String, u32>) -> Vec<(Arc<str>, usize)> {
-        let wfs = &self.wfs;
-        self.queue
-            .take(slots, |e| {
-                wfs.get(e.wf.as_ref())
-                    .is_some_and(|wf| wf.tasks[e.task].status == TaskStatus::Queued)
-            })
-            .into_iter()
-            .map(|e| (e.wf, e.task))
-            .collect()
-    }
-
-    async fn outcomes(&mut self, env: &Envelope) {
-        let batch: TaskOutcomes = match env.payload_as() {
-            Ok(b) => b,
-            Err(e) => {
-                warn!(error = %e, "bad task_outcomes payload");
-                return;
-            }
-        };
-        let now = now_millis();
-        let mut changes = Changes::default();
-        let mut finished: HashMap<String, Vec<FinishedTask>> = HashMap::new();
-        let mut events_out: Vec<(String, usize, &'static str)> = Vec::new();
-        let mut touched = HashSet::new();
-        for o in batch.outcomes {
-            let Some(wf) = self.wfs.get_mut(&o.workflow_id) else {
-                continue;
-            };
-            let Some(&i) = wf.index.get(&o.task_id) else {
-                continue;
-            };
-            if wf.info[i].engine.as_deref() != Some(env.source.as_str()) {
-                // Only the engine holding the lease reports on a task (the hub stamps the
-                // sender): anything else is forged or stale.
-                warn!(workflow = %o.workflow_id, task = %o.task_id, from = %env.source, "outcome from a component that does not hold the task; ignored");
-                continue;
-            }
-            let t = &mut wf.tasks[i];
-            if t.status != TaskStatus::Running || t.attempts != o.attempt {
-                continue; // late or duplicate: the recorded result stays as it is
-            }
-            t.provider_id = Some(o.provider_id.clone()).filter(|p| !p.is_empty());
-            t.finished_at = Some(if o.finished_at > 0 {
-                o.finished_at
-            } else {
-                now
-            });
-            touched.insert(o.workflow_id.clone());
-            match (o.result, o.error) {
-                (Some(result), None) => {
-                    t.status = TaskStatus::Completed;
-                    t.error = None;
-                    t.result = Some(result.clone());
-                    wf.completed += 1;
-                    wf.terminal += 1;
-                    finished
-                        .entry(o.workflow_id.clone())
-                        .or_default()
-                        .push(FinishedTask {
-                            task_id: o.task_id.clone(),
-                            status: "completed".into(),
-                            result: Some(result),
-                        });
-                    events_out.push((o.workflow_id.clone(), i, events::TASK_COMPLETED));
-                }
-                (_, error) => {
-                    let error = error.unwrap_or_else(|| {
-                        GzError::new(
-                            ErrorCode::TaskFailed,
-                            "provider sent neither result nor error",
-                        )
-                    });
-                    t.error = serde_json::to_value(&error).ok();
-                    // Work lost with its provider runs again without using up the retry policy, up to
-                    // a bound, so a task that kills every provider it meets still ends.
-                    let lost = error.is(ErrorCode::Disconnected)
-                        && t.attempts < wf.info[i].retry.max_attempts + LOST_WORK_REQUEUES;
-                    let worth_retrying = error.retryable || error.is(ErrorCode::PythonException);
-                    if lost
-                        || (worth_retrying && wf.info[i].retry.allows_another_attempt(t.attempts))
-                    {
-                        t.status = TaskStatus::Retrying;
-                        let delay = if lost {
-                            Duration::ZERO
-                        } else {
-                            wf.info[i]
-                                .retry
-                                .delay_for_attempt(t.attempts, rand::random::<f64>())
-                        };
-                        self.retries
-                            .push((Instant::now() + delay, o.workflow_id.clone(), i));
-                        events_out.push((o.workflow_id.clone(), i, events::TASK_RETRYING));
-                    } else {
-                        t.status = TaskStatus::Failed;
-                        wf.failed += 1;
-                        wf.terminal += 1;
-                        finished
-                            .entry(o.workflow_id.clone())
-                            .or_default()
-                            .push(FinishedTask {
-                                task_id: o.task_id.clone(),
-                                status: "failed".into(),
-                                result: None,
-                            });
-                        events_out.push((o.workflow_id.clone(), i, events::TASK_FAILED));
-                    }
-                }
-            }
-            changes.task(&o.workflow_id, i);
-        }
-        if self.flush(changes).await.is_err() {
-            return;
-        }
-        for (w, i, ev) in events_out {
-            if let Some(wf) = self.wfs.get(&w) {
-                self.task_event(wf, i, ev);
-            }
-        }
-        for (w, list) in finished {
-            self.tell_resolver(&w, list);
-        }
-        for w in touched {
-            if let Some(wf) = self.wfs.get(&w) {
-                self.emit(&w, events::WORKFLOW_PROGRESS, self.progress(wf));
-            }
-            self.check_finished(&w).await;
-        }
-    }
-
-    /// Fails the queued tasks of methods that no engine has offered within the grace period
-    /// (GZ2015): a workflow must not wait forever for a provider that does not exist.
-    async fn fail_unserved(&mut self, now: Instant) {
-        if now.duration_since(self.started) < self.provider_grace {
-            return;
-        }
-        let unserved: Vec<String> = self
-            .queue
-            .methods()
-            .into_iter()
-            .filter(|m| {
-                self.method_seen
-                    .get(m)
-                    .is_none_or(|t| now.duration_since(*t) > self.provider_grace)
-            })
-            .collect();
-        for method in unserved {
-            let entries = self.queue.drain(&method);
-            let err = GzError::new(
-                ErrorCode::NoProvider,
-                format!("no provider serves {method}"),
-            )
-            .with_hint(format!(
-                "start a provider for {method} (`gz status` lists what is registered)"
-            ))
-            .with_retryable(false);
-            warn!(%method, tasks = entries.len(), "failing queued tasks: no provider serves the method");
-            let mut changes = Changes::default();
-            let mut finished: HashMap<String, Vec<FinishedTask>> = HashMap::new();
-            let mut failed = Vec::new();
-            for e in entries {
-                let Some(wf) = self.wfs.get_mut(e.wf.as_ref()) else {
-                    continue;
-                };
-                let t = &mut wf.tasks[e.task];
-                if t.status != TaskStatus::Queued {
-                    continue;
-                }
-                t.status = TaskStatus::Failed;
-                t.error = serde_json::to_value(&err).ok();
-                t.finished_at = Some(now_millis());
-                wf.failed += 1;
-                wf.terminal += 1;
-                changes.task(&e.wf, e.task);
-                finished
-                    .entry(e.wf.to_string())
-                    .or_default()
-                    .push(FinishedTask {
-                        task_id: t.task_id.clone(),
-                        status: "failed".into(),
-                        result: None,
-                    });
-                failed.push((e.wf.to_string(), e.task));
-            }
-            if self.flush(changes).await.is_err() {
-                continue;
-            }
-            for (w, i) in &failed {
-                if let Some(wf) = self.wfs.get(w) {
-                    self.task_event(wf, *i, events::TASK_FAILED);
-                }
-            }
-            for (w, list) in finished {
-                self.tell_resolver(&w, list);
-                self.check_finished(&w).await;
-            }
-        }
-    }
-
-    /// An engine left: the tasks it was running go back to the queue (their work may run
-    /// again: at-least-once), without using up their retry policy.
-    async fn engine_lost(&mut self, engine: &str) {
-        // Its waiting lease requests must not be answered with tasks nobody will run.
-        self.leases.retain(|l| l.env.source != engine);
-        let requeued = self.requeue_running(engine, |_, _| true).await;
-        if requeued > 0 {
-            warn!(
-                engine,
-                tasks = requeued,
-                "engine left with tasks in flight; they are queued again"
-            );
-        }
-    }
-
-    /// Something came from `engine`: its leases are extended.
-    fn engine_heard(&mut self, engine: &str) {
-        match self.engine_seen.get_mut(engine) {
-            Some(seen) => *seen = Instant::now(),
-            None => {
-                self.engine_seen.insert(engine.to_string(), Instant::now());
-            }
-        }
-    }
-
-    /// Queues again the running tasks of engines silent for the lease timeout (registered
-    /// but hung, or cut off without the hub noticing yet).
-    async fn expire_leases(&mut self, now: Instant) {
-        let mut holders: HashSet<String> = HashSet::new();
-        for wf in self.wfs.values() {
-            for (t, info) in wf.tasks.iter().zip(&wf.info) {
-                if t.status == TaskStatus::Running {
-                    if let Some(e) = &info.engine {
-                        holders.insert(e.clone());
-                    }
-                }
-            }
-        }
-        let timeout = self.lease_timeout;
-        // Engines holding nothing need no lease; one never heard from starts its clock now.
-        self.engine_seen
-            .retain(|e, seen| holders.contains(e) || now.duration_since(*seen) < timeout);
-        for engine in holders {
-            let seen = *self.engine_seen.entry(engine.clone()).or_insert(now);
-            if now.duration_since(seen) < timeout {
-                continue;
-            }
-            self.engine_seen.remove(&engine);
-            let requeued = self.requeue_running(&engine, |_, _| true).await;
-            if requeued > 0 {
-                warn!(
-                    engine,
-                    tasks = requeued,
-                    silent_for = ?now.duration_since(seen),
-                    "engine silent beyond the lease timeout; its tasks are queued again"
-                );
-            }
-        }
-    }
-
-    /// An engine reported what it holds: its running tasks it did not list twice in a row
-    /// were lost on the way (a lease reply or an outcome dropped) and are queued again.
-    async fn engine_holds(&mut self, engine: &str, sent_at: u64, held: HeldTasks) {
-        let held: HashSet<(String, String, u32)> = held
-            .tasks
-            .into_iter()
-            .map(|t| (t.workflow_id, t.task_id, t.attempt))
-            .collect();
-        let requeued = self
-            .requeue_running(engine, |t, info| {
-                // Only attempts handed out well before the report was sent can be missing from it.
-                if t.started_at.unwrap_or(u64::MAX).saturating_add(1_000) > sent_at {
-                    return false;
-                }
-                if held.contains(&(t.workflow_id.clone(), t.task_id.clone(), t.attempts)) {
-                    info.missed = 0;
-                    false
-                } else {
-                    info.missed += 1;
-                    info.missed >= 2
-                }
-            })
-            .await;
-        if requeued > 0 {
-            warn!(
-                engine,
-                tasks = requeued,
-                "tasks lost between engine and queue-manager; they are queued again"
-            );
-        }
-    }
-
-    /// Queues again the running tasks held by `engine` for which `lost` says so.
-    async fn requeue_running(
-        &mut self,
-        engine: &str,
-        mut lost: impl FnMut(&TaskRecord, &mut TaskInfo) -> bool,
-    ) -> usize {
-        let mut changes = Changes::default();
-        let mut requeued = 0usize;
-        for (id, wf) in self.wfs.iter_mut() {
-            for i in 0..wf.tasks.len() {
-                if wf.tasks[i].status != TaskStatus::Running
-                    || wf.info[i].engine.as_deref() != Some(engine)
-                {
-                    continue;
-                }
-                if !lost(&wf.tasks[i], &mut wf.info[i]) {
-                    continue;
-                }
-                wf.tasks[i].status = TaskStatus::Queued;
-                wf.tasks[i].queued_at = Some(now_millis());
-                wf.info[i].engine = None;
-                wf.info[i].missed = 0;
-                self.queue.enqueue(
-                    &wf.tasks[i].method,
-                    wf.info[i].priority,
-                    Arc::from(id.as_str()),
-                    i,
-                );
-                changes.task(id, i);
-                requeued += 1;
-            }
-        }
-        if requeued > 0 {
-            let _ = self.flush(changes).await;
-            self.serve_leases().await;
-        }
-        requeued
-    }
-
     /// Renews ownership of every workflow in memory; one another queue-manager took over
     /// (this one was cut off for too long) is dropped here.
     fn renew_ownership(&mut self) {
@@ -1253,124 +734,6 @@ impl Manager {
                 Err(e) => warn!(workflow = %id, error = %e, "could not renew ownership"),
             }
         }
-    }
-
-    // ---------------------------------------------------------------- finishing
-
-    async fn check_finished(&mut self, id: &str) {
-        let Some(wf) = self.wfs.get_mut(id) else {
-            return;
-        };
-        if wf.terminal < wf.tasks.len() || wf.record.status.is_terminal() {
-            return;
-        }
-        let ok = (wf.failed == 0 && wf.skipped == 0) || wf.on_failure == OnFailure::Continue;
-        wf.record.status = if ok {
-            WorkflowStatus::Completed
-        } else {
-            WorkflowStatus::Failed
-        };
-        wf.record.finished_at = Some(now_millis());
-        if !ok {
-            let first = wf
-                .tasks
-                .iter()
-                .find(|t| t.status == TaskStatus::Failed)
-                .map(|t| t.task_id.clone());
-            let err = GzError::new(
-                ErrorCode::TaskFailed,
-                format!(
-                    "{} task(s) failed, {} skipped{}",
-                    wf.failed,
-                    wf.skipped,
-                    first
-                        .map(|f| format!(" (first failure: {f})"))
-                        .unwrap_or_default()
-                ),
-            );
-            wf.record.error = serde_json::to_value(err).ok();
-        }
-        let mut changes = Changes::default();
-        changes.workflows.insert(id.to_string());
-        let _ = self.flush(changes).await;
-        self.finish_announce(id);
-    }
-    fn finish_announce(&mut self, id: &str) {
-        let Some(wf) = self.wfs.remove(id) else {
-            return;
-        };
-        if let Err(e) = self.store.release(id, self.client.id()) {
-            warn!(workflow = %id, error = %e, "could not release ownership");
-        }
-        let finished_id = id.to_string();
-        let mut payload = self.progress(&wf);
-        payload["error"] = wf.record.error.clone().unwrap_or(Value::Null);
-        if wf.tasks.len() <= RESULTS_IN_EVENT_LIMIT {
-            let results: serde_json::Map<String, Value> = wf
-                .tasks
-                .iter()
-                .filter_map(|t| t.result.clone().map(|r| (t.task_id.clone(), r)))
-                .collect();
-            payload["task_results"] = Value::Object(results);
-        }
-        let event = match wf.record.status {
-            WorkflowStatus::Completed => events::WORKFLOW_COMPLETED,
-            WorkflowStatus::Cancelled => events::WORKFLOW_CANCELLED,
-            _ => events::WORKFLOW_FAILED,
-        };
-        info!(workflow = %id, status = %status_word(wf.record.status), completed = wf.completed, failed = wf.failed, skipped = wf.skipped, "workflow finished");
-        self.emit(id, event, payload);
-        self.events.borrow_mut().finished(&finished_id);
-        if let Some(r) = &wf.resolver {
-            let _ = self.client.emit(
-                Target::Component(r.clone()),
-                events::WORKFLOW_FORGET,
-                json!({ "workflow_id": id }),
-            );
-        }
-    }
-
-    /// Cancels or fails a running workflow: unfinished tasks are cancelled, running work is
-    /// stopped through the engines that hold it.
-    async fn stop_workflow(&mut self, id: &str, status: WorkflowStatus, error: GzError) {
-        let Some(wf) = self.wfs.get_mut(id) else {
-            return;
-        };
-        let now = now_millis();
-        let mut changes = Changes::default();
-        let mut running: HashMap<String, Vec<TaskRef>> = HashMap::new();
-        for (i, t) in wf.tasks.iter_mut().enumerate() {
-            if t.status.is_terminal() {
-                continue;
-            }
-            if t.status == TaskStatus::Running {
-                if let Some(engine) = &wf.info[i].engine {
-                    running.entry(engine.clone()).or_default().push(TaskRef {
-                        workflow_id: id.to_string(),
-                        task_id: t.task_id.clone(),
-                    });
-                }
-            }
-            t.status = TaskStatus::Cancelled;
-            t.finished_at = Some(now);
-            t.error =
-                serde_json::to_value(GzError::new(ErrorCode::Cancelled, error.message.clone()))
-                    .ok();
-            wf.terminal += 1;
-            changes.task(id, i);
-        }
-        wf.record.status = status;
-        wf.record.finished_at = Some(now);
-        wf.record.error = serde_json::to_value(&error).ok();
-        changes.workflows.insert(id.to_string());
-        let _ = self.flush(changes).await;
-        for (engine, tasks) in running {
-            let payload = serde_json::to_value(CancelTasks { tasks }).unwrap_or(Value::Null);
-            let _ = self
-                .client
-                .emit(Target::Component(engine), events::CANCEL_TASKS, payload);
-        }
-        self.finish_announce(id);
     }
 
     /// Cancels a workflow; `Ok(None)` when the request went on to the owner.
@@ -1587,64 +950,5 @@ impl Manager {
                 format!("no task {}", q.task_id),
             )),
         }
-    }
-
-    // ---------------------------------------------------------------- recovery
-
-    /// Loads unfinished workflows: queued and running tasks go back to the queue (their work
-    /// may run again: at-least-once), and each workflow is planned again.
-    pub(crate) async fn recover(&mut self) -> Result<(), StoreError> {
-        // Unfinished workflows nobody else owns (their owner, if any, stopped renewing).
-        let owner = self.client.id().to_string();
-        let mut loaded = Vec::new();
-        for id in self.store.unfinished_ids()? {
-            if self.wfs.contains_key(&id) || !self.store.claim(&id, &owner, OWNER_TTL)? {
-                continue;
-            }
-            if let Some(w) = self.store.workflow(&id)? {
-                let tasks = self.store.tasks(&id)?;
-                loaded.push((w, tasks));
-            }
-        }
-        for (mut record, mut tasks) in loaded {
-            let spec_json = std::mem::take(&mut record.spec);
-            let spec: WorkflowSpec = match serde_json::from_value(spec_json.clone()) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(workflow = %record.id, error = %e, "stored spec unreadable; skipping");
-                    continue;
-                }
-            };
-            let id = record.id.clone();
-            for t in tasks.iter_mut() {
-                if matches!(t.status, TaskStatus::Running | TaskStatus::Retrying) {
-                    t.status = TaskStatus::Queued;
-                }
-            }
-            let mut wf = self.build_wf(record, &spec, tasks);
-            let key: Arc<str> = Arc::from(id.as_str());
-            for (i, t) in wf.tasks.iter().enumerate() {
-                match t.status {
-                    TaskStatus::Queued => {
-                        self.queue.enqueue(
-                            &wf.tasks[i].method,
-                            wf.info[i].priority,
-                            key.clone(),
-                            i,
-                        );
-                    }
-                    TaskStatus::Completed => wf.completed += 1,
-                    TaskStatus::Failed => wf.failed += 1,
-                    TaskStatus::Skipped => wf.skipped += 1,
-                    _ => {}
-                }
-            }
-            wf.terminal = wf.tasks.iter().filter(|t| t.status.is_terminal()).count();
-            info!(workflow = %id, "taking over an unfinished workflow");
-            self.events.borrow_mut().open(&id, now_millis() * 1000);
-            self.wfs.insert(id.clone(), wf);
-            self.plan(&id, Some(spec_json));
-        }
-        Ok(())
     }
 }

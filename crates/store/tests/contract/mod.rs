@@ -27,6 +27,7 @@ macro_rules! contract_tests {
             numbers_too_large_are_refused_and_nothing_is_written,
             ids_with_separators_do_not_collide,
             shared_across_threads,
+            unloadable_workflow_is_marked_failed_and_leaves_recovery,
         );
     };
     (@each $open:expr; $($name:ident),* $(,)?) => {
@@ -680,4 +681,20 @@ pub fn timing_100k_tasks(store: &dyn Store, backend: &str) {
         apply_again.as_secs_f64() < 5.0,
         "apply took {apply_again:?}"
     );
+}
+
+pub fn unloadable_workflow_is_marked_failed_and_leaves_recovery(store: &dyn Store) {
+    let wf = workflow("poison", 10, WorkflowStatus::Running);
+    store
+        .create_workflow(&wf, &[task("poison", "a")])
+        .expect("create");
+    let error = json!({ "code": "GZ5002", "message": "stored spec unreadable" });
+    store
+        .mark_unloadable("poison", &error, 99)
+        .expect("mark unloadable");
+    assert!(store.unfinished_ids().expect("ids").is_empty());
+    let stored = store.workflow("poison").expect("read").expect("kept");
+    assert_eq!(stored.status, WorkflowStatus::Failed);
+    assert_eq!(stored.error, Some(error));
+    assert_eq!(stored.finished_at, Some(99));
 }

@@ -1,0 +1,327 @@
+//! Planning: sending a workflow to a dependency-resolver and telling it what finished.
+//!
+//! A plan carries the spec (at most `--max-workflow-bytes`, half the hub's message limit)
+//! and the tasks that finished already, with their results. Finished tasks that do not fit
+//! beside the spec follow as `tasks_finished` parts, in order, to the resolver that took
+//! the plan: a plan is never cut short or dropped for its size.
+//!
+//! When the resolver refuses a plan for good (a non-retryable error such as GZ3003 or
+//! GZ7012) the workflow fails with that error; other failures (no resolver yet, timeouts)
+//! plan again after a pause that doubles up to a minute, one re-plan at a time.
+
+use std::time::Duration;
+
+use gleitzeit_hub_client::HubClient;
+use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::events::{self, component_types};
+use gleitzeit_protocol::limits::{json_size_within, MAX_MESSAGE_BYTES};
+use gleitzeit_protocol::payloads::{FinishedTask, Resolution, TasksFinished, WorkflowPlan};
+use gleitzeit_protocol::Target;
+use gleitzeit_store::{TaskStatus, WorkflowStatus};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::{gz, status_word, Internal, Manager, RESOLVER_TIMEOUT};
+
+/// The most finished tasks (as JSON) sent in one message.
+const PLAN_PART_BYTES: usize = 16 * 1024 * 1024;
+/// Room left in a message for the envelope and the other fields.
+const MESSAGE_MARGIN: usize = 1024 * 1024;
+/// The longest pause before planning a workflow again after a failed attempt.
+const REPLAN_MAX_PAUSE: Duration = Duration::from_secs(60);
+
+impl Manager {
+    /// Sends the whole workflow (with what already finished) to a resolver. The spec is
+    /// read from the store unless the caller has it at hand.
+    pub(super) fn plan(&mut self, id: &str, spec: Option<Value>) {
+        let spec = match spec {
+            Some(s) => s,
+            None => match self.store.workflow(id) {
+                Ok(Some(w)) => w.spec,
+                Ok(None) => return,
+                Err(e) => {
+                    warn!(workflow = %id, error = %e, "cannot read the spec to plan; retrying later");
+                    let _ = self.tx.send(Internal::Resolution {
+                        workflow_id: id.to_string(),
+                        result: Err(gz(e)),
+                    });
+                    return;
+                }
+            },
+        };
+        let Some(wf) = self.wfs.get(id) else { return };
+        let mut finished = Vec::new();
+        let mut started = Vec::new();
+        for t in &wf.tasks {
+            match t.status {
+                TaskStatus::Pending => {}
+                TaskStatus::Queued | TaskStatus::Running | TaskStatus::Retrying => {
+                    started.push(t.task_id.clone())
+                }
+                TaskStatus::Completed => finished.push(FinishedTask {
+                    task_id: t.task_id.clone(),
+                    status: "completed".into(),
+                    result: t.result.clone(),
+                }),
+                _ => finished.push(FinishedTask {
+                    task_id: t.task_id.clone(),
+                    status: status_word(t.status),
+                    result: None,
+                }),
+            }
+        }
+        let room = MAX_MESSAGE_BYTES.saturating_sub(MESSAGE_MARGIN);
+        let spec_size = json_size_within(&spec, room).unwrap_or(room);
+        // Started tasks only spare the resolver from reporting them ready again (the
+        // queue-manager ignores tasks that are not pending), so they are left out rather
+        // than overflow the message.
+        let started_size = json_size_within(&started, room).unwrap_or(room);
+        let part_room = room.saturating_sub(PLAN_PART_BYTES);
+        let mut head = spec_size.saturating_add(started_size);
+        if head > part_room {
+            debug!(workflow = %id, "started tasks left out of the plan to keep it within one message");
+            started.clear();
+            head = spec_size;
+        }
+        let mut parts = split_parts(finished, PLAN_PART_BYTES);
+        let first = if head <= part_room {
+            parts.pop_front().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if !parts.is_empty() {
+            debug!(workflow = %id, parts = parts.len() + 1, "plan sent in parts");
+        }
+        let plan = WorkflowPlan {
+            workflow_id: id.to_string(),
+            spec,
+            finished: first,
+            started,
+        };
+        let payload = serde_json::to_value(plan).unwrap_or(Value::Null);
+        let (client, tx, id) = (self.client.clone(), self.tx.clone(), id.to_string());
+        tokio::spawn(async move {
+            let sent = gleitzeit_runtime::catch_panic(send_plan(&client, &tx, &id, payload, parts));
+            if let Err(panic) = sent.await {
+                let _ = tx.send(Internal::Resolution {
+                    workflow_id: id,
+                    result: Err(GzError::new(
+                        ErrorCode::Internal,
+                        format!("planning panicked: {panic}"),
+                    )),
+                });
+            }
+        });
+    }
+
+    /// Tells the workflow's resolver which tasks finished; its answer comes back as an
+    /// [`Internal::Resolution`].
+    pub(super) fn tell_resolver(&self, id: &str, finished: Vec<FinishedTask>) {
+        let Some(wf) = self.wfs.get(id) else { return };
+        if finished.is_empty() {
+            return;
+        }
+        let target = match &wf.resolver {
+            Some(r) => Target::Component(r.clone()),
+            None => Target::Type(component_types::DEPENDENCY_RESOLVER.into()),
+        };
+        let (client, tx, id) = (self.client.clone(), self.tx.clone(), id.to_string());
+        tokio::spawn(async move {
+            let result = gleitzeit_runtime::catch_panic(ask(
+                &client,
+                target,
+                events::TASKS_FINISHED,
+                finished_payload(&id, finished),
+            ))
+            .await
+            .unwrap_or_else(|panic| {
+                Err(GzError::new(
+                    ErrorCode::Internal,
+                    format!("resolver request panicked: {panic}"),
+                ))
+            });
+            let _ = tx.send(Internal::Resolution {
+                workflow_id: id,
+                result,
+            });
+        });
+    }
+
+    /// A resolver request failed: the workflow fails when the error is final, else it is
+    /// planned again after a pause (one re-plan pending at a time).
+    pub(super) async fn plan_failed(&mut self, id: &str, error: GzError) {
+        let Some(wf) = self.wfs.get_mut(id) else {
+            return;
+        };
+        wf.resolver = None;
+        let final_error = !error.retryable && !error.is(ErrorCode::WorkflowNotFound);
+        if final_error {
+            warn!(workflow = %id, error = %error, "the resolver refused the workflow; failing it");
+            self.stop_workflow(id, WorkflowStatus::Failed, error).await;
+            return;
+        }
+        if wf.replan_pending {
+            return;
+        }
+        wf.replan_pending = true;
+        wf.plan_failures = wf.plan_failures.saturating_add(1);
+        // A resolver that lost the workflow (restarted) is re-planned at once; other
+        // failures (no resolver yet, timeouts) after a pause that grows.
+        let pause = if wf.plan_failures == 1 && error.is(ErrorCode::WorkflowNotFound) {
+            Duration::ZERO
+        } else {
+            replan_pause(wf.plan_failures)
+        };
+        warn!(workflow = %id, error = %error, ?pause, "resolver request failed; planning again");
+        let (tx, workflow_id) = (self.tx.clone(), id.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            let _ = tx.send(Internal::Replan { workflow_id });
+        });
+    }
+
+    /// Time to plan again (the pause after a failure is over).
+    pub(super) fn replan(&mut self, id: &str) {
+        if let Some(wf) = self.wfs.get_mut(id) {
+            wf.replan_pending = false;
+        }
+        self.plan(id, None);
+    }
+}
+
+/// 0.5 s after the first failure, doubling, at most [`REPLAN_MAX_PAUSE`].
+fn replan_pause(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    Duration::from_millis(500)
+        .saturating_mul(1u32 << doublings)
+        .min(REPLAN_MAX_PAUSE)
+}
+
+/// Splits finished tasks into parts of at most `budget` bytes of JSON each (a single task
+/// larger than that is a part of its own).
+fn split_parts(
+    finished: Vec<FinishedTask>,
+    budget: usize,
+) -> std::collections::VecDeque<Vec<FinishedTask>> {
+    let mut parts = std::collections::VecDeque::new();
+    let (mut part, mut size) = (Vec::new(), 0usize);
+    for f in finished {
+        let bytes = json_size_within(&f, usize::MAX).unwrap_or(usize::MAX);
+        if !part.is_empty() && size.saturating_add(bytes) > budget {
+            parts.push_back(std::mem::take(&mut part));
+            size = 0;
+        }
+        size = size.saturating_add(bytes);
+        part.push(f);
+    }
+    if !part.is_empty() {
+        parts.push_back(part);
+    }
+    parts
+}
+
+fn finished_payload(id: &str, finished: Vec<FinishedTask>) -> Value {
+    serde_json::to_value(TasksFinished {
+        workflow_id: id.to_string(),
+        finished,
+    })
+    .unwrap_or(Value::Null)
+}
+
+/// One request to a resolver, its answer read as a [`Resolution`].
+async fn ask(
+    client: &HubClient,
+    target: Target,
+    event: &'static str,
+    payload: Value,
+) -> Result<Resolution, GzError> {
+    client
+        .request_with_timeout(target, event, payload, RESOLVER_TIMEOUT)
+        .await
+        .and_then(|v| {
+            serde_json::from_value::<Resolution>(v)
+                .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
+        })
+}
+
+/// Sends the plan, then the remaining parts of the finished tasks to the same resolver,
+/// each answer reported as it comes; stops at the first failure (which re-plans).
+async fn send_plan(
+    client: &HubClient,
+    tx: &mpsc::UnboundedSender<Internal>,
+    id: &str,
+    plan: Value,
+    parts: std::collections::VecDeque<Vec<FinishedTask>>,
+) {
+    let to_type = Target::Type(component_types::DEPENDENCY_RESOLVER.into());
+    let result = ask(client, to_type.clone(), events::WORKFLOW_PLAN, plan).await;
+    let mut target = match &result {
+        Ok(res) if !res.resolver_id.is_empty() => Target::Component(res.resolver_id.clone()),
+        _ => to_type,
+    };
+    let mut failed = result.is_err();
+    let _ = tx.send(Internal::Resolution {
+        workflow_id: id.to_string(),
+        result,
+    });
+    for part in parts {
+        if failed {
+            return;
+        }
+        let result = ask(
+            client,
+            target.clone(),
+            events::TASKS_FINISHED,
+            finished_payload(id, part),
+        )
+        .await;
+        failed = result.is_err();
+        if let Ok(res) = &result {
+            if !res.resolver_id.is_empty() {
+                target = Target::Component(res.resolver_id.clone());
+            }
+        }
+        let _ = tx.send(Internal::Resolution {
+            workflow_id: id.to_string(),
+            result,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn done(id: &str, bytes: usize) -> FinishedTask {
+        FinishedTask {
+            task_id: id.into(),
+            status: "completed".into(),
+            result: Some(json!("x".repeat(bytes))),
+        }
+    }
+
+    #[test]
+    fn finished_tasks_are_split_into_parts_within_the_budget_and_none_is_lost() {
+        let finished: Vec<_> = (0..10).map(|i| done(&format!("t{i}"), 100)).collect();
+        let parts = split_parts(finished, 350);
+        assert!(parts.len() >= 4, "{}", parts.len());
+        let ids: Vec<_> = parts.iter().flatten().map(|f| f.task_id.clone()).collect();
+        assert_eq!(ids.len(), 10);
+        assert_eq!(ids[9], "t9");
+        for part in &parts {
+            assert!(json_size_within(part, 350 + 200).is_some());
+        }
+        let big = split_parts(vec![done("a", 1000), done("b", 1)], 10);
+        assert_eq!(big.len(), 2, "an oversized task is a part of its own");
+    }
+
+    #[test]
+    fn re_plans_back_off_up_to_a_minute() {
+        assert_eq!(replan_pause(1), Duration::from_millis(500));
+        assert_eq!(replan_pause(2), Duration::from_secs(1));
+        assert_eq!(replan_pause(50), REPLAN_MAX_PAUSE);
+        assert_eq!(replan_pause(u32::MAX), REPLAN_MAX_PAUSE);
+    }
+}
