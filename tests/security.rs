@@ -523,3 +523,64 @@ async fn python_tasks_do_not_see_the_providers_key() {
     let task = gleitzeit_e2e::task(&doc, "peek");
     assert_eq!(task["result"]["result"], Value::Null, "{doc}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_get_their_key_from_a_key_file_made_once() {
+    let dir = std::env::temp_dir().join(format!("gz-keyfile-{}", free_port()));
+    let key_file = dir.join("keys/suite.key");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let gz = |args: &[&str]| {
+        let out = Command::new(bin("gz"))
+            .env_remove("GLEITZEIT_API_KEY")
+            .env("GLEITZEIT_CONFIG_DIR", dir.join("config"))
+            .env("GLEITZEIT_DATA_DIR", &dir)
+            .env("GLEITZEIT_API_KEY_FILE", &key_file)
+            .args(["--hub-url", &url])
+            .args(args)
+            .output()
+            .expect("gz runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let init = [
+        "auth",
+        "init",
+        "--if-missing",
+        "--key-file",
+        key_file.to_str().unwrap(),
+        "--json",
+    ];
+    let (code, out) = gz(&init);
+    assert_eq!(code, 0, "{out}");
+    let first: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(first["created"], true);
+    assert!(first["api_key"].is_null(), "the key is not printed: {out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "key file readable by others: {mode:o}");
+    }
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    // A restart keeps the key.
+    let (code, out) = gz(&init);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"created\":false"), "{out}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+    let mut cmd = Command::new(bin("central-hub"));
+    cmd.args(["--port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(&dir);
+    let _hub = Proc::spawn("central-hub-keyfile", cmd);
+    wait_for(Duration::from_secs(20), || async {
+        gleitzeit_e2e::http_json(&url, "/livez").await.is_some()
+    })
+    .await;
+    let (code, out) = gz(&["auth", "status", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("GLEITZEIT_API_KEY_FILE"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

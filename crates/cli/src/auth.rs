@@ -40,6 +40,14 @@ enum AuthCommand {
         /// Also save the key as this machine's login.
         #[arg(long)]
         save: bool,
+        /// Write the key to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Succeed without change when the key file already holds a valid key; when the
+        /// store has an admin but the file is gone, make that admin a new key (containers
+        /// run this at every start).
+        #[arg(long)]
+        if_missing: bool,
         /// Print one JSON document.
         #[arg(long)]
         json: bool,
@@ -163,8 +171,18 @@ pub async fn run(hub_url: &str, args: AuthArgs) -> CmdResult {
             data_dir,
             redis_url,
             save,
+            key_file,
+            if_missing,
             json,
-        } => init(hub_url, &name, data_dir, redis_url, save, json),
+        } => {
+            let target = InitTarget {
+                data_dir,
+                redis_url,
+                key_file,
+                if_missing,
+            };
+            init(hub_url, &name, target, save, json)
+        }
         AuthCommand::Login { save, json } => {
             let key = match api_key() {
                 Some((key, KeySource::Environment)) => key,
@@ -275,43 +293,87 @@ async fn ask(hub_url: &str, event: &str, payload: Value) -> Result<Value, GzErro
     answer
 }
 
-fn init(
-    hub_url: &str,
-    name: &str,
+/// Where `gz auth init` writes.
+struct InitTarget {
     data_dir: Option<PathBuf>,
     redis_url: Option<String>,
-    save: bool,
-    json_out: bool,
-) -> CmdResult {
-    let (store, place) = match &redis_url {
+    key_file: Option<PathBuf>,
+    if_missing: bool,
+}
+
+fn init(hub_url: &str, name: &str, target: InitTarget, save: bool, json_out: bool) -> CmdResult {
+    let (store, place) = match &target.redis_url {
         Some(url) => (
             KeyStore::open_redis(url),
             format!("Redis {}", gleitzeit_protocol::identity::redact_url(url)),
         ),
         None => {
-            let dir = data_dir.unwrap_or_else(gleitzeit_runtime::default_data_dir);
+            let dir = target
+                .data_dir
+                .unwrap_or_else(gleitzeit_runtime::default_data_dir);
             let place = gleitzeit_auth::store_path(&dir).display().to_string();
             (KeyStore::open_dir(&dir), place)
         }
     };
-    let made = store.and_then(|s| s.init(name)).map_err(GzError::from)?;
+    let store = store.map_err(GzError::from)?;
+    if target.if_missing {
+        let existing = target.key_file.as_deref().and_then(creds::read_key_file);
+        if let Some(key) = existing.filter(|k| store.verify(k).is_ok()) {
+            let id = gleitzeit_auth::parse_key(&key)
+                .unwrap_or_default()
+                .to_string();
+            return print(
+                json_out,
+                &json!({"created": false, "key_id": id, "store": place}),
+                || format!("the key store in {place} is initialised; key {id} is valid"),
+            );
+        }
+    }
+    let made = match store.init(name) {
+        Ok(made) => made,
+        Err(gleitzeit_auth::AuthError::AlreadyInitialised) if target.if_missing => {
+            let admin = store
+                .users()
+                .map_err(GzError::from)?
+                .into_iter()
+                .find(|u| u.role == gleitzeit_protocol::Role::Admin)
+                .ok_or_else(|| GzError::new(ErrorCode::Internal, "no admin user found"))?;
+            store
+                .create_key("initial admin key", &admin.name, None, Vec::new())
+                .map_err(GzError::from)?
+        }
+        Err(e) => return Err(GzError::from(e).into()),
+    };
+    if let Some(path) = &target.key_file {
+        creds::write_private(path, made.secret.as_bytes()).map_err(|e| {
+            GzError::new(
+                ErrorCode::StoreFailed,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })?;
+    }
     if save {
         save_login(&made.secret, hub_url)?;
     }
+    let shown = target.key_file.is_none().then_some(made.secret.as_str());
     if json_out {
         println!(
             "{}",
-            json!({"user": name, "role": "ADMIN", "key_id": made.info.id, "api_key": made.secret, "store": place, "saved": save})
+            json!({"created": true, "user": made.info.user, "role": "ADMIN", "key_id": made.info.id, "api_key": shown,
+                   "key_file": target.key_file, "store": place, "saved": save})
         );
     } else {
-        println!("created the admin user {name:?} in {place}");
-        println!(
-            "its API key is shown this once; keep it safe:\n{}",
-            made.secret
-        );
+        println!("created an admin key for {:?} in {place}", made.info.user);
+        match (&target.key_file, shown) {
+            (Some(path), _) => println!("the key is in {} (mode 0600)", path.display()),
+            (None, Some(secret)) => {
+                println!("its API key is shown this once; keep it safe:\n{secret}")
+            }
+            (None, None) => {}
+        }
         if save {
             println!("saved as this machine's login");
-        } else {
+        } else if target.key_file.is_none() {
             println!(
                 "sign in with: gz auth login --api-key <key> --save  (or set GLEITZEIT_API_KEY)"
             );

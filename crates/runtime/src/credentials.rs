@@ -1,5 +1,6 @@
 //! Where a client's or service's API key comes from, in this order:
-//! 1. `GLEITZEIT_API_KEY`;
+//! 1. `GLEITZEIT_API_KEY`, else the file named by `GLEITZEIT_API_KEY_FILE` (for container
+//!    secrets: `docker compose` hands every service the suite's key this way);
 //! 2. the saved login (`gz auth login --api-key KEY --save`): `credentials.json` in
 //!    `$GLEITZEIT_CONFIG_DIR`, else `$XDG_CONFIG_HOME/gleitzeit`, else
 //!    `~/.config/gleitzeit` (readable by its owner only);
@@ -14,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 /// The environment variable holding an API key.
 pub const API_KEY_ENV: &str = "GLEITZEIT_API_KEY";
+
+/// The environment variable naming a file that holds an API key.
+pub const API_KEY_FILE_ENV: &str = "GLEITZEIT_API_KEY_FILE";
 
 /// File name of the local suite's key in the data dir.
 pub const LOCAL_KEY_FILE: &str = "local.key";
@@ -33,6 +37,8 @@ pub struct SavedLogin {
 pub enum KeySource {
     /// `GLEITZEIT_API_KEY`.
     Environment,
+    /// The file named by `GLEITZEIT_API_KEY_FILE`.
+    KeyFile,
     /// The saved login.
     SavedLogin,
     /// The local suite's key in the data dir.
@@ -44,6 +50,7 @@ impl KeySource {
     pub fn describe(self) -> &'static str {
         match self {
             KeySource::Environment => "GLEITZEIT_API_KEY",
+            KeySource::KeyFile => "GLEITZEIT_API_KEY_FILE",
             KeySource::SavedLogin => "saved login",
             KeySource::LocalSuite => "local suite key",
         }
@@ -94,7 +101,12 @@ pub fn remove_login() -> std::io::Result<bool> {
 
 /// The local suite's key in `data_dir`, if one was written.
 pub fn local_key(data_dir: &Path) -> Option<String> {
-    std::fs::read_to_string(data_dir.join(LOCAL_KEY_FILE))
+    read_key_file(&data_dir.join(LOCAL_KEY_FILE))
+}
+
+/// The key in a file (surrounding white space ignored), if the file has one.
+pub fn read_key_file(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
@@ -125,6 +137,11 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn api_key() -> Option<(String, KeySource)> {
     if let Some(k) = std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()) {
         return Some((k, KeySource::Environment));
+    }
+    if let Some(path) = std::env::var_os(API_KEY_FILE_ENV).filter(|p| !p.is_empty()) {
+        if let Some(k) = read_key_file(Path::new(&path)) {
+            return Some((k, KeySource::KeyFile));
+        }
     }
     if let Some(login) = saved_login() {
         return Some((login.api_key, KeySource::SavedLogin));
