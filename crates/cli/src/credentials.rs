@@ -3,24 +3,26 @@
 //! itself it makes (or reuses) that suite's key and uses it for its own connections.
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use gleitzeit_auth::KeyStore;
 use gleitzeit_hub_client::ClientConfig;
 use gleitzeit_protocol::{ErrorCode, GzError, Role};
 use gleitzeit_runtime::credentials::{self as creds, KeySource};
 
-/// The key chosen for this run of `gz` (set once: by `--api-key`, or by a local suite).
-static CHOSEN: OnceLock<(String, KeySource)> = OnceLock::new();
+/// The key chosen for this run of `gz`: by `--api-key`, replaced by the local suite's key
+/// when `gz` starts a suite of its own (that suite knows no other key).
+static CHOSEN: Mutex<Option<(String, KeySource)>> = Mutex::new(None);
 
-/// Uses `key` for every connection of this process.
+/// Uses `key` for every connection of this process from now on.
 pub fn choose(key: String, source: KeySource) {
-    let _ = CHOSEN.set((key, source));
+    *CHOSEN.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, source));
 }
 
 /// The key to present and where it came from.
 pub fn api_key() -> Option<(String, KeySource)> {
-    CHOSEN.get().cloned().or_else(creds::api_key)
+    let chosen = CHOSEN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    chosen.or_else(creds::api_key)
 }
 
 /// A plain client's config presenting the chosen key.
