@@ -584,3 +584,32 @@ async fn containers_get_their_key_from_a_key_file_made_once() {
     assert!(out.contains("GLEITZEIT_API_KEY_FILE"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_declaring_100000_capabilities_is_refused_and_the_hub_stays_up() {
+    let hub = TestHub::start().await;
+    let reg = RegisterPayload {
+        component_type: "python-provider".into(),
+        component_id: "py-greedy".into(),
+        capabilities: (0..100_000).map(|i| format!("python/m{i}")).collect(),
+        capacity: 1,
+        load: 0,
+        version: "test".into(),
+        host: "localhost".into(),
+        pid: std::process::id(),
+        metadata: Value::Null,
+    };
+    let mut config = ClientConfig::component(&hub.url, reg);
+    config.auth = Some(json!({ "api_key": hub.key }));
+    config.initial_connect_timeout = Some(Duration::from_secs(5));
+    let err = HubClient::connect(config)
+        .await
+        .map(|_| ())
+        .map_err(GzError::from)
+        .expect_err("refused");
+    assert_eq!(err.code, "GZ7012", "{err:?}");
+    assert!(hub.components().await.is_empty());
+    register(&hub.url, &hub.key, "python-provider", "py-modest")
+        .await
+        .expect("a normal registration still works");
+}

@@ -444,6 +444,21 @@ mod tests {
     }
 
     #[test]
+    fn keys_expire_after_their_days() {
+        let (store, dir) = temp_store();
+        store.create_user("erin", Role::User).expect("user");
+        let key = store
+            .create_key("short", "erin", Some(30), vec![])
+            .expect("key");
+        let expires = key.info.expires_at.expect("expiry set");
+        assert_eq!(expires - key.info.created_at, 30 * 86_400_000);
+        assert_eq!(key.info.state(expires - 1), "active");
+        assert_eq!(key.info.state(expires), "expired");
+        assert!(store.verify(&key.secret).is_ok());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn service_keys_register_only_as_allowed_types() {
         let grant = |role, types: Vec<String>| Grant {
             identity: Identity {
