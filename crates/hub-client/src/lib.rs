@@ -111,8 +111,13 @@ impl From<ClientError> for GzError {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::Registration(g) => g,
-            ClientError::Unreachable { .. } => {
-                GzError::new(ErrorCode::HubUnreachable, e.to_string())
+            ClientError::Unreachable { ref reason, .. } => {
+                let hint = tls::certificate_hint(reason);
+                let error = GzError::new(ErrorCode::HubUnreachable, e.to_string());
+                match hint {
+                    Some(h) => error.with_hint(h),
+                    None => error,
+                }
             }
             ClientError::Closed => GzError::new(ErrorCode::Disconnected, e.to_string()),
         }

@@ -51,6 +51,15 @@ impl From<TlsError> for GzError {
     }
 }
 
+/// The hint for a hub that could not be reached because of its certificate (`reason` is
+/// the failure's text), if that is why.
+pub fn certificate_hint(reason: &str) -> Option<&'static str> {
+    reason.contains("certificate").then_some(
+        "The hub's TLS certificate is not trusted (or not for this host name): set \
+         GLEITZEIT_TLS_CA to the PEM file of the CA that signed it.",
+    )
+}
+
 /// The CA file named by `GLEITZEIT_TLS_CA`, if it is set and not empty.
 pub fn ca_path() -> Option<PathBuf> {
     std::env::var_os(CA_ENV)
