@@ -183,8 +183,8 @@ fn check_name(what: &str, name: &str) -> Result<(), AuthError> {
 pub enum KeyStore {
     /// An SQLite file (`<data dir>/auth.db`).
     Sqlite(sqlite_store::SqliteKeys),
-    /// Redis (the hub mesh's).
-    Redis(redis_store::RedisKeys),
+    /// Redis (the hub mesh's); boxed, as a Redis client with TLS settings is large.
+    Redis(Box<redis_store::RedisKeys>),
 }
 
 /// The key store's file in a data dir.
@@ -207,13 +207,13 @@ impl KeyStore {
 
     /// Opens the store on a Redis server (`redis://` or `rediss://`, with AUTH in the URL).
     pub fn open_redis(url: &str) -> Result<KeyStore, AuthError> {
-        redis_store::RedisKeys::open(url).map(KeyStore::Redis)
+        redis_store::RedisKeys::open(url).map(|keys| KeyStore::Redis(Box::new(keys)))
     }
 
     fn backend(&self) -> &dyn Backend {
         match self {
             KeyStore::Sqlite(s) => s,
-            KeyStore::Redis(r) => r,
+            KeyStore::Redis(r) => r.as_ref(),
         }
     }
 

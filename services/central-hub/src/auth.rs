@@ -113,7 +113,7 @@ impl Authenticator {
         let known = self.remembered().get(&hash).cloned();
         let now_ms = gleitzeit_auth::now_millis();
         if let Some((grant, at)) = &known {
-            if at.elapsed() < REVALIDATE_EVERY && !grant.expires_at.is_some_and(|e| e <= now_ms) {
+            if at.elapsed() < REVALIDATE_EVERY && grant.expires_at.is_none_or(|e| e > now_ms) {
                 return Ok(grant.clone());
             }
         }
