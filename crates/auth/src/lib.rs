@@ -483,4 +483,18 @@ mod tests {
         assert!(store.create_key("k", "bob", Some(0), vec![]).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[test]
+    fn rediss_urls_are_accepted_and_errors_never_show_the_password() {
+        // Nothing listens on port 1: the connection fails before any TLS or AUTH.
+        let store = KeyStore::open_redis("rediss://:s3cret-pw@127.0.0.1:1/0");
+        let store = store.expect("a rediss:// URL is accepted");
+        let err = store
+            .users()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!err.is_empty());
+        assert!(!err.contains("s3cret-pw"), "{err}");
+    }
 }
