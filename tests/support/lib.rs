@@ -44,6 +44,18 @@ pub fn repo_root() -> PathBuf {
 /// The admin key of each test hub (by URL) and of each mesh Redis (by Redis URL).
 static KEYS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 
+/// The CA file (PEM) that signed each TLS test hub's certificate, by hub URL.
+static CAS: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+
+/// The CA of the TLS hub at `hub_url` (the first of a comma-separated list that has one):
+/// every process started through this module gets it as `GLEITZEIT_TLS_CA`.
+pub fn ca_of(hub_url: &str) -> Option<PathBuf> {
+    let cas = CAS.lock().unwrap();
+    hub_url
+        .split(',')
+        .find_map(|url| cas.get(url.trim()).cloned())
+}
+
 /// The admin key of the hub at `hub_url` (the first of a comma-separated list).
 pub fn key_of(hub_url: &str) -> Option<String> {
     let keys = KEYS.lock().unwrap();
@@ -170,6 +182,20 @@ impl Proc {
         None
     }
 
+    /// Waits up to `limit` for the process to exit by itself (None: still running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = c.try_wait() {
+                self.child = None;
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Sends a signal by name (`STOP`, `CONT`, …) to the process.
     pub fn signal(&self, name: &str) {
         if let Some(c) = self.child.as_ref() {
@@ -198,7 +224,7 @@ impl Drop for Proc {
 pub struct TestHub {
     /// The process.
     pub proc: Proc,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` when started with [`TestHub::start_tls`]).
     pub url: String,
     /// Its port.
     pub port: u16,
@@ -227,12 +253,28 @@ impl TestHub {
     /// Starts the hub on a given port with extra flags (which replace the test defaults of
     /// the same name).
     pub async fn start_with(port: u16, extra: &[&str]) -> TestHub {
+        Self::launch(format!("http://127.0.0.1:{port}"), port, extra).await
+    }
+
+    /// Starts the hub serving HTTPS/WSS with this certificate and key (PEM files) on a free
+    /// port; its URL is `https://127.0.0.1:<port>`, and every process started through this
+    /// module trusts `ca` (`GLEITZEIT_TLS_CA`), as do this module's HTTP waits.
+    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path, extra: &[&str]) -> TestHub {
+        let port = free_port();
+        let url = format!("https://127.0.0.1:{port}");
+        CAS.lock().unwrap().insert(url.clone(), ca.to_path_buf());
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut flags = vec!["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
+        flags.extend_from_slice(extra);
+        Self::launch(url, port, &flags).await
+    }
+
+    async fn launch(url: String, port: u16, extra: &[&str]) -> TestHub {
         let data_dir = std::env::temp_dir().join(format!("gz-hub-{}-{port}", std::process::id()));
         let mesh = extra
             .iter()
             .position(|a| *a == "--redis-url")
             .and_then(|i| extra.get(i + 1));
-        let url = format!("http://127.0.0.1:{port}");
         let key = match mesh {
             Some(redis_url) => admin_key_in_redis(redis_url),
             None if extra.contains(&"off") => String::new(),
@@ -308,6 +350,9 @@ pub fn gz_at(hub_url: &str, args: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new(bin("gz"));
     if let Some(key) = key_of(hub_url) {
         cmd.env("GLEITZEIT_API_KEY", key);
+    }
+    if let Some(ca) = ca_of(hub_url) {
+        cmd.env("GLEITZEIT_TLS_CA", ca);
     }
     let out = cmd
         .arg("--hub-url")
@@ -491,6 +536,9 @@ pub fn service_at(hub_url: &str, name: &str, id: &str, args: &[&str]) -> Proc {
     if let Some(key) = key_of(hub_url) {
         cmd.env("GLEITZEIT_API_KEY", key);
     }
+    if let Some(ca) = ca_of(hub_url) {
+        cmd.env("GLEITZEIT_TLS_CA", ca);
+    }
     cmd.env("GLEITZEIT_HUB_URL", hub_url)
         .env("GLEITZEIT_COMPONENT_ID", id)
         .env(
@@ -501,9 +549,17 @@ pub fn service_at(hub_url: &str, name: &str, id: &str, args: &[&str]) -> Proc {
     Proc::spawn(id, cmd)
 }
 
-/// GET a JSON document, or None.
+/// GET a JSON document, or None. An HTTPS hub started by [`TestHub::start_tls`] is trusted
+/// through its CA.
 pub async fn http_json(base: &str, path: &str) -> Option<serde_json::Value> {
-    let mut req = reqwest::Client::new().get(format!("{base}{path}"));
+    let mut client = reqwest::Client::builder();
+    if let Some(ca) = ca_of(base) {
+        let pem = std::fs::read(&ca).expect("CA file");
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).expect("CA PEM") {
+            client = client.add_root_certificate(cert);
+        }
+    }
+    let mut req = client.build().ok()?.get(format!("{base}{path}"));
     if let Some(key) = key_of(base) {
         req = req.bearer_auth(key);
     }
@@ -565,7 +621,12 @@ impl Default for SuiteOptions {
 impl TestSuite {
     /// Starts the suite and waits until every service registered.
     pub async fn start(opts: SuiteOptions) -> TestSuite {
-        let hub = TestHub::start().await;
+        Self::start_on_hub(TestHub::start().await, opts).await
+    }
+
+    /// Starts the services on a hub already running (e.g. [`TestHub::start_tls`]) and waits
+    /// until every one registered.
+    pub async fn start_on_hub(hub: TestHub, opts: SuiteOptions) -> TestSuite {
         let data_dir =
             std::env::temp_dir().join(format!("gz-e2e-{}-{}", std::process::id(), hub.port));
         let _ = std::fs::remove_dir_all(&data_dir);

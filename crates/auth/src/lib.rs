@@ -183,8 +183,8 @@ fn check_name(what: &str, name: &str) -> Result<(), AuthError> {
 pub enum KeyStore {
     /// An SQLite file (`<data dir>/auth.db`).
     Sqlite(sqlite_store::SqliteKeys),
-    /// Redis (the hub mesh's).
-    Redis(redis_store::RedisKeys),
+    /// Redis (the hub mesh's); boxed, as a Redis client with TLS settings is large.
+    Redis(Box<redis_store::RedisKeys>),
 }
 
 /// The key store's file in a data dir.
@@ -207,13 +207,13 @@ impl KeyStore {
 
     /// Opens the store on a Redis server (`redis://` or `rediss://`, with AUTH in the URL).
     pub fn open_redis(url: &str) -> Result<KeyStore, AuthError> {
-        redis_store::RedisKeys::open(url).map(KeyStore::Redis)
+        redis_store::RedisKeys::open(url).map(|keys| KeyStore::Redis(Box::new(keys)))
     }
 
     fn backend(&self) -> &dyn Backend {
         match self {
             KeyStore::Sqlite(s) => s,
-            KeyStore::Redis(r) => r,
+            KeyStore::Redis(r) => r.as_ref(),
         }
     }
 
@@ -497,5 +497,19 @@ mod tests {
         ));
         assert!(store.create_key("k", "bob", Some(0), vec![]).is_err());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn rediss_urls_are_accepted_and_errors_never_show_the_password() {
+        // Nothing listens on port 1: the connection fails before any TLS or AUTH.
+        let store = KeyStore::open_redis("rediss://:s3cret-pw@127.0.0.1:1/0");
+        let store = store.expect("a rediss:// URL is accepted");
+        let err = store
+            .users()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!err.is_empty());
+        assert!(!err.contains("s3cret-pw"), "{err}");
     }
 }

@@ -1,5 +1,6 @@
 //! `gz status`: hub health and the component table.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
@@ -37,25 +38,72 @@ pub async fn is_alive(hub_url: &str) -> bool {
         .is_ok()
 }
 
+/// The HTTP client for the hub: rustls trusting the system roots and `GLEITZEIT_TLS_CA`
+/// (the same authorities the websocket client trusts). Built once per process.
+fn http_client() -> Result<reqwest::Client, GzError> {
+    static CLIENT: OnceLock<Result<reqwest::Client, GzError>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(3));
+            for ca in gleitzeit_hub_client::tls::custom_ca()? {
+                let cert = reqwest::Certificate::from_der(ca.as_ref()).map_err(|e| {
+                    GzError::new(
+                        ErrorCode::TlsConfig,
+                        format!("a certificate in {} is not usable: {e}", ca_file()),
+                    )
+                })?;
+                builder = builder.add_root_certificate(cert);
+            }
+            builder
+                .build()
+                .map_err(|e| GzError::new(ErrorCode::Internal, with_causes(&e)))
+        })
+        .clone()
+}
+
+fn ca_file() -> String {
+    gleitzeit_hub_client::tls::ca_path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// An error with its causes (`error sending request: … : invalid peer certificate: …`):
+/// reqwest's own message leaves out why, e.g. which certificate check failed.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Fetches `path` from the hub's HTTP surface as JSON, presenting the chosen key.
 pub async fn get_json<T: serde::de::DeserializeOwned>(
     hub_url: &str,
     path: &str,
 ) -> Result<T, GzError> {
     let url = format!("{}{}", hub_url.trim_end_matches('/'), path);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
-    let mut req = client.get(&url);
+    let mut req = http_client()?.get(&url);
     if let Some((key, _)) = crate::credentials::api_key() {
         req = req.bearer_auth(key);
     }
     let resp = req.send().await.map_err(|e| {
-        GzError::new(
+        let reason = with_causes(&e);
+        let hint = gleitzeit_hub_client::tls::certificate_hint(&reason);
+        let error = GzError::new(
             ErrorCode::HubUnreachable,
-            format!("cannot reach the hub at {hub_url}: {e}"),
-        )
+            format!("cannot reach the hub at {hub_url}: {reason}"),
+        );
+        match hint {
+            Some(h) => error.with_hint(h),
+            None => error,
+        }
     })?;
     if resp.status() == reqwest::StatusCode::UNAUTHORIZED
         || resp.status() == reqwest::StatusCode::FORBIDDEN

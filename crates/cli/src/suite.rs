@@ -63,6 +63,12 @@ pub struct HubArgs {
     /// Browser origins allowed besides the hub's own, comma-separated.
     #[arg(long, env = "GLEITZEIT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// PEM certificate chain: serve HTTPS/WSS (use an `https://` hub URL). Needs --tls-key.
+    #[arg(long, env = "GLEITZEIT_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "GLEITZEIT_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
 }
 
 pub use gleitzeit_runtime::default_data_dir;
@@ -409,7 +415,10 @@ fn ours_alive(pid: u32) -> bool {
 pub async fn hub(hub_url: &str, log_format: LogFormat, args: HubArgs) -> CmdResult {
     gleitzeit_runtime::init_tracing(log_format);
     let (host, port) = host_port(hub_url)?;
+    let tls = central_hub::TlsFiles::from_flags(args.tls_cert, args.tls_key)
+        .map_err(|e| e.to_gz_error())?;
     let config = central_hub::HubConfig {
+        tls,
         host: args.host.unwrap_or(host),
         port: args.port.unwrap_or(port),
         mesh_redis_url: args.redis_url,
@@ -428,6 +437,9 @@ pub async fn hub(hub_url: &str, log_format: LogFormat, args: HubArgs) -> CmdResu
         Shutdown::from_future(gleitzeit_runtime::signal_shutdown()),
     )
     .await
-    .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
+    .map_err(|e| match e {
+        central_hub::HubError::Tls(tls) => tls.to_gz_error(),
+        other => GzError::new(ErrorCode::Internal, other.to_string()),
+    })?;
     Ok(0)
 }

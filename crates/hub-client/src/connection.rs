@@ -168,6 +168,7 @@ async fn open_session(shared: &Arc<Shared>, url: &str) -> Result<Session, Sessio
     .map_err(|e| match e {
         ConnectError::Transient(reason) => SessionError::Transient(reason),
         ConnectError::Refused(reason) => SessionError::Refused(refusal(&reason)),
+        ConnectError::Setup(error) => SessionError::Refused(error),
     })?;
 
     let mut heartbeat_interval = shared.config.heartbeat_interval;

@@ -10,11 +10,15 @@
 //! Requests are ordinary envelopes; the reply is matched by correlation id in a pending map
 //! with a timeout (Socket.IO acks are not used). Incoming envelopes that are not replies are handed to the caller through a
 //! channel at once, so a slow handler never stalls the receive loop.
+//!
+//! `https://` hub URLs are reached over `wss://` with rustls, trusting the system roots and
+//! the CA file named by `GLEITZEIT_TLS_CA` ([`tls`]).
 
 #![forbid(unsafe_code)]
 
 mod connection;
 mod holdings;
+pub mod tls;
 mod transport;
 
 pub use holdings::Holdings;
@@ -107,8 +111,13 @@ impl From<ClientError> for GzError {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::Registration(g) => g,
-            ClientError::Unreachable { .. } => {
-                GzError::new(ErrorCode::HubUnreachable, e.to_string())
+            ClientError::Unreachable { ref reason, .. } => {
+                let hint = tls::certificate_hint(reason);
+                let error = GzError::new(ErrorCode::HubUnreachable, e.to_string());
+                match hint {
+                    Some(h) => error.with_hint(h),
+                    None => error,
+                }
             }
             ClientError::Closed => GzError::new(ErrorCode::Disconnected, e.to_string()),
         }

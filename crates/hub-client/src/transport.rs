@@ -27,6 +27,8 @@ pub(crate) enum ConnectError {
     Transient(String),
     /// The server refused the namespace connection (e.g. credentials): retrying won't help.
     Refused(String),
+    /// This side cannot connect as configured (e.g. an unreadable `GLEITZEIT_TLS_CA`).
+    Setup(gleitzeit_protocol::errors::GzError),
 }
 
 /// An open connection: send events, learn when it closed.
@@ -96,13 +98,20 @@ pub(crate) async fn connect(
     on_event: impl Fn(&str) + Send + 'static,
 ) -> Result<Link, ConnectError> {
     let url = websocket_url(hub_url).map_err(ConnectError::Refused)?;
+    // `wss://`: rustls trusting the system roots and `GLEITZEIT_TLS_CA`.
+    let connector = if url.starts_with("wss://") {
+        let config = crate::tls::client_config().map_err(|e| ConnectError::Setup(e.into()))?;
+        Some(tokio_tungstenite::Connector::Rustls(config))
+    } else {
+        None
+    };
     let (ws, _) = tokio::time::timeout(
         timeout,
         tokio_tungstenite::connect_async_tls_with_config(
             url.as_str(),
             Some(ws_config()),
             true,
-            None,
+            connector,
         ),
     )
     .await

@@ -53,6 +53,7 @@ macro_rules! error_codes {
 error_codes! {
     RedisUnavailable = "GZ1001", true, "Redis connection failed", "Check that Redis is running and GLEITZEIT_REDIS_URL is right.";
     HubUnreachable = "GZ1010", true, "Cannot reach the Gleitzeit hub", "Start the suite with `gz start` (or `gz hub`), or set --hub-url / GLEITZEIT_HUB_URL to a running hub.";
+    TlsConfig = "GZ1012", false, "TLS certificate, key or CA could not be loaded", "Check the PEM file named in the message: the hub's --tls-cert/--tls-key (GLEITZEIT_TLS_CERT, GLEITZEIT_TLS_KEY), a client's GLEITZEIT_TLS_CA; docs/security.md shows how to make them.";
     NoRoute = "GZ1020", true, "No component can take this message", "Start a component of the needed type (see `gz status`), or check the target name.";
     RequestTimeout = "GZ1030", true, "The request timed out waiting for a reply", "The component may be overloaded or gone; check `gz status` and retry.";
     Disconnected = "GZ1031", true, "The connection to the hub was lost", "The client reconnects by itself; check that the hub is running.";

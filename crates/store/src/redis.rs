@@ -1124,6 +1124,15 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_rediss_server_is_unavailable_without_showing_the_password() {
+        // Nothing listens on port 1: the connection fails before any TLS or AUTH.
+        let err = RedisStore::open("rediss://:s3cret-pw@127.0.0.1:1/0").err();
+        let err = err.expect("nothing listens on port 1");
+        assert_eq!(err.code(), "GZ1001", "{err}");
+        assert!(!err.to_string().contains("s3cret-pw"), "{err}");
+    }
+
+    #[test]
     fn index_members_name_their_workflow() {
         let member = format!("{:020}:{:020}:wf:with:colons", 17, 3);
         assert_eq!(

@@ -6,6 +6,9 @@
 //! It holds no workflow logic. Given a Redis URL, several hubs form one mesh ([`mesh`]):
 //! a component on any hub is reachable from every other.
 //!
+//! Given a certificate and key ([`tls`]), it serves HTTPS and WSS instead of plain HTTP on
+//! the same port.
+//!
 //! Every connection authenticates with an API key ([`auth`]); every event is authorised by
 //! role, target and ownership ([`policy`]) and stamped with the sender's identity before it
 //! is forwarded. Browsers are held to an origin allow-list ([`origin`]).
@@ -28,6 +31,7 @@ pub mod origin;
 pub mod policy;
 pub mod registry;
 mod sockets;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,6 +48,7 @@ use tracing::{info, warn};
 pub use crate::auth::AuthMode;
 use crate::auth::Authenticator;
 use crate::registry::Registry;
+pub use crate::tls::TlsFiles;
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -70,6 +75,8 @@ pub struct HubConfig {
     /// Redis URL of the hub mesh: hubs given the same one relay routes, rooms and their
     /// component tables to each other. `None`: a standalone hub.
     pub mesh_redis_url: Option<String>,
+    /// Certificate and key for HTTPS/WSS. `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for HubConfig {
@@ -85,6 +92,7 @@ impl Default for HubConfig {
             data_dir: None,
             allowed_origins: Vec::new(),
             mesh_redis_url: None,
+            tls: None,
         }
     }
 }
@@ -116,6 +124,13 @@ pub enum HubError {
          --insecure-no-auth if you really mean it"
     )]
     Insecure(SocketAddr),
+    /// The TLS certificate or key cannot be used (GZ1012).
+    #[error(
+        "{code}: {0} (hint: {hint})",
+        code = gleitzeit_protocol::ErrorCode::TlsConfig,
+        hint = gleitzeit_protocol::ErrorCode::TlsConfig.hint()
+    )]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Shared hub state.
@@ -147,6 +162,7 @@ pub struct BoundHub {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     config: HubConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl BoundHub {
@@ -201,7 +217,13 @@ impl BoundHub {
                 origin::guard,
             ))
             .layer(origin::cors(&self.config.allowed_origins));
-        info!(addr = %self.addr, hub_id = %self.config.hub_id, "central hub listening");
+        match &self.config.tls {
+            Some(files) => info!(
+                addr = %self.addr, hub_id = %self.config.hub_id, cert = %files.cert.display(),
+                "central hub listening with TLS (HTTPS and WSS)"
+            ),
+            None => info!(addr = %self.addr, hub_id = %self.config.hub_id, "central hub listening"),
+        }
         let graceful = {
             let state = state.clone();
             async move {
@@ -212,16 +234,26 @@ impl BoundHub {
                 sockets::announce_shutdown(&state).await;
             }
         };
-        // Small messages must not wait for Nagle's algorithm (40 ms stalls per hop).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        match self.tls {
+            Some(tls) => {
+                let listener = tls::TlsListener::new(self.listener, self.addr, tls);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
             }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .await
-            .map_err(HubError::Serve)?;
+            None => {
+                // Small messages must not wait for Nagle's algorithm (40 ms stalls per hop).
+                let listener = self.listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }
+        }
+        .map_err(HubError::Serve)?;
         info!("central hub stopped");
         Ok(())
     }
@@ -239,6 +271,12 @@ pub async fn bind(config: HubConfig) -> Result<BoundHub, HubError> {
             return Err(HubError::Insecure(SocketAddr::new(ip, config.port)));
         }
     }
+    // A bad certificate or key stops the hub before it listens.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::load_server_config)
+        .transpose()?;
     let addr = format!("{}:{}", config.host, config.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -264,6 +302,7 @@ pub async fn bind(config: HubConfig) -> Result<BoundHub, HubError> {
         listener,
         addr: bound,
         config,
+        tls,
     })
 }
 

@@ -45,6 +45,12 @@ struct Args {
     /// (e.g. `http://localhost:5173`).
     #[arg(long, env = "GLEITZEIT_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
+    /// PEM certificate chain for HTTPS/WSS (the hub's certificate first). Needs --tls-key.
+    #[arg(long, env = "GLEITZEIT_TLS_CERT", value_name = "PATH")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "GLEITZEIT_TLS_KEY", value_name = "PATH")]
+    tls_key: Option<std::path::PathBuf>,
     /// Log format.
     #[arg(long, env = "GLEITZEIT_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -59,6 +65,7 @@ fn seconds(v: f64) -> Duration {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let interval = seconds(args.heartbeat_interval);
+    let tls = central_hub::TlsFiles::from_flags(args.tls_cert, args.tls_key);
     let config = central_hub::HubConfig {
         host: args.host,
         port: args.port,
@@ -75,8 +82,9 @@ async fn main() -> std::process::ExitCode {
         Some(hub_id) => central_hub::HubConfig { hub_id, ..config },
         None => config,
     };
-    gleitzeit_runtime::serve("central-hub", args.log_format, |shutdown| {
-        central_hub::run(config, shutdown)
+    gleitzeit_runtime::serve("central-hub", args.log_format, |shutdown| async move {
+        let tls = tls?;
+        central_hub::run(central_hub::HubConfig { tls, ..config }, shutdown).await
     })
     .await
 }
