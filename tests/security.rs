@@ -60,6 +60,21 @@ async fn status_of(url: &str, path: &str, key: Option<&str>, origin: Option<&str
         .unwrap_or(0)
 }
 
+/// A hub on `port` whose key store is the one `gz auth init` wrote in `dir`.
+async fn hub_with_key_store(port: u16, dir: &std::path::Path) -> Proc {
+    let mut cmd = Command::new(bin("central-hub"));
+    cmd.args(["--port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(dir);
+    let hub = Proc::spawn("central-hub-keys", cmd);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for(Duration::from_secs(20), || async {
+        gleitzeit_e2e::http_json(&url, "/livez").await.is_some()
+    })
+    .await;
+    hub
+}
+
 const SLEEPY: &str = "name: sleepy\ntasks:\n  - id: nap\n    method: python/execute\n    parameters:\n      code: |\n        import time\n        time.sleep(2)\n        result = 'real'\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,15 +459,7 @@ async fn gz_auth_init_login_and_key_management_work_end_to_end() {
     let admin_key = admin["api_key"].as_str().unwrap().to_string();
     let (code, _, _) = gz(&["auth", "init"], None, &url);
     assert_ne!(code, 0, "a second init is refused");
-    let mut cmd = Command::new(bin("central-hub"));
-    cmd.args(["--port", &port.to_string()])
-        .arg("--data-dir")
-        .arg(&dir);
-    let _hub = Proc::spawn("central-hub-auth", cmd);
-    wait_for(Duration::from_secs(20), || async {
-        gleitzeit_e2e::http_json(&url, "/livez").await.is_some()
-    })
-    .await;
+    let _hub = hub_with_key_store(port, &dir).await;
     let (code, out, err) = gz(
         &["auth", "login", "--api-key", &admin_key, "--save", "--json"],
         None,
@@ -570,15 +577,7 @@ async fn containers_get_their_key_from_a_key_file_made_once() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"created\":false"), "{out}");
     assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
-    let mut cmd = Command::new(bin("central-hub"));
-    cmd.args(["--port", &port.to_string()])
-        .arg("--data-dir")
-        .arg(&dir);
-    let _hub = Proc::spawn("central-hub-keyfile", cmd);
-    wait_for(Duration::from_secs(20), || async {
-        gleitzeit_e2e::http_json(&url, "/livez").await.is_some()
-    })
-    .await;
+    let _hub = hub_with_key_store(port, &dir).await;
     let (code, out) = gz(&["auth", "status", "--json"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("GLEITZEIT_API_KEY_FILE"), "{out}");
