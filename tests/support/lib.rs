@@ -171,15 +171,7 @@ impl Proc {
             .arg("-TERM")
             .arg(c.id().to_string())
             .status();
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(s)) = c.try_wait() {
-                self.child = None;
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.wait_exit(limit)
     }
 
     /// Waits up to `limit` for the process to exit by itself (None: still running).
