@@ -126,6 +126,57 @@ async fn a_redis_restart_mid_run_loses_nothing() {
     let _ = std::fs::remove_file(log);
 }
 
+/// Redis frozen (SIGSTOP) for 20 s mid-run, longer than the hub's 15 s heartbeat timeout:
+/// the queue-manager's store calls wait off the thread that carries its hub connection,
+/// so it keeps its heartbeats, no component is dropped, and the workflow completes with
+/// every task recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_frozen_for_20_s_mid_run_drops_no_component_and_loses_nothing() {
+    let redis = RedisServer::start().await;
+    let suite = TestSuite::start(options(&redis)).await;
+    let log = std::env::temp_dir().join(format!(
+        "gz-redis-freeze-{}-{}",
+        std::process::id(),
+        redis.port
+    ));
+    let _ = std::fs::remove_file(&log);
+    let id = suite.submit(&workflow_file(
+        "chains.yaml",
+        &chains_yaml("t", 20, 10, 0.01, Some(&log)),
+    ));
+    wait_for(Duration::from_secs(30), || async {
+        executions(&log).len() >= 40
+    })
+    .await;
+    let ids = |list: Vec<Value>| -> Vec<String> {
+        let mut ids: Vec<String> = list
+            .iter()
+            .filter(|c| c["health"] != "unhealthy")
+            .filter_map(|c| c["component_id"].as_str().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = ids(suite.hub.components().await);
+    assert!(before.iter().any(|c| c == "qm-1"), "{before:?}");
+    redis.proc.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let during = ids(suite.hub.components().await);
+    redis.proc.signal("CONT");
+    assert_eq!(
+        during, before,
+        "no component lost or unhealthy while Redis was frozen"
+    );
+    let doc = suite.wait_finished(&id, Duration::from_secs(90)).await;
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    let tasks = doc["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 200);
+    assert!(tasks.iter().all(|t| t["status"] == "completed"), "{doc:#}");
+    assert_eq!(executions(&log).len(), 200);
+    assert_eq!(ids(suite.hub.components().await), before);
+    let _ = std::fs::remove_file(log);
+}
+
 /// Fault injection: while a workflow of 1,000 tasks (chains and fan-ins) runs on the Redis
 /// store, the queue-manager, the execution-engine, the python-provider and the hub are
 /// SIGKILLed and restarted, one at a time, several times. The workflow completes, every task

@@ -116,16 +116,16 @@ pub struct Failure {
 
 impl From<GzError> for Failure {
     fn from(error: GzError) -> Self {
-        let exit = match error.code.as_str() {
-            "GZ1010" => 3,
-            c if c.starts_with("GZ7")
-                || c.starts_with("GZ9")
-                || c == "GZ3001"
-                || c == "GZ3003"
-                || c == "GZ3007" =>
-            {
-                2
-            }
+        use gleitzeit_protocol::errors::ErrorCode;
+        // 3: no hub; 2: the input is wrong (validation: GZ7xxx, GZ9xxx, and the workflow
+        // errors a user fixes in the file); 1: everything else.
+        let code = ErrorCode::from_code(&error.code);
+        let exit = match code {
+            Some(ErrorCode::HubUnreachable) => 3,
+            Some(
+                ErrorCode::ValidationFailed | ErrorCode::CircularDependency | ErrorCode::ParseError,
+            ) => 2,
+            _ if error.code.starts_with("GZ7") || error.code.starts_with("GZ9") => 2,
             _ => 1,
         };
         Failure { error, exit }

@@ -17,11 +17,8 @@
 #![forbid(unsafe_code)]
 
 mod connection;
-mod holdings;
 pub mod tls;
 mod transport;
-
-pub use holdings::Holdings;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -403,70 +400,6 @@ pub fn registration(
         pid: std::process::id(),
         metadata,
     }
-}
-
-/// Starts a batcher for task outcomes: send `(engine id, outcome)` pairs to the returned
-/// channel; whatever accumulated while the previous batch went out travels as one
-/// `task_outcomes` envelope per engine.
-pub fn outcome_sender(
-    client: &HubClient,
-) -> mpsc::UnboundedSender<(String, gleitzeit_protocol::payloads::TaskOutcome)> {
-    let (tx, mut rx) =
-        mpsc::unbounded_channel::<(String, gleitzeit_protocol::payloads::TaskOutcome)>();
-    let client = client.clone();
-    tokio::spawn(async move {
-        while let Some((to, outcome)) = rx.recv().await {
-            let mut by_target: HashMap<String, Vec<gleitzeit_protocol::payloads::TaskOutcome>> =
-                HashMap::new();
-            by_target.entry(to).or_default().push(outcome);
-            let mut count = 1;
-            while count < 256 {
-                let Ok((to, o)) = rx.try_recv() else { break };
-                by_target.entry(to).or_default().push(o);
-                count += 1;
-            }
-            for (to, outcomes) in by_target {
-                let payload =
-                    serde_json::to_value(gleitzeit_protocol::payloads::TaskOutcomes { outcomes })
-                        .unwrap_or(Value::Null);
-                if let Err(e) = client.send(Envelope::new(
-                    Target::Component(to),
-                    events::TASK_OUTCOMES,
-                    payload,
-                )) {
-                    tracing::warn!(error = %e, "could not send task outcomes");
-                }
-            }
-        }
-    });
-    tx
-}
-
-/// How often holders report the task attempts they hold (`tasks_held`).
-pub const HELD_REPORT_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Sends `tasks_held` reports every [`HELD_REPORT_INTERVAL`]: `snapshot` returns, per
-/// receiver (component id), the attempts held for it, an empty list included.
-pub fn spawn_held_reports<F>(client: &HubClient, snapshot: F) -> tokio::task::JoinHandle<()>
-where
-    F: Fn() -> Vec<(String, Vec<gleitzeit_protocol::payloads::HeldTask>)> + Send + 'static,
-{
-    let client = client.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(HELD_REPORT_INTERVAL);
-        loop {
-            tick.tick().await;
-            if !client.is_connected() {
-                continue;
-            }
-            for (to, tasks) in snapshot() {
-                let payload =
-                    serde_json::to_value(gleitzeit_protocol::payloads::HeldTasks { tasks })
-                        .unwrap_or(Value::Null);
-                let _ = client.emit(Target::Component(to), events::TASKS_HELD, payload);
-            }
-        }
-    })
 }
 
 /// Waits for the next envelope a component must handle itself.

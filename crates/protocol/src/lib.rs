@@ -13,6 +13,9 @@ pub mod events;
 pub mod identity;
 pub mod limits;
 pub mod payloads;
+pub mod replies;
+pub mod requests;
+pub mod status;
 pub mod target;
 
 pub use envelope::{Envelope, RawEnvelope, Reply};

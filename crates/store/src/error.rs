@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use gleitzeit_protocol::errors::{ErrorCode, GzError};
+
 /// Boxed error of a storage backend.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -77,10 +79,10 @@ impl StoreError {
     /// The protocol error code: `GZ1001` (Redis connection failed, retryable) for
     /// [`StoreError::Unavailable`], `GZ5001` (storage operation failed, retryable) for every
     /// other variant.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            StoreError::Unavailable(_) => "GZ1001",
-            _ => "GZ5001",
+            StoreError::Unavailable(_) => ErrorCode::RedisUnavailable,
+            _ => ErrorCode::StoreFailed,
         }
     }
 
@@ -90,6 +92,13 @@ impl StoreError {
             operation,
             cause: cause.into(),
         }
+    }
+}
+
+impl From<StoreError> for GzError {
+    /// The error as it goes on the wire: its catalog code and message.
+    fn from(e: StoreError) -> Self {
+        GzError::new(e.code(), e.to_string())
     }
 }
 
@@ -105,10 +114,10 @@ mod tests {
             StoreError::backend("open", "boom"),
         ];
         for err in errors {
-            assert_eq!(err.code(), "GZ5001");
+            assert_eq!(err.code(), ErrorCode::StoreFailed);
         }
         let unavailable = StoreError::Unavailable("Redis at redis://h:6379/: refused".into());
-        assert_eq!(unavailable.code(), "GZ1001");
+        assert_eq!(unavailable.code(), ErrorCode::RedisUnavailable);
         assert_eq!(
             unavailable.to_string(),
             "store unavailable: Redis at redis://h:6379/: refused"

@@ -1128,7 +1128,11 @@ mod tests {
         // Nothing listens on port 1: the connection fails before any TLS or AUTH.
         let err = RedisStore::open("rediss://:s3cret-pw@127.0.0.1:1/0").err();
         let err = err.expect("nothing listens on port 1");
-        assert_eq!(err.code(), "GZ1001", "{err}");
+        assert_eq!(
+            err.code(),
+            gleitzeit_protocol::errors::ErrorCode::RedisUnavailable,
+            "{err}"
+        );
         assert!(!err.to_string().contains("s3cret-pw"), "{err}");
     }
 

@@ -835,22 +835,7 @@ mod tests {
     }
 
     fn task(workflow_id: &str, task_id: &str) -> TaskRecord {
-        TaskRecord {
-            workflow_id: workflow_id.to_string(),
-            task_id: task_id.to_string(),
-            name: task_id.to_string(),
-            method: "python/execute".to_string(),
-            status: TaskStatus::Pending,
-            priority: 0,
-            attempts: 0,
-            params: None,
-            result: None,
-            error: None,
-            provider_id: None,
-            queued_at: None,
-            started_at: None,
-            finished_at: None,
-        }
+        TaskRecord::pending(workflow_id, task_id, task_id, "python/execute", 0)
     }
 
     fn store_with_one_task() -> SqliteStore {

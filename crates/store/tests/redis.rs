@@ -177,7 +177,10 @@ contract_tests!(redis());
 fn expect_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>, needle: &str) {
     match result {
         Err(err @ StoreError::Unavailable(_)) => {
-            assert_eq!(err.code(), "GZ1001");
+            assert_eq!(
+                err.code(),
+                gleitzeit_protocol::errors::ErrorCode::RedisUnavailable
+            );
             let message = err.to_string();
             assert!(message.contains(needle), "`{message}` lacks `{needle}`");
         }
@@ -252,7 +255,10 @@ fn an_unreachable_server_is_unavailable_with_gz1001() {
 
     let err = RedisStore::open("http://not-redis").expect_err("not a Redis URL");
     assert!(matches!(err, StoreError::Backend { .. }), "{err}");
-    assert_eq!(err.code(), "GZ5001");
+    assert_eq!(
+        err.code(),
+        gleitzeit_protocol::errors::ErrorCode::StoreFailed
+    );
 }
 
 #[test]

@@ -24,6 +24,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gleitzeit_protocol::errors::ErrorCode;
 use gleitzeit_protocol::payloads::{ComponentInfo, MeshStatus};
 use gleitzeit_protocol::RawEnvelope;
 use serde::{Deserialize, Serialize};
@@ -279,7 +280,7 @@ fn publisher(client: redis::Client, rx: std_mpsc::Receiver<Outgoing>, counters: 
                 }
                 Err(e) => {
                     if !warned {
-                        warn!(code = "GZ1001", error = %e, "hub mesh: Redis unreachable; messages for other hubs are dropped until it is back");
+                        warn!(code = ErrorCode::RedisUnavailable.as_str(), error = %e, "hub mesh: Redis unreachable; messages for other hubs are dropped until it is back");
                         warned = true;
                     }
                     counters.publisher_up.store(false, Ordering::Relaxed);
@@ -304,7 +305,7 @@ fn publisher(client: redis::Client, rx: std_mpsc::Receiver<Outgoing>, counters: 
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             Some(Err(e)) => {
-                warn!(code = "GZ1001", error = %e, "hub mesh: publishing to Redis failed");
+                warn!(code = ErrorCode::RedisUnavailable.as_str(), error = %e, "hub mesh: publishing to Redis failed");
                 counters.publisher_up.store(false, Ordering::Relaxed);
                 counters
                     .dropped

@@ -14,9 +14,8 @@ pub mod plan;
 
 use std::collections::HashMap;
 
-use gleitzeit_hub_client::{
-    connect_component, next_envelope, registration, ClientConfig, ClientError, HubClient,
-};
+use gleitzeit_component::{run_component, Component, Events, NoInternal};
+use gleitzeit_hub_client::{connect_component, registration, ClientConfig, ClientError, HubClient};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types};
 use gleitzeit_protocol::limits::{json_size_within, too_large, MAX_MESSAGE_BYTES};
@@ -53,19 +52,40 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         .component_id
         .unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
     let reg = registration(ty, id, vec!["dependency_resolution".into()], 0, json!({}));
-    let Some((client, mut incoming)) =
+    let Some((client, incoming)) =
         connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
     else {
         return Ok(());
     };
-    let mut plans: HashMap<String, Plan> = HashMap::new();
-    while let Some(env) = next_envelope(&client, &mut incoming, &shutdown).await {
-        if let Some(result) = handle_guarded(&client, &mut plans, &env) {
-            let _ = client.respond(&env, result);
-        }
-    }
+    let mut resolver = Resolver {
+        client: client.clone(),
+        plans: HashMap::new(),
+    };
+    run_component(
+        &mut resolver,
+        Events::new(client.clone(), incoming),
+        &shutdown,
+    )
+    .await;
     client.close().await;
     Ok(())
+}
+
+/// The resolver's state: a plan per workflow it holds.
+struct Resolver {
+    client: HubClient,
+    plans: HashMap<String, Plan>,
+}
+
+/// Requests only: no internal messages, no tick.
+impl Component for Resolver {
+    type Internal = NoInternal;
+
+    async fn on_envelope(&mut self, env: Envelope) {
+        if let Some(result) = handle_guarded(&self.client, &mut self.plans, &env) {
+            let _ = self.client.respond(&env, result);
+        }
+    }
 }
 
 /// [`handle`], with a panic turned into a GZ8001 reply (the workflow's plan, possibly half

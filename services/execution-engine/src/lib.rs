@@ -18,10 +18,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use gleitzeit_hub_client::{
-    connect_component, next_envelope, registration, ClientConfig, ClientError, HubClient,
-    HELD_REPORT_INTERVAL,
-};
+use gleitzeit_component::{run_component, Component, Events, Every, HELD_REPORT_INTERVAL};
+use gleitzeit_hub_client::{connect_component, registration, ClientConfig, ClientError, HubClient};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
 use gleitzeit_protocol::limits::{
@@ -97,6 +95,10 @@ struct Engine {
     /// Queue-managers tasks came from, with when they last had one here (each gets
     /// `tasks_held` reports while it does, and for a minute after).
     queue_managers: HashMap<String, Instant>,
+    /// When `tasks_held` reports are due.
+    report_every: Every,
+    /// When the provider table is asked for again.
+    refresh_every: Every,
 }
 
 /// Connects to the hub, registers, and runs tasks until `shutdown`.
@@ -112,7 +114,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         0,
         json!({ "prefetch": config.prefetch }),
     );
-    let Some((client, mut incoming)) =
+    let Some((client, incoming)) =
         connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
     else {
         return Ok(());
@@ -120,7 +122,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     if let Err(e) = client.subscribe(&[rooms::COMPONENTS.to_string()]).await {
         warn!(error = %e, "could not join the components room; relying on polling");
     }
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let mut engine = Engine {
         client: client.clone(),
         tx,
@@ -131,34 +133,42 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         queue_manager_ids: Vec::new(),
         lease_seq: 0,
         queue_managers: HashMap::new(),
+        report_every: Every::new(HELD_REPORT_INTERVAL),
+        refresh_every: Every::new(Duration::from_secs(2)),
     };
     engine.refresh_providers();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut last_refresh = Instant::now();
-    let mut last_report = Instant::now();
-    loop {
-        tokio::select! {
-            env = next_envelope(&client, &mut incoming, &shutdown) => match env {
-                Some(env) => engine.on_envelope(env),
-                None => break,
-            },
-            Some(msg) = rx.recv() => engine.on_internal(msg),
-            _ = tick.tick() => {
-                engine.watchdog();
-                if last_report.elapsed() >= HELD_REPORT_INTERVAL {
-                    last_report = Instant::now();
-                    engine.report_held();
-                }
-                if last_refresh.elapsed() > Duration::from_secs(2) {
-                    last_refresh = Instant::now();
-                    engine.refresh_providers();
-                }
-            }
-        }
-        engine.maybe_lease();
-    }
+    let events = Events::new(client.clone(), incoming)
+        .internal(rx)
+        .tick(Duration::from_millis(100));
+    run_component(&mut engine, events, &shutdown).await;
     client.close().await;
     Ok(())
+}
+
+/// Every event may free slots or bring providers: each ends with a lease request if due.
+impl Component for Engine {
+    type Internal = Internal;
+
+    async fn on_envelope(&mut self, env: Envelope) {
+        self.handle_envelope(env);
+        self.maybe_lease();
+    }
+
+    async fn on_internal(&mut self, msg: Internal) {
+        self.handle_internal(msg);
+        self.maybe_lease();
+    }
+
+    async fn on_tick(&mut self) {
+        self.watchdog();
+        if self.report_every.due() {
+            self.report_held();
+        }
+        if self.refresh_every.due() {
+            self.refresh_providers();
+        }
+        self.maybe_lease();
+    }
 }
 
 impl Engine {
@@ -186,7 +196,7 @@ impl Engine {
         });
     }
 
-    fn on_envelope(&mut self, env: Envelope) {
+    fn handle_envelope(&mut self, env: Envelope) {
         match env.event.as_str() {
             events::TASK_OUTCOMES => match env.payload_as::<TaskOutcomes>() {
                 Ok(batch) => self.forward_from(&env.source, batch.outcomes),
@@ -231,7 +241,7 @@ impl Engine {
         }
     }
 
-    fn on_internal(&mut self, msg: Internal) {
+    fn handle_internal(&mut self, msg: Internal) {
         match msg {
             Internal::Providers(list) => {
                 let mut seen = Vec::new();

@@ -8,6 +8,10 @@
 //! publishes the endpoints' state in its heartbeat metadata (the hub serves it at
 //! `GET /providers`; `gz providers` prints it).
 //!
+//! This crate is only the Ollama logic, a [`gleitzeit_component::Provider`]; the hub side
+//! (registration, held tasks, outcomes, cancellation, the drain on shutdown) is
+//! [`gleitzeit_component::serve`].
+//!
 //! Consumes: `execute_tasks`, `cancel_tasks`, `ping`, `shutdown`.
 //! Emits: `task_outcomes` (to the engine), `task_progress` (streamed text, to the rooms
 //! `events` and `workflow:<id>`, for tasks with `stream: true`).
@@ -19,23 +23,18 @@ pub mod config;
 pub mod endpoints;
 pub mod methods;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use gleitzeit_hub_client::{
-    connect_component, next_envelope, outcome_sender, registration, spawn_held_reports,
-    ClientConfig, ClientError, Holdings, HubClient,
-};
-use gleitzeit_protocol::envelope::now_millis;
+use gleitzeit_component::{serve, Concurrency, Provider, ProviderInfo, ServeConfig, TaskContext};
+use gleitzeit_hub_client::ClientError;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
-use gleitzeit_protocol::limits::{cap_outcome, duration_from_millis_capped, MAX_OUTCOME_BYTES};
-use gleitzeit_protocol::payloads::{CancelTasks, ExecuteTask, ExecuteTasks, TaskOutcome, TaskRef};
+use gleitzeit_protocol::limits::duration_from_millis_capped;
+use gleitzeit_protocol::payloads::ExecuteTask;
 use gleitzeit_protocol::Target;
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
 use crate::config::ProviderConfig;
@@ -64,9 +63,6 @@ pub enum ServiceError {
     Http(String),
 }
 
-/// Held tasks (waiting for a slot or running), with a way to stop each.
-type Running = Arc<Mutex<Holdings<AbortHandle>>>;
-
 /// Checks every endpoint once and records the result.
 async fn health_round(pool: &Pool, http: &reqwest::Client) {
     let checks: Vec<_> = (0..pool.config.endpoints.len())
@@ -93,136 +89,56 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         .map_err(|e| ServiceError::Http(e.to_string()))?;
     let pool = Arc::new(Pool::new(config.provider));
     health_round(&pool, &http).await;
-    let ty = component_types::OLLAMA_PROVIDER;
-    let id = config
-        .component_id
-        .unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
-    let capacity = pool.config.capacity();
-    let reg = registration(
-        ty,
-        id.clone(),
-        METHODS.iter().map(|m| m.to_string()).collect(),
-        capacity,
-        pool.snapshot(),
-    );
-    let Some((client, mut incoming)) =
-        connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
-    else {
-        return Ok(());
+    let id = config.component_id.unwrap_or_else(|| {
+        gleitzeit_runtime::default_component_id(component_types::OLLAMA_PROVIDER)
+    });
+    info!(endpoints = pool.config.endpoints.len(), capacity = pool.config.capacity(), strategy = ?pool.config.strategy, "endpoints checked");
+    let provider = Arc::new(Ollama {
+        ctx: Arc::new(Ctx {
+            pool,
+            http,
+            provider_id: id.clone(),
+        }),
+    });
+    let serve_config = ServeConfig {
+        component_id: Some(id),
+        ..ServeConfig::new(config.hub_url)
     };
-    info!(endpoints = pool.config.endpoints.len(), capacity, strategy = ?pool.config.strategy, "ollama-provider ready");
-    let ctx = Arc::new(Ctx {
-        pool: pool.clone(),
-        http: http.clone(),
-        provider_id: client.id().to_string(),
-    });
-    let health = tokio::spawn(health_loop(pool.clone(), http, client.clone()));
-    let running: Running = Arc::new(Mutex::new(Holdings::default()));
-    let reports = spawn_held_reports(&client, {
-        let running = running.clone();
-        move || lock(&running).report()
-    });
-    let done = outcome_sender(&client);
-    while let Some(env) = next_envelope(&client, &mut incoming, &shutdown).await {
-        match env.event.as_str() {
-            events::EXECUTE_TASKS => match env.payload_as::<ExecuteTasks>() {
-                Ok(batch) => {
-                    for task in batch.tasks {
-                        start_task(
-                            &ctx,
-                            &client,
-                            &running,
-                            task,
-                            env.source.clone(),
-                            done.clone(),
-                        );
-                    }
-                }
-                Err(e) => warn!(error = %e, "bad execute_tasks payload"),
-            },
-            events::CANCEL_TASKS => match env.payload_as::<CancelTasks>() {
-                Ok(c) => {
-                    let mut held = lock(&running);
-                    for t in c.tasks {
-                        if let Some(abort) = held.take(&t) {
-                            abort.abort();
-                        }
-                    }
-                }
-                Err(e) => warn!(error = %e, "bad cancel_tasks payload"),
-            },
-            other => {
-                let err = GzError::new(
-                    ErrorCode::UnknownEvent,
-                    format!("ollama-provider does not handle {other:?}"),
-                );
-                let _ = client.respond(&env, Err(err));
-            }
-        }
-    }
-    health.abort();
-    reports.abort();
-    client.close().await;
+    serve(provider, serve_config, shutdown).await?;
     Ok(())
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// The provider: the endpoints and how to call them.
+struct Ollama {
+    ctx: Arc<Ctx>,
 }
 
-async fn health_loop(pool: Arc<Pool>, http: reqwest::Client, client: HubClient) {
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(pool.config.health_interval));
-    loop {
-        tick.tick().await;
-        health_round(&pool, &http).await;
-        client.set_metadata(pool.snapshot());
-        client.set_load(pool.load());
+impl Provider for Ollama {
+    fn info(&self) -> ProviderInfo {
+        let pool = &self.ctx.pool;
+        ProviderInfo {
+            component_type: component_types::OLLAMA_PROVIDER.to_string(),
+            methods: METHODS.iter().map(|m| m.to_string()).collect(),
+            capacity: pool.config.capacity(),
+            metadata: pool.snapshot(),
+            // Tasks wait for a slot of an endpoint that serves their model.
+            concurrency: Concurrency::Provider,
+        }
     }
-}
 
-fn start_task(
-    ctx: &Arc<Ctx>,
-    client: &HubClient,
-    running: &Running,
-    task: ExecuteTask,
-    reply_to: String,
-    done: mpsc::UnboundedSender<(String, TaskOutcome)>,
-) {
-    let key = TaskRef {
-        workflow_id: task.workflow_id.clone(),
-        task_id: task.task_id.clone(),
-    };
-    let engine = reply_to.clone();
-    let (ctx, client, running2) = (ctx.clone(), client.clone(), running.clone());
-    let key2 = key.clone();
-    let attempt = task.attempt;
-    let handle = tokio::spawn(async move {
-        let started_at = now_millis();
+    async fn execute(&self, task: ExecuteTask, ctx: TaskContext) -> Result<Value, GzError> {
         let stream = task.params.get("stream").and_then(Value::as_bool) == Some(true);
-        let progress_client = client.clone();
         let room = format!("{},{}", rooms::EVENTS, rooms::workflow(&task.workflow_id));
         let (wf, tid, attempt) = (task.workflow_id.clone(), task.task_id.clone(), task.attempt);
         let on_token = move |text: &str| {
             let payload =
                 json!({ "workflow_id": wf, "task_id": tid, "attempt": attempt, "text": text });
-            let _ =
-                progress_client.emit(Target::Room(room.clone()), events::TASK_PROGRESS, payload);
+            ctx.emit(Target::Room(room.clone()), events::TASK_PROGRESS, payload);
         };
         let on_token_ref: api::OnToken<'_> = if stream { Some(&on_token) } else { None };
-        // A panic while serving the task fails it (GZ8001) instead of leaving it held
-        // forever; a timeout from outside is capped (it only ever becomes a Duration).
-        let work = async {
-            gleitzeit_runtime::catch_panic(methods::execute(&ctx, &task, on_token_ref))
-                .await
-                .unwrap_or_else(|panic| {
-                    warn!(task = %task.task_id, %panic, "serving the task panicked");
-                    Err(GzError::new(
-                        ErrorCode::Internal,
-                        format!("the provider failed on this task: {panic}"),
-                    ))
-                })
-        };
-        let result = match task.timeout_ms.map(duration_from_millis_capped) {
+        // A timeout from outside is capped (it only ever becomes a Duration).
+        let work = methods::execute(&self.ctx, &task, on_token_ref);
+        match task.timeout_ms.map(duration_from_millis_capped) {
             Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(r) => r,
                 Err(_) => Err(GzError::new(
@@ -231,21 +147,19 @@ fn start_task(
                 )),
             },
             None => work.await,
-        };
-        client.set_load(ctx.pool.load());
-        lock(&running2).finish(&key2, attempt);
-        let outcome = cap_outcome(
-            TaskOutcome::finished(
-                task.workflow_id,
-                task.task_id,
-                task.attempt,
-                result,
-                client.id().to_string(),
-                started_at,
-            ),
-            MAX_OUTCOME_BYTES,
-        );
-        let _ = done.send((reply_to, outcome));
-    });
-    lock(running).insert(key, attempt, &engine, handle.abort_handle());
+        }
+    }
+
+    fn load(&self) -> Option<u32> {
+        Some(self.ctx.pool.load())
+    }
+
+    fn refresh_interval(&self) -> Option<Duration> {
+        Duration::try_from_secs_f64(self.ctx.pool.config.health_interval).ok()
+    }
+
+    async fn refresh(&self) -> Option<Value> {
+        health_round(&self.ctx.pool, &self.ctx.http).await;
+        Some(self.ctx.pool.snapshot())
+    }
 }

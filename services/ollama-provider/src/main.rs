@@ -53,7 +53,10 @@ async fn main() -> std::process::ExitCode {
         Ok(p) => p,
         Err(e) => {
             gleitzeit_runtime::init_tracing(log_format);
-            tracing::error!("GZ7001: {e}");
+            tracing::error!(
+                "{}: {e}",
+                gleitzeit_protocol::errors::ErrorCode::InvalidField
+            );
             return std::process::ExitCode::from(2);
         }
     };

@@ -140,6 +140,7 @@ fn normalize(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gleitzeit_protocol::errors::ErrorCode;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("gz-confine-{}-{name}", std::process::id()));
@@ -175,13 +176,13 @@ mod tests {
             let err = policy
                 .resolve("python script", Path::new(escape), &root, Some(&root))
                 .expect_err(escape);
-            assert_eq!(err.code(), "GZ2023", "{escape}: {err}");
+            assert_eq!(err.code(), ErrorCode::SecurityViolation, "{escape}: {err}");
             assert!(!err.to_string().contains("secret\n"));
         }
         let missing = policy
             .resolve("python script", Path::new("nope.py"), &root, Some(&root))
             .expect_err("missing");
-        assert_eq!(missing.code(), "GZ2020");
+        assert_eq!(missing.code(), ErrorCode::PythonNotFound);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -194,7 +195,7 @@ mod tests {
         let err = policy
             .resolve("python script", Path::new("link.py"), &root, None)
             .expect_err("escape through a symlink");
-        assert_eq!(err.code(), "GZ2023");
+        assert_eq!(err.code(), ErrorCode::SecurityViolation);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -209,7 +210,7 @@ mod tests {
         let err = policy
             .resolve("working directory", Path::new("."), &root, Some(&root))
             .expect_err("the workflow folder is no root here");
-        assert_eq!(err.code(), "GZ2023");
+        assert_eq!(err.code(), ErrorCode::SecurityViolation);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use gleitzeit_protocol::errors::ErrorCode;
+
 /// Why a job failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PythonError {
@@ -95,20 +97,20 @@ pub enum PythonError {
 
 impl PythonError {
     /// The Gleitzeit error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidJob(_) => "GZ7001",
-            Self::NotFound(_) => "GZ2020",
-            Self::PathEscape(_) => "GZ2023",
-            Self::Syntax { .. } => "GZ2024",
-            Self::Script { .. } => "GZ2025",
-            Self::OutputTooLarge { .. } => "GZ2026",
-            Self::ResourceLimit { .. } => "GZ2027",
-            Self::Timeout { .. } => "GZ2002",
-            Self::Cancelled => "GZ2006",
-            Self::WorkerDied { .. } | Self::Protocol { .. } => "GZ2001",
-            Self::Spawn { .. } => "GZ8001",
-            Self::Closed => "GZ8002",
+            Self::InvalidJob(_) => ErrorCode::InvalidField,
+            Self::NotFound(_) => ErrorCode::PythonNotFound,
+            Self::PathEscape(_) => ErrorCode::SecurityViolation,
+            Self::Syntax { .. } => ErrorCode::PythonSyntax,
+            Self::Script { .. } => ErrorCode::PythonException,
+            Self::OutputTooLarge { .. } => ErrorCode::OutputTooLarge,
+            Self::ResourceLimit { .. } => ErrorCode::ResourceLimit,
+            Self::Timeout { .. } => ErrorCode::TaskTimeout,
+            Self::Cancelled => ErrorCode::Cancelled,
+            Self::WorkerDied { .. } | Self::Protocol { .. } => ErrorCode::TaskFailed,
+            Self::Spawn { .. } => ErrorCode::Internal,
+            Self::Closed => ErrorCode::ShuttingDown,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Gleitzeit python-provider: serves `python/execute` in a pool of warm Python workers.
 //!
-//! [`pool`] runs the code; [`service`] connects to the hub, registers `python/execute` with
-//! the pool size as capacity, and runs the tasks it is handed. Tasks are confined
+//! [`pool`] runs the code; [`service`] is the provider on the shared runtime
+//! (`gleitzeit_component::serve`): it registers `python/execute` with the pool size as
+//! capacity and turns the tasks it is handed into pool jobs. Tasks are confined
 //! ([`confine`] roots, [`limits`] rlimits and output cap, [`reap`] process trees; what is and
 //! is not isolated: `docs/python-confinement.md`).
 //!
@@ -14,7 +15,6 @@ pub mod confine;
 pub mod error;
 pub mod job;
 pub mod limits;
-pub mod outcomes;
 pub mod pool;
 pub mod reap;
 pub mod service;

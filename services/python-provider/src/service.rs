@@ -1,30 +1,24 @@
-//! The python-provider as a hub component: takes `execute_tasks` batches, runs each task
-//! in the pool, and sends outcomes back in batches (whatever finished since the last send,
-//! bounded in size: [`crate::outcomes`]).
+//! The python-provider as a hub component: a [`gleitzeit_component::Provider`] that turns
+//! each task into a pool job. Registration, held tasks, outcome batches, cancellation and
+//! the drain on shutdown are [`gleitzeit_component::serve`]'s.
 //!
 //! Every number of a task that becomes a duration is range-checked here, at the wire: a
 //! timeout that is not a positive finite number of seconds up to [`Config::max_timeout`]
-//! fails the task with GZ7011 (never a panic). Each task runs in its own spawned task; should
-//! that panic, the task still ends with an error outcome (GZ8001) and leaves the held list.
+//! fails the task with GZ7011 (never a panic). A task whose serving panics still ends with
+//! an error outcome (GZ8001) and leaves the held list (the runtime sees to that).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use gleitzeit_hub_client::{
-    connect_component, next_envelope, registration, spawn_held_reports, ClientConfig, ClientError,
-    Holdings, HubClient,
-};
-use gleitzeit_protocol::envelope::now_millis;
+use gleitzeit_component::{serve, Concurrency, Provider, ProviderInfo, ServeConfig, TaskContext};
+use gleitzeit_hub_client::ClientError;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_protocol::events::{self, component_types};
-use gleitzeit_protocol::payloads::{CancelTasks, ExecuteTask, ExecuteTasks, TaskOutcome, TaskRef};
+use gleitzeit_protocol::events::component_types;
+use gleitzeit_protocol::payloads::ExecuteTask;
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
 
-use crate::outcomes::outcome_sender;
 use crate::pool::{Limits, PathPolicy, PoolConfig, PythonError, PythonJob, PythonPool};
 
 /// The method this provider serves.
@@ -81,9 +75,6 @@ pub enum ServiceError {
     Pool(#[from] PythonError),
 }
 
-/// Held tasks (queued in the pool or running), with a way to cancel each.
-type Running = Arc<Mutex<Holdings<oneshot::Sender<()>>>>;
-
 /// Starts the pool, connects to the hub and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
     let pool = PythonPool::start(PoolConfig {
@@ -95,79 +86,59 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         default_timeout: Some(config.default_timeout),
     })
     .await?;
-    let max_timeout = config.max_timeout;
-    let ty = component_types::PYTHON_PROVIDER;
-    let id = config
-        .component_id
-        .clone()
-        .unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
-    let reg = registration(
-        ty,
-        id,
-        vec![METHOD.to_string()],
-        pool.size() as u32,
-        json!({ "python": config.python }),
-    );
-    let Some((client, mut incoming)) =
-        connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
-    else {
-        pool.shutdown().await;
-        return Ok(());
-    };
-    let running: Running = Arc::new(Mutex::new(Holdings::default()));
-    let reports = spawn_held_reports(&client, {
-        let running = running.clone();
-        move || lock(&running).report()
+    let provider = Arc::new(Python {
+        pool,
+        python: config.python.clone(),
+        max_timeout: config.max_timeout,
     });
-    let done_tx = outcome_sender(&client);
-    while let Some(env) = next_envelope(&client, &mut incoming, &shutdown).await {
-        match env.event.as_str() {
-            events::EXECUTE_TASKS => match env.payload_as::<ExecuteTasks>() {
-                Ok(batch) => {
-                    for task in batch.tasks {
-                        spawn_task(
-                            Runner {
-                                pool: pool.clone(),
-                                client: client.clone(),
-                                running: running.clone(),
-                                reply_to: env.source.clone(),
-                                done: done_tx.clone(),
-                                max_timeout,
-                            },
-                            task,
-                        );
-                    }
-                }
-                Err(e) => warn!(error = %e, "bad execute_tasks payload"),
-            },
-            events::CANCEL_TASKS => match env.payload_as::<CancelTasks>() {
-                Ok(c) => {
-                    let mut held = lock(&running);
-                    for t in c.tasks {
-                        if let Some(cancel) = held.take(&t) {
-                            let _ = cancel.send(());
-                        }
-                    }
-                }
-                Err(e) => warn!(error = %e, "bad cancel_tasks payload"),
-            },
-            other => {
-                let err = GzError::new(
-                    ErrorCode::UnknownEvent,
-                    format!("python-provider does not handle {other:?}"),
-                );
-                let _ = client.respond(&env, Err(err));
-            }
-        }
-    }
-    reports.abort();
-    client.close().await;
-    pool.shutdown().await;
+    let serve_config = ServeConfig {
+        component_id: config.component_id,
+        ..ServeConfig::new(config.hub_url)
+    };
+    serve(provider, serve_config, shutdown).await?;
     Ok(())
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// The provider: the pool, and the longest timeout a task may ask for.
+struct Python {
+    pool: PythonPool,
+    python: String,
+    max_timeout: Duration,
+}
+
+impl Provider for Python {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            component_type: component_types::PYTHON_PROVIDER.to_string(),
+            methods: vec![METHOD.to_string()],
+            capacity: u32::try_from(self.pool.size()).unwrap_or(u32::MAX),
+            metadata: json!({ "python": self.python }),
+            // Jobs wait in the pool's own FIFO for a worker.
+            concurrency: Concurrency::Provider,
+        }
+    }
+
+    async fn execute(&self, task: ExecuteTask, ctx: TaskContext) -> Result<Value, GzError> {
+        let job = job_of(&task, self.max_timeout)?;
+        // A cancel kills the job (the pool stops the worker); the runtime sends no outcome.
+        self.pool
+            .execute(job, ctx.cancelled())
+            .await
+            .map(|o| o.to_json())
+            .map_err(|e| error_of(&e))
+    }
+
+    fn handles_cancel(&self) -> bool {
+        true
+    }
+
+    fn load(&self) -> Option<u32> {
+        Some(u32::try_from(self.pool.busy()).unwrap_or(u32::MAX))
+    }
+
+    async fn shutdown(&self) {
+        self.pool.shutdown().await;
+    }
 }
 
 /// Builds a pool job from a task's parameters.
@@ -232,8 +203,7 @@ fn out_of_range(given: &str, max: Duration) -> GzError {
 }
 
 fn error_of(e: &PythonError) -> GzError {
-    let code = ErrorCode::from_code(e.code()).unwrap_or(ErrorCode::TaskFailed);
-    let err = GzError::new(code, e.to_string()).with_retryable(e.retryable());
+    let err = GzError::new(e.code(), e.to_string()).with_retryable(e.retryable());
     match e {
         PythonError::Script { traceback, .. } => {
             err.with_details(json!({ "traceback": traceback }))
@@ -244,98 +214,6 @@ fn error_of(e: &PythonError) -> GzError {
         PythonError::OutputTooLarge { output, .. } => err.with_details(json!({ "output": output })),
         _ => err,
     }
-}
-
-/// What every task of the service needs to run and report.
-struct Runner {
-    pool: PythonPool,
-    client: HubClient,
-    running: Running,
-    reply_to: String,
-    done: mpsc::UnboundedSender<(String, TaskOutcome)>,
-    max_timeout: Duration,
-}
-
-/// Runs `task` in a spawned task of its own; should that panic, the task still ends with an
-/// error outcome and is no longer reported as held.
-fn spawn_task(runner: Runner, task: ExecuteTask) {
-    let key = TaskRef {
-        workflow_id: task.workflow_id.clone(),
-        task_id: task.task_id.clone(),
-    };
-    let attempt = task.attempt;
-    let (client, running, reply_to, done) = (
-        runner.client.clone(),
-        runner.running.clone(),
-        runner.reply_to.clone(),
-        runner.done.clone(),
-    );
-    let started_at = now_millis();
-    let work = tokio::spawn(execute(runner, task));
-    tokio::spawn(async move {
-        let Err(e) = work.await else { return };
-        if !e.is_panic() {
-            return;
-        }
-        tracing::error!(task = %key.task_id, workflow = %key.workflow_id, "python task panicked");
-        lock(&running).finish(&key, attempt);
-        let error = GzError::new(
-            ErrorCode::Internal,
-            "the python-provider failed while running this task (a bug; see its log)",
-        );
-        let outcome = TaskOutcome::finished(
-            key.workflow_id,
-            key.task_id,
-            attempt,
-            Err(error),
-            client.id().to_string(),
-            started_at,
-        );
-        let _ = done.send((reply_to, outcome));
-    });
-}
-
-async fn execute(runner: Runner, task: ExecuteTask) {
-    let Runner {
-        pool,
-        client,
-        running,
-        reply_to,
-        done,
-        max_timeout,
-    } = runner;
-    let key = TaskRef {
-        workflow_id: task.workflow_id.clone(),
-        task_id: task.task_id.clone(),
-    };
-    let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
-    lock(&running).insert(key.clone(), task.attempt, &reply_to, cancel_tx);
-    client.set_load(pool.busy() as u32 + 1);
-    let started_at = now_millis();
-    let result = match job_of(&task, max_timeout) {
-        Ok(job) => pool
-            .execute(job, async move {
-                // Only an explicit cancel stops the job; a dropped sender does not.
-                if cancel_rx.await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            })
-            .await
-            .map(|o| o.to_json())
-            .map_err(|e| error_of(&e)),
-        Err(e) => Err(e),
-    };
-    lock(&running).finish(&key, task.attempt);
-    client.set_load(pool.busy() as u32);
-    let outcome = TaskOutcome::finished(
-        task.workflow_id,
-        task.task_id,
-        task.attempt,
-        result,
-        client.id().to_string(),
-        started_at,
-    );
-    let _ = done.send((reply_to, outcome));
 }
 
 #[cfg(test)]

@@ -246,7 +246,7 @@ async fn missing_script_fails_with_gz2020() {
             ..PythonJob::script("missing.py")
         };
         let error = run(&pool, job).await.expect_err("job fails");
-        assert_eq!(error.code(), "GZ2020");
+        assert_eq!(error.code().as_str(), "GZ2020");
         assert!(!error.retryable());
         assert!(
             error.to_string().contains("/nonexistent-gz/missing.py"),
@@ -256,7 +256,7 @@ async fn missing_script_fails_with_gz2020() {
         let error = run(&pool, PythonJob::default())
             .await
             .expect_err("job without code fails");
-        assert_eq!(error.code(), "GZ7001");
+        assert_eq!(error.code().as_str(), "GZ7001");
     })
     .await;
 }
@@ -267,7 +267,7 @@ async fn exception_fails_with_gz2025_and_the_traceback() {
         let pool = pool(1).await;
         let job = PythonJob::inline("print('before')\nx = 1\ny = x / 0\nresult = y\n");
         let error = run(&pool, job).await.expect_err("job fails");
-        assert_eq!(error.code(), "GZ2025");
+        assert_eq!(error.code().as_str(), "GZ2025");
         assert!(!error.retryable());
         let PythonError::Script {
             message,
@@ -299,7 +299,7 @@ async fn syntax_error_fails_with_gz2024_and_the_line() {
         let error = run(&pool, PythonJob::inline("x = 1\nresult = = x\n"))
             .await
             .expect_err("job fails");
-        assert_eq!(error.code(), "GZ2024");
+        assert_eq!(error.code().as_str(), "GZ2024");
         let PythonError::Syntax { line, detail, .. } = &error else {
             panic!("expected a syntax error, got {error:?}");
         };
@@ -323,7 +323,7 @@ async fn timeout_kills_the_worker_and_the_pool_recovers() {
         let started = Instant::now();
         let error = run(&pool, job).await.expect_err("job times out");
         let took = started.elapsed();
-        assert_eq!(error.code(), "GZ2002");
+        assert_eq!(error.code().as_str(), "GZ2002");
         assert!(error.retryable());
         assert!(took < Duration::from_secs(2), "took {took:?}");
 
@@ -362,7 +362,7 @@ async fn cancelling_a_running_job_kills_its_worker() {
             .await
             .expect("task joins")
             .expect_err("job is cancelled");
-        assert_eq!(error.code(), "GZ2006");
+        assert_eq!(error.code().as_str(), "GZ2006");
         assert!(started.elapsed() < Duration::from_secs(1));
         assert!(!process_exists(pid), "worker {pid} still exists");
         assert_eq!(pool.busy(), 0);
@@ -394,10 +394,13 @@ async fn cancelling_a_queued_job_returns_at_once() {
             )
             .await
             .expect_err("queued job is cancelled");
-        assert_eq!(error.code(), "GZ2006");
+        assert_eq!(error.code().as_str(), "GZ2006");
         assert!(started.elapsed() < Duration::from_secs(1));
         let blocked = blocker.await.expect("task joins");
-        assert_eq!(blocked.expect_err("blocker times out").code(), "GZ2002");
+        assert_eq!(
+            blocked.expect_err("blocker times out").code().as_str(),
+            "GZ2002"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await;
@@ -435,7 +438,7 @@ async fn worker_that_exits_is_replaced() {
         let error = run(&pool, PythonJob::inline("import os\nos._exit(1)"))
             .await
             .expect_err("job fails");
-        assert_eq!(error.code(), "GZ2001");
+        assert_eq!(error.code().as_str(), "GZ2001");
         assert!(error.retryable());
         assert!(error.to_string().contains("exit status: 1"), "{error}");
         let next_pid = result_of(&pool, "import os\nresult = os.getpid()").await;
@@ -479,7 +482,7 @@ async fn shutdown_kills_every_worker() {
         let error = run(&pool, PythonJob::inline("result = 1"))
             .await
             .expect_err("pool is closed");
-        assert_eq!(error.code(), "GZ8002");
+        assert_eq!(error.code().as_str(), "GZ8002");
     })
     .await;
 }

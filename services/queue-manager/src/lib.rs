@@ -7,8 +7,14 @@
 //! backoff, skips dependents of failed tasks, and finishes workflows. On start it resumes
 //! every unfinished workflow from the store.
 //!
-//! Consumes: `workflow_submit`, `workflow_get`, `workflow_list`, `workflow_cancel`,
-//! `task_get`, `store_status`, `lease_tasks`, `task_outcomes`, `ping`, `shutdown`.
+//! Consumes (see `manager.rs`, `Manager::on_envelope`): `workflow_submit`, `workflow_get`,
+//! `workflow_list`, `workflow_cancel`, `workflow_events`, `workflow_owner`, `task_get`,
+//! `store_status`, `lease_tasks`, `task_outcomes`, `tasks_held`, `component_left` (from the
+//! hub only), and `ping`/`shutdown` (the shared component loop).
+//!
+//! Every task and workflow status change happens in `machine/` (the life cycle, unit-tested
+//! with paused time); `manager/` stores each step before it is applied and sends what
+//! follows.
 //! Emits: `workflow_plan`, `tasks_finished`, `workflow_forget` (to the resolver),
 //! `cancel_tasks` (to engines), and the client events `workflow_*` / `task_*` to the rooms
 //! `events` and `workflow:<id>`.
@@ -17,6 +23,7 @@
 
 mod clocks;
 mod events_log;
+mod machine;
 mod manager;
 mod queue;
 
@@ -24,10 +31,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gleitzeit_hub_client::{
-    connect_component, next_envelope, registration, ClientConfig, ClientError,
-};
+use gleitzeit_component::{run_component, Component, Events, Every};
+use gleitzeit_hub_client::{connect_component, registration, ClientConfig, ClientError, HubClient};
 use gleitzeit_protocol::events::component_types;
+use gleitzeit_protocol::Envelope;
 use gleitzeit_runtime::Shutdown;
 use gleitzeit_store::{RedisStore, SqliteStore, Store, StoreError};
 use serde_json::json;
@@ -64,6 +71,9 @@ pub enum ServiceError {
     /// The store could not be opened or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Unfinished workflows could not be read back from the store.
+    #[error("resuming unfinished workflows: {0}")]
+    Resume(gleitzeit_protocol::errors::GzError),
 }
 
 /// Opens the store, connects, resumes unfinished workflows and serves until `shutdown`.
@@ -85,7 +95,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         0,
         json!({ "store": info }),
     );
-    let Some((client, mut incoming)) =
+    let Some((client, incoming)) =
         connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
     else {
         return Ok(());
@@ -96,36 +106,64 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     {
         tracing::warn!(error = %e, "could not join the components room: work of lost engines is requeued only on restart");
     }
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let mut mgr = manager::Manager::new(
-        store,
+        store.clone(),
         client.clone(),
         tx,
         config.provider_grace,
         config.lease_timeout,
         config.limits,
     );
-    mgr.recover().await?;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let mut last_report = std::time::Instant::now();
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            env = next_envelope(&client, &mut incoming, &shutdown) => match env {
-                Some(env) => mgr.on_envelope(env).await,
-                None => break,
-            },
-            Some(msg) = rx.recv() => mgr.on_internal(msg).await,
-            _ = tick.tick() => {
-                mgr.on_tick().await;
-                if last_report.elapsed() > Duration::from_secs(5) {
-                    last_report = std::time::Instant::now();
-                    // The store's health travels with the heartbeat (`gz status` shows it).
-                    client.set_metadata(json!({ "store": mgr.store_info() }));
-                }
-            }
-        }
+    if let Err(e) = mgr.recover().await {
+        return Err(ServiceError::Resume(e));
     }
+    let mut service = Service {
+        mgr,
+        store,
+        client: client.clone(),
+        report: Every::new(STORE_REPORT),
+    };
+    let events = Events::new(client.clone(), incoming)
+        .internal(rx)
+        .tick(TICK);
+    run_component(&mut service, events, &shutdown).await;
     client.close().await;
     Ok(())
+}
+
+/// How often the manager's clock runs (timers, renewals).
+const TICK: Duration = Duration::from_millis(50);
+/// How often the store's health travels with the heartbeat (`gz status` shows it).
+const STORE_REPORT: Duration = Duration::from_secs(5);
+
+/// The queue-manager on the shared component loop.
+struct Service {
+    mgr: manager::Manager,
+    store: Arc<dyn Store>,
+    client: HubClient,
+    report: Every,
+}
+
+impl Component for Service {
+    type Internal = Internal;
+
+    async fn on_envelope(&mut self, env: Envelope) {
+        self.mgr.on_envelope(env).await;
+    }
+
+    async fn on_internal(&mut self, msg: Internal) {
+        self.mgr.on_internal(msg).await;
+    }
+
+    async fn on_tick(&mut self) {
+        self.mgr.on_tick().await;
+        if self.report.due() {
+            // Asking the store may block (a Redis PING), so it runs off this thread.
+            let (store, client) = (self.store.clone(), self.client.clone());
+            tokio::task::spawn_blocking(move || {
+                client.set_metadata(json!({ "store": store.info() }));
+            });
+        }
+    }
 }

@@ -47,8 +47,8 @@ pub(crate) struct ReadyQueue {
 
 impl ReadyQueue {
     /// Queues task `task` of workflow `wf` (method `method`, priority `prio`) behind every
-    /// task of its priority already queued.
-    pub(crate) fn enqueue(&mut self, method: &str, prio: u8, wf: Arc<str>, task: usize) {
+    /// task of its priority already queued; returns the entry's arrival number.
+    pub(crate) fn enqueue(&mut self, method: &str, prio: u8, wf: Arc<str>, task: usize) -> u64 {
         self.seq += 1;
         let seq = self.seq;
         self.push(
@@ -60,6 +60,12 @@ impl ReadyQueue {
                 task,
             },
         );
+        seq
+    }
+
+    /// Puts back an entry that was taken (in its old place: same priority and number).
+    pub(crate) fn restore(&mut self, method: &str, entry: Entry) {
+        self.push(method, entry);
     }
 
     /// Queues an entry of `method` as it is.

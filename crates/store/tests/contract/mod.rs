@@ -87,22 +87,13 @@ pub fn workflow(id: &str, created_at: u64, status: WorkflowStatus) -> WorkflowRe
 }
 
 pub fn task(workflow_id: &str, task_id: &str) -> TaskRecord {
-    TaskRecord {
-        workflow_id: workflow_id.to_string(),
-        task_id: task_id.to_string(),
-        name: format!("{task_id} name"),
-        method: "llm/generate".to_string(),
-        status: TaskStatus::Pending,
-        priority: 0,
-        attempts: 0,
-        params: None,
-        result: None,
-        error: None,
-        provider_id: None,
-        queued_at: None,
-        started_at: None,
-        finished_at: None,
-    }
+    TaskRecord::pending(
+        workflow_id,
+        task_id,
+        format!("{task_id} name"),
+        "llm/generate",
+        0,
+    )
 }
 
 pub fn ids(workflows: &[WorkflowRecord]) -> Vec<&str> {
@@ -209,7 +200,10 @@ pub fn apply_updates_and_reads_back(store: &dyn Store) {
         matches!(&err, StoreError::UnknownWorkflow { id } if id == "ghost"),
         "{err}"
     );
-    assert_eq!(err.code(), "GZ5001");
+    assert_eq!(
+        err.code(),
+        gleitzeit_protocol::errors::ErrorCode::StoreFailed
+    );
     let b = store.task(Some("wf"), "b").expect("read").expect("exists");
     assert_eq!(
         b.status,
@@ -339,7 +333,10 @@ pub fn duplicate_create_fails_and_changes_nothing(store: &dyn Store) {
         matches!(&err, StoreError::AlreadyExists { id } if id == "wf"),
         "{err}"
     );
-    assert_eq!(err.code(), "GZ5001");
+    assert_eq!(
+        err.code(),
+        gleitzeit_protocol::errors::ErrorCode::StoreFailed
+    );
     assert_eq!(store.workflow("wf").expect("read"), Some(wf));
     assert_eq!(task_ids(&store.tasks("wf").expect("tasks")), ["a"]);
 

@@ -9,6 +9,7 @@
 //! GZ7012) the workflow fails with that error; other failures (no resolver yet, timeouts)
 //! plan again after a pause that doubles up to a minute, one re-plan at a time.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use gleitzeit_hub_client::HubClient;
@@ -17,12 +18,13 @@ use gleitzeit_protocol::events::{self, component_types};
 use gleitzeit_protocol::limits::{json_size_within, MAX_MESSAGE_BYTES};
 use gleitzeit_protocol::payloads::{FinishedTask, Resolution, TasksFinished, WorkflowPlan};
 use gleitzeit_protocol::Target;
-use gleitzeit_store::{TaskStatus, WorkflowStatus};
-use serde_json::Value;
+use gleitzeit_store::TaskStatus;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::{gz, status_word, Internal, Manager, RESOLVER_TIMEOUT};
+use super::{Internal, Manager};
+use crate::machine::Now;
 
 /// The most finished tasks (as JSON) sent in one message.
 const PLAN_PART_BYTES: usize = 16 * 1024 * 1024;
@@ -30,27 +32,119 @@ const PLAN_PART_BYTES: usize = 16 * 1024 * 1024;
 const MESSAGE_MARGIN: usize = 1024 * 1024;
 /// The longest pause before planning a workflow again after a failed attempt.
 const REPLAN_MAX_PAUSE: Duration = Duration::from_secs(60);
+/// How long a resolver request may take.
+const RESOLVER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where each workflow's plan stands.
+#[derive(Debug, Default)]
+struct PlanState {
+    /// The resolver that took the plan.
+    resolver: Option<String>,
+    /// Resolver requests that failed since the last answer (for the re-plan pause).
+    failures: u32,
+    /// A re-plan is scheduled already.
+    replan_pending: bool,
+}
+
+/// Plans of the workflows in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Planner {
+    states: HashMap<String, PlanState>,
+}
+
+impl Planner {
+    /// A resolver answered for `id`.
+    pub(crate) fn answered(&mut self, id: &str, res: &Resolution) {
+        let st = self.states.entry(id.to_string()).or_default();
+        st.failures = 0;
+        if !res.resolver_id.is_empty() {
+            st.resolver = Some(res.resolver_id.clone());
+        }
+    }
+
+    /// A scheduled re-plan is due.
+    pub(crate) fn replan_due(&mut self, id: &str) {
+        if let Some(st) = self.states.get_mut(id) {
+            st.replan_pending = false;
+        }
+    }
+
+    /// Tells the workflow's resolver which tasks finished; its answer comes back as an
+    /// [`Internal::Resolution`].
+    pub(crate) fn tell(
+        &self,
+        client: &HubClient,
+        tx: &mpsc::UnboundedSender<Internal>,
+        id: &str,
+        finished: Vec<FinishedTask>,
+    ) {
+        if finished.is_empty() {
+            return;
+        }
+        let target = match self.states.get(id).and_then(|s| s.resolver.clone()) {
+            Some(r) => Target::Component(r),
+            None => Target::Type(component_types::DEPENDENCY_RESOLVER.into()),
+        };
+        let (client, tx, id) = (client.clone(), tx.clone(), id.to_string());
+        tokio::spawn(async move {
+            let result = gleitzeit_runtime::catch_panic(ask(
+                &client,
+                target,
+                events::TASKS_FINISHED,
+                finished_payload(&id, finished),
+            ))
+            .await
+            .unwrap_or_else(|panic| {
+                Err(GzError::new(
+                    ErrorCode::Internal,
+                    format!("resolver request panicked: {panic}"),
+                ))
+            });
+            let _ = tx.send(Internal::Resolution {
+                workflow_id: id,
+                result,
+            });
+        });
+    }
+
+    /// The workflow finished: its resolver may drop it.
+    pub(crate) fn forget(&mut self, client: &HubClient, id: &str) {
+        if let Some(r) = self.states.remove(id).and_then(|s| s.resolver) {
+            let _ = client.emit(
+                Target::Component(r),
+                events::WORKFLOW_FORGET,
+                json!({ "workflow_id": id }),
+            );
+        }
+    }
+}
 
 impl Manager {
     /// Sends the whole workflow (with what already finished) to a resolver. The spec is
     /// read from the store unless the caller has it at hand.
-    pub(super) fn plan(&mut self, id: &str, spec: Option<Value>) {
+    pub(super) async fn plan(&mut self, id: &str, spec: Option<Value>) {
         let spec = match spec {
             Some(s) => s,
-            None => match self.store.workflow(id) {
-                Ok(Some(w)) => w.spec,
-                Ok(None) => return,
-                Err(e) => {
-                    warn!(workflow = %id, error = %e, "cannot read the spec to plan; retrying later");
-                    let _ = self.tx.send(Internal::Resolution {
-                        workflow_id: id.to_string(),
-                        result: Err(gz(e)),
-                    });
-                    return;
+            None => {
+                let wid = id.to_string();
+                match self.persistence.call(move |s| s.workflow(&wid)).await {
+                    Ok(Some(w)) => w.spec,
+                    Ok(None) => return,
+                    Err(e) => {
+                        warn!(workflow = %id, error = %e, "cannot read the spec to plan; retrying later");
+                        let _ = self.tx.send(Internal::Resolution {
+                            workflow_id: id.to_string(),
+                            result: Err(e),
+                        });
+                        return;
+                    }
                 }
-            },
+            }
         };
-        let Some(wf) = self.wfs.get(id) else { return };
+        let Some(wf) = self.machine.workflow(id) else {
+            return;
+        };
+        self.planner.states.entry(id.to_string()).or_default();
         let mut finished = Vec::new();
         let mut started = Vec::new();
         for t in &wf.tasks {
@@ -64,9 +158,12 @@ impl Manager {
                     status: "completed".into(),
                     result: t.result.clone(),
                 }),
-                _ => finished.push(FinishedTask {
+                other => finished.push(FinishedTask {
                     task_id: t.task_id.clone(),
-                    status: status_word(t.status),
+                    status: serde_json::to_value(other)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
                     result: None,
                 }),
             }
@@ -115,63 +212,33 @@ impl Manager {
         });
     }
 
-    /// Tells the workflow's resolver which tasks finished; its answer comes back as an
-    /// [`Internal::Resolution`].
-    pub(super) fn tell_resolver(&self, id: &str, finished: Vec<FinishedTask>) {
-        let Some(wf) = self.wfs.get(id) else { return };
-        if finished.is_empty() {
-            return;
-        }
-        let target = match &wf.resolver {
-            Some(r) => Target::Component(r.clone()),
-            None => Target::Type(component_types::DEPENDENCY_RESOLVER.into()),
-        };
-        let (client, tx, id) = (self.client.clone(), self.tx.clone(), id.to_string());
-        tokio::spawn(async move {
-            let result = gleitzeit_runtime::catch_panic(ask(
-                &client,
-                target,
-                events::TASKS_FINISHED,
-                finished_payload(&id, finished),
-            ))
-            .await
-            .unwrap_or_else(|panic| {
-                Err(GzError::new(
-                    ErrorCode::Internal,
-                    format!("resolver request panicked: {panic}"),
-                ))
-            });
-            let _ = tx.send(Internal::Resolution {
-                workflow_id: id,
-                result,
-            });
-        });
-    }
-
     /// A resolver request failed: the workflow fails when the error is final, else it is
     /// planned again after a pause (one re-plan pending at a time).
     pub(super) async fn plan_failed(&mut self, id: &str, error: GzError) {
-        let Some(wf) = self.wfs.get_mut(id) else {
+        if !self.machine.contains(id) {
             return;
-        };
-        wf.resolver = None;
+        }
+        let st = self.planner.states.entry(id.to_string()).or_default();
+        st.resolver = None;
         let final_error = !error.retryable && !error.is(ErrorCode::WorkflowNotFound);
         if final_error {
             warn!(workflow = %id, error = %error, "the resolver refused the workflow; failing it");
-            self.stop_workflow(id, WorkflowStatus::Failed, error).await;
+            if let Some(step) = self.machine.fail(id, &error, Now::current()) {
+                self.run(step).await;
+            }
             return;
         }
-        if wf.replan_pending {
+        if st.replan_pending {
             return;
         }
-        wf.replan_pending = true;
-        wf.plan_failures = wf.plan_failures.saturating_add(1);
+        st.replan_pending = true;
+        st.failures = st.failures.saturating_add(1);
         // A resolver that lost the workflow (restarted) is re-planned at once; other
         // failures (no resolver yet, timeouts) after a pause that grows.
-        let pause = if wf.plan_failures == 1 && error.is(ErrorCode::WorkflowNotFound) {
+        let pause = if st.failures == 1 && error.is(ErrorCode::WorkflowNotFound) {
             Duration::ZERO
         } else {
-            replan_pause(wf.plan_failures)
+            replan_pause(st.failures)
         };
         warn!(workflow = %id, error = %error, ?pause, "resolver request failed; planning again");
         let (tx, workflow_id) = (self.tx.clone(), id.to_string());
@@ -179,14 +246,6 @@ impl Manager {
             tokio::time::sleep(pause).await;
             let _ = tx.send(Internal::Replan { workflow_id });
         });
-    }
-
-    /// Time to plan again (the pause after a failure is over).
-    pub(super) fn replan(&mut self, id: &str) {
-        if let Some(wf) = self.wfs.get_mut(id) {
-            wf.replan_pending = false;
-        }
-        self.plan(id, None);
     }
 }
 

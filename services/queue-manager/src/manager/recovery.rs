@@ -6,112 +6,102 @@
 //! one poisoned record never stops the queue-manager from starting or the others from
 //! running.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_store::{StoreError, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+use gleitzeit_store::{Store, StoreError, TaskRecord, WorkflowRecord, WorkflowStatus};
 use gleitzeit_workflow::{first_range_issue, WorkflowSpec};
 use serde_json::Value;
 use tracing::{info, warn};
 
 use super::{Manager, OWNER_TTL};
+use crate::machine::Now;
 
+/// A stored workflow read back: its record, spec (parsed and as JSON) and tasks.
+type Stored = (WorkflowRecord, WorkflowSpec, Value, Vec<TaskRecord>);
 /// A stored workflow read back, or why it cannot be used.
-type Loaded = Result<(WorkflowRecord, WorkflowSpec, Value, Vec<TaskRecord>), String>;
+type Loaded = Result<Stored, String>;
 
 impl Manager {
-    /// Loads unfinished workflows: queued and running tasks go back to the queue (their work
-    /// may run again: at-least-once), and each workflow is planned again.
+    /// Loads unfinished workflows nobody else owns: queued and running tasks go back to the
+    /// queue (their work may run again: at-least-once), and each workflow is planned again.
     ///
     /// # Errors
     ///
     /// Only when the store cannot list or claim workflows; a single unloadable workflow is
     /// marked failed (GZ5002) and skipped.
-    pub(crate) async fn recover(&mut self) -> Result<(), StoreError> {
-        // Unfinished workflows nobody else owns (their owner, if any, stopped renewing).
+    pub(crate) async fn recover(&mut self) -> Result<(), GzError> {
         let owner = self.client.id().to_string();
-        for id in self.store.unfinished_ids()? {
-            if self.wfs.contains_key(&id) || !self.store.claim(&id, &owner, OWNER_TTL)? {
+        let known: HashSet<String> = self.machine.ids().iter().map(|k| k.to_string()).collect();
+        let found = self
+            .persistence
+            .call(move |s| take_over(s, &owner, &known))
+            .await?;
+        for (record, spec, spec_json, tasks) in found {
+            let id = record.id.clone();
+            info!(workflow = %id, "taking over an unfinished workflow");
+            if !self.machine.add(record, &spec, tasks, Now::current()) {
                 continue;
             }
-            match self.load(&id)? {
-                Some(Ok((record, spec, spec_json, tasks))) => {
-                    self.resume(record, &spec, spec_json, tasks)
-                }
-                Some(Err(reason)) => self.mark_unloadable(&id, &reason),
-                None => {}
-            }
+            self.publisher.log.open(&id, now_millis() * 1000);
+            self.plan(&id, Some(spec_json)).await;
         }
         Ok(())
     }
+}
 
-    /// Reads one workflow and checks that it can be scheduled; `Err` names what is wrong.
-    fn load(&self, id: &str) -> Result<Option<Loaded>, StoreError> {
-        let record = match self.store.workflow(id) {
-            Ok(Some(record)) => record,
-            Ok(None) => return Ok(None),
-            Err(e @ StoreError::Corrupt(_)) => return Ok(Some(Err(e.to_string()))),
-            Err(e) => return Err(e),
-        };
-        let tasks = match self.store.tasks(id) {
-            Ok(tasks) => tasks,
-            Err(e @ StoreError::Corrupt(_)) => return Ok(Some(Err(e.to_string()))),
-            Err(e) => return Err(e),
-        };
-        Ok(Some(check_loaded(record, tasks)))
+/// Claims and reads the unfinished workflows that no other queue-manager owns (their
+/// owner, if any, stopped renewing); unloadable ones are marked failed and released.
+fn take_over(
+    store: &dyn Store,
+    owner: &str,
+    known: &HashSet<String>,
+) -> Result<Vec<Stored>, StoreError> {
+    let mut out = Vec::new();
+    for id in store.unfinished_ids()? {
+        if known.contains(&id) || !store.claim(&id, owner, OWNER_TTL)? {
+            continue;
+        }
+        match load(store, &id)? {
+            Some(Ok(loaded)) => out.push(loaded),
+            Some(Err(reason)) => mark_unloadable(store, owner, &id, &reason),
+            None => {}
+        }
     }
+    Ok(out)
+}
 
-    /// Puts a loaded workflow back in memory, its queued work on the queue, and plans it.
-    fn resume(
-        &mut self,
-        record: WorkflowRecord,
-        spec: &WorkflowSpec,
-        spec_json: Value,
-        mut tasks: Vec<TaskRecord>,
-    ) {
-        let id = record.id.clone();
-        for t in tasks.iter_mut() {
-            if matches!(t.status, TaskStatus::Running | TaskStatus::Retrying) {
-                t.status = TaskStatus::Queued;
-            }
-        }
-        let mut wf = self.build_wf(record, spec, tasks);
-        let key: Arc<str> = Arc::from(id.as_str());
-        for (i, t) in wf.tasks.iter().enumerate() {
-            match t.status {
-                TaskStatus::Queued => {
-                    self.queue
-                        .enqueue(&wf.tasks[i].method, wf.info[i].priority, key.clone(), i);
-                }
-                TaskStatus::Completed => wf.completed += 1,
-                TaskStatus::Failed => wf.failed += 1,
-                TaskStatus::Skipped => wf.skipped += 1,
-                _ => {}
-            }
-        }
-        wf.terminal = wf.tasks.iter().filter(|t| t.status.is_terminal()).count();
-        info!(workflow = %id, "taking over an unfinished workflow");
-        self.events.borrow_mut().open(&id, now_millis() * 1000);
-        self.wfs.insert(id.clone(), wf);
-        self.plan(&id, Some(spec_json));
+/// Reads one workflow and checks that it can be scheduled; `Err` names what is wrong.
+fn load(store: &dyn Store, id: &str) -> Result<Option<Loaded>, StoreError> {
+    let record = match store.workflow(id) {
+        Ok(Some(record)) => record,
+        Ok(None) => return Ok(None),
+        Err(e @ StoreError::Corrupt(_)) => return Ok(Some(Err(e.to_string()))),
+        Err(e) => return Err(e),
+    };
+    let tasks = match store.tasks(id) {
+        Ok(tasks) => tasks,
+        Err(e @ StoreError::Corrupt(_)) => return Ok(Some(Err(e.to_string()))),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(check_loaded(record, tasks)))
+}
+
+/// Marks a workflow that cannot be loaded failed with GZ5002, so recovery does not meet
+/// it again.
+fn mark_unloadable(store: &dyn Store, owner: &str, id: &str, reason: &str) {
+    warn!(workflow = %id, %reason, "stored workflow cannot be loaded; marking it failed (GZ5002)");
+    let error = GzError::new(
+        ErrorCode::StoredRecordInvalid,
+        format!("stored workflow {id} cannot be loaded: {reason}"),
+    );
+    let error = serde_json::to_value(&error).unwrap_or(Value::Null);
+    if let Err(e) = store.mark_unloadable(id, &error, now_millis()) {
+        warn!(workflow = %id, error = %e, "could not mark the stored workflow failed");
     }
-
-    /// Marks a workflow that cannot be loaded failed with GZ5002, so recovery does not
-    /// meet it again.
-    fn mark_unloadable(&mut self, id: &str, reason: &str) {
-        warn!(workflow = %id, %reason, "stored workflow cannot be loaded; marking it failed (GZ5002)");
-        let error = GzError::new(
-            ErrorCode::StoredRecordInvalid,
-            format!("stored workflow {id} cannot be loaded: {reason}"),
-        );
-        let error = serde_json::to_value(&error).unwrap_or(Value::Null);
-        if let Err(e) = self.store.mark_unloadable(id, &error, now_millis()) {
-            warn!(workflow = %id, error = %e, "could not mark the stored workflow failed");
-        }
-        if let Err(e) = self.store.release(id, self.client.id()) {
-            warn!(workflow = %id, error = %e, "could not release ownership");
-        }
+    if let Err(e) = store.release(id, owner) {
+        warn!(workflow = %id, error = %e, "could not release ownership");
     }
 }
 
@@ -149,6 +139,7 @@ fn check_loaded(mut record: WorkflowRecord, tasks: Vec<TaskRecord>) -> Loaded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gleitzeit_store::TaskStatus;
     use serde_json::json;
 
     fn record(spec: Value) -> WorkflowRecord {
@@ -169,20 +160,8 @@ mod tests {
 
     fn task(id: &str) -> TaskRecord {
         TaskRecord {
-            workflow_id: "w".into(),
-            task_id: id.into(),
-            name: id.into(),
-            method: "python/execute".into(),
             status: TaskStatus::Queued,
-            priority: 2,
-            attempts: 0,
-            params: None,
-            result: None,
-            error: None,
-            provider_id: None,
-            queued_at: None,
-            started_at: None,
-            finished_at: None,
+            ..TaskRecord::pending("w", id, id, "python/execute", 2)
         }
     }
 

@@ -51,26 +51,36 @@ impl<H> Holdings<H> {
         }
     }
 
-    /// Records an attempt handed over by `engine` (a newer attempt replaces an older one).
-    pub fn insert(&mut self, task: TaskRef, attempt: u32, engine: &str, handle: H) {
-        self.insert_at(Instant::now(), task, attempt, engine, handle);
+    /// Records an attempt handed over by `engine` (a newer attempt replaces an older one,
+    /// whose handle is returned to stop it).
+    pub fn insert(&mut self, task: TaskRef, attempt: u32, engine: &str, handle: H) -> Option<H> {
+        self.insert_at(Instant::now(), task, attempt, engine, handle)
     }
 
-    fn insert_at(&mut self, now: Instant, task: TaskRef, attempt: u32, engine: &str, handle: H) {
+    fn insert_at(
+        &mut self,
+        now: Instant,
+        task: TaskRef,
+        attempt: u32,
+        engine: &str,
+        handle: H,
+    ) -> Option<H> {
         match self.engines.get_mut(engine) {
             Some(seen) => *seen = now,
             None => {
                 self.engines.insert(engine.to_string(), now);
             }
         }
-        self.tasks.insert(
-            task,
-            Held {
-                attempt,
-                engine: engine.to_string(),
-                handle,
-            },
-        );
+        self.tasks
+            .insert(
+                task,
+                Held {
+                    attempt,
+                    engine: engine.to_string(),
+                    handle,
+                },
+            )
+            .map(|old| old.handle)
     }
 
     /// Takes a task out (whatever its attempt) to stop it.
@@ -78,11 +88,32 @@ impl<H> Holdings<H> {
         self.tasks.remove(task).map(|h| h.handle)
     }
 
-    /// The attempt finished: forget it, unless a newer attempt took its place.
-    pub fn finish(&mut self, task: &TaskRef, attempt: u32) {
+    /// The attempt finished: forget it, unless a newer attempt took its place. True if it
+    /// was still held (not cancelled, replaced or given up since), i.e. its outcome is due.
+    pub fn finish(&mut self, task: &TaskRef, attempt: u32) -> bool {
         if self.tasks.get(task).is_some_and(|h| h.attempt == attempt) {
             self.tasks.remove(task);
+            return true;
         }
+        false
+    }
+
+    /// How many attempts are held.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Takes every held attempt out (to give them up): task, attempt, engine and handle.
+    pub fn take_all(&mut self) -> Vec<(TaskRef, u32, String, H)> {
+        self.tasks
+            .drain()
+            .map(|(task, h)| (task, h.attempt, h.engine, h.handle))
+            .collect()
     }
 
     /// How many engines are remembered (holding tasks here or recently idle).

@@ -1,0 +1,191 @@
+//! Lease requests and handing out work. An engine asks with `lease_tasks` (its free slots
+//! per method, and how long it will wait: a long poll); the request waits here until ready
+//! tasks fit its slots or its wait is over (then it is answered with no tasks). A new
+//! request from an engine supersedes its waiting one. Handing out a task moves it to
+//! `running` under that engine's lease.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::payloads::{ExecuteTask, LeaseTasks, LeasedTasks};
+use gleitzeit_protocol::Envelope;
+use gleitzeit_store::TaskStatus;
+use serde_json::{json, Value};
+
+use super::timers::Timer;
+use super::{later, Effect, Machine, Now, Step, WfKey};
+
+/// The longest a lease request waits for work.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// A lease request waiting for work.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    /// Its number (for its wait timer).
+    n: u64,
+    env: Envelope,
+    engine: Arc<str>,
+    slots: BTreeMap<String, u32>,
+}
+
+/// Waiting lease requests, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Leases {
+    waiting: VecDeque<Waiting>,
+    seq: u64,
+}
+
+impl Leases {
+    /// True when no request waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Puts answered requests back (their answer was not stored), in their old order.
+    pub(crate) fn restore(&mut self, served: Vec<Waiting>) {
+        for w in served.into_iter().rev() {
+            self.waiting.push_front(w);
+        }
+    }
+
+    /// Removes the waiting requests of `engine`.
+    pub(crate) fn remove_engine(&mut self, engine: &str) -> Vec<Waiting> {
+        let mut gone = Vec::new();
+        self.waiting.retain_mut(|w| {
+            let same = &*w.engine == engine;
+            if same {
+                gone.push(Waiting {
+                    n: w.n,
+                    env: w.env.clone(),
+                    engine: w.engine.clone(),
+                    slots: std::mem::take(&mut w.slots),
+                });
+            }
+            !same
+        });
+        gone
+    }
+
+    /// Removes request `n` if it still waits.
+    fn remove(&mut self, n: u64) -> Option<Waiting> {
+        let pos = self.waiting.iter().position(|w| w.n == n)?;
+        self.waiting.remove(pos)
+    }
+}
+
+/// The answer to a lease request.
+fn lease_reply(id: &str, tasks: Vec<ExecuteTask>) -> Result<Value, GzError> {
+    serde_json::to_value(LeasedTasks {
+        queue_manager_id: id.to_string(),
+        tasks,
+    })
+    .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))
+}
+
+impl Machine {
+    /// An engine asks for work: the request waits (superseding the engine's older one) and
+    /// is served at once if ready tasks fit.
+    pub(crate) fn lease_request(&mut self, env: Envelope, req: LeaseTasks, now: Now) -> Step {
+        for m in &req.served {
+            self.method_seen.insert(m.clone(), now.at);
+        }
+        let engine: Arc<str> = Arc::from(env.source.as_str());
+        let mut step = Step::default();
+        for old in self.leases.remove_engine(&engine) {
+            step.immediate.push(Effect::Reply {
+                to: Box::new(old.env),
+                result: Ok(json!({ "queue_manager_id": self.settings.id, "tasks": [] })),
+            });
+        }
+        self.leases.seq += 1;
+        let n = self.leases.seq;
+        let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
+        self.timers.add(later(now.at, wait), Timer::LeaseWait(n));
+        self.leases.waiting.push_back(Waiting {
+            n,
+            env,
+            engine,
+            slots: req.slots,
+        });
+        self.serve_into(&mut step, now);
+        step
+    }
+
+    /// Hands ready tasks to waiting lease requests while they fit.
+    pub(crate) fn serve(&mut self, now: Now) -> Step {
+        let mut step = Step::default();
+        self.serve_into(&mut step, now);
+        step
+    }
+
+    /// A lease request's wait is over: it is answered with no tasks.
+    pub(super) fn lease_wait_over(&mut self, n: u64, step: &mut Step) {
+        if let Some(w) = self.leases.remove(n) {
+            step.immediate.push(Effect::Reply {
+                to: Box::new(w.env),
+                result: lease_reply(&self.settings.id, Vec::new()),
+            });
+        }
+    }
+
+    fn serve_into(&mut self, step: &mut Step, now: Now) {
+        let mut waiting = VecDeque::new();
+        while let Some(mut lease) = self.leases.waiting.pop_front() {
+            if self.queue.is_empty() {
+                waiting.push_back(lease);
+                continue;
+            }
+            let slots = lease.slots.clone();
+            let picked = {
+                let wfs = &self.wfs;
+                self.queue.take(&mut lease.slots, |e| {
+                    wfs.get(&e.wf).is_some_and(|wf| {
+                        wf.info[e.task].entry == Some(e.seq)
+                            && wf.tasks[e.task].status == TaskStatus::Queued
+                    })
+                })
+            };
+            if picked.is_empty() {
+                waiting.push_back(lease);
+                continue;
+            }
+            let mut tasks = Vec::with_capacity(picked.len());
+            for entry in picked {
+                let key: WfKey = entry.wf.clone();
+                let i = entry.task;
+                let Some(wf) = self.wfs.get(&key) else {
+                    continue;
+                };
+                let (timeout_ms, base_dir) = (wf.info[i].timeout_ms, wf.record.base_dir.clone());
+                let method = wf.tasks[i].method.clone();
+                step.taken.push((method, entry));
+                let Some(t) = self.transition(step, &key, i, TaskStatus::Running, now) else {
+                    continue;
+                };
+                tasks.push(ExecuteTask {
+                    workflow_id: key.to_string(),
+                    task_id: t.task_id.clone(),
+                    attempt: t.attempts,
+                    method: t.method.clone(),
+                    params: t.params.clone().unwrap_or_else(|| json!({})),
+                    timeout_ms,
+                    base_dir,
+                });
+                if let Some(c) = step.change(&key, i) {
+                    c.engine = Some(lease.engine.clone());
+                }
+            }
+            step.effects.push(Effect::Reply {
+                to: Box::new(lease.env.clone()),
+                result: lease_reply(&self.settings.id, tasks),
+            });
+            // Given back as it came if the step is not stored.
+            lease.slots = slots;
+            step.served.push(lease);
+        }
+        waiting.extend(self.leases.waiting.drain(..));
+        self.leases.waiting = waiting;
+    }
+}

@@ -1,0 +1,640 @@
+//! The task and workflow life cycle: the one module where a task's or a workflow's status
+//! changes, and the counters that follow from it.
+//!
+//! Every operation works in two phases:
+//! 1. it *proposes* a [`Step`]: the new task and workflow records, the queue entries it took,
+//!    the replies and messages that follow from it. Nothing in the machine changes yet.
+//! 2. the caller persists the step's records in one store transaction, then calls
+//!    [`Machine::commit`], which applies the step through [`Machine::apply_task`] (the only
+//!    place a task's status, counters, queue entry, lease holder and retry timer change) and
+//!    returns the [`Effect`]s to send. When the write fails the caller calls
+//!    [`Machine::abort`] instead: the taken queue entries and answered lease requests go
+//!    back, and the state is as if the step never happened.
+//!
+//! So a change is never visible (in memory, to engines, to watchers) before it is stored, and
+//! a workflow is announced finished only in the step that stores its final record.
+//!
+//! Time comes in as a [`Now`] (monotonic `tokio::time::Instant` plus wall-clock ms), so the
+//! unit tests (`tests.rs`) drive leases, retries and timeouts with paused time. Pending
+//! deadlines (retries, workflow timeouts, long-poll lease waits, engine silence) sit in a
+//! time-ordered [`timers::Timers`], not a rescan of every task.
+//!
+//! Submodules: `step` (the proposal and its effects), `status` (allowed transitions and
+//! counters), `timers`, `leases` (lease requests and handing out work), `outcomes` (results,
+//! retries, methods nobody serves), `liveness` (engines: heartbeats, silence, held-task
+//! reports, departures), `finish` (completion, cancellation, timeouts).
+
+mod finish;
+mod leases;
+mod liveness;
+mod outcomes;
+mod status;
+mod step;
+#[cfg(test)]
+mod tests;
+mod timers;
+
+pub(crate) use status::Counts;
+pub(crate) use step::{Effect, Now, Step};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gleitzeit_protocol::errors::GzError;
+use gleitzeit_protocol::events;
+use gleitzeit_protocol::limits::MAX_TIMEOUT;
+use gleitzeit_protocol::payloads::{FinishedTask, Resolution};
+use gleitzeit_protocol::replies::{TaskEvent, WorkflowProgress};
+use gleitzeit_store::{TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+use gleitzeit_workflow::{OnFailure, RetryPolicy, TaskSpec, WorkflowSpec};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::queue::ReadyQueue;
+use leases::Leases;
+use liveness::Engines;
+use timers::{Timer, Timers};
+
+/// A workflow's key in memory (shared by queue entries, timers and holdings).
+pub(crate) type WfKey = Arc<str>;
+
+/// Extra attempts granted to tasks whose provider disappeared while running them.
+pub(crate) const LOST_WORK_REQUEUES: u32 = 5;
+/// Task results are included in `workflow_completed` only for workflows up to this size.
+pub(crate) const RESULTS_IN_EVENT_LIMIT: usize = 1000;
+
+/// `now + after`; an instant too far to represent becomes the longest timeout from now.
+pub(crate) fn later(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after)
+        .or_else(|| now.checked_add(MAX_TIMEOUT))
+        .unwrap_or(now)
+}
+
+/// What the machine is told at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// This queue-manager's component id (named in lease replies).
+    pub(crate) id: String,
+    /// An engine silent this long loses the tasks it holds.
+    pub(crate) lease_timeout: Duration,
+    /// Queued tasks of a method no engine offered for this long fail with GZ2015.
+    pub(crate) provider_grace: Duration,
+}
+
+/// Scheduling facts of one task that the store does not keep.
+#[derive(Debug)]
+pub(crate) struct TaskInfo {
+    pub(crate) priority: u8,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout_ms: Option<u64>,
+    /// The engine holding the task's current attempt (while running).
+    pub(crate) engine: Option<Arc<str>>,
+    /// Consecutive held-task reports of its engine that did not list it.
+    pub(crate) missed: u32,
+    /// Arrival number of its live queue entry (older entries of the task are stale).
+    pub(crate) entry: Option<u64>,
+}
+
+impl TaskInfo {
+    fn new(spec: &TaskSpec) -> Self {
+        TaskInfo {
+            priority: spec.priority.level(),
+            retry: spec.retry.clone(),
+            timeout_ms: spec.timeout_millis(),
+            engine: None,
+            missed: 0,
+            entry: None,
+        }
+    }
+}
+
+/// One workflow in memory.
+#[derive(Debug)]
+pub(crate) struct Wf {
+    /// Its record (the spec lives in the store only: `spec` is null here).
+    pub(crate) record: WorkflowRecord,
+    pub(crate) on_failure: OnFailure,
+    /// Task records in spec order.
+    pub(crate) tasks: Vec<TaskRecord>,
+    pub(crate) info: Vec<TaskInfo>,
+    pub(crate) index: HashMap<String, usize>,
+    /// Tasks by status (kept by [`Machine::apply_task`] only).
+    pub(crate) counts: Counts,
+    /// When the workflow times out.
+    deadline: Option<Instant>,
+}
+
+impl Wf {
+    /// The `workflow_progress`-style summary used by workflow events.
+    pub(crate) fn progress(&self) -> WorkflowProgress {
+        let c = &self.counts;
+        WorkflowProgress {
+            workflow_id: self.record.id.clone(),
+            name: self.record.name.clone(),
+            status: self.record.status,
+            total_tasks: self.tasks.len(),
+            completed_tasks: c.get(TaskStatus::Completed),
+            failed_tasks: c.get(TaskStatus::Failed),
+            skipped_tasks: c.get(TaskStatus::Skipped),
+            finished_tasks: c.terminal(),
+        }
+    }
+}
+
+/// Every workflow this queue-manager runs, the ready queue, waiting lease requests,
+/// engines and timers.
+pub(crate) struct Machine {
+    settings: Settings,
+    wfs: HashMap<WfKey, Wf>,
+    queue: ReadyQueue,
+    leases: Leases,
+    engines: Engines,
+    timers: Timers,
+    /// When an engine last offered each method (busy or not).
+    method_seen: HashMap<String, Instant>,
+    started: Instant,
+    last_tick: Instant,
+    /// Jitter for retry backoff, in `0.0..1.0` (fixed in tests).
+    jitter: fn() -> f64,
+}
+
+impl Machine {
+    /// An empty machine started at `now`.
+    pub(crate) fn new(settings: Settings, now: Instant) -> Self {
+        Machine {
+            settings,
+            wfs: HashMap::new(),
+            queue: ReadyQueue::default(),
+            leases: Leases::default(),
+            engines: Engines::default(),
+            timers: Timers::default(),
+            method_seen: HashMap::new(),
+            started: now,
+            last_tick: now,
+            jitter: rand::random::<f64>,
+        }
+    }
+
+    /// Fixes the retry jitter (tests).
+    #[cfg(test)]
+    pub(crate) fn with_jitter(mut self, jitter: fn() -> f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    // ------------------------------------------------------------------ reading
+
+    /// The workflow `id`, when this queue-manager runs it.
+    pub(crate) fn workflow(&self, id: &str) -> Option<&Wf> {
+        self.wfs.get(id)
+    }
+
+    /// Whether this queue-manager runs workflow `id`.
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.wfs.contains_key(id)
+    }
+
+    /// Ids of the workflows in memory.
+    pub(crate) fn ids(&self) -> Vec<WfKey> {
+        self.wfs.keys().cloned().collect()
+    }
+
+    /// Whether lease requests wait and tasks are queued (a [`Machine::serve`] may hand out work).
+    pub(crate) fn may_serve(&self) -> bool {
+        !self.leases.is_empty() && !self.queue.is_empty()
+    }
+
+    // ------------------------------------------------------------------ adding and dropping
+
+    /// Takes a workflow into memory: a new one (all tasks pending) or one resumed from the
+    /// store, whose queued, running and retrying tasks are queued again (their work may run
+    /// again: at-least-once; the store learns it with their next change). Returns false
+    /// (and takes nothing) when the tasks are not the spec's tasks.
+    pub(crate) fn add(
+        &mut self,
+        record: WorkflowRecord,
+        spec: &WorkflowSpec,
+        mut tasks: Vec<TaskRecord>,
+        now: Now,
+    ) -> bool {
+        let key: WfKey = Arc::from(record.id.as_str());
+        let mut info: Vec<TaskInfo> = spec.tasks.iter().map(TaskInfo::new).collect();
+        if info.len() != tasks.len() || self.wfs.contains_key(&key) {
+            return false;
+        }
+        let mut counts = Counts::default();
+        for (i, t) in tasks.iter_mut().enumerate() {
+            if matches!(t.status, TaskStatus::Running | TaskStatus::Retrying) {
+                t.status = TaskStatus::Queued;
+            }
+            counts.add(t.status);
+            if t.status == TaskStatus::Queued {
+                let seq = self
+                    .queue
+                    .enqueue(&t.method, info[i].priority, key.clone(), i);
+                info[i].entry = Some(seq);
+            }
+        }
+        let index = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.task_id.clone(), i))
+            .collect();
+        // Out-of-range timeouts never get here (validation and recovery refuse them).
+        let deadline = spec.timeout_duration().and_then(|d| now.at.checked_add(d));
+        if let Some(at) = deadline {
+            self.timers.add(at, Timer::Deadline(key.clone()));
+        }
+        self.wfs.insert(
+            key,
+            Wf {
+                record,
+                on_failure: spec.on_failure,
+                tasks,
+                info,
+                index,
+                counts,
+                deadline,
+            },
+        );
+        true
+    }
+
+    /// Drops a workflow from memory without a write (another queue-manager owns it now).
+    /// Its queue entries, timers and holdings go stale and are skipped where met.
+    pub(crate) fn drop_workflow(&mut self, id: &str) -> Option<Wf> {
+        let wf = self.wfs.remove(id)?;
+        for (i, info) in wf.info.iter().enumerate() {
+            if let Some(engine) = &info.engine {
+                self.engines.release(engine, &Arc::from(id), i);
+            }
+        }
+        Some(wf)
+    }
+
+    // ------------------------------------------------------------------ the resolver
+
+    /// The resolver answered: ready tasks are queued (the workflow starts with its first),
+    /// tasks it blocked fail or are skipped.
+    pub(crate) fn resolution(&self, id: &str, res: Resolution, now: Now) -> Step {
+        let mut step = Step::default();
+        let Some((key, wf)) = self.wfs.get_key_value(id) else {
+            return step;
+        };
+        if wf.record.status.is_terminal() {
+            return step;
+        }
+        for r in res.ready {
+            let Some(&i) = wf.index.get(&r.task_id) else {
+                continue;
+            };
+            if step.status(self, key, i) != Some(TaskStatus::Pending) {
+                continue;
+            }
+            if let Some(t) = self.transition(&mut step, key, i, TaskStatus::Queued, now) {
+                t.params = Some(r.params);
+            }
+        }
+        let blocked = res
+            .failed
+            .into_iter()
+            .map(|b| (b, TaskStatus::Failed))
+            .chain(res.skipped.into_iter().map(|b| (b, TaskStatus::Skipped)));
+        for (b, status) in blocked {
+            let Some(&i) = wf.index.get(&b.task_id) else {
+                continue;
+            };
+            if let Some(t) = self.transition(&mut step, key, i, status, now) {
+                t.error = serde_json::to_value(&b.error).ok();
+            }
+        }
+        // The resolver decided those itself: nothing to tell it back.
+        step.tell_resolver = false;
+        self.finalize(&mut step, now);
+        step
+    }
+
+    // ------------------------------------------------------------------ time
+
+    /// What is due at `now`: retries, workflow timeouts, ended lease waits, silent engines,
+    /// and queued tasks of methods nobody serves.
+    pub(crate) fn tick(&mut self, now: Now) -> Step {
+        self.stalled(now);
+        let mut step = Step::default();
+        for timer in self.timers.due(now.at) {
+            match timer {
+                Timer::Retry(key, i, attempt) => self.retry_due(&mut step, &key, i, attempt, now),
+                Timer::Deadline(key) => {
+                    let due = self
+                        .wfs
+                        .get(&key)
+                        .is_some_and(|wf| wf.deadline.is_some_and(|d| d <= now.at));
+                    if due {
+                        let err = GzError::new(
+                            gleitzeit_protocol::errors::ErrorCode::WorkflowTimeout,
+                            format!("workflow {key} exceeded its timeout"),
+                        );
+                        self.stop_into(&mut step, &key, WorkflowStatus::Failed, &err, now);
+                    }
+                }
+                Timer::LeaseWait(n) => self.lease_wait_over(n, &mut step),
+                Timer::Silence(engine) => self.silence_check(&engine, &mut step, now),
+            }
+        }
+        self.fail_unserved(&mut step, now);
+        self.finalize(&mut step, now);
+        step
+    }
+
+    // ------------------------------------------------------------------ the transition function
+
+    /// Proposes moving task `i` of `wf` to `to`, stamping the times that go with it; `None`
+    /// (and no change) when the life cycle does not allow the move from its current status.
+    /// Every status change of a task goes through here (and is applied by
+    /// [`Machine::apply_task`]).
+    pub(crate) fn transition<'s>(
+        &self,
+        step: &'s mut Step,
+        wf: &WfKey,
+        i: usize,
+        to: TaskStatus,
+        now: Now,
+    ) -> Option<&'s mut TaskRecord> {
+        let from = step.status(self, wf, i)?;
+        if !status::allowed(from, to) {
+            return None;
+        }
+        let t = step.edit(self, wf, i)?;
+        t.status = to;
+        match to {
+            TaskStatus::Queued => t.queued_at = Some(now.ms),
+            TaskStatus::Running => {
+                t.attempts = t.attempts.saturating_add(1);
+                t.started_at = Some(now.ms);
+                t.finished_at = None;
+            }
+            TaskStatus::Pending | TaskStatus::Retrying => {}
+            TaskStatus::Completed
+            | TaskStatus::Failed
+            | TaskStatus::Skipped
+            | TaskStatus::Cancelled => t.finished_at = Some(now.ms),
+        }
+        Some(t)
+    }
+
+    /// Proposes a workflow's move to `to` (with its error, if any).
+    fn workflow_transition(
+        &self,
+        step: &mut Step,
+        wf: &WfKey,
+        to: WorkflowStatus,
+        error: Option<&GzError>,
+        now: Now,
+    ) {
+        let Some(r) = step.edit_workflow(self, wf) else {
+            return;
+        };
+        if r.status.is_terminal() || r.status == to {
+            return;
+        }
+        r.status = to;
+        match to {
+            WorkflowStatus::Running => r.started_at = Some(now.ms),
+            WorkflowStatus::Pending => {}
+            _ => {
+                r.finished_at = Some(now.ms);
+                r.error = error.and_then(|e| serde_json::to_value(e).ok());
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ commit and abort
+
+    /// Gives back what a step took when its write failed (queue entries and lease
+    /// requests); returns the replies that go out anyway.
+    pub(crate) fn abort(&mut self, step: Step) -> Vec<Effect> {
+        for (method, entry) in step.taken {
+            self.queue.restore(&method, entry);
+        }
+        self.leases.restore(step.served);
+        step.immediate
+    }
+
+    /// Applies a step whose records are stored, and returns what to send: replies first,
+    /// then task events, progress, messages to resolvers and engines, and the final
+    /// workflow events.
+    pub(crate) fn commit(&mut self, step: Step, now: Now) -> Vec<Effect> {
+        let Step {
+            tasks,
+            workflows,
+            changes,
+            effects: replies,
+            immediate,
+            tell_resolver,
+            ..
+        } = step;
+        let mut effects = immediate;
+        effects.extend(replies);
+        let mut finished: HashMap<WfKey, Vec<FinishedTask>> = HashMap::new();
+        let mut progressed: Vec<WfKey> = Vec::new();
+        for (record, change) in tasks.into_iter().zip(changes) {
+            let Some(event) = self.apply_task(&change, record, now) else {
+                continue;
+            };
+            let Some(wf) = self.wfs.get(&change.wf) else {
+                continue;
+            };
+            let t = &wf.tasks[change.i];
+            if matches!(t.status, TaskStatus::Completed | TaskStatus::Failed) {
+                finished
+                    .entry(change.wf.clone())
+                    .or_default()
+                    .push(FinishedTask {
+                        task_id: t.task_id.clone(),
+                        status: t.status.as_str().into(),
+                        result: t.result.clone(),
+                    });
+            }
+            if t.status.is_terminal() && !progressed.contains(&change.wf) {
+                progressed.push(change.wf.clone());
+            }
+            if let Some(event) = event {
+                effects.push(Effect::Event {
+                    wf: change.wf.clone(),
+                    event,
+                    payload: task_event(wf, change.i),
+                });
+            }
+        }
+        let mut ended = Vec::new();
+        for record in workflows {
+            let key: WfKey = Arc::from(record.id.as_str());
+            let Some(wf) = self.wfs.get_mut(&key) else {
+                continue;
+            };
+            let started = wf.record.status == WorkflowStatus::Pending
+                && record.status == WorkflowStatus::Running;
+            let spec = std::mem::take(&mut wf.record.spec);
+            wf.record = WorkflowRecord { spec, ..record };
+            if started {
+                effects.push(Effect::Event {
+                    wf: key.clone(),
+                    event: events::WORKFLOW_STARTED,
+                    payload: payload(wf.progress()),
+                });
+            }
+            if wf.record.status.is_terminal() {
+                ended.push(key);
+            }
+        }
+        if tell_resolver {
+            for (wf, list) in finished {
+                if !ended.contains(&wf) {
+                    effects.push(Effect::TellResolver { wf, finished: list });
+                }
+            }
+        }
+        for key in progressed {
+            if let Some(wf) = self.wfs.get(&key) {
+                effects.push(Effect::Event {
+                    wf: key.clone(),
+                    event: events::WORKFLOW_PROGRESS,
+                    payload: payload(wf.progress()),
+                });
+            }
+        }
+        for key in ended {
+            if let Some(wf) = self.drop_workflow(&key) {
+                effects.push(finish::announce(&wf));
+                effects.push(Effect::Finished { wf: key });
+            }
+        }
+        effects
+    }
+
+    /// Applies one stored task record: status counters, queue entry, lease holder and retry
+    /// timer follow its status. Returns `None` when the workflow is gone, else the event the
+    /// move announces (if any).
+    fn apply_task(
+        &mut self,
+        change: &step::Change,
+        record: TaskRecord,
+        now: Now,
+    ) -> Option<Option<&'static str>> {
+        let (key, i) = (&change.wf, change.i);
+        let wf = self.wfs.get_mut(key)?;
+        let from = wf.tasks.get(i)?.status;
+        let to = record.status;
+        wf.counts.moved(from, to);
+        let info = &mut wf.info[i];
+        if from == TaskStatus::Running {
+            if let Some(old) = info.engine.take() {
+                self.engines.release(&old, key, i);
+            }
+        }
+        info.missed = 0;
+        if to != TaskStatus::Queued {
+            info.entry = None;
+        }
+        match to {
+            TaskStatus::Queued if from != TaskStatus::Queued || info.entry.is_none() => {
+                info.entry =
+                    Some(
+                        self.queue
+                            .enqueue(&record.method, info.priority, key.clone(), i),
+                    );
+            }
+            TaskStatus::Running => {
+                if let Some(engine) = &change.engine {
+                    self.engines.hold(
+                        engine,
+                        key.clone(),
+                        i,
+                        now.at,
+                        self.settings.lease_timeout,
+                        &mut self.timers,
+                    );
+                    info.engine = Some(engine.clone());
+                }
+            }
+            TaskStatus::Retrying => {
+                let delay = change.retry_after.unwrap_or_default();
+                self.timers.add(
+                    later(now.at, delay),
+                    Timer::Retry(key.clone(), i, record.attempts),
+                );
+            }
+            _ => {}
+        }
+        wf.tasks[i] = record;
+        Some(status::event(from, to))
+    }
+
+    /// Adds the final workflow records of every workflow whose tasks the step finishes.
+    fn finalize(&self, step: &mut Step, now: Now) {
+        for key in step.touched_workflows() {
+            let Some(wf) = self.wfs.get(&key) else {
+                continue;
+            };
+            // The first ready task starts the workflow.
+            if wf.record.status == WorkflowStatus::Pending
+                && step.moves_to(&key, TaskStatus::Queued)
+            {
+                self.workflow_transition(step, &key, WorkflowStatus::Running, None, now);
+            }
+            let counts = step.counts_after(wf, &key);
+            if counts.terminal() < wf.tasks.len() || step.workflow_is_final(self, &key) {
+                continue;
+            }
+            let (failed, skipped) = (
+                counts.get(TaskStatus::Failed),
+                counts.get(TaskStatus::Skipped),
+            );
+            if (failed == 0 && skipped == 0) || wf.on_failure == OnFailure::Continue {
+                self.workflow_transition(step, &key, WorkflowStatus::Completed, None, now);
+            } else {
+                let first = (0..wf.tasks.len())
+                    .find(|&i| step.status(self, &key, i) == Some(TaskStatus::Failed))
+                    .map(|i| wf.tasks[i].task_id.clone());
+                let err = GzError::new(
+                    gleitzeit_protocol::errors::ErrorCode::TaskFailed,
+                    format!(
+                        "{failed} task(s) failed, {skipped} skipped{}",
+                        first
+                            .map(|f| format!(" (first failure: {f})"))
+                            .unwrap_or_default()
+                    ),
+                );
+                self.workflow_transition(step, &key, WorkflowStatus::Failed, Some(&err), now);
+            }
+        }
+    }
+}
+
+/// The payload of a task event.
+pub(crate) fn task_event(wf: &Wf, i: usize) -> Value {
+    let t = &wf.tasks[i];
+    let duration = match (t.started_at, t.finished_at) {
+        (Some(s), Some(f)) => Some((f.saturating_sub(s)) as f64 / 1000.0),
+        _ => None,
+    };
+    payload(TaskEvent {
+        workflow_id: wf.record.id.clone(),
+        task_id: t.task_id.clone(),
+        task_name: t.name.clone(),
+        method: t.method.clone(),
+        status: t.status,
+        attempt: t.attempts,
+        result: t.result.clone(),
+        error: t.error.clone(),
+        provider_id: t.provider_id.clone(),
+        endpoint: t.provider_id.clone(),
+        duration_seconds: duration,
+    })
+}
+
+/// An event payload as JSON (the event log numbers it by adding `seq`).
+pub(crate) fn payload<T: serde::Serialize>(event: T) -> Value {
+    serde_json::to_value(event).unwrap_or(Value::Null)
+}

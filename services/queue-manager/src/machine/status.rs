@@ -1,0 +1,155 @@
+//! The task life cycle as a table: which status may follow which, the event each move
+//! announces, and task counts by status.
+//!
+//! ```text
+//! pending ──▶ queued ──▶ running ──▶ completed
+//!    │          │  ▲        │  │
+//!    │          │  └────────┘  └──▶ retrying ──▶ queued
+//!    ▼          ▼   (work lost)      
+//! failed / skipped / cancelled (from any unfinished status)
+//! ```
+
+use gleitzeit_protocol::events;
+use gleitzeit_store::TaskStatus;
+
+/// Whether a task may move from `from` to `to`.
+pub(crate) fn allowed(from: TaskStatus, to: TaskStatus) -> bool {
+    use TaskStatus::*;
+    match (from, to) {
+        (Pending, Queued) => true,
+        (Queued, Running) => true,
+        // Running: a result, a failure, a retry, or its engine lost it (queued again).
+        (Running, Completed | Retrying | Queued) => true,
+        (Retrying, Queued) => true,
+        // Any unfinished task may fail, be skipped (a dependency failed) or be cancelled.
+        (Pending | Queued | Running | Retrying, Failed | Skipped | Cancelled) => true,
+        _ => false,
+    }
+}
+
+/// The task event a move announces.
+pub(crate) fn event(from: TaskStatus, to: TaskStatus) -> Option<&'static str> {
+    if from == to {
+        return None;
+    }
+    match to {
+        TaskStatus::Running => Some(events::TASK_STARTED),
+        TaskStatus::Completed => Some(events::TASK_COMPLETED),
+        TaskStatus::Failed => Some(events::TASK_FAILED),
+        TaskStatus::Retrying => Some(events::TASK_RETRYING),
+        TaskStatus::Skipped => Some(events::TASK_SKIPPED),
+        TaskStatus::Pending | TaskStatus::Queued | TaskStatus::Cancelled => None,
+    }
+}
+
+fn slot(s: TaskStatus) -> usize {
+    match s {
+        TaskStatus::Pending => 0,
+        TaskStatus::Queued => 1,
+        TaskStatus::Running => 2,
+        TaskStatus::Retrying => 3,
+        TaskStatus::Completed => 4,
+        TaskStatus::Failed => 5,
+        TaskStatus::Skipped => 6,
+        TaskStatus::Cancelled => 7,
+    }
+}
+
+/// Tasks by status.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counts([usize; 8]);
+
+impl Counts {
+    /// Counts the tasks of `tasks` by status.
+    pub(crate) fn of<'a>(tasks: impl IntoIterator<Item = &'a gleitzeit_store::TaskRecord>) -> Self {
+        let mut c = Counts::default();
+        for t in tasks {
+            c.add(t.status);
+        }
+        c
+    }
+
+    /// One more task in `s`.
+    pub(crate) fn add(&mut self, s: TaskStatus) {
+        self.0[slot(s)] += 1;
+    }
+
+    /// A task moved from `from` to `to`.
+    pub(crate) fn moved(&mut self, from: TaskStatus, to: TaskStatus) {
+        let f = &mut self.0[slot(from)];
+        *f = f.saturating_sub(1);
+        self.0[slot(to)] += 1;
+    }
+
+    /// Tasks in `s`.
+    pub(crate) fn get(&self, s: TaskStatus) -> usize {
+        self.0[slot(s)]
+    }
+
+    /// Tasks in a final status.
+    pub(crate) fn terminal(&self) -> usize {
+        TaskStatus::ALL
+            .iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| self.get(*s))
+            .sum()
+    }
+
+    /// The counts as the `counts` object of `workflow_get`.
+    pub(crate) fn as_json(self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        map.insert("total".into(), self.0.iter().sum::<usize>().into());
+        for s in TaskStatus::ALL {
+            map.insert(s.as_str().into(), self.get(s).into());
+        }
+        map.insert("finished".into(), self.terminal().into());
+        serde_json::Value::Object(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_tasks_never_move_again() {
+        for from in TaskStatus::ALL.iter().filter(|s| s.is_terminal()) {
+            for to in TaskStatus::ALL {
+                assert!(!allowed(*from, to), "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_allows_exactly_the_life_cycle() {
+        use TaskStatus::*;
+        let allowed_moves: Vec<(TaskStatus, TaskStatus)> = TaskStatus::ALL
+            .iter()
+            .flat_map(|f| TaskStatus::ALL.iter().map(move |t| (*f, *t)))
+            .filter(|(f, t)| allowed(*f, *t))
+            .collect();
+        assert_eq!(allowed_moves.len(), 18, "{allowed_moves:?}");
+        assert!(
+            allowed(Running, Queued),
+            "work lost with its engine is queued again"
+        );
+        assert!(
+            !allowed(Pending, Running),
+            "a task is queued before it runs"
+        );
+        assert!(!allowed(Queued, Completed), "only a running task completes");
+        assert!(!allowed(Retrying, Running));
+    }
+
+    #[test]
+    fn counts_follow_moves() {
+        let mut c = Counts::default();
+        c.add(TaskStatus::Pending);
+        c.add(TaskStatus::Pending);
+        c.moved(TaskStatus::Pending, TaskStatus::Completed);
+        assert_eq!(c.get(TaskStatus::Pending), 1);
+        assert_eq!(c.terminal(), 1);
+        assert_eq!(c.as_json()["finished"], 1);
+        assert_eq!(c.as_json()["total"], 2);
+    }
+}

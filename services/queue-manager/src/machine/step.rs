@@ -1,0 +1,248 @@
+//! A proposed step of the life cycle: new task and workflow records (stored together in one
+//! transaction), the queue entries and lease requests it took (given back on abort), and
+//! the replies that go out once it is stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gleitzeit_protocol::envelope::now_millis;
+use gleitzeit_protocol::errors::GzError;
+use gleitzeit_protocol::payloads::{FinishedTask, TaskRef};
+use gleitzeit_protocol::Envelope;
+use gleitzeit_store::{TaskRecord, TaskStatus, WorkflowRecord};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::leases::Waiting;
+use super::{Counts, Machine, Wf, WfKey};
+use crate::queue::Entry;
+
+/// The time an operation happens at: monotonic for deadlines, wall clock for records.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Now {
+    /// Monotonic (paused in tests).
+    pub(crate) at: Instant,
+    /// Milliseconds since the Unix epoch.
+    pub(crate) ms: u64,
+}
+
+impl Now {
+    /// The current time.
+    pub(crate) fn current() -> Now {
+        Now {
+            at: Instant::now(),
+            ms: now_millis(),
+        }
+    }
+}
+
+/// What a committed step sends.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    /// A workflow or task event to the rooms `events` and `workflow:<id>`.
+    Event {
+        wf: WfKey,
+        event: &'static str,
+        payload: Value,
+    },
+    /// The answer to a request (a lease).
+    Reply {
+        to: Box<Envelope>,
+        result: Result<Value, GzError>,
+    },
+    /// Stop running work on an engine.
+    CancelTasks {
+        engine: Arc<str>,
+        tasks: Vec<TaskRef>,
+    },
+    /// Tell the workflow's resolver what finished.
+    TellResolver {
+        wf: WfKey,
+        finished: Vec<FinishedTask>,
+    },
+    /// The workflow finished (its final record is stored and announced): release it.
+    Finished { wf: WfKey },
+}
+
+/// Where a proposed task record belongs, and what goes with it besides the record.
+#[derive(Debug)]
+pub(crate) struct Change {
+    pub(crate) wf: WfKey,
+    pub(crate) i: usize,
+    /// The engine a running task goes to.
+    pub(crate) engine: Option<Arc<str>>,
+    /// When a retrying task is queued again.
+    pub(crate) retry_after: Option<Duration>,
+}
+
+/// A proposed step (see the module docs of `machine`).
+#[derive(Debug)]
+pub(crate) struct Step {
+    pub(super) tasks: Vec<TaskRecord>,
+    pub(super) changes: Vec<Change>,
+    slot: HashMap<(WfKey, usize), usize>,
+    pub(super) workflows: Vec<WorkflowRecord>,
+    wf_slot: HashMap<WfKey, usize>,
+    /// Queue entries taken (method, entry).
+    pub(super) taken: Vec<(String, Entry)>,
+    /// Lease requests answered.
+    pub(super) served: Vec<Waiting>,
+    /// Replies and messages to send once stored.
+    pub(super) effects: Vec<Effect>,
+    /// Replies to send whether or not the step is stored (empty lease answers).
+    pub(super) immediate: Vec<Effect>,
+    /// Tell resolvers about tasks that finished (not when the resolver decided them).
+    pub(super) tell_resolver: bool,
+}
+
+impl Default for Step {
+    fn default() -> Self {
+        Step {
+            tasks: Vec::new(),
+            changes: Vec::new(),
+            slot: HashMap::new(),
+            workflows: Vec::new(),
+            wf_slot: HashMap::new(),
+            taken: Vec::new(),
+            served: Vec::new(),
+            effects: Vec::new(),
+            immediate: Vec::new(),
+            tell_resolver: true,
+        }
+    }
+}
+
+impl Step {
+    /// True when there is nothing to store.
+    pub(crate) fn nothing_to_store(&self) -> bool {
+        self.tasks.is_empty() && self.workflows.is_empty()
+    }
+
+    /// True when there is nothing to store, give back or send.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.nothing_to_store()
+            && self.effects.is_empty()
+            && self.immediate.is_empty()
+            && self.taken.is_empty()
+            && self.served.is_empty()
+    }
+
+    /// The records to store: workflows, tasks.
+    pub(crate) fn records(&self) -> (&[WorkflowRecord], &[TaskRecord]) {
+        (&self.workflows, &self.tasks)
+    }
+
+    /// Proposed task records (tests).
+    #[cfg(test)]
+    pub(crate) fn task_records(&self) -> &[TaskRecord] {
+        &self.tasks
+    }
+
+    /// Proposed workflow records (tests).
+    #[cfg(test)]
+    pub(crate) fn workflow_records(&self) -> &[WorkflowRecord] {
+        &self.workflows
+    }
+
+    /// A task's record as this step leaves it.
+    pub(crate) fn record<'a>(
+        &'a self,
+        m: &'a Machine,
+        wf: &WfKey,
+        i: usize,
+    ) -> Option<&'a TaskRecord> {
+        match self.slot.get(&(wf.clone(), i)) {
+            Some(&s) => self.tasks.get(s),
+            None => m.wfs.get(wf)?.tasks.get(i),
+        }
+    }
+
+    /// A task's status as this step leaves it.
+    pub(crate) fn status(&self, m: &Machine, wf: &WfKey, i: usize) -> Option<TaskStatus> {
+        match self.slot.get(&(wf.clone(), i)) {
+            Some(&s) => Some(self.tasks[s].status),
+            None => m.wfs.get(wf)?.tasks.get(i).map(|t| t.status),
+        }
+    }
+
+    /// The proposed record of a task, copied from the machine on first use.
+    pub(super) fn edit(&mut self, m: &Machine, wf: &WfKey, i: usize) -> Option<&mut TaskRecord> {
+        let s = match self.slot.get(&(wf.clone(), i)) {
+            Some(&s) => s,
+            None => {
+                let record = m.wfs.get(wf)?.tasks.get(i)?.clone();
+                self.tasks.push(record);
+                self.changes.push(Change {
+                    wf: wf.clone(),
+                    i,
+                    engine: None,
+                    retry_after: None,
+                });
+                self.slot.insert((wf.clone(), i), self.tasks.len() - 1);
+                self.tasks.len() - 1
+            }
+        };
+        self.tasks.get_mut(s)
+    }
+
+    /// Sets what goes with a task's proposed record.
+    pub(super) fn change(&mut self, wf: &WfKey, i: usize) -> Option<&mut Change> {
+        let s = *self.slot.get(&(wf.clone(), i))?;
+        self.changes.get_mut(s)
+    }
+
+    /// The proposed record of a workflow, copied from the machine on first use.
+    pub(super) fn edit_workflow(&mut self, m: &Machine, wf: &WfKey) -> Option<&mut WorkflowRecord> {
+        let s = match self.wf_slot.get(wf) {
+            Some(&s) => s,
+            None => {
+                let record = m.wfs.get(wf)?.record.clone();
+                self.workflows.push(record);
+                self.wf_slot.insert(wf.clone(), self.workflows.len() - 1);
+                self.workflows.len() - 1
+            }
+        };
+        self.workflows.get_mut(s)
+    }
+
+    /// Whether the step leaves workflow `wf` finished.
+    pub(super) fn workflow_is_final(&self, m: &Machine, wf: &WfKey) -> bool {
+        match self.wf_slot.get(wf) {
+            Some(&s) => self.workflows[s].status.is_terminal(),
+            None => m.wfs.get(wf).is_some_and(|w| w.record.status.is_terminal()),
+        }
+    }
+
+    /// Workflows whose tasks the step changes, in first-touched order.
+    pub(super) fn touched_workflows(&self) -> Vec<WfKey> {
+        let mut out: Vec<WfKey> = Vec::new();
+        for c in &self.changes {
+            if !out.contains(&c.wf) {
+                out.push(c.wf.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether a task of `wf` moves to `status` in this step.
+    pub(super) fn moves_to(&self, wf: &WfKey, status: TaskStatus) -> bool {
+        self.changes
+            .iter()
+            .zip(&self.tasks)
+            .any(|(c, t)| &c.wf == wf && t.status == status)
+    }
+
+    /// The workflow's task counts as this step leaves them.
+    pub(super) fn counts_after(&self, wf: &Wf, key: &WfKey) -> Counts {
+        let mut counts = wf.counts;
+        for (c, t) in self.changes.iter().zip(&self.tasks) {
+            if &c.wf == key {
+                if let Some(old) = wf.tasks.get(c.i) {
+                    counts.moved(old.status, t.status);
+                }
+            }
+        }
+        counts
+    }
+}

@@ -1,0 +1,666 @@
+//! The life cycle in-process, with paused time: every transition, leases and their
+//! expiry, retries with backoff, priorities, cancellation, ownership takeover, duplicate
+//! and late outcomes, and a write that fails.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::events;
+use gleitzeit_protocol::payloads::{
+    BlockedTask, HeldTask, HeldTasks, LeaseTasks, LeasedTasks, ReadyTask, Resolution, TaskOutcome,
+    TaskOutcomes,
+};
+use gleitzeit_protocol::{Envelope, Target};
+use gleitzeit_store::{TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+use gleitzeit_workflow::{Backoff, RetryPolicy, WorkflowSpec};
+use serde_json::{json, Value};
+use tokio::time::{advance, Instant};
+
+use super::*;
+
+const LEASE_TIMEOUT: Duration = Duration::from_secs(15);
+const GRACE: Duration = Duration::from_secs(30);
+
+fn now() -> Now {
+    Now {
+        at: Instant::now(),
+        ms: 1_000_000,
+    }
+}
+
+fn machine() -> Machine {
+    machine_with_grace(GRACE)
+}
+
+/// A machine whose methods may go unserved for `grace`.
+fn machine_with_grace(grace: Duration) -> Machine {
+    let settings = Settings {
+        id: "qm-1".into(),
+        lease_timeout: LEASE_TIMEOUT,
+        provider_grace: grace,
+    };
+    Machine::new(settings, Instant::now()).with_jitter(|| 1.0)
+}
+
+/// A workflow `w` with tasks `(id, priority)` of method `m`, and its records.
+fn workflow(
+    id: &str,
+    tasks: &[(&str, &str)],
+    extra: Value,
+) -> (WorkflowRecord, WorkflowSpec, Vec<TaskRecord>) {
+    let mut spec_json = json!({
+        "name": id,
+        "tasks": tasks.iter().map(|(t, p)| json!({ "id": t, "name": t, "method": "m", "priority": p })).collect::<Vec<_>>(),
+    });
+    if let (Value::Object(s), Value::Object(e)) = (&mut spec_json, extra) {
+        s.extend(e);
+    }
+    let spec: WorkflowSpec = serde_json::from_value(spec_json).expect("spec");
+    let record = WorkflowRecord {
+        id: id.into(),
+        name: id.into(),
+        status: WorkflowStatus::Pending,
+        spec: Value::Null,
+        base_dir: None,
+        total_tasks: tasks.len() as u64,
+        created_at: 1,
+        started_at: None,
+        finished_at: None,
+        error: None,
+        owner: Some("alice".into()),
+    };
+    let records = spec
+        .tasks
+        .iter()
+        .map(|t| {
+            let priority = i32::from(t.priority.level());
+            TaskRecord::pending(
+                id,
+                t.id.as_str(),
+                t.name.as_str(),
+                t.method.as_str(),
+                priority,
+            )
+        })
+        .collect();
+    (record, spec, records)
+}
+
+/// Stores (trivially) and commits a step.
+fn commit(m: &mut Machine, step: Step) -> Vec<Effect> {
+    m.commit(step, now())
+}
+
+fn add(m: &mut Machine, id: &str, tasks: &[(&str, &str)]) {
+    add_with(m, id, tasks, json!({}), |_| {});
+}
+
+fn add_with(
+    m: &mut Machine,
+    id: &str,
+    tasks: &[(&str, &str)],
+    extra: Value,
+    edit: impl Fn(&mut WorkflowSpec),
+) {
+    let (record, mut spec, records) = workflow(id, tasks, extra);
+    edit(&mut spec);
+    assert!(m.add(record, &spec, records, now()));
+}
+
+/// The resolver says `ready` tasks of `wf` are ready.
+fn ready(m: &mut Machine, wf: &str, ready: &[&str]) -> Vec<Effect> {
+    let res = Resolution {
+        resolver_id: "r-1".into(),
+        ready: ready
+            .iter()
+            .map(|t| ReadyTask {
+                task_id: t.to_string(),
+                params: json!({ "x": t }),
+            })
+            .collect(),
+        ..Resolution::default()
+    };
+    let step = m.resolution(wf, res, now());
+    commit(m, step)
+}
+
+fn lease_env(engine: &str) -> Envelope {
+    let mut env = Envelope::new(
+        Target::Component("qm-1".into()),
+        events::LEASE_TASKS,
+        json!({}),
+    );
+    env.source = engine.into();
+    env
+}
+
+/// `engine` asks for `slots` tasks of method `m`, waiting up to 10 s.
+fn lease(m: &mut Machine, engine: &str, slots: u32) -> Vec<Effect> {
+    let req = LeaseTasks {
+        slots: BTreeMap::from([("m".to_string(), slots)]),
+        wait_ms: 10_000,
+        served: vec!["m".into()],
+    };
+    let step = m.lease_request(lease_env(engine), req, now());
+    commit(m, step)
+}
+
+/// Task ids (with attempts) handed out in lease replies among `effects`.
+fn leased(effects: &[Effect]) -> Vec<(String, u32)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reply { result: Ok(v), .. } => {
+                serde_json::from_value::<LeasedTasks>(v.clone()).ok()
+            }
+            _ => None,
+        })
+        .flat_map(|l| l.tasks.into_iter().map(|t| (t.task_id, t.attempt)))
+        .collect()
+}
+
+fn outcome(
+    m: &mut Machine,
+    engine: &str,
+    wf: &str,
+    task: &str,
+    attempt: u32,
+    result: Result<Value, GzError>,
+) -> Vec<Effect> {
+    let (result, error) = match result {
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(e)),
+    };
+    let batch = TaskOutcomes {
+        outcomes: vec![TaskOutcome {
+            workflow_id: wf.into(),
+            task_id: task.into(),
+            attempt,
+            result,
+            error,
+            provider_id: "p-1".into(),
+            started_at: 0,
+            finished_at: 0,
+        }],
+    };
+    let step = m.outcomes(engine, batch, now());
+    commit(m, step)
+}
+
+fn events_of(effects: &[Effect]) -> Vec<&'static str> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Event { event, .. } => Some(*event),
+            _ => None,
+        })
+        .collect()
+}
+
+fn status(m: &Machine, wf: &str, task: &str) -> TaskStatus {
+    let w = m.workflow(wf).expect("workflow in memory");
+    w.tasks[w.index[task]].status
+}
+
+/// The counters always match the statuses.
+fn check_counts(m: &Machine) {
+    for id in m.ids() {
+        let wf = m.workflow(&id).expect("listed");
+        assert_eq!(wf.counts, Counts::of(&wf.tasks), "counts of {id}");
+    }
+}
+
+fn tick(m: &mut Machine) -> Vec<Effect> {
+    let step = m.tick(now());
+    commit(m, step)
+}
+
+/// Lets `secs` seconds pass, ticking every second as the driver does (more often, really).
+async fn pass(m: &mut Machine, secs: u64) -> Vec<Effect> {
+    let mut all = Vec::new();
+    for _ in 0..secs {
+        advance(Duration::from_secs(1)).await;
+        all.extend(tick(m));
+    }
+    all
+}
+
+fn retryable() -> GzError {
+    GzError::new(ErrorCode::TaskTimeout, "slow").with_retryable(true)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_runs_from_pending_to_completed_and_the_workflow_finishes_after_its_write() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal")]);
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Pending);
+
+    let fx = ready(&mut m, "w", &["a"]);
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
+    assert_eq!(events_of(&fx), [events::WORKFLOW_STARTED]);
+    assert_eq!(
+        m.workflow("w").map(|w| w.record.status),
+        Some(WorkflowStatus::Running)
+    );
+
+    let fx = lease(&mut m, "e-1", 4);
+    assert_eq!(leased(&fx), [("a".to_string(), 1)]);
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Running);
+    assert_eq!(events_of(&fx), [events::TASK_STARTED]);
+    check_counts(&m);
+
+    // The step that completes the last task carries the workflow's final record.
+    let batch = TaskOutcomes {
+        outcomes: vec![TaskOutcome {
+            workflow_id: "w".into(),
+            task_id: "a".into(),
+            attempt: 1,
+            result: Some(json!(42)),
+            error: None,
+            provider_id: "p-1".into(),
+            started_at: 0,
+            finished_at: 0,
+        }],
+    };
+    let step = m.outcomes("e-1", batch, now());
+    let (workflows, tasks) = step.records();
+    assert_eq!(tasks[0].status, TaskStatus::Completed);
+    assert_eq!(workflows[0].status, WorkflowStatus::Completed);
+    assert!(m.contains("w"), "nothing is applied before the write");
+    let fx = commit(&mut m, step);
+    assert_eq!(
+        events_of(&fx),
+        [
+            events::TASK_COMPLETED,
+            events::WORKFLOW_PROGRESS,
+            events::WORKFLOW_COMPLETED
+        ]
+    );
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::Finished { wf } if &**wf == "w")));
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::TellResolver { .. })),
+        "a finished workflow needs no resolver"
+    );
+    let done = fx.iter().find_map(|e| match e {
+        Effect::Event { event, payload, .. } if *event == events::WORKFLOW_COMPLETED => {
+            Some(payload)
+        }
+        _ => None,
+    });
+    assert_eq!(
+        done.map(|p| p["task_results"]["a"].clone()),
+        Some(json!(42))
+    );
+    assert!(!m.contains("w"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_task_tells_the_resolver_while_others_remain() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
+    ready(&mut m, "w", &["a"]);
+    lease(&mut m, "e-1", 1);
+    let fx = outcome(&mut m, "e-1", "w", "a", 1, Ok(json!("ok")));
+    let told: Vec<_> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::TellResolver { finished, .. } => Some(finished.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, [1]);
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Pending);
+    check_counts(&m);
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_goes_out_by_priority_then_in_arrival_order() {
+    let mut m = machine();
+    add(
+        &mut m,
+        "w",
+        &[
+            ("l", "low"),
+            ("n1", "normal"),
+            ("u", "urgent"),
+            ("n2", "normal"),
+            ("h", "high"),
+        ],
+    );
+    ready(&mut m, "w", &["l", "n1", "u", "n2", "h"]);
+    let order: Vec<String> = (0..5)
+        .flat_map(|_| leased(&lease(&mut m, "e-1", 1)))
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(order, ["u", "h", "n1", "n2", "l"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_request_waits_for_work_and_gets_an_empty_answer_when_its_wait_is_over() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal")]);
+    let fx = lease(&mut m, "e-1", 1);
+    assert!(fx.is_empty(), "no work: the request waits");
+    // Work arrives while it waits: served at once.
+    ready(&mut m, "w", &["a"]);
+    assert!(m.may_serve());
+    let step = m.serve(now());
+    let fx = commit(&mut m, step);
+    assert_eq!(leased(&fx), [("a".to_string(), 1)]);
+
+    // A second request with nothing to do is answered empty after its 10 s.
+    assert!(lease(&mut m, "e-2", 1).is_empty());
+    advance(Duration::from_secs(9)).await;
+    assert!(tick(&mut m).is_empty());
+    advance(Duration::from_secs(2)).await;
+    let fx = tick(&mut m);
+    assert_eq!(fx.len(), 1);
+    assert!(matches!(&fx[0], Effect::Reply { result: Ok(v), .. } if v["tasks"] == json!([])));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_request_of_an_engine_supersedes_its_waiting_one() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal")]);
+    assert!(lease(&mut m, "e-1", 1).is_empty());
+    let fx = lease(&mut m, "e-1", 2);
+    assert_eq!(fx.len(), 1, "the old request is answered empty");
+    ready(&mut m, "w", &["a"]);
+    let step = m.serve(now());
+    assert_eq!(leased(&commit(&mut m, step)).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_engine_loses_its_lease_and_one_that_speaks_keeps_it() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
+    ready(&mut m, "w", &["a", "b"]);
+    lease(&mut m, "e-1", 1);
+    lease(&mut m, "e-2", 1);
+    for _ in 0..4 {
+        pass(&mut m, 5).await;
+        m.engine_heard("e-2", now());
+    }
+    // 20 s: e-1 was silent beyond the 15 s lease; e-2 spoke every 5 s.
+    let w = m.workflow("w").expect("w");
+    let by_engine: Vec<(TaskStatus, u32)> =
+        w.tasks.iter().map(|t| (t.status, t.attempts)).collect();
+    assert!(
+        by_engine.contains(&(TaskStatus::Queued, 1)),
+        "{by_engine:?}"
+    );
+    assert!(
+        by_engine.contains(&(TaskStatus::Running, 1)),
+        "{by_engine:?}"
+    );
+    check_counts(&m);
+    // The requeued task goes out again as attempt 2; a late outcome of attempt 1 is ignored.
+    let again = leased(&lease(&mut m, "e-3", 1));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1, 2);
+    let (task, _) = &again[0];
+    let fx = outcome(&mut m, "e-1", "w", task, 1, Ok(json!("late")));
+    assert!(events_of(&fx).is_empty());
+    assert_eq!(status(&m, "w", task), TaskStatus::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_attempt_is_retried_after_its_backoff_until_the_policy_is_used_up() {
+    let mut m = machine();
+    add_with(&mut m, "w", &[("a", "normal")], json!({}), |spec| {
+        spec.tasks[0].retry = RetryPolicy {
+            max_attempts: 2,
+            backoff: Backoff::Fixed,
+            base_delay: 3.0,
+            max_delay: 60.0,
+            jitter: false,
+        };
+    });
+    ready(&mut m, "w", &["a"]);
+    lease(&mut m, "e-1", 1);
+    let fx = outcome(&mut m, "e-1", "w", "a", 1, Err(retryable()));
+    assert_eq!(events_of(&fx), [events::TASK_RETRYING]);
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Retrying);
+    advance(Duration::from_secs(2)).await;
+    tick(&mut m);
+    assert_eq!(
+        status(&m, "w", "a"),
+        TaskStatus::Retrying,
+        "still in its 3 s pause"
+    );
+    advance(Duration::from_secs(1)).await;
+    tick(&mut m);
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
+    assert_eq!(leased(&lease(&mut m, "e-1", 1)), [("a".to_string(), 2)]);
+    let fx = outcome(&mut m, "e-1", "w", "a", 2, Err(retryable()));
+    assert_eq!(
+        events_of(&fx),
+        [
+            events::TASK_FAILED,
+            events::WORKFLOW_PROGRESS,
+            events::WORKFLOW_FAILED
+        ]
+    );
+    assert!(!m.contains("w"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_non_retryable_error_fails_at_once_and_skips_nothing_it_does_not_own() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
+    ready(&mut m, "w", &["a"]);
+    lease(&mut m, "e-1", 1);
+    let err = GzError::new(ErrorCode::TaskFailed, "bad").with_retryable(false);
+    let fx = outcome(&mut m, "e-1", "w", "a", 1, Err(err));
+    assert_eq!(
+        events_of(&fx),
+        [events::TASK_FAILED, events::WORKFLOW_PROGRESS]
+    );
+    // The resolver skips the dependent; then the workflow fails.
+    let res = Resolution {
+        skipped: vec![BlockedTask {
+            task_id: "b".into(),
+            error: GzError::new(ErrorCode::DependencyFailed, "a failed"),
+        }],
+        ..Resolution::default()
+    };
+    let step = m.resolution("w", res, now());
+    let fx = commit(&mut m, step);
+    assert_eq!(
+        events_of(&fx),
+        [
+            events::TASK_SKIPPED,
+            events::WORKFLOW_PROGRESS,
+            events::WORKFLOW_FAILED
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn duplicate_late_and_foreign_outcomes_change_nothing() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
+    ready(&mut m, "w", &["a"]);
+    lease(&mut m, "e-1", 1);
+    // From an engine that does not hold the task: ignored.
+    assert!(outcome(&mut m, "e-2", "w", "a", 1, Ok(json!("forged"))).is_empty());
+    // Of another attempt: ignored.
+    assert!(outcome(&mut m, "e-1", "w", "a", 7, Ok(json!("stale"))).is_empty());
+    assert!(!outcome(&mut m, "e-1", "w", "a", 1, Ok(json!("first"))).is_empty());
+    // The same outcome again: the recorded result stays.
+    assert!(outcome(&mut m, "e-1", "w", "a", 1, Ok(json!("second"))).is_empty());
+    let w = m.workflow("w").expect("w");
+    assert_eq!(w.tasks[0].result, Some(json!("first")));
+    check_counts(&m);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_stops_running_work_on_its_engine_and_ends_the_workflow() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
+    ready(&mut m, "w", &["a", "b"]);
+    lease(&mut m, "e-1", 1);
+    let step = m.cancel("w", now()).expect("here");
+    let (workflows, tasks) = step.records();
+    assert_eq!(workflows[0].status, WorkflowStatus::Cancelled);
+    assert!(tasks.iter().all(|t| t.status == TaskStatus::Cancelled));
+    let fx = commit(&mut m, step);
+    let cancels: Vec<_> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CancelTasks { engine, tasks } => Some((engine.to_string(), tasks.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels, [("e-1".to_string(), 1)]);
+    assert!(events_of(&fx).contains(&events::WORKFLOW_CANCELLED));
+    assert!(!m.contains("w"));
+    // Its queued task is not handed out any more; the late outcome finds nothing.
+    assert!(leased(&lease(&mut m, "e-2", 5)).is_empty());
+    assert!(outcome(&mut m, "e-1", "w", "a", 1, Ok(json!(1))).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_workflow_taken_over_by_another_queue_manager_is_dropped_without_a_trace() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
+    ready(&mut m, "w", &["a", "b"]);
+    lease(&mut m, "e-1", 1);
+    assert!(m.drop_workflow("w").is_some());
+    assert!(
+        leased(&lease(&mut m, "e-2", 5)).is_empty(),
+        "its queue entries are stale"
+    );
+    assert!(outcome(&mut m, "e-1", "w", "a", 1, Ok(json!(1))).is_empty());
+    // Taken back later (resumed from the store): running work is queued again.
+    let (record, spec, mut tasks) = workflow("w", &[("a", "normal"), ("b", "normal")], json!({}));
+    tasks[0].status = TaskStatus::Running;
+    tasks[0].attempts = 1;
+    tasks[1].status = TaskStatus::Completed;
+    assert!(m.add(record, &spec, tasks, now()));
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
+    assert_eq!(leased(&lease(&mut m, "e-2", 5)), [("a".to_string(), 2)]);
+    check_counts(&m);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_that_cannot_be_stored_leaves_everything_as_it_was() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal")]);
+    ready(&mut m, "w", &["a"]);
+    let req = LeaseTasks {
+        slots: BTreeMap::from([("m".to_string(), 1)]),
+        wait_ms: 10_000,
+        served: vec!["m".into()],
+    };
+    let step = m.lease_request(lease_env("e-1"), req, now());
+    assert_eq!(step.task_records().len(), 1);
+    let sent = m.abort(step);
+    assert!(
+        sent.is_empty(),
+        "no lease reply for work that was not stored"
+    );
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
+    check_counts(&m);
+    // The entry and the request are back: the next step serves them.
+    let step = m.serve(now());
+    assert_eq!(leased(&commit(&mut m, step)), [("a".to_string(), 1)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_lost_with_its_engine_runs_again_at_once_without_using_up_the_policy() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal")]);
+    ready(&mut m, "w", &["a"]);
+    lease(&mut m, "e-1", 1);
+    let step = m.engine_lost("e-1", now());
+    commit(&mut m, step);
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
+    // Lost on the way by a provider (the engine reports it): retried at once.
+    lease(&mut m, "e-2", 1);
+    let lost = GzError::new(ErrorCode::Disconnected, "provider left");
+    outcome(&mut m, "e-2", "w", "a", 2, Err(lost));
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Retrying);
+    tick(&mut m);
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
+    check_counts(&m);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_missing_from_two_held_reports_is_queued_again() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
+    ready(&mut m, "w", &["a", "b"]);
+    lease(&mut m, "e-1", 2);
+    let sent_at = now().ms + 5_000;
+    let held = || HeldTasks {
+        tasks: vec![HeldTask {
+            workflow_id: "w".into(),
+            task_id: "a".into(),
+            attempt: 1,
+        }],
+    };
+    let step = m.held_report("e-1", sent_at, held(), now());
+    assert!(step.is_empty(), "missing once: not yet");
+    let step = m.held_report("e-1", sent_at, held(), now());
+    commit(&mut m, step);
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Running);
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Queued);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_workflow_past_its_timeout_fails() {
+    let mut m = machine_with_grace(Duration::from_secs(3600));
+    add_with(
+        &mut m,
+        "w",
+        &[("a", "normal")],
+        json!({ "timeout": 60 }),
+        |_| {},
+    );
+    ready(&mut m, "w", &["a"]);
+    advance(Duration::from_secs(59)).await;
+    tick(&mut m);
+    assert!(m.contains("w"));
+    advance(Duration::from_secs(2)).await;
+    let step = m.tick(now());
+    let (workflows, _) = step.records();
+    let error = workflows[0].error.clone().unwrap_or_default();
+    assert_eq!(error["code"], json!(ErrorCode::WorkflowTimeout.as_str()));
+    let fx = commit(&mut m, step);
+    assert!(events_of(&fx).contains(&events::WORKFLOW_FAILED));
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_tasks_of_a_method_nobody_serves_fail_after_the_grace() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "normal")]);
+    ready(&mut m, "w", &["a"]);
+    advance(GRACE + Duration::from_secs(1)).await;
+    let step = m.tick(now());
+    assert_eq!(step.task_records()[0].status, TaskStatus::Failed);
+    assert_eq!(step.workflow_records()[0].status, WorkflowStatus::Failed);
+    let error = step.task_records()[0].error.clone().unwrap_or_default();
+    assert_eq!(error["code"], json!(ErrorCode::NoProvider.as_str()));
+    commit(&mut m, step);
+    assert!(!m.contains("w"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stall_of_the_queue_manager_is_not_held_against_the_engines() {
+    let mut m = machine_with_grace(Duration::from_secs(3600));
+    add(&mut m, "w", &[("a", "normal")]);
+    ready(&mut m, "w", &["a"]);
+    lease(&mut m, "e-1", 1);
+    // Nothing ran here for 20 s (a store outage): the engine's lease starts afresh.
+    advance(Duration::from_secs(20)).await;
+    tick(&mut m);
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Running);
+    pass(&mut m, 14).await;
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Running);
+    pass(&mut m, 2).await;
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
+}

@@ -1,0 +1,148 @@
+//! Reads: a workflow with its tasks and counts, a list of workflows (a user's own unless
+//! their role reads all), one task, the events after a sequence number, the owner of a
+//! workflow (asked by the hub for room joins). Workflows in memory are answered from
+//! memory, others from the store.
+
+use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::payloads::{ListWorkflows, TaskLookup, WorkflowRef};
+use gleitzeit_protocol::replies::{OwnerReply, WorkflowEventsReply};
+use gleitzeit_protocol::requests::WorkflowEventsQuery;
+use gleitzeit_protocol::Envelope;
+use gleitzeit_store::{WorkflowRecord, WorkflowStatus};
+use serde_json::{json, Value};
+
+use super::ownership::{sees_all, Access};
+use super::Manager;
+use crate::machine::Counts;
+
+/// A workflow record for replies: everything but the (possibly huge) spec.
+fn record_without_spec(r: &WorkflowRecord) -> WorkflowRecord {
+    WorkflowRecord {
+        spec: Value::Null,
+        ..r.clone()
+    }
+}
+
+impl Manager {
+    pub(super) async fn get(&mut self, env: &Envelope, r: WorkflowRef) -> Result<Value, GzError> {
+        self.check_access(env, &r.workflow_id, Access::Read).await?;
+        if let Some(wf) = self.machine.workflow(&r.workflow_id) {
+            let tasks = if r.summary {
+                Vec::new()
+            } else {
+                wf.tasks.clone()
+            };
+            return Ok(
+                json!({ "workflow": record_without_spec(&wf.record), "counts": wf.counts.as_json(), "tasks": tasks }),
+            );
+        }
+        let id = r.workflow_id.clone();
+        let found = self
+            .persistence
+            .call(move |s| Ok(s.workflow(&id)?.map(|w| (w, s.tasks(&id)))))
+            .await?;
+        let Some((record, tasks)) = found else {
+            return Err(GzError::new(
+                ErrorCode::WorkflowNotFound,
+                format!("no workflow {}", r.workflow_id),
+            ));
+        };
+        let tasks = tasks.map_err(GzError::from)?;
+        let counts = Counts::of(&tasks).as_json();
+        let tasks = if r.summary { Vec::new() } else { tasks };
+        Ok(json!({ "workflow": record_without_spec(&record), "counts": counts, "tasks": tasks }))
+    }
+
+    pub(super) async fn list(
+        &mut self,
+        env: &Envelope,
+        q: ListWorkflows,
+    ) -> Result<Value, GzError> {
+        let status = match q.status.as_deref() {
+            Some(s) => Some(s.parse::<WorkflowStatus>().map_err(|_| {
+                GzError::new(ErrorCode::InvalidField, format!("unknown status {s:?}"))
+            })?),
+            None => None,
+        };
+        let limit = q.limit.unwrap_or(20).clamp(1, 10_000);
+        let own_only = env
+            .auth
+            .as_ref()
+            .filter(|a| !sees_all(a))
+            .map(|a| a.user.clone());
+        // A user sees only their own workflows: read more and keep theirs.
+        let fetch = if own_only.is_some() { 10_000 } else { limit };
+        let mut list = self
+            .persistence
+            .call(move |s| s.list_workflows(fetch, status))
+            .await?;
+        if let Some(user) = own_only {
+            list.retain(|w| w.owner.as_deref() == Some(user.as_str()));
+            list.truncate(limit);
+        }
+        Ok(json!(list))
+    }
+
+    /// Events after a sequence number; `Ok(None)` when the request went on to the owner.
+    pub(super) async fn events_since(
+        &self,
+        env: &Envelope,
+        q: WorkflowEventsQuery,
+    ) -> Result<Option<WorkflowEventsReply>, GzError> {
+        let id = q.workflow_id;
+        self.check_access(env, &id, Access::Read).await?;
+        if self.publisher.log.since(&id, 0).is_none() && self.forward_to_owner(env).await {
+            return Ok(None);
+        }
+        let (events, complete) = self
+            .publisher
+            .log
+            .since(&id, q.after_seq)
+            .unwrap_or((Vec::new(), false));
+        Ok(Some(WorkflowEventsReply {
+            workflow_id: id,
+            events,
+            complete,
+        }))
+    }
+
+    /// `workflow_owner` (asked by the hub): who submitted a workflow.
+    pub(super) async fn owner_query(&self, r: WorkflowRef) -> Result<OwnerReply, GzError> {
+        let owner = self.owner_of(&r.workflow_id).await?;
+        Ok(OwnerReply {
+            workflow_id: r.workflow_id,
+            owner: owner.flatten(),
+        })
+    }
+
+    pub(super) async fn task_get(
+        &mut self,
+        env: &Envelope,
+        q: TaskLookup,
+    ) -> Result<Value, GzError> {
+        if let Some(w) = &q.workflow_id {
+            if let Some(wf) = self.machine.workflow(w) {
+                if let Some(&i) = wf.index.get(&q.task_id) {
+                    let task = json!(wf.tasks[i]);
+                    self.check_access(env, w, Access::Read).await?;
+                    return Ok(task);
+                }
+            }
+        }
+        let (w, t) = (q.workflow_id.clone(), q.task_id.clone());
+        match self
+            .persistence
+            .call(move |s| s.task(w.as_deref(), &t))
+            .await?
+        {
+            Some(t) => {
+                self.check_access(env, &t.workflow_id, Access::Read).await?;
+                Ok(json!(t))
+            }
+            None => Err(GzError::new(
+                ErrorCode::TaskNotFound,
+                format!("no task {}", q.task_id),
+            )),
+        }
+    }
+}
