@@ -21,54 +21,8 @@ pub use key::{hash_key, parse_key, KEY_PREFIX};
 use std::path::Path;
 
 use gleitzeit_protocol::{ErrorCode, GzError, Identity, Role};
-use serde::{Deserialize, Serialize};
 
-/// A user: a name and a role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct User {
-    /// Unique name.
-    pub name: String,
-    /// What the user may do.
-    pub role: Role,
-    /// Milliseconds since the Unix epoch.
-    pub created_at: u64,
-}
-
-/// A stored key, without its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyInfo {
-    /// Public id (12 hex digits).
-    pub id: String,
-    /// What the key is for (free text given at creation).
-    pub name: String,
-    /// The user the key belongs to.
-    pub user: String,
-    /// Milliseconds since the Unix epoch.
-    pub created_at: u64,
-    /// When the key stops working (ms since the epoch), if ever.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<u64>,
-    /// When the key was revoked (ms since the epoch), if it was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<u64>,
-    /// For SERVICE users: the component types this key may register as. Empty: the
-    /// default, every type except the core services ([`CORE_COMPONENT_TYPES`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub component_types: Vec<String>,
-}
-
-impl KeyInfo {
-    /// `active`, `expired` or `revoked` at time `now` (ms since the epoch).
-    pub fn state(&self, now: u64) -> &'static str {
-        if self.revoked_at.is_some() {
-            "revoked"
-        } else if self.expires_at.is_some_and(|e| e <= now) {
-            "expired"
-        } else {
-            "active"
-        }
-    }
-}
+pub use gleitzeit_protocol::accounts::{KeyInfo, User};
 
 /// A key just made: its record and the secret key string, to be shown once.
 #[derive(Debug, Clone)]

@@ -21,9 +21,9 @@ use std::time::Duration;
 use gleitzeit_hub_client::{
     connect_component, next_envelope, registration, ClientConfig, ClientError, HubClient, Incoming,
 };
-use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::errors::ErrorCode;
 use gleitzeit_protocol::events;
-use gleitzeit_protocol::payloads::{CancelTasks, ExecuteTasks};
+use gleitzeit_protocol::requests::ProviderRequest;
 use gleitzeit_protocol::{Envelope, Target};
 use gleitzeit_runtime::Shutdown;
 use serde_json::json;
@@ -167,23 +167,16 @@ async fn refresh_loop<P: Provider>(
 
 /// Handles one envelope addressed to the provider (`ping` and `shutdown` are handled by
 /// [`next_envelope`] before).
-fn handle<P: Provider>(client: &HubClient, tasks: &Tasks<P>, ty: &str, env: Envelope) {
-    match env.event.as_str() {
-        events::EXECUTE_TASKS => match env.payload_as::<ExecuteTasks>() {
-            Ok(batch) => tasks.accept(&env.source, batch.tasks),
-            Err(e) => warn!(error = %e, "bad execute_tasks payload"),
-        },
-        events::CANCEL_TASKS => match env.payload_as::<CancelTasks>() {
-            Ok(c) => tasks.cancel(c.tasks),
-            Err(e) => warn!(error = %e, "bad cancel_tasks payload"),
-        },
-        other => {
-            let err = GzError::new(
-                ErrorCode::UnknownEvent,
-                format!("{ty} does not handle {other:?}"),
-            );
-            let _ = client.respond(&env, Err(err));
+fn handle<P: Provider>(client: &HubClient, tasks: &Tasks<P>, ty: &str, mut env: Envelope) {
+    match ProviderRequest::decode(ty, &env.event, &mut env.payload) {
+        Ok(ProviderRequest::Execute(batch)) => tasks.accept(&env.source, batch.tasks),
+        Ok(ProviderRequest::Cancel(c)) => tasks.cancel(c.tasks),
+        Err(e) if e.is(ErrorCode::UnknownEvent) => {
+            let _ = client.respond(&env, Err(e));
         }
+        // Engines do not wait for an answer: a malformed batch is logged and dropped (the
+        // engine runs its tasks again when the provider does not report them held).
+        Err(e) => warn!(error = %e, from = %env.source, "bad payload"),
     }
 }
 
@@ -210,7 +203,7 @@ async fn drain<P: Provider>(
                 None => open = false,
                 Some(env) => match env.event.as_str() {
                     events::PING => {
-                        let _ = client.respond(&env, Ok(json!({ "component_id": client.id(), "pid": std::process::id() })));
+                        let _ = client.respond(&env, Ok(gleitzeit_hub_client::ping_reply(client)));
                     }
                     events::SHUTDOWN | events::HUB_SHUTTING_DOWN => {}
                     _ => handle(client, tasks, ty, env),

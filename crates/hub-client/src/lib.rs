@@ -402,6 +402,15 @@ pub fn registration(
     }
 }
 
+/// A component's answer to `ping`.
+pub fn ping_reply(client: &HubClient) -> Value {
+    serde_json::to_value(gleitzeit_protocol::replies::PingReply {
+        component_id: client.id().to_string(),
+        pid: std::process::id(),
+    })
+    .unwrap_or(Value::Null)
+}
+
 /// Waits for the next envelope a component must handle itself.
 ///
 /// Answers `ping` requests, and returns `None` when the component should stop: `shutdown`
@@ -422,7 +431,7 @@ pub async fn next_envelope(
                 return None;
             }
             events::PING => {
-                let _ = client.respond(&env, Ok(serde_json::json!({ "component_id": client.id(), "pid": std::process::id() })));
+                let _ = client.respond(&env, Ok(ping_reply(&client)));
             }
             events::HUB_SHUTTING_DOWN => {
                 tracing::info!("hub is shutting down; will reconnect when it is back");

@@ -1,5 +1,6 @@
 //! The envelope: the one shape of every message on the wire.
 
+use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 
@@ -16,7 +17,8 @@ use crate::PROTOCOL_VERSION;
 ///
 /// The payload type is a parameter so that the hub can route envelopes without parsing
 /// their payloads ([`RawEnvelope`]); everything else uses the default, a JSON [`Value`].
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[schemars(bound = "P: JsonSchema + Default + Serialize")]
 pub struct Envelope<P = Value> {
     /// Protocol version ([`PROTOCOL_VERSION`]).
     #[serde(default = "default_version")]
@@ -142,7 +144,7 @@ impl Envelope {
 
 /// The payload of a [`events::REPLY`] envelope: either `{"ok": <data>}` or
 /// `{"error": {code, message, hint, retryable}}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(untagged)]
 pub enum Reply {
     /// Success, with data.

@@ -4,6 +4,7 @@
 //! 4xxx auth, 5xxx storage, 7xxx validation, 8xxx system, 9xxx CLI. Each code has a default
 //! message, a hint a person can act on, and whether retrying can help.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -107,7 +108,7 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// An error as it travels on the wire and is shown to people.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct GzError {
     /// `GZnnnn`.

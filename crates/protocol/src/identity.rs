@@ -7,12 +7,13 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A role, as given to a user (`gz auth user create NAME --role R`).
 ///
 /// `docs/security.md` has the table of what each role may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Role {
     /// Everything, including key management.
@@ -80,7 +81,7 @@ impl FromStr for Role {
 }
 
 /// The authenticated sender of a message, as stamped by the hub.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Identity {
     /// The user the key belongs to.
     pub user: String,

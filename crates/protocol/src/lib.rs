@@ -7,12 +7,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod envelope;
 pub mod errors;
 pub mod events;
 pub mod identity;
 pub mod limits;
 pub mod payloads;
+pub mod records;
 pub mod replies;
 pub mod requests;
 pub mod status;
@@ -22,6 +24,16 @@ pub use envelope::{Envelope, RawEnvelope, Reply};
 pub use errors::{ErrorCode, GzError};
 pub use identity::{Identity, Role};
 pub use target::Target;
+
+/// A typed payload or reply as the JSON an envelope carries.
+///
+/// # Errors
+///
+/// GZ8001 if `value` cannot be represented in JSON (a map with non-string keys), which the
+/// protocol's own types never are.
+pub fn to_payload<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, GzError> {
+    serde_json::to_value(value).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))
+}
 
 /// Version of the wire protocol carried in every envelope (`v`).
 pub const PROTOCOL_VERSION: u32 = 1;

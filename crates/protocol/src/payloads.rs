@@ -1,10 +1,11 @@
 //! Typed payloads of the lifecycle events.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Payload of `register`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct RegisterPayload {
     /// Component type, e.g. `python-provider`.
     pub component_type: String,
@@ -34,7 +35,7 @@ pub struct RegisterPayload {
 }
 
 /// Payload of `registered`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct RegisteredPayload {
     /// The id the hub registered (the one asked for).
     pub component_id: String,
@@ -45,7 +46,7 @@ pub struct RegisteredPayload {
 }
 
 /// Payload of `heartbeat`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct HeartbeatPayload {
     /// Units of work in progress.
     #[serde(default)]
@@ -59,14 +60,14 @@ pub struct HeartbeatPayload {
 }
 
 /// Payload of `subscribe` / `unsubscribe`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct SubscribePayload {
     /// Rooms to join or leave, e.g. `components`, `events`, `workflow:<id>`.
     pub rooms: Vec<String>,
 }
 
 /// Health of a registered component.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ComponentHealth {
     /// Heartbeats arrive on time.
@@ -76,7 +77,7 @@ pub enum ComponentHealth {
 }
 
 /// One row of the component registry.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ComponentInfo {
     /// Registration data.
     #[serde(flatten)]
@@ -95,18 +96,19 @@ pub struct ComponentInfo {
 }
 
 /// Payload of `component_left`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ComponentLeft {
     /// Component id.
     pub component_id: String,
     /// Component type.
     pub component_type: String,
     /// `disconnected`, `deregistered`, `heartbeat_timeout` or `replaced`.
+    #[serde(default)]
     pub reason: String,
 }
 
 /// Reply payload of `hub_status`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct HubStatus {
     /// `ok` while serving.
     pub status: String,
@@ -132,7 +134,7 @@ pub struct HubStatus {
 }
 
 /// The hub mesh as one hub sees it (part of [`HubStatus`]).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct MeshStatus {
     /// True while the hub's Redis connections are up.
     pub redis_connected: bool,
@@ -151,7 +153,7 @@ pub struct MeshStatus {
 }
 
 /// One task handed to a provider (inside `execute_tasks`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ExecuteTask {
     /// Workflow id.
     pub workflow_id: String,
@@ -173,14 +175,14 @@ pub struct ExecuteTask {
 }
 
 /// Payload of `execute_tasks` (engine → provider): a batch of tasks.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ExecuteTasks {
     /// The tasks.
     pub tasks: Vec<ExecuteTask>,
 }
 
 /// The outcome of one task attempt (inside `task_outcomes`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct TaskOutcome {
     /// Workflow id.
     pub workflow_id: String,
@@ -234,14 +236,14 @@ impl TaskOutcome {
 }
 
 /// Payload of `task_outcomes` (provider → engine → queue-manager): a batch of outcomes.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct TaskOutcomes {
     /// The outcomes.
     pub outcomes: Vec<TaskOutcome>,
 }
 
 /// A task named by workflow and task id.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
 pub struct TaskRef {
     /// Workflow id.
     pub workflow_id: String,
@@ -250,7 +252,7 @@ pub struct TaskRef {
 }
 
 /// One task attempt a component holds (inside `tasks_held`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
 pub struct HeldTask {
     /// Workflow id.
     pub workflow_id: String,
@@ -261,14 +263,14 @@ pub struct HeldTask {
 }
 
 /// Payload of `tasks_held`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct HeldTasks {
     /// Every attempt the sender holds for the receiver (possibly none).
     pub tasks: Vec<HeldTask>,
 }
 
 /// Payload of `cancel_tasks` (engine → provider): stop these tasks if they run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct CancelTasks {
     /// The tasks.
     pub tasks: Vec<TaskRef>,
@@ -276,7 +278,7 @@ pub struct CancelTasks {
 
 /// Payload of `workflow_submit` (client → queue-manager). Answered with
 /// `{workflow_id, total_tasks}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct SubmitWorkflow {
     /// The id to give the run (chosen by the client so it can join the workflow's room
     /// before submitting); generated when absent. Must be unused.
@@ -293,7 +295,7 @@ pub struct SubmitWorkflow {
 ///
 /// `workflow_get` answers `{workflow, counts, tasks}`; with `summary: true` the `tasks` list
 /// is left empty (cheap enough to poll for workflows of 100,000 tasks).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct WorkflowRef {
     /// Workflow id.
     pub workflow_id: String,
@@ -303,7 +305,7 @@ pub struct WorkflowRef {
 }
 
 /// Payload of `workflow_list`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ListWorkflows {
     /// At most this many (default 20).
     #[serde(default)]
@@ -314,7 +316,7 @@ pub struct ListWorkflows {
 }
 
 /// Payload of `task_get`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct TaskLookup {
     /// Workflow id (optional: search all workflows, newest first).
     #[serde(default)]
@@ -326,7 +328,7 @@ pub struct TaskLookup {
 /// Payload of `lease_tasks` (engine → queue-manager): free slots per method. Answered with
 /// `{queue_manager_id, tasks: [ExecuteTask]}` as soon as tasks are ready, or empty after
 /// `wait_ms` (long poll).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct LeaseTasks {
     /// Method → free slots.
     pub slots: std::collections::BTreeMap<String, u32>,
@@ -341,7 +343,7 @@ pub struct LeaseTasks {
 }
 
 /// Reply to `lease_tasks`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct LeasedTasks {
     /// The queue-manager that owns these tasks (outcomes go back to it).
     pub queue_manager_id: String,
@@ -350,7 +352,7 @@ pub struct LeasedTasks {
 }
 
 /// A finished task as the dependency-resolver needs to know it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct FinishedTask {
     /// Task id.
     pub task_id: String,
@@ -363,7 +365,7 @@ pub struct FinishedTask {
 
 /// Payload of `workflow_plan` (queue-manager → resolver): the whole workflow plus what has
 /// already finished (so a restarted resolver rebuilds). Answered with a `Resolution`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct WorkflowPlan {
     /// Workflow id.
     pub workflow_id: String,
@@ -379,7 +381,7 @@ pub struct WorkflowPlan {
 
 /// Payload of `tasks_finished` (queue-manager → resolver). Answered with a `Resolution`, or
 /// GZ3020 when the resolver does not know the workflow (then the queue-manager re-plans).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct TasksFinished {
     /// Workflow id.
     pub workflow_id: String,
@@ -388,7 +390,7 @@ pub struct TasksFinished {
 }
 
 /// A task whose dependencies are met, with substituted parameters.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ReadyTask {
     /// Task id.
     pub task_id: String,
@@ -397,7 +399,7 @@ pub struct ReadyTask {
 }
 
 /// A task that will not run, and why.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct BlockedTask {
     /// Task id.
     pub task_id: String,
@@ -406,7 +408,7 @@ pub struct BlockedTask {
 }
 
 /// The resolver's answer: newly ready tasks, tasks to skip, tasks that fail before running.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct Resolution {
     /// The resolver instance that holds this workflow.
     #[serde(default)]

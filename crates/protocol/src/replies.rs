@@ -1,13 +1,17 @@
-//! Typed replies and events of the queue-manager: what clients (the CLI, the Python SDK,
-//! dashboards) read back. Each serializes to the JSON documented in `docs/protocol.md`.
+//! Typed replies and events: what clients (the CLI, the Python SDK, dashboards) read back
+//! from the queue-manager and the hub, and the workflow and task events of the rooms. Each serializes to the JSON documented in `docs/protocol.md`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use std::collections::BTreeMap;
+
+use crate::records::{TaskRecord, WorkflowRecord};
 use crate::status::{TaskStatus, WorkflowStatus};
 
 /// Reply to `workflow_submit`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct SubmitReply {
     /// The new workflow's id.
     pub workflow_id: String,
@@ -16,7 +20,7 @@ pub struct SubmitReply {
 }
 
 /// Reply to `workflow_cancel`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct CancelReply {
     /// Workflow id.
     pub workflow_id: String,
@@ -27,7 +31,7 @@ pub struct CancelReply {
 }
 
 /// Reply to `workflow_events`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct WorkflowEventsReply {
     /// Workflow id.
     pub workflow_id: String,
@@ -38,7 +42,7 @@ pub struct WorkflowEventsReply {
 }
 
 /// Reply to `workflow_owner`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct OwnerReply {
     /// Workflow id.
     pub workflow_id: String,
@@ -48,7 +52,7 @@ pub struct OwnerReply {
 }
 
 /// Payload of the `task_*` events.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct TaskEvent {
     /// Workflow id.
     pub workflow_id: String,
@@ -75,7 +79,7 @@ pub struct TaskEvent {
 }
 
 /// Payload of `workflow_submitted`, `workflow_started`, `workflow_progress`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct WorkflowProgress {
     /// Workflow id.
     pub workflow_id: String,
@@ -96,7 +100,7 @@ pub struct WorkflowProgress {
 }
 
 /// Payload of `workflow_completed`, `workflow_failed`, `workflow_cancelled`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct WorkflowFinished {
     /// Its final progress.
     #[serde(flatten)]
@@ -106,4 +110,84 @@ pub struct WorkflowFinished {
     /// Results by task id (workflows of up to 1,000 tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_results: Option<Map<String, Value>>,
+}
+
+/// Payload of `task_progress` (providers → rooms): partial output of a running task, such
+/// as streamed LLM tokens.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct TaskProgress {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// The next piece of output.
+    pub text: String,
+}
+
+/// Reply to `workflow_get`: the workflow (without its spec), its task counts, and its tasks
+/// (none with `summary: true`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct WorkflowDetail {
+    /// The workflow record (`spec` is null).
+    pub workflow: WorkflowRecord,
+    /// `total`, `finished` and one count per task status.
+    pub counts: BTreeMap<String, u64>,
+    /// Every task.
+    pub tasks: Vec<TaskRecord>,
+}
+
+/// Reply to `heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct HeartbeatReply {
+    /// False when this socket is not registered (not an error).
+    pub registered: bool,
+}
+
+/// Reply to `deregister`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct DeregisterReply {
+    /// Whether the socket was registered.
+    pub removed: bool,
+}
+
+/// Reply to `subscribe` and `unsubscribe`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct RoomsReply {
+    /// Every room the socket is now in.
+    pub rooms: Vec<String>,
+}
+
+/// Payload of `shutdown_request`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ShutdownRequest {
+    /// `all`: every registered component is told to shut down too.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// Reply to `shutdown_request`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ShutdownReply {
+    /// Always true.
+    pub stopping: bool,
+    /// Whether every component was told to shut down.
+    pub components: bool,
+}
+
+/// Payload of `shutdown` and `hub_shutting_down`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Reason {
+    /// Why.
+    pub reason: String,
+}
+
+/// Reply to `ping`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct PingReply {
+    /// The component's id.
+    pub component_id: String,
+    /// Its process id.
+    pub pid: u32,
 }

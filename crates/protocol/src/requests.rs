@@ -3,6 +3,7 @@
 //! handles (a module doc cannot drift from the code), and a malformed payload is refused in
 //! one place with GZ7020 (GZ7021 for an event the service does not handle).
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -10,11 +11,12 @@ use serde_json::Value;
 use crate::errors::{ErrorCode, GzError};
 use crate::events;
 use crate::payloads::{
-    HeldTasks, LeaseTasks, ListWorkflows, SubmitWorkflow, TaskLookup, TaskOutcomes, WorkflowRef,
+    CancelTasks, ComponentLeft, ExecuteTasks, HeldTasks, LeaseTasks, ListWorkflows, SubmitWorkflow,
+    TaskLookup, TaskOutcomes, TasksFinished, WorkflowPlan, WorkflowRef,
 };
 
 /// Payload of `workflow_events`: a workflow's events after a sequence number.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct WorkflowEventsQuery {
     /// Workflow id.
     pub workflow_id: String,
@@ -24,7 +26,7 @@ pub struct WorkflowEventsQuery {
 }
 
 /// The component a `component_left` (from the hub) is about.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ComponentId {
     /// Component id.
     pub component_id: String,
@@ -115,12 +117,7 @@ impl QueueManagerRequest {
             events::TASKS_HELD => Self::Held(read(event, payload)?),
             events::COMPONENT_LEFT => Self::ComponentLeft(read(event, payload)?),
             events::COMPONENT_JOINED | events::COMPONENT_UNHEALTHY => Self::ComponentNews,
-            other => {
-                return Err(GzError::new(
-                    ErrorCode::UnknownEvent,
-                    format!("queue-manager does not handle {other:?}"),
-                ))
-            }
+            other => return Err(unknown("queue-manager", other)),
         })
     }
 
@@ -134,6 +131,127 @@ impl QueueManagerRequest {
                 | events::COMPONENT_JOINED
                 | events::COMPONENT_UNHEALTHY
         )
+    }
+}
+
+fn unknown(service: &str, event: &str) -> GzError {
+    GzError::new(
+        ErrorCode::UnknownEvent,
+        format!("{service} does not handle {event:?}"),
+    )
+}
+
+/// Everything the dependency-resolver accepts (from queue-managers).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResolverRequest {
+    /// `workflow_plan`: plan (or plan again) a workflow.
+    Plan(WorkflowPlan),
+    /// `tasks_finished`: tasks of a planned workflow finished.
+    Finished(TasksFinished),
+    /// `workflow_forget`: drop a finished workflow's plan (no reply).
+    Forget(WorkflowRef),
+}
+
+impl ResolverRequest {
+    /// The events the dependency-resolver handles.
+    pub const EVENTS: &'static [&'static str] = &[
+        events::WORKFLOW_PLAN,
+        events::TASKS_FINISHED,
+        events::WORKFLOW_FORGET,
+    ];
+
+    /// Decodes an envelope's event and payload (a plan's spec is moved out, not copied).
+    ///
+    /// # Errors
+    ///
+    /// GZ7021 for an event the resolver does not handle, GZ7020 for a malformed payload.
+    pub fn decode(event: &str, payload: &mut Value) -> Result<Self, GzError> {
+        Ok(match event {
+            events::WORKFLOW_PLAN => Self::Plan(
+                serde_json::from_value(std::mem::take(payload)).map_err(|e| invalid(event, e))?,
+            ),
+            events::TASKS_FINISHED => Self::Finished(read(event, payload)?),
+            events::WORKFLOW_FORGET => Self::Forget(read(event, payload)?),
+            other => return Err(unknown("dependency-resolver", other)),
+        })
+    }
+}
+
+/// Everything the execution-engine accepts: reports of its providers and the hub's news of
+/// components.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineRequest {
+    /// `task_outcomes` from a provider.
+    Outcomes(TaskOutcomes),
+    /// `tasks_held` from a provider.
+    Held(HeldTasks),
+    /// `cancel_tasks` from a queue-manager: stop these tasks where they run.
+    Cancel(CancelTasks),
+    /// `component_joined` (room `components`): providers may have come.
+    ComponentJoined,
+    /// `component_left` (room `components`): who left. Only the hub may say so.
+    ComponentLeft(ComponentLeft),
+    /// `component_unhealthy`, or a stray `reply`: nothing to do.
+    Ignored,
+}
+
+impl EngineRequest {
+    /// The events the execution-engine handles.
+    pub const EVENTS: &'static [&'static str] = &[
+        events::TASK_OUTCOMES,
+        events::TASKS_HELD,
+        events::CANCEL_TASKS,
+        events::COMPONENT_JOINED,
+        events::COMPONENT_LEFT,
+        events::COMPONENT_UNHEALTHY,
+        events::REPLY,
+    ];
+
+    /// Decodes an envelope's event and payload.
+    ///
+    /// # Errors
+    ///
+    /// GZ7021 for an event the engine does not handle, GZ7020 for a malformed payload.
+    pub fn decode(event: &str, payload: &Value) -> Result<Self, GzError> {
+        Ok(match event {
+            events::TASK_OUTCOMES => Self::Outcomes(read(event, payload)?),
+            events::TASKS_HELD => Self::Held(read(event, payload)?),
+            events::CANCEL_TASKS => Self::Cancel(read(event, payload)?),
+            events::COMPONENT_JOINED => Self::ComponentJoined,
+            events::COMPONENT_LEFT => Self::ComponentLeft(read(event, payload)?),
+            events::COMPONENT_UNHEALTHY | events::REPLY => Self::Ignored,
+            other => return Err(unknown("execution-engine", other)),
+        })
+    }
+}
+
+/// Everything a provider accepts (from execution-engines), besides `ping` and `shutdown`
+/// which every component answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderRequest {
+    /// `execute_tasks`: run these tasks.
+    Execute(ExecuteTasks),
+    /// `cancel_tasks`: stop these tasks if they run.
+    Cancel(CancelTasks),
+}
+
+impl ProviderRequest {
+    /// The events a provider handles.
+    pub const EVENTS: &'static [&'static str] = &[events::EXECUTE_TASKS, events::CANCEL_TASKS];
+
+    /// Decodes an envelope's event and payload (a batch of tasks is moved out, not copied).
+    ///
+    /// # Errors
+    ///
+    /// GZ7021 for an event providers do not handle, GZ7020 for a malformed payload.
+    pub fn decode(service: &str, event: &str, payload: &mut Value) -> Result<Self, GzError> {
+        Ok(match event {
+            events::EXECUTE_TASKS => Self::Execute(
+                serde_json::from_value(std::mem::take(payload)).map_err(|e| invalid(event, e))?,
+            ),
+            events::CANCEL_TASKS => Self::Cancel(read(event, payload)?),
+            other => return Err(unknown(service, other)),
+        })
     }
 }
 
@@ -166,5 +284,39 @@ mod tests {
                 .map(|e| e.code);
             assert_ne!(refused, Some("GZ7021".to_string()), "{event} is handled");
         }
+    }
+
+    #[test]
+    fn every_service_decodes_its_events_and_refuses_the_others() {
+        let handled = |decode: &dyn Fn(&str, &mut Value) -> Option<String>, events: &[&str]| {
+            for event in events {
+                assert_ne!(
+                    decode(event, &mut json!({})),
+                    Some("GZ7021".into()),
+                    "{event}"
+                );
+            }
+            assert_eq!(decode("nope", &mut json!({})), Some("GZ7021".into()));
+        };
+        handled(
+            &|e, p| ResolverRequest::decode(e, p).err().map(|e| e.code),
+            ResolverRequest::EVENTS,
+        );
+        handled(
+            &|e, p| EngineRequest::decode(e, p).err().map(|e| e.code),
+            EngineRequest::EVENTS,
+        );
+        handled(
+            &|e, p| ProviderRequest::decode("p", e, p).err().map(|e| e.code),
+            ProviderRequest::EVENTS,
+        );
+        let mut left = json!({"component_id": "x", "component_type": "queue-manager", "reason": "disconnected"});
+        assert!(matches!(
+            EngineRequest::decode(events::COMPONENT_LEFT, &mut left),
+            Ok(EngineRequest::ComponentLeft(ComponentLeft { .. }))
+        ));
+        let mut bad = json!({"tasks": 3});
+        let err = ProviderRequest::decode("p", events::EXECUTE_TASKS, &mut bad).err();
+        assert_eq!(err.map(|e| e.code), Some("GZ7020".to_string()));
     }
 }

@@ -66,6 +66,21 @@ impl fmt::Display for Target {
     }
 }
 
+/// On the wire a target is a string (see the module doc).
+impl schemars::JsonSchema for Target {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Target".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(hub|(component|type|capability|room):.+)$",
+            "description": "hub, component:<id>, type:<component type>, capability:<name> or room:<name>"
+        })
+    }
+}
+
 impl Serialize for Target {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)

@@ -10,6 +10,9 @@ use gleitzeit_protocol::payloads::{
     ComponentInfo, ComponentLeft, HeartbeatPayload, RegisterPayload, RegisteredPayload,
     SubscribePayload,
 };
+use gleitzeit_protocol::replies::{
+    DeregisterReply, HeartbeatReply, Reason, RoomsReply, ShutdownReply, ShutdownRequest,
+};
 use gleitzeit_protocol::{Envelope, Identity, RawEnvelope, Reply, Target, SIO_ENVELOPE_EVENT};
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
@@ -245,6 +248,14 @@ fn send_to_socket<P: serde::Serialize>(state: &HubState, socket: &SocketRef, mut
     }
 }
 
+/// The payload of `shutdown` and `hub_shutting_down`.
+fn reason(text: &str) -> Value {
+    serde_json::to_value(Reason {
+        reason: text.into(),
+    })
+    .unwrap_or(Value::Null)
+}
+
 fn reply_ok(state: &HubState, socket: &SocketRef, req: &Envelope, data: impl serde::Serialize) {
     let mut rep = req.reply_ok(data);
     rep.source = state.config.hub_id.clone();
@@ -327,12 +338,19 @@ async fn hub_event(
                 }
             }
             let known = state.registry().heartbeat(&sid, &hb);
-            reply_ok(state, socket, &env, json!({ "registered": known }));
+            reply_ok(state, socket, &env, HeartbeatReply { registered: known });
         }
         events::DEREGISTER => {
             let removed = state.registry().remove_sid(&sid);
             socket.extensions.remove::<Arc<RegisteredAs>>();
-            reply_ok(state, socket, &env, json!({ "removed": removed.is_some() }));
+            reply_ok(
+                state,
+                socket,
+                &env,
+                DeregisterReply {
+                    removed: removed.is_some(),
+                },
+            );
             if let Some(entry) = removed {
                 info!(component = %entry.info.registration.component_id, "component deregistered");
                 announce_left(state, &entry.info, "deregistered").await;
@@ -370,7 +388,8 @@ async fn hub_event(
                 // Other hubs relay a room's events here only once they know it has members.
                 share_components(state);
             }
-            reply_ok(state, socket, &env, json!({ "rooms": socket.rooms() }));
+            let rooms = socket.rooms().into_iter().map(|r| r.to_string()).collect();
+            reply_ok(state, socket, &env, RoomsReply { rooms });
         }
         events::LIST_COMPONENTS => {
             let list = state.registry().list();
@@ -381,12 +400,18 @@ async fn hub_event(
             reply_ok(state, socket, &env, status);
         }
         events::SHUTDOWN_REQUEST => {
-            let all = env.payload.get("scope").and_then(Value::as_str) == Some("all");
+            // Anything but `{"scope": "all"}` stops the hub alone.
+            let request: ShutdownRequest =
+                serde_json::from_value(env.payload.clone()).unwrap_or_default();
+            let all = request.scope.as_deref() == Some("all");
             reply_ok(
                 state,
                 socket,
                 &env,
-                json!({ "stopping": true, "components": all }),
+                ShutdownReply {
+                    stopping: true,
+                    components: all,
+                },
             );
             info!(by = %env.source, all, "shutdown requested");
             if all {
@@ -400,7 +425,7 @@ async fn hub_event(
                     let mut msg = Envelope::new(
                         Target::Component(id.clone()),
                         events::SHUTDOWN,
-                        json!({"reason": "shutdown requested"}),
+                        reason("shutdown requested"),
                     );
                     msg.source = state.config.hub_id.clone();
                     deliver_to_component(state, &id, msg);
@@ -768,7 +793,7 @@ pub(crate) async fn announce_shutdown(state: &HubState) {
     let mut env = Envelope::new(
         Target::Room("*".into()),
         events::HUB_SHUTTING_DOWN,
-        json!({"reason": "hub shutting down"}),
+        reason("hub shutting down"),
     );
     env.source = state.config.hub_id.clone();
     env.auth = Some(Identity::hub(&state.config.hub_id));

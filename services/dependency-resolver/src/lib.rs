@@ -5,7 +5,7 @@
 //! already finished, so it can be killed at any time: a queue-manager that gets GZ3020
 //! ("unknown workflow") from a restarted resolver sends `workflow_plan` again.
 //!
-//! Consumes: `workflow_plan`, `tasks_finished`, `workflow_forget`, `ping`, `shutdown`.
+//! Consumes: [`ResolverRequest`] (its `EVENTS`), plus `ping` and `shutdown` (every component).
 //! Emits: replies carrying a `Resolution`.
 
 #![forbid(unsafe_code)]
@@ -17,10 +17,11 @@ use std::collections::HashMap;
 use gleitzeit_component::{run_component, Component, Events, NoInternal};
 use gleitzeit_hub_client::{connect_component, registration, ClientConfig, ClientError, HubClient};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_protocol::events::{self, component_types};
+use gleitzeit_protocol::events::component_types;
 use gleitzeit_protocol::limits::{json_size_within, too_large, MAX_MESSAGE_BYTES};
-use gleitzeit_protocol::payloads::{Resolution, TasksFinished, WorkflowPlan, WorkflowRef};
-use gleitzeit_protocol::Envelope;
+use gleitzeit_protocol::payloads::Resolution;
+use gleitzeit_protocol::requests::ResolverRequest;
+use gleitzeit_protocol::{to_payload, Envelope};
 use gleitzeit_runtime::Shutdown;
 use gleitzeit_workflow::WorkflowSpec;
 use serde_json::{json, Value};
@@ -81,8 +82,15 @@ struct Resolver {
 impl Component for Resolver {
     type Internal = NoInternal;
 
-    async fn on_envelope(&mut self, env: Envelope) {
-        if let Some(result) = handle_guarded(&self.client, &mut self.plans, &env) {
+    async fn on_envelope(&mut self, mut env: Envelope) {
+        let request = match ResolverRequest::decode(&env.event, &mut env.payload) {
+            Ok(request) => request,
+            Err(e) => {
+                let _ = self.client.respond(&env, Err(e));
+                return;
+            }
+        };
+        if let Some(result) = handle_guarded(&self.client, &mut self.plans, &env.event, request) {
             let _ = self.client.respond(&env, result);
         }
     }
@@ -94,29 +102,33 @@ impl Component for Resolver {
 fn handle_guarded(
     client: &HubClient,
     plans: &mut HashMap<String, Plan>,
-    env: &Envelope,
+    event: &str,
+    request: ResolverRequest,
 ) -> Option<Result<Value, GzError>> {
-    let result = match gleitzeit_runtime::catch_panic_sync(|| handle(client, plans, env)) {
+    let workflow_id = match &request {
+        ResolverRequest::Plan(p) => p.workflow_id.clone(),
+        ResolverRequest::Finished(f) => f.workflow_id.clone(),
+        ResolverRequest::Forget(r) => r.workflow_id.clone(),
+    };
+    let result = match gleitzeit_runtime::catch_panic_sync(|| handle(client, plans, request)) {
         Ok(result) => result,
         Err(panic) => {
-            warn!(event = %env.event, %panic, "handling a request panicked");
-            if let Some(id) = env.payload.get("workflow_id").and_then(Value::as_str) {
-                plans.remove(id);
-            }
+            warn!(%event, %panic, "handling a request panicked");
+            plans.remove(&workflow_id);
             Some(Err(GzError::new(
                 ErrorCode::Internal,
-                format!("dependency-resolver failed on {}: {panic}", env.event),
+                format!("dependency-resolver failed on {event}: {panic}"),
             )))
         }
     };
-    result.map(|r| r.and_then(|value| within_message_limit(value, env, plans)))
+    result.map(|r| r.and_then(|value| within_message_limit(value, &workflow_id, plans)))
 }
 
 /// A reply that fits in one hub message, or GZ7012 (the plan is dropped: what it released
 /// cannot be delivered).
 fn within_message_limit(
     value: Value,
-    env: &Envelope,
+    id: &str,
     plans: &mut HashMap<String, Plan>,
 ) -> Result<Value, GzError> {
     const MARGIN: usize = 1024 * 1024;
@@ -124,11 +136,6 @@ fn within_message_limit(
     if json_size_within(&value, limit).is_some() {
         return Ok(value);
     }
-    let id = env
-        .payload
-        .get("workflow_id")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
     plans.remove(id);
     warn!(workflow = %id, "resolution larger than one hub message; refusing the workflow");
     Err(too_large(
@@ -142,15 +149,14 @@ fn within_message_limit(
 fn handle(
     client: &HubClient,
     plans: &mut HashMap<String, Plan>,
-    env: &Envelope,
+    request: ResolverRequest,
 ) -> Option<Result<Value, GzError>> {
     let with_id = |mut r: Resolution| {
         r.resolver_id = client.id().to_string();
-        serde_json::to_value(r).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))
+        to_payload(&r)
     };
-    match env.event.as_str() {
-        events::WORKFLOW_PLAN => Some((|| {
-            let p: WorkflowPlan = env.payload_as()?;
+    match request {
+        ResolverRequest::Plan(p) => Some((|| {
             let spec: WorkflowSpec = serde_json::from_value(p.spec).map_err(|e| {
                 GzError::new(
                     ErrorCode::ValidationFailed,
@@ -162,8 +168,7 @@ fn handle(
             plans.insert(p.workflow_id, plan);
             with_id(res)
         })()),
-        events::TASKS_FINISHED => Some((|| {
-            let f: TasksFinished = env.payload_as()?;
+        ResolverRequest::Finished(f) => Some((|| {
             let plan = plans.get_mut(&f.workflow_id).ok_or_else(|| {
                 GzError::new(
                     ErrorCode::WorkflowNotFound,
@@ -173,15 +178,9 @@ fn handle(
             })?;
             with_id(plan.finish(&f.finished))
         })()),
-        events::WORKFLOW_FORGET => {
-            if let Ok(r) = env.payload_as::<WorkflowRef>() {
-                plans.remove(&r.workflow_id);
-            }
+        ResolverRequest::Forget(r) => {
+            plans.remove(&r.workflow_id);
             None
         }
-        other => Some(Err(GzError::new(
-            ErrorCode::UnknownEvent,
-            format!("dependency-resolver does not handle {other:?}"),
-        ))),
     }
 }

@@ -8,8 +8,9 @@
 //! fails the in-flight tasks of a provider that disappears (retryable, so they run again),
 //! and backs up provider-side timeouts with a watchdog.
 //!
-//! Consumes: `task_outcomes` (from providers), `cancel_tasks` (from the queue-manager),
-//! `component_joined`, `component_left`, `ping`, `shutdown`.
+//! Consumes: [`EngineRequest`] (its `EVENTS`: outcomes and held reports of providers,
+//! `cancel_tasks` from the queue-manager, the hub's news of components), plus `ping` and
+//! `shutdown` (every component).
 //! Emits: `lease_tasks`, `execute_tasks`, `cancel_tasks` (to providers), `task_outcomes`
 //! (to the queue-manager).
 
@@ -29,6 +30,7 @@ use gleitzeit_protocol::payloads::{
     CancelTasks, ComponentInfo, ExecuteTask, ExecuteTasks, HeldTask, HeldTasks, LeaseTasks,
     LeasedTasks, TaskOutcome, TaskOutcomes, TaskRef,
 };
+use gleitzeit_protocol::requests::EngineRequest;
 use gleitzeit_protocol::{Envelope, Target};
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
@@ -197,47 +199,37 @@ impl Engine {
     }
 
     fn handle_envelope(&mut self, env: Envelope) {
-        match env.event.as_str() {
-            events::TASK_OUTCOMES => match env.payload_as::<TaskOutcomes>() {
-                Ok(batch) => self.forward_from(&env.source, batch.outcomes),
-                Err(e) => warn!(error = %e, "bad task_outcomes payload"),
-            },
-            events::TASKS_HELD => match env.payload_as::<HeldTasks>() {
-                Ok(held) => self.provider_holds(&env.source, held),
-                Err(e) => warn!(error = %e, "bad tasks_held payload"),
-            },
-            events::CANCEL_TASKS => match env.payload_as::<CancelTasks>() {
-                Ok(c) => self.cancel(c.tasks),
-                Err(e) => warn!(error = %e, "bad cancel_tasks payload"),
-            },
-            events::COMPONENT_JOINED => self.refresh_providers(),
-            events::COMPONENT_LEFT if !env.auth.as_ref().is_some_and(|a| a.is_hub()) => {
+        let request = match EngineRequest::decode(&env.event, &env.payload) {
+            Ok(request) => request,
+            Err(e) if e.is(ErrorCode::UnknownEvent) => {
+                let _ = self.client.respond(&env, Err(e));
+                return;
+            }
+            Err(e) => {
+                // Reports are not answered: a malformed one is logged and dropped.
+                warn!(error = %e, from = %env.source, "bad payload");
+                return;
+            }
+        };
+        match request {
+            EngineRequest::Outcomes(batch) => self.forward_from(&env.source, batch.outcomes),
+            EngineRequest::Held(held) => self.provider_holds(&env.source, held),
+            EngineRequest::Cancel(c) => self.cancel(c.tasks),
+            EngineRequest::ComponentJoined => self.refresh_providers(),
+            EngineRequest::ComponentLeft(_) if !env.auth.as_ref().is_some_and(|a| a.is_hub()) => {
                 // Only the hub says who left (a forged departure would run tasks twice).
                 warn!(from = %env.source, "component_left not from the hub; ignored");
             }
-            events::COMPONENT_LEFT => {
-                if let Some(id) = env.payload.get("component_id").and_then(Value::as_str) {
-                    self.provider_lost(id);
-                }
+            EngineRequest::ComponentLeft(left) => {
+                self.provider_lost(&left.component_id);
                 // A lease request held by a queue-manager that left will never be answered.
-                if env.payload.get("component_type").and_then(Value::as_str)
-                    == Some(component_types::QUEUE_MANAGER)
-                {
-                    if let Some(id) = env.payload.get("component_id").and_then(Value::as_str) {
-                        self.lease.remove(id);
-                        self.queue_manager_ids.retain(|q| q != id);
-                    }
+                if left.component_type == component_types::QUEUE_MANAGER {
+                    self.lease.remove(&left.component_id);
+                    self.queue_manager_ids.retain(|q| *q != left.component_id);
                     self.lease.remove("");
                 }
             }
-            events::COMPONENT_UNHEALTHY | events::REPLY => {}
-            other => {
-                let err = GzError::new(
-                    ErrorCode::UnknownEvent,
-                    format!("execution-engine does not handle {other:?}"),
-                );
-                let _ = self.client.respond(&env, Err(err));
-            }
+            EngineRequest::Ignored => {}
         }
     }
 

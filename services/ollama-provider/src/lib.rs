@@ -32,9 +32,10 @@ use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
 use gleitzeit_protocol::limits::duration_from_millis_capped;
 use gleitzeit_protocol::payloads::ExecuteTask;
+use gleitzeit_protocol::replies::TaskProgress;
 use gleitzeit_protocol::Target;
 use gleitzeit_runtime::Shutdown;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::config::ProviderConfig;
@@ -131,9 +132,15 @@ impl Provider for Ollama {
         let room = format!("{},{}", rooms::EVENTS, rooms::workflow(&task.workflow_id));
         let (wf, tid, attempt) = (task.workflow_id.clone(), task.task_id.clone(), task.attempt);
         let on_token = move |text: &str| {
-            let payload =
-                json!({ "workflow_id": wf, "task_id": tid, "attempt": attempt, "text": text });
-            ctx.emit(Target::Room(room.clone()), events::TASK_PROGRESS, payload);
+            let progress = TaskProgress {
+                workflow_id: wf.clone(),
+                task_id: tid.clone(),
+                attempt,
+                text: text.to_string(),
+            };
+            if let Ok(payload) = serde_json::to_value(progress) {
+                ctx.emit(Target::Room(room.clone()), events::TASK_PROGRESS, payload);
+            }
         };
         let on_token_ref: api::OnToken<'_> = if stream { Some(&on_token) } else { None };
         // A timeout from outside is capped (it only ever becomes a Duration).

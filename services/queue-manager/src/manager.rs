@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use gleitzeit_hub_client::HubClient;
 use gleitzeit_protocol::envelope::now_millis;
-use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::errors::GzError;
 use gleitzeit_protocol::events;
 use gleitzeit_protocol::payloads::{CancelTasks, LeaseTasks, Resolution};
 use gleitzeit_protocol::requests::QueueManagerRequest;
-use gleitzeit_protocol::{Envelope, Target};
+use gleitzeit_protocol::{to_payload, Envelope, Target};
 use gleitzeit_store::Store;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -301,11 +301,11 @@ impl Manager {
     /// `store_status`: the store in use and its health.
     async fn store_status(&self) -> Result<Value, GzError> {
         let info = self.persistence.call(|s| Ok(s.info())).await?;
-        serde_json::to_value(info).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))
+        to_payload(&info)
     }
 }
 
 /// A typed reply as the JSON that goes on the wire.
 fn json<T: serde::Serialize>(reply: T) -> Result<Value, GzError> {
-    serde_json::to_value(reply).map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))
+    to_payload(&reply)
 }

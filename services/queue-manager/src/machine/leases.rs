@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::errors::GzError;
 use gleitzeit_protocol::payloads::{ExecuteTask, LeaseTasks, LeasedTasks};
-use gleitzeit_protocol::Envelope;
+use gleitzeit_protocol::{to_payload, Envelope};
 use gleitzeit_store::TaskStatus;
 use serde_json::{json, Value};
 
@@ -77,11 +77,10 @@ impl Leases {
 
 /// The answer to a lease request.
 fn lease_reply(id: &str, tasks: Vec<ExecuteTask>) -> Result<Value, GzError> {
-    serde_json::to_value(LeasedTasks {
+    to_payload(&LeasedTasks {
         queue_manager_id: id.to_string(),
         tasks,
     })
-    .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))
 }
 
 impl Machine {
@@ -96,7 +95,7 @@ impl Machine {
         for old in self.leases.remove_engine(&engine) {
             step.immediate.push(Effect::Reply {
                 to: Box::new(old.env),
-                result: Ok(json!({ "queue_manager_id": self.settings.id, "tasks": [] })),
+                result: lease_reply(&self.settings.id, Vec::new()),
             });
         }
         self.leases.seq += 1;

@@ -10,6 +10,8 @@
 //! ```
 
 use gleitzeit_protocol::events;
+use std::collections::BTreeMap;
+
 use gleitzeit_store::TaskStatus;
 
 /// Whether a task may move from `from` to `to`.
@@ -95,15 +97,15 @@ impl Counts {
             .sum()
     }
 
-    /// The counts as the `counts` object of `workflow_get`.
-    pub(crate) fn as_json(self) -> serde_json::Value {
-        let mut map = serde_json::Map::new();
-        map.insert("total".into(), self.0.iter().sum::<usize>().into());
+    /// The counts as the `counts` of `workflow_get`: `total`, `finished`, one per status.
+    pub(crate) fn as_map(self) -> BTreeMap<String, u64> {
+        let mut map = BTreeMap::new();
+        map.insert("total".into(), self.0.iter().sum::<usize>() as u64);
         for s in TaskStatus::ALL {
-            map.insert(s.as_str().into(), self.get(s).into());
+            map.insert(s.as_str().into(), self.get(s) as u64);
         }
-        map.insert("finished".into(), self.terminal().into());
-        serde_json::Value::Object(map)
+        map.insert("finished".into(), self.terminal() as u64);
+        map
     }
 }
 
@@ -149,7 +151,7 @@ mod tests {
         c.moved(TaskStatus::Pending, TaskStatus::Completed);
         assert_eq!(c.get(TaskStatus::Pending), 1);
         assert_eq!(c.terminal(), 1);
-        assert_eq!(c.as_json()["finished"], 1);
-        assert_eq!(c.as_json()["total"], 2);
+        assert_eq!(c.as_map()["finished"], 1);
+        assert_eq!(c.as_map()["total"], 2);
     }
 }

@@ -16,10 +16,12 @@ use gleitzeit_hub_client::HubClient;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types};
 use gleitzeit_protocol::limits::{json_size_within, MAX_MESSAGE_BYTES};
-use gleitzeit_protocol::payloads::{FinishedTask, Resolution, TasksFinished, WorkflowPlan};
-use gleitzeit_protocol::Target;
+use gleitzeit_protocol::payloads::{
+    FinishedTask, Resolution, TasksFinished, WorkflowPlan, WorkflowRef,
+};
+use gleitzeit_protocol::{to_payload, Target};
 use gleitzeit_store::TaskStatus;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -113,7 +115,11 @@ impl Planner {
             let _ = client.emit(
                 Target::Component(r),
                 events::WORKFLOW_FORGET,
-                json!({ "workflow_id": id }),
+                to_payload(&WorkflowRef {
+                    workflow_id: id.to_string(),
+                    summary: false,
+                })
+                .unwrap_or_default(),
             );
         }
     }

@@ -5,9 +5,9 @@
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{ListWorkflows, TaskLookup, WorkflowRef};
-use gleitzeit_protocol::replies::{OwnerReply, WorkflowEventsReply};
+use gleitzeit_protocol::replies::{OwnerReply, WorkflowDetail, WorkflowEventsReply};
 use gleitzeit_protocol::requests::WorkflowEventsQuery;
-use gleitzeit_protocol::Envelope;
+use gleitzeit_protocol::{to_payload, Envelope};
 use gleitzeit_store::{WorkflowRecord, WorkflowStatus};
 use serde_json::{json, Value};
 
@@ -32,9 +32,11 @@ impl Manager {
             } else {
                 wf.tasks.clone()
             };
-            return Ok(
-                json!({ "workflow": record_without_spec(&wf.record), "counts": wf.counts.as_json(), "tasks": tasks }),
-            );
+            return to_payload(&WorkflowDetail {
+                workflow: record_without_spec(&wf.record),
+                counts: wf.counts.as_map(),
+                tasks,
+            });
         }
         let id = r.workflow_id.clone();
         let found = self
@@ -48,9 +50,13 @@ impl Manager {
             ));
         };
         let tasks = tasks.map_err(GzError::from)?;
-        let counts = Counts::of(&tasks).as_json();
+        let counts = Counts::of(&tasks).as_map();
         let tasks = if r.summary { Vec::new() } else { tasks };
-        Ok(json!({ "workflow": record_without_spec(&record), "counts": counts, "tasks": tasks }))
+        to_payload(&WorkflowDetail {
+            workflow: record_without_spec(&record),
+            counts,
+            tasks,
+        })
     }
 
     pub(super) async fn list(

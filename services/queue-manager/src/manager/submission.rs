@@ -6,7 +6,7 @@ use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events;
 use gleitzeit_protocol::payloads::{SubmitWorkflow, WorkflowRef};
 use gleitzeit_protocol::replies::{CancelReply, SubmitReply};
-use gleitzeit_protocol::Envelope;
+use gleitzeit_protocol::{to_payload, Envelope};
 use gleitzeit_store::{TaskRecord, WorkflowRecord, WorkflowStatus};
 use gleitzeit_workflow::{prepare_spec, WorkflowSpec};
 use serde_json::json;
@@ -52,8 +52,7 @@ impl Manager {
         if self.machine.contains(&id) {
             return Err(in_use(&id));
         }
-        let spec_json = serde_json::to_value(&spec)
-            .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
+        let spec_json = to_payload(&spec)?;
         self.limits.check_bytes(&spec_json)?;
         let now = Now::current();
         let record = WorkflowRecord {
