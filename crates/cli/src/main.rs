@@ -85,6 +85,9 @@ enum Command {
     /// API keys and users: init, login, status, logout, user create|list, key
     /// create|list|revoke.
     Auth(auth::AuthArgs),
+    /// Print the wire protocol as one JSON Schema document (every event's payload and reply;
+    /// the same as docs/schema/events.json).
+    Schema,
 }
 
 impl Command {
@@ -103,7 +106,7 @@ impl Command {
             Command::Cancel(a) => a.json,
             Command::Auth(a) => a.json(),
             Command::Bench(a) => a.json,
-            Command::Start(_) | Command::Stop | Command::Hub(_) => false,
+            Command::Start(_) | Command::Stop | Command::Hub(_) | Command::Schema => false,
         }
     }
 }
@@ -170,6 +173,7 @@ async fn main() -> std::process::ExitCode {
         Command::List(args) => inspect::list(&cli.hub_url, args).await,
         Command::Cancel(args) => inspect::cancel(&cli.hub_url, args).await,
         Command::Auth(args) => auth::run(&cli.hub_url, args).await,
+        Command::Schema => output::schema(),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),

@@ -15,6 +15,16 @@ pub fn print_error(error: &GzError, json: bool) {
     }
 }
 
+/// `gz schema`: the wire protocol as one JSON Schema document.
+pub fn schema() -> CmdResult {
+    let doc = gleitzeit_protocol::catalog::json_schema();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
+    );
+    Ok(0)
+}
+
 /// `gz errors`: the error catalog.
 pub fn errors(json: bool) -> CmdResult {
     if json {

@@ -431,7 +431,7 @@ pub async fn next_envelope(
                 return None;
             }
             events::PING => {
-                let _ = client.respond(&env, Ok(ping_reply(&client)));
+                let _ = client.respond(&env, Ok(ping_reply(client)));
             }
             events::HUB_SHUTTING_DOWN => {
                 tracing::info!("hub is shutting down; will reconnect when it is back");

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod catalog;
 pub mod envelope;
 pub mod errors;
 pub mod events;

@@ -30,13 +30,26 @@ pub struct CancelReply {
     pub status: WorkflowStatus,
 }
 
+/// One event of a workflow as the queue-manager logged it (for catch-up).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct LoggedEvent {
+    /// Sequence number within the workflow.
+    pub seq: u64,
+    /// Event name, e.g. `task_completed`.
+    pub event: String,
+    /// When it was sent (ms since the epoch).
+    pub ts: u64,
+    /// Its payload (carrying `seq` too).
+    pub payload: Value,
+}
+
 /// Reply to `workflow_events`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct WorkflowEventsReply {
     /// Workflow id.
     pub workflow_id: String,
-    /// `{seq, event, ts, payload}` objects after the asked sequence number, in order.
-    pub events: Vec<Value>,
+    /// The events after the asked sequence number, in order.
+    pub events: Vec<LoggedEvent>,
     /// False when older events than those were dropped (or are kept elsewhere).
     pub complete: bool,
 }
@@ -76,6 +89,10 @@ pub struct TaskEvent {
     pub endpoint: Option<String>,
     /// How long the attempt ran.
     pub duration_seconds: Option<f64>,
+    /// The workflow's event sequence number (1, 2, …), set when the queue-manager logs the
+    /// event; `workflow_events` catches up after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// Payload of `workflow_submitted`, `workflow_started`, `workflow_progress`.
@@ -97,6 +114,10 @@ pub struct WorkflowProgress {
     pub skipped_tasks: usize,
     /// Tasks in a final status (completed, failed, skipped, cancelled).
     pub finished_tasks: usize,
+    /// The workflow's event sequence number (1, 2, …), set when the queue-manager logs the
+    /// event; `workflow_events` catches up after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// Payload of `workflow_completed`, `workflow_failed`, `workflow_cancelled`.

@@ -310,9 +310,9 @@ mod tests {
             &|e, p| ProviderRequest::decode("p", e, p).err().map(|e| e.code),
             ProviderRequest::EVENTS,
         );
-        let mut left = json!({"component_id": "x", "component_type": "queue-manager", "reason": "disconnected"});
+        let left = json!({"component_id": "x", "component_type": "queue-manager", "reason": "disconnected"});
         assert!(matches!(
-            EngineRequest::decode(events::COMPONENT_LEFT, &mut left),
+            EngineRequest::decode(events::COMPONENT_LEFT, &left),
             Ok(EngineRequest::ComponentLeft(ComponentLeft { .. }))
         ));
         let mut bad = json!({"tasks": 3});

@@ -58,6 +58,38 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
 }
 
+/// Longest drain a provider may be given (`--drain-grace`), in seconds.
+pub const MAX_DRAIN_GRACE_SECS: f64 = 3600.0;
+
+/// Flags of providers: how they stop.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DrainArgs {
+    /// Seconds running tasks may take to finish once the provider is asked to stop (0 to
+    /// 3600). Tasks still running then are given back to their engines (GZ1031) and run
+    /// again elsewhere. Keep it below what stops the process for good (`gz stop` waits 5 s).
+    #[arg(long = "drain-grace", env = "GLEITZEIT_DRAIN_GRACE", default_value = "3",
+          value_parser = drain_seconds)]
+    pub drain_grace: std::time::Duration,
+}
+
+/// Parses `--drain-grace`: seconds from 0 to [`MAX_DRAIN_GRACE_SECS`].
+///
+/// # Errors
+///
+/// A message naming the range, for clap to print.
+pub fn drain_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("not a number of seconds: {e}"))?;
+    if !(0.0..=MAX_DRAIN_GRACE_SECS).contains(&secs) {
+        return Err(format!(
+            "out of range: give 0 to {MAX_DRAIN_GRACE_SECS} seconds"
+        ));
+    }
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
 /// Sets up `tracing` for a binary. The level comes from `GLEITZEIT_LOG_LEVEL` (e.g. `debug`,
 /// or a filter such as `info,central_hub=debug`), default `info`. Logs go to stderr.
 pub fn init_tracing(format: LogFormat) {
@@ -188,5 +220,32 @@ where
             tracing::error!(error = %e, "{name} failed");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        drain: DrainArgs,
+    }
+
+    #[test]
+    fn drain_grace_takes_seconds_in_range_and_refuses_the_rest() {
+        assert_eq!(drain_seconds("0"), Ok(std::time::Duration::ZERO));
+        assert_eq!(
+            drain_seconds("2.5"),
+            Ok(std::time::Duration::from_millis(2500))
+        );
+        for bad in ["-1", "3601", "1e300", "NaN", "inf", "soon", ""] {
+            assert!(drain_seconds(bad).is_err(), "{bad}");
+        }
+        let flags = Flags::try_parse_from(["p", "--drain-grace", "10"]).expect("parses");
+        assert_eq!(flags.drain.drain_grace, std::time::Duration::from_secs(10));
+        assert!(Flags::try_parse_from(["p", "--drain-grace", "99999"]).is_err());
     }
 }

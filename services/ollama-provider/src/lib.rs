@@ -49,6 +49,8 @@ pub struct Config {
     pub hub_url: String,
     /// Component id (default `ollama-provider-<random>`).
     pub component_id: Option<String>,
+    /// How long running tasks may take to finish once shutdown begins.
+    pub grace: std::time::Duration,
     /// Endpoints and routing.
     pub provider: ProviderConfig,
 }
@@ -103,6 +105,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     });
     let serve_config = ServeConfig {
         component_id: Some(id),
+        grace: config.grace,
         ..ServeConfig::new(config.hub_url)
     };
     serve(provider, serve_config, shutdown).await?;

@@ -39,6 +39,8 @@ struct Args {
     /// Seconds between health checks (overrides the file's).
     #[arg(long, env = "GLEITZEIT_OLLAMA_HEALTH_INTERVAL")]
     health_interval: Option<f64>,
+    #[command(flatten)]
+    drain: gleitzeit_runtime::DrainArgs,
 }
 
 #[tokio::main]
@@ -72,6 +74,7 @@ async fn main() -> std::process::ExitCode {
     let config = ollama_provider::Config {
         hub_url: args.common.hub_url,
         component_id: args.common.component_id,
+        grace: args.drain.drain_grace,
         provider,
     };
     gleitzeit_runtime::serve("ollama-provider", log_format, |shutdown| {

@@ -17,6 +17,8 @@ const TIMEOUT_CEILING_SECS: f64 = 30.0 * 24.0 * 3600.0;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    drain: gleitzeit_runtime::DrainArgs,
     /// Number of warm worker processes (0 = one per core).
     #[arg(long, env = "GLEITZEIT_PYTHON_WORKERS", default_value_t = 0,
           value_parser = clap::value_parser!(u16).map(usize::from))]
@@ -103,6 +105,7 @@ async fn main() -> std::process::ExitCode {
     let config = python_provider::Config {
         hub_url: args.common.hub_url,
         component_id: args.common.component_id,
+        grace: args.drain.drain_grace,
         workers: args.workers,
         python: args.python,
         default_cwd: args.cwd,

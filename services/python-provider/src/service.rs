@@ -31,6 +31,8 @@ pub struct Config {
     pub hub_url: String,
     /// Component id (default `python-provider-<random>`).
     pub component_id: Option<String>,
+    /// How long running tasks may take to finish once shutdown begins.
+    pub grace: Duration,
     /// Worker processes (0 = one per core).
     pub workers: usize,
     /// Python executable.
@@ -93,6 +95,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     });
     let serve_config = ServeConfig {
         component_id: config.component_id,
+        grace: config.grace,
         ..ServeConfig::new(config.hub_url)
     };
     serve(provider, serve_config, shutdown).await?;

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use gleitzeit_protocol::replies::LoggedEvent;
 use serde_json::{json, Value};
 
 /// Events kept per workflow.
@@ -19,7 +20,7 @@ const KEEP_FINISHED: Duration = Duration::from_secs(600);
 #[derive(Default)]
 struct Log {
     next: u64,
-    buf: VecDeque<Value>,
+    buf: VecDeque<LoggedEvent>,
     finished: Option<Instant>,
 }
 
@@ -49,8 +50,12 @@ impl EventLog {
         if let Value::Object(map) = payload {
             map.insert("seq".into(), json!(seq));
         }
-        log.buf
-            .push_back(json!({ "seq": seq, "event": event, "ts": ts, "payload": payload }));
+        log.buf.push_back(LoggedEvent {
+            seq,
+            event: event.to_string(),
+            ts,
+            payload: payload.clone(),
+        });
         if log.buf.len() > MAX_EVENTS {
             log.buf.pop_front();
         }
@@ -64,18 +69,14 @@ impl EventLog {
     }
 
     /// Events after `after_seq`, and whether none older than those were dropped.
-    pub(crate) fn since(&self, workflow: &str, after_seq: u64) -> Option<(Vec<Value>, bool)> {
+    pub(crate) fn since(&self, workflow: &str, after_seq: u64) -> Option<(Vec<LoggedEvent>, bool)> {
         let log = self.logs.get(workflow)?;
-        let first = log
-            .buf
-            .front()
-            .and_then(|e| e["seq"].as_u64())
-            .unwrap_or(log.next);
+        let first = log.buf.front().map(|e| e.seq).unwrap_or(log.next);
         let complete = first <= after_seq.saturating_add(1) || after_seq == 0 && first == 1;
         let events = log
             .buf
             .iter()
-            .filter(|e| e["seq"].as_u64().is_some_and(|s| s > after_seq))
+            .filter(|e| e.seq > after_seq)
             .cloned()
             .collect();
         Some((events, complete))
@@ -102,13 +103,7 @@ mod tests {
         }
         let (events, complete) = log.since("w", 3).expect("known");
         assert!(complete);
-        assert_eq!(
-            events
-                .iter()
-                .map(|e| e["seq"].as_u64().unwrap_or(0))
-                .collect::<Vec<_>>(),
-            [4, 5]
-        );
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
         assert!(log.since("other", 0).is_none());
     }
 

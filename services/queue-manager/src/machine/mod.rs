@@ -138,6 +138,7 @@ impl Wf {
             failed_tasks: c.get(TaskStatus::Failed),
             skipped_tasks: c.get(TaskStatus::Skipped),
             finished_tasks: c.terminal(),
+            seq: None,
         }
     }
 }
@@ -631,6 +632,7 @@ pub(crate) fn task_event(wf: &Wf, i: usize) -> Value {
         provider_id: t.provider_id.clone(),
         endpoint: t.provider_id.clone(),
         duration_seconds: duration,
+        seq: None,
     })
 }
 
