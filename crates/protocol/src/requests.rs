@@ -8,12 +8,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::accounts::{KeyCreate, KeyRevoke, UserCreate};
 use crate::errors::{ErrorCode, GzError};
 use crate::events;
 use crate::payloads::{
-    CancelTasks, ComponentLeft, ExecuteTasks, HeldTasks, LeaseTasks, ListWorkflows, SubmitWorkflow,
-    TaskLookup, TaskOutcomes, TasksFinished, WorkflowPlan, WorkflowRef,
+    CancelTasks, ComponentLeft, ExecuteTasks, HeartbeatPayload, HeldTasks, LeaseTasks,
+    ListWorkflows, RegisterPayload, SubmitWorkflow, SubscribePayload, TaskLookup, TaskOutcomes,
+    TasksFinished, WorkflowPlan, WorkflowRef,
 };
+use crate::replies::ShutdownRequest;
 
 /// Payload of `workflow_events`: a workflow's events after a sequence number.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -255,6 +258,97 @@ impl ProviderRequest {
     }
 }
 
+/// Everything the hub answers itself (envelopes with target `hub`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubRequest {
+    /// `register`.
+    Register(RegisterPayload),
+    /// `heartbeat`.
+    Heartbeat(HeartbeatPayload),
+    /// `deregister` (payload ignored).
+    Deregister,
+    /// `subscribe`.
+    Subscribe(SubscribePayload),
+    /// `unsubscribe`.
+    Unsubscribe(SubscribePayload),
+    /// `list_components` (payload ignored).
+    ListComponents,
+    /// `hub_status` (payload ignored).
+    HubStatus,
+    /// `shutdown_request` (a payload other than `{"scope": "all"}` stops the hub alone).
+    Shutdown(ShutdownRequest),
+    /// The identity events.
+    Admin(AdminRequest),
+}
+
+/// The identity events (`auth_*`), answered by the hub from its key store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdminRequest {
+    /// `auth_whoami` (anyone).
+    WhoAmI,
+    /// `auth_user_create` (ADMIN).
+    UserCreate(UserCreate),
+    /// `auth_user_list` (ADMIN).
+    UserList,
+    /// `auth_key_create` (ADMIN).
+    KeyCreate(KeyCreate),
+    /// `auth_key_list` (ADMIN).
+    KeyList,
+    /// `auth_key_revoke` (ADMIN).
+    KeyRevoke(KeyRevoke),
+}
+
+impl AdminRequest {
+    /// The identity events.
+    pub const EVENTS: &'static [&'static str] = &[
+        events::AUTH_WHOAMI,
+        events::AUTH_USER_CREATE,
+        events::AUTH_USER_LIST,
+        events::AUTH_KEY_CREATE,
+        events::AUTH_KEY_LIST,
+        events::AUTH_KEY_REVOKE,
+    ];
+}
+
+impl HubRequest {
+    /// Decodes an envelope addressed to the hub. `register`, `heartbeat`, `subscribe` and
+    /// `unsubscribe` need an object payload (`{}` at least).
+    ///
+    /// # Errors
+    ///
+    /// GZ7021 (with the list of hub events as hint) for an event the hub does not handle,
+    /// GZ7020 for a malformed payload.
+    pub fn decode(event: &str, payload: &Value) -> Result<Self, GzError> {
+        Ok(match event {
+            events::REGISTER => Self::Register(read(event, payload)?),
+            events::HEARTBEAT => Self::Heartbeat(read(event, payload)?),
+            events::DEREGISTER => Self::Deregister,
+            events::SUBSCRIBE => Self::Subscribe(read(event, payload)?),
+            events::UNSUBSCRIBE => Self::Unsubscribe(read(event, payload)?),
+            events::LIST_COMPONENTS => Self::ListComponents,
+            events::HUB_STATUS => Self::HubStatus,
+            events::SHUTDOWN_REQUEST => {
+                Self::Shutdown(ShutdownRequest::deserialize(payload).unwrap_or_default())
+            }
+            events::AUTH_WHOAMI => Self::Admin(AdminRequest::WhoAmI),
+            events::AUTH_USER_CREATE => {
+                Self::Admin(AdminRequest::UserCreate(read(event, payload)?))
+            }
+            events::AUTH_USER_LIST => Self::Admin(AdminRequest::UserList),
+            events::AUTH_KEY_CREATE => Self::Admin(AdminRequest::KeyCreate(read(event, payload)?)),
+            events::AUTH_KEY_LIST => Self::Admin(AdminRequest::KeyList),
+            events::AUTH_KEY_REVOKE => Self::Admin(AdminRequest::KeyRevoke(read(event, payload)?)),
+            other => {
+                return Err(GzError::new(
+                    ErrorCode::UnknownEvent,
+                    format!("the hub does not handle event {other:?}"),
+                )
+                .with_hint(format!("hub events are: {}", events::HUB_EVENTS.join(", "))))
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +403,24 @@ mod tests {
         handled(
             &|e, p| ProviderRequest::decode("p", e, p).err().map(|e| e.code),
             ProviderRequest::EVENTS,
+        );
+        handled(
+            &|e, p| HubRequest::decode(e, p).err().map(|e| e.code),
+            events::HUB_EVENTS,
+        );
+        for e in AdminRequest::EVENTS {
+            assert!(events::HUB_EVENTS.contains(e), "{e}");
+        }
+        assert_eq!(
+            HubRequest::decode(events::HEARTBEAT, &Value::Null)
+                .err()
+                .map(|e| e.code),
+            Some("GZ7020".to_string()),
+            "heartbeat needs an object"
+        );
+        assert_eq!(
+            HubRequest::decode(events::SHUTDOWN_REQUEST, &json!("anything")).ok(),
+            Some(HubRequest::Shutdown(ShutdownRequest::default()))
         );
         let left = json!({"component_id": "x", "component_type": "queue-manager", "reason": "disconnected"});
         assert!(matches!(

@@ -5,10 +5,9 @@
 
 use std::sync::Arc;
 
-use gleitzeit_protocol::accounts::{
-    KeyCreate, KeyCreated, KeyRevoke, ListedKey, UserCreate, WhoAmI,
-};
-use gleitzeit_protocol::{events, to_payload, Envelope, ErrorCode, GzError, Role};
+use gleitzeit_protocol::accounts::{KeyCreated, ListedKey, WhoAmI};
+use gleitzeit_protocol::requests::AdminRequest;
+use gleitzeit_protocol::{to_payload, ErrorCode, GzError, Role};
 use serde_json::Value;
 use tracing::info;
 
@@ -19,11 +18,11 @@ use crate::HubState;
 pub(crate) async fn handle(
     state: &Arc<HubState>,
     session: &Session,
-    env: &Envelope,
+    request: AdminRequest,
 ) -> Result<Value, GzError> {
     let auth = &state.auth;
-    match env.event.as_str() {
-        events::AUTH_WHOAMI => to_payload(&WhoAmI {
+    match request {
+        AdminRequest::WhoAmI => to_payload(&WhoAmI {
             user: session.identity.user.clone(),
             role: session.identity.role,
             key_id: session.identity.key_id.clone(),
@@ -36,8 +35,7 @@ pub(crate) async fn handle(
             }
             .into(),
         }),
-        events::AUTH_USER_CREATE => {
-            let req: UserCreate = env.payload_as()?;
+        AdminRequest::UserCreate(req) => {
             let role: Role =
                 req.role
                     .parse()
@@ -50,9 +48,8 @@ pub(crate) async fn handle(
             info!(by = %session.identity.user, user = %user.name, role = %user.role, "user created");
             to_payload(&user)
         }
-        events::AUTH_USER_LIST => to_payload(&auth.blocking((), |s, ()| s.users()).await?),
-        events::AUTH_KEY_CREATE => {
-            let req: KeyCreate = env.payload_as()?;
+        AdminRequest::UserList => to_payload(&auth.blocking((), |s, ()| s.users()).await?),
+        AdminRequest::KeyCreate(req) => {
             let new = auth
                 .blocking(req, |s, r| {
                     s.create_key(&r.name, &r.user, r.expires_days, r.component_types)
@@ -64,7 +61,7 @@ pub(crate) async fn handle(
                 api_key: new.secret,
             })
         }
-        events::AUTH_KEY_LIST => {
+        AdminRequest::KeyList => {
             let keys = auth.blocking((), |s, ()| s.keys()).await?;
             let now = gleitzeit_auth::now_millis();
             let listed: Vec<ListedKey> = keys
@@ -76,17 +73,12 @@ pub(crate) async fn handle(
                 .collect();
             to_payload(&listed)
         }
-        events::AUTH_KEY_REVOKE => {
-            let req: KeyRevoke = env.payload_as()?;
+        AdminRequest::KeyRevoke(req) => {
             let key = auth.blocking(req, |s, r| s.revoke_key(&r.id)).await?;
             auth.forget_key(&key.id);
             let closed = crate::sockets::disconnect_key(state, &key.id);
             info!(by = %session.identity.user, key = %key.id, sockets_closed = closed, "key revoked");
             to_payload(&key)
         }
-        other => Err(GzError::new(
-            ErrorCode::UnknownEvent,
-            format!("not an identity event: {other:?}"),
-        )),
     }
 }

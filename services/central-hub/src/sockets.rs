@@ -7,12 +7,12 @@ use std::time::Duration;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, rooms};
 use gleitzeit_protocol::payloads::{
-    ComponentInfo, ComponentLeft, HeartbeatPayload, RegisterPayload, RegisteredPayload,
-    SubscribePayload,
+    ComponentInfo, ComponentLeft, RegisterPayload, RegisteredPayload,
 };
 use gleitzeit_protocol::replies::{
-    DeregisterReply, HeartbeatReply, Reason, RoomsReply, ShutdownReply, ShutdownRequest,
+    DeregisterReply, HeartbeatReply, Reason, RoomsReply, ShutdownReply,
 };
+use gleitzeit_protocol::requests::{AdminRequest, HubRequest};
 use gleitzeit_protocol::{Envelope, Identity, RawEnvelope, Reply, Target, SIO_ENVELOPE_EVENT};
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
@@ -270,12 +270,16 @@ async fn hub_event(
     env: Envelope,
 ) {
     let sid = socket.id.to_string();
-    match env.event.as_str() {
-        events::REGISTER => {
-            let mut reg: RegisterPayload = match env.payload_as() {
-                Ok(r) => r,
-                Err(e) => return reject(state, socket, Some(env.id.clone()), e),
-            };
+    let request = match HubRequest::decode(&env.event, &env.payload) {
+        Ok(request) => request,
+        // Identity events answer with a reply, as their handler's own errors do.
+        Err(err) if AdminRequest::EVENTS.contains(&env.event.as_str()) => {
+            return send_to_socket(state, socket, env.reply_err(err));
+        }
+        Err(err) => return reject(state, socket, Some(env.id.clone()), err),
+    };
+    match request {
+        HubRequest::Register(mut reg) => {
             if let Err(err) = check_registration(state, session, &mut reg) {
                 return reject(state, socket, Some(env.id.clone()), err);
             }
@@ -327,11 +331,7 @@ async fn hub_event(
                 .await;
             }
         }
-        events::HEARTBEAT => {
-            let mut hb: HeartbeatPayload = match env.payload_as() {
-                Ok(h) => h,
-                Err(e) => return reject(state, socket, Some(env.id.clone()), e),
-            };
+        HubRequest::Heartbeat(mut hb) => {
             if let Some(m) = hb.metadata.as_mut() {
                 if let Err(err) = check_metadata(m) {
                     return reject(state, socket, Some(env.id.clone()), err);
@@ -340,7 +340,7 @@ async fn hub_event(
             let known = state.registry().heartbeat(&sid, &hb);
             reply_ok(state, socket, &env, HeartbeatReply { registered: known });
         }
-        events::DEREGISTER => {
+        HubRequest::Deregister => {
             let removed = state.registry().remove_sid(&sid);
             socket.extensions.remove::<Arc<RegisteredAs>>();
             reply_ok(
@@ -356,11 +356,7 @@ async fn hub_event(
                 announce_left(state, &entry.info, "deregistered").await;
             }
         }
-        events::SUBSCRIBE | events::UNSUBSCRIBE => {
-            let sub: SubscribePayload = match env.payload_as() {
-                Ok(s) => s,
-                Err(e) => return reject(state, socket, Some(env.id.clone()), e),
-            };
+        HubRequest::Subscribe(sub) | HubRequest::Unsubscribe(sub) => {
             if sub
                 .rooms
                 .iter()
@@ -391,18 +387,16 @@ async fn hub_event(
             let rooms = socket.rooms().into_iter().map(|r| r.to_string()).collect();
             reply_ok(state, socket, &env, RoomsReply { rooms });
         }
-        events::LIST_COMPONENTS => {
+        HubRequest::ListComponents => {
             let list = state.registry().list();
             reply_ok(state, socket, &env, list);
         }
-        events::HUB_STATUS => {
+        HubRequest::HubStatus => {
             let status = crate::http::status(state);
             reply_ok(state, socket, &env, status);
         }
-        events::SHUTDOWN_REQUEST => {
+        HubRequest::Shutdown(request) => {
             // Anything but `{"scope": "all"}` stops the hub alone.
-            let request: ShutdownRequest =
-                serde_json::from_value(env.payload.clone()).unwrap_or_default();
             let all = request.scope.as_deref() == Some("all");
             reply_ok(
                 state,
@@ -437,26 +431,13 @@ async fn hub_event(
                 stop.fire();
             });
         }
-        events::AUTH_WHOAMI
-        | events::AUTH_USER_CREATE
-        | events::AUTH_USER_LIST
-        | events::AUTH_KEY_CREATE
-        | events::AUTH_KEY_LIST
-        | events::AUTH_KEY_REVOKE => {
-            let answer = crate::admin::handle(state, session, &env).await;
+        HubRequest::Admin(request) => {
+            let answer = crate::admin::handle(state, session, request).await;
             let rep = match answer {
                 Ok(data) => env.reply_ok(data),
                 Err(err) => env.reply_err(err),
             };
             send_to_socket(state, socket, rep);
-        }
-        other => {
-            let err = GzError::new(
-                ErrorCode::UnknownEvent,
-                format!("the hub does not handle event {other:?}"),
-            )
-            .with_hint(format!("hub events are: {}", events::HUB_EVENTS.join(", ")));
-            reject(state, socket, Some(env.id.clone()), err);
         }
     }
 }
