@@ -527,6 +527,8 @@ impl Machine {
         let wf = self.wfs.get_mut(key)?;
         let from = wf.tasks.get(i)?.status;
         let to = record.status;
+        #[cfg(test)]
+        tests::taken(from, to);
         wf.counts.moved(from, to);
         let info = &mut wf.info[i];
         if from == TaskStatus::Running {

@@ -3,30 +3,53 @@
 //!
 //! ```text
 //! pending ──▶ queued ──▶ running ──▶ completed
-//!    │          │  ▲        │  │
-//!    │          │  └────────┘  └──▶ retrying ──▶ queued
-//!    ▼          ▼   (work lost)      
-//! failed / skipped / cancelled (from any unfinished status)
+//!               ▲  ▲        │  │
+//!               │  └────────┘  └──▶ retrying ──┐
+//!               │  (work lost)                  │
+//!               └───────────────────────────────┘
+//! failed:    from pending (the resolver could not substitute its parameters), queued (no
+//!            provider serves its method), running (the attempt failed for good)
+//! skipped:   from pending (a dependency did not complete)
+//! cancelled: from any unfinished status (the workflow was cancelled, failed or timed out)
 //! ```
+//!
+//! [`MOVES`] is the whole table; every move in it is taken by a unit test
+//! (`every_move_of_the_table_is_taken` in `machine/tests.rs`).
 
 use gleitzeit_protocol::events;
 use std::collections::BTreeMap;
 
 use gleitzeit_store::TaskStatus;
 
-/// Whether a task may move from `from` to `to`.
-pub(crate) fn allowed(from: TaskStatus, to: TaskStatus) -> bool {
+/// Every move a task may make, `(from, to)`.
+pub(crate) const MOVES: [(TaskStatus, TaskStatus); 14] = {
     use TaskStatus::*;
-    match (from, to) {
-        (Pending, Queued) => true,
-        (Queued, Running) => true,
-        // Running: a result, a failure, a retry, or its engine lost it (queued again).
-        (Running, Completed | Retrying | Queued) => true,
-        (Retrying, Queued) => true,
-        // Any unfinished task may fail, be skipped (a dependency failed) or be cancelled.
-        (Pending | Queued | Running | Retrying, Failed | Skipped | Cancelled) => true,
-        _ => false,
-    }
+    [
+        (Pending, Queued),
+        (Queued, Running),
+        // Running: a result, a retry, or its engine lost it (queued again at once).
+        (Running, Completed),
+        (Running, Retrying),
+        (Running, Queued),
+        (Retrying, Queued),
+        // The resolver could not substitute a pending task's parameters; a queued task's
+        // method is served by nobody after the grace; an attempt fails for good.
+        (Pending, Failed),
+        (Queued, Failed),
+        (Running, Failed),
+        // The resolver skips a pending task whose dependency did not complete.
+        (Pending, Skipped),
+        // A workflow that stops (cancelled, failed, timed out) cancels what is unfinished.
+        (Pending, Cancelled),
+        (Queued, Cancelled),
+        (Running, Cancelled),
+        (Retrying, Cancelled),
+    ]
+};
+
+/// Whether a task may move from `from` to `to` (a move of [`MOVES`]).
+pub(crate) fn allowed(from: TaskStatus, to: TaskStatus) -> bool {
+    MOVES.contains(&(from, to))
 }
 
 /// The task event a move announces.
@@ -130,7 +153,7 @@ mod tests {
             .flat_map(|f| TaskStatus::ALL.iter().map(move |t| (*f, *t)))
             .filter(|(f, t)| allowed(*f, *t))
             .collect();
-        assert_eq!(allowed_moves.len(), 18, "{allowed_moves:?}");
+        assert_eq!(allowed_moves.len(), MOVES.len(), "{allowed_moves:?}");
         assert!(
             allowed(Running, Queued),
             "work lost with its engine is queued again"
@@ -141,6 +164,10 @@ mod tests {
         );
         assert!(!allowed(Queued, Completed), "only a running task completes");
         assert!(!allowed(Retrying, Running));
+        assert!(
+            !allowed(Running, Skipped),
+            "only the resolver skips, and only pending tasks"
+        );
     }
 
     #[test]

@@ -226,6 +226,19 @@ async fn pass(m: &mut Machine, secs: u64) -> Vec<Effect> {
     all
 }
 
+thread_local! {
+    /// The moves applied on this thread (each paused-time test runs on one thread).
+    static TAKEN: std::cell::RefCell<Vec<(TaskStatus, TaskStatus)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Called by `apply_task` for every move it applies.
+pub(super) fn taken(from: TaskStatus, to: TaskStatus) {
+    if from != to {
+        TAKEN.with(|t| t.borrow_mut().push((from, to)));
+    }
+}
+
 fn retryable() -> GzError {
     GzError::new(ErrorCode::TaskTimeout, "slow").with_retryable(true)
 }
@@ -663,4 +676,107 @@ async fn a_stall_of_the_queue_manager_is_not_held_against_the_engines() {
     assert_eq!(status(&m, "w", "a"), TaskStatus::Running);
     pass(&mut m, 2).await;
     assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
+}
+
+/// Drives tasks through every move of the table (`status::MOVES`), each by the operation
+/// that makes it in the running system, and checks that nothing else moved.
+#[tokio::test(start_paused = true)]
+async fn every_move_of_the_table_is_taken() {
+    use TaskStatus::*;
+    TAKEN.with(|t| t.borrow_mut().clear());
+    let mut m = machine();
+    // pending → queued → running → completed.
+    add(&mut m, "ok", &[("a", "normal")]);
+    ready(&mut m, "ok", &["a"]);
+    lease(&mut m, "e-1", 1);
+    outcome(&mut m, "e-1", "ok", "a", 1, Ok(json!(1)));
+    // running → retrying → queued, then running → failed (policy used up).
+    add_with(&mut m, "retry", &[("a", "normal")], json!({}), |spec| {
+        spec.tasks[0].retry = RetryPolicy {
+            max_attempts: 2,
+            backoff: Backoff::Fixed,
+            base_delay: 1.0,
+            max_delay: 1.0,
+            jitter: false,
+        };
+    });
+    ready(&mut m, "retry", &["a"]);
+    lease(&mut m, "e-1", 1);
+    outcome(&mut m, "e-1", "retry", "a", 1, Err(retryable()));
+    pass(&mut m, 2).await;
+    lease(&mut m, "e-1", 1);
+    outcome(&mut m, "e-1", "retry", "a", 2, Err(retryable()));
+    // running → queued: the engine holding it is lost.
+    add(&mut m, "lost", &[("a", "normal")]);
+    ready(&mut m, "lost", &["a"]);
+    lease(&mut m, "e-2", 1);
+    let step = m.engine_lost("e-2", now());
+    commit(&mut m, step);
+    // pending → failed (parameters), pending → skipped (dependency), the resolver says.
+    add(
+        &mut m,
+        "blocked",
+        &[("a", "normal"), ("b", "normal"), ("c", "normal")],
+    );
+    let res = Resolution {
+        failed: vec![BlockedTask {
+            task_id: "a".into(),
+            error: GzError::new(ErrorCode::SubstitutionFailed, "no such field"),
+        }],
+        skipped: vec![BlockedTask {
+            task_id: "b".into(),
+            error: GzError::new(ErrorCode::DependencyFailed, "a failed"),
+        }],
+        ..Resolution::default()
+    };
+    let step = m.resolution("blocked", res, now());
+    commit(&mut m, step);
+    // Cancelled from pending, queued, running and retrying (a machine of its own, so the
+    // lease takes these tasks).
+    let mut c = machine();
+    add_with(
+        &mut c,
+        "cancel",
+        &[
+            ("p", "normal"),
+            ("q", "normal"),
+            ("r", "normal"),
+            ("t", "normal"),
+        ],
+        json!({}),
+        |spec| {
+            for t in &mut spec.tasks {
+                t.retry.max_attempts = 3;
+            }
+        },
+    );
+    ready(&mut c, "cancel", &["q", "r", "t"]);
+    lease(&mut c, "e-3", 2);
+    let running: Vec<String> = ["q", "r", "t"]
+        .into_iter()
+        .filter(|t| status(&c, "cancel", t) == Running)
+        .map(str::to_string)
+        .collect();
+    outcome(&mut c, "e-3", "cancel", &running[0], 1, Err(retryable()));
+    assert_eq!(status(&c, "cancel", &running[0]), Retrying);
+    let step = c.cancel("cancel", now()).expect("here");
+    commit(&mut c, step);
+    // queued → failed: nobody serves the method within the grace.
+    let mut late = machine_with_grace(Duration::from_secs(1));
+    add(&mut late, "unserved", &[("a", "normal")]);
+    ready(&mut late, "unserved", &["a"]);
+    pass(&mut late, 3).await;
+    for machine in [&m, &c, &late] {
+        check_counts(machine);
+    }
+    let taken: std::collections::BTreeSet<String> = TAKEN
+        .with(|t| t.borrow().clone())
+        .into_iter()
+        .map(|(f, t)| format!("{f:?}->{t:?}"))
+        .collect();
+    let table: std::collections::BTreeSet<String> = status::MOVES
+        .iter()
+        .map(|(f, t)| format!("{f:?}->{t:?}"))
+        .collect();
+    assert_eq!(taken, table);
 }
