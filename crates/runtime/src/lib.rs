@@ -163,6 +163,17 @@ pub fn default_component_id(component_type: &str) -> String {
     )
 }
 
+/// Tells whoever started this binary where it listens: writes `addr` (e.g.
+/// `127.0.0.1:41237`) to `path` through a file beside it and a rename, so a reader sees the
+/// whole address or nothing. Called once the socket listens (`--ready-file`; the launcher
+/// in `gleitzeit-launcher` waits for it instead of guessing a free port).
+pub fn write_ready_file(path: &std::path::Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, format!("{addr}\n"))?;
+    std::fs::rename(&partial, path)
+}
+
 /// This machine's host name (best effort).
 pub fn hostname() -> String {
     std::env::var("HOSTNAME")

@@ -73,6 +73,7 @@ async fn main() -> std::process::ExitCode {
         hub_url: args.common.hub_url,
         component_id: args.common.component_id,
         provider,
+        api_key: None,
     };
     gleitzeit_runtime::serve("ollama-provider", log_format, |shutdown| {
         ollama_provider::run(config, shutdown)

@@ -48,6 +48,9 @@ pub struct Config {
     pub default_timeout: Duration,
     /// Longest timeout a task may ask for; more is refused with GZ7011.
     pub max_timeout: Duration,
+    /// The API key to present (`None`: from the environment, the saved login or the local
+    /// suite's key; see `gleitzeit_runtime::credentials`).
+    pub api_key: Option<String>,
 }
 
 impl Config {
@@ -93,6 +96,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     });
     let serve_config = ServeConfig {
         component_id: config.component_id,
+        api_key: config.api_key,
         ..ServeConfig::new(config.hub_url)
     };
     serve(provider, serve_config, shutdown).await?;
@@ -264,5 +268,25 @@ mod tests {
         assert_eq!(job.timeout, Some(MAX));
         let job = job_of(&task(json!({"code": "", "timeout": null}), None), MAX).expect("ok");
         assert_eq!(job.timeout, None);
+    }
+}
+
+impl Config {
+    /// A provider for tests: two workers of `python3`, `data_dir` as its data dir,
+    /// presenting `api_key` to the hub at `hub_url`; the binary's limits and timeouts.
+    pub fn for_tests(hub_url: &str, api_key: &str, data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            hub_url: hub_url.to_string(),
+            component_id: None,
+            workers: 2,
+            python: "python3".into(),
+            default_cwd: None,
+            data_dir: data_dir.into(),
+            allowed_roots: None,
+            limits: Limits::default(),
+            default_timeout: Duration::from_secs(300),
+            max_timeout: Duration::from_secs(86_400),
+            api_key: Some(api_key.to_string()),
+        }
     }
 }
