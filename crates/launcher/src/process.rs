@@ -21,6 +21,7 @@ pub struct Launch {
     program: PathBuf,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    env_removed: Vec<OsString>,
     cwd: Option<PathBuf>,
     log: PathBuf,
     detached: bool,
@@ -38,6 +39,7 @@ impl Launch {
             program: program.into(),
             args: Vec::new(),
             env: Vec::new(),
+            env_removed: Vec::new(),
             cwd: None,
             log: log.into(),
             detached: false,
@@ -75,6 +77,12 @@ impl Launch {
         self
     }
 
+    /// One inherited environment variable the child must not see.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env_removed.push(key.into());
+        self
+    }
+
     /// The working directory.
     pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
@@ -100,6 +108,9 @@ impl Launch {
         let log = std::fs::File::create(&self.log).map_err(io)?;
         let err_log = log.try_clone().map_err(io)?;
         let mut cmd = Command::new(&self.program);
+        for key in &self.env_removed {
+            cmd.env_remove(key);
+        }
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
