@@ -26,6 +26,15 @@ use crate::{
     SuiteOptions,
 };
 
+/// The component types the suite's SERVICE key may register as.
+const SERVICE_TYPES: &[&str] = &[
+    "queue-manager",
+    "dependency-resolver",
+    "execution-engine",
+    "python-provider",
+    "ollama-provider",
+];
+
 /// How long each service and the hub may take to stop once told to.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -68,6 +77,8 @@ impl InProcessSuite {
     /// Starts the hub, queue-manager, dependency-resolver, execution-engine and
     /// python-provider and waits until every service registered.
     pub async fn start(opts: SuiteOptions) -> InProcessSuite {
+        // Logs of every part on stderr (shown for a failing test; GLEITZEIT_LOG_LEVEL).
+        gleitzeit_runtime::init_tracing(gleitzeit_runtime::LogFormat::Text);
         let data_dir = temp_path("inproc");
         std::fs::create_dir_all(&data_dir).expect("suite data dir");
         let keys = make_keys(&data_dir);
@@ -310,17 +321,19 @@ struct Keys {
 fn make_keys(data_dir: &Path) -> Keys {
     let store = gleitzeit_auth::KeyStore::open_dir(data_dir).expect("key store opens");
     let admin = store.init("admin").expect("auth init").secret;
-    let key_for = |user: &str, role: &str| {
+    let key_for = |user: &str, role: &str, component_types: &[&str]| {
         store
             .create_user(user, role.parse().expect("role"))
             .expect("user");
+        let types = component_types.iter().map(|t| t.to_string()).collect();
         store
-            .create_key("in-process suite", user, None, vec![])
+            .create_key("in-process suite", user, None, types)
             .expect("key")
             .secret
     };
-    let service = key_for("suite-services", "service");
-    let user = key_for("tester", "user");
+    // A SERVICE key names the component types it may register as.
+    let service = key_for("suite-services", "service", SERVICE_TYPES);
+    let user = key_for("tester", "user", &[]);
     Keys {
         admin,
         service,
