@@ -716,6 +716,19 @@ fn outcome_err(workflow_id: &str, task_id: &str, attempt: u32, error: GzError) -
     )
 }
 
+impl Config {
+    /// An engine for tests, presenting `api_key` to the hub at `hub_url`, with the binary's
+    /// prefetch (16).
+    pub fn for_tests(hub_url: &str, api_key: &str) -> Config {
+        Config {
+            hub_url: hub_url.to_string(),
+            component_id: None,
+            prefetch: 16,
+            api_key: Some(api_key.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -728,18 +741,5 @@ mod tests {
             watchdog_deadline(now, 1000, 1),
             Some(now + Duration::from_secs(7))
         );
-    }
-}
-
-impl Config {
-    /// An engine for tests, presenting `api_key` to the hub at `hub_url`, with the binary's
-    /// prefetch (16).
-    pub fn for_tests(hub_url: &str, api_key: &str) -> Config {
-        Config {
-            hub_url: hub_url.to_string(),
-            component_id: None,
-            prefetch: 16,
-            api_key: Some(api_key.to_string()),
-        }
     }
 }

@@ -220,6 +220,26 @@ fn error_of(e: &PythonError) -> GzError {
     }
 }
 
+impl Config {
+    /// A provider for tests: two workers of `python3`, `data_dir` as its data dir,
+    /// presenting `api_key` to the hub at `hub_url`; the binary's limits and timeouts.
+    pub fn for_tests(hub_url: &str, api_key: &str, data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            hub_url: hub_url.to_string(),
+            component_id: None,
+            workers: 2,
+            python: "python3".into(),
+            default_cwd: None,
+            data_dir: data_dir.into(),
+            allowed_roots: None,
+            limits: Limits::default(),
+            default_timeout: Duration::from_secs(300),
+            max_timeout: Duration::from_secs(86_400),
+            api_key: Some(api_key.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,25 +288,5 @@ mod tests {
         assert_eq!(job.timeout, Some(MAX));
         let job = job_of(&task(json!({"code": "", "timeout": null}), None), MAX).expect("ok");
         assert_eq!(job.timeout, None);
-    }
-}
-
-impl Config {
-    /// A provider for tests: two workers of `python3`, `data_dir` as its data dir,
-    /// presenting `api_key` to the hub at `hub_url`; the binary's limits and timeouts.
-    pub fn for_tests(hub_url: &str, api_key: &str, data_dir: impl Into<PathBuf>) -> Config {
-        Config {
-            hub_url: hub_url.to_string(),
-            component_id: None,
-            workers: 2,
-            python: "python3".into(),
-            default_cwd: None,
-            data_dir: data_dir.into(),
-            allowed_roots: None,
-            limits: Limits::default(),
-            default_timeout: Duration::from_secs(300),
-            max_timeout: Duration::from_secs(86_400),
-            api_key: Some(api_key.to_string()),
-        }
     }
 }
