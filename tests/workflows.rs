@@ -576,3 +576,23 @@ async fn tasks_of_an_engine_that_goes_silent_are_queued_again_when_its_lease_exp
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_file(&log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_suite_stops_every_part_cleanly_and_frees_its_port() {
+    let suite = InProcessSuite::start(SuiteOptions::default()).await;
+    let (code, doc) = suite.run_json(&example("hello.yaml"));
+    assert_eq!(code, 0, "{doc:#}");
+    let port = suite.port;
+    let started = Instant::now();
+    let report = suite.shutdown().await;
+    assert!(report.unclean.is_empty(), "{report:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the hub still listens"
+    );
+}

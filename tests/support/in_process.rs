@@ -69,9 +69,13 @@ pub struct InProcessSuite {
     runtime: Handle,
     parts: Arc<Mutex<Vec<Running>>>,
     hub: Option<Running>,
-    stop_runtime: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    stop_runtime: Option<tokio::sync::oneshot::Sender<StopOrder>>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
 }
+
+/// What the suite's runtime thread stops, in order, before it ends: the services, then the
+/// hub.
+type StopOrder = (Vec<Running>, Option<Running>);
 
 impl InProcessSuite {
     /// Starts the hub, queue-manager, dependency-resolver, execution-engine and
@@ -234,14 +238,24 @@ impl InProcessSuite {
 
     /// Stops every service, then the hub, and says which did not stop cleanly.
     pub async fn shutdown(mut self) -> ShutdownReport {
+        let thread = self.order_stop();
+        let unclean = match thread {
+            Some(t) => tokio::task::spawn_blocking(move || t.join().unwrap_or_default())
+                .await
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        ShutdownReport { unclean }
+    }
+
+    /// Hands the running parts to the runtime thread, which stops them and ends; its handle.
+    fn order_stop(&mut self) -> Option<std::thread::JoinHandle<Vec<String>>> {
         let parts = std::mem::take(&mut *self.parts.lock().unwrap());
         let hub = self.hub.take();
-        let unclean = self
-            .runtime
-            .spawn(stop_all(parts, hub))
-            .await
-            .expect("shutdown task");
-        ShutdownReport { unclean }
+        if let Some(stop) = self.stop_runtime.take() {
+            let _ = stop.send((parts, hub));
+        }
+        self.thread.take()
     }
 }
 
@@ -267,33 +281,23 @@ async fn stop_all(parts: Vec<Running>, hub: Option<Running>) -> Vec<String> {
 
 impl Drop for InProcessSuite {
     fn drop(&mut self) {
-        let parts = std::mem::take(&mut *self.parts.lock().unwrap());
-        let hub = self.hub.take();
-        if !parts.is_empty() || hub.is_some() {
-            // Ordered shutdown on the suite's own runtime; its thread ends after it.
-            self.runtime.spawn(async move {
-                stop_all(parts, hub).await;
-            });
-        }
-        if let Some(stop) = self.stop_runtime.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.order_stop() {
             let _ = thread.join();
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
-/// A multi-threaded runtime on a thread of its own: its handle, the sender that ends it
-/// (after an ordered shutdown spawned on it has had its grace period), and the thread.
+/// A multi-threaded runtime on a thread of its own: its handle, the sender of the parts to
+/// stop (the thread stops them in order, then ends the runtime), and the thread, which
+/// returns what did not stop cleanly.
 fn own_runtime() -> (
     Handle,
-    tokio::sync::oneshot::Sender<()>,
-    std::thread::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<StopOrder>,
+    std::thread::JoinHandle<Vec<String>>,
 ) {
     let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<StopOrder>();
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -301,11 +305,15 @@ fn own_runtime() -> (
             .build()
             .expect("suite runtime");
         handle_tx.send(runtime.handle().clone()).expect("handle");
-        runtime.block_on(async {
-            let _ = stop_rx.await;
+        let unclean = runtime.block_on(async {
+            match stop_rx.await {
+                Ok((parts, hub)) => stop_all(parts, hub).await,
+                Err(_) => Vec::new(),
+            }
         });
-        // Let a shutdown in progress finish, then cancel whatever is left.
-        runtime.shutdown_timeout(STOP_GRACE * 2);
+        // Everything was told to stop and waited for: cancel whatever is left at once.
+        runtime.shutdown_timeout(Duration::from_millis(500));
+        unclean
     });
     let handle = handle_rx.recv().expect("suite runtime starts");
     (handle, stop_tx, thread)
