@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gleitzeit_e2e::{assert_spread, bin, repo_root, spread_pings, wait_for, Proc, TestHub};
+use gleitzeit_launcher::{process::log_path, Launch};
 use gleitzeit_protocol::events::{self, rooms};
 use gleitzeit_protocol::Target;
 use serde_json::{json, Value};
@@ -70,7 +71,7 @@ async fn a_killed_component_is_announced_as_left() {
         .await;
 
     let killed_at = Instant::now();
-    victim.kill9();
+    victim.kill();
     let left = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let env = incoming.recv().await.expect("client open");
@@ -160,12 +161,18 @@ async fn the_official_python_client_sees_a_component_join_over_both_transports()
     for (i, transport) in ["websocket", "polling"].iter().enumerate() {
         let marker = std::env::temp_dir().join(format!("gz-py-ready-{}-{}", hub.port, transport));
         let _ = std::fs::remove_file(&marker);
-        let mut cmd = python_check(&hub, "join", transport);
-        cmd.env("READY_FILE", &marker);
-        let py = Proc::spawn(&format!("py-{transport}"), cmd);
+        let name = format!("py-{transport}");
+        let log = log_path(&gleitzeit_e2e::bin_dir().join("e2e-logs"), &name);
+        let py = Launch::new(name, "python3", log)
+            .arg(repo_root().join("tests/python/hub_client_check.py"))
+            .args([hub.url.as_str(), "join", transport])
+            .env("GLEITZEIT_API_KEY", &hub.key)
+            .env("READY_FILE", &marker)
+            .spawn()
+            .expect("python client starts");
         wait_for(Duration::from_secs(20), || async { marker.exists() }).await;
         let _svc = hub.service("execution-engine", &format!("joiner-{i}"), &[]);
-        let log = py.name.clone();
+        let log = py.name().to_string();
         assert!(
             wait_exit(py, Duration::from_secs(20)).await,
             "{log} did not see the join"

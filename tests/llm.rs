@@ -134,7 +134,7 @@ async fn a_killed_endpoint_fails_over_and_every_task_completes_once() {
         .unwrap()
         .to_string();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    b.proc.kill9();
+    b.proc.kill();
     let mut doc = Value::Null;
     wait_for(Duration::from_secs(60), || {
         let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);

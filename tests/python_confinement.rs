@@ -74,7 +74,7 @@ async fn oversized_output_escapes_and_bad_timeouts_fail_alone_and_the_provider_s
     let provider = suite
         .services
         .iter_mut()
-        .find(|p| p.name == "py-1")
+        .find(|p| p.name() == "py-1")
         .expect("py-1");
     assert!(provider.running());
     let next = workflow_file(
@@ -91,7 +91,7 @@ async fn oversized_output_escapes_and_bad_timeouts_fail_alone_and_the_provider_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_providers_default_timeout_applies_to_tasks_without_one() {
     let mut suite = TestSuite::start(SuiteOptions::default()).await;
-    suite.services.retain(|p| p.name != "py-1");
+    suite.services.retain(|p| p.name() != "py-1");
     let provider = suite.hub.service(
         "python-provider",
         "py-2",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gleitzeit_e2e::{
     assert_all_completed_once_recorded, chains_yaml, executions, repo_root, task, wait_for,
-    workflow_file, Proc, RedisServer, SuiteOptions, TestSuite,
+    workflow_file, Proc, RedisServer, Sig, SuiteOptions, TestSuite,
 };
 use serde_json::{json, Value};
 
@@ -75,7 +75,7 @@ async fn a_killed_queue_manager_resumes_from_redis_and_every_task_has_one_result
         executions(&log).len() >= 40
     })
     .await;
-    suite.services[0].kill9();
+    suite.services[0].kill();
     let _qm = suite
         .hub
         .service("queue-manager", "qm-2", &["--redis-url", &redis.url]);
@@ -132,7 +132,7 @@ async fn a_redis_restart_mid_run_loses_nothing() {
 /// every task recorded once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_frozen_for_20_s_mid_run_drops_no_component_and_loses_nothing() {
-    let redis = RedisServer::start().await;
+    let mut redis = RedisServer::start().await;
     let suite = TestSuite::start(options(&redis)).await;
     let log = std::env::temp_dir().join(format!(
         "gz-redis-freeze-{}-{}",
@@ -159,10 +159,10 @@ async fn a_redis_frozen_for_20_s_mid_run_drops_no_component_and_loses_nothing() 
     };
     let before = ids(suite.hub.components().await);
     assert!(before.iter().any(|c| c == "qm-1"), "{before:?}");
-    redis.proc.signal("STOP");
+    redis.process().signal(Sig::Stop);
     tokio::time::sleep(Duration::from_secs(20)).await;
     let during = ids(suite.hub.components().await);
-    redis.proc.signal("CONT");
+    redis.process().signal(Sig::Cont);
     assert_eq!(
         during, before,
         "no component lost or unhealthy while Redis was frozen"
@@ -221,11 +221,11 @@ async fn killing_services_at_random_moments_loses_nothing() {
         match victim {
             "hub" => {
                 let port = suite.hub.port;
-                suite.hub.proc.kill9();
+                suite.hub.proc.kill();
                 suite.hub = gleitzeit_e2e::TestHub::start_on(port).await;
             }
             "queue-manager" => {
-                suite.services[0].kill9();
+                suite.services[0].kill();
                 suite.services[0] = suite.hub.service(
                     "queue-manager",
                     &format!("qm-r{round}"),
@@ -233,14 +233,14 @@ async fn killing_services_at_random_moments_loses_nothing() {
                 );
             }
             "execution-engine" => {
-                suite.services[2].kill9();
+                suite.services[2].kill();
                 suite.services[2] =
                     suite
                         .hub
                         .service("execution-engine", &format!("ee-r{round}"), &[]);
             }
             _ => {
-                suite.services[3].kill9();
+                suite.services[3].kill();
                 suite.services[3] = suite.hub.service(
                     "python-provider",
                     &format!("py-r{round}"),
@@ -367,7 +367,7 @@ async fn another_queue_manager_takes_over_the_workflow_of_one_that_died() {
     let owner = owner_of(&redis, &id);
     assert!(owner == "qm-1" || owner == "qm-2", "owner {owner:?}");
     if owner == "qm-1" {
-        suite.services[0].kill9();
+        suite.services[0].kill();
     } else {
         drop(_qm2);
     }

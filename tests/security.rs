@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use gleitzeit_e2e::{
-    bin, free_port, gz_at, wait_for, workflow_file, LlmSim, Proc, SuiteOptions, TestHub, TestSuite,
+    bin, gz_at, launch, wait_for, workflow_file, LlmSim, Proc, SuiteOptions, TestHub, TestSuite,
 };
 use gleitzeit_hub_client::{ClientConfig, HubClient, Incoming};
 use gleitzeit_protocol::events::{self, rooms};
@@ -60,19 +60,22 @@ async fn status_of(url: &str, path: &str, key: Option<&str>, origin: Option<&str
         .unwrap_or(0)
 }
 
-/// A hub on `port` whose key store is the one `gz auth init` wrote in `dir`.
-async fn hub_with_key_store(port: u16, dir: &std::path::Path) -> Proc {
-    let mut cmd = Command::new(bin("central-hub"));
-    cmd.args(["--port", &port.to_string()])
-        .arg("--data-dir")
-        .arg(dir);
-    let hub = Proc::spawn("central-hub-keys", cmd);
-    let url = format!("http://127.0.0.1:{port}");
-    wait_for(Duration::from_secs(20), || async {
-        gleitzeit_e2e::http_json(&url, "/livez").await.is_some()
-    })
-    .await;
-    hub
+/// A hub on a port of its own whose key store is the one `gz auth init` wrote in `dir`;
+/// the process and its URL.
+async fn hub_with_key_store(dir: &std::path::Path) -> (Proc, String) {
+    let ready = dir.join("hub.ready");
+    let _ = std::fs::remove_file(&ready);
+    let mut hub = launch("central-hub-keys", "central-hub")
+        .args(["--port", "0", "--data-dir"])
+        .arg(dir)
+        .arg("--ready-file")
+        .arg(&ready)
+        .spawn()
+        .expect("hub starts");
+    let addr = gleitzeit_launcher::wait_ready_file(&mut hub, &ready, Duration::from_secs(20))
+        .await
+        .expect("hub listens");
+    (hub, format!("http://{addr}"))
 }
 
 const SLEEPY: &str = "name: sleepy\ntasks:\n  - id: nap\n    method: python/execute\n    parameters:\n      code: |\n        import time\n        time.sleep(2)\n        result = 'real'\n";
@@ -399,8 +402,8 @@ async fn llm_endpoint_passwords_never_leave_the_provider() {
         providers.to_string(),
         components.to_string(),
         status_out,
-        std::fs::read_to_string(&provider.log).unwrap_or_default(),
-        std::fs::read_to_string(&hub.proc.log).unwrap_or_default(),
+        std::fs::read_to_string(provider.log()).unwrap_or_default(),
+        std::fs::read_to_string(hub.proc.log()).unwrap_or_default(),
     ] {
         assert!(!text.contains("s3cretpw"), "password leaked: {text}");
     }
@@ -408,9 +411,8 @@ async fn llm_endpoint_passwords_never_leave_the_provider() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_beyond_loopback_refuses_to_run_without_auth() {
-    let port = free_port().to_string();
     let out = Command::new(bin("central-hub"))
-        .args(["--host", "0.0.0.0", "--port", &port, "--auth", "off"])
+        .args(["--host", "0.0.0.0", "--port", "0", "--auth", "off"])
         .output()
         .expect("hub runs");
     assert!(!out.status.success());
@@ -418,7 +420,7 @@ async fn a_hub_beyond_loopback_refuses_to_run_without_auth() {
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("--insecure-no-auth"), "{text}");
     // On loopback `--auth off` is allowed and everyone is the anonymous admin.
-    let hub = TestHub::start_with(free_port(), &["--auth", "off"]).await;
+    let hub = TestHub::start_with(0, &["--auth", "off"]).await;
     let (client, _rx) = connect(&hub.url, None)
         .await
         .expect("anonymous on an open hub");
@@ -431,7 +433,7 @@ async fn a_hub_beyond_loopback_refuses_to_run_without_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gz_auth_init_login_and_key_management_work_end_to_end() {
-    let dir = std::env::temp_dir().join(format!("gz-auth-e2e-{}", free_port()));
+    let dir = gleitzeit_e2e::temp_path("auth-e2e");
     let config = dir.join("config");
     let gz = |args: &[&str], key: Option<&str>, url: &str| {
         let mut cmd = Command::new(bin("gz"));
@@ -450,16 +452,15 @@ async fn gz_auth_init_login_and_key_management_work_end_to_end() {
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    // Before any hub runs.
-    let (code, out, err) = gz(&["auth", "init", "--json"], None, &url);
+    // Before any hub runs (nothing listens on port 1: `gz auth init` needs no hub).
+    let offline = "http://127.0.0.1:1";
+    let (code, out, err) = gz(&["auth", "init", "--json"], None, offline);
     assert_eq!(code, 0, "{out}{err}");
     let admin: Value = serde_json::from_str(&out).unwrap();
     let admin_key = admin["api_key"].as_str().unwrap().to_string();
-    let (code, _, _) = gz(&["auth", "init"], None, &url);
+    let (code, _, _) = gz(&["auth", "init"], None, offline);
     assert_ne!(code, 0, "a second init is refused");
-    let _hub = hub_with_key_store(port, &dir).await;
+    let (_hub, url) = hub_with_key_store(&dir).await;
     let (code, out, err) = gz(
         &["auth", "login", "--api-key", &admin_key, "--save", "--json"],
         None,
@@ -533,17 +534,17 @@ async fn python_tasks_do_not_see_the_providers_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_get_their_key_from_a_key_file_made_once() {
-    let dir = std::env::temp_dir().join(format!("gz-keyfile-{}", free_port()));
+    let dir = gleitzeit_e2e::temp_path("keyfile");
     let key_file = dir.join("keys/suite.key");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let gz = |args: &[&str]| {
+    // Before any hub runs, `gz auth init` needs none (nothing listens on port 1).
+    let mut url = "http://127.0.0.1:1".to_string();
+    let gz = |args: &[&str], url: &str| {
         let out = Command::new(bin("gz"))
             .env_remove("GLEITZEIT_API_KEY")
             .env("GLEITZEIT_CONFIG_DIR", dir.join("config"))
             .env("GLEITZEIT_DATA_DIR", &dir)
             .env("GLEITZEIT_API_KEY_FILE", &key_file)
-            .args(["--hub-url", &url])
+            .args(["--hub-url", url])
             .args(args)
             .output()
             .expect("gz runs");
@@ -560,7 +561,7 @@ async fn containers_get_their_key_from_a_key_file_made_once() {
         key_file.to_str().unwrap(),
         "--json",
     ];
-    let (code, out) = gz(&init);
+    let (code, out) = gz(&init, &url);
     assert_eq!(code, 0, "{out}");
     let first: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(first["created"], true);
@@ -573,12 +574,13 @@ async fn containers_get_their_key_from_a_key_file_made_once() {
     }
     let key = std::fs::read_to_string(&key_file).unwrap();
     // A restart keeps the key.
-    let (code, out) = gz(&init);
+    let (code, out) = gz(&init, &url);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"created\":false"), "{out}");
     assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
-    let _hub = hub_with_key_store(port, &dir).await;
-    let (code, out) = gz(&["auth", "status", "--json"]);
+    let (_hub, hub_url) = hub_with_key_store(&dir).await;
+    url = hub_url;
+    let (code, out) = gz(&["auth", "status", "--json"], &url);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("GLEITZEIT_API_KEY_FILE"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);

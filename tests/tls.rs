@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gleitzeit_e2e::{
-    bin, free_port, gz_at, http_json, key_of, repo_root, service_at, submit_at, task,
-    wait_finished_at, workflow_file, Proc, SuiteOptions, TestHub, TestSuite,
+    bin, gz_at, http_json, key_of, launch, repo_root, service_at, submit_at, task,
+    wait_finished_at, workflow_file, SuiteOptions, TestHub, TestSuite,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -36,11 +36,7 @@ impl Drop for Pki {
 /// A fresh CA (written to `ca.pem`) and a server certificate it signed (`hub.pem`,
 /// `hub.key`), in a new temp folder.
 fn make_pki(name: &str) -> Pki {
-    let dir = std::env::temp_dir().join(format!(
-        "gz-tls-{name}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
+    let dir = gleitzeit_e2e::temp_path(&format!("tls-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
 
     let ca_key = KeyPair::generate().unwrap();
@@ -172,12 +168,13 @@ async fn clients_without_the_ca_and_plain_http_are_refused() {
     }
 
     // A provider without the CA never registers; the same binary with it does.
-    let mut cmd = Command::new(bin("python-provider"));
-    cmd.env_remove("GLEITZEIT_TLS_CA")
+    let _no_ca = launch("py-noca", "python-provider")
+        .env_remove("GLEITZEIT_TLS_CA")
         .env("GLEITZEIT_API_KEY", &hub.key)
         .env("GLEITZEIT_HUB_URL", &url)
-        .env("GLEITZEIT_COMPONENT_ID", "py-noca");
-    let _no_ca = Proc::spawn("py-noca", cmd);
+        .env("GLEITZEIT_COMPONENT_ID", "py-noca")
+        .spawn()
+        .expect("provider starts");
     let _with_ca = service_at(&url, "python-provider", "py-ca", &[]);
     hub.wait_registered(&["py-ca"]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -213,23 +210,23 @@ async fn a_hub_with_unusable_tls_files_refuses_to_start_and_names_them() {
         (&[&pki.cert], "--tls-cert without --tls-key"),
     ];
     for (files, expected) in cases {
-        let mut cmd = Command::new(bin("central-hub"));
-        cmd.args(["--port", "0", "--data-dir"])
+        let mut hub = launch("central-hub-badtls", "central-hub")
+            .args(["--port", "0", "--data-dir"])
             .arg(&pki.dir)
             .env_remove("GLEITZEIT_TLS_CERT")
             .env_remove("GLEITZEIT_TLS_KEY")
             .arg("--tls-cert")
             .arg(files[0]);
         if let Some(key) = files.get(1) {
-            cmd.arg("--tls-key").arg(key);
+            hub = hub.arg("--tls-key").arg(key);
         }
-        let mut hub = Proc::spawn("central-hub-badtls", cmd);
+        let mut hub = hub.spawn().expect("hub starts");
         let exited = hub.wait_exit(Duration::from_secs(10));
         assert!(
             exited.is_some_and(|s| !s.success()),
             "the hub must exit with an error for {expected}"
         );
-        let log = std::fs::read_to_string(&hub.log).unwrap();
+        let log = std::fs::read_to_string(hub.log()).unwrap();
         assert!(log.contains("GZ1012"), "{log}");
         assert!(log.contains(expected), "{log}");
     }

@@ -1,13 +1,15 @@
-//! Workflows end to end through the real services: examples, substitution, failures,
-//! timeouts, retries, cancellation, priorities and persistence across restarts.
+//! Workflows end to end: examples, substitution, failures, timeouts, retries, cancellation
+//! and priorities on the suite in-process; persistence across restarts, lost services and
+//! leases with the real services as processes (they are killed, frozen or restarted).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
 use gleitzeit_e2e::{
-    assert_all_completed_once_recorded, chains_yaml, executions, free_port, repo_root, submit_at,
-    task, wait_finished_at, wait_for, workflow_file, SuiteOptions, TestHub, TestSuite,
+    assert_all_completed_once_recorded, chains_yaml, executions, repo_root, submit_at, task,
+    wait_finished_at, wait_for, workflow_file, InProcessSuite, Sig, SuiteOptions, TestHub,
+    TestSuite,
 };
 use serde_json::json;
 
@@ -17,7 +19,7 @@ fn example(name: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chain_example_passes_typed_results_along() {
-    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let suite = InProcessSuite::start(SuiteOptions::default()).await;
     let (code, doc) = suite.run_json(&example("hello.yaml"));
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["status"], "completed");
@@ -37,7 +39,7 @@ async fn the_chain_example_passes_typed_results_along() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_and_fan_in_and_object_substitution() {
-    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let suite = InProcessSuite::start(SuiteOptions::default()).await;
     let (code, doc) = suite.run_json(&example("fan_out_fan_in.yaml"));
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(
@@ -75,7 +77,7 @@ tasks:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_task_skips_its_dependents_while_an_independent_branch_completes() {
-    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let suite = InProcessSuite::start(SuiteOptions::default()).await;
     let (code, doc) = suite.run_json(&example("failure.yaml"));
     assert_eq!(code, 1, "{doc:#}");
     assert_eq!(doc["status"], "failed");
@@ -96,7 +98,7 @@ async fn a_failed_task_skips_its_dependents_while_an_independent_branch_complete
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_kills_the_sleeping_script() {
-    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let suite = InProcessSuite::start(SuiteOptions::default()).await;
     let marker = std::env::temp_dir().join(format!("gz-sleeper-{}", std::process::id()));
     let file = workflow_file(
         "sleep.yaml",
@@ -132,7 +134,7 @@ tasks:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_succeeds_on_the_second_attempt() {
-    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let suite = InProcessSuite::start(SuiteOptions::default()).await;
     let dir = workflow_file("unused", "").parent().unwrap().to_path_buf();
     std::fs::create_dir_all(dir.join("scripts")).unwrap();
     std::fs::copy(example("retry.yaml"), dir.join("retry.yaml")).unwrap();
@@ -149,7 +151,7 @@ async fn a_retry_succeeds_on_the_second_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_is_rejected_before_anything_runs() {
-    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let suite = InProcessSuite::start(SuiteOptions::default()).await;
     let file = workflow_file(
         "cycle.yaml",
         "name: cycle\ntasks:\n  - { id: a, method: python/execute, dependencies: [c], parameters: { code: 'result=1' } }\n  - { id: b, method: python/execute, dependencies: [a], parameters: { code: 'result=1' } }\n  - { id: c, method: python/execute, dependencies: [b], parameters: { code: 'result=1' } }\n",
@@ -167,7 +169,7 @@ async fn a_cycle_is_rejected_before_anything_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_yaml_error_is_reported_with_line_and_column() {
-    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let suite = InProcessSuite::start(SuiteOptions::default()).await;
     let file = workflow_file("broken.yaml", "name: broken\ntasks:\n  - id: a\n    method: python/execute\n    parameters: { code: 'x'\n");
     let (code, out, err) = suite.gz(&["validate", &file.display().to_string()]);
     assert_eq!(code, 2);
@@ -188,7 +190,7 @@ async fn a_yaml_error_is_reported_with_line_and_column() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_workflow_stops_its_python_work() {
-    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let suite = InProcessSuite::start(SuiteOptions::default()).await;
     let marker = std::env::temp_dir().join(format!("gz-cancel-{}", std::process::id()));
     let file = workflow_file(
         "long.yaml",
@@ -220,7 +222,7 @@ async fn cancelling_a_running_workflow_stops_its_python_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priorities_are_observed_when_the_provider_has_one_slot() {
-    let suite = TestSuite::start(SuiteOptions {
+    let suite = InProcessSuite::start(SuiteOptions {
         workers: 1,
         prefetch: 1,
         ..SuiteOptions::default()
@@ -297,7 +299,7 @@ async fn a_restarted_resolver_is_re_planned_and_the_workflow_completes() {
         .unwrap()
         .to_string();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    suite.services[1].kill9();
+    suite.services[1].kill();
     let replacement = suite.hub.service("dependency-resolver", "dr-2", &[]);
     suite.hub.wait_registered(&["dr-2"]).await;
     let doc = suite.wait_finished(&id, Duration::from_secs(30)).await;
@@ -332,7 +334,7 @@ async fn work_of_a_killed_provider_runs_again_on_another() {
         .unwrap()
         .to_string();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    suite.services[3].kill9(); // py-1, busy with one task
+    suite.services[3].kill(); // py-1, busy with one task
     let doc = suite.wait_finished(&id, Duration::from_secs(30)).await;
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     let tasks = doc["tasks"].as_array().unwrap();
@@ -348,7 +350,7 @@ async fn work_of_a_killed_provider_runs_again_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_of_a_method_no_provider_serves_fail_instead_of_waiting_forever() {
-    let suite = TestSuite::start(SuiteOptions {
+    let suite = InProcessSuite::start(SuiteOptions {
         provider_grace: 1.0,
         ..SuiteOptions::default()
     })
@@ -383,7 +385,7 @@ async fn work_of_a_killed_engine_is_queued_again_and_a_new_engine_finishes_it() 
         .unwrap()
         .to_string();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    suite.services[2].kill9(); // ee-1, holding running tasks
+    suite.services[2].kill(); // ee-1, holding running tasks
     let _replacement = suite.hub.service("execution-engine", "ee-2", &[]);
     let doc = suite.wait_finished(&id, Duration::from_secs(30)).await;
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
@@ -416,7 +418,7 @@ async fn killing_every_process_mid_run_loses_nothing_with_the_embedded_store() {
     // Kill everything at once: services and hub.
     suite.kill_services();
     let port = suite.hub.port;
-    suite.hub.proc.kill9();
+    suite.hub.proc.kill();
     suite.hub = gleitzeit_e2e::TestHub::start_on(port).await;
     suite.start_services(&SuiteOptions::default()).await;
     let doc = suite.wait_finished(&id, Duration::from_secs(60)).await;
@@ -462,7 +464,7 @@ async fn a_watcher_that_reconnects_catches_up_on_every_event() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     // The hub goes away and comes back: every connection drops and is rebuilt.
     let port = suite.hub.port;
-    suite.hub.proc.kill9();
+    suite.hub.proc.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     suite.hub = gleitzeit_e2e::TestHub::start_on(port).await;
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -535,7 +537,7 @@ async fn a_watcher_that_reconnects_catches_up_on_every_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_of_an_engine_that_goes_silent_are_queued_again_when_its_lease_expires() {
     // The hub would notice the frozen engine only after a minute: the lease notices first.
-    let hub = TestHub::start_with(free_port(), &["--heartbeat-timeout", "60"]).await;
+    let hub = TestHub::start_with(0, &["--heartbeat-timeout", "60"]).await;
     let data = std::env::temp_dir().join(format!("gz-lease-{}-{}", std::process::id(), hub.port));
     let _ = std::fs::remove_dir_all(&data);
     let dd = data.display().to_string();
@@ -561,10 +563,10 @@ async fn tasks_of_an_engine_that_goes_silent_are_queued_again_when_its_lease_exp
         std::fs::read_to_string(&log).is_ok_and(|s| s.contains("start"))
     })
     .await;
-    frozen.signal("STOP");
+    frozen.signal(Sig::Stop);
     let _other = hub.service("execution-engine", "ee-2", &[]);
     let doc = wait_finished_at(&hub.url, &id, Duration::from_secs(30)).await;
-    frozen.signal("CONT");
+    frozen.signal(Sig::Cont);
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     let slow = task(&doc, "slow");
     assert_eq!(slow["result"]["result"], 7);
@@ -573,4 +575,24 @@ async fn tasks_of_an_engine_that_goes_silent_are_queued_again_when_its_lease_exp
     assert_eq!(starts.lines().count(), 2, "ran once per attempt");
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_file(&log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_suite_stops_every_part_cleanly_and_frees_its_port() {
+    let suite = InProcessSuite::start(SuiteOptions::default()).await;
+    let (code, doc) = suite.run_json(&example("hello.yaml"));
+    assert_eq!(code, 0, "{doc:#}");
+    let port = suite.port;
+    let started = Instant::now();
+    let report = suite.shutdown().await;
+    assert!(report.unclean.is_empty(), "{report:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the hub still listens"
+    );
 }

@@ -1,36 +1,40 @@
-//! End-to-end test support: locating and starting the real binaries on free ports, and
-//! killing every child when a test ends, even when it fails (kill on drop).
+//! End-to-end test support. Two ways to run a suite:
+//!
+//! - [`InProcessSuite`] ([`in_process`]): the hub and every service in the test's own
+//!   process on `127.0.0.1:0`, through their `bind`/`run(config, shutdown)` entry points,
+//!   with authentication on. Fast; for workflow behaviour that kills nothing.
+//! - [`TestSuite`], [`TestHub`] and friends ([`processes`]): the real binaries as child
+//!   processes started through `gleitzeit-launcher`, for tests that SIGKILL, SIGSTOP or
+//!   restart a process, or check a binary's own behaviour (flags, exit codes, logs).
+//!
+//! Both are torn down when dropped, even when a test fails. Waiting is polling with a
+//! deadline ([`wait_for`]), never a fixed sleep.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod in_process;
+pub mod processes;
+
+pub use gleitzeit_launcher::{Process as Proc, Sig};
+pub use in_process::InProcessSuite;
+pub use processes::{launch, service_at, LlmSim, RedisServer, SuiteOptions, TestHub, TestSuite};
+
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use gleitzeit_hub_client::{ClientConfig, HubClient, Incoming};
+use gleitzeit_hub_client::HubClient;
 
 /// The directory holding the built binaries (`target/debug` or `target/release`).
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test-binary>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    gleitzeit_launcher::bin_dir()
 }
 
 /// Path of one of the workspace's binaries; panics with the build command when missing.
 pub fn bin(name: &str) -> PathBuf {
-    let p = bin_dir().join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build --bins` before the tests",
-        p.display()
-    );
-    p
+    gleitzeit_launcher::binary(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The repository root.
@@ -39,6 +43,16 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("repo root")
         .to_path_buf()
+}
+
+/// A fresh, empty temp folder path unique to this test process: `gz-<what>-<pid>-<n>`.
+pub fn temp_path(what: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("gz-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    path
 }
 
 /// The admin key of each test hub (by URL) and of each mesh Redis (by Redis URL).
@@ -56,7 +70,43 @@ pub fn ca_of(hub_url: &str) -> Option<PathBuf> {
         .find_map(|url| cas.get(url.trim()).cloned())
 }
 
-/// The admin key of the hub at `hub_url` (the first of a comma-separated list).
+/// The SERVICE key the services of the hub at each URL present, when it is not the admin
+/// key ([`InProcessSuite`] keeps its tests' user key and its services' key apart).
+static SERVICE_KEYS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+/// Remembers the key every client of `hub_url` started here presents (`gz`, HTTP waits).
+pub fn remember_key(hub_url: &str, key: &str) {
+    KEYS.lock()
+        .unwrap()
+        .insert(hub_url.to_string(), key.to_string());
+}
+
+/// Remembers the key every service started here for `hub_url` presents.
+pub fn remember_service_key(hub_url: &str, key: &str) {
+    SERVICE_KEYS
+        .lock()
+        .unwrap()
+        .insert(hub_url.to_string(), key.to_string());
+}
+
+/// Remembers the CA (PEM file) that signed the TLS hub at `hub_url`.
+pub fn remember_ca(hub_url: &str, ca: &Path) {
+    CAS.lock()
+        .unwrap()
+        .insert(hub_url.to_string(), ca.to_path_buf());
+}
+
+/// The key a service of the hub at `hub_url` presents: its service key, else the admin key.
+pub fn service_key_of(hub_url: &str) -> Option<String> {
+    let keys = SERVICE_KEYS.lock().unwrap();
+    hub_url
+        .split(',')
+        .find_map(|url| keys.get(url.trim()).cloned())
+        .or_else(|| key_of(hub_url))
+}
+
+/// The key clients of the hub at `hub_url` present (the first of a comma-separated list
+/// that has one): a [`TestHub`]'s admin key, an [`InProcessSuite`]'s user key.
 pub fn key_of(hub_url: &str) -> Option<String> {
     let keys = KEYS.lock().unwrap();
     hub_url
@@ -64,8 +114,8 @@ pub fn key_of(hub_url: &str) -> Option<String> {
         .find_map(|url| keys.get(url.trim()).cloned())
 }
 
-/// An admin key of a key store, made once per `place` (a hub URL or a Redis URL) in this
-/// process: a hub restarted on the same port keeps its key store and key.
+/// An admin key of a key store, made once per `place` (a key-store folder or a Redis URL)
+/// in this process: a hub restarted on the same key store keeps its key.
 fn admin_key(place: &str, open: impl FnOnce() -> gleitzeit_auth::KeyStore) -> String {
     let mut keys = KEYS.lock().unwrap();
     if let Some(k) = keys.get(place) {
@@ -86,9 +136,10 @@ fn admin_key(place: &str, open: impl FnOnce() -> gleitzeit_auth::KeyStore) -> St
     key
 }
 
-/// The admin key of the hub at `url` whose key store is in `data_dir`.
-pub fn admin_key_in_dir(url: &str, data_dir: &Path) -> String {
-    admin_key(url, || {
+/// The admin key of the key store in `data_dir` (made once per folder: a hub restarted on
+/// the same folder keeps its key).
+pub fn admin_key_in_dir(data_dir: &Path) -> String {
+    admin_key(&data_dir.display().to_string(), || {
         gleitzeit_auth::KeyStore::open_dir(data_dir).expect("key store opens")
     })
 }
@@ -113,229 +164,6 @@ pub fn user_key_in_dir(data_dir: &Path, name: &str, role: &str) -> String {
         .secret
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A child process that is killed when dropped.
-pub struct Proc {
-    /// What it is.
-    pub name: String,
-    /// Its log file (stdout and stderr).
-    pub log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Proc {
-    /// Spawns `cmd` with output to a log file under the target dir (shown on failure).
-    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        let logs = bin_dir().join("e2e-logs");
-        std::fs::create_dir_all(&logs).expect("log dir");
-        let log_path = logs.join(format!("{name}-{}.log", free_port()));
-        let log = std::fs::File::create(&log_path).expect("log file");
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("clone")))
-            .stderr(Stdio::from(log));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc {
-            name: name.to_string(),
-            log: log_path,
-            child: Some(child),
-        }
-    }
-
-    /// Process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
-    }
-
-    /// SIGKILL, and reap.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then wait up to `limit` for the exit status (None: still running).
-    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let c = self.child.as_mut()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
-        self.wait_exit(limit)
-    }
-
-    /// Waits up to `limit` for the process to exit by itself (None: still running).
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let c = self.child.as_mut()?;
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(s)) = c.try_wait() {
-                self.child = None;
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    /// Sends a signal by name (`STOP`, `CONT`, …) to the process.
-    pub fn signal(&self, name: &str) {
-        if let Some(c) = self.child.as_ref() {
-            let _ = Command::new("kill")
-                .arg(format!("-{name}"))
-                .arg(c.id().to_string())
-                .status();
-        }
-    }
-
-    /// True while the process runs.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A hub on a free port with fast heartbeats (interval 0.3 s, timeout 1.5 s), requiring
-/// keys (its key store is in its own data dir, or the mesh Redis), with an admin key that
-/// every process started through this module presents.
-pub struct TestHub {
-    /// The process.
-    pub proc: Proc,
-    /// `http://127.0.0.1:<port>` (`https://` when started with [`TestHub::start_tls`]).
-    pub url: String,
-    /// Its port.
-    pub port: u16,
-    /// Its data dir (key store).
-    pub data_dir: PathBuf,
-    /// An admin key.
-    pub key: String,
-}
-
-impl TestHub {
-    /// Starts the hub and waits until `/health` answers.
-    pub async fn start() -> TestHub {
-        Self::start_on(free_port()).await
-    }
-
-    /// Starts the hub on a given port.
-    pub async fn start_on(port: u16) -> TestHub {
-        Self::start_with(port, &[]).await
-    }
-
-    /// Starts a hub of the mesh on this Redis, with the id `hub_id`.
-    pub async fn start_in_mesh(redis_url: &str, hub_id: &str) -> TestHub {
-        Self::start_with(free_port(), &["--redis-url", redis_url, "--hub-id", hub_id]).await
-    }
-
-    /// Starts the hub on a given port with extra flags (which replace the test defaults of
-    /// the same name).
-    pub async fn start_with(port: u16, extra: &[&str]) -> TestHub {
-        Self::launch(format!("http://127.0.0.1:{port}"), port, extra).await
-    }
-
-    /// Starts the hub serving HTTPS/WSS with this certificate and key (PEM files) on a free
-    /// port; its URL is `https://127.0.0.1:<port>`, and every process started through this
-    /// module trusts `ca` (`GLEITZEIT_TLS_CA`), as do this module's HTTP waits.
-    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path, extra: &[&str]) -> TestHub {
-        let port = free_port();
-        let url = format!("https://127.0.0.1:{port}");
-        CAS.lock().unwrap().insert(url.clone(), ca.to_path_buf());
-        let (cert, key) = (cert.display().to_string(), key.display().to_string());
-        let mut flags = vec!["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
-        flags.extend_from_slice(extra);
-        Self::launch(url, port, &flags).await
-    }
-
-    async fn launch(url: String, port: u16, extra: &[&str]) -> TestHub {
-        let data_dir = std::env::temp_dir().join(format!("gz-hub-{}-{port}", std::process::id()));
-        let mesh = extra
-            .iter()
-            .position(|a| *a == "--redis-url")
-            .and_then(|i| extra.get(i + 1));
-        let key = match mesh {
-            Some(redis_url) => admin_key_in_redis(redis_url),
-            None if extra.contains(&"off") => String::new(),
-            None => admin_key_in_dir(&url, &data_dir),
-        };
-        KEYS.lock().unwrap().insert(url.clone(), key.clone());
-        let mut cmd = Command::new(bin("central-hub"));
-        cmd.args(["--port", &port.to_string()])
-            .arg("--data-dir")
-            .arg(&data_dir);
-        for (flag, value) in [
-            ("--heartbeat-interval", "0.3"),
-            ("--heartbeat-timeout", "1.5"),
-        ] {
-            if !extra.contains(&flag) {
-                cmd.args([flag, value]);
-            }
-        }
-        cmd.args(extra);
-        let proc = Proc::spawn("central-hub", cmd);
-        wait_for(Duration::from_secs(20), || async {
-            http_json(&url, "/livez").await.is_some()
-        })
-        .await;
-        TestHub {
-            proc,
-            url,
-            port,
-            data_dir,
-            key,
-        }
-    }
-
-    /// A key for a new user of this hub with `role`.
-    pub fn user_key(&self, name: &str, role: &str) -> String {
-        user_key_in_dir(&self.data_dir, name, role)
-    }
-
-    /// Starts a service binary connected to this hub.
-    pub fn service(&self, name: &str, id: &str, args: &[&str]) -> Proc {
-        service_at(&self.url, name, id, args)
-    }
-
-    /// A plain client of this hub.
-    pub async fn client(&self) -> (HubClient, Incoming) {
-        HubClient::connect(ClientConfig::client(&self.url).with_api_key(&self.key))
-            .await
-            .expect("client connects")
-    }
-
-    /// The component table.
-    pub async fn components(&self) -> Vec<serde_json::Value> {
-        http_json(&self.url, "/components")
-            .await
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-    }
-
-    /// Waits until the components with these ids are registered.
-    pub async fn wait_registered(&self, ids: &[&str]) {
-        wait_for(Duration::from_secs(20), || async {
-            let list = self.components().await;
-            ids.iter()
-                .all(|id| list.iter().any(|c| c["component_id"] == *id))
-        })
-        .await;
-    }
-}
-
 /// Runs `gz --hub-url HUB_URL ARGS` in the repository root; returns (exit code, stdout,
 /// stderr).
 pub fn gz_at(hub_url: &str, args: &[&str]) -> (i32, String, String) {
@@ -358,6 +186,14 @@ pub fn gz_at(hub_url: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
+}
+
+/// `gz run FILE --json` against the hub at `hub_url`: exit code and the JSON document.
+pub fn run_json_at(hub_url: &str, file: &Path) -> (i32, serde_json::Value) {
+    let (code, out, err) = gz_at(hub_url, &["run", &file.display().to_string(), "--json"]);
+    let doc = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("gz run --json printed no JSON ({e}):\n{out}\n{err}"));
+    (code, doc)
 }
 
 /// Waits until the workflow is completed, failed or cancelled, asking the hub at `hub_url`;
@@ -522,25 +358,6 @@ pub fn assert_spread(
     }
 }
 
-/// Starts a service binary connected to `hub_url` (one hub, or several comma-separated).
-pub fn service_at(hub_url: &str, name: &str, id: &str, args: &[&str]) -> Proc {
-    let mut cmd = Command::new(bin(name));
-    if let Some(key) = key_of(hub_url) {
-        cmd.env("GLEITZEIT_API_KEY", key);
-    }
-    if let Some(ca) = ca_of(hub_url) {
-        cmd.env("GLEITZEIT_TLS_CA", ca);
-    }
-    cmd.env("GLEITZEIT_HUB_URL", hub_url)
-        .env("GLEITZEIT_COMPONENT_ID", id)
-        .env(
-            "GLEITZEIT_LOG_LEVEL",
-            std::env::var("GZ_E2E_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
-        )
-        .args(args);
-    Proc::spawn(id, cmd)
-}
-
 /// GET a JSON document, or None. An HTTPS hub started by [`TestHub::start_tls`] is trusted
 /// through its CA.
 pub async fn http_json(base: &str, path: &str) -> Option<serde_json::Value> {
@@ -575,125 +392,6 @@ where
     }
 }
 
-/// A whole local suite for workflow tests: hub, queue-manager, dependency-resolver,
-/// execution-engine and python-provider, with their own data dir.
-pub struct TestSuite {
-    /// The hub.
-    pub hub: TestHub,
-    /// The services, by name.
-    pub services: Vec<Proc>,
-    /// The queue-manager's data dir.
-    pub data_dir: PathBuf,
-}
-
-/// Options for [`TestSuite::start`].
-#[derive(Debug, Clone)]
-pub struct SuiteOptions {
-    /// Python workers.
-    pub workers: u32,
-    /// Engine prefetch factor.
-    pub prefetch: u32,
-    /// Seconds queued tasks wait for a provider of their method (queue-manager).
-    pub provider_grace: f64,
-    /// Redis URL for the queue-manager's store (None: the embedded SQLite store).
-    pub redis_url: Option<String>,
-}
-
-impl Default for SuiteOptions {
-    fn default() -> Self {
-        SuiteOptions {
-            workers: 2,
-            prefetch: 4,
-            provider_grace: 30.0,
-            redis_url: None,
-        }
-    }
-}
-
-impl TestSuite {
-    /// Starts the suite and waits until every service registered.
-    pub async fn start(opts: SuiteOptions) -> TestSuite {
-        Self::start_on_hub(TestHub::start().await, opts).await
-    }
-
-    /// Starts the services on a hub already running (e.g. [`TestHub::start_tls`]) and waits
-    /// until every one registered.
-    pub async fn start_on_hub(hub: TestHub, opts: SuiteOptions) -> TestSuite {
-        let data_dir =
-            std::env::temp_dir().join(format!("gz-e2e-{}-{}", std::process::id(), hub.port));
-        let _ = std::fs::remove_dir_all(&data_dir);
-        let mut suite = TestSuite {
-            hub,
-            services: Vec::new(),
-            data_dir,
-        };
-        suite.start_services(&opts).await;
-        suite
-    }
-
-    /// (Re)starts every service.
-    pub async fn start_services(&mut self, opts: &SuiteOptions) {
-        let dd = self.data_dir.display().to_string();
-        let workers = opts.workers.to_string();
-        let prefetch = opts.prefetch.to_string();
-        let grace = opts.provider_grace.to_string();
-        let mut qm_args = vec!["--data-dir", &dd, "--provider-grace", &grace];
-        if let Some(url) = &opts.redis_url {
-            qm_args.extend(["--redis-url", url.as_str()]);
-        }
-        self.services = vec![
-            self.hub.service("queue-manager", "qm-1", &qm_args),
-            self.hub.service("dependency-resolver", "dr-1", &[]),
-            self.hub
-                .service("execution-engine", "ee-1", &["--prefetch", &prefetch]),
-            self.hub
-                .service("python-provider", "py-1", &["--workers", &workers]),
-        ];
-        self.hub
-            .wait_registered(&["qm-1", "dr-1", "ee-1", "py-1"])
-            .await;
-    }
-
-    /// Kills every service (SIGKILL).
-    pub fn kill_services(&mut self) {
-        for p in &mut self.services {
-            p.kill9();
-        }
-        self.services.clear();
-    }
-
-    /// Runs `gz` against this suite's hub; returns (exit code, stdout, stderr).
-    pub fn gz(&self, args: &[&str]) -> (i32, String, String) {
-        gz_at(&self.hub.url, args)
-    }
-
-    /// `gz submit FILE --json`: the workflow id.
-    pub fn submit(&self, file: &Path) -> String {
-        submit_at(&self.hub.url, file)
-    }
-
-    /// Waits until the workflow is completed, failed or cancelled (services may be
-    /// restarting meanwhile); returns `gz inspect workflow ID --json`.
-    pub async fn wait_finished(&self, id: &str, limit: Duration) -> serde_json::Value {
-        wait_finished_at(&self.hub.url, id, limit).await
-    }
-
-    /// `gz run FILE --json`: exit code and the JSON document.
-    pub fn run_json(&self, file: &Path) -> (i32, serde_json::Value) {
-        let (code, out, err) = self.gz(&["run", &file.display().to_string(), "--json"]);
-        let doc = serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("gz run --json printed no JSON ({e}):\n{out}\n{err}"));
-        (code, doc)
-    }
-}
-
-impl Drop for TestSuite {
-    fn drop(&mut self) {
-        self.kill_services();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
-
 /// The task named `id` in a `gz run --json` / `gz inspect --json` document.
 pub fn task<'a>(doc: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     doc["tasks"]
@@ -704,126 +402,14 @@ pub fn task<'a>(doc: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 
 /// Writes a workflow file into a fresh temp folder and returns its path.
 pub fn workflow_file(name: &str, yaml: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gz-wf-{}-{}", std::process::id(), free_port()));
+    let dir = temp_path("wf");
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join(name);
     std::fs::write(&path, yaml).expect("write workflow");
     path
 }
 
-/// A simulated LLM server (`gleitzeit-llm-sim`) on a free port.
-pub struct LlmSim {
-    /// The process.
-    pub proc: Proc,
-    /// `http://127.0.0.1:<port>`.
-    pub url: String,
-}
-
-impl LlmSim {
-    /// Starts the simulator with extra flags (e.g. `--max-concurrent 4`) and waits until
-    /// `/api/tags` answers.
-    pub async fn start(name: &str, args: &[&str]) -> LlmSim {
-        let port = free_port();
-        let mut cmd = Command::new(bin("gleitzeit-llm-sim"));
-        cmd.args(["--port", &port.to_string(), "--name", name])
-            .args(args);
-        let proc = Proc::spawn(&format!("sim-{name}"), cmd);
-        let url = format!("http://127.0.0.1:{port}");
-        wait_for(Duration::from_secs(20), || async {
-            http_json(&url, "/api/tags").await.is_some()
-        })
-        .await;
-        LlmSim { proc, url }
-    }
-
-    /// The simulator's counters (`/_sim/stats`).
-    pub async fn stats(&self) -> serde_json::Value {
-        http_json(&self.url, "/_sim/stats")
-            .await
-            .unwrap_or(serde_json::Value::Null)
-    }
-}
-
 /// Writes an ollama-provider config file and returns its path.
 pub fn provider_config(yaml: &str) -> PathBuf {
     workflow_file("ollama.yaml", yaml)
-}
-
-/// A `redis-server` of a test's own on a free port; killed on drop.
-pub struct RedisServer {
-    /// The process.
-    pub proc: Proc,
-    /// Its port.
-    pub port: u16,
-    /// `redis://127.0.0.1:<port>`.
-    pub url: String,
-    /// Data directory (append-only file lives here).
-    pub dir: PathBuf,
-}
-
-impl RedisServer {
-    /// Starts `redis-server` with `appendonly yes` (so a restart keeps data) and waits for it.
-    pub async fn start() -> RedisServer {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("gz-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut server = RedisServer {
-            proc: Self::spawn(port, &dir),
-            port,
-            url: format!("redis://127.0.0.1:{port}"),
-            dir,
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    fn spawn(port: u16, dir: &Path) -> Proc {
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-        ])
-        .args(["--appendfsync", "always", "--dir"])
-        .arg(dir);
-        Proc::spawn("redis", cmd)
-    }
-
-    async fn wait_ready(&mut self) {
-        let port = self.port;
-        wait_for(Duration::from_secs(20), || async move {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await;
-    }
-
-    /// Stops the server (SIGTERM, so it flushes) and starts it again on the same port and dir.
-    pub async fn restart(&mut self, down_for: Duration) {
-        self.stop();
-        tokio::time::sleep(down_for).await;
-        self.start_again().await;
-    }
-
-    /// Stops the server (SIGTERM); [`RedisServer::start_again`] brings it back.
-    pub fn stop(&mut self) {
-        self.proc.terminate(Duration::from_secs(10));
-    }
-
-    /// Starts the server again on the same port and data directory.
-    pub async fn start_again(&mut self) {
-        self.proc = Self::spawn(self.port, &self.dir);
-        self.wait_ready().await;
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.proc.kill9();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }

@@ -353,8 +353,10 @@ async fn run_on_hub(
     let (client, mut incoming) = connect(hub_url).await?;
     let result = async {
         let id = new_workflow_id();
-        client.subscribe(&[rooms::workflow(&id)]).await?;
+        // Subscribing needs the workflow to exist (a USER may watch only their own), so the
+        // room is joined after the submit and `follow` first catches up on what it missed.
         let reply = submit_spec(&client, &id, spec, dir).await?;
+        client.subscribe(&[rooms::workflow(&id)]).await?;
         let total = reply
             .get("total_tasks")
             .and_then(Value::as_u64)
@@ -641,6 +643,35 @@ fn event_line(event: &str, p: &Value) -> Option<String> {
     Some(line)
 }
 
+/// Shows the events published after the last one shown (asked from the queue-manager);
+/// true when they include the workflow's end.
+async fn catch_up(
+    client: &HubClient,
+    id: &str,
+    mode: Follow,
+    shown: &mut Shown,
+    counts: &mut Counts,
+    stream: &mut StreamedText,
+) -> bool {
+    let payload = json!({ "workflow_id": id, "after_seq": shown.last_seq });
+    let Ok(reply) = qm_request(client, events::WORKFLOW_EVENTS, payload).await else {
+        return false;
+    };
+    let mut done = false;
+    for e in reply["events"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let event = e["event"].as_str().unwrap_or_default();
+        done |= shown.show(
+            mode,
+            event,
+            e["ts"].as_u64().unwrap_or(0),
+            &e["payload"],
+            counts,
+            stream,
+        );
+    }
+    done
+}
+
 /// Shows the workflow's events until it is terminal (by event, or by polling
 /// `workflow_get` as a fallback, since events can be missed).
 async fn follow(
@@ -666,6 +697,9 @@ async fn follow(
     let mut stream = StreamedText::default();
     let mut shown = Shown::default();
     let mut connection = client.connection_watch();
+    if catch_up(client, id, mode, &mut shown, &mut counts, &mut stream).await {
+        return Ok(());
+    }
     let outcome = loop {
         let sleep_deadline = deadline.map_or(next_poll, |d| d.min(next_poll));
         tokio::select! {
@@ -685,16 +719,8 @@ async fn follow(
                     continue;
                 }
                 // Reconnected: fetch what was published while the connection was down.
-                let payload = json!({ "workflow_id": id, "after_seq": shown.last_seq });
-                if let Ok(reply) = qm_request(client, events::WORKFLOW_EVENTS, payload).await {
-                    let mut done = false;
-                    for e in reply["events"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-                        let event = e["event"].as_str().unwrap_or_default();
-                        done |= shown.show(mode, event, e["ts"].as_u64().unwrap_or(0), &e["payload"], &mut counts, &mut stream);
-                    }
-                    if done {
-                        break Ok(());
-                    }
+                if catch_up(client, id, mode, &mut shown, &mut counts, &mut stream).await {
+                    break Ok(());
                 }
             }
             _ = tokio::time::sleep_until(sleep_deadline) => {

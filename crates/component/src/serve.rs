@@ -46,6 +46,9 @@ pub struct ServeConfig {
     pub component_id: Option<String>,
     /// How long running tasks may take to finish once shutdown begins.
     pub grace: Duration,
+    /// The API key to present (`None`: from the environment, the saved login or the local
+    /// suite's key; see `gleitzeit_runtime::credentials`).
+    pub api_key: Option<String>,
 }
 
 impl ServeConfig {
@@ -55,6 +58,7 @@ impl ServeConfig {
             hub_url: hub_url.into(),
             component_id: None,
             grace: DEFAULT_GRACE,
+            api_key: None,
         }
     }
 }
@@ -78,18 +82,23 @@ pub async fn serve<P: Provider>(
         info.capacity,
         info.metadata.clone(),
     );
-    let (client, mut incoming) =
-        match connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await {
-            Ok(Some(connected)) => connected,
-            Ok(None) => {
-                provider.shutdown().await;
-                return Ok(());
-            }
-            Err(e) => {
-                provider.shutdown().await;
-                return Err(e);
-            }
-        };
+    let (client, mut incoming) = match connect_component(
+        ClientConfig::component(config.hub_url, reg)
+            .with_optional_api_key(config.api_key.as_deref()),
+        &shutdown,
+    )
+    .await
+    {
+        Ok(Some(connected)) => connected,
+        Ok(None) => {
+            provider.shutdown().await;
+            return Ok(());
+        }
+        Err(e) => {
+            provider.shutdown().await;
+            return Err(e);
+        }
+    };
     info!(id = %client.id(), capacity = info.capacity, methods = ?info.methods, "{ty} serving");
     let (outcomes, batcher) = OutcomeSender::start(&client);
     let tasks = Tasks::new(

@@ -75,6 +75,15 @@ impl ClientConfig {
         self
     }
 
+    /// The same config presenting `key` when one is given (else keeping the key found in
+    /// the environment, see [`ClientConfig::client`]).
+    pub fn with_optional_api_key(self, key: Option<&str>) -> Self {
+        match key {
+            Some(key) => self.with_api_key(key),
+            None => self,
+        }
+    }
+
     /// A component that registers and waits for the hub as long as it takes.
     pub fn component(url: impl Into<String>, registration: RegisterPayload) -> Self {
         ClientConfig {

@@ -1,6 +1,6 @@
 //! `gleitzeit-llm-sim`: runs the test LLM server. Parses flags, binds, prints
-//! `listening on http://ADDR` as the first stdout line (tests read the port from it) and
-//! serves until SIGINT/SIGTERM.
+//! `listening on http://ADDR` as the first stdout line (and writes `ADDR` to the
+//! `--ready-file`, which is what the launcher waits for) and serves until SIGINT/SIGTERM.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,9 +16,13 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Port to listen on (0 picks a free port; read it from the first stdout line).
+    /// Port to listen on (0 picks a free port; read it from the first stdout line or the
+    /// ready file).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Once listening, write the address actually bound (e.g. `127.0.0.1:41237`) to this file.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<std::path::PathBuf>,
     /// Served models, comma-separated (a name without tag means `:latest`).
     #[arg(
         long,
@@ -108,6 +112,7 @@ async fn main() -> ExitCode {
         }
     };
     let addr = format!("{}:{}", args.host, args.port);
+    let ready_file = args.ready_file.clone();
     gleitzeit_runtime::serve(
         "gleitzeit-llm-sim",
         args.log_format,
@@ -117,6 +122,10 @@ async fn main() -> ExitCode {
                 .map_err(|e| format!("cannot bind {addr}: {e}"))?;
             // The binary's contract: the first stdout line names the address.
             println!("listening on http://{bound}");
+            if let Some(path) = &ready_file {
+                gleitzeit_runtime::write_ready_file(path, bound)
+                    .map_err(|e| format!("cannot write the ready file {}: {e}", path.display()))?;
+            }
             gleitzeit_llm_sim::serve(listener, config, shutdown)
                 .await
                 .map_err(|e| e.to_string())

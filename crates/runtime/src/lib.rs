@@ -162,24 +162,47 @@ impl ShutdownTrigger {
 }
 
 /// Completes on SIGINT or SIGTERM.
-pub async fn signal_shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+pub fn signal_shutdown() -> impl Future<Output = ()> + Send + 'static {
+    // The handlers are installed now, not at the first poll: once a binary says it is ready
+    // (`--ready-file`), a SIGTERM is a clean shutdown, never the default "terminated".
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let handlers = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut int, mut term) = handlers;
+            let int = async {
+                match int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = int => tracing::info!("SIGINT received, shutting down"),
+                _ = term => tracing::info!("SIGTERM received, shutting down"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received, shutting down");
+        }
     }
 }
 
@@ -193,6 +216,17 @@ pub fn default_component_id(component_type: &str) -> String {
         "{component_type}-{:08x}",
         nanos ^ std::process::id().rotate_left(16)
     )
+}
+
+/// Tells whoever started this binary where it listens: writes `addr` (e.g.
+/// `127.0.0.1:41237`) to `path` through a file beside it and a rename, so a reader sees the
+/// whole address or nothing. Called once the socket listens (`--ready-file`; the launcher
+/// in `gleitzeit-launcher` waits for it instead of guessing a free port).
+pub fn write_ready_file(path: &std::path::Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, format!("{addr}\n"))?;
+    std::fs::rename(&partial, path)
 }
 
 /// This machine's host name (best effort).

@@ -108,6 +108,14 @@ pub enum HubError {
         /// Why.
         source: std::io::Error,
     },
+    /// The ready file (`--ready-file`) could not be written.
+    #[error("cannot write the ready file {}: {source}", path.display())]
+    ReadyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The server failed while running.
     #[error("hub server failed: {0}")]
     Serve(std::io::Error),
@@ -203,11 +211,19 @@ impl BoundHub {
             mesh,
         });
         sockets::install(state.clone());
-        tokio::spawn(sockets::reaper(state.clone(), stopped.clone()));
-        tokio::spawn(sockets::revalidator(state.clone(), stopped.clone()));
+        // Background work stops with the server: `stopped` fires on the way out, and
+        // nothing outlives `serve` (an in-process hub in a test leaves no task behind).
+        let mut background = vec![
+            tokio::spawn(sockets::reaper(state.clone(), stopped.clone())),
+            tokio::spawn(sockets::revalidator(state.clone(), stopped.clone())),
+        ];
+        let mut intake = None;
         if let Some(rx) = mesh_rx {
-            tokio::spawn(sockets::mesh_intake(state.clone(), rx));
-            tokio::spawn(sockets::mesh_ticker(state.clone(), stopped.clone()));
+            intake = Some(tokio::spawn(sockets::mesh_intake(state.clone(), rx)));
+            background.push(tokio::spawn(sockets::mesh_ticker(
+                state.clone(),
+                stopped.clone(),
+            )));
         }
 
         let app = http::router(state.clone())
@@ -231,10 +247,11 @@ impl BoundHub {
                     _ = shutdown.wait() => {}
                     _ = stopped.wait() => {}
                 }
+                state.stop.fire();
                 sockets::announce_shutdown(&state).await;
             }
         };
-        match self.tls {
+        let served = match self.tls {
             Some(tls) => {
                 let listener = tls::TlsListener::new(self.listener, self.addr, tls);
                 axum::serve(listener, app)
@@ -253,7 +270,15 @@ impl BoundHub {
                     .await
             }
         }
-        .map_err(HubError::Serve)?;
+        .map_err(HubError::Serve);
+        state.stop.fire();
+        for task in background {
+            let _ = task.await;
+        }
+        if let Some(intake) = intake {
+            intake.abort();
+        }
+        served?;
         info!("central hub stopped");
         Ok(())
     }
@@ -340,4 +365,19 @@ fn open_authenticator(config: &HubConfig) -> Result<Authenticator, HubError> {
 /// Binds and serves until `shutdown` fires.
 pub async fn run(config: HubConfig, shutdown: Shutdown) -> Result<(), HubError> {
     bind(config).await?.serve(shutdown).await
+}
+
+impl HubConfig {
+    /// A hub for tests: 127.0.0.1 on a port the kernel picks (read it from
+    /// [`BoundHub::local_addr`]), fast heartbeats (0.3 s; silent components are removed
+    /// after 1.5 s), keys required from the key store in `data_dir`.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> HubConfig {
+        HubConfig {
+            port: 0,
+            heartbeat_interval: Duration::from_millis(300),
+            heartbeat_timeout: Duration::from_millis(1500),
+            data_dir: Some(data_dir.into()),
+            ..HubConfig::default()
+        }
+    }
 }

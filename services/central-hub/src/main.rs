@@ -51,6 +51,10 @@ struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "GLEITZEIT_TLS_KEY", value_name = "PATH")]
     tls_key: Option<std::path::PathBuf>,
+    /// Once listening, write the address actually bound (e.g. `127.0.0.1:41237`) to this
+    /// file: with `--port 0`, whoever started the hub learns its port without guessing.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<std::path::PathBuf>,
     /// Log format.
     #[arg(long, env = "GLEITZEIT_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -82,9 +86,15 @@ async fn main() -> std::process::ExitCode {
         Some(hub_id) => central_hub::HubConfig { hub_id, ..config },
         None => config,
     };
+    let ready_file = args.ready_file;
     gleitzeit_runtime::serve("central-hub", args.log_format, |shutdown| async move {
         let tls = tls?;
-        central_hub::run(central_hub::HubConfig { tls, ..config }, shutdown).await
+        let hub = central_hub::bind(central_hub::HubConfig { tls, ..config }).await?;
+        if let Some(path) = ready_file {
+            gleitzeit_runtime::write_ready_file(&path, hub.local_addr())
+                .map_err(|source| central_hub::HubError::ReadyFile { path, source })?;
+        }
+        hub.serve(shutdown).await
     })
     .await
 }

@@ -36,6 +36,9 @@ pub struct Config {
     pub hub_url: String,
     /// Component id (default `dependency-resolver-<random>`).
     pub component_id: Option<String>,
+    /// The API key to present (`None`: from the environment, the saved login or the local
+    /// suite's key; see `gleitzeit_runtime::credentials`).
+    pub api_key: Option<String>,
 }
 
 /// Errors that stop the service.
@@ -53,8 +56,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         .component_id
         .unwrap_or_else(|| gleitzeit_runtime::default_component_id(ty));
     let reg = registration(ty, id, vec!["dependency_resolution".into()], 0, json!({}));
-    let Some((client, incoming)) =
-        connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
+    let Some((client, incoming)) = connect_component(
+        ClientConfig::component(config.hub_url, reg)
+            .with_optional_api_key(config.api_key.as_deref()),
+        &shutdown,
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -181,6 +188,17 @@ fn handle(
         ResolverRequest::Forget(r) => {
             plans.remove(&r.workflow_id);
             None
+        }
+    }
+}
+
+impl Config {
+    /// A resolver for tests, presenting `api_key` to the hub at `hub_url`.
+    pub fn for_tests(hub_url: &str, api_key: &str) -> Config {
+        Config {
+            hub_url: hub_url.to_string(),
+            component_id: None,
+            api_key: Some(api_key.to_string()),
         }
     }
 }

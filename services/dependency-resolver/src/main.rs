@@ -20,6 +20,7 @@ async fn main() -> std::process::ExitCode {
     let config = dependency_resolver::Config {
         hub_url: args.common.hub_url,
         component_id: args.common.component_id,
+        api_key: None,
     };
     gleitzeit_runtime::serve("dependency-resolver", log_format, |shutdown| {
         dependency_resolver::run(config, shutdown)

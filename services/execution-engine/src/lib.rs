@@ -52,6 +52,9 @@ pub struct Config {
     /// Tasks sent to a provider beyond its capacity, as a multiple of it (they wait in the
     /// provider's own queue, which hides the round trip to the queue-manager).
     pub prefetch: u32,
+    /// The API key to present (`None`: from the environment, the saved login or the local
+    /// suite's key; see `gleitzeit_runtime::credentials`).
+    pub api_key: Option<String>,
 }
 
 /// Errors that stop the service.
@@ -116,8 +119,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         0,
         json!({ "prefetch": config.prefetch }),
     );
-    let Some((client, incoming)) =
-        connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
+    let Some((client, incoming)) = connect_component(
+        ClientConfig::component(config.hub_url, reg)
+            .with_optional_api_key(config.api_key.as_deref()),
+        &shutdown,
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -699,6 +706,19 @@ fn outcome_err(workflow_id: &str, task_id: &str, attempt: u32, error: GzError) -
         String::new(),
         0,
     )
+}
+
+impl Config {
+    /// An engine for tests, presenting `api_key` to the hub at `hub_url`, with the binary's
+    /// prefetch (16).
+    pub fn for_tests(hub_url: &str, api_key: &str) -> Config {
+        Config {
+            hub_url: hub_url.to_string(),
+            component_id: None,
+            prefetch: 16,
+            api_key: Some(api_key.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ async fn main() -> std::process::ExitCode {
         hub_url: args.common.hub_url,
         component_id: args.common.component_id,
         prefetch: args.prefetch,
+        api_key: None,
     };
     gleitzeit_runtime::serve("execution-engine", log_format, |shutdown| {
         execution_engine::run(config, shutdown)

@@ -53,6 +53,9 @@ pub struct Config {
     pub grace: std::time::Duration,
     /// Endpoints and routing.
     pub provider: ProviderConfig,
+    /// The API key to present (`None`: from the environment, the saved login or the local
+    /// suite's key; see `gleitzeit_runtime::credentials`).
+    pub api_key: Option<String>,
 }
 
 /// Errors that stop the service.
@@ -106,6 +109,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     let serve_config = ServeConfig {
         component_id: Some(id),
         grace: config.grace,
+        api_key: config.api_key,
         ..ServeConfig::new(config.hub_url)
     };
     serve(provider, serve_config, shutdown).await?;
@@ -171,5 +175,19 @@ impl Provider for Ollama {
     async fn refresh(&self) -> Option<Value> {
         health_round(&self.ctx.pool, &self.ctx.http).await;
         Some(self.ctx.pool.snapshot())
+    }
+}
+
+impl Config {
+    /// A provider for tests with these endpoints, presenting `api_key` to the hub at
+    /// `hub_url`.
+    pub fn for_tests(hub_url: &str, api_key: &str, provider: ProviderConfig) -> Config {
+        Config {
+            hub_url: hub_url.to_string(),
+            component_id: None,
+            grace: gleitzeit_component::DEFAULT_GRACE,
+            provider,
+            api_key: Some(api_key.to_string()),
+        }
     }
 }

@@ -76,6 +76,7 @@ async fn main() -> std::process::ExitCode {
         component_id: args.common.component_id,
         grace: args.drain.drain_grace,
         provider,
+        api_key: None,
     };
     gleitzeit_runtime::serve("ollama-provider", log_format, |shutdown| {
         ollama_provider::run(config, shutdown)

@@ -121,6 +121,7 @@ async fn main() -> std::process::ExitCode {
         },
         default_timeout: args.default_timeout,
         max_timeout: args.max_timeout,
+        api_key: None,
     };
     gleitzeit_runtime::serve("python-provider", log_format, |shutdown| {
         python_provider::run(config, shutdown)

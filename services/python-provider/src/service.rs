@@ -50,6 +50,9 @@ pub struct Config {
     pub default_timeout: Duration,
     /// Longest timeout a task may ask for; more is refused with GZ7011.
     pub max_timeout: Duration,
+    /// The API key to present (`None`: from the environment, the saved login or the local
+    /// suite's key; see `gleitzeit_runtime::credentials`).
+    pub api_key: Option<String>,
 }
 
 impl Config {
@@ -96,6 +99,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     let serve_config = ServeConfig {
         component_id: config.component_id,
         grace: config.grace,
+        api_key: config.api_key,
         ..ServeConfig::new(config.hub_url)
     };
     serve(provider, serve_config, shutdown).await?;
@@ -216,6 +220,27 @@ fn error_of(e: &PythonError) -> GzError {
         } => err.with_details(json!({ "traceback": traceback, "output": output })),
         PythonError::OutputTooLarge { output, .. } => err.with_details(json!({ "output": output })),
         _ => err,
+    }
+}
+
+impl Config {
+    /// A provider for tests: two workers of `python3`, `data_dir` as its data dir,
+    /// presenting `api_key` to the hub at `hub_url`; the binary's limits and timeouts.
+    pub fn for_tests(hub_url: &str, api_key: &str, data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            hub_url: hub_url.to_string(),
+            component_id: None,
+            grace: gleitzeit_component::DEFAULT_GRACE,
+            workers: 2,
+            python: "python3".into(),
+            default_cwd: None,
+            data_dir: data_dir.into(),
+            allowed_roots: None,
+            limits: Limits::default(),
+            default_timeout: Duration::from_secs(300),
+            max_timeout: Duration::from_secs(86_400),
+            api_key: Some(api_key.to_string()),
+        }
     }
 }
 

@@ -60,6 +60,9 @@ pub struct Config {
     pub lease_timeout: Duration,
     /// How large a submitted workflow may be (tasks, bytes); larger ones get GZ7012.
     pub limits: WorkflowLimits,
+    /// The API key to present (`None`: from the environment, the saved login or the local
+    /// suite's key; see `gleitzeit_runtime::credentials`).
+    pub api_key: Option<String>,
 }
 
 /// Errors that stop the service.
@@ -95,8 +98,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         0,
         json!({ "store": info }),
     );
-    let Some((client, incoming)) =
-        connect_component(ClientConfig::component(config.hub_url, reg), &shutdown).await?
+    let Some((client, incoming)) = connect_component(
+        ClientConfig::component(config.hub_url, reg)
+            .with_optional_api_key(config.api_key.as_deref()),
+        &shutdown,
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -164,6 +171,23 @@ impl Component for Service {
             tokio::task::spawn_blocking(move || {
                 client.set_metadata(json!({ "store": store.info() }));
             });
+        }
+    }
+}
+
+impl Config {
+    /// A queue-manager for tests: the embedded store in `data_dir`, presenting `api_key` to
+    /// the hub at `hub_url`; the binary's defaults otherwise.
+    pub fn for_tests(hub_url: &str, api_key: &str, data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            hub_url: hub_url.to_string(),
+            component_id: None,
+            data_dir: data_dir.into(),
+            provider_grace: Duration::from_secs(30),
+            redis_url: None,
+            lease_timeout: Duration::from_secs(15),
+            limits: WorkflowLimits::default(),
+            api_key: Some(api_key.to_string()),
         }
     }
 }

@@ -65,6 +65,7 @@ async fn main() -> std::process::ExitCode {
             max_tasks: args.max_workflow_tasks.max(1),
             max_spec_bytes: args.max_workflow_bytes.max(1024),
         },
+        api_key: None,
     };
     gleitzeit_runtime::serve("queue-manager", log_format, |shutdown| {
         queue_manager::run(config, shutdown)
