@@ -305,6 +305,18 @@ fn own_runtime() -> (
             .build()
             .expect("suite runtime");
         handle_tx.send(runtime.handle().clone()).expect("handle");
+        // A watchdog: a test that fails shows whether the suite's runtime itself stalled.
+        runtime.spawn(async {
+            let mut last = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let gap = last.elapsed();
+                if gap > Duration::from_millis(1000) {
+                    eprintln!("WATCHDOG: suite runtime stalled for {gap:?}");
+                }
+                last = std::time::Instant::now();
+            }
+        });
         let unclean = runtime.block_on(async {
             match stop_rx.await {
                 Ok((parts, hub)) => stop_all(parts, hub).await,

@@ -120,6 +120,13 @@ pub async fn run_component<C: Component>(
                 () = ticked(tick) => Event::Tick,
             }
         };
+        let started = Instant::now();
+        let what = match &event {
+            Event::Envelope(env) => Some(env.event.clone()),
+            Event::Internal(_) => Some("internal message".to_string()),
+            Event::Tick => Some("tick".to_string()),
+            Event::InternalClosed | Event::Stop => None,
+        };
         match event {
             Event::Envelope(env) => component.on_envelope(env).await,
             Event::Internal(msg) => component.on_internal(msg).await,
@@ -128,8 +135,20 @@ pub async fn run_component<C: Component>(
             Event::InternalClosed => events.internal = None,
             Event::Stop => break,
         }
+        let took = started.elapsed();
+        if took >= SLOW_HANDLER {
+            // Nothing else is handled meanwhile: worth knowing when it happens.
+            tracing::warn!(
+                handling = what.as_deref().unwrap_or(""),
+                took_ms = took.as_millis() as u64,
+                "a handler held the component loop"
+            );
+        }
     }
 }
+
+/// A handler that takes this long is logged (the loop handles nothing else meanwhile).
+const SLOW_HANDLER: Duration = Duration::from_secs(1);
 
 async fn recv<I>(rx: &mut Option<mpsc::UnboundedReceiver<I>>) -> Option<I> {
     match rx {

@@ -85,53 +85,62 @@ fn session_of(socket: &SocketRef) -> Option<Arc<Session>> {
 
 pub(crate) fn install(state: Arc<HubState>) {
     let io = state.io.clone();
-    let on_auth = state.clone();
+    // The handlers are registered in the middleware, after authentication and before the
+    // client gets its CONNECT: socketioxide sends CONNECT first and then runs the connect
+    // handler in a task of its own, so a client that sends its first envelope at once could
+    // otherwise reach a socket with no handler yet, and the envelope would be dropped without
+    // a word (seen under load: a request left unanswered for its whole timeout).
     let middleware = move |socket: SocketRef, TryData(auth): TryData<Value>| {
-        let state = on_auth.clone();
-        async move { authenticate_socket(&state, &socket, auth.ok()).await }
-    };
-    let on_connect = move |socket: SocketRef| {
         let state = state.clone();
         async move {
-            debug!(sid = %socket.id, "socket connected");
-            let on_env = state.clone();
-            socket.on(
-                SIO_ENVELOPE_EVENT,
-                move |s: SocketRef, TryData(data): TryData<RawEnvelope>| {
-                    let state = on_env.clone();
-                    async move { intake(&state, &s, data.map_err(|e| e.to_string())).await }
-                },
-            );
-            let on_other = state.clone();
-            socket.on_fallback(move |s: SocketRef, Event(name): Event| {
-                let state = on_other.clone();
-                async move {
-                    let err = GzError::new(
-                        ErrorCode::UnknownEvent,
-                        format!("unknown Socket.IO event {name:?}: send envelopes as the {SIO_ENVELOPE_EVENT:?} event"),
-                    );
-                    reject(&state, &s, None, err);
-                }
-            });
-            let on_gone = state.clone();
-            socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
-                let state = on_gone.clone();
-                async move {
-                    let sid = s.id.to_string();
-                    let emptied = state.registry().leave_rooms(&sid, None);
-                    let removed = state.registry().remove_sid(&sid);
-                    if emptied && removed.is_none() {
-                        share_components(&state);
-                    }
-                    if let Some(entry) = removed {
-                        info!(component = %entry.info.registration.component_id, ?reason, "component disconnected");
-                        announce_left(&state, &entry.info, "disconnected").await;
-                    }
-                }
-            });
+            authenticate_socket(&state, &socket, auth.ok()).await?;
+            register_handlers(&state, &socket);
+            Ok::<(), Refusal>(())
         }
     };
+    let on_connect = |socket: SocketRef| async move {
+        debug!(sid = %socket.id, "socket connected");
+    };
     io.ns("/", on_connect.with(middleware));
+}
+
+/// Registers what an authenticated socket's events do.
+fn register_handlers(state: &Arc<HubState>, socket: &SocketRef) {
+    let on_env = state.clone();
+    socket.on(
+        SIO_ENVELOPE_EVENT,
+        move |s: SocketRef, TryData(data): TryData<RawEnvelope>| {
+            let state = on_env.clone();
+            async move { intake(&state, &s, data.map_err(|e| e.to_string())).await }
+        },
+    );
+    let on_other = state.clone();
+    socket.on_fallback(move |s: SocketRef, Event(name): Event| {
+        let state = on_other.clone();
+        async move {
+            let err = GzError::new(
+                ErrorCode::UnknownEvent,
+                format!("unknown Socket.IO event {name:?}: send envelopes as the {SIO_ENVELOPE_EVENT:?} event"),
+            );
+            reject(&state, &s, None, err);
+        }
+    });
+    let on_gone = state.clone();
+    socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
+        let state = on_gone.clone();
+        async move {
+            let sid = s.id.to_string();
+            let emptied = state.registry().leave_rooms(&sid, None);
+            let removed = state.registry().remove_sid(&sid);
+            if emptied && removed.is_none() {
+                share_components(&state);
+            }
+            if let Some(entry) = removed {
+                info!(component = %entry.info.registration.component_id, ?reason, "component disconnected");
+                announce_left(&state, &entry.info, "disconnected").await;
+            }
+        }
+    });
 }
 
 /// Handles one incoming `envelope` event. The payload stays unparsed JSON text unless the
