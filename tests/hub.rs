@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gleitzeit_e2e::{assert_spread, bin, repo_root, spread_pings, wait_for, Proc, TestHub};
+use gleitzeit_hub_client::{ClientConfig, HubClient};
 use gleitzeit_launcher::{process::log_path, Launch};
 use gleitzeit_protocol::events::{self, rooms};
 use gleitzeit_protocol::Target;
@@ -228,4 +229,34 @@ async fn the_hub_stops_cleanly_on_sigterm() {
         .terminate(Duration::from_secs(10))
         .expect("hub exits after SIGTERM");
     assert!(status.success(), "{status:?}");
+}
+
+/// Many clients each sending a request the moment they are connected: every request is
+/// answered. (The hub registers a socket's handlers before the client gets its CONNECT; an
+/// envelope that arrived before them used to be dropped without a word.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_the_moment_a_client_connects_is_answered() {
+    let hub = TestHub::start().await;
+    let started = Instant::now();
+    let mut asked = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let config = ClientConfig::client(&hub.url).with_api_key(&hub.key);
+        asked.spawn(async move {
+            let (client, _incoming) = HubClient::connect(config).await.expect("connects");
+            let answer = client
+                .request_with_timeout(
+                    Target::Hub,
+                    events::HUB_STATUS,
+                    json!({}),
+                    Duration::from_secs(10),
+                )
+                .await;
+            client.close().await;
+            answer.map(|status| status["status"] == "ok")
+        });
+    }
+    let answers = asked.join_all().await;
+    let unanswered: Vec<_> = answers.iter().filter(|a| !matches!(a, Ok(true))).collect();
+    assert!(unanswered.is_empty(), "{unanswered:?}");
+    assert!(started.elapsed() < Duration::from_secs(60));
 }
