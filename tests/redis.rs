@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use gleitzeit_e2e::{
@@ -98,15 +99,10 @@ async fn a_killed_queue_manager_resumes_from_redis_and_every_task_has_one_result
     let _ = std::fs::remove_file(log);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_restart_mid_run_loses_nothing() {
-    let mut redis = RedisServer::start().await;
-    let suite = TestSuite::start(options(&redis)).await;
-    let log = std::env::temp_dir().join(format!(
-        "gz-redis-restart-{}-{}",
-        std::process::id(),
-        redis.port
-    ));
+/// 20 chains of 10 quick tasks (200), submitted and under way (40 ran); each execution is
+/// logged to the returned file.
+async fn chains_under_way(suite: &TestSuite, name: &str, port: u16) -> (String, PathBuf) {
+    let log = std::env::temp_dir().join(format!("gz-redis-{name}-{}-{port}", std::process::id()));
     let _ = std::fs::remove_file(&log);
     let id = suite.submit(&workflow_file(
         "chains.yaml",
@@ -116,14 +112,27 @@ async fn a_redis_restart_mid_run_loses_nothing() {
         executions(&log).len() >= 40
     })
     .await;
-    redis.restart(Duration::from_millis(1500)).await;
-    let doc = suite.wait_finished(&id, Duration::from_secs(90)).await;
+    (id, log)
+}
+
+/// The 200 tasks of [`chains_under_way`] completed, each executed once.
+async fn chains_completed_once(suite: &TestSuite, id: &str, log: PathBuf) {
+    let doc = suite.wait_finished(id, Duration::from_secs(90)).await;
     assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
     let tasks = doc["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 200);
     assert!(tasks.iter().all(|t| t["status"] == "completed"), "{doc:#}");
     assert_eq!(executions(&log).len(), 200);
     let _ = std::fs::remove_file(log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_run_loses_nothing() {
+    let mut redis = RedisServer::start().await;
+    let suite = TestSuite::start(options(&redis)).await;
+    let (id, log) = chains_under_way(&suite, "restart", redis.port).await;
+    redis.restart(Duration::from_millis(1500)).await;
+    chains_completed_once(&suite, &id, log).await;
 }
 
 /// Redis frozen (SIGSTOP) for 20 s mid-run, longer than the hub's 15 s heartbeat timeout:
@@ -134,20 +143,7 @@ async fn a_redis_restart_mid_run_loses_nothing() {
 async fn a_redis_frozen_for_20_s_mid_run_drops_no_component_and_loses_nothing() {
     let mut redis = RedisServer::start().await;
     let suite = TestSuite::start(options(&redis)).await;
-    let log = std::env::temp_dir().join(format!(
-        "gz-redis-freeze-{}-{}",
-        std::process::id(),
-        redis.port
-    ));
-    let _ = std::fs::remove_file(&log);
-    let id = suite.submit(&workflow_file(
-        "chains.yaml",
-        &chains_yaml("t", 20, 10, 0.01, Some(&log)),
-    ));
-    wait_for(Duration::from_secs(30), || async {
-        executions(&log).len() >= 40
-    })
-    .await;
+    let (id, log) = chains_under_way(&suite, "freeze", redis.port).await;
     let ids = |list: Vec<Value>| -> Vec<String> {
         let mut ids: Vec<String> = list
             .iter()
@@ -167,14 +163,8 @@ async fn a_redis_frozen_for_20_s_mid_run_drops_no_component_and_loses_nothing() 
         during, before,
         "no component lost or unhealthy while Redis was frozen"
     );
-    let doc = suite.wait_finished(&id, Duration::from_secs(90)).await;
-    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
-    let tasks = doc["tasks"].as_array().unwrap();
-    assert_eq!(tasks.len(), 200);
-    assert!(tasks.iter().all(|t| t["status"] == "completed"), "{doc:#}");
-    assert_eq!(executions(&log).len(), 200);
+    chains_completed_once(&suite, &id, log).await;
     assert_eq!(ids(suite.hub.components().await), before);
-    let _ = std::fs::remove_file(log);
 }
 
 /// Fault injection: while a workflow of 1,000 tasks (chains and fan-ins) runs on the Redis

@@ -224,11 +224,8 @@ impl Process {
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.try_status() {
-                return Some(status);
-            }
-            if self.child.is_none() || Instant::now() >= deadline {
-                return None;
+            if let Some(done) = self.exit_by(deadline) {
+                return done;
             }
             std::thread::sleep(POLL);
         }
@@ -238,14 +235,20 @@ impl Process {
     pub async fn wait_exit_async(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.try_status() {
-                return Some(status);
-            }
-            if self.child.is_none() || Instant::now() >= deadline {
-                return None;
+            if let Some(done) = self.exit_by(deadline) {
+                return done;
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// One look of a wait for the exit: `Some(status)` when the wait is over (`None` inside:
+    /// it still runs at the deadline, or there is no child), `None` to look again later.
+    fn exit_by(&mut self, deadline: Instant) -> Option<Option<ExitStatus>> {
+        if let Some(status) = self.try_status() {
+            return Some(Some(status));
+        }
+        (self.child.is_none() || Instant::now() >= deadline).then_some(None)
     }
 
     /// SIGTERM, then waits up to `limit` (blocking) for the exit; `None`: it still runs.
