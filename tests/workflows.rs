@@ -1,6 +1,6 @@
-//! Workflows end to end: examples, substitution, failures, timeouts, retries, cancellation
-//! and priorities on the suite in-process; persistence across restarts, lost services and
-//! leases with the real services as processes (they are killed, frozen or restarted).
+//! Workflows end to end through the real services as processes: examples, substitution,
+//! failures, timeouts, retries, cancellation, priorities, persistence across restarts, lost
+//! services and leases; and the in-process suite's own life cycle.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,7 +19,7 @@ fn example(name: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chain_example_passes_typed_results_along() {
-    let suite = InProcessSuite::start(SuiteOptions::default()).await;
+    let suite = TestSuite::start(SuiteOptions::default()).await;
     let (code, doc) = suite.run_json(&example("hello.yaml"));
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["status"], "completed");
@@ -39,7 +39,7 @@ async fn the_chain_example_passes_typed_results_along() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_and_fan_in_and_object_substitution() {
-    let suite = InProcessSuite::start(SuiteOptions::default()).await;
+    let suite = TestSuite::start(SuiteOptions::default()).await;
     let (code, doc) = suite.run_json(&example("fan_out_fan_in.yaml"));
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(
@@ -77,7 +77,7 @@ tasks:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_task_skips_its_dependents_while_an_independent_branch_completes() {
-    let suite = InProcessSuite::start(SuiteOptions::default()).await;
+    let suite = TestSuite::start(SuiteOptions::default()).await;
     let (code, doc) = suite.run_json(&example("failure.yaml"));
     assert_eq!(code, 1, "{doc:#}");
     assert_eq!(doc["status"], "failed");
@@ -98,7 +98,7 @@ async fn a_failed_task_skips_its_dependents_while_an_independent_branch_complete
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_kills_the_sleeping_script() {
-    let suite = InProcessSuite::start(SuiteOptions::default()).await;
+    let suite = TestSuite::start(SuiteOptions::default()).await;
     let marker = std::env::temp_dir().join(format!("gz-sleeper-{}", std::process::id()));
     let file = workflow_file(
         "sleep.yaml",
@@ -134,7 +134,7 @@ tasks:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_succeeds_on_the_second_attempt() {
-    let suite = InProcessSuite::start(SuiteOptions::default()).await;
+    let suite = TestSuite::start(SuiteOptions::default()).await;
     let dir = workflow_file("unused", "").parent().unwrap().to_path_buf();
     std::fs::create_dir_all(dir.join("scripts")).unwrap();
     std::fs::copy(example("retry.yaml"), dir.join("retry.yaml")).unwrap();
@@ -151,7 +151,7 @@ async fn a_retry_succeeds_on_the_second_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_is_rejected_before_anything_runs() {
-    let suite = InProcessSuite::start(SuiteOptions::default()).await;
+    let suite = TestSuite::start(SuiteOptions::default()).await;
     let file = workflow_file(
         "cycle.yaml",
         "name: cycle\ntasks:\n  - { id: a, method: python/execute, dependencies: [c], parameters: { code: 'result=1' } }\n  - { id: b, method: python/execute, dependencies: [a], parameters: { code: 'result=1' } }\n  - { id: c, method: python/execute, dependencies: [b], parameters: { code: 'result=1' } }\n",
@@ -169,7 +169,7 @@ async fn a_cycle_is_rejected_before_anything_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_yaml_error_is_reported_with_line_and_column() {
-    let suite = InProcessSuite::start(SuiteOptions::default()).await;
+    let suite = TestSuite::start(SuiteOptions::default()).await;
     let file = workflow_file("broken.yaml", "name: broken\ntasks:\n  - id: a\n    method: python/execute\n    parameters: { code: 'x'\n");
     let (code, out, err) = suite.gz(&["validate", &file.display().to_string()]);
     assert_eq!(code, 2);
@@ -190,7 +190,7 @@ async fn a_yaml_error_is_reported_with_line_and_column() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_workflow_stops_its_python_work() {
-    let suite = InProcessSuite::start(SuiteOptions::default()).await;
+    let suite = TestSuite::start(SuiteOptions::default()).await;
     let marker = std::env::temp_dir().join(format!("gz-cancel-{}", std::process::id()));
     let file = workflow_file(
         "long.yaml",
@@ -222,7 +222,7 @@ async fn cancelling_a_running_workflow_stops_its_python_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priorities_are_observed_when_the_provider_has_one_slot() {
-    let suite = InProcessSuite::start(SuiteOptions {
+    let suite = TestSuite::start(SuiteOptions {
         workers: 1,
         prefetch: 1,
         ..SuiteOptions::default()
@@ -350,7 +350,7 @@ async fn work_of_a_killed_provider_runs_again_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_of_a_method_no_provider_serves_fail_instead_of_waiting_forever() {
-    let suite = InProcessSuite::start(SuiteOptions {
+    let suite = TestSuite::start(SuiteOptions {
         provider_grace: 1.0,
         ..SuiteOptions::default()
     })
