@@ -30,7 +30,7 @@ impl RedisServer {
     pub fn start(args: &[&str], log_dir: &Path) -> Result<RedisServer, LaunchError> {
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            match Self::start_on(pick_port(), args, log_dir) {
+            match Self::start_on(unused_port(), args, log_dir) {
                 Ok(server) => return Ok(server),
                 Err(e @ LaunchError::Exited { .. }) => last = Some(e),
                 Err(e) => return Err(e),
@@ -117,8 +117,10 @@ fn spawn(port: u16, args: &[String], log_dir: &Path) -> Result<Process, LaunchEr
         .spawn()
 }
 
-/// A port the kernel just handed out on 127.0.0.1 (free unless someone takes it first).
-fn pick_port() -> u16 {
+/// A port the kernel just handed out on 127.0.0.1 (free unless someone takes it first):
+/// for servers that cannot bind port 0 themselves, and for tests that need an address
+/// nothing listens on.
+pub fn unused_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -1,5 +1,5 @@
 //! The Redis store: the shared contract suite (`contract/mod.rs`), each test on a
-//! `redis-server` of its own (started on a free 127.0.0.1 port, killed when the test ends,
+//! `redis-server` of its own (started by `gleitzeit-launcher` on 127.0.0.1, killed when the test ends,
 //! even by a panic) with a unique key prefix; plus what only Redis has: reconnecting after a
 //! restart (with the data kept by AOF), an unreachable server (`GZ1001`), passwords,
 //! concurrent creators, prefixes, corrupt data, and the 100,000-task timing.
@@ -9,23 +9,19 @@
 #[macro_use]
 mod contract;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use contract::{task, task_ids, workflow, TempDir};
 use gleitzeit_store::{RedisStore, Store, StoreError, TaskStatus, WorkflowStatus};
 use serde_json::json;
 
-/// A `redis-server` child process, killed (and reaped) on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
+/// A `redis-server` of the test's own, started through the one launcher of the project
+/// (`gleitzeit-launcher`: a port of its own, ready once it answers `PING` with its data
+/// loaded), killed when dropped.
+struct RedisServer(gleitzeit_launcher::RedisServer);
 
 impl RedisServer {
     /// A throw-away server: no snapshots, no AOF.
@@ -33,106 +29,34 @@ impl RedisServer {
         Self::start_with(&["--save", "", "--appendonly", "no"], None)
     }
 
-    /// A server with `args` on `port` (a free port if `None`), once it answers `PING`.
+    /// A server with `args` on `port` (a port of its own if `None`).
     fn start_with(args: &[&str], port: Option<u16>) -> Self {
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = port.unwrap_or_else(free_port);
-            let spawned = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let child = match spawned {
-                Ok(child) => child,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                    "redis-server is not on PATH: the Redis store tests need it \
-                     (e.g. `apt-get install redis-server`)"
-                ),
-                Err(e) => panic!("cannot start redis-server: {e}"),
-            };
-            let mut server = RedisServer { child, port };
-            match server.wait_ready(Duration::from_secs(10)) {
-                Ok(()) => return server,
-                // Most likely the port was taken meanwhile: try another one.
-                Err(e) => last = e,
-            }
-        }
-        panic!("redis-server did not start: {last}");
+        let logs = std::env::temp_dir().join("gz-store-redis-logs");
+        let started = match port {
+            Some(port) => gleitzeit_launcher::RedisServer::start_on(port, args, &logs),
+            None => gleitzeit_launcher::RedisServer::start(args, &logs),
+        };
+        RedisServer(started.unwrap_or_else(|e| {
+            panic!(
+                "redis-server did not start: {e} (the Redis store tests need it on PATH, \
+                 e.g. `apt-get install redis-server`)"
+            )
+        }))
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "redis-server on port {} exited: {status}",
-                    self.port
-                ));
-            }
-            if ping(self.port) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("no PONG on port {} within {timeout:?}", self.port));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    fn port(&self) -> u16 {
+        self.0.port()
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        self.0.url()
     }
 
     /// Stops the server with SIGTERM (so that it flushes its AOF) and waits for it.
     fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed: {status}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self
-            .child
-            .try_wait()
-            .expect("wait for redis-server")
-            .is_none()
-        {
-            assert!(Instant::now() < deadline, "redis-server ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let status = self.0.process().terminate(Duration::from_secs(10));
+        assert!(status.is_some(), "redis-server ignored SIGTERM");
     }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("find a free port")
-}
-
-/// Whether a Redis server on `port` answers `PING` with `PONG` (or asks for a password),
-/// not `-LOADING`.
-fn ping(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0u8; 5];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut reply).is_ok()
-        && (&reply == b"+PONG" || &reply == b"-NOAU")
 }
 
 /// A key prefix no other test uses.
@@ -197,7 +121,7 @@ fn data_survives_a_restart_and_the_same_store_reconnects() {
         RedisServer::start_with(&["--save", "", "--appendonly", "yes", "--dir", &dir], port)
     };
     let server = persistent(None, dir.path());
-    let port = server.port;
+    let port = server.port();
     let url = server.url();
     let store = RedisStore::open(&url).expect("open");
     let info = store.info();
@@ -243,7 +167,7 @@ fn data_survives_a_restart_and_the_same_store_reconnects() {
 
 #[test]
 fn an_unreachable_server_is_unavailable_with_gz1001() {
-    let port = free_port();
+    let port = gleitzeit_launcher::redis::unused_port();
     let url = format!("redis://user:s3cret@127.0.0.1:{port}/0");
     let err = RedisStore::open(&url).expect_err("nothing listens there");
     let message = err.to_string();
@@ -274,19 +198,19 @@ fn passwords_are_used_and_masked() {
         ],
         None,
     );
-    let url = format!("redis://:s3cret@127.0.0.1:{}/", server.port);
+    let url = format!("redis://:s3cret@127.0.0.1:{}/", server.port());
     let store = RedisStore::open_with_prefix(&url, &unique_prefix()).expect("open");
     let info = store.info();
     assert_eq!(
         info.location,
-        format!("redis://:***@127.0.0.1:{}/", server.port)
+        format!("redis://:***@127.0.0.1:{}/", server.port())
     );
     assert!(info.healthy);
     store
         .create_workflow(&workflow("wf", 1, WorkflowStatus::Pending), &[])
         .expect("create");
 
-    let wrong = format!("redis://:wrong@127.0.0.1:{}/", server.port);
+    let wrong = format!("redis://:wrong@127.0.0.1:{}/", server.port());
     let err = RedisStore::open(&wrong).expect_err("wrong password");
     assert!(!err.to_string().contains("wrong"), "{err}");
 }
