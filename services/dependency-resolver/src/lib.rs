@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use gleitzeit_component::{run_component, Component, Events, NoInternal};
 use gleitzeit_hub_client::{connect_component, registration, ClientConfig, ClientError, HubClient};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_protocol::events::component_types;
+use gleitzeit_protocol::events::{self, component_types};
 use gleitzeit_protocol::limits::{json_size_within, too_large, MAX_MESSAGE_BYTES};
 use gleitzeit_protocol::payloads::Resolution;
 use gleitzeit_protocol::requests::ResolverRequest;
@@ -92,6 +92,11 @@ impl Component for Resolver {
     async fn on_envelope(&mut self, mut env: Envelope) {
         let request = match ResolverRequest::decode(&env.event, &mut env.payload) {
             Ok(request) => request,
+            // `workflow_forget` is a notice: nobody waits for an answer to a bad one.
+            Err(e) if env.event == events::WORKFLOW_FORGET => {
+                warn!(error = %e, from = %env.source, "bad payload");
+                return;
+            }
             Err(e) => {
                 let _ = self.client.respond(&env, Err(e));
                 return;
