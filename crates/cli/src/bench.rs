@@ -15,9 +15,10 @@ use gleitzeit_runtime::LogFormat;
 use gleitzeit_workflow::{OnFailure, Priority, RetryPolicy, TaskSpec, WorkflowSpec};
 use serde_json::{json, Value};
 
-use crate::suite::LocalSuite;
+use crate::suite::{launch_error, LocalSuite};
 use crate::workflow::{connect, new_workflow_id, submit_spec, wait_ready, workflow_get_with};
 use crate::CmdResult;
+use gleitzeit_launcher::{wait_ready_file, Launch};
 
 /// `gz bench` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -181,10 +182,11 @@ async fn measure_with(
     args: &BenchArgs,
     extra_env: &[(&str, String)],
 ) -> Result<Value, GzError> {
-    let port = free_port()?;
-    let hub_url = format!("http://127.0.0.1:{port}");
-    let data_dir: PathBuf =
-        std::env::temp_dir().join(format!("gz-bench-{}-{port}", std::process::id()));
+    let data_dir: PathBuf = std::env::temp_dir().join(format!(
+        "gz-bench-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
     let mut env = Vec::new();
     if let Some(w) = args.workers {
         env.push(("GLEITZEIT_PYTHON_WORKERS", w.to_string()));
@@ -200,19 +202,16 @@ async fn measure_with(
         }
     }
     env.extend(extra_env.iter().cloned());
-    let mut suite =
-        LocalSuite::start_with(&hub_url, &data_dir, LogFormat::Text, false, &env).await?;
+    let mut suite = LocalSuite::start_with(None, &data_dir, LogFormat::Text, false, &env).await?;
+    let hub_url = suite.hub_url().to_string();
     for i in 2..=args.queue_managers {
         suite.add_instance("queue-manager", &format!("queue-manager-{i}"), None)?;
     }
     if args.hubs > 1 {
         // Execution moves to a second hub: every lease, outcome and event crosses the mesh.
-        let port2 = free_port()?;
-        let hub2 = format!("http://127.0.0.1:{port2}");
-        suite.add_hub(port2, "bench-hub-2")?;
-        crate::suite::wait_healthy(&hub2, Duration::from_secs(15)).await?;
+        let hub2 = suite.add_hub("bench-hub-2").await?;
         for name in ["execution-engine", "python-provider", "ollama-provider"] {
-            suite.kill(name).await;
+            suite.kill(name);
             suite.add_instance(name, &format!("{name}-2"), Some(&hub2))?;
         }
         wait_for_components(
@@ -294,14 +293,6 @@ async fn measure_on(
         "ms_per_task": if n > 0 { run_ms as f64 / n as f64 } else { 0.0 },
         "processes": processes,
     }))
-}
-
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> Result<u16, GzError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))
 }
 
 /// Waits (up to 20 s) until the hub's component table satisfies `done`.
@@ -474,13 +465,22 @@ fn chat_task(id: String, deps: Vec<String>, content: String) -> TaskSpec {
 /// Simulated endpoints with known slots and latency: throughput against the ideal
 /// (sum of slots / latency) and the latency added per request over a direct call.
 async fn bench_llm(args: &BenchArgs) -> Result<Value, GzError> {
-    let sim = crate::suite::binary("gleitzeit-llm-sim")?;
+    let dir = std::env::temp_dir().join(format!(
+        "gz-bench-llm-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
     let mut sims = Vec::new();
     let mut endpoints = String::new();
+    let mut urls = Vec::new();
     for i in 0..args.llm_endpoints {
-        let port = free_port()?;
-        let child = tokio::process::Command::new(&sim)
-            .args(["--port", &port.to_string(), "--name", &format!("sim{i}")])
+        let name = format!("sim{i}");
+        let ready = dir.join(format!("{name}.ready"));
+        let mut sim = Launch::binary(&name, "gleitzeit-llm-sim", dir.join(format!("{name}.log")))
+            .map_err(launch_error)?
+            .args(["--port", "0", "--name", &name])
+            .arg("--ready-file")
+            .arg(&ready)
             .args([
                 "--latency-ms",
                 &args.llm_latency_ms.to_string(),
@@ -493,47 +493,27 @@ async fn bench_llm(args: &BenchArgs) -> Result<Value, GzError> {
                 "--overflow",
                 "reject",
             ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
             .spawn()
-            .map_err(|e| {
-                GzError::new(
-                    ErrorCode::Internal,
-                    format!("cannot start the LLM simulator: {e}"),
-                )
-            })?;
-        sims.push(child);
-        let url = format!("http://127.0.0.1:{port}");
+            .map_err(launch_error)?;
+        let addr = wait_ready_file(&mut sim, &ready, Duration::from_secs(10))
+            .await
+            .map_err(launch_error)?;
+        sims.push(sim);
+        let url = format!("http://{addr}");
         endpoints.push_str(&format!(
-            "  - {{ name: sim{i}, url: \"{url}\", max_concurrent: {} }}\n",
+            "  - {{ name: {name}, url: \"{url}\", max_concurrent: {} }}\n",
             args.llm_slots
         ));
+        urls.push(url);
     }
-    let first_url = endpoints
-        .split('"')
-        .nth(1)
-        .map(str::to_string)
+    let first_url = urls
+        .first()
+        .cloned()
         .ok_or_else(|| GzError::new(ErrorCode::Internal, "no simulated endpoint"))?;
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
         .build()
         .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
-    let started = Instant::now();
-    while http
-        .get(format!("{first_url}/api/tags"))
-        .send()
-        .await
-        .is_err()
-    {
-        if started.elapsed() > Duration::from_secs(10) {
-            return Err(GzError::new(
-                ErrorCode::Internal,
-                "the LLM simulator did not start",
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     // Direct calls, one at a time: the baseline for the added latency.
     let direct_n = args.llm_chain.max(1);
     let t = Instant::now();
@@ -547,12 +527,6 @@ async fn bench_llm(args: &BenchArgs) -> Result<Value, GzError> {
     }
     let direct_ms = t.elapsed().as_secs_f64() * 1000.0 / direct_n as f64;
     // Direct calls with every slot busy: what the endpoints deliver on this machine.
-    let urls: Vec<String> = endpoints
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect();
     let per_slot = (args.llm_tasks / (urls.len() * args.llm_slots as usize).max(1)).max(1);
     let t = Instant::now();
     let mut workers = Vec::new();
@@ -573,7 +547,7 @@ async fn bench_llm(args: &BenchArgs) -> Result<Value, GzError> {
     let direct_parallel =
         (per_slot * urls.len() * args.llm_slots as usize) as f64 / t.elapsed().as_secs_f64();
 
-    let config = std::env::temp_dir().join(format!("gz-bench-llm-{}.yaml", std::process::id()));
+    let config = dir.join("endpoints.yaml");
     std::fs::write(&config, format!("endpoints:\n{endpoints}"))
         .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
     let env = [("GLEITZEIT_OLLAMA_CONFIG", config.display().to_string())];
@@ -598,8 +572,8 @@ async fn bench_llm(args: &BenchArgs) -> Result<Value, GzError> {
             .collect(),
     );
     let chained = measure_with("llm-chain", vec![chain_spec], args, &env).await?;
-    let _ = std::fs::remove_file(&config);
     drop(sims);
+    let _ = std::fs::remove_dir_all(&dir);
 
     let latency_s = args.llm_latency_ms as f64 / 1000.0;
     let ideal = args.llm_endpoints as f64 * f64::from(args.llm_slots) / latency_s;

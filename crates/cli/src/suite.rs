@@ -1,19 +1,17 @@
 //! Starting and stopping the local suite: the hub and one of each service as child
-//! processes, found beside the `gz` executable.
+//! processes, found beside the `gz` executable and started through `gleitzeit-launcher`
+//! (the one launcher the end-to-end tests use too).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gleitzeit_hub_client::HubClient;
+use gleitzeit_launcher::{wait_ready_file, Launch, LaunchError, Process};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_protocol::payloads::HubStatus;
 use gleitzeit_protocol::{events, Target};
 use gleitzeit_runtime::{LogFormat, Shutdown};
 use serde_json::json;
-use tokio::process::{Child, Command};
 
-use crate::status::get_json;
 use crate::CmdResult;
 
 /// The services `gz start` launches, in start order.
@@ -89,51 +87,57 @@ pub fn host_port(hub_url: &str) -> Result<(String, u16), GzError> {
     Ok((host, url.port_or_known_default().unwrap_or(8000)))
 }
 
-pub(crate) fn binary(name: &str) -> Result<PathBuf, GzError> {
-    let exe =
-        std::env::current_exe().map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
-    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let path = dir.join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(GzError::new(
+/// A launcher error as a `GZnnnn` error (a missing binary gets the build hint).
+pub(crate) fn launch_error(e: LaunchError) -> GzError {
+    match e {
+        LaunchError::Missing { path } => GzError::new(
             ErrorCode::FileNotFound,
             format!("{} not found beside gz", path.display()),
         )
-        .with_hint("build every binary: `cargo build --release --bins` (or `cargo build --bins`)"))
+        .with_hint("build every binary: `cargo build --release --bins` (or `cargo build --bins`)"),
+        other => GzError::new(ErrorCode::Internal, other.to_string()),
     }
 }
 
-/// A running local suite. Children are killed when it is dropped, unless detached.
+/// How long the hub may take to listen.
+const HUB_READY: Duration = Duration::from_secs(15);
+
+/// A running local suite, started through the shared launcher (`gleitzeit-launcher`).
+/// Children are killed when it is dropped, unless detached.
 pub struct LocalSuite {
-    children: Vec<(String, Child)>,
+    children: Vec<Process>,
     hub_url: String,
     env: Vec<(String, String)>,
     data_dir: PathBuf,
     format: &'static str,
+    detach: bool,
 }
 
 impl LocalSuite {
-    /// Starts the hub and every service; returns once the hub is healthy.
+    /// Starts the hub on `hub_url` and every service; returns once the hub listens.
     pub async fn start(
         hub_url: &str,
         data_dir: &Path,
         log_format: LogFormat,
         detach: bool,
     ) -> Result<LocalSuite, GzError> {
-        Self::start_with(hub_url, data_dir, log_format, detach, &[]).await
+        Self::start_with(Some(hub_url), data_dir, log_format, detach, &[]).await
     }
 
-    /// Like [`LocalSuite::start`], with extra environment variables for every child.
+    /// Like [`LocalSuite::start`], with extra environment variables for every child. With
+    /// no `hub_url` the hub binds a free port of 127.0.0.1 and says which in its ready file
+    /// (see [`LocalSuite::hub_url`]).
     pub async fn start_with(
-        hub_url: &str,
+        hub_url: Option<&str>,
         data_dir: &Path,
         log_format: LogFormat,
         detach: bool,
         env: &[(&str, String)],
     ) -> Result<LocalSuite, GzError> {
-        let (host, port) = host_port(hub_url)?;
+        let (host, port) = match hub_url {
+            Some(url) => host_port(url)?,
+            None => ("127.0.0.1".to_string(), 0),
+        };
         // The suite runs with authentication: gz makes (or reuses) the local suite's key
         // in the store the hub will use, hands it to every child, and uses it itself.
         let mesh_redis = env
@@ -145,75 +149,112 @@ impl LocalSuite {
             key.clone(),
             gleitzeit_runtime::credentials::KeySource::LocalSuite,
         );
-        let mut env: Vec<(&str, String)> = env.to_vec();
-        env.push((gleitzeit_runtime::credentials::API_KEY_ENV, key));
-        let env = env.as_slice();
-        let logs = data_dir.join("logs");
-        std::fs::create_dir_all(&logs).map_err(|e| {
-            GzError::new(
-                ErrorCode::StoreFailed,
-                format!("cannot create {}: {e}", logs.display()),
-            )
-        })?;
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        env.push((gleitzeit_runtime::credentials::API_KEY_ENV.to_string(), key));
         let format = match log_format {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
         };
         let mut suite = LocalSuite {
             children: Vec::new(),
-            hub_url: hub_url.to_string(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
+            hub_url: hub_url.unwrap_or_default().to_string(),
+            env,
             data_dir: data_dir.to_path_buf(),
             format,
+            detach,
         };
-        let mut hub = Command::new(binary("central-hub")?);
-        hub.args(["--host", &host, "--port", &port.to_string()]);
-        suite.spawn("central-hub", &mut hub, &logs, format, data_dir, detach)?;
-        wait_healthy(hub_url, Duration::from_secs(15)).await?;
+        let addr = suite.start_hub("central-hub", &host, port, &[]).await?;
+        if hub_url.is_none() {
+            suite.hub_url = format!("http://{addr}");
+        }
         for name in SERVICES {
-            let mut cmd = Command::new(binary(name)?);
-            suite.spawn(name, &mut cmd, &logs, format, data_dir, detach)?;
+            let hub = suite.hub_url.clone();
+            suite.spawn(name, name, &hub, &[])?;
         }
         Ok(suite)
     }
 
+    /// The hub's URL (the one asked for, or the port the hub picked).
+    pub fn hub_url(&self) -> &str {
+        &self.hub_url
+    }
+
+    /// Starts a hub and waits until it listens; the address it bound.
+    async fn start_hub(
+        &mut self,
+        name: &str,
+        host: &str,
+        port: u16,
+        extra_args: &[&str],
+    ) -> Result<std::net::SocketAddr, GzError> {
+        let ready = self.data_dir.join(format!("{name}.ready"));
+        let _ = std::fs::remove_file(&ready);
+        let mut args = vec![
+            "--host".to_string(),
+            host.to_string(),
+            "--port".to_string(),
+            port.to_string(),
+            "--ready-file".to_string(),
+            ready.display().to_string(),
+        ];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        let hub = self.hub_url.clone();
+        let refs: Vec<(&str, &str)> = Vec::new();
+        self.spawn_args(name, "central-hub", &hub, &args, &refs)?;
+        let process = self
+            .children
+            .last_mut()
+            .ok_or_else(|| GzError::new(ErrorCode::Internal, "the hub was not started"))?;
+        let addr = wait_ready_file(process, &ready, HUB_READY)
+            .await
+            .map_err(launch_error)?;
+        let _ = std::fs::remove_file(&ready);
+        Ok(addr)
+    }
+
+    /// Starts `binary` as `name`, connected to `hub_url`, with extra environment.
     fn spawn(
         &mut self,
         name: &str,
-        cmd: &mut Command,
-        logs: &Path,
-        format: &str,
-        data_dir: &Path,
-        detach: bool,
+        binary: &str,
+        hub_url: &str,
+        env: &[(&str, &str)],
     ) -> Result<(), GzError> {
-        let log_path = logs.join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path).map_err(|e| {
-            GzError::new(
-                ErrorCode::StoreFailed,
-                format!("cannot create {}: {e}", log_path.display()),
-            )
-        })?;
-        let err_log = log
-            .try_clone()
-            .map_err(|e| GzError::new(ErrorCode::StoreFailed, e.to_string()))?;
-        cmd.env("GLEITZEIT_HUB_URL", &self.hub_url)
-            .env("GLEITZEIT_LOG_FORMAT", format)
-            .env("GLEITZEIT_DATA_DIR", data_dir)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err_log))
-            .kill_on_drop(!detach);
-        if detach {
-            cmd.process_group(0);
+        self.spawn_args(name, binary, hub_url, &[], env)
+    }
+
+    fn spawn_args(
+        &mut self,
+        name: &str,
+        binary: &str,
+        hub_url: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<(), GzError> {
+        let log = self.data_dir.join("logs").join(format!("{name}.log"));
+        let mut launch = Launch::binary(name, binary, log)
+            .map_err(launch_error)?
+            .args(args)
+            .env("GLEITZEIT_LOG_FORMAT", self.format)
+            .env("GLEITZEIT_DATA_DIR", &self.data_dir);
+        if !hub_url.is_empty() {
+            launch = launch.env("GLEITZEIT_HUB_URL", hub_url);
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| GzError::new(ErrorCode::Internal, format!("cannot start {name}: {e}")))?;
-        self.children.push((name.to_string(), child));
+        for (k, v) in self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(env.iter().copied())
+        {
+            launch = launch.env(k, v);
+        }
+        if self.detach {
+            launch = launch.own_process_group();
+        }
+        self.children.push(launch.spawn().map_err(launch_error)?);
         Ok(())
     }
 
@@ -225,41 +266,29 @@ impl LocalSuite {
         instance: &str,
         hub_url: Option<&str>,
     ) -> Result<(), GzError> {
-        let mut cmd = Command::new(binary(binary_name)?);
-        cmd.env("GLEITZEIT_COMPONENT_ID", instance);
-        self.spawn_extra(instance, cmd, hub_url)
+        let hub = hub_url.unwrap_or(&self.hub_url).to_string();
+        self.spawn(
+            instance,
+            binary_name,
+            &hub,
+            &[("GLEITZEIT_COMPONENT_ID", instance)],
+        )
     }
 
-    /// Starts another hub on `port` with the id `hub_id` (it joins the mesh when the
-    /// suite's environment names one with `GLEITZEIT_HUB_REDIS_URL`).
-    pub fn add_hub(&mut self, port: u16, hub_id: &str) -> Result<(), GzError> {
-        let mut cmd = Command::new(binary("central-hub")?);
-        cmd.args(["--port", &port.to_string(), "--hub-id", hub_id]);
-        self.spawn_extra(hub_id, cmd, None)
-    }
-
-    fn spawn_extra(
-        &mut self,
-        name: &str,
-        mut cmd: Command,
-        hub_url: Option<&str>,
-    ) -> Result<(), GzError> {
-        let (data_dir, format) = (self.data_dir.clone(), self.format);
-        let logs = data_dir.join("logs");
-        let own = self.hub_url.clone();
-        if let Some(url) = hub_url {
-            self.hub_url = url.to_string();
-        }
-        let spawned = self.spawn(name, &mut cmd, &logs, format, &data_dir, false);
-        self.hub_url = own;
-        spawned
+    /// Starts another hub on a free port of 127.0.0.1 with the id `hub_id` (it joins the
+    /// mesh when the suite's environment names one with `GLEITZEIT_HUB_REDIS_URL`); its URL
+    /// once it listens.
+    pub async fn add_hub(&mut self, hub_id: &str) -> Result<String, GzError> {
+        let addr = self
+            .start_hub(hub_id, "127.0.0.1", 0, &["--hub-id", hub_id])
+            .await?;
+        Ok(format!("http://{addr}"))
     }
 
     /// Kills one child by name (benchmarks rearranging the suite).
-    pub async fn kill(&mut self, name: &str) {
-        if let Some(pos) = self.children.iter().position(|(n, _)| n == name) {
-            let (_, mut child) = self.children.remove(pos);
-            let _ = child.kill().await;
+    pub fn kill(&mut self, name: &str) {
+        if let Some(pos) = self.children.iter().position(|p| p.name() == name) {
+            self.children.remove(pos).kill();
         }
     }
 
@@ -267,18 +296,26 @@ impl LocalSuite {
     pub fn pids(&self) -> Vec<(String, u32)> {
         self.children
             .iter()
-            .filter_map(|(n, c)| c.id().map(|p| (n.clone(), p)))
+            .map(|p| (p.name().to_string(), p.pid()))
+            .filter(|(_, pid)| *pid != 0)
             .collect()
+    }
+
+    /// Leaves every child running beyond this handle (`gz start --detach`).
+    pub fn detach(self) {
+        for process in self.children {
+            process.detach();
+        }
     }
 
     /// Asks the hub to stop everything, then kills what is left after a grace period.
     pub async fn shutdown(mut self) {
         let _ = request_shutdown(&self.hub_url).await;
         let deadline = Instant::now() + Duration::from_secs(5);
-        for (_, child) in &mut self.children {
+        for process in &mut self.children {
             let left = deadline.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(left, child.wait()).await.is_err() {
-                let _ = child.kill().await;
+            if process.wait_exit_async(left).await.is_none() {
+                process.kill();
             }
         }
     }
@@ -286,24 +323,12 @@ impl LocalSuite {
     /// Waits until any child exits; returns its name.
     pub async fn any_exit(&mut self) -> String {
         loop {
-            for (name, child) in &mut self.children {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return name.clone();
+            for process in &mut self.children {
+                if !process.running() {
+                    return process.name().to_string();
                 }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-/// Polls `/health` until it answers.
-pub async fn wait_healthy(hub_url: &str, limit: Duration) -> Result<HubStatus, GzError> {
-    let start = Instant::now();
-    loop {
-        match get_json::<HubStatus>(hub_url, "/health").await {
-            Ok(s) => return Ok(s),
-            Err(e) if start.elapsed() >= limit || e.code.starts_with("GZ4") => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }
@@ -351,7 +376,7 @@ pub async fn start(hub_url: &str, log_format: LogFormat, args: StartArgs) -> Cmd
         let doc = json!({ "hub_url": hub_url, "pids": pids.iter().map(|(n, p)| json!({"name": n, "pid": p})).collect::<Vec<_>>() });
         std::fs::write(pid_file(&data_dir), doc.to_string())
             .map_err(|e| GzError::new(ErrorCode::StoreFailed, e.to_string()))?;
-        std::mem::forget(suite);
+        suite.detach();
         return Ok(0);
     }
     eprintln!("press Ctrl-C to stop");
