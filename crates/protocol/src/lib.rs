@@ -18,6 +18,7 @@ pub mod payloads;
 pub mod records;
 pub mod replies;
 pub mod requests;
+pub mod routing;
 pub mod status;
 pub mod target;
 

@@ -73,6 +73,14 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// The key this task is queued and leased by (`crate::routing::route_key`).
+    pub fn route(&self) -> std::borrow::Cow<'_, str> {
+        crate::routing::route_key(
+            &self.method,
+            self.params.as_ref().unwrap_or(&serde_json::Value::Null),
+        )
+    }
+
     /// A new task as a submission creates it: pending, never attempted.
     pub fn pending(
         workflow_id: impl Into<String>,

@@ -369,6 +369,7 @@ mod tests {
         let catalog = MethodCatalog::builtin();
         for name in [
             "python/execute",
+            "python/function",
             "llm/chat",
             "llm/generate",
             "llm/complete",
@@ -379,7 +380,7 @@ mod tests {
         }
         assert_eq!(catalog.method("llm/complete").unwrap().name, "llm/generate");
         assert_eq!(catalog.method("llm/chat").unwrap().protocol, "llm/v1");
-        assert_eq!(catalog.methods().count(), 5);
+        assert_eq!(catalog.methods().count(), 6);
         let protocols: Vec<&str> = catalog
             .protocols()
             .iter()

@@ -404,19 +404,9 @@ fn check_method(
         return;
     }
     let Some(method) = catalog.method(&task.method) else {
-        let names = catalog.names();
-        let mut hint = String::new();
-        if let Some(close) = did_you_mean(&task.method, names.iter().copied()) {
-            hint.push_str(&format!("did you mean `{close}`? "));
-        }
-        hint.push_str(&format!("known methods: {}", list_for_hint(names)));
         out.push(
-            Diagnostic::error(
-                codes::UNKNOWN_METHOD,
-                format!("{label}: unknown method `{}`", task.method),
-            )
-            .with_hint(hint)
-            .at(places.task_field_or_task(i, "method")),
+            unknown_method(catalog, &label, &task.method)
+                .at(places.task_field_or_task(i, "method")),
         );
         return;
     };
@@ -659,4 +649,53 @@ impl fmt::Display for Label<'_> {
             write!(f, "task `{}`", self.1.id)
         }
     }
+}
+
+/// A method no protocol file defines. In a namespace of the protocol files (`python/…`,
+/// `llm/…`) it is a mistake (an error, with the closest known method); elsewhere it is an
+/// open method a provider may declare at registration (`docs/protocol.md` §5.7): a warning,
+/// since the task fails with GZ2015 if no provider serves it.
+fn unknown_method(catalog: &MethodCatalog, label: &Label<'_>, method: &str) -> Diagnostic {
+    let names = catalog.names();
+    let mut hint = String::new();
+    if let Some(close) = did_you_mean(method, names.iter().copied()) {
+        hint.push_str(&format!("did you mean `{close}`? "));
+    }
+    let namespace = method.split_once('/').map(|(ns, _)| ns);
+    let open = namespace.is_some_and(|ns| {
+        is_open_method_name(method)
+            && !names
+                .iter()
+                .any(|n| n.split_once('/').is_some_and(|(k, _)| k == ns))
+    });
+    if open {
+        hint.push_str(
+            "it runs only if a connected provider declares it (`gz status` lists capabilities)",
+        );
+        return Diagnostic::warning(
+            codes::UNKNOWN_METHOD,
+            format!("{label}: method `{method}` is not in protocols/*.yaml"),
+        )
+        .with_hint(hint);
+    }
+    hint.push_str(&format!("known methods: {}", list_for_hint(names)));
+    Diagnostic::error(
+        codes::UNKNOWN_METHOD,
+        format!("{label}: unknown method `{method}`"),
+    )
+    .with_hint(hint)
+}
+
+/// `namespace/name`: letters, digits, `_`, `-` and `.`, one slash, at most 200 bytes.
+fn is_open_method_name(method: &str) -> bool {
+    let ok = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    method.len() <= 200
+        && method
+            .split_once('/')
+            .is_some_and(|(ns, name)| ok(ns) && ok(name))
 }

@@ -418,6 +418,35 @@ tasks:
 }
 
 #[test]
+fn a_method_outside_the_protocol_namespaces_is_an_open_method_with_a_warning() {
+    let parsed = parse_workflow(
+        r#"name: open
+tasks:
+  - id: a
+    method: text/shout
+    params: { words: [1, 2] }
+"#,
+        catalog(),
+    )
+    .expect("an open method is accepted");
+    let found = parsed.warnings;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let d = &found[0];
+    assert_eq!(d.severity, Severity::Warning);
+    assert_eq!(
+        (d.code.as_str(), d.line, d.column),
+        ("GZ7003", Some(4), Some(13))
+    );
+    assert_eq!(
+        d.message,
+        "task `a`: method `text/shout` is not in protocols/*.yaml"
+    );
+    // Without a slash it is no method at all.
+    let found = errors("name: bad\ntasks:\n  - id: a\n    method: shout\n");
+    assert_eq!(places(&found), vec![("GZ7003", 4, 13)]);
+}
+
+#[test]
 fn many_mistakes_are_reported_at_once() {
     let found = errors(
         r#"name: everything wrong
@@ -432,7 +461,7 @@ tasks:
     priority: extreme
     params: { code: "${nobody.result}" }
   - id: c
-    method: nope/nothing
+    method: python/nothing
 "#,
     );
     let codes: Vec<&str> = found.iter().map(|d| d.code.as_str()).collect();

@@ -31,7 +31,7 @@ use gleitzeit_protocol::payloads::{
     LeasedTasks, TaskOutcome, TaskOutcomes, TaskRef,
 };
 use gleitzeit_protocol::requests::EngineRequest;
-use gleitzeit_protocol::{Envelope, Target};
+use gleitzeit_protocol::{routing, Envelope, Target};
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -392,7 +392,7 @@ impl Engine {
                 workflow_id: task.workflow_id.clone(),
                 task_id: task.task_id.clone(),
             };
-            match self.pick_provider(&task.method) {
+            match self.pick_provider(&routing::route_key(&task.method, &task.params)) {
                 Some(pid) => {
                     if let Some(p) = self.providers.get_mut(&pid) {
                         p.in_flight += 1;
@@ -428,7 +428,10 @@ impl Engine {
                     task.attempt,
                     GzError::new(
                         ErrorCode::Disconnected,
-                        format!("no provider for {} right now", task.method),
+                        format!(
+                            "no provider for {} right now",
+                            routing::describe(&routing::route_key(&task.method, &task.params))
+                        ),
                     ),
                 )),
             }

@@ -158,8 +158,8 @@ impl Machine {
                     continue;
                 };
                 let (timeout_ms, base_dir) = (wf.info[i].timeout_ms, wf.record.base_dir.clone());
-                let method = wf.tasks[i].method.clone();
-                step.taken.push((method, entry));
+                let route = wf.tasks[i].route().into_owned();
+                step.taken.push((route, entry));
                 let Some(t) = self.transition(step, &key, i, TaskStatus::Running, now) else {
                     continue;
                 };

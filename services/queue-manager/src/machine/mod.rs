@@ -233,7 +233,7 @@ impl Machine {
             if t.status == TaskStatus::Queued {
                 let seq = self
                     .queue
-                    .enqueue(&t.method, info[i].priority, key.clone(), i);
+                    .enqueue(&t.route(), info[i].priority, key.clone(), i);
                 info[i].entry = Some(seq);
             }
         }
@@ -545,7 +545,7 @@ impl Machine {
                 info.entry =
                     Some(
                         self.queue
-                            .enqueue(&record.method, info.priority, key.clone(), i),
+                            .enqueue(&record.route(), info.priority, key.clone(), i),
                     );
             }
             TaskStatus::Running => {

@@ -124,13 +124,15 @@ impl Machine {
             .collect();
         for method in unserved {
             let entries = self.queue.drain(&method);
-            let error = GzError::new(
-                ErrorCode::NoProvider,
-                format!("no provider serves {method}"),
-            )
-            .with_hint(format!(
-                "start a provider for {method} (`gz status` lists what is registered)"
-            ))
+            let what = gleitzeit_protocol::routing::describe(&method);
+            let error = GzError::new(ErrorCode::NoProvider, format!("no provider serves {what}"))
+                .with_hint(if what == method {
+                    format!("start a provider for {method} (`gz status` lists what is registered)")
+                } else {
+                    format!(
+                        "start a service declaring {what} (`gz functions list` shows what is declared)"
+                    )
+                })
             .with_retryable(false);
             warn!(%method, tasks = entries.len(), "failing queued tasks: no provider serves the method");
             let error = serde_json::to_value(&error).ok();
