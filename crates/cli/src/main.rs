@@ -9,6 +9,7 @@
 mod auth;
 mod bench;
 mod credentials;
+mod functions;
 mod inspect;
 mod output;
 mod providers;
@@ -85,6 +86,8 @@ enum Command {
     /// API keys and users: init, login, status, logout, user create|list, key
     /// create|list|revoke.
     Auth(auth::AuthArgs),
+    /// Named functions (`python/function`) the connected providers declare.
+    Functions(functions::FunctionsArgs),
     /// Print the wire protocol as one JSON Schema document (every event's payload and reply;
     /// the same as docs/schema/events.json).
     Schema,
@@ -106,6 +109,7 @@ impl Command {
             Command::Cancel(a) => a.json,
             Command::Auth(a) => a.json(),
             Command::Bench(a) => a.json,
+            Command::Functions(a) => a.json(),
             Command::Start(_) | Command::Stop | Command::Hub(_) | Command::Schema => false,
         }
     }
@@ -165,6 +169,7 @@ async fn main() -> std::process::ExitCode {
         Command::Errors { json } => output::errors(json),
         Command::Bench(args) => bench::run(args).await,
         Command::Providers { json } => providers::run(&cli.hub_url, json).await,
+        Command::Functions(args) => functions::run(&cli.hub_url, args).await,
         Command::Validate(args) => workflow::validate(args),
         Command::Run(args) => workflow::run(&cli.hub_url, cli.log_format, args).await,
         Command::Submit(args) => workflow::submit(&cli.hub_url, args).await,

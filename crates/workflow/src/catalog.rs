@@ -246,6 +246,27 @@ impl MethodCatalog {
 }
 
 impl MethodSpec {
+    /// A spec of its own for one parameter schema (a function's keyword arguments, see
+    /// `crate::functions`), checked like a method's.
+    pub(crate) fn for_schema(name: &str, schema: Value) -> Result<MethodSpec, CatalogError> {
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&schema)
+            .map_err(|err| CatalogError::Schema {
+                method: name.to_string(),
+                message: err.to_string(),
+            })?;
+        Ok(MethodSpec {
+            name: name.to_string(),
+            protocol: String::new(),
+            description: None,
+            aliases: Vec::new(),
+            params_schema: schema,
+            result_schema: None,
+            validator: Arc::new(validator),
+        })
+    }
+
     /// Every way `params` violates this method's parameter schema, leaving out what
     /// `${...}` references may still change (see the module docs).
     pub fn check_params(&self, params: &Value) -> Vec<ParamIssue> {

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use gleitzeit_protocol::routing;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::MethodCatalog;
@@ -436,7 +437,11 @@ fn check_method(
         );
         return;
     }
-    for issue in method.check_params(&task.parameters) {
+    let mut issues = method.check_params(&task.parameters);
+    if issues.is_empty() && method.name == routing::PYTHON_FUNCTION {
+        issues = crate::functions::check_builtin_call(&task.parameters);
+    }
+    for issue in issues {
         let place = if issue.pointer.is_empty() {
             "parameters".to_string()
         } else {

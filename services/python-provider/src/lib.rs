@@ -1,8 +1,10 @@
-//! Gleitzeit python-provider: serves `python/execute` in a pool of warm Python workers.
+//! Gleitzeit python-provider: serves `python/execute` and the built-in functions of
+//! `python/function` in a pool of warm Python workers.
 //!
 //! [`pool`] runs the code; [`service`] is the provider on the shared runtime
-//! (`gleitzeit_component::serve`): it registers `python/execute` with the pool size as
-//! capacity and turns the tasks it is handed into pool jobs. Tasks are confined
+//! (`gleitzeit_component::serve`): it registers `python/execute` and the routing key of each
+//! built-in function ([`functions`]) with the pool size as capacity and turns the tasks it is
+//! handed into pool jobs. Tasks are confined
 //! ([`confine`] roots, [`limits`] rlimits and output cap, [`reap`] process trees; what is and
 //! is not isolated: `docs/python-confinement.md`).
 //!
@@ -13,6 +15,7 @@
 
 pub mod confine;
 pub mod error;
+pub mod functions;
 pub mod job;
 pub mod limits;
 pub mod pool;

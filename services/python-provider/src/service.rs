@@ -16,12 +16,14 @@ use gleitzeit_hub_client::ClientError;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::component_types;
 use gleitzeit_protocol::payloads::ExecuteTask;
+use gleitzeit_protocol::routing;
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
 
 use crate::pool::{Limits, PathPolicy, PoolConfig, PythonError, PythonJob, PythonPool};
 
-/// The method this provider serves.
+/// The method of inline code and scripts (the provider also serves `python/function`: the
+/// built-in functions, see [`crate::functions`]).
 pub const METHOD: &str = "python/execute";
 
 /// Settings.
@@ -117,9 +119,15 @@ impl Provider for Python {
     fn info(&self) -> ProviderInfo {
         ProviderInfo {
             component_type: component_types::PYTHON_PROVIDER.to_string(),
-            methods: vec![METHOD.to_string()],
+            methods: std::iter::once(METHOD.to_string())
+                .chain(crate::functions::capabilities())
+                .collect(),
             capacity: u32::try_from(self.pool.size()).unwrap_or(u32::MAX),
-            metadata: json!({ "python": self.python }),
+            metadata: json!({
+                "python": self.python,
+                "service_name": routing::BUILTIN_SERVICE,
+                "functions": crate::functions::declarations(),
+            }),
             // Jobs wait in the pool's own FIFO for a worker.
             concurrency: Concurrency::Provider,
         }
@@ -148,16 +156,29 @@ impl Provider for Python {
     }
 }
 
-/// Builds a pool job from a task's parameters.
+/// Builds a pool job from a task's parameters: inline code or a script (`python/execute`),
+/// or a call of a built-in function (`python/function`).
 fn job_of(task: &ExecuteTask, max_timeout: Duration) -> Result<PythonJob, GzError> {
-    if task.method != METHOD {
-        return Err(GzError::new(
-            ErrorCode::UnknownMethod,
-            format!("python-provider does not serve {}", task.method),
-        ));
-    }
     let p = &task.params;
-    let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
+    let job = match task.method.as_str() {
+        METHOD => {
+            let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
+            PythonJob {
+                code: text("code"),
+                file: text("file"),
+                context: p.get("context").cloned().unwrap_or(Value::Null),
+                cwd: text("cwd").map(PathBuf::from),
+                ..PythonJob::default()
+            }
+        }
+        routing::PYTHON_FUNCTION => crate::functions::job(p)?,
+        other => {
+            return Err(GzError::new(
+                ErrorCode::UnknownMethod,
+                format!("python-provider does not serve {other}"),
+            ))
+        }
+    };
     let timeout = match task.timeout_ms {
         Some(ms) => Some(timeout_from_ms(ms, max_timeout)?),
         None => match p.get("timeout") {
@@ -167,12 +188,9 @@ fn job_of(task: &ExecuteTask, max_timeout: Duration) -> Result<PythonJob, GzErro
     };
     Ok(PythonJob {
         id: format!("{}/{}#{}", task.workflow_id, task.task_id, task.attempt),
-        code: text("code"),
-        file: text("file"),
-        context: p.get("context").cloned().unwrap_or(Value::Null),
         timeout,
-        cwd: text("cwd").map(PathBuf::from),
         base_dir: task.base_dir.as_ref().map(PathBuf::from),
+        ..job
     })
 }
 
