@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import re
 import threading
+import typing
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar, Union, overload
 
 from .schema import function_schema, return_schema
@@ -31,6 +32,8 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 _METHOD_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+#: What ``function_name`` may look like (``protocols/python.yaml``).
+_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _lock = threading.Lock()
 _registry: Dict[str, "TaskFunction"] = {}
 
@@ -51,8 +54,10 @@ class TaskFunction:
             raise TypeError("a task function must be callable, not %r" % (func,))
         self.func = func
         self.name = name or getattr(func, "__name__", None) or "function"
-        if not isinstance(self.name, str) or not self.name or "@" in self.name or "#" in self.name:
-            raise ValueError("a task function name must be a non-empty string without '@' or '#': %r" % (self.name,))
+        if not isinstance(self.name, str) or len(self.name) > 200 or not _FUNCTION_NAME.match(self.name):
+            raise ValueError(
+                "a task function name must match %s (at most 200 characters): %r" % (_FUNCTION_NAME.pattern, self.name)
+            )
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise ValueError("timeout must be a positive number of seconds, not %r" % (timeout,))
         if method is not None and not _METHOD_NAME.match(method):
@@ -66,10 +71,7 @@ class TaskFunction:
         self.is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
         self.parameters = function_schema(func)
         self.returns = return_schema(func)
-        try:
-            self.signature = "%s%s" % (self.name, inspect.signature(func))
-        except (TypeError, ValueError):
-            self.signature = self.name
+        self.signature = _signature(self.name, func)
 
     def declaration(self, service_name: str) -> Dict[str, Any]:
         """The entry of registration ``metadata.functions``."""
@@ -96,6 +98,45 @@ class TaskFunction:
 
     def __repr__(self) -> str:
         return "TaskFunction(%r%s)" % (self.name, ", method=%r" % self.method if self.method else "")
+
+
+def _hint_text(hint: Any) -> str:
+    if isinstance(hint, str):
+        return hint
+    if hint is type(None):
+        return "None"
+    if inspect.isclass(hint) and not getattr(hint, "__args__", None):
+        return hint.__qualname__ if hint.__module__ == "builtins" else "%s.%s" % (hint.__module__, hint.__qualname__)
+    return repr(hint).replace("typing.", "")
+
+
+def _signature(name: str, func: Callable[..., Any]) -> str:
+    """``name(a: int, b: str = 'x') -> dict``, with string annotations resolved."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return name
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:
+        hints = {}
+    params = []
+    for p in sig.parameters.values():
+        hint = hints.get(p.name, p.annotation)
+        params.append(p.replace(annotation=_HintText(_hint_text(hint)) if hint is not inspect.Parameter.empty else hint))
+    ret = hints.get("return", sig.return_annotation)
+    ret = _HintText(_hint_text(ret)) if ret is not inspect.Signature.empty else ret
+    return "%s%s" % (name, sig.replace(parameters=params, return_annotation=ret))
+
+
+class _HintText:
+    """An annotation that prints as the given text (for signatures)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def _first_paragraph(func: Callable[..., Any]) -> str:

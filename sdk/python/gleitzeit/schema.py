@@ -12,7 +12,7 @@ false unless the function takes ``**kwargs``).
 generated schemas use (``type``, ``enum``, ``const``, ``anyOf``, ``oneOf``, ``allOf``,
 ``items``, ``prefixItems``, ``minItems``, ``maxItems``, ``uniqueItems``, ``properties``,
 ``required``, ``additionalProperties``, ``minimum``, ``maximum``, ``exclusiveMinimum``,
-``exclusiveMaximum``, ``minLength``, ``maxLength``) and ignores the others.
+``exclusiveMaximum``, ``minLength``, ``maxLength``, ``pattern``) and ignores the others.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import json
+import re
 import sys
 import typing
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -261,6 +262,14 @@ def validate(value: Any, schema: Mapping[str, Any], path: str = "") -> Optional[
             return "%s: %s is shorter than %d characters" % (where, _show(value), schema["minLength"])
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             return "%s: %s is longer than %d characters" % (where, _show(value), schema["maxLength"])
+        pattern = schema.get("pattern")
+        if isinstance(pattern, str):
+            try:
+                matched = re.search(pattern, value) is not None
+            except re.error:
+                matched = True
+            if not matched:
+                return "%s: %s does not match %s" % (where, _show(value), _show(pattern))
     if isinstance(value, (list, tuple)):
         err = _validate_array(value, schema, path, where)
         if err:

@@ -422,7 +422,7 @@ class TaskService:
             if not isinstance(name, str) or not name:
                 return None, [], {}, _error("GZ7002", 'params: "function_name" is a required property (a string)')
             for key in params:
-                if key not in ("function_name", "args", "kwargs", "service_name"):
+                if key not in ("function_name", "args", "kwargs", "service_name", "timeout"):
                     return None, [], {}, _error("GZ7002", 'params: additional property "%s" is not allowed' % key)
             service = params.get("service_name")
             if service is not None and service != self.service_name:
@@ -468,7 +468,10 @@ class TaskService:
                 violation,
                 hint="Check the arguments against the function's parameters (`gz functions list`).",
             )
-        limits = [t for t in (held.timeout_ms / 1000.0 if held.timeout_ms else None, fn.timeout) if t]
+        own = held.params.get("timeout") if held.method == PYTHON_FUNCTION and isinstance(held.params, dict) else None
+        if not isinstance(own, (int, float)) or isinstance(own, bool) or not own > 0:
+            own = None
+        limits = [t for t in (held.timeout_ms / 1000.0 if held.timeout_ms else None, fn.timeout, own) if t]
         timeout = min(min(limits), MAX_TIMEOUT) if limits else None
         ctx = TaskContext(
             held.workflow_id,
