@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use gleitzeit_protocol::payloads::ComponentInfo;
+use gleitzeit_protocol::payloads::{ComponentHealth, ComponentInfo};
 use serde_json::{json, Value};
 
 use crate::status::get_json;
@@ -63,7 +63,7 @@ fn collect(components: &[ComponentInfo]) -> BTreeMap<(String, String), Listed> {
                 .and_then(Value::as_str)
                 .unwrap_or(&r.component_type)
                 .to_string();
-            let healthy = serde_json::to_value(c.health).ok() == Some(json!("healthy"));
+            let healthy = c.health == ComponentHealth::Healthy;
             let entry = found
                 .entry((service, name.to_string()))
                 .or_insert_with(|| Listed {

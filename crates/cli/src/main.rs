@@ -9,7 +9,9 @@
 mod auth;
 mod bench;
 mod credentials;
+mod errors;
 mod functions;
+mod health;
 mod inspect;
 mod output;
 mod providers;
@@ -63,12 +65,8 @@ enum Command {
     },
     /// Measure throughput, chain latency and big-workflow time and memory on a private suite.
     Bench(bench::BenchArgs),
-    /// List every GZ error code with its hint.
-    Errors {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    /// The error catalogue: `list [--domain D] [--severity S]`, `search TEXT`, `show CODE`.
+    Errors(errors::ErrorsArgs),
     /// Check a workflow file and list every problem (exit 2 when invalid).
     Validate(workflow::ValidateArgs),
     /// Run a workflow file and wait for it (starts a local suite if no hub answers).
@@ -86,6 +84,8 @@ enum Command {
     /// API keys and users: init, login, status, logout, user create|list, key
     /// create|list|revoke.
     Auth(auth::AuthArgs),
+    /// One verdict for scripts: exit 0 healthy, 1 degraded, 2 down.
+    Health(health::HealthArgs),
     /// Named functions (`python/function`) the connected providers declare.
     Functions(functions::FunctionsArgs),
     /// Print the wire protocol as one JSON Schema document (every event's payload and reply;
@@ -97,9 +97,8 @@ impl Command {
     /// Whether `--json` was given (errors are then printed as JSON on stdout).
     fn json(&self) -> bool {
         match self {
-            Command::Status { json } | Command::Errors { json } | Command::Providers { json } => {
-                *json
-            }
+            Command::Status { json } | Command::Providers { json } => *json,
+            Command::Errors(a) => a.json,
             Command::Validate(a) => a.json,
             Command::Run(a) => a.json,
             Command::Submit(a) => a.json,
@@ -110,6 +109,7 @@ impl Command {
             Command::Auth(a) => a.json(),
             Command::Bench(a) => a.json,
             Command::Functions(a) => a.json(),
+            Command::Health(a) => a.json,
             Command::Start(_) | Command::Stop | Command::Hub(_) | Command::Schema => false,
         }
     }
@@ -166,10 +166,11 @@ async fn main() -> std::process::ExitCode {
         Command::Start(args) => suite::start(&cli.hub_url, cli.log_format, args).await,
         Command::Stop => suite::stop(&cli.hub_url).await,
         Command::Hub(args) => suite::hub(&cli.hub_url, cli.log_format, args).await,
-        Command::Errors { json } => output::errors(json),
+        Command::Errors(args) => errors::run(args),
         Command::Bench(args) => bench::run(args).await,
         Command::Providers { json } => providers::run(&cli.hub_url, json).await,
         Command::Functions(args) => functions::run(&cli.hub_url, args).await,
+        Command::Health(args) => health::run(&cli.hub_url, args).await,
         Command::Validate(args) => workflow::validate(args),
         Command::Run(args) => workflow::run(&cli.hub_url, cli.log_format, args).await,
         Command::Submit(args) => workflow::submit(&cli.hub_url, args).await,

@@ -1,6 +1,5 @@
 //! Printing for people and for machines (`--json`).
 
-use gleitzeit_protocol::errors::ErrorCode;
 use gleitzeit_protocol::GzError;
 use serde_json::json;
 
@@ -22,26 +21,5 @@ pub fn schema() -> CmdResult {
         "{}",
         serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
     );
-    Ok(0)
-}
-
-/// `gz errors`: the error catalog.
-pub fn errors(json: bool) -> CmdResult {
-    if json {
-        let list: Vec<_> = ErrorCode::ALL
-            .iter()
-            .map(|c| json!({"code": c.as_str(), "message": c.message(), "hint": c.hint(), "retryable": c.retryable()}))
-            .collect();
-        println!("{}", serde_json::Value::Array(list));
-    } else {
-        for c in ErrorCode::ALL {
-            println!(
-                "{}  {}\n        hint: {}",
-                c.as_str(),
-                c.message(),
-                c.hint()
-            );
-        }
-    }
     Ok(0)
 }

@@ -101,6 +101,106 @@ error_codes! {
     FileNotFound = "GZ9002", false, "File not found", "Check the path.";
 }
 
+/// How bad an error is, for people sorting through them (`gz errors list --severity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The suite or a service cannot work until someone acts (store, hub, TLS, a bug).
+    Critical,
+    /// Work cannot proceed for many tasks or for this user (no provider, no endpoint,
+    /// refused credentials, a security violation).
+    High,
+    /// One task or workflow failed (its code, its input, its limits).
+    Medium,
+    /// Expected or transient: cancellations, skips, lookups of unknown ids, reconnects,
+    /// command-line mistakes.
+    Low,
+}
+
+impl Severity {
+    /// Every severity, worst first.
+    pub const ALL: [Severity; 4] = [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+    ];
+
+    /// Its name: `critical`, `high`, `medium`, `low`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+        }
+    }
+}
+
+impl ErrorCode {
+    /// The part of the system the code belongs to, from its first digit: `infrastructure`
+    /// (1xxx), `execution` (2xxx), `workflow` (3xxx), `auth` (4xxx), `storage` (5xxx),
+    /// `network` (6xxx), `validation` (7xxx), `system` (8xxx), `cli` (9xxx).
+    pub fn domain(self) -> &'static str {
+        match self.as_str().as_bytes().get(2) {
+            Some(b'1') => "infrastructure",
+            Some(b'2') => "execution",
+            Some(b'3') => "workflow",
+            Some(b'4') => "auth",
+            Some(b'5') => "storage",
+            Some(b'6') => "network",
+            Some(b'7') => "validation",
+            Some(b'8') => "system",
+            _ => "cli",
+        }
+    }
+
+    /// Every domain, in code order.
+    pub const DOMAINS: [&'static str; 9] = [
+        "infrastructure",
+        "execution",
+        "workflow",
+        "auth",
+        "storage",
+        "network",
+        "validation",
+        "system",
+        "cli",
+    ];
+
+    /// How bad it is (see [`Severity`]).
+    pub fn severity(self) -> Severity {
+        use ErrorCode as E;
+        match self {
+            E::RedisUnavailable
+            | E::HubUnreachable
+            | E::TlsConfig
+            | E::StoreFailed
+            | E::Internal => Severity::Critical,
+            E::NoRoute
+            | E::RequestTimeout
+            | E::CircuitOpen
+            | E::OllamaUnreachable
+            | E::NoEndpoint
+            | E::NoProvider
+            | E::SecurityViolation
+            | E::AuthInvalid
+            | E::AuthExpired
+            | E::PermissionDenied
+            | E::StoredRecordInvalid => Severity::High,
+            E::Disconnected
+            | E::Cancelled
+            | E::DependencyFailed
+            | E::WorkflowNotFound
+            | E::TaskNotFound
+            | E::ShuttingDown
+            | E::Usage
+            | E::FileNotFound => Severity::Low,
+            _ => Severity::Medium,
+        }
+    }
+}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -189,6 +289,20 @@ mod tests {
             assert_eq!(ErrorCode::from_code(s), Some(*c));
             assert!(!c.hint().is_empty());
         }
+    }
+
+    #[test]
+    fn every_code_has_a_domain_from_its_first_digit_and_a_severity() {
+        assert_eq!(ErrorCode::RedisUnavailable.domain(), "infrastructure");
+        assert_eq!(ErrorCode::ModelNotFound.domain(), "execution");
+        assert_eq!(ErrorCode::Usage.domain(), "cli");
+        for c in ErrorCode::ALL {
+            assert!(ErrorCode::DOMAINS.contains(&c.domain()), "{c}");
+        }
+        assert_eq!(ErrorCode::StoreFailed.severity(), Severity::Critical);
+        assert_eq!(ErrorCode::Cancelled.severity(), Severity::Low);
+        assert_eq!(ErrorCode::PythonException.severity(), Severity::Medium);
+        assert!(Severity::Critical < Severity::Low);
     }
 
     #[test]
