@@ -42,7 +42,10 @@ async fn built_in_functions_are_listed_with_their_signatures_and_provider() {
         .filter(|c| c["component_type"] == "python-provider")
         .map(|c| c["component_id"].clone())
         .collect();
-    assert_eq!(providers, &python, "the python-provider declares the built-ins");
+    assert_eq!(
+        providers, &python,
+        "the python-provider declares the built-ins"
+    );
     assert!(functions.len() >= 10, "{doc:#}");
 
     let (code, out, _) = suite.gz(&["functions", "list"]);

@@ -114,8 +114,8 @@ pub async fn run(hub_url: &str, args: FunctionsArgs) -> CmdResult {
         return Ok(0);
     }
     println!(
-        "{:<14} {:<52} {:<10} DESCRIPTION",
-        "SERVICE", "SIGNATURE", "PROVIDERS"
+        "{:<14} {:<10} SIGNATURE / DESCRIPTION",
+        "SERVICE", "PROVIDERS"
     );
     for ((service, name), l) in &listed {
         let d = &l.declaration;
@@ -128,13 +128,10 @@ pub async fn run(hub_url: &str, args: FunctionsArgs) -> CmdResult {
         } else {
             format!("{} (down)", l.providers.len())
         };
-        println!(
-            "{:<14} {:<52} {:<10} {}",
-            service,
-            signature,
-            providers,
-            d.get("description").and_then(Value::as_str).unwrap_or("")
-        );
+        println!("{service:<14} {providers:<10} {signature}");
+        if let Some(description) = d.get("description").and_then(Value::as_str) {
+            println!("{:<25}   {description}", "");
+        }
     }
     Ok(0)
 }

@@ -1,4 +1,5 @@
-//! Queries about workflows already submitted: `gz inspect`, `gz list`, `gz cancel`.
+//! Queries about workflows already submitted: `gz inspect`, `gz list`, `gz cancel`
+//! (`gz inspect node` is in `crate::node`).
 
 use gleitzeit_protocol::errors::GzError;
 use gleitzeit_protocol::events;
@@ -38,13 +39,23 @@ pub enum InspectWhat {
         #[arg(long)]
         json: bool,
     },
+    /// One component (node) of the hub's table: health, load, what it serves.
+    Node {
+        /// Component id (or a unique prefix of one).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl InspectArgs {
     /// Whether `--json` was given.
     pub fn json(&self) -> bool {
         match &self.what {
-            InspectWhat::Workflow { json, .. } | InspectWhat::Task { json, .. } => *json,
+            InspectWhat::Workflow { json, .. }
+            | InspectWhat::Task { json, .. }
+            | InspectWhat::Node { json, .. } => *json,
         }
     }
 }
@@ -108,6 +119,7 @@ fn time(v: &Value) -> String {
 /// `gz inspect workflow ID` / `gz inspect task TASK_ID`.
 pub async fn inspect(hub_url: &str, args: InspectArgs) -> CmdResult {
     match args.what {
+        InspectWhat::Node { id, json } => crate::node::inspect(hub_url, &id, json).await,
         InspectWhat::Workflow { id, json } => {
             let payload = to_value(&WorkflowRef {
                 workflow_id: id,

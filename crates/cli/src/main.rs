@@ -10,14 +10,18 @@ mod auth;
 mod bench;
 mod credentials;
 mod errors;
+mod events;
+mod follow;
 mod functions;
 mod health;
 mod inspect;
+mod node;
 mod output;
 mod providers;
 mod render;
 mod status;
 mod suite;
+mod watching;
 mod workflow;
 
 use clap::{Parser, Subcommand};
@@ -84,6 +88,8 @@ enum Command {
     /// API keys and users: init, login, status, logout, user create|list, key
     /// create|list|revoke.
     Auth(auth::AuthArgs),
+    /// The event stream: a workflow's events, recent ones, or everything live (`--follow`).
+    Events(events::EventsArgs),
     /// One verdict for scripts: exit 0 healthy, 1 degraded, 2 down.
     Health(health::HealthArgs),
     /// Named functions (`python/function`) the connected providers declare.
@@ -110,6 +116,7 @@ impl Command {
             Command::Bench(a) => a.json,
             Command::Functions(a) => a.json(),
             Command::Health(a) => a.json,
+            Command::Events(a) => a.json,
             Command::Start(_) | Command::Stop | Command::Hub(_) | Command::Schema => false,
         }
     }
@@ -171,6 +178,7 @@ async fn main() -> std::process::ExitCode {
         Command::Providers { json } => providers::run(&cli.hub_url, json).await,
         Command::Functions(args) => functions::run(&cli.hub_url, args).await,
         Command::Health(args) => health::run(&cli.hub_url, args).await,
+        Command::Events(args) => events::run(&cli.hub_url, args).await,
         Command::Validate(args) => workflow::validate(args),
         Command::Run(args) => workflow::run(&cli.hub_url, cli.log_format, args).await,
         Command::Submit(args) => workflow::submit(&cli.hub_url, args).await,

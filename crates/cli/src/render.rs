@@ -88,6 +88,14 @@ pub fn result_text(task: &Value) -> String {
     compact(result)
 }
 
+/// Now, in milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
 pub fn time(ms: u64) -> String {
     let secs = ms / 1000;

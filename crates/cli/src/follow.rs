@@ -1,0 +1,363 @@
+//! Following a workflow's events until it ends, as `gz run` and `gz watch` do: a progress
+//! bar, plain lines or JSON lines; each event shown once (by `seq`), a catch-up with
+//! `workflow_events` after a reconnect, and `workflow_get` polling as the fallback when an
+//! event is missed. `event_line` is shared with `gz events`.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use gleitzeit_hub_client::{HubClient, Incoming};
+use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::events;
+use serde_json::{json, Value};
+
+use crate::render;
+use crate::workflow::{qm_request, workflow_get_with};
+
+/// How events are shown while following a workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// A one-line progress bar on stderr (a terminal).
+    Bar,
+    /// A plain line per event on stderr.
+    Lines,
+    /// One JSON object per event on stdout.
+    JsonLines,
+}
+
+impl Follow {
+    pub fn progress() -> Follow {
+        if std::io::stderr().is_terminal() {
+            Follow::Bar
+        } else {
+            Follow::Lines
+        }
+    }
+}
+
+/// True when a `workflow_get` reply shows a finished workflow.
+pub fn is_terminal(reply: &Value) -> bool {
+    matches!(
+        reply["workflow"]["status"].as_str(),
+        Some("completed" | "failed" | "cancelled")
+    )
+}
+
+pub fn is_terminal_event(event: &str) -> bool {
+    matches!(
+        event,
+        events::WORKFLOW_COMPLETED | events::WORKFLOW_FAILED | events::WORKFLOW_CANCELLED
+    )
+}
+
+/// Progress counters for the bar.
+#[derive(Default)]
+struct Counts {
+    total: u64,
+    finished: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+impl Counts {
+    fn from_progress(p: &Value, total: u64) -> Counts {
+        let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+        Counts {
+            total: p
+                .get("total_tasks")
+                .and_then(Value::as_u64)
+                .unwrap_or(total),
+            finished: n("finished_tasks"),
+            failed: n("failed_tasks"),
+            skipped: n("skipped_tasks"),
+        }
+    }
+
+    fn from_reply(reply: &Value) -> Counts {
+        if let Some(c) = reply.get("counts").filter(|c| c.is_object()) {
+            let n = |k: &str| c[k].as_u64().unwrap_or(0);
+            return Counts {
+                total: n("total"),
+                finished: n("finished"),
+                failed: n("failed"),
+                skipped: n("skipped"),
+            };
+        }
+        let tasks = reply["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let st = |s: &str| tasks.iter().filter(|t| t["status"] == s).count() as u64;
+        Counts {
+            total: reply["workflow"]["total_tasks"]
+                .as_u64()
+                .unwrap_or(tasks.len() as u64),
+            finished: st("completed") + st("failed") + st("skipped") + st("cancelled"),
+            failed: st("failed"),
+            skipped: st("skipped"),
+        }
+    }
+
+    fn bar(&self) -> String {
+        const WIDTH: u64 = 30;
+        let filled = (self.finished.min(self.total) * WIDTH)
+            .checked_div(self.total)
+            .unwrap_or(WIDTH);
+        let mut s = format!(
+            "[{}{}] {}/{} done",
+            "#".repeat(filled as usize),
+            ".".repeat((WIDTH - filled) as usize),
+            self.finished,
+            self.total
+        );
+        if self.failed > 0 {
+            s.push_str(&format!(", {} failed", self.failed));
+        }
+        if self.skipped > 0 {
+            s.push_str(&format!(", {} skipped", self.skipped));
+        }
+        s
+    }
+}
+
+fn draw_bar(counts: &Counts) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K{}", counts.bar());
+    let _ = err.flush();
+}
+
+/// A plain line describing an event, if it is worth one.
+/// Events already shown (by `seq`), so a catch-up after a reconnect shows each event once.
+#[derive(Default)]
+struct Shown {
+    seen: std::collections::HashSet<u64>,
+    last_seq: u64,
+}
+
+impl Shown {
+    /// Shows one event (unless already shown); true when it ends the workflow.
+    fn show(
+        &mut self,
+        mode: Follow,
+        event: &str,
+        ts: u64,
+        payload: &Value,
+        counts: &mut Counts,
+        stream: &mut StreamedText,
+    ) -> bool {
+        if let Some(seq) = payload.get("seq").and_then(Value::as_u64) {
+            if !self.seen.insert(seq) {
+                return false;
+            }
+            // The highest number up to which every event was shown.
+            while self.seen.contains(&(self.last_seq + 1)) {
+                self.last_seq += 1;
+            }
+        }
+        match mode {
+            Follow::JsonLines => {
+                println!(
+                    "{}",
+                    json!({ "event": event, "ts": ts, "payload": payload })
+                );
+            }
+            Follow::Lines => {
+                if event == events::TASK_PROGRESS {
+                    stream.show(payload);
+                } else if let Some(line) = event_line(event, payload) {
+                    stream.end();
+                    eprintln!("{line}");
+                }
+            }
+            Follow::Bar => {
+                if event == events::WORKFLOW_PROGRESS || is_terminal_event(event) {
+                    *counts = Counts::from_progress(payload, counts.total);
+                    draw_bar(counts);
+                }
+            }
+        }
+        is_terminal_event(event)
+    }
+}
+
+/// Streamed LLM text (`task_progress`) shown as it arrives: `task x> text…` on one line.
+#[derive(Default)]
+struct StreamedText {
+    task: Option<String>,
+}
+
+impl StreamedText {
+    fn show(&mut self, p: &Value) {
+        use std::io::Write;
+        let task = p["task_id"].as_str().unwrap_or("?");
+        if self.task.as_deref() != Some(task) {
+            self.end();
+            eprint!("task {task}> ");
+            self.task = Some(task.to_string());
+        }
+        eprint!("{}", p["text"].as_str().unwrap_or_default());
+        let _ = std::io::stderr().flush();
+    }
+
+    fn end(&mut self) {
+        if self.task.take().is_some() {
+            eprintln!();
+        }
+    }
+}
+
+pub fn event_line(event: &str, p: &Value) -> Option<String> {
+    let task = p["task_id"].as_str().unwrap_or("?");
+    let dur = p["duration_seconds"]
+        .as_f64()
+        .map(|d| format!(" ({})", render::seconds(d)))
+        .unwrap_or_default();
+    let line = match event {
+        events::WORKFLOW_STARTED => format!(
+            "workflow {} started",
+            p["workflow_id"].as_str().unwrap_or("?")
+        ),
+        events::TASK_STARTED => {
+            let on = p["provider_id"]
+                .as_str()
+                .map(|x| format!(" on {x}"))
+                .unwrap_or_default();
+            format!("task {task} started{on}")
+        }
+        events::TASK_COMPLETED => format!("task {task} completed{dur}"),
+        events::TASK_FAILED => format!("task {task} failed: {}", render::error_short(&p["error"])),
+        events::TASK_RETRYING => format!(
+            "task {task} retrying after attempt {}: {}",
+            p["attempt"].as_u64().unwrap_or(0),
+            render::error_short(&p["error"])
+        ),
+        events::TASK_SKIPPED => {
+            format!("task {task} skipped: {}", render::error_short(&p["error"]))
+        }
+        events::WORKFLOW_PROGRESS => return None,
+        e if is_terminal_event(e) => {
+            let c = Counts::from_progress(p, 0);
+            format!(
+                "workflow {} {}: {}/{} tasks finished, {} failed, {} skipped",
+                p["workflow_id"].as_str().unwrap_or("?"),
+                p["status"].as_str().unwrap_or(e),
+                c.finished,
+                c.total,
+                c.failed,
+                c.skipped
+            )
+        }
+        _ => return None,
+    };
+    Some(line)
+}
+
+/// Shows the events published after the last one shown (asked from the queue-manager);
+/// true when they include the workflow's end.
+async fn catch_up(
+    client: &HubClient,
+    id: &str,
+    mode: Follow,
+    shown: &mut Shown,
+    counts: &mut Counts,
+    stream: &mut StreamedText,
+) -> bool {
+    let payload = json!({ "workflow_id": id, "after_seq": shown.last_seq });
+    let Ok(reply) = qm_request(client, events::WORKFLOW_EVENTS, payload).await else {
+        return false;
+    };
+    let mut done = false;
+    for e in reply["events"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let event = e["event"].as_str().unwrap_or_default();
+        done |= shown.show(
+            mode,
+            event,
+            e["ts"].as_u64().unwrap_or(0),
+            &e["payload"],
+            counts,
+            stream,
+        );
+    }
+    done
+}
+
+/// Shows the workflow's events until it is terminal (by event, or by polling
+/// `workflow_get` as a fallback, since events can be missed).
+pub async fn follow(
+    client: &HubClient,
+    incoming: &mut Incoming,
+    id: &str,
+    mode: Follow,
+    total: u64,
+    timeout: Option<Duration>,
+) -> Result<(), GzError> {
+    let start = Instant::now();
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut counts = Counts {
+        total,
+        ..Counts::default()
+    };
+    if mode == Follow::Bar {
+        draw_bar(&counts);
+    }
+    let mut next_poll = tokio::time::Instant::now() + Duration::from_secs(1);
+    let interrupt = gleitzeit_runtime::signal_shutdown();
+    tokio::pin!(interrupt);
+    let mut stream = StreamedText::default();
+    let mut shown = Shown::default();
+    let mut connection = client.connection_watch();
+    if catch_up(client, id, mode, &mut shown, &mut counts, &mut stream).await {
+        return Ok(());
+    }
+    let outcome = loop {
+        let sleep_deadline = deadline.map_or(next_poll, |d| d.min(next_poll));
+        tokio::select! {
+            env = incoming.recv() => {
+                let Some(env) = env else {
+                    break Err(GzError::new(ErrorCode::Disconnected, "the connection to the hub closed"));
+                };
+                if env.payload.get("workflow_id").and_then(Value::as_str) != Some(id) {
+                    continue;
+                }
+                if shown.show(mode, &env.event, env.ts, &env.payload, &mut counts, &mut stream) {
+                    break Ok(());
+                }
+            }
+            changed = connection.changed() => {
+                if changed.is_err() || !*connection.borrow() {
+                    continue;
+                }
+                // Reconnected: fetch what was published while the connection was down.
+                if catch_up(client, id, mode, &mut shown, &mut counts, &mut stream).await {
+                    break Ok(());
+                }
+            }
+            _ = tokio::time::sleep_until(sleep_deadline) => {
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    break Err(GzError::new(
+                        ErrorCode::WorkflowTimeout,
+                        format!("gave up waiting for workflow {id} after {}; it was not cancelled", render::seconds(start.elapsed().as_secs_f64())),
+                    ).with_hint(format!("follow it with `gz watch {id}`, or stop it with `gz cancel {id}`")));
+                }
+                let asked = Instant::now();
+                if let Ok(reply) = workflow_get_with(client, id, true).await {
+                    if mode == Follow::Bar {
+                        counts = Counts::from_reply(&reply);
+                        draw_bar(&counts);
+                    }
+                    if is_terminal(&reply) {
+                        break Ok(());
+                    }
+                }
+                // Large workflows make big replies: poll less often when a poll is slow.
+                let wait = Duration::from_secs(1).max(asked.elapsed() * 4);
+                next_poll = tokio::time::Instant::now() + wait;
+            }
+            _ = &mut interrupt => {
+                break Err(GzError::new(ErrorCode::Cancelled, format!("interrupted while waiting for workflow {id}"))
+                    .with_hint(format!("the workflow was not cancelled; follow it with `gz watch {id}`")));
+            }
+        }
+    };
+    if mode == Follow::Bar {
+        eprintln!();
+    }
+    outcome
+}
