@@ -143,6 +143,8 @@ class GleitzeitCluster:
             await self._start_local_suite()
             conn = await self._connect(self._local_key or key)
         self._conn = conn
+        if self._started_local:
+            await self._wait_local_services(conn)
         self._deliveries = asyncio.Queue()
         self._delivery_task = asyncio.ensure_future(self._deliver_callbacks())
         if any(self._callbacks.get(e) for e in COMPONENT_EVENTS):
@@ -240,9 +242,11 @@ class GleitzeitCluster:
 
     async def _start_local_suite(self) -> None:
         args = ["start", "--detach", "--hub-url", self.hub_urls[0]]
+        env = dict(os.environ)
         if self.data_dir:
             args += ["--data-dir", self.data_dir]
-        code, out = await self._run_gz(args)
+            env["GLEITZEIT_DATA_DIR"] = self.data_dir
+        code, out = await self._run_gz(args, env=env)
         if code != 0:
             raise GleitzeitError(
                 "GZ1010",
@@ -253,10 +257,27 @@ class GleitzeitCluster:
         self._started_local = True
         self._local_key = local_key(self.data_dir)
 
+    async def _wait_local_services(self, conn: Connection, within: float = 15.0) -> None:
+        """Waits (at most ``within`` s) until the services a workflow needs registered."""
+        needed = {"queue-manager", "dependency-resolver", "execution-engine"}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            try:
+                have = {c.get("component_type") for c in await conn.request("list_components", {}, timeout=5.0)}
+            except GleitzeitError:
+                have = set()
+            if needed <= have:
+                return
+            await asyncio.sleep(0.1)
+        log.warning("the local suite's services did not all register within %.0f s", within)
+
     async def _stop_local_suite(self) -> None:
         env = dict(os.environ)
         if self._local_key:
             env["GLEITZEIT_API_KEY"] = self._local_key
+        if self.data_dir:
+            env["GLEITZEIT_DATA_DIR"] = self.data_dir
         code, out = await self._run_gz(["stop", "--hub-url", self.hub_urls[0]], env=env, timeout=30.0)
         if code != 0:
             log.warning("gz stop failed (exit %d): %s", code, out.strip()[-300:])

@@ -34,11 +34,52 @@ TESTS = Path(__file__).resolve().parent
 READY_WITHIN = 30.0
 
 
+BINARIES = (
+    "gz",
+    "central-hub",
+    "queue-manager",
+    "dependency-resolver",
+    "execution-engine",
+    "python-provider",
+    "ollama-provider",
+    "gleitzeit-llm-sim",
+)
+_stage: Dict[str, Path] = {}
+
+
+def _stage_binaries() -> Path:
+    """Hard links (or copies) of the binaries in a folder of the session's own, so a
+    `cargo build` replacing them meanwhile cannot pull them from under the tests (and `gz
+    start` finds the services beside `gz`)."""
+    if "dir" in _stage:
+        return _stage["dir"]
+    folder = Path(tempfile.mkdtemp(prefix="gleitzeit-sdk-bin-"))
+    for name in BINARIES:
+        src = BIN_DIR / name
+        deadline = time.monotonic() + 60
+        while not src.exists() and time.monotonic() < deadline and BIN_DIR.exists():
+            time.sleep(0.5)  # a build in progress may be replacing it
+        if not src.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.skip("binary %s missing (run `cargo build --bins` in %s)" % (src, REPO))
+        try:
+            os.link(src, folder / name)
+        except OSError:
+            shutil.copy2(src, folder / name)
+    _stage["dir"] = folder
+    return folder
+
+
 def bin_path(name: str) -> str:
-    path = BIN_DIR / name
-    if not path.exists():
-        pytest.skip("binary %s missing (run `cargo build --bins` in %s)" % (path, REPO))
-    return str(path)
+    return str(_stage_binaries() / name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _staged_binaries_cleanup():
+    yield
+    folder = _stage.pop("dir", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def wait_until(check: Callable[[], Any], within: float, what: str, every: float = 0.05) -> Any:
@@ -176,8 +217,6 @@ class Suite:
                 str(ready),
                 "--data-dir",
                 str(self.data_dir),
-                "--heartbeat-interval",
-                "1",
             ],
             env=self.base_env(),
         )

@@ -295,3 +295,57 @@ def test_the_sync_facade(suite):
     assert results["step-1"]["result"] == 2
     assert events[-1]["event"] in FINAL_EVENTS
     assert wf_id in seen
+
+
+def test_several_hub_urls_skip_one_that_does_not_answer(suite):
+    async def main():
+        cluster = GleitzeitCluster(
+            hub_url="http://127.0.0.1:9,%s" % suite.hub_url, api_key=suite.key, auto_start=False
+        )
+        async with cluster:
+            first = await cluster.run(chain("mesh-1", 1), timeout=60)
+            await cluster._conn.sio.disconnect()  # moves on to the next URL (the dead one), then back
+            second = await cluster.run(chain("mesh-2", 1), timeout=60)
+            return first, second, cluster._conn.url
+
+    first, second, url = run(main())
+    assert first["step-0"]["result"] == 1 and second["step-0"]["result"] == 1
+    assert url == suite.hub_url
+
+
+def test_start_local_starts_and_stops_a_suite_with_gz(suite, tmp_path, monkeypatch):
+    import os
+    import socket
+    import subprocess
+
+    from conftest import bin_path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = "http://127.0.0.1:%d" % port
+    data_dir = tmp_path / "local"
+    monkeypatch.delenv("GLEITZEIT_API_KEY", raising=False)
+    monkeypatch.delenv("GLEITZEIT_HUB_URL", raising=False)
+    monkeypatch.setenv("GLEITZEIT_GZ", bin_path("gz"))
+    try:
+        async def main():
+            async with GleitzeitCluster(hub_url=url, start_local=True, data_dir=data_dir) as cluster:
+                return await cluster.run(chain("local", 2), timeout=60), cluster._started_local
+
+        results, started = run(main(), timeout=120)
+        assert started and results["step-1"]["result"] == 2
+        key = (data_dir / "local.key").read_text().strip()
+
+        async def after():
+            c = GleitzeitCluster(hub_url=url, api_key=key, auto_start=False, connect_timeout=1)
+            with pytest.raises(GleitzeitError) as info:
+                await c.start()
+            return info.value
+
+        assert run(after()).code == "GZ1010"  # `gz stop` stopped it
+    finally:
+        key_file = data_dir / "local.key"
+        if key_file.exists():  # whatever happened, leave nothing running
+            env = dict(os.environ, GLEITZEIT_API_KEY=key_file.read_text().strip(), GLEITZEIT_DATA_DIR=str(data_dir))
+            subprocess.run([bin_path("gz"), "stop", "--hub-url", url], env=env, capture_output=True, timeout=60)

@@ -357,9 +357,11 @@ def test_a_killed_service_s_task_runs_again_on_another(suite, workdir: Path):
         if second is not None:
             second.terminate()
     assert results["once"]["result"]["provider"] == "task-service-kill0002"
-    assert task["provider_id"] == "task-service-kill0002" and task["attempts"] == 2
+    # attempt 2, or later when the engine had sent it to the dying service again first
+    assert task["provider_id"] == "task-service-kill0002" and task["attempts"] >= 2
     assert len([e for e in events if e["event"] == "task_completed"]) == 1
-    assert len(list(workdir.glob("attempt-1-*"))) == 1 and len(list(workdir.glob("attempt-2-*"))) == 1
+    assert len(list(workdir.glob("attempt-1-*"))) == 1
+    assert len(list(workdir.glob("attempt-*-%d" % results["once"]["result"]["pid"]))) == 1
 
 
 def test_run_task_service_stops_cleanly_on_sigterm_and_gives_back_held_tasks(suite, workdir: Path):
@@ -418,3 +420,25 @@ def test_the_seed_basic_workflow_with_builtin_functions_and_an_llm(suite, monkey
 async def _functions(suite):
     async with cluster_of(suite) as cluster:
         return await cluster.list_functions()
+
+
+def test_a_service_whose_socket_drops_reconnects_and_the_workflow_completes(suite):
+    async def main():
+        svc = service(suite, "Reconnecting", functions=[TaskFunction(whoami)], capacity=2)
+        async with cluster_of(suite) as cluster, svc:
+            await served(cluster, "whoami", [svc.component_id])
+            wf = Workflow("service-reconnect")
+            for i in range(8):
+                wf.add_python_task("call %d" % i, function_name="whoami", kwargs={"i": i}, service_name="Reconnecting")
+            wf_id = await cluster.submit_workflow(wf)
+            deadline = time.monotonic() + 30
+            while svc.stats["completed"] < 2:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            await svc.connection.sio.disconnect()
+            results = await cluster.wait(wf_id, timeout=60)
+            return results, svc.connection.reconnects, svc.connection.connected
+
+    results, reconnects, connected = run(main())
+    assert sorted(r["result"]["i"] for r in results.values()) == list(range(8))
+    assert reconnects >= 1 and connected
