@@ -13,6 +13,7 @@ use crate::accounts::{
 use crate::envelope::{Envelope, Reply};
 use crate::errors::GzError;
 use crate::events as ev;
+use crate::metrics::MetricsSnapshot;
 use crate::payloads::{
     CancelTasks, ComponentInfo, ComponentLeft, ExecuteTasks, HeartbeatPayload, HeldTasks,
     HubStatus, LeaseTasks, LeasedTasks, ListWorkflows, RegisterPayload, RegisteredPayload,
@@ -124,6 +125,7 @@ pub fn events() -> Vec<EventSpec> {
         event(ev::COMPONENT_UNHEALTHY, HUB, "room components").payload(of::<ComponentInfo>),
         event(ev::SHUTDOWN, HUB, COMPONENT).payload(of::<Reason>),
         event(ev::HUB_SHUTTING_DOWN, HUB, "every socket").payload(of::<Reason>),
+        event(ev::METRICS, HUB, COMPONENT).reply(of::<MetricsSnapshot>),
         event(ev::PING, "any", COMPONENT).reply(of::<PingReply>),
         // 5.3 Queue-manager requests.
         event(ev::WORKFLOW_SUBMIT, ANY, QM)

@@ -48,6 +48,9 @@ pub const COMPONENT_UNHEALTHY: &str = "component_unhealthy";
 pub const HUB_SHUTTING_DOWN: &str = "hub_shutting_down";
 /// Hub → a component: please shut down. Payload: `{ "reason": string }`.
 pub const SHUTDOWN: &str = "shutdown";
+/// Hub → a component of this hub: your metrics, for the hub's `GET /metrics`. Payload `{}`;
+/// every component answers with a reply carrying a `MetricsSnapshot`. Only the hub sends it.
+pub const METRICS: &str = "metrics";
 
 // ---- Client-facing workflow and task events (rooms `events` and `workflow:<id>`) ----
 

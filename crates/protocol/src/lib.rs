@@ -14,6 +14,7 @@ pub mod errors;
 pub mod events;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 pub mod payloads;
 pub mod records;
 pub mod replies;

@@ -56,6 +56,8 @@ const HUB_ONLY_EVENTS: &[&str] = &[
     events::HUB_SHUTTING_DOWN,
     events::SHUTDOWN,
     events::REGISTERED,
+    // Components answer it with their figures; only the hub gathers them (`GET /metrics`).
+    events::METRICS,
 ];
 
 fn denied(identity: &Identity, what: impl std::fmt::Display) -> GzError {
@@ -278,6 +280,23 @@ mod tests {
         assert!(
             check_routed(&svc, Some("python-provider"), events::WORKFLOW_OWNER, &qm()).is_err()
         );
+    }
+
+    #[test]
+    fn only_the_hub_asks_components_for_their_metrics() {
+        let provider = Target::Component("python-provider-1".into());
+        for (identity, sender_type) in [
+            (who(Role::Admin), None),
+            (who(Role::Viewer), None),
+            (who(Role::Service), Some(types::QUEUE_MANAGER)),
+            (who(Role::Service), Some(types::EXECUTION_ENGINE)),
+        ] {
+            assert!(
+                check_routed(&identity, sender_type, events::METRICS, &provider).is_err(),
+                "{identity:?} as {sender_type:?}"
+            );
+            assert!(check_routed(&identity, sender_type, events::METRICS, &qm()).is_err());
+        }
     }
 
     #[test]
