@@ -13,6 +13,7 @@ with ``workflow_get``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import os
@@ -91,7 +92,9 @@ class GleitzeitCluster:
     environment, the saved login or the local suite (``gleitzeit.credentials``). With
     ``start_local=True`` (or when no hub answers at the default local URL and
     ``auto_start`` is on) a local suite is started with ``gz start --detach`` and stopped
-    again by :meth:`stop`.
+    again by :meth:`stop`. The events of the last ``keep_finished`` finished workflows stay
+    in memory (for late ``events()`` iterators and ``wait`` calls); older ones are read
+    back from the queue-manager when asked for.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class GleitzeitCluster:
         auto_start: bool = True,
         request_timeout: float = 30.0,
         connect_timeout: float = 5.0,
+        keep_finished: int = 1000,
     ) -> None:
         self._hub_url_arg = hub_url
         self.hub_urls = resolve_hub_urls(hub_url)
@@ -122,6 +126,9 @@ class GleitzeitCluster:
         self._started_local = False
         self._local_key: Optional[str] = None
         self._components_joined = False
+        #: Finished workflows whose events stay in memory (the oldest are forgotten first).
+        self.keep_finished = keep_finished
+        self._finished: "collections.deque[str]" = collections.deque()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -428,6 +435,11 @@ class GleitzeitCluster:
                 track.gap_timer = None
             if self._conn is not None:
                 self._spawn(self._conn.unsubscribe(["workflow:%s" % track.id]))
+            self._finished.append(track.id)
+            while len(self._finished) > self.keep_finished:
+                old = self._tracks.get(self._finished.popleft())
+                if old is not None and not old.listeners:
+                    self._tracks.pop(old.id, None)
         self._queue_callbacks(track, event, payload)
 
     def _schedule_catch_up(self, track: _Track, delay: float) -> None:
