@@ -182,3 +182,95 @@ fn the_error_catalogue_is_listed_searched_and_shown_without_a_hub() {
     assert_eq!(code, 0);
     assert!(out.contains("GZ5001"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gz_stats_and_gz_monitor_report_what_ran() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let file = workflow_file(
+        "mixed.yaml",
+        "name: mixed\ntasks:\n  - id: ok\n    method: python/execute\n    parameters: { code: \"result = 1\" }\n  - id: bad\n    method: python/execute\n    parameters: { code: \"raise ValueError('x')\" }\n",
+    );
+    let (code, _) = suite.run_json(&file);
+    assert_eq!(code, 1);
+    let (code, out, err) = suite.gz(&["stats", "--range", "10m", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(doc["workflows"], 1, "{doc:#}");
+    assert_eq!(doc["workflows_by_status"]["failed"], 1);
+    assert_eq!(doc["tasks_completed"], 1);
+    assert_eq!(doc["tasks_failed"], 1);
+    assert_eq!(doc["task_success_rate"], 0.5);
+    let (code, out, _) = suite.gz(&["stats", "--format", "csv"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("metric,value\n"), "{out}");
+    assert!(out.contains("tasks_failed,1"), "{out}");
+    let (code, _, _) = suite.gz(&["stats", "--range", "forever"]);
+    assert_eq!(code, 2);
+
+    let (code, out, err) = suite.gz(&["monitor", "--once", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let snap: Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(
+        snap["components"].as_array().map(Vec::len),
+        Some(4),
+        "{snap:#}"
+    );
+    assert_eq!(snap["workflows"][0]["status"], "failed");
+    let (code, out, _) = suite.gz(&["monitor", "--once"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("execution-engine") && out.contains("TASKS/S"),
+        "{out}"
+    );
+}
+
+#[test]
+fn gz_logs_reads_filters_and_formats_the_local_suites_logs() {
+    let dir = gleitzeit_e2e::temp_path("logs");
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).expect("dir");
+    std::fs::write(
+        logs.join("queue-manager.log"),
+        "2026-12-03T09:46:33.807978Z  INFO queue_manager: store opened kind=sqlite\n2026-12-03T09:46:34.000000Z  WARN queue_manager::machine: lease expired task=t1\n",
+    )
+    .expect("write");
+    std::fs::write(
+        logs.join("python-provider.log"),
+        "{\"timestamp\":\"2026-12-03T09:46:35Z\",\"level\":\"ERROR\",\"target\":\"python_provider\",\"message\":\"worker died\",\"pid\":7}\n",
+    )
+    .expect("write");
+    let dd = dir.display().to_string();
+    let (code, out, _) = gz_at("http://127.0.0.1:9", &["logs", "--data-dir", &dd, "--json"]);
+    assert_eq!(code, 0);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "{out}");
+    let (_, out, _) = gz_at(
+        "http://127.0.0.1:9",
+        &["logs", "--data-dir", &dd, "--level", "warn", "--json"],
+    );
+    let levels: Vec<String> = json_lines(&out)
+        .iter()
+        .map(|l| l["level"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(levels, ["ERROR", "WARN"], "{out}");
+    let (_, out, _) = gz_at(
+        "http://127.0.0.1:9",
+        &[
+            "logs",
+            "--data-dir",
+            &dd,
+            "--service",
+            "queue-manager",
+            "--search",
+            "LEASE",
+        ],
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("lease expired task=t1"), "{out}");
+    let (code, _, err) = gz_at(
+        "http://127.0.0.1:9",
+        &["logs", "--data-dir", &dd, "--service", "nobody"],
+    );
+    assert_eq!(code, 2, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

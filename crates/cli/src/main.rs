@@ -15,10 +15,13 @@ mod follow;
 mod functions;
 mod health;
 mod inspect;
+mod logs;
+mod monitor;
 mod node;
 mod output;
 mod providers;
 mod render;
+mod stats;
 mod status;
 mod suite;
 mod watching;
@@ -90,6 +93,12 @@ enum Command {
     Auth(auth::AuthArgs),
     /// The event stream: a workflow's events, recent ones, or everything live (`--follow`).
     Events(events::EventsArgs),
+    /// The local suite's service logs (from the data dir), filtered; `--follow` to tail.
+    Logs(logs::LogsArgs),
+    /// A live terminal view: components, endpoints, workflows, tasks per second.
+    Monitor(monitor::MonitorArgs),
+    /// What the suite did over a recent period: workflows, tasks, durations, throughput.
+    Stats(stats::StatsArgs),
     /// One verdict for scripts: exit 0 healthy, 1 degraded, 2 down.
     Health(health::HealthArgs),
     /// Named functions (`python/function`) the connected providers declare.
@@ -117,6 +126,9 @@ impl Command {
             Command::Functions(a) => a.json(),
             Command::Health(a) => a.json,
             Command::Events(a) => a.json,
+            Command::Logs(a) => a.json,
+            Command::Monitor(a) => a.json,
+            Command::Stats(a) => a.json || a.format == "json",
             Command::Start(_) | Command::Stop | Command::Hub(_) | Command::Schema => false,
         }
     }
@@ -179,6 +191,9 @@ async fn main() -> std::process::ExitCode {
         Command::Functions(args) => functions::run(&cli.hub_url, args).await,
         Command::Health(args) => health::run(&cli.hub_url, args).await,
         Command::Events(args) => events::run(&cli.hub_url, args).await,
+        Command::Logs(args) => logs::run(args).await,
+        Command::Monitor(args) => monitor::run(&cli.hub_url, args).await,
+        Command::Stats(args) => stats::run(&cli.hub_url, args).await,
         Command::Validate(args) => workflow::validate(args),
         Command::Run(args) => workflow::run(&cli.hub_url, cli.log_format, args).await,
         Command::Submit(args) => workflow::submit(&cli.hub_url, args).await,
