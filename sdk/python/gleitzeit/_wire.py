@@ -349,10 +349,18 @@ class Connection:
         await self.send("reply", payload, "component:%s" % source, correlation_id=request.get("id"))
 
     async def subscribe(self, rooms: Sequence[str], timeout: Optional[float] = None) -> Any:
-        """Joins rooms (and again after every reconnect)."""
+        """Joins rooms (and again after every reconnect). A refusal (e.g. GZ4003) forgets
+        the rooms again; a lost session keeps them for the re-join."""
+        new = [room for room in rooms if room not in self._rooms]
         for room in rooms:
             self._rooms[room] = None
-        return await self.request("subscribe", {"rooms": list(rooms)}, timeout=timeout)
+        try:
+            return await self.request("subscribe", {"rooms": list(rooms)}, timeout=timeout)
+        except GleitzeitError as err:
+            if not err.retryable:
+                for room in new:
+                    self._rooms.pop(room, None)
+            raise
 
     async def unsubscribe(self, rooms: Sequence[str]) -> None:
         """Leaves rooms (best effort: a lost session left them anyway)."""

@@ -126,6 +126,7 @@ class GleitzeitCluster:
         self._started_local = False
         self._local_key: Optional[str] = None
         self._components_joined = False
+        self._join_after_submit = False
         #: Finished workflows whose events stay in memory (the oldest are forgotten first).
         self.keep_finished = keep_finished
         self._finished: "collections.deque[str]" = collections.deque()
@@ -586,14 +587,31 @@ class GleitzeitCluster:
         track = self._new_track(workflow_id, released=False)
         room = "workflow:%s" % workflow_id
         payload = {"spec": spec, "workflow_id": workflow_id, "base_dir": os.path.abspath(base_dir or default_dir)}
+        joined = False
         try:
-            await conn.subscribe([room])
+            if not self._join_after_submit:
+                try:
+                    await conn.subscribe([room])
+                    joined = True
+                except GleitzeitError as err:
+                    # a USER may watch only a workflow that exists and is theirs: join after
+                    # submitting and fetch what came before (nothing is missed either way)
+                    if err.code != "GZ4003":
+                        raise
+                    self._join_after_submit = True
             reply = await self._submit(conn, payload)
         except BaseException:
             self._tracks.pop(workflow_id, None)
             conn.forget_room(room)
             raise
         self._release(track)
+        if not joined:
+            try:
+                await conn.subscribe([room])
+            except GleitzeitError as err:
+                # accepted all the same: a lost session re-joins the room after reconnecting
+                log.warning("joining %s after submitting failed: %s", room, err)
+            await self._catch_up(track)
         return str(reply.get("workflow_id") or workflow_id)
 
     async def _submit(self, conn: Connection, payload: Dict[str, Any]) -> Dict[str, Any]:

@@ -90,12 +90,20 @@ class TaskContext:
         #: Seconds this attempt may run (None: no limit).
         self.timeout = timeout
         self._cancelled = threading.Event()
+        self._progress: Optional[Any] = None  # set by the service: sends task_progress
 
     @property
     def cancelled(self) -> bool:
         """True once the task was cancelled, timed out or given back: a sync function that
         runs long should look at it now and then and return early."""
         return self._cancelled.is_set()
+
+    def progress(self, text: str) -> None:
+        """Streams a piece of text to whoever follows the workflow (``task_progress`` to the
+        rooms ``events`` and ``workflow:<id>``; not kept for catch-up). Callable from sync
+        and async functions alike; does nothing once the task was cancelled."""
+        if self._progress is not None and not self.cancelled:
+            self._progress(str(text))
 
     def __repr__(self) -> str:
         return "TaskContext(%s/%s attempt %d, %s)" % (self.workflow_id, self.task_id, self.attempt, self.function_name)
@@ -484,6 +492,7 @@ class TaskService:
             held.engine,
             timeout,
         )
+        ctx._progress = self._progress_sender(held, asyncio.get_running_loop())
         held.context = ctx
         started = time.monotonic()
         try:
@@ -585,6 +594,33 @@ class TaskService:
         return await asyncio.wait_for(asyncio.shield(done), timeout)
 
     # ------------------------------------------------------------------ outgoing
+
+    def _progress_sender(self, held: _Held, loop: asyncio.AbstractEventLoop) -> Any:
+        payload = {"workflow_id": held.workflow_id, "task_id": held.task_id, "attempt": held.attempt}
+        target = "room:events,workflow:%s" % held.workflow_id
+
+        def send(text: str) -> None:
+            conn = self._conn
+            if conn is None:
+                return
+            body = dict(payload, text=text)
+
+            def go() -> None:
+                self._spawn(conn.send("task_progress", body, target))
+
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                go()
+            else:
+                try:
+                    loop.call_soon_threadsafe(go)
+                except RuntimeError:
+                    pass  # the loop is closed
+
+        return send
 
     def _add_outcome(
         self, held: _Held, result: Optional[Dict[str, Any]] = None, error: Optional[Dict[str, Any]] = None

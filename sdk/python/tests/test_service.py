@@ -58,6 +58,7 @@ def sleepy(seconds: float) -> str:
 
 def context_of() -> Dict[str, object]:
     task = current_task()
+    task.progress("working on %s" % task.task_id)
     return {"workflow_id": task.workflow_id, "task_id": task.task_id, "attempt": task.attempt}
 
 
@@ -157,8 +158,11 @@ def test_capabilities_and_metadata_follow_the_protocol():
 
 
 def test_sync_async_and_open_method_functions_run_in_a_workflow(suite):
+    progress = []
+
     async def main():
         async with cluster_of(suite) as cluster, service(suite, capacity=3) as svc:
+            cluster.on("task_progress", lambda e: progress.append((e["task_id"], e["text"])))
             await served(cluster, "add", [svc.component_id])
             functions = [f for f in await cluster.list_functions() if f["component_id"] == svc.component_id]
             wf = Workflow("functions")
@@ -180,6 +184,9 @@ def test_sync_async_and_open_method_functions_run_in_a_workflow(suite):
             wf_id = await cluster.submit_workflow(wf)
             results = await cluster.wait(wf_id, timeout=60)
             record = await cluster.get_workflow(wf_id)
+            deadline = time.monotonic() + 10
+            while not progress and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
             return wf_id, results, functions, record, dict(svc.stats)
 
     wf_id, results, functions, record, stats = run(main())
@@ -189,6 +196,7 @@ def test_sync_async_and_open_method_functions_run_in_a_workflow(suite):
     assert results["loud"]["result"] == "HI HI"
     assert results["open"]["result"] == "OPEN"
     assert results["where"]["result"] == {"workflow_id": wf_id, "task_id": "where", "attempt": 1}
+    assert progress == [("where", "working on where")]
     assert stats["completed"] == 5
     assert {t["provider_id"] for t in record["tasks"]} == {functions[0]["component_id"]}
     names = {f["name"]: f for f in functions}
@@ -442,3 +450,42 @@ def test_a_service_whose_socket_drops_reconnects_and_the_workflow_completes(suit
     results, reconnects, connected = run(main())
     assert sorted(r["result"]["i"] for r in results.values()) == list(range(8))
     assert reconnects >= 1 and connected
+
+
+def test_keys_and_roles(suite):
+    """A SERVICE key limited to task-service serves functions; a USER key submits but may
+    not register as a component (the refusal raises at start)."""
+
+    def key(user: str, role: str, *extra: str) -> str:
+        made = suite.gz("auth", "user", "create", user, "--role", role)
+        assert made.returncode == 0, made.stderr
+        out = suite.gz("auth", "key", "create", user + "-key", "--user", user, "--json", *extra)
+        assert out.returncode == 0, out.stderr
+        import json
+
+        return json.loads(out.stdout)["api_key"]
+
+    service_key = key("svc-box", "service", "--component-types", "task-service")
+    user_key = key("alice", "user")
+
+    async def main():
+        svc = TaskService(
+            service_name="Service Keyed", hub_url=suite.hub_url, api_key=service_key, functions=[TaskFunction(add)]
+        )
+        refused = TaskService(service_name="User Keyed", hub_url=suite.hub_url, api_key=user_key, functions=[TaskFunction(add)])
+        with pytest.raises(GleitzeitError) as info:
+            await refused.start(retry_forever=False)
+        async with GleitzeitCluster(hub_url=suite.hub_url, api_key=user_key, auto_start=False) as cluster, svc:
+            await served(cluster, "add", [svc.component_id])
+            wf = Workflow("keys")
+            wf.add_python_task("t", function_name="add", args=[40, 2], service_name="Service Keyed")
+            wf_id = await cluster.submit_workflow(wf)
+            events = [e async for e in cluster.events(wf_id)]
+            return await cluster.wait(wf_id, timeout=60), events, info.value
+
+    results, events, refusal = run(main())
+    assert results["t"]["result"] == 42
+    # a USER joins the workflow's room after submitting, and catches up from the first event
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["event"] == "workflow_submitted" and events[-1]["event"] == "workflow_completed"
+    assert refusal.code == "GZ4003"
