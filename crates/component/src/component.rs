@@ -21,6 +21,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use gleitzeit_hub_client::{next_envelope, HubClient, Incoming};
+use gleitzeit_protocol::events;
+use gleitzeit_protocol::metrics::MetricFamily;
 use gleitzeit_protocol::Envelope;
 use gleitzeit_runtime::Shutdown;
 use tokio::sync::mpsc;
@@ -34,7 +36,7 @@ pub trait Component {
     /// Messages from the service's own spawned work ([`NoInternal`] if it has none).
     type Internal;
 
-    /// An envelope from the hub (`ping` and `shutdown` are handled before).
+    /// An envelope from the hub (`ping`, `shutdown` and `metrics` are handled before).
     fn on_envelope(&mut self, env: Envelope) -> impl Future<Output = ()>;
 
     /// A message from the internal channel.
@@ -46,6 +48,12 @@ pub trait Component {
     /// The periodic tick.
     fn on_tick(&mut self) -> impl Future<Output = ()> {
         async {}
+    }
+
+    /// The service's metrics, for the hub's `metrics` request (answered by the loop; see
+    /// [`crate::metrics`]). None by default.
+    fn metrics(&self) -> Vec<MetricFamily> {
+        Vec::new()
     }
 }
 
@@ -128,6 +136,9 @@ pub async fn run_component<C: Component>(
             Event::InternalClosed | Event::Stop => None,
         };
         match event {
+            Event::Envelope(env) if env.event == events::METRICS => {
+                crate::metrics::answer(&events.client, &env, || component.metrics());
+            }
             Event::Envelope(env) => component.on_envelope(env).await,
             Event::Internal(msg) => component.on_internal(msg).await,
             Event::Tick => component.on_tick().await,

@@ -6,6 +6,8 @@
 //!   (who it is, how it runs one task); `serve` does registration, holdings and
 //!   `tasks_held` reports, batched outcomes per engine, cancellation, load reporting and the
 //!   drain on shutdown. `docs/providers.md` shows how to write one.
+//! - [`metrics`]: the small recorder services keep their figures in, and the answer to the
+//!   hub's `metrics` request, which both the loop and the runtime give for every component.
 //!
 //! Why a crate of its own rather than part of `gleitzeit-hub-client`: the client is the
 //! transport (connect, register, heartbeat, request/reply, reconnect) that the CLI and
@@ -18,6 +20,7 @@
 
 pub mod component;
 pub mod holdings;
+pub mod metrics;
 pub mod outcomes;
 pub mod provider;
 pub mod serve;

@@ -1,12 +1,13 @@
 //! The [`Provider`] trait: what a provider supplies itself (who it is, how it runs one task,
-//! optionally its load, a periodic refresh of its metadata, and cleanup) — everything else
-//! is [`crate::serve`].
+//! optionally its load, a periodic refresh of its metadata, its metrics, and cleanup) —
+//! everything else is [`crate::serve`].
 
 use std::future::Future;
 use std::time::Duration;
 
 use gleitzeit_hub_client::HubClient;
 use gleitzeit_protocol::errors::GzError;
+use gleitzeit_protocol::metrics::MetricFamily;
 use gleitzeit_protocol::payloads::ExecuteTask;
 use gleitzeit_protocol::Target;
 use serde_json::Value;
@@ -77,6 +78,13 @@ pub trait Provider: Send + Sync + 'static {
     /// Periodic work such as health checks; metadata returned replaces the heartbeat's.
     fn refresh(&self) -> impl Future<Output = Option<Value>> + Send {
         async { None }
+    }
+
+    /// The provider's own metrics, answered to the hub's `metrics` request together with the
+    /// runtime's (`gleitzeit_provider_slots`, `gleitzeit_provider_tasks_held`). None by
+    /// default.
+    fn metrics(&self) -> Vec<MetricFamily> {
+        Vec::new()
     }
 
     /// Cleanup once serving stopped (after the drain): stop workers, close files.

@@ -2,8 +2,9 @@
 //!
 //! Connects and registers (retrying until the hub answers or shutdown fires), then takes
 //! `execute_tasks` (every task is accepted and held; see [`crate::provider::Concurrency`]),
-//! `cancel_tasks`, answers `ping` and refuses other events with GZ7021, as every suite
-//! component does. Held tasks are reported every two seconds, outcomes are batched per
+//! `cancel_tasks`, answers `ping` and the hub's `metrics` (the runtime's figures and
+//! [`Provider::metrics`]) and refuses other events with GZ7021, as every suite component
+//! does. Held tasks are reported every two seconds, outcomes are batched per
 //! engine, the load travels with the heartbeats, and [`Provider::refresh`] runs on its own
 //! interval.
 //!
@@ -177,6 +178,9 @@ async fn refresh_loop<P: Provider>(
 /// Handles one envelope addressed to the provider (`ping` and `shutdown` are handled by
 /// [`next_envelope`] before).
 fn handle<P: Provider>(client: &HubClient, tasks: &Tasks<P>, ty: &str, mut env: Envelope) {
+    if env.event == events::METRICS {
+        return crate::metrics::answer(client, &env, || tasks.metrics());
+    }
     match ProviderRequest::decode(ty, &env.event, &mut env.payload) {
         Ok(ProviderRequest::Execute(batch)) => tasks.accept(&env.source, batch.tasks),
         Ok(ProviderRequest::Cancel(c)) => tasks.cancel(c.tasks),

@@ -19,6 +19,7 @@ use gleitzeit_hub_client::HubClient;
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::limits::{cap_outcome, MAX_OUTCOME_BYTES};
+use gleitzeit_protocol::metrics::MetricFamily;
 use gleitzeit_protocol::payloads::{ExecuteTask, HeldTask, TaskOutcome, TaskRef};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -58,6 +59,8 @@ struct Shared<P> {
     /// Tasks inside `execute` right now.
     running: watch::Sender<usize>,
     handles_cancel: bool,
+    /// Tasks run at once, as registered.
+    capacity: u32,
 }
 
 /// What a drain ended with.
@@ -94,6 +97,7 @@ impl<P: Provider> Tasks<P> {
                 draining: watch::channel(false).0,
                 running: watch::channel(0).0,
                 handles_cancel,
+                capacity: info.capacity,
             }),
         }
     }
@@ -157,6 +161,27 @@ impl<P: Provider> Tasks<P> {
         *self.shared.running.borrow()
     }
 
+    /// The runtime's metrics (slots in use and in all, attempts held) and the provider's own.
+    pub(crate) fn metrics(&self) -> Vec<MetricFamily> {
+        let shared = &self.shared;
+        let used = shared.load();
+        let mut families = vec![
+            MetricFamily::gauge(
+                "gleitzeit_provider_slots",
+                "Task slots of the provider: in use (its load) and in all (its capacity).",
+            )
+            .with(&[("state", "used")], f64::from(used))
+            .with(&[("state", "total")], f64::from(shared.capacity)),
+            MetricFamily::gauge(
+                "gleitzeit_provider_tasks_held",
+                "Task attempts the provider holds: running or waiting for a slot.",
+            )
+            .with(&[], self.held() as f64),
+        ];
+        families.extend(shared.provider.metrics());
+        families
+    }
+
     /// Publishes the load with the next heartbeat.
     pub(crate) fn publish_load(&self) {
         self.shared.publish_load();
@@ -217,13 +242,16 @@ impl<P: Provider> Tasks<P> {
 impl<P: Provider> Shared<P> {
     fn publish_load(&self) {
         if let Some(client) = &self.client {
-            let running = *self.running.borrow();
-            let load = self
-                .provider
-                .load()
-                .unwrap_or_else(|| u32::try_from(running).unwrap_or(u32::MAX));
-            client.set_load(load);
+            client.set_load(self.load());
         }
+    }
+
+    /// The provider's own load, or the tasks in `execute`.
+    fn load(&self) -> u32 {
+        let running = *self.running.borrow();
+        self.provider
+            .load()
+            .unwrap_or_else(|| u32::try_from(running).unwrap_or(u32::MAX))
     }
 
     /// Waits for the gate: `Some` once the task may start (with its permit, if the runtime

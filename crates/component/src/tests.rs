@@ -328,3 +328,31 @@ async fn a_newer_attempt_stops_the_older_one() {
     assert_eq!(outcomes.len(), 1, "only the newer attempt reports");
     assert_eq!(outcomes[0].1.attempt, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_reports_slots_in_use_and_in_all() {
+    use gleitzeit_protocol::metrics::SampleValue;
+    let h = harness(Sleeper::new(Concurrency::Runtime, 2));
+    let batch = (0..3)
+        .map(|i| task(&format!("m{i}"), json!({"ms": 200})))
+        .collect();
+    h.tasks.accept("ee", batch);
+    h.wait_running(2).await;
+    let families = h.tasks.metrics();
+    let value = |name: &str, state: Option<&str>| {
+        let f = families.iter().find(|f| f.name == name).expect(name);
+        let s = f
+            .samples
+            .iter()
+            .find(|s| s.labels.get("state").map(String::as_str) == state)
+            .expect("sample");
+        match s.value {
+            SampleValue::Value(v) => v,
+            SampleValue::Histogram(_) => panic!("a gauge"),
+        }
+    };
+    assert_eq!(value("gleitzeit_provider_slots", Some("used")), 2.0);
+    assert_eq!(value("gleitzeit_provider_slots", Some("total")), 2.0);
+    assert_eq!(value("gleitzeit_provider_tasks_held", None), 3.0);
+    h.wait_held(0).await;
+}
