@@ -28,6 +28,10 @@ pub const QM_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ValidateArgs {
     /// The workflow file (YAML).
     pub file: PathBuf,
+    /// Also print the workflow as the suite will run it (the original's `type:` dialect
+    /// normalised to `method:`/`parameters:`; ids, names and dependencies filled in).
+    #[arg(long)]
+    pub explain: bool,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -37,11 +41,14 @@ pub struct ValidateArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// The workflow file (YAML).
-    #[arg(required_unless_present = "function")]
+    #[arg(required_unless_present_any = ["workflow", "function", "text", "vision"])]
     pub file: Option<PathBuf>,
+    /// The workflow file (the same as giving it first).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "function", "text", "vision"])]
+    pub workflow: Option<PathBuf>,
     /// Run one named function instead of a file (`python/function`; `gz functions list`
     /// shows them), with `--args`.
-    #[arg(long, value_name = "NAME", conflicts_with = "file")]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["file", "text", "vision"])]
     pub function: Option<String>,
     /// Arguments of `--function`: `KEY=VALUE` each; a VALUE that reads as JSON (`10`,
     /// `[1,2]`, `true`, `"text"`) keeps its type, anything else is a string.
@@ -50,6 +57,18 @@ pub struct RunArgs {
     /// Only a provider of this service may run `--function` (`builtin`: the python-provider).
     #[arg(long, value_name = "SERVICE", requires = "function")]
     pub service: Option<String>,
+    /// Ask an LLM one question (an `llm/chat` task; `--model` picks the model).
+    #[arg(long, value_name = "PROMPT", conflicts_with_all = ["file", "vision"])]
+    pub text: Option<String>,
+    /// Ask a vision model about these images (an `llm/vision` task with `--prompt`).
+    #[arg(long, value_name = "IMAGE", num_args = 1.., conflicts_with = "file", requires = "prompt")]
+    pub vision: Vec<PathBuf>,
+    /// The question of `--vision`.
+    #[arg(long, requires = "vision")]
+    pub prompt: Option<String>,
+    /// The model of `--text` (default llama3.2:latest) or `--vision` (default llava:latest).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Print one JSON document with the final state.
     #[arg(long)]
     pub json: bool,
@@ -212,19 +231,30 @@ fn load(path: &Path, json_out: bool) -> Result<(WorkflowSpec, PathBuf), GzError>
 /// `gz validate FILE [--json]`.
 pub fn validate(args: ValidateArgs) -> CmdResult {
     let (text, _) = read_file(&args.file)?;
-    let (valid, diags, tasks) = match parse(&text) {
-        Ok(p) => (true, p.warnings, p.spec.tasks.len()),
-        Err(d) => (false, d, 0),
+    let (valid, diags, tasks, spec) = match parse(&text) {
+        Ok(p) => (true, p.warnings, p.spec.tasks.len(), Some(p.spec)),
+        Err(d) => (false, d, 0, None),
     };
     if args.json {
         let mut doc = json!({ "valid": valid, "diagnostics": diags });
         if valid {
             doc["total_tasks"] = json!(tasks);
         }
+        if let (true, Some(spec)) = (args.explain, &spec) {
+            doc["normalized"] = json!(spec);
+        }
         println!("{doc}");
     } else {
         for d in &diags {
             println!("{d}");
+        }
+        if let (true, Some(spec)) = (args.explain, &spec) {
+            // The workflow as the suite sees it: the original's dialect normalised, ids,
+            // names, protocols and dependencies filled in.
+            match serde_saphyr::to_string(spec) {
+                Ok(yaml) => println!("# normalized\n{yaml}"),
+                Err(e) => println!("# normalized (as JSON: {e})\n{}", json!(spec)),
+            }
         }
         if valid {
             println!("valid: {tasks} task{}", if tasks == 1 { "" } else { "s" });
@@ -290,21 +320,12 @@ pub async fn submit(hub_url: &str, args: SubmitArgs) -> CmdResult {
 
 // ------------------------------------------------------------------ run
 
-/// `gz run FILE [--json] [--timeout SECS] [--data-dir DIR]`.
+/// `gz run FILE | --workflow FILE | --function NAME | --text PROMPT | --vision IMAGE… [--json]
+/// [--timeout SECS] [--data-dir DIR]`.
 pub async fn run(hub_url: &str, log_format: LogFormat, args: RunArgs) -> CmdResult {
-    let (spec, dir) = match (&args.file, &args.function) {
-        (Some(file), _) => load(file, args.json)?,
-        (None, Some(name)) => one_shot_function(
-            name,
-            &args.function_args,
-            args.service.as_deref(),
-            args.json,
-        )?,
-        (None, None) => {
-            return Err(
-                GzError::new(ErrorCode::Usage, "give a workflow file or --function NAME").into(),
-            )
-        }
+    let (spec, dir) = match args.file.as_ref().or(args.workflow.as_ref()) {
+        Some(file) => load(file, args.json)?,
+        None => one_shot(&args)?,
     };
     let timeout = timeout_of(args.timeout)?;
     let mut suite = None;
@@ -339,14 +360,60 @@ pub async fn run(hub_url: &str, log_format: LogFormat, args: RunArgs) -> CmdResu
     result
 }
 
-/// A workflow of one `python/function` task calling `name` with `KEY=VALUE` arguments,
-/// validated like a file (a built-in function's arguments are checked against its schema).
-fn one_shot_function(
-    name: &str,
-    pairs: &[String],
-    service: Option<&str>,
-    json_out: bool,
-) -> Result<(WorkflowSpec, PathBuf), GzError> {
+/// A workflow of one task from `gz run --function`, `--text` or `--vision`, written in the
+/// original's dialect and read like a file, so it is checked the same way (a built-in
+/// function's arguments against its schema, an LLM task's parameters against `llm/*`).
+fn one_shot(args: &RunArgs) -> Result<(WorkflowSpec, PathBuf), GzError> {
+    let dir = std::env::current_dir().unwrap_or_default();
+    let (id, mut task) = if let Some(name) = &args.function {
+        let mut task = json!({ "type": "function", "function_name": name, "kwargs": key_values(&args.function_args)? });
+        if let Some(service) = &args.service {
+            task["service_name"] = json!(service);
+        }
+        (name.clone(), task)
+    } else if let Some(prompt) = &args.text {
+        (
+            "text".to_string(),
+            json!({ "type": "text", "prompt": prompt }),
+        )
+    } else if !args.vision.is_empty() {
+        let images: Vec<String> = args
+            .vision
+            .iter()
+            .map(|p| dir.join(p).display().to_string())
+            .collect();
+        let prompt = args.prompt.clone().unwrap_or_default();
+        (
+            "vision".to_string(),
+            json!({ "type": "vision", "prompt": prompt, "image_paths": images }),
+        )
+    } else {
+        return Err(GzError::new(
+            ErrorCode::Usage,
+            "give a workflow file, or --function, --text or --vision",
+        ));
+    };
+    if let Some(model) = &args.model {
+        task["model"] = json!(model);
+    }
+    task["id"] = json!(id);
+    let doc = json!({ "name": format!("gz run {id}"), "tasks": [task] });
+    // JSON is YAML: the one-task workflow goes through the same parser and checks as a file.
+    match parse(&doc.to_string()) {
+        Ok(parsed) => Ok((parsed.spec, dir)),
+        Err(diags) => {
+            if !args.json {
+                for d in &diags {
+                    eprintln!("{d}");
+                }
+            }
+            Err(invalid(Path::new(&format!("gz run --{id}")), &diags))
+        }
+    }
+}
+
+/// `KEY=VALUE` pairs as an object; a VALUE that reads as JSON keeps its type.
+fn key_values(pairs: &[String]) -> Result<Value, GzError> {
     let mut kwargs = serde_json::Map::new();
     for pair in pairs {
         let Some((key, value)) = pair.split_once('=') else {
@@ -359,27 +426,7 @@ fn one_shot_function(
         let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.into()));
         kwargs.insert(key.trim().to_string(), value);
     }
-    let mut params = json!({ "function_name": name, "kwargs": kwargs });
-    if let Some(service) = service {
-        params["service_name"] = json!(service);
-    }
-    let doc = json!({
-        "name": format!("function {name}"),
-        "tasks": [{ "id": name, "method": gleitzeit_protocol::routing::PYTHON_FUNCTION, "parameters": params }],
-    });
-    let dir = std::env::current_dir().unwrap_or_default();
-    // JSON is YAML: the one-task workflow goes through the same parser and checks as a file.
-    match parse(&doc.to_string()) {
-        Ok(parsed) => Ok((parsed.spec, dir)),
-        Err(diags) => {
-            if !json_out {
-                for d in &diags {
-                    eprintln!("{d}");
-                }
-            }
-            Err(invalid(Path::new("--function"), &diags))
-        }
-    }
+    Ok(Value::Object(kwargs))
 }
 
 fn timeout_of(secs: Option<f64>) -> Result<Option<Duration>, GzError> {

@@ -12,6 +12,7 @@ use serde_json::{Map, Number, Value};
 use crate::catalog::MethodCatalog;
 use crate::codes;
 use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::dialect;
 use crate::spec::{Backoff, OnFailure, Priority, RetryPolicy, TaskSpec, WorkflowSpec};
 use crate::validate::{finish, Parsed};
 use crate::yaml::{self, Node, NodeValue, Pos};
@@ -355,9 +356,44 @@ impl Reader {
         };
         let mut has_method = false;
         let mut params_key: Option<&str> = None;
+        // The original's dialect (`type: text`, fields at the top level): see `dialect`.
+        let kind_node = entries
+            .iter()
+            .find(|(k, _, _)| k == "type")
+            .map(|(_, _, v)| *v);
+        let mut kind = None;
+        let mut dialect_fields = Map::new();
         for (key, key_node, value) in &entries {
             let what = format!("`{key}` of {label}");
+            if kind_node.is_some() {
+                let verb = key == "method" && value.scalar_text().is_some_and(|m| !m.contains('/'));
+                if verb || (key != "type" && dialect::is_field(key)) {
+                    let field = if verb { "http_method" } else { key.as_str() };
+                    dialect_fields.insert(field.to_string(), self.json_value(value));
+                    continue;
+                }
+            }
             match key.as_str() {
+                "type" => {
+                    let text = self.scalar(Expect::Text, &what, value);
+                    kind = text.as_deref().and_then(dialect::Kind::parse);
+                    if kind.is_none() {
+                        if let Some(t) = text {
+                            self.diagnostics.push(
+                                Diagnostic::error(
+                                    codes::INVALID_FIELD,
+                                    format!("{label}: unknown task type `{t}`"),
+                                )
+                                .with_hint(format!(
+                                    "types: {} (or give `method:` and `parameters:`)",
+                                    dialect::KINDS.join(", ")
+                                ))
+                                .at(value.pos),
+                            );
+                        }
+                        has_method = true; // reported once, not again as "no method"
+                    }
+                }
                 "id" => {
                     if let Some(id) = self.scalar_string(&what, value) {
                         task.id = id;
@@ -437,10 +473,45 @@ impl Reader {
                 }
             }
         }
+        if let Some(kind) = kind {
+            if has_method {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        codes::INVALID_FIELD,
+                        format!("{label} has both `type` and `method`"),
+                    )
+                    .with_hint(format!(
+                        "`type: {}` means `method: {}`; keep one",
+                        kind_node.and_then(Node::scalar_text).unwrap_or_default(),
+                        kind.method()
+                    ))
+                    .at(kind_node.and_then(|n| n.pos)),
+                );
+            } else {
+                has_method = true;
+                task.method = kind.method().to_string();
+                source
+                    .fields
+                    .push(("method", kind_node.and_then(|n| n.pos)));
+                match dialect::parameters(kind, dialect_fields, &task.parameters) {
+                    Ok(params) => task.parameters = params,
+                    Err(key) => self.diagnostics.push(
+                        Diagnostic::error(
+                            codes::INVALID_FIELD,
+                            format!(
+                                "{label} gives `{key}` both as a task field and in its parameters"
+                            ),
+                        )
+                        .with_hint("keep one")
+                        .at(node.pos),
+                    ),
+                }
+            }
+        }
         if !has_method {
             self.diagnostics.push(
                 Diagnostic::error(codes::INVALID_FIELD, format!("{label} has no `method`"))
-                    .with_hint("add e.g. `method: llm/chat` or `method: python/execute`")
+                    .with_hint("add e.g. `method: llm/chat` or `method: python/execute` (or `type: text`, `type: function`, …)")
                     .at(node.pos),
             );
         }

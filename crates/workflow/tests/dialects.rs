@@ -337,3 +337,93 @@ tasks:
     );
     assert_eq!(parsed.spec.tasks[1].dependencies, vec!["plan"]);
 }
+
+#[test]
+fn the_originals_task_types_become_methods_and_parameters() {
+    let parsed = parse_ok(
+        r#"name: original dialect
+tasks:
+  - name: Generate Dataset
+    type: function
+    function_name: fibonacci
+    kwargs: { n: 10 }
+  - name: Summary
+    type: text
+    prompt: "Summarise {{Generate Dataset.result}}"
+    model: llama3
+    dependencies: [Generate Dataset]
+  - name: Look
+    type: vision
+    prompt: Describe this image
+    image_path: photo.jpg
+    model: llava
+  - name: Fetch
+    type: http
+    url: http://127.0.0.1:9/data
+    method: POST
+    json: { a: 1 }
+  - name: Script
+    type: python
+    code: "result = 2"
+"#,
+    );
+    let tasks = &parsed.spec.tasks;
+    let methods: Vec<&str> = tasks.iter().map(|t| t.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        [
+            "python/function",
+            "llm/chat",
+            "llm/vision",
+            "http/request",
+            "python/execute"
+        ]
+    );
+    assert_eq!(
+        tasks[0].parameters,
+        json!({"function_name": "fibonacci", "kwargs": {"n": 10}})
+    );
+    assert_eq!(
+        tasks[1].parameters,
+        json!({"model": "llama3", "messages": [{"role": "user", "content": "Summarise {{Generate Dataset.result}}"}]})
+    );
+    assert_eq!(tasks[1].dependencies, [tasks[0].id.clone()]);
+    assert_eq!(tasks[2].parameters["image_path"], "photo.jpg");
+    assert_eq!(
+        tasks[3].parameters,
+        json!({"url": "http://127.0.0.1:9/data", "method": "POST", "json": {"a": 1}})
+    );
+    // `http/request` is an open method until a provider declares it: a warning, no error.
+    assert!(
+        parsed.warnings.iter().all(|w| w.code == "GZ7003"),
+        "{:?}",
+        parsed.warnings
+    );
+}
+
+#[test]
+fn dialect_mistakes_are_reported_with_their_place() {
+    let found = parse_workflow(
+        "name: bad\ntasks:\n  - id: a\n    type: telepathy\n  - id: b\n    type: text\n    method: llm/chat\n    prompt: hi\n  - id: c\n    type: function\n    function_name: f\n    parameters: { function_name: g }\n  - id: d\n    type: text\n    temperature: 9\n    prompt: hi\n",
+        catalog(),
+    )
+    .expect_err("invalid");
+    let messages: Vec<String> = found.iter().map(|d| d.to_string()).collect();
+    let all = messages.join("\n");
+    assert!(
+        all.contains("GZ7001 at 4:11: task `a`: unknown task type `telepathy`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("task `b` has both `type` and `method`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("task `c` gives `function_name` both as a task field and in its parameters"),
+        "{all}"
+    );
+    assert!(
+        all.contains("GZ7002") && all.contains("temperature"),
+        "{all}"
+    );
+}
