@@ -10,7 +10,8 @@
 //! Consumes (see `manager.rs`, `Manager::on_envelope`): `workflow_submit`, `workflow_get`,
 //! `workflow_list`, `workflow_cancel`, `workflow_events`, `workflow_owner`, `task_get`,
 //! `store_status`, `lease_tasks`, `task_outcomes`, `tasks_held`, `component_left` (from the
-//! hub only), and `ping`/`shutdown` (the shared component loop).
+//! hub only), and `ping`/`shutdown`/`metrics` (the shared component loop; the figures come
+//! from `machine/metrics.rs`).
 //!
 //! Every task and workflow status change happens in `machine/` (the life cycle, unit-tested
 //! with paused time); `manager/` stores each step before it is applied and sends what
@@ -161,6 +162,10 @@ impl Component for Service {
 
     async fn on_internal(&mut self, msg: Internal) {
         self.mgr.on_internal(msg).await;
+    }
+
+    fn metrics(&self) -> Vec<gleitzeit_protocol::metrics::MetricFamily> {
+        self.mgr.metrics()
     }
 
     async fn on_tick(&mut self) {

@@ -110,6 +110,11 @@ impl Manager {
         }
     }
 
+    /// The life cycle's metrics (`metrics`, asked by the hub).
+    pub(crate) fn metrics(&self) -> Vec<gleitzeit_protocol::metrics::MetricFamily> {
+        self.machine.metrics()
+    }
+
     // ---------------------------------------------------------------- steps
 
     /// Stores a step, then commits it and sends what follows (or gives back what it took

@@ -22,11 +22,13 @@
 //! Submodules: `step` (the proposal and its effects), `status` (allowed transitions and
 //! counters), `timers`, `leases` (lease requests and handing out work), `outcomes` (results,
 //! retries, methods nobody serves), `liveness` (engines: heartbeats, silence, held-task
-//! reports, departures), `finish` (completion, cancellation, timeouts).
+//! reports, departures), `finish` (completion, cancellation, timeouts), `metrics` (the
+//! figures every move yields, for `GET /metrics`).
 
 mod finish;
 mod leases;
 mod liveness;
+mod metrics;
 mod outcomes;
 mod status;
 mod step;
@@ -52,8 +54,10 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::queue::ReadyQueue;
+use gleitzeit_protocol::metrics::MetricFamily;
 use leases::Leases;
 use liveness::Engines;
+use metrics::Figures;
 use timers::{Timer, Timers};
 
 /// A workflow's key in memory (shared by queue entries, timers and holdings).
@@ -158,6 +162,8 @@ pub(crate) struct Machine {
     last_tick: Instant,
     /// Jitter for retry backoff, in `0.0..1.0` (fixed in tests).
     jitter: fn() -> f64,
+    /// What the moves add up to, for `metrics`.
+    figures: Figures,
 }
 
 impl Machine {
@@ -174,6 +180,7 @@ impl Machine {
             started: now,
             last_tick: now,
             jitter: rand::random::<f64>,
+            figures: Figures::default(),
         }
     }
 
@@ -199,6 +206,11 @@ impl Machine {
     /// Ids of the workflows in memory.
     pub(crate) fn ids(&self) -> Vec<WfKey> {
         self.wfs.keys().cloned().collect()
+    }
+
+    /// The metrics of the life cycle as of now.
+    pub(crate) fn metrics(&self) -> Vec<MetricFamily> {
+        self.figures.families(self.wfs.len())
     }
 
     /// Whether lease requests wait and tasks are queued (a [`Machine::serve`] may hand out work).
@@ -230,6 +242,7 @@ impl Machine {
                 t.status = TaskStatus::Queued;
             }
             counts.add(t.status);
+            self.figures.arrived(t);
             if t.status == TaskStatus::Queued {
                 let seq = self
                     .queue
@@ -266,6 +279,9 @@ impl Machine {
     /// Its queue entries, timers and holdings go stale and are skipped where met.
     pub(crate) fn drop_workflow(&mut self, id: &str) -> Option<Wf> {
         let wf = self.wfs.remove(id)?;
+        for t in &wf.tasks {
+            self.figures.left(t);
+        }
         for (i, info) in wf.info.iter().enumerate() {
             if let Some(engine) = &info.engine {
                 self.engines.release(engine, &Arc::from(id), i);
@@ -507,6 +523,7 @@ impl Machine {
         }
         for key in ended {
             if let Some(wf) = self.drop_workflow(&key) {
+                self.figures.workflow_finished(wf.record.status);
                 effects.push(finish::announce(&wf));
                 effects.push(Effect::Finished { wf: key });
             }
@@ -570,6 +587,7 @@ impl Machine {
             }
             _ => {}
         }
+        self.figures.moved(&wf.tasks[i], &record, now.ms);
         wf.tasks[i] = record;
         Some(status::event(from, to))
     }

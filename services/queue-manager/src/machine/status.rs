@@ -99,6 +99,12 @@ impl Counts {
         self.0[slot(s)] += 1;
     }
 
+    /// One task less in `s`.
+    pub(crate) fn remove(&mut self, s: TaskStatus) {
+        let n = &mut self.0[slot(s)];
+        *n = n.saturating_sub(1);
+    }
+
     /// A task moved from `from` to `to`.
     pub(crate) fn moved(&mut self, from: TaskStatus, to: TaskStatus) {
         let f = &mut self.0[slot(from)];

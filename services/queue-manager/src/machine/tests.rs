@@ -203,11 +203,39 @@ fn status(m: &Machine, wf: &str, task: &str) -> TaskStatus {
     w.tasks[w.index[task]].status
 }
 
-/// The counters always match the statuses.
+/// The counters always match the statuses, per workflow and (for the metrics) per method
+/// over every workflow in memory.
 fn check_counts(m: &Machine) {
+    let mut by_method: std::collections::HashMap<String, Counts> = Default::default();
     for id in m.ids() {
         let wf = m.workflow(&id).expect("listed");
         assert_eq!(wf.counts, Counts::of(&wf.tasks), "counts of {id}");
+        for t in &wf.tasks {
+            by_method.entry(t.method.clone()).or_default().add(t.status);
+        }
+    }
+    for (method, counts) in m.figures.live() {
+        let walked = by_method.remove(method).unwrap_or_default();
+        assert_eq!(*counts, walked, "tasks of {method} in memory");
+    }
+    assert!(by_method.is_empty(), "uncounted methods {by_method:?}");
+}
+
+/// A sample of the machine's metrics: a value, or a histogram's count.
+fn metric(m: &Machine, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use gleitzeit_protocol::metrics::SampleValue;
+    let families = m.metrics();
+    let family = families.iter().find(|f| f.name == name).expect(name);
+    let sample = family.samples.iter().find(|s| {
+        s.labels.len() == labels.len()
+            && labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+    });
+    match sample.map(|s| &s.value) {
+        Some(SampleValue::Value(v)) => *v,
+        Some(SampleValue::Histogram(h)) => h.count as f64,
+        None => 0.0,
     }
 }
 
@@ -769,6 +797,46 @@ async fn every_move_of_the_table_is_taken() {
     for machine in [&m, &c, &late] {
         check_counts(machine);
     }
+    let finished = |m: &Machine, status: &str| {
+        metric(
+            m,
+            "gleitzeit_tasks_total",
+            &[("method", "m"), ("status", status)],
+        )
+    };
+    assert_eq!(finished(&m, "completed"), 1.0);
+    assert_eq!(finished(&m, "failed"), 2.0, "retries used up; parameters");
+    assert_eq!(finished(&m, "skipped"), 1.0);
+    assert_eq!(finished(&c, "cancelled"), 4.0);
+    assert_eq!(finished(&late, "failed"), 1.0);
+    assert_eq!(
+        metric(&m, "gleitzeit_task_retries_total", &[("method", "m")]),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "gleitzeit_task_requeues_total", &[("method", "m")]),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "gleitzeit_queue_depth", &[("method", "m")]),
+        1.0,
+        "the lost task"
+    );
+    assert_eq!(metric(&m, "gleitzeit_leases_outstanding", &[]), 0.0);
+    assert_eq!(
+        metric(&m, "gleitzeit_workflows_active", &[]),
+        2.0,
+        "lost, blocked"
+    );
+    let workflows = |m: &Machine, s: &str| metric(m, "gleitzeit_workflows_total", &[("status", s)]);
+    assert_eq!(workflows(&m, "completed"), 1.0);
+    assert_eq!(workflows(&m, "failed"), 1.0);
+    assert_eq!(workflows(&c, "cancelled"), 1.0);
+    assert_eq!(
+        metric(&m, "gleitzeit_task_duration_seconds", &[("method", "m")]),
+        3.0,
+        "attempts that ended with an outcome: one completed, two failed"
+    );
     let taken: std::collections::BTreeSet<String> = TAKEN
         .with(|t| t.borrow().clone())
         .into_iter()
