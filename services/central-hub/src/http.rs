@@ -27,7 +27,8 @@ pub(crate) fn router(state: Arc<HubState>) -> Router {
             require_key,
         ))
         .route("/livez", get(livez))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::dashboard::router(state))
 }
 
 /// Lets a request through when it carries a valid key (every role may read these pages).

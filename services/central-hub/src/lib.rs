@@ -25,6 +25,7 @@
 
 mod admin;
 pub mod auth;
+mod dashboard;
 pub mod http;
 mod mesh;
 pub mod origin;

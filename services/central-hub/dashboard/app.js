@@ -1,0 +1,444 @@
+// The dashboard's controller: signs in, keeps the socket, feeds the store from events and
+// requests, polls what has no events (component load and heartbeats, LLM endpoints, queue
+// depth), catches a workflow up after a gap or a reconnect, and routes between the views.
+
+import { HubSocket, GzError } from "./socket.js";
+import { Store, WorkflowDetail, TASK_EVENTS, WF_EVENTS } from "./store.js";
+import { h, replace, FINAL_WF } from "./util.js";
+import * as overview from "./views/overview.js";
+import * as workflows from "./views/workflows.js";
+import * as workflow from "./views/workflow.js";
+import * as submit from "./views/submit.js";
+
+const KEY_STORAGE = "gleitzeit.dashboard.key";
+const SPEC_STORAGE = "gleitzeit.dashboard.deps";
+const READS_ALL = new Set(["ADMIN", "OPERATOR", "VIEWER"]);
+const SUBMITS = new Set(["ADMIN", "OPERATOR", "USER"]);
+const QM = "type:queue-manager";
+
+class Dashboard {
+  constructor() {
+    this.store = new Store();
+    this.socket = null;
+    this.key = null;
+    this.view = null;
+    this.viewName = null;
+    this.timers = [];
+    this.deps = loadDeps(); // workflow id -> Map task -> deps (specs submitted from this browser)
+    this.watched = new Set(); // workflow rooms a USER joined
+    this.lastReload = 0;
+    this.store.onFrame = (dirty) => this.frame(dirty);
+  }
+
+  // ---- signing in ----
+
+  boot() {
+    const form = document.getElementById("signin-form");
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const key = document.getElementById("api-key").value.trim();
+      if (key) this.signIn(key);
+    });
+    document.getElementById("signout").addEventListener("click", () => this.signOut());
+    window.addEventListener("hashchange", () => this.route());
+    const saved = sessionStorage.getItem(KEY_STORAGE);
+    if (saved) this.signIn(saved);
+    else this.showSignIn();
+  }
+
+  showSignIn(error) {
+    document.getElementById("app").hidden = true;
+    document.getElementById("signin").hidden = false;
+    const box = document.getElementById("signin-error");
+    if (error) {
+      box.hidden = false;
+      replace(box, h("span.code", { text: error.code || "" }), " ", h("span", { text: error.message || String(error) }));
+    } else box.hidden = true;
+    document.getElementById("signin-state").textContent = "";
+    document.getElementById("api-key").focus();
+  }
+
+  signIn(key) {
+    if (this.socket) this.socket.close();
+    this.key = key;
+    const s = (this.socket = new HubSocket({ apiKey: key }));
+    document.getElementById("signin-state").textContent = "Connecting…";
+    s.on("state", (state, detail) => this.onState(state, detail));
+    s.on("refused", (err) => this.signOut(err));
+    s.on("connect", () => this.onConnect());
+    s.on("disconnect", () => this.store.touch("connection"));
+    s.on("component_joined", (env) => this.store.componentJoined(env.payload));
+    s.on("component_left", (env) => this.store.componentLeft(env.payload));
+    s.on("component_unhealthy", (env) => this.store.componentUnhealthy(env.payload));
+    s.on("hub_shutting_down", () => this.store.log("hub", "the hub is shutting down"));
+    s.on("gz_error", (env) => this.store.log("error", `${env.payload?.code}: ${env.payload?.message}`));
+    for (const e of [...TASK_EVENTS, ...WF_EVENTS, "task_progress"]) s.on(e, (env) => this.store.workflowEvent(e, env));
+    s.start();
+  }
+
+  signOut(error) {
+    sessionStorage.removeItem(KEY_STORAGE);
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    if (this.socket) this.socket.close();
+    this.socket = null;
+    this.key = null;
+    this.unmountView();
+    this.store = new Store();
+    this.store.onFrame = (dirty) => this.frame(dirty);
+    this.watched.clear();
+    document.getElementById("api-key").value = "";
+    this.showSignIn(error);
+  }
+
+  onState(state, detail) {
+    this.store.connection = { state, detail, at: Date.now() };
+    this.store.touch("connection");
+    const el = document.getElementById("conn");
+    el.className = `conn conn-${state}`;
+    el.textContent = state === "open" ? "live" : state === "reconnecting" ? "reconnecting…" : state;
+    el.title = detail && detail.reason ? `last: ${detail.reason}` : "";
+  }
+
+  async onConnect() {
+    const s = this.socket;
+    const first = !this.store.me;
+    try {
+      const me = await s.request("auth_whoami");
+      this.store.me = me;
+      sessionStorage.setItem(KEY_STORAGE, this.key);
+      document.getElementById("who").textContent = `${me.user} · ${me.role}`;
+      document.body.dataset.role = me.role;
+      const rooms = ["components"];
+      if (this.readsAll()) rooms.push("events");
+      await s.subscribe(rooms);
+      if (first) {
+        document.getElementById("signin").hidden = true;
+        document.getElementById("app").hidden = false;
+        this.startTimers();
+        this.route();
+      }
+      await Promise.all([this.refreshComponents(), this.refreshWorkflows(), this.refreshStatus()]);
+      const d = this.store.detail;
+      if (d && !first) {
+        if (!this.readsAll()) await this.watch([d.id]);
+        this.catchUp(d);
+      }
+    } catch (e) {
+      this.store.log("error", `after connecting: ${e.code || ""} ${e.message}`);
+    }
+  }
+
+  readsAll() {
+    return !!this.store.me && READS_ALL.has(this.store.me.role);
+  }
+
+  canSubmit() {
+    return !!this.store.me && SUBMITS.has(this.store.me.role);
+  }
+
+  canCancel(w) {
+    const me = this.store.me;
+    if (!me) return false;
+    if (me.role === "ADMIN" || me.role === "OPERATOR") return true;
+    return me.role === "USER" && (!w || !w.owner || w.owner === me.user);
+  }
+
+  // ---- requests ----
+
+  request(event, payload, target = "hub", opts) {
+    if (!this.socket) return Promise.reject(new GzError({ code: "GZ1031", message: "not signed in" }));
+    return this.socket.request(event, payload, target, opts);
+  }
+
+  /** A JSON endpoint of the hub, with the key as Bearer. */
+  async http(path, init = {}) {
+    const res = await fetch(path, {
+      ...init,
+      headers: { ...(init.headers || {}), Authorization: `Bearer ${this.key}` },
+      cache: "no-store",
+    });
+    let body = null;
+    try {
+      body = await res.json();
+    } catch {
+      body = null;
+    }
+    if (!res.ok) throw new GzError(body && body.code ? body : { code: `HTTP ${res.status}`, message: res.statusText || "request failed" });
+    return body;
+  }
+
+  startTimers() {
+    const every = (ms, fn) => this.timers.push(setInterval(fn, ms));
+    every(1000, () => {
+      this.store.touch("tick");
+      const d = this.store.detail;
+      if (d && d.gapSince && Date.now() - d.gapSince > 1000) this.catchUp(d);
+    });
+    every(2000, () => {
+      if (this.connected()) {
+        if (this.viewName === "overview" || this.viewName === "workflow") this.refreshComponents();
+        this.sampleQueues();
+      }
+    });
+    every(3000, () => {
+      if (this.connected() && this.viewName === "overview") this.refreshProviders();
+    });
+    every(5000, () => {
+      if (!this.connected()) return;
+      if (this.viewName === "workflows" || !this.readsAll()) this.refreshWorkflows();
+      if (this.viewName === "overview") this.refreshStatus();
+    });
+    every(15000, () => {
+      if (this.connected() && this.readsAll() && this.viewName !== "workflows") this.refreshWorkflows();
+    });
+    this.refreshProviders();
+  }
+
+  connected() {
+    return this.socket && this.socket.state === "open";
+  }
+
+  async refreshComponents() {
+    try {
+      this.store.setComponents(await this.request("list_components"));
+    } catch {
+      /* shown by the connection state */
+    }
+  }
+
+  async refreshStatus() {
+    try {
+      this.store.hub = await this.request("hub_status");
+      this.store.touch("hub");
+    } catch {
+      /* ignore */
+    }
+  }
+
+  async refreshProviders() {
+    try {
+      this.store.providers = await this.http("/providers");
+      this.store.providersError = null;
+    } catch (e) {
+      this.store.providersError = e;
+    }
+    this.store.touch("providers");
+  }
+
+  async refreshWorkflows() {
+    try {
+      const list = await this.request("workflow_list", { limit: 500 }, QM);
+      this.store.mergeWorkflowList(list);
+      if (!this.readsAll()) {
+        const active = list.filter((w) => !FINAL_WF.has(w.status)).slice(0, 50).map((w) => w.id);
+        await this.watch(active);
+      }
+    } catch (e) {
+      this.store.workflowsError = e;
+      this.store.touch("workflows");
+    }
+  }
+
+  /** A USER joins the rooms of its own active workflows (it may not join `events`). */
+  async watch(ids) {
+    const open = this.store.detail && this.store.detail.id;
+    const want = new Set(ids.map((id) => `workflow:${id}`));
+    if (open) want.add(`workflow:${open}`);
+    const fresh = [...want].filter((r) => !this.watched.has(r));
+    const stale = [...this.watched].filter((r) => !want.has(r));
+    for (const r of fresh) {
+      try {
+        await this.socket.subscribe([r]);
+        this.watched.add(r);
+      } catch {
+        /* not ours, or gone */
+      }
+    }
+    if (stale.length) {
+      await this.socket.unsubscribe(stale);
+      for (const r of stale) this.watched.delete(r);
+    }
+  }
+
+  /** Queue depth and running tasks of the active workflows (at most 10), every 2 s. */
+  async sampleQueues() {
+    const active = this.store.activeWorkflows().slice(0, 10);
+    let queued = 0;
+    let running = 0;
+    await Promise.all(
+      active.map((w) =>
+        this.request("workflow_get", { workflow_id: w.id, summary: true }, QM, { timeoutMs: 5000 })
+          .then((r) => {
+            this.store.mergeCounts(w.id, r);
+            const c = r.counts || {};
+            queued += (c.queued || 0) + (c.retrying || 0);
+            running += c.running || 0;
+          })
+          .catch(() => {}),
+      ),
+    );
+    this.store.series.queued.set(queued);
+    this.store.series.running.set(running);
+    this.store.touch("series");
+  }
+
+  // ---- one workflow ----
+
+  async openWorkflow(id) {
+    const d = new WorkflowDetail(id);
+    d.deps = this.depsOf(id);
+    d.ownerQm = this.store.ownerQm.get(id) || null;
+    this.store.detail = d;
+    this.store.touch("detail-reset");
+    if (!this.readsAll()) await this.watch([...this.watched].map((r) => r.slice(9)).concat([id]));
+    await this.loadSnapshot(d);
+  }
+
+  closeWorkflow() {
+    this.store.detail = null;
+  }
+
+  async loadSnapshot(d) {
+    this.lastReload = Date.now();
+    d.loaded = false;
+    d.buffer = [];
+    d.contig = null;
+    d.ahead.clear();
+    d.gapSince = 0;
+    try {
+      const reply = await this.request("workflow_get", { workflow_id: d.id }, QM, { timeoutMs: 120000 });
+      if (this.store.detail !== d) return;
+      const t0 = performance.now();
+      d.loadSnapshot(reply);
+      d.error = null;
+      d.loadMs = performance.now() - t0;
+      const w = this.store.workflows.get(d.id);
+      if (w) this.store.mergeCounts(d.id, reply);
+      else this.store.mergeWorkflowList([reply.workflow]);
+    } catch (e) {
+      d.error = e;
+      d.loaded = true;
+    }
+    this.store.touch("detail-reset");
+  }
+
+  /** Fetches the events after the last contiguous one; reloads when some are gone. */
+  async catchUp(d) {
+    if (d.catching || !this.connected()) return;
+    if (d.contig === null) {
+      if (Date.now() - this.lastReload > 5000) await this.loadSnapshot(d);
+      return;
+    }
+    d.catching = true;
+    try {
+      const after = d.contig;
+      const target = d.ownerQm ? `component:${d.ownerQm}` : QM;
+      const r = await this.request("workflow_events", { workflow_id: d.id, after_seq: after }, target, { timeoutMs: 60000 });
+      if (this.store.detail !== d) return;
+      let top = after;
+      for (const e of r.events) {
+        this.store.workflowEvent(e.event, { payload: e.payload, ts: e.ts }, false);
+        top = Math.max(top, e.seq);
+      }
+      if (r.complete) {
+        if (d.ahead.size) {
+          let low = Infinity;
+          for (const seq of d.ahead) if (seq < low) low = seq;
+          top = Math.max(top, low - 1);
+        }
+        d.settleTo(top);
+      } else if (Date.now() - this.lastReload > 5000) {
+        await this.loadSnapshot(d);
+      }
+    } catch (e) {
+      d.gapSince = Date.now(); // try again later
+    } finally {
+      d.catching = false;
+      this.store.touch("detail");
+    }
+  }
+
+  async cancelWorkflow(id) {
+    const owner = this.store.ownerQm.get(id) || (this.store.detail && this.store.detail.id === id && this.store.detail.ownerQm);
+    return this.request("workflow_cancel", { workflow_id: id }, owner ? `component:${owner}` : QM);
+  }
+
+  /** Validates YAML at the hub: {valid, diagnostics, spec}. */
+  validate(text) {
+    return this.http("/validate", { method: "POST", body: text, headers: { "Content-Type": "application/yaml" } });
+  }
+
+  async submitSpec(spec) {
+    const reply = await this.request("workflow_submit", { spec }, QM, { timeoutMs: 120000 });
+    this.rememberDeps(reply.workflow_id, spec);
+    const w = { id: reply.workflow_id, name: spec.name, status: "pending", total_tasks: reply.total_tasks, created_at: Date.now(), owner: this.store.me && this.store.me.user };
+    this.store.mergeWorkflowList([w]);
+    return reply;
+  }
+
+  depsOf(id) {
+    const entry = this.deps.get(id);
+    return entry ? new Map(entry) : null;
+  }
+
+  rememberDeps(id, spec) {
+    const entry = spec.tasks.map((t) => [t.id, t.dependencies || []]);
+    this.deps.set(id, entry);
+    while (this.deps.size > 50) this.deps.delete(this.deps.keys().next().value);
+    try {
+      sessionStorage.setItem(SPEC_STORAGE, JSON.stringify([...this.deps]));
+    } catch {
+      // Too big for session storage: kept for this page's life only.
+    }
+  }
+
+  // ---- views ----
+
+  route() {
+    if (!this.store.me) return;
+    const hash = window.location.hash || "#/";
+    const parts = hash.slice(2).split("/").map(decodeURIComponent);
+    let name = parts[0] || "overview";
+    if (!["overview", "workflows", "workflow", "submit"].includes(name)) name = "overview";
+    for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.view === name || (name === "workflow" && a.dataset.view === "workflows"));
+    this.unmountView();
+    const container = document.getElementById("view");
+    container.replaceChildren();
+    const mod = { overview, workflows, workflow, submit }[name];
+    this.viewName = name;
+    if (name !== "workflow") this.closeWorkflow();
+    this.view = mod.mount(this, container, parts.slice(1));
+    if (name === "workflow" && parts[1]) this.openWorkflow(parts[1]);
+    this.frame(new Set(["all"]));
+  }
+
+  unmountView() {
+    if (this.view && this.view.unmount) this.view.unmount();
+    this.view = null;
+  }
+
+  frame(dirty) {
+    if (this.view && this.view.update) {
+      try {
+        this.view.update(dirty);
+      } catch (e) {
+        console.error("view update failed", e);
+      }
+    }
+    if (this.store.detail) this.store.detail.changed.clear();
+  }
+}
+
+function loadDeps() {
+  try {
+    const raw = sessionStorage.getItem(SPEC_STORAGE);
+    return new Map(raw ? JSON.parse(raw) : []);
+  } catch {
+    return new Map();
+  }
+}
+
+const app = new Dashboard();
+window.gleitzeitDashboard = app; // for the browser tests and the curious
+app.boot();
