@@ -10,7 +10,9 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use gleitzeit_component::metrics::{Histogram, SECONDS};
 use gleitzeit_protocol::identity::{redact_text, redact_url};
+use gleitzeit_protocol::metrics::MetricFamily;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -39,6 +41,8 @@ struct State {
     requests: u64,
     errors: u64,
     last_error: Option<String>,
+    /// How long successful requests took.
+    latency: Histogram,
 }
 
 /// Why no endpoint was chosen.
@@ -89,6 +93,7 @@ impl Pool {
                 requests: 0,
                 errors: 0,
                 last_error: None,
+                latency: Histogram::new(SECONDS),
             })
             .collect();
         Pool {
@@ -237,6 +242,7 @@ impl Pool {
             }
             match failed {
                 None => {
+                    s.latency.observe(elapsed_ms / 1000.0);
                     s.failures_in_row = 0;
                     s.health = Health::Healthy;
                     s.ewma_ms = Some(match s.ewma_ms {
@@ -332,6 +338,55 @@ impl Pool {
             .collect();
         json!({ "strategy": self.config.strategy, "endpoints": list })
     }
+
+    /// The endpoints' metrics, labelled `endpoint` (its configured name): health (1 for its
+    /// state, 0 for the others), requests in flight and slots, requests, endpoint failures and
+    /// the latency of successful requests.
+    pub fn metrics(&self) -> Vec<MetricFamily> {
+        let mut health = MetricFamily::gauge(
+            "gleitzeit_llm_endpoint_health",
+            "Health of an LLM endpoint: 1 for its current state (healthy, unhealthy or cooldown), 0 for the others.",
+        );
+        let mut in_flight = MetricFamily::gauge(
+            "gleitzeit_llm_endpoint_in_flight",
+            "Requests an LLM endpoint serves right now.",
+        );
+        let mut slots = MetricFamily::gauge(
+            "gleitzeit_llm_endpoint_slots",
+            "Requests an LLM endpoint may serve at once (max_concurrent).",
+        );
+        let mut requests = MetricFamily::counter(
+            "gleitzeit_llm_endpoint_requests_total",
+            "Requests sent to an LLM endpoint.",
+        );
+        let mut errors = MetricFamily::counter(
+            "gleitzeit_llm_endpoint_errors_total",
+            "Requests an LLM endpoint failed (connection error, 5xx, timeout): the failures that count towards its cooldown.",
+        );
+        let mut latency = MetricFamily::histogram(
+            "gleitzeit_llm_endpoint_latency_seconds",
+            "How long successful requests to an LLM endpoint took.",
+        );
+        let st = self.lock();
+        for (c, s) in self.config.endpoints.iter().zip(st.iter()) {
+            let endpoint = [("endpoint", c.name.as_str())];
+            let now = match s.health {
+                Health::Healthy => "healthy",
+                Health::Unhealthy => "unhealthy",
+                Health::Cooldown(_) => "cooldown",
+            };
+            for state in ["healthy", "unhealthy", "cooldown"] {
+                let up = if state == now { 1.0 } else { 0.0 };
+                health.push(&[("endpoint", c.name.as_str()), ("state", state)], up);
+            }
+            in_flight.push(&endpoint, f64::from(s.in_flight));
+            slots.push(&endpoint, f64::from(c.max_concurrent));
+            requests.push(&endpoint, s.requests as f64);
+            errors.push(&endpoint, s.errors as f64);
+            latency.push_histogram(&endpoint, s.latency.value());
+        }
+        vec![health, in_flight, slots, requests, errors, latency]
+    }
 }
 
 /// `llama3.2` and `llama3.2:latest` name the same model.
@@ -421,6 +476,71 @@ mod tests {
         );
         p.release(probe, None);
         assert!(p.try_acquire("m", &[], &none).is_ok());
+    }
+
+    #[test]
+    fn metrics_show_each_endpoints_state_load_and_requests() {
+        use gleitzeit_protocol::metrics::SampleValue;
+        let p = pool(Strategy::LeastLoaded, &[2, 1]);
+        let none = HashSet::new();
+        let a = p.try_acquire("m", &[], &none).expect("slot");
+        let b = p.try_acquire("m", &[], &none).expect("slot");
+        p.release(a, None);
+        p.health_checked(1, Err("down".into()));
+        let families = p.metrics();
+        let value = |name: &str, labels: &[(&str, &str)]| {
+            let f = families.iter().find(|f| f.name == name).expect(name);
+            let s = f
+                .samples
+                .iter()
+                .find(|s| labels.iter().all(|(k, v)| s.labels[*k] == *v))
+                .expect("sample");
+            match &s.value {
+                SampleValue::Value(v) => *v,
+                SampleValue::Histogram(h) => h.count as f64,
+            }
+        };
+        let name = |i: usize| p.endpoint(i).name.clone();
+        let (e0, e1) = (name(0), name(1));
+        let requests = value(
+            "gleitzeit_llm_endpoint_requests_total",
+            &[("endpoint", &e0)],
+        ) + value(
+            "gleitzeit_llm_endpoint_requests_total",
+            &[("endpoint", &e1)],
+        );
+        assert_eq!(requests, 2.0);
+        assert_eq!(
+            value("gleitzeit_llm_endpoint_slots", &[("endpoint", &e0)]),
+            2.0
+        );
+        let unhealthy = [("endpoint", e1.as_str()), ("state", "unhealthy")];
+        assert_eq!(value("gleitzeit_llm_endpoint_health", &unhealthy), 1.0);
+        let healthy = [("endpoint", e1.as_str()), ("state", "healthy")];
+        assert_eq!(value("gleitzeit_llm_endpoint_health", &healthy), 0.0);
+        let in_flight = value("gleitzeit_llm_endpoint_in_flight", &[("endpoint", &e0)])
+            + value("gleitzeit_llm_endpoint_in_flight", &[("endpoint", &e1)]);
+        assert_eq!(in_flight, 1.0, "one request still runs");
+        let latencies = value(
+            "gleitzeit_llm_endpoint_latency_seconds",
+            &[("endpoint", &e0)],
+        ) + value(
+            "gleitzeit_llm_endpoint_latency_seconds",
+            &[("endpoint", &e1)],
+        );
+        assert_eq!(latencies, 1.0, "one request finished");
+        p.release(b, Some("boom".into()));
+        let errors: f64 = p
+            .metrics()
+            .iter()
+            .filter(|f| f.name == "gleitzeit_llm_endpoint_errors_total")
+            .flat_map(|f| &f.samples)
+            .map(|s| match s.value {
+                SampleValue::Value(v) => v,
+                SampleValue::Histogram(_) => 0.0,
+            })
+            .sum();
+        assert_eq!(errors, 1.0);
     }
 
     #[test]

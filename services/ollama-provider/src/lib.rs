@@ -12,7 +12,8 @@
 //! (registration, held tasks, outcomes, cancellation, the drain on shutdown) is
 //! [`gleitzeit_component::serve`].
 //!
-//! Consumes: `execute_tasks`, `cancel_tasks`, `ping`, `shutdown`.
+//! Consumes: `execute_tasks`, `cancel_tasks`, `ping`, `shutdown`, `metrics` (the
+//! endpoints' figures: [`endpoints::Pool::metrics`]).
 //! Emits: `task_outcomes` (to the engine), `task_progress` (streamed text, to the rooms
 //! `events` and `workflow:<id>`, for tasks with `stream: true`).
 
@@ -166,6 +167,10 @@ impl Provider for Ollama {
 
     fn load(&self) -> Option<u32> {
         Some(self.ctx.pool.load())
+    }
+
+    fn metrics(&self) -> Vec<gleitzeit_protocol::metrics::MetricFamily> {
+        self.ctx.pool.metrics()
     }
 
     fn refresh_interval(&self) -> Option<Duration> {
