@@ -271,6 +271,7 @@ class Connection:
         self._started = True
         self._tasks.append(asyncio.ensure_future(self._supervise()))
         self._tasks.append(asyncio.ensure_future(self._dispatch()))
+        await self._flush_outbox(self._session)
         self._connected.set()
 
     async def request(

@@ -489,3 +489,24 @@ def test_keys_and_roles(suite):
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[0]["event"] == "workflow_submitted" and events[-1]["event"] == "workflow_completed"
     assert refusal.code == "GZ4003"
+
+
+def test_the_seed_batch_processing_example(suite, monkeypatch, capsys):
+    """The original README's "Batch Processing" (tests/seed_batch_processing.py)."""
+    names = {f["name"] for f in run(_functions(suite))}
+    if not {"count_words", "extract_keywords"} <= names:
+        pytest.skip("python-provider does not declare count_words and extract_keywords yet")
+    import seed_batch_processing
+
+    monkeypatch.setenv("GLEITZEIT_HUB_URL", suite.hub_url)
+    monkeypatch.setenv("GLEITZEIT_API_KEY", suite.key)
+    run(seed_batch_processing.batch_text_analysis(), timeout=90)
+    out = capsys.readouterr().out
+    assert out.count("✅ Completed: ") == 7, out
+    assert "✅ Completed: Generate Report -> {" in out
+    lines = {l.split(":", 1)[0].strip(): l for l in out.split("Batch Results:", 1)[1].strip().splitlines()}
+    assert set(lines) == {"analyze-text-1", "analyze-text-2", "analyze-text-3", "extract-keywords-1",
+                          "extract-keywords-2", "extract-keywords-3", "generate-report"}
+    assert "'result': 5" in lines["analyze-text-1"], lines["analyze-text-1"]
+    assert "'result': ['artificial', 'intelligence', 'transforming']" in lines["extract-keywords-1"]
+    assert "echo: Create a report from these analyses:" in lines["generate-report"]
