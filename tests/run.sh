@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need when it is missing (fresh Debian
-# machine): Python 3 with pip, python-socketio and websocket-client, redis-server; then builds every
-# binary (end-to-end tests start them as processes) and runs all tests.
+# machine): Python 3 with pip, redis-server, chromium, npm, and the Python packages (the SDK,
+# python-socketio, pytest, prometheus-client, Playwright); then builds every binary
+# (end-to-end tests start them as processes) and runs the Rust tests and the Python tests
+# (the SDK's, the built-in functions', the dashboard's in a real browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,14 +22,28 @@ command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
-if ! python3 -c 'import socketio, websocket' >/dev/null 2>&1; then
-  python3 -m pip install --quiet "python-socketio[client]>=5" websocket-client \
-    || python3 -m pip install --quiet --break-system-packages "python-socketio[client]>=5" websocket-client
+command -v chromium >/dev/null 2>&1 || apt_install chromium
+command -v npm >/dev/null 2>&1 || apt_install npm
+
+# Python packages: python-socketio for the protocol checks, the SDK itself (sdk/python) with
+# pytest for its tests and the built-in functions' tests, prometheus-client to parse
+# /metrics, Playwright (driving Debian's chromium) for the dashboard's browser tests.
+pip_install() {
+  python3 -m pip install --quiet "$@" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "$@"
+}
+if ! python3 -c 'import socketio, websocket, aiohttp, yaml, pytest, prometheus_client, playwright' >/dev/null 2>&1; then
+  pip_install "python-socketio[client,asyncio-client]>=5" websocket-client aiohttp PyYAML pytest \
+    prometheus-client playwright
 fi
+pip_install --no-deps --force-reinstall ./sdk/python
 
 cargo build --workspace --bins
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
+python3 -m pytest -q -p no:cacheprovider sdk/python/tests services/python-provider/tests || status=$?
+exit "$status"
