@@ -25,8 +25,8 @@ from .errors import GleitzeitError
 
 __all__ = ["Task", "Workflow", "DEFAULT_TEXT_MODEL", "DEFAULT_VISION_MODEL"]
 
-#: Model of ``add_text_task`` when none is given.
-DEFAULT_TEXT_MODEL = "llama3.2"
+#: Model of ``add_text_task`` when none is given (the same as the YAML reader's).
+DEFAULT_TEXT_MODEL = "llama3.2:latest"
 #: Model of ``add_vision_task`` when none is given (the default of ``protocols/llm.yaml``).
 DEFAULT_VISION_MODEL = "llava:latest"
 
@@ -36,6 +36,19 @@ FORBIDDEN_ID_CHARS = set(".[]{}$")
 WORKFLOW_KEYS = ("id", "name", "description", "metadata", "tasks", "timeout", "on_failure", "version", "wait_for_completion")
 TASK_KEYS = ("id", "name", "method", "protocol", "parameters", "params", "dependencies", "priority", "timeout", "retry")
 RETRY_KEYS = ("max_attempts", "backoff", "base_delay", "max_delay", "jitter")
+
+#: The original's task dialect (``type:`` with the fields at the task's top level), as the
+#: YAML reader normalises it (``crates/workflow/src/dialect.rs``, ``docs/workflows.md``):
+#: type → (method, the top-level fields taken into the parameters).
+DIALECT_TYPES = {
+    "text": ("llm/chat", ("prompt", "system", "model", "temperature", "max_tokens", "stream", "file_path", "options", "tags")),
+    "vision": ("llm/vision", ("prompt", "model", "image_path", "image_paths", "images", "temperature", "max_tokens", "options", "tags")),
+    "function": ("python/function", ("function_name", "args", "kwargs", "service_name")),
+    "python": ("python/execute", ("code", "file", "context", "cwd")),
+    "http": ("http/request", ("url", "http_method", "headers", "query", "json", "body", "expected_status", "response_type", "max_bytes")),
+}
+DIALECT_ALIASES = {"llm": "text", "chat": "text"}
+DIALECT_FIELDS = {f for _, fields in DIALECT_TYPES.values() for f in fields}
 
 Dependency = Union["Task", str]
 
@@ -469,6 +482,7 @@ class Workflow:
         for position, item in enumerate(tasks):
             if not isinstance(item, Mapping):
                 raise _invalid("task #%d must be a mapping" % (position + 1))
+            item = _from_dialect(item, position)
             unknown = [k for k in item if k not in TASK_KEYS]
             if unknown:
                 raise _invalid(
@@ -523,6 +537,60 @@ class Workflow:
                 "GZ7010", "YAML syntax error: %s" % exc, hint="Fix the YAML at the reported line and column."
             ) from None
         return cls.from_dict(doc, base_dir=base_dir)
+
+
+def _from_dialect(item: Mapping[str, Any], position: int) -> Mapping[str, Any]:
+    """A task of the original's dialect (``type: text`` and its fields at the top level) as
+    a native one (``method:`` and ``parameters:``); other tasks as they are."""
+    if "type" not in item:
+        return item
+    label = "task #%d" % (position + 1)
+    kind_name = item.get("type")
+    kind = DIALECT_ALIASES.get(kind_name, kind_name) if isinstance(kind_name, str) else None
+    if kind not in DIALECT_TYPES:
+        raise _invalid(
+            "%s: unknown task type %r" % (label, kind_name),
+            "types: %s (or give `method:` and `parameters:`)" % ", ".join(DIALECT_TYPES),
+        )
+    method, _ = DIALECT_TYPES[kind]
+    fields: Dict[str, Any] = {}
+    rest: Dict[str, Any] = {}
+    for key, value in item.items():
+        if key == "method" and isinstance(value, str) and "/" not in value:
+            fields["http_method"] = value  # the HTTP verb of `type: http`
+        elif key != "type" and key in DIALECT_FIELDS:
+            fields[key] = value
+        elif key != "type":
+            rest[key] = value
+    if "method" in rest:
+        raise _invalid("%s has both `type` and `method`" % label, "`type: %s` means `method: %s`; keep one" % (kind_name, method))
+    params: Dict[str, Any] = {}
+    if kind == "text":
+        messages = []
+        if "system" in fields:
+            messages.append({"role": "system", "content": fields.pop("system")})
+        if "prompt" in fields:
+            messages.append({"role": "user", "content": fields.pop("prompt")})
+        if messages:
+            params["messages"] = messages
+        explicit_model = isinstance(rest.get("parameters", rest.get("params")), Mapping) and "model" in rest.get(
+            "parameters", rest.get("params")
+        )
+        if "model" not in fields and not explicit_model:
+            params["model"] = DEFAULT_TEXT_MODEL
+    elif kind == "http" and "http_method" in fields:
+        params["method"] = fields.pop("http_method")
+    params.update(fields)
+    explicit = rest.pop("parameters", None)
+    if explicit is None:
+        explicit = rest.pop("params", None)
+    for key, value in (explicit or {}).items():
+        if key in params:
+            raise _invalid("%s gives `%s` both as a task field and in its parameters" % (label, key), "keep one")
+        params[key] = value
+    rest["method"] = method
+    rest["parameters"] = params
+    return rest
 
 
 def _looks_like_path(value: str) -> bool:

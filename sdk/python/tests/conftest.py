@@ -27,6 +27,8 @@ from typing import Any, Callable, Dict, List, Optional
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
+# The tests test this working tree's package, whatever copy is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 BIN_DIR = Path(os.environ.get("GLEITZEIT_BIN_DIR") or REPO / "target" / "debug")
 TESTS = Path(__file__).resolve().parent
 

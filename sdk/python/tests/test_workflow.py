@@ -191,3 +191,55 @@ def test_a_task_can_be_referenced_by_object_id_or_name():
     assert wf.to_dict()["tasks"][2]["dependencies"] == ["a-task", "b"]
     assert a.ref() == "${a-task.result}" and a.ref("result.rows[0]") == "${a-task.result.rows[0]}"
     assert wf.get_task("c") is c and wf.get_task("C") is c
+
+
+def test_the_original_task_dialect_reads_as_gz_reads_it(tmp_path: Path):
+    path = tmp_path / "dialect.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            name: Data Processing Pipeline
+            tasks:
+              - name: Generate Dataset
+                type: function
+                function_name: fibonacci
+                kwargs: { n: 10 }
+              - name: Generate Summary
+                type: text
+                prompt: "Summarise: {{Generate Dataset.result}}"
+                system: be brief
+                dependencies: [Generate Dataset]
+              - name: Look
+                type: vision
+                prompt: what is it
+                image_path: a.png
+              - name: Fetch
+                type: http
+                url: http://127.0.0.1:9/x
+                method: POST
+                parameters: { headers: { a: b } }
+              - name: Code
+                type: python
+                code: "result = 1"
+                retry: 2
+            """
+        )
+    )
+    out = subprocess.run([bin_path("gz"), "validate", str(path), "--explain", "--json"], capture_output=True, text=True, timeout=60)
+    doc = json.loads(out.stdout) if out.stdout.startswith("{") else {}
+    if "normalized" not in doc:
+        pytest.skip("gz validate --explain is not available")
+    wf = Workflow.from_yaml(path)
+    mine = wf.to_dict()["tasks"]
+    theirs = doc["normalized"]["tasks"]
+    keys = ("id", "name", "method", "parameters")
+    assert [{k: t[k] for k in keys} for t in mine] == [{k: t[k] for k in keys} for t in theirs]
+    assert [t.get("dependencies", []) for t in mine] == [t["dependencies"] for t in theirs]
+    assert mine[4]["retry"]["max_attempts"] == theirs[4]["retry"]["max_attempts"] == 2
+    with pytest.raises(GleitzeitError) as info:
+        Workflow.from_dict({"name": "x", "tasks": [{"type": "teleport"}]})
+    assert info.value.code == "GZ7001"
+    with pytest.raises(GleitzeitError):
+        Workflow.from_dict({"name": "x", "tasks": [{"type": "python", "method": "python/execute", "code": "1"}]})
+    with pytest.raises(GleitzeitError):
+        Workflow.from_dict({"name": "x", "tasks": [{"type": "python", "code": "1", "parameters": {"code": "2"}}]})
