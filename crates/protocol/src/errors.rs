@@ -1,8 +1,9 @@
 //! `GZnnnn` error codes and the error value that travels on the wire.
 //!
 //! Codes are grouped by domain: 1xxx infrastructure, 2xxx execution, 3xxx workflow,
-//! 4xxx auth, 5xxx storage, 7xxx validation, 8xxx system, 9xxx CLI. Each code has a default
-//! message, a hint a person can act on, and whether retrying can help.
+//! 4xxx auth, 5xxx storage, 6xxx network (HTTP tasks), 7xxx validation, 8xxx system,
+//! 9xxx CLI. Each code has a default message, a hint a person can act on, and whether
+//! retrying can help.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,10 @@ error_codes! {
     PermissionDenied = "GZ4003", false, "Insufficient permissions", "Ask an admin for a role that allows this action.";
     StoreFailed = "GZ5001", true, "Storage operation failed", "Check the data directory (disk space, permissions) or the Redis server.";
     StoredRecordInvalid = "GZ5002", false, "A stored record could not be loaded", "The record was skipped and marked failed; inspect it with `gz inspect workflow ID`.";
+    HttpUnreachable = "GZ6001", true, "HTTP server unreachable", "Check the task's `url` and that the server is up (connection refused, DNS or TLS failure); a `retry:` policy runs the task again.";
+    HttpServerError = "GZ6002", true, "The HTTP server answered with an error (5xx, 429 or 408)", "The server failed or is busy; give the task a `retry:` policy to run it again, or look at the server.";
+    HttpStatus = "GZ6003", false, "Unexpected HTTP status", "The message shows the status and the start of the body; check the task's url, method, headers and `expected_status`.";
+    HttpBadResponse = "GZ6004", false, "The HTTP response is not what the task expects", "The task asked for `response_type: json` and the body is not JSON; use `response_type: text` (or `auto`).";
     InvalidField = "GZ7001", false, "Invalid field", "Check the field's name and type against the documentation.";
     SchemaViolation = "GZ7002", false, "Parameters violate the method's schema", "See protocols/*.yaml for the method's parameters.";
     UnknownMethod = "GZ7003", false, "Unknown method", "Use one of the methods listed by `gz status` or in protocols/*.yaml.";
@@ -296,6 +301,7 @@ mod tests {
         assert_eq!(ErrorCode::RedisUnavailable.domain(), "infrastructure");
         assert_eq!(ErrorCode::ModelNotFound.domain(), "execution");
         assert_eq!(ErrorCode::Usage.domain(), "cli");
+        assert_eq!(ErrorCode::HttpServerError.domain(), "network");
         for c in ErrorCode::ALL {
             assert!(ErrorCode::DOMAINS.contains(&c.domain()), "{c}");
         }

@@ -172,6 +172,8 @@ pub mod component_types {
     pub const OLLAMA_PROVIDER: &str = "ollama-provider";
     /// The Python provider.
     pub const PYTHON_PROVIDER: &str = "python-provider";
+    /// The HTTP provider (`http/request`).
+    pub const HTTP_PROVIDER: &str = "http-provider";
 }
 
 /// Events the hub handles itself (target `hub`).
