@@ -1,6 +1,7 @@
 //! The hub's HTTP surface: `GET /health`, `GET /components` and `GET /providers` (JSON),
 //! which need a key (`Authorization: Bearer KEY`, any role), and `GET /livez`, a bare
-//! liveness probe that needs none and tells nothing.
+//! liveness probe that needs none and tells nothing. `GET /metrics` (Prometheus) is
+//! [`crate::metrics`], behind the same key check.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,11 +29,16 @@ pub(crate) fn router(state: Arc<HubState>) -> Router {
         ))
         .route("/livez", get(livez))
         .with_state(state.clone())
+        .merge(crate::metrics::router(state.clone()))
         .merge(crate::dashboard::router(state))
 }
 
 /// Lets a request through when it carries a valid key (every role may read these pages).
-async fn require_key(State(state): State<Arc<HubState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_key(
+    State(state): State<Arc<HubState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let key = key_from_headers(req.headers()).map(str::to_string);
     match state.auth.authenticate(key.as_deref()).await {
         Ok(_) => next.run(req).await,

@@ -18,8 +18,9 @@
 //! events `auth_whoami`, `auth_user_create`, `auth_user_list`, `auth_key_create`,
 //! `auth_key_list`, `auth_key_revoke` ([`admin`]).
 //! Emits: `registered`, `reply`, `gz_error`, `component_joined`, `component_left`,
-//! `component_unhealthy` (room `components`), `shutdown`, `hub_shutting_down`; and every
-//! routed envelope under its own event name.
+//! `component_unhealthy` (room `components`), `shutdown`, `hub_shutting_down`, `metrics`
+//! (to its own components, for `GET /metrics`: [`metrics`]); and every routed envelope
+//! under its own event name.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod auth;
 mod dashboard;
 pub mod http;
 mod mesh;
+mod metrics;
 pub mod origin;
 pub mod policy;
 pub mod registry;
@@ -158,6 +160,8 @@ pub(crate) struct HubState {
         Mutex<HashMap<String, tokio::sync::oneshot::Sender<gleitzeit_protocol::Envelope>>>,
     /// Workflow owners learned from the queue-manager (bounded; owners never change).
     pub(crate) owners: Mutex<HashMap<String, Option<String>>>,
+    /// Messages per event, rejections per code, failed scrapes (`GET /metrics`).
+    pub(crate) metrics: metrics::HubCounters,
 }
 
 impl HubState {
@@ -202,6 +206,7 @@ impl BoundHub {
             auth,
             pending: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
+            metrics: metrics::HubCounters::new(),
             io: io.clone(),
             registry: Mutex::new(Registry::new(&self.config.hub_id)),
             config: self.config.clone(),

@@ -65,6 +65,7 @@ async fn authenticate_socket(
         }
         Err(err) => {
             state.rejected.fetch_add(1, Ordering::Relaxed);
+            state.metrics.rejected(&err.code);
             warn!(sid = %socket.id, code = %err.code, reason = %err.message, "refused a connection");
             Err(Refusal(refusal_text(&err)))
         }
@@ -185,6 +186,7 @@ async fn intake(state: &Arc<HubState>, socket: &SocketRef, data: Result<RawEnvel
     if let Err(err) = verdict {
         return reject(state, socket, Some(env.id.clone()), err);
     }
+    state.metrics.message(&env.event);
     let span = info_span!("envelope", event = %env.event, correlation_id = env.correlation_id.as_deref().unwrap_or(&env.id), source = %env.source, user = %session.identity.user);
     async {
         if env.target == Target::Hub {
@@ -230,6 +232,7 @@ fn check_sizes<P>(env: &Envelope<P>) -> Option<GzError> {
 /// Answers the sender with a `gz_error` envelope and counts the rejection.
 fn reject(state: &HubState, socket: &SocketRef, correlation: Option<String>, err: GzError) {
     state.rejected.fetch_add(1, Ordering::Relaxed);
+    state.metrics.rejected(&err.code);
     warn!(sid = %socket.id, code = %err.code, message = %err.message, "rejected message");
     let mut env = Envelope::new(
         Target::Component(format!("sid:{}", socket.id)),
@@ -928,6 +931,7 @@ async fn workflow_owner(
         Target::Type(gleitzeit_protocol::events::component_types::QUEUE_MANAGER.into()),
         events::WORKFLOW_OWNER,
         json!({ "workflow_id": workflow_id }),
+        OWNER_TIMEOUT,
     )
     .await?;
     let owner = answer
@@ -948,12 +952,14 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Sends a request of the hub's own to a component and waits for its reply.
-async fn ask(
+/// Sends a request of the hub's own and waits up to `timeout` for its reply: to one healthy
+/// component of a type (anywhere in the mesh), or to a component of this hub by id.
+pub(crate) async fn ask(
     state: &Arc<HubState>,
     target: Target,
     event: &str,
     payload: Value,
+    timeout: Duration,
 ) -> Result<Value, GzError> {
     let mut env = Envelope::new(target.clone(), event, payload);
     env.source = state.config.hub_id.clone();
@@ -961,13 +967,16 @@ async fn ask(
     let (tx, rx) = tokio::sync::oneshot::channel();
     lock(&state.pending).insert(env.id.clone(), tx);
     let id = env.id.clone();
-    let chosen = match &target {
-        Target::Type(t) => state
-            .registry()
-            .choose(&format!("type:{t}"), &id, |c| &c.component_type == t),
-        _ => None,
+    let sent = match &target {
+        Target::Type(t) => {
+            let chosen = state
+                .registry()
+                .choose(&format!("type:{t}"), &id, |c| &c.component_type == t);
+            chosen.is_some_and(|(cid, loc)| deliver_at(state, &cid, loc, env))
+        }
+        Target::Component(cid) => deliver_local(state, cid, env),
+        _ => false,
     };
-    let sent = chosen.is_some_and(|(cid, loc)| deliver_at(state, &cid, loc, env));
     if !sent {
         lock(&state.pending).remove(&id);
         return Err(GzError::new(
@@ -975,7 +984,7 @@ async fn ask(
             format!("no connected component for target {target}"),
         ));
     }
-    let reply = tokio::time::timeout(OWNER_TIMEOUT, rx).await;
+    let reply = tokio::time::timeout(timeout, rx).await;
     lock(&state.pending).remove(&id);
     let reply = match reply {
         Ok(Ok(reply)) => reply,
