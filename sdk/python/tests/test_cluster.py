@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run
+from sdk_support import run
 from gleitzeit import GleitzeitCluster, GleitzeitError, Workflow
 from gleitzeit.cluster import FINAL_EVENTS
 from gleitzeit.sync import Cluster
@@ -318,7 +318,7 @@ def test_start_local_starts_and_stops_a_suite_with_gz(suite, tmp_path, monkeypat
     import socket
     import subprocess
 
-    from conftest import bin_path
+    from sdk_support import bin_path
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from conftest import run, wait_until
+from sdk_support import run, wait_until
 from gleitzeit import GleitzeitCluster, GleitzeitError, TaskService, Workflow, current_task, gleitzeit_task
 from gleitzeit.decorators import TaskFunction, get_function, unregister
 

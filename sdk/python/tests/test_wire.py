@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Suite, bin_path, run
+from sdk_support import Suite, bin_path, run
 from gleitzeit import GleitzeitError
 from gleitzeit._wire import Connection
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bin_path
+from sdk_support import bin_path
 from gleitzeit import GleitzeitError, Task, Workflow
 from gleitzeit.workflow import slugify
 
