@@ -5,7 +5,8 @@
 //! already finished, so it can be killed at any time: a queue-manager that gets GZ3020
 //! ("unknown workflow") from a restarted resolver sends `workflow_plan` again.
 //!
-//! Consumes: [`ResolverRequest`] (its `EVENTS`), plus `ping` and `shutdown` (every component).
+//! Consumes: [`ResolverRequest`] (its `EVENTS`), plus `ping`, `shutdown` and `metrics`
+//! (every component).
 //! Emits: replies carrying a `Resolution`.
 
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ use gleitzeit_hub_client::{connect_component, registration, ClientConfig, Client
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types};
 use gleitzeit_protocol::limits::{json_size_within, too_large, MAX_MESSAGE_BYTES};
+use gleitzeit_protocol::metrics::MetricFamily;
 use gleitzeit_protocol::payloads::Resolution;
 use gleitzeit_protocol::requests::ResolverRequest;
 use gleitzeit_protocol::{to_payload, Envelope};
@@ -105,6 +107,14 @@ impl Component for Resolver {
         if let Some(result) = handle_guarded(&self.client, &mut self.plans, &env.event, request) {
             let _ = self.client.respond(&env, result);
         }
+    }
+
+    fn metrics(&self) -> Vec<MetricFamily> {
+        vec![MetricFamily::gauge(
+            "gleitzeit_resolver_workflows",
+            "Workflows whose plan the resolver holds.",
+        )
+        .with(&[], self.plans.len() as f64)]
     }
 }
 

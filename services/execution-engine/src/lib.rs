@@ -9,8 +9,8 @@
 //! and backs up provider-side timeouts with a watchdog.
 //!
 //! Consumes: [`EngineRequest`] (its `EVENTS`: outcomes and held reports of providers,
-//! `cancel_tasks` from the queue-manager, the hub's news of components), plus `ping` and
-//! `shutdown` (every component).
+//! `cancel_tasks` from the queue-manager, the hub's news of components), plus `ping`,
+//! `shutdown` and `metrics` (every component; its figures are gauges of what it holds).
 //! Emits: `lease_tasks`, `execute_tasks`, `cancel_tasks` (to providers), `task_outcomes`
 //! (to the queue-manager).
 
@@ -26,6 +26,7 @@ use gleitzeit_protocol::events::{self, component_types, rooms};
 use gleitzeit_protocol::limits::{
     cap_outcome, deadline_after, duration_from_millis_capped, MAX_OUTCOME_BYTES,
 };
+use gleitzeit_protocol::metrics::MetricFamily;
 use gleitzeit_protocol::payloads::{
     CancelTasks, ComponentInfo, ExecuteTask, ExecuteTasks, HeldTask, HeldTasks, LeaseTasks,
     LeasedTasks, TaskOutcome, TaskOutcomes, TaskRef,
@@ -177,6 +178,33 @@ impl Component for Engine {
             self.refresh_providers();
         }
         self.maybe_lease();
+    }
+
+    fn metrics(&self) -> Vec<MetricFamily> {
+        let in_flight: u32 = self.providers.values().map(|p| p.in_flight).sum();
+        let room: u32 = self
+            .providers
+            .values()
+            .map(|p| p.capacity.saturating_mul(self.prefetch))
+            .sum();
+        vec![
+            MetricFamily::gauge(
+                "gleitzeit_engine_tasks_dispatched",
+                "Task attempts sent to providers and not yet answered with an outcome.",
+            )
+            .with(&[], self.dispatched.len() as f64),
+            MetricFamily::gauge(
+                "gleitzeit_engine_providers",
+                "Providers the engine dispatches to.",
+            )
+            .with(&[], self.providers.len() as f64),
+            MetricFamily::gauge(
+                "gleitzeit_engine_provider_slots",
+                "Tasks the engine may have at its providers (capacity × prefetch) and has there now.",
+            )
+            .with(&[("state", "used")], f64::from(in_flight))
+            .with(&[("state", "total")], f64::from(room)),
+        ]
     }
 }
 
