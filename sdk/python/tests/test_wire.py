@@ -160,7 +160,7 @@ def test_pending_requests_fail_at_once_when_the_session_drops_and_time_out_other
     assert nobody.code == "GZ1020"
 
 
-def test_a_refused_key_and_an_expired_one_raise_at_first_connect(hub):
+def test_an_unknown_key_and_no_key_raise_gz4001_at_first_connect(hub):
     async def main():
         bad = Connection([hub.hub_url], "gzt_123456789012_" + "a" * 64, connect_timeout=3)
         with pytest.raises(GleitzeitError) as info:
