@@ -2,7 +2,8 @@
 //!
 //! Methods are described in YAML files under `protocols/` (one per protocol) with a JSON
 //! Schema for their parameters and one for their result. The built-in catalog is compiled
-//! from `protocols/python.yaml` and `protocols/llm.yaml`; each schema is compiled once.
+//! from `protocols/python.yaml`, `protocols/llm.yaml` and `protocols/http.yaml`; each schema
+//! is compiled once.
 //!
 //! Parameters may hold `${task.path}` references whose values are only known at run time,
 //! so [`MethodSpec::check_params`] does not hold them to the schema: a string that is exactly
@@ -23,6 +24,7 @@ use crate::substitute::for_each_reference;
 
 const PYTHON_PROTOCOL: &str = include_str!("../../../protocols/python.yaml");
 const LLM_PROTOCOL: &str = include_str!("../../../protocols/llm.yaml");
+const HTTP_PROTOCOL: &str = include_str!("../../../protocols/http.yaml");
 
 /// One method: its name, protocol, and the JSON Schemas of its parameters and result.
 #[derive(Debug, Clone, Serialize)]
@@ -105,14 +107,15 @@ struct MethodFile {
 }
 
 impl MethodCatalog {
-    /// The methods of the protocol files shipped with Gleitzeit (`python/v1`, `llm/v1`).
+    /// The methods of the protocol files shipped with Gleitzeit (`python/v1`, `llm/v1`,
+    /// `http/v1`).
     ///
     /// # Panics
     ///
     /// Never in a released build: the files are compiled in and a unit test loads them.
     pub fn builtin() -> MethodCatalog {
         let mut catalog = MethodCatalog::default();
-        for text in [PYTHON_PROTOCOL, LLM_PROTOCOL] {
+        for text in [PYTHON_PROTOCOL, LLM_PROTOCOL, HTTP_PROTOCOL] {
             if let Err(err) = catalog.add_yaml_str(text) {
                 panic!("a built-in protocol file is invalid: {err}");
             }
@@ -396,18 +399,19 @@ mod tests {
             "llm/complete",
             "llm/vision",
             "llm/embed",
+            "http/request",
         ] {
             assert!(catalog.method(name).is_some(), "{name} missing");
         }
         assert_eq!(catalog.method("llm/complete").unwrap().name, "llm/generate");
         assert_eq!(catalog.method("llm/chat").unwrap().protocol, "llm/v1");
-        assert_eq!(catalog.methods().count(), 6);
+        assert_eq!(catalog.methods().count(), 7);
         let protocols: Vec<&str> = catalog
             .protocols()
             .iter()
             .map(|p| p.name.as_str())
             .collect();
-        assert_eq!(protocols, vec!["python/v1", "llm/v1"]);
+        assert_eq!(protocols, vec!["python/v1", "llm/v1", "http/v1"]);
         assert!(catalog
             .method("llm/vision")
             .unwrap()
@@ -426,6 +430,35 @@ mod tests {
         assert!(both[0].message.contains("exactly one"), "{both:?}");
         let neither = catalog.check_params("python/execute", &json!({"context": {}}));
         assert_eq!(neither[0].pointer, "");
+    }
+
+    #[test]
+    fn http_requests_take_json_or_body_and_name_secrets_by_variable() {
+        let catalog = MethodCatalog::builtin();
+        let ok = json!({"url": "https://api.example.com/v1", "method": "POST", "json": {"a": 1},
+            "secret_headers": {"Authorization": "Bearer API_TOKEN"}, "expected_status": [200, 201]});
+        assert!(catalog.check_params("http/request", &ok).is_empty());
+        let both = catalog.check_params(
+            "http/request",
+            &json!({"url": "http://h/x", "json": {}, "body": "b"}),
+        );
+        assert_eq!(both.len(), 1, "{both:?}");
+        assert!(both[0].message.contains("not both"), "{both:?}");
+        let not_http = catalog.check_params("http/request", &json!({"url": "file:///etc/passwd"}));
+        assert_eq!(not_http[0].pointer, "/url", "{not_http:?}");
+        let secret_value = catalog.check_params(
+            "http/request",
+            &json!({"url": "http://h/x", "secret_headers": {"X-Key": "abc-123"}}),
+        );
+        assert_eq!(
+            secret_value[0].pointer, "/secret_headers/X-Key",
+            "{secret_value:?}"
+        );
+        let status = catalog.check_params(
+            "http/request",
+            &json!({"url": "http://h/x", "expected_status": 999}),
+        );
+        assert!(status[0].message.contains("100 to 599"), "{status:?}");
     }
 
     #[test]

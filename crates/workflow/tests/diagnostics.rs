@@ -253,7 +253,9 @@ tasks:
     assert_eq!(d.message, "task `a`: unknown method `llm/chatt`");
     let hint = d.hint.as_deref().unwrap_or_default();
     assert!(
-        hint.starts_with("did you mean `llm/chat`? known methods: llm/chat, llm/complete"),
+        hint.starts_with(
+            "did you mean `llm/chat`? known methods: http/request, llm/chat, llm/complete"
+        ),
         "{hint}"
     );
 }
