@@ -1,6 +1,6 @@
 //! The simulator's own endpoints (`/_sim/*`: stats, reset, run-time config) and the layer in
-//! front of every route: request counting, the `x-llm-sim` name header and the bearer-token
-//! check.
+//! front of every route: request counting, the `x-llm-sim` name header and the API-key check
+//! (a bearer token; Anthropic's `x-api-key`; Gemini's `x-goog-api-key`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,55 @@ pub const ENDPOINTS: &[&str] = &[
     "/v1/models",
     "/v1/chat/completions",
     "/v1/embeddings",
+    "/v1/messages",
+    "/v1beta/models",
+    "/http/echo",
+    "/http/text",
+    "/http/big",
+    "/http/slow",
+    "/http/flaky",
 ];
+
+/// The name a request is counted under: its path, with Gemini's model and action folded
+/// (`/v1beta/models/{model}:generateContent`), `/http/status/{code}` as such, `unmatched` for
+/// unknown paths.
+fn counted_as(path: &str) -> &str {
+    if let Some(rest) = path.strip_prefix("/v1beta/models/") {
+        return match rest.rsplit_once(':').map(|(_, action)| action) {
+            Some("generateContent") => "/v1beta/models/{model}:generateContent",
+            Some("streamGenerateContent") => "/v1beta/models/{model}:streamGenerateContent",
+            _ => "unmatched",
+        };
+    }
+    if path.starts_with("/http/status/") {
+        return "/http/status/{code}";
+    }
+    if ENDPOINTS.contains(&path) {
+        path
+    } else {
+        "unmatched"
+    }
+}
+
+/// The dialect a request speaks, from its path (and, for `/v1/models`, which Anthropic and
+/// OpenAI share, the `anthropic-version` header).
+pub fn dialect_of(req: &Request) -> Dialect {
+    let path = req.uri().path();
+    if path.starts_with("/v1beta/") {
+        Dialect::Gemini
+    } else if path == "/v1/messages"
+        || (path == "/v1/models" && req.headers().contains_key(ANTHROPIC_VERSION))
+    {
+        Dialect::Anthropic
+    } else if path.starts_with("/v1/") {
+        Dialect::OpenAi
+    } else {
+        Dialect::Ollama
+    }
+}
+
+/// The header naming Anthropic's API version.
+pub const ANTHROPIC_VERSION: &str = "anthropic-version";
 
 /// Counts the request, checks the bearer token (when `api_key` is set; `/_sim/*` is exempt)
 /// and tags the response with the server's name.
@@ -46,21 +94,12 @@ pub async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Resp
     let mut response = if path.starts_with("/_sim/") {
         next.run(req).await
     } else {
-        let endpoint = if ENDPOINTS.contains(&path.as_str()) {
-            path.as_str()
-        } else {
-            "unmatched"
-        };
-        sim.count_request(endpoint);
-        if authorized(&sim, &req) {
+        sim.count_request(counted_as(&path));
+        let dialect = dialect_of(&req);
+        if authorized(&sim, &req, dialect) {
             next.run(req).await
         } else {
-            let dialect = if path.starts_with("/v1/") {
-                Dialect::OpenAi
-            } else {
-                Dialect::Ollama
-            };
-            tracing::debug!(%path, "request without the right bearer token");
+            tracing::debug!(%path, "request without the right API key");
             ApiError::Unauthorized.into_dialect(dialect).into_response()
         }
     };
@@ -70,15 +109,21 @@ pub async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Resp
     response
 }
 
-fn authorized(sim: &Sim, req: &Request) -> bool {
+/// Whether the request carries the key where its dialect expects it: Anthropic in
+/// `x-api-key`, Gemini in `x-goog-api-key`, the others as a bearer token.
+fn authorized(sim: &Sim, req: &Request, dialect: Dialect) -> bool {
     let Some(key) = &sim.api_key else {
         return true;
     };
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|token| token.trim() == key)
+    let header_value = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let given = match dialect {
+        Dialect::Anthropic => header_value("x-api-key"),
+        Dialect::Gemini => header_value("x-goog-api-key"),
+        Dialect::Ollama | Dialect::OpenAi => {
+            header_value(header::AUTHORIZATION.as_str()).and_then(|v| v.strip_prefix("Bearer "))
+        }
+    };
+    given.is_some_and(|token| token.trim() == key)
 }
 
 /// `GET /_sim/stats`.

@@ -1,5 +1,7 @@
-//! Error answers in the two API dialects: Ollama's `{"error":"..."}` and OpenAI's
-//! `{"error":{"message","type","param","code"}}`.
+//! Error answers in the API dialects: Ollama's `{"error":"..."}`, OpenAI's
+//! `{"error":{"message","type","param","code"}}`, Anthropic's
+//! `{"type":"error","error":{"type","message"}}` and Gemini's
+//! `{"error":{"code","message","status"}}`.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +15,10 @@ pub enum Dialect {
     Ollama,
     /// The OpenAI-compatible API (`/v1/*`).
     OpenAi,
+    /// Anthropic's Messages API (`/v1/messages`).
+    Anthropic,
+    /// Google Gemini's API (`/v1beta/*`).
+    Gemini,
 }
 
 /// Why a request was refused.
@@ -21,8 +27,9 @@ pub enum ApiError {
     /// The body was not the JSON the endpoint expects.
     #[error("{0}")]
     BadRequest(String),
-    /// `--api-key` is set and the request did not carry it.
-    #[error("unauthorized: missing or wrong bearer token")]
+    /// `--api-key` is set and the request did not carry it (as a bearer token, or in the
+    /// dialect's key header).
+    #[error("unauthorized: missing or wrong API key")]
     Unauthorized,
     /// The model is not in the served list.
     #[error("model \"{0}\" not found, try pulling it first")]
@@ -64,6 +71,26 @@ impl ApiError {
             ApiError::Simulated => ("server_error", "simulated_failure"),
         }
     }
+
+    fn anthropic_type(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "invalid_request_error",
+            ApiError::Unauthorized => "authentication_error",
+            ApiError::ModelNotFound(_) => "not_found_error",
+            ApiError::Busy => "rate_limit_error",
+            ApiError::Simulated => "api_error",
+        }
+    }
+
+    fn gemini_status(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "INVALID_ARGUMENT",
+            ApiError::Unauthorized => "UNAUTHENTICATED",
+            ApiError::ModelNotFound(_) => "NOT_FOUND",
+            ApiError::Busy => "RESOURCE_EXHAUSTED",
+            ApiError::Simulated => "INTERNAL",
+        }
+    }
 }
 
 /// An [`ApiError`] together with the dialect it is answered in.
@@ -83,6 +110,12 @@ impl IntoResponse for DialectError {
                 let (kind, code) = self.error.openai_type_and_code();
                 json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
             }
+            Dialect::Anthropic => {
+                json!({ "type": "error", "error": { "type": self.error.anthropic_type(), "message": message } })
+            }
+            Dialect::Gemini => json!({ "error": {
+                "code": status.as_u16(), "message": message, "status": self.error.gemini_status(),
+            } }),
         };
         (status, Json(body)).into_response()
     }

@@ -1,8 +1,11 @@
 //! `gleitzeit-llm-sim`: a test LLM server for end-to-end tests and benchmarks. It speaks
-//! Ollama's HTTP API (`/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/pull`, …)
-//! and OpenAI's chat completions (`/v1/chat/completions`, `/v1/models`, `/v1/embeddings`),
-//! with knobs for latency, throughput, concurrency limits and failures, and counters at
-//! `GET /_sim/stats`.
+//! Ollama's HTTP API (`/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/pull`, …),
+//! OpenAI's chat completions (`/v1/chat/completions`, `/v1/models`, `/v1/embeddings`),
+//! Anthropic's Messages API (`/v1/messages`) and Gemini's `generateContent`
+//! (`/v1beta/models/{model}:generateContent` and `:streamGenerateContent`), with
+//! knobs for latency, throughput, concurrency limits and failures, and counters at
+//! `GET /_sim/stats`. Beside the LLM APIs, `/http/*` serves plain endpoints for
+//! testing `http/request` tasks (echo, text, big bodies, slow and flaky answers).
 //!
 //! Answers are deterministic: the reply to a prompt is `echo: <last user message>` (wrapped
 //! as `{"reply":"echo: …"}` when JSON output is requested), streamed as whitespace-bounded
@@ -23,19 +26,22 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod anthropic;
 mod error;
+mod gemini;
 mod ollama;
 mod openai;
 mod state;
 mod stream;
 mod text;
+mod web;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use gleitzeit_runtime::{Shutdown, ShutdownTrigger};
@@ -75,8 +81,9 @@ pub struct SimConfig {
     pub seed: Option<u64>,
     /// The server's name (in stats and the `x-llm-sim` response header).
     pub name: String,
-    /// If set, every API request must carry `Authorization: Bearer <key>` (401 otherwise);
-    /// `/_sim/*` stays open.
+    /// If set, every API request must carry the key (401 otherwise): as
+    /// `Authorization: Bearer <key>`, in `x-api-key` on Anthropic's routes, in
+    /// `x-goog-api-key` on Gemini's; `/_sim/*` stays open.
     pub api_key: Option<String>,
 }
 
@@ -120,9 +127,18 @@ fn router(sim: Arc<state::Sim>) -> Router {
         .route("/api/embeddings", post(ollama::embeddings))
         .route("/api/pull", post(ollama::pull))
         .route("/api/delete", delete(ollama::delete))
-        .route("/v1/models", get(openai::models))
+        .route("/v1/models", get(anthropic::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1beta/models", get(gemini::models))
+        .route("/v1beta/models/{target}", post(gemini::model_action))
+        .route("/http/echo", any(web::echo))
+        .route("/http/text", get(web::text))
+        .route("/http/big", get(web::big))
+        .route("/http/slow", get(web::slow))
+        .route("/http/flaky", any(web::flaky))
+        .route("/http/status/{code}", any(web::status))
         .route("/_sim/stats", get(admin::stats))
         .route("/_sim/reset", post(admin::reset))
         .route(

@@ -9,7 +9,8 @@ use clap::Parser;
 use gleitzeit_llm_sim::{Overflow, SimConfig};
 use gleitzeit_runtime::LogFormat;
 
-/// A test LLM server speaking Ollama's API and OpenAI chat completions.
+/// A test LLM server speaking Ollama's API, OpenAI chat completions, Anthropic's Messages API
+/// and Gemini's generateContent; `/http/*` serves plain endpoints for testing HTTP tasks.
 #[derive(Debug, Parser)]
 #[command(name = "gleitzeit-llm-sim", version)]
 struct Args {
@@ -51,7 +52,8 @@ struct Args {
     /// Server name (in /_sim/stats and the x-llm-sim header).
     #[arg(long, default_value = "llm-sim")]
     name: String,
-    /// Require `Authorization: Bearer <key>` on API requests.
+    /// Require the key on API requests: `Authorization: Bearer <key>`, Anthropic's
+    /// `x-api-key` on `/v1/messages`, Gemini's `x-goog-api-key` on `/v1beta/*`.
     #[arg(long, env = "GLEITZEIT_SIM_API_KEY")]
     api_key: Option<String>,
     /// Log format (logs go to stderr).

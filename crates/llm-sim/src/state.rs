@@ -85,6 +85,8 @@ struct Inner {
     last_used: HashMap<String, SystemTime>,
     /// How often each request key has been drawn for failure (seeded mode).
     draws: HashMap<u64, u64>,
+    /// How often each `key` of `/http/flaky` has been called.
+    calls: HashMap<String, u64>,
 }
 
 /// The state behind every handler.
@@ -136,6 +138,11 @@ pub fn canonical_model(name: &str) -> String {
     } else {
         format!("{name}:latest")
     }
+}
+
+/// A model's name as hosted APIs (Anthropic, Gemini) spell it: without the `:latest` tag.
+pub fn bare_model_name(name: &str) -> &str {
+    name.strip_suffix(":latest").unwrap_or(name)
 }
 
 impl Sim {
@@ -225,7 +232,7 @@ impl Sim {
     }
 
     /// Zeroes the counters (the maxima restart from what is in flight now) and restarts the
-    /// seeded failure sequence.
+    /// seeded failure sequence and the calls counted by `/http/flaky`.
     pub fn reset(&self) {
         let mut inner = lock(&self.inner);
         let s = &mut inner.stats;
@@ -238,6 +245,15 @@ impl Sim {
             ..SimStats::default()
         };
         inner.draws.clear();
+        inner.calls.clear();
+    }
+
+    /// Counts one more call with `key` (of `/http/flaky`); returns its number, from 1.
+    pub fn nth_call(&self, key: &str) -> u64 {
+        let mut inner = lock(&self.inner);
+        let n = inner.calls.entry(key.to_string()).or_insert(0);
+        *n += 1;
+        *n
     }
 
     /// The served models.
