@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod batch;
 mod bench;
 mod credentials;
 mod errors;
@@ -78,7 +79,7 @@ enum Command {
     /// Check a workflow file and list every problem (exit 2 when invalid).
     Validate(workflow::ValidateArgs),
     /// Run a workflow file and wait for it (starts a local suite if no hub answers).
-    Run(workflow::RunArgs),
+    Run(Box<workflow::RunArgs>),
     /// Submit a workflow file to a running hub and print its id.
     Submit(workflow::SubmitArgs),
     /// Follow a workflow's events until it finishes.
@@ -100,6 +101,8 @@ enum Command {
     Monitor(monitor::MonitorArgs),
     /// What the suite did over a recent period: workflows, tasks, durations, throughput.
     Stats(stats::StatsArgs),
+    /// Batch results: `gz batch results ID --format jsonl|csv|md`.
+    Batch(batch::BatchArgs),
     /// One verdict for scripts: exit 0 healthy, 1 degraded, 2 down.
     Health(health::HealthArgs),
     /// Named functions (`python/function`) the connected providers declare.
@@ -126,6 +129,7 @@ impl Command {
             Command::Bench(a) => a.json,
             Command::Functions(a) => a.json(),
             Command::Health(a) => a.json,
+            Command::Batch(_) => false,
             Command::Events(a) => a.json,
             Command::Logs(a) => a.json,
             Command::Monitor(a) => a.json,
@@ -204,12 +208,13 @@ async fn run() -> std::process::ExitCode {
         Command::Providers { json } => providers::run(&cli.hub_url, json).await,
         Command::Functions(args) => functions::run(&cli.hub_url, args).await,
         Command::Health(args) => health::run(&cli.hub_url, args).await,
+        Command::Batch(args) => batch::run(&cli.hub_url, args).await,
         Command::Events(args) => events::run(&cli.hub_url, args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::Monitor(args) => monitor::run(&cli.hub_url, args).await,
         Command::Stats(args) => stats::run(&cli.hub_url, args).await,
         Command::Validate(args) => workflow::validate(args),
-        Command::Run(args) => workflow::run(&cli.hub_url, cli.log_format, args).await,
+        Command::Run(args) => workflow::run(&cli.hub_url, cli.log_format, *args).await,
         Command::Submit(args) => workflow::submit(&cli.hub_url, args).await,
         Command::Watch(args) => workflow::watch(&cli.hub_url, args).await,
         Command::Inspect(args) => inspect::inspect(&cli.hub_url, args).await,

@@ -41,10 +41,10 @@ pub struct ValidateArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// The workflow file (YAML).
-    #[arg(required_unless_present_any = ["workflow", "function", "text", "vision"])]
+    #[arg(required_unless_present_any = ["workflow", "function", "text", "vision", "batch_folder"])]
     pub file: Option<PathBuf>,
     /// The workflow file (the same as giving it first).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "function", "text", "vision"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "function", "text", "vision", "batch_folder"])]
     pub workflow: Option<PathBuf>,
     /// Run one named function instead of a file (`python/function`; `gz functions list`
     /// shows them), with `--args`.
@@ -58,17 +58,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "SERVICE", requires = "function")]
     pub service: Option<String>,
     /// Ask an LLM one question (an `llm/chat` task; `--model` picks the model).
-    #[arg(long, value_name = "PROMPT", conflicts_with_all = ["file", "vision"])]
+    #[arg(long, value_name = "PROMPT", conflicts_with_all = ["file", "vision", "batch_folder"])]
     pub text: Option<String>,
     /// Ask a vision model about these images (an `llm/vision` task with `--prompt`).
-    #[arg(long, value_name = "IMAGE", num_args = 1.., conflicts_with = "file", requires = "prompt")]
+    #[arg(long, value_name = "IMAGE", num_args = 1.., conflicts_with_all = ["file", "batch_folder"])]
     pub vision: Vec<PathBuf>,
-    /// The question of `--vision`.
-    #[arg(long, requires = "vision")]
+    /// The question of `--vision`, or of every file of `--batch-folder`.
+    #[arg(long)]
     pub prompt: Option<String>,
     /// The model of `--text` (default llama3.2:latest) or `--vision` (default llava:latest).
     #[arg(long)]
     pub model: Option<String>,
+    /// Batch processing: one task per file.
+    #[command(flatten)]
+    pub batch: crate::batch::BatchFlags,
     /// Print one JSON document with the final state.
     #[arg(long)]
     pub json: bool,
@@ -207,12 +210,13 @@ fn invalid(path: &Path, diags: &[Diagnostic]) -> GzError {
 fn load(path: &Path, json_out: bool) -> Result<(WorkflowSpec, PathBuf), GzError> {
     let (text, dir) = read_file(path)?;
     match parse(&text) {
-        Ok(parsed) => {
+        Ok(mut parsed) => {
             if !json_out {
                 for w in &parsed.warnings {
                     eprintln!("{w}");
                 }
             }
+            crate::batch::expand(&mut parsed.spec, &dir)?;
             Ok((parsed.spec, dir))
         }
         Err(diags) => {
@@ -353,7 +357,15 @@ pub async fn run(hub_url: &str, log_format: LogFormat, args: RunArgs) -> CmdResu
         suite = Some(started);
         wait_ready(hub_url, &spec, Duration::from_secs(15)).await;
     }
-    let result = run_on_hub(hub_url, &spec, &dir, args.json, timeout).await;
+    let result = run_on_hub(
+        hub_url,
+        &spec,
+        &dir,
+        args.json,
+        timeout,
+        args.batch.output.as_deref(),
+    )
+    .await;
     if let Some(s) = suite {
         s.shutdown().await;
     }
@@ -365,6 +377,22 @@ pub async fn run(hub_url: &str, log_format: LogFormat, args: RunArgs) -> CmdResu
 /// function's arguments against its schema, an LLM task's parameters against `llm/*`).
 fn one_shot(args: &RunArgs) -> Result<(WorkflowSpec, PathBuf), GzError> {
     let dir = std::env::current_dir().unwrap_or_default();
+    if let Some(folder) = &args.batch.batch_folder {
+        let function = match &args.function {
+            Some(name) => Some((name.as_str(), key_values(&args.function_args)?)),
+            None => None,
+        };
+        let doc = crate::batch::document(
+            &args.batch,
+            folder,
+            args.prompt.as_deref(),
+            args.model.as_deref(),
+            function,
+        )?;
+        let mut spec = parse_one_shot(&doc, "batch-folder", args.json)?;
+        crate::batch::expand(&mut spec, &dir)?;
+        return Ok((spec, dir));
+    }
     let (id, mut task) = if let Some(name) = &args.function {
         let mut task = json!({ "type": "function", "function_name": name, "kwargs": key_values(&args.function_args)? });
         if let Some(service) = &args.service {
@@ -377,6 +405,9 @@ fn one_shot(args: &RunArgs) -> Result<(WorkflowSpec, PathBuf), GzError> {
             json!({ "type": "text", "prompt": prompt }),
         )
     } else if !args.vision.is_empty() {
+        if args.prompt.is_none() {
+            return Err(GzError::new(ErrorCode::Usage, "--vision needs --prompt"));
+        }
         let images: Vec<String> = args
             .vision
             .iter()
@@ -398,16 +429,21 @@ fn one_shot(args: &RunArgs) -> Result<(WorkflowSpec, PathBuf), GzError> {
     }
     task["id"] = json!(id);
     let doc = json!({ "name": format!("gz run {id}"), "tasks": [task] });
-    // JSON is YAML: the one-task workflow goes through the same parser and checks as a file.
+    Ok((parse_one_shot(&doc, &id, args.json)?, dir))
+}
+
+/// Reads a command line's workflow document. JSON is YAML: it goes through the same parser
+/// and checks as a file.
+fn parse_one_shot(doc: &Value, what: &str, json_out: bool) -> Result<WorkflowSpec, GzError> {
     match parse(&doc.to_string()) {
-        Ok(parsed) => Ok((parsed.spec, dir)),
+        Ok(parsed) => Ok(parsed.spec),
         Err(diags) => {
-            if !args.json {
+            if !json_out {
                 for d in &diags {
                     eprintln!("{d}");
                 }
             }
-            Err(invalid(Path::new(&format!("gz run --{id}")), &diags))
+            Err(invalid(Path::new(&format!("gz run --{what}")), &diags))
         }
     }
 }
@@ -470,6 +506,7 @@ async fn run_on_hub(
     dir: &Path,
     json_out: bool,
     timeout: Option<Duration>,
+    output: Option<&Path>,
 ) -> CmdResult {
     let started = Instant::now();
     let (client, mut incoming) = connect(hub_url).await?;
@@ -494,6 +531,10 @@ async fn run_on_hub(
         )
         .await?;
         let fin = workflow_get(&client, &id).await?;
+        if let Some(path) = output {
+            crate::batch::write(&fin, path)?;
+            eprintln!("results written to {}", path.display());
+        }
         Ok::<_, GzError>(finish(&fin, started.elapsed(), json_out))
     }
     .await;

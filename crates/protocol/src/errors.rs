@@ -74,6 +74,8 @@ error_codes! {
     PythonException = "GZ2025", false, "Python script raised an exception", "Read the traceback in the task's error.";
     OutputTooLarge = "GZ2026", false, "Task output exceeded the size limit", "Return less data (write large results to a file and return its path); the output was truncated.";
     ResourceLimit = "GZ2027", false, "Task exceeded a resource limit", "The task hit its memory, CPU time, file size or process limit; raise the provider's limits or make the task smaller.";
+    FileNotText = "GZ2028", false, "The file is not text", "The file is binary or not UTF-8: use a vision task for images, or convert it to text first.";
+    FileTooLarge = "GZ2029", false, "The file is too large", "Split the file: text files of up to 4 MiB go into a prompt.";
     ValidationFailed = "GZ3001", false, "Workflow validation failed", "Fix the reported field; `gz validate FILE` lists every problem.";
     CircularDependency = "GZ3003", false, "Circular dependency", "Break the cycle shown in the message.";
     DependencyFailed = "GZ3004", false, "Skipped because a dependency failed", "Fix the failed dependency; this task did not run.";

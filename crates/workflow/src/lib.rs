@@ -30,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod catalog;
 pub mod codes;
 pub mod dag;

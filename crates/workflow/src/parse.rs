@@ -9,6 +9,7 @@
 
 use serde_json::{Map, Number, Value};
 
+use crate::batch;
 use crate::catalog::MethodCatalog;
 use crate::codes;
 use crate::diagnostic::{did_you_mean, Diagnostic};
@@ -27,6 +28,9 @@ const WORKFLOW_KEYS: &[&str] = &[
     "on_failure",
     "version",
     "wait_for_completion",
+    "batch",
+    "template",
+    "type",
 ];
 
 const TASK_KEYS: &[&str] = &[
@@ -221,6 +225,9 @@ impl Reader {
             ..SourceMap::default()
         };
         let (mut has_name, mut has_tasks) = (false, false);
+        let mut batch_settings = None;
+        let mut batch_type: Option<Option<Pos>> = None;
+        let mut template = None;
         for (key, key_node, value) in self.entries(root) {
             match key.as_str() {
                 "name" => {
@@ -290,22 +297,57 @@ impl Reader {
                 "wait_for_completion" => {
                     let _ = self.scalar(Expect::Bool, "`wait_for_completion`", value);
                 }
-                "batch" | "type"
-                    if key == "batch" || value.scalar_text().as_deref() == Some("batch") =>
-                {
-                    self.diagnostics.push(
-                        Diagnostic::error(
-                            codes::INVALID_FIELD,
-                            "batch workflows (`batch:` / `type: batch`) are not supported here",
-                        )
-                        .with_hint(
-                            "expand the batch into one task per file first (`gz batch DIR --pattern ...`)",
-                        )
-                        .at(key_node.pos),
-                    );
+                "batch" => match self.json(value).map(|v| batch::Batch::from_json(&v)) {
+                    Some(Ok(b)) => batch_settings = Some((b, key_node.pos)),
+                    Some(Err(message)) => self.error(message, value.pos),
+                    None => {}
+                },
+                "type" => {
+                    if let Some(t) = self.scalar(Expect::Text, "the workflow's `type`", value) {
+                        if t == "batch" {
+                            batch_type = Some(key_node.pos);
+                        } else {
+                            self.error(
+                                format!("the workflow's `type` can only be `batch`, not `{t}`"),
+                                value.pos,
+                            );
+                        }
+                    }
+                }
+                "template" => {
+                    if let Some((mut task, task_source)) = self.task(value, 0) {
+                        if task.id.is_empty() {
+                            task.id = "file".into();
+                        }
+                        template = Some((task, task_source, key_node.pos));
+                    }
                 }
                 _ => {
                     self.unknown_key(&key, "the workflow", WORKFLOW_KEYS, key_node.pos);
+                }
+            }
+        }
+        match (batch_settings, template) {
+            (Some((b, _)), Some((task, task_source, _))) => {
+                spec.metadata["batch"] = b.to_json(&task.id);
+                spec.tasks.insert(0, task);
+                source.tasks.insert(0, task_source);
+                has_tasks = true;
+            }
+            (Some((_, at)), None) => self.error(
+                "a batch needs a `template:` task: what to do with each file",
+                at,
+            ),
+            (None, Some((_, _, at))) => self.error(
+                "`template:` belongs to a batch: add `batch: {directory: …, pattern: …}`",
+                at,
+            ),
+            (None, None) => {
+                if let Some(at) = batch_type {
+                    self.error(
+                        "`type: batch` needs `batch: {directory: …}` and a `template:` task",
+                        at,
+                    );
                 }
             }
         }

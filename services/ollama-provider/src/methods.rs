@@ -68,12 +68,36 @@ fn resolve(base: Option<&str>, path: &str) -> PathBuf {
     }
 }
 
+/// Most bytes of a `file_path` read into a prompt (a batch over a folder may name anything).
+const MAX_TEXT_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 fn read_text(base: Option<&str>, path: &str) -> Result<String, GzError> {
     let full = resolve(base, path);
-    std::fs::read_to_string(&full).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         GzError::new(
             ErrorCode::FileNotFound,
             format!("cannot read file_path {}: {e}", full.display()),
+        )
+    };
+    let size = std::fs::metadata(&full).map_err(unreadable)?.len();
+    if size > MAX_TEXT_FILE_BYTES {
+        return Err(GzError::new(
+            ErrorCode::FileTooLarge,
+            format!(
+                "file_path {} has {size} bytes; text files of at most {MAX_TEXT_FILE_BYTES} bytes go into a prompt",
+                full.display()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(&full).map_err(unreadable)?;
+    String::from_utf8(bytes).map_err(|e| {
+        GzError::new(
+            ErrorCode::FileNotText,
+            format!(
+                "file_path {} is not UTF-8 text (invalid byte at {})",
+                full.display(),
+                e.utf8_error().valid_up_to()
+            ),
         )
     })
 }
