@@ -41,7 +41,7 @@ struct State {
     requests: u64,
     errors: u64,
     last_error: Option<String>,
-    /// How long successful requests took.
+    /// How long requests took that did not fail the endpoint.
     latency: Histogram,
 }
 
@@ -341,7 +341,7 @@ impl Pool {
 
     /// The endpoints' metrics, labelled `endpoint` (its configured name): health (1 for its
     /// state, 0 for the others), requests in flight and slots, requests, endpoint failures and
-    /// the latency of successful requests.
+    /// the latency of requests that did not fail the endpoint.
     pub fn metrics(&self) -> Vec<MetricFamily> {
         let mut health = MetricFamily::gauge(
             "gleitzeit_llm_endpoint_health",
@@ -365,7 +365,7 @@ impl Pool {
         );
         let mut latency = MetricFamily::histogram(
             "gleitzeit_llm_endpoint_latency_seconds",
-            "How long successful requests to an LLM endpoint took.",
+            "How long requests to an LLM endpoint took that did not fail the endpoint (its answers, including request errors such as an unknown model).",
         );
         let st = self.lock();
         for (c, s) in self.config.endpoints.iter().zip(st.iter()) {
