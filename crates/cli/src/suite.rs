@@ -333,6 +333,41 @@ impl LocalSuite {
     }
 }
 
+/// Waits until a component of each of `types` is registered and healthy.
+async fn wait_registered(hub_url: &str, types: &[&str], limit: Duration) -> Result<(), GzError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let list: Vec<gleitzeit_protocol::payloads::ComponentInfo> =
+            crate::status::get_json(hub_url, "/components")
+                .await
+                .unwrap_or_default();
+        let missing: Vec<&str> = types
+            .iter()
+            .copied()
+            .filter(|t| {
+                !list.iter().any(|c| {
+                    c.registration.component_type == *t
+                        && c.health == gleitzeit_protocol::payloads::ComponentHealth::Healthy
+                })
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(GzError::new(
+                ErrorCode::NoRoute,
+                format!(
+                    "the suite started, but {} did not register within {limit:?}",
+                    missing.join(", ")
+                ),
+            )
+            .with_hint("see their logs in the data dir (`gz logs`)"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn request_shutdown(hub_url: &str) -> Result<(), GzError> {
     let (client, _incoming) =
         HubClient::connect(crate::credentials::client_config(hub_url)).await?;
@@ -364,6 +399,11 @@ pub async fn start(hub_url: &str, log_format: LogFormat, args: StartArgs) -> Cmd
     }
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     let mut suite = LocalSuite::start(hub_url, &data_dir, log_format, args.detach).await?;
+    // Return once every service has registered, so a command right after can use them.
+    if let Err(e) = wait_registered(hub_url, SERVICES, Duration::from_secs(20)).await {
+        suite.shutdown().await;
+        return Err(e.into());
+    }
     let pids = suite.pids();
     eprintln!(
         "gleitzeit suite started at {hub_url} (logs in {})",

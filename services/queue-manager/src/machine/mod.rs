@@ -158,6 +158,9 @@ pub(crate) struct Machine {
     timers: Timers,
     /// When an engine last offered each method (busy or not).
     method_seen: HashMap<String, Instant>,
+    /// Methods (routing keys) with queued tasks, since when they have been waiting (set
+    /// when a task is queued, cleared while an engine serves the method).
+    waiting_since: HashMap<String, Instant>,
     started: Instant,
     last_tick: Instant,
     /// Jitter for retry backoff, in `0.0..1.0` (fixed in tests).
@@ -177,6 +180,7 @@ impl Machine {
             engines: Engines::default(),
             timers: Timers::default(),
             method_seen: HashMap::new(),
+            waiting_since: HashMap::new(),
             started: now,
             last_tick: now,
             jitter: rand::random::<f64>,
@@ -244,9 +248,11 @@ impl Machine {
             counts.add(t.status);
             self.figures.arrived(t);
             if t.status == TaskStatus::Queued {
-                let seq = self
-                    .queue
-                    .enqueue(&t.route(), info[i].priority, key.clone(), i);
+                let route = t.route();
+                self.waiting_since
+                    .entry(route.to_string())
+                    .or_insert(now.at);
+                let seq = self.queue.enqueue(&route, info[i].priority, key.clone(), i);
                 info[i].entry = Some(seq);
             }
         }
@@ -559,11 +565,11 @@ impl Machine {
         }
         match to {
             TaskStatus::Queued if from != TaskStatus::Queued || info.entry.is_none() => {
-                info.entry =
-                    Some(
-                        self.queue
-                            .enqueue(&record.route(), info.priority, key.clone(), i),
-                    );
+                let route = record.route();
+                self.waiting_since
+                    .entry(route.to_string())
+                    .or_insert(now.at);
+                info.entry = Some(self.queue.enqueue(&route, info.priority, key.clone(), i));
             }
             TaskStatus::Running => {
                 if let Some(engine) = &change.engine {

@@ -107,21 +107,31 @@ impl Machine {
 
     /// Fails the queued tasks of methods that no engine has offered within the grace
     /// period (GZ2015): a workflow must not wait forever for a provider that does not exist.
+    /// The grace counts from when the method was first found waiting unserved (and never
+    /// before this queue-manager's start), so tasks of a function that a service declares a
+    /// moment later are not failed at once.
     pub(super) fn fail_unserved(&mut self, step: &mut Step, now: Now) {
         let grace = self.settings.provider_grace;
         if now.at.duration_since(self.started) < grace {
             return;
         }
-        let unserved: Vec<String> = self
-            .queue
-            .methods()
-            .into_iter()
-            .filter(|m| {
-                self.method_seen
-                    .get(m)
-                    .is_none_or(|t| now.at.duration_since(*t) > grace)
-            })
-            .collect();
+        let queued = self.queue.methods();
+        self.waiting_since.retain(|m, _| queued.contains(m));
+        let mut unserved = Vec::new();
+        for method in queued {
+            let served = self
+                .method_seen
+                .get(&method)
+                .is_some_and(|t| now.at.duration_since(*t) <= grace);
+            if served {
+                self.waiting_since.remove(&method);
+                continue;
+            }
+            let since = *self.waiting_since.entry(method.clone()).or_insert(now.at);
+            if now.at.duration_since(since.max(self.started)) >= grace {
+                unserved.push(method);
+            }
+        }
         for method in unserved {
             let entries = self.queue.drain(&method);
             let what = gleitzeit_protocol::routing::describe(&method);

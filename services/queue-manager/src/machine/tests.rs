@@ -691,6 +691,22 @@ async fn queued_tasks_of_a_method_nobody_serves_fail_after_the_grace() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_method_first_queued_long_after_the_start_still_gets_the_whole_grace() {
+    let mut m = machine();
+    advance(GRACE * 3).await;
+    tick(&mut m);
+    // A function a service declares a moment after the workflow that calls it is submitted.
+    add(&mut m, "w", &[("a", "normal")]);
+    ready(&mut m, "w", &["a"]);
+    advance(GRACE / 2).await;
+    tick(&mut m);
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
+    advance(GRACE).await;
+    let step = m.tick(now());
+    assert_eq!(step.task_records()[0].status, TaskStatus::Failed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stall_of_the_queue_manager_is_not_held_against_the_engines() {
     let mut m = machine_with_grace(Duration::from_secs(3600));
     add(&mut m, "w", &[("a", "normal")]);
