@@ -967,6 +967,9 @@ pub(crate) async fn ask(
     let (tx, rx) = tokio::sync::oneshot::channel();
     lock(&state.pending).insert(env.id.clone(), tx);
     let id = env.id.clone();
+    // However this ends (an answer, the timeout, or the caller giving up, as an HTTP scrape
+    // whose client went away does), nobody waits for this id any more.
+    let _waiting = Waiting { state, id: &id };
     let sent = match &target {
         Target::Type(t) => {
             let chosen = state
@@ -978,15 +981,12 @@ pub(crate) async fn ask(
         _ => false,
     };
     if !sent {
-        lock(&state.pending).remove(&id);
         return Err(GzError::new(
             ErrorCode::NoRoute,
             format!("no connected component for target {target}"),
         ));
     }
-    let reply = tokio::time::timeout(timeout, rx).await;
-    lock(&state.pending).remove(&id);
-    let reply = match reply {
+    let reply = match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(reply)) => reply,
         _ => {
             return Err(GzError::new(
@@ -999,6 +999,18 @@ pub(crate) async fn ask(
         return Err(reply.payload_as::<GzError>().unwrap_or_else(|e| e));
     }
     reply.payload_as::<Reply>()?.into_result()
+}
+
+/// A request of the hub's own in [`HubState::pending`], removed when dropped.
+struct Waiting<'a> {
+    state: &'a HubState,
+    id: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        lock(&self.state.pending).remove(self.id);
+    }
 }
 
 /// A reply addressed to the hub itself: hands it to the waiting request.
