@@ -1,6 +1,16 @@
 // The dashboard's controller: signs in, keeps the socket, feeds the store from events and
-// requests, polls what has no events (component load and heartbeats, LLM endpoints, queue
-// depth), catches a workflow up after a gap or a reconnect, and routes between the views.
+// requests, and routes between the views.
+//
+// What it listens to and what it asks for (docs/dashboard.md, "How it talks to the hub"):
+// - room `components` (joins, losses, unhealthy), plus `list_components` every 2 s for load
+//   and heartbeats, which have no events;
+// - the workflow list (`workflow_list`) every 4 s on the Workflows page, 10 s elsewhere, and
+//   the counts of the active workflows (`workflow_get` with `summary: true`, at most 20,
+//   every 2 s): progress, charts and finished workflows come from these, cheaply;
+// - room `workflow:<id>` of the one workflow open in the page: every task event of it live,
+//   caught up by `seq` with `workflow_events` after a gap or a reconnect.
+// It does not join `events` (every task event of every workflow): twenty dashboards on
+// that firehose cost the suite a fifth of its throughput (docs/dashboard.md, "Load").
 
 import { HubSocket, GzError } from "./socket.js";
 import { Store, WorkflowDetail, TASK_EVENTS, WF_EVENTS } from "./store.js";
@@ -25,7 +35,10 @@ class Dashboard {
     this.viewName = null;
     this.timers = [];
     this.deps = loadDeps(); // workflow id -> Map task -> deps (specs submitted from this browser)
-    this.watched = new Set(); // workflow rooms a USER joined
+    this.watched = null; // the room of the open workflow
+    this.sampled = new Map(); // workflow id -> {finished, failed, final, at} at the last sample
+    this.lastSample = 0;
+    this.startedAt = Date.now();
     this.lastReload = 0;
     this.store.onFrame = (dirty) => this.frame(dirty);
   }
@@ -86,7 +99,8 @@ class Dashboard {
     this.unmountView();
     this.store = new Store();
     this.store.onFrame = (dirty) => this.frame(dirty);
-    this.watched.clear();
+    this.watched = null;
+    this.sampled.clear();
     document.getElementById("api-key").value = "";
     this.showSignIn(error);
   }
@@ -109,9 +123,7 @@ class Dashboard {
       sessionStorage.setItem(KEY_STORAGE, this.key);
       document.getElementById("who").textContent = `${me.user} · ${me.role}`;
       document.body.dataset.role = me.role;
-      const rooms = ["components"];
-      if (this.readsAll()) rooms.push("events");
-      await s.subscribe(rooms);
+      await s.subscribe(["components"]);
       if (first) {
         document.getElementById("signin").hidden = true;
         document.getElementById("app").hidden = false;
@@ -119,11 +131,9 @@ class Dashboard {
         this.route();
       }
       await Promise.all([this.refreshComponents(), this.refreshWorkflows(), this.refreshStatus()]);
+      this.sampleActive();
       const d = this.store.detail;
-      if (d && !first) {
-        if (!this.readsAll()) await this.watch([d.id]);
-        this.catchUp(d);
-      }
+      if (d && !first) this.catchUp(d);
     } catch (e) {
       this.store.log("error", `after connecting: ${e.code || ""} ${e.message}`);
     }
@@ -176,21 +186,20 @@ class Dashboard {
       if (d && d.gapSince && Date.now() - d.gapSince > 1000) this.catchUp(d);
     });
     every(2000, () => {
-      if (this.connected()) {
-        if (this.viewName === "overview" || this.viewName === "workflow") this.refreshComponents();
-        this.sampleQueues();
-      }
+      if (!this.connected()) return;
+      if (this.viewName === "overview") this.refreshComponents();
+      this.sampleActive();
     });
     every(3000, () => {
       if (this.connected() && this.viewName === "overview") this.refreshProviders();
     });
-    every(5000, () => {
+    let ticks = 0;
+    every(2000, () => {
+      ticks += 1;
       if (!this.connected()) return;
-      if (this.viewName === "workflows" || !this.readsAll()) this.refreshWorkflows();
-      if (this.viewName === "overview") this.refreshStatus();
-    });
-    every(15000, () => {
-      if (this.connected() && this.readsAll() && this.viewName !== "workflows") this.refreshWorkflows();
+      // the list: every 4 s on the Workflows page, every 10 s elsewhere
+      if (this.viewName === "workflows" ? ticks % 2 === 0 : ticks % 5 === 0) this.refreshWorkflows();
+      if (this.viewName === "overview" && ticks % 3 === 0) this.refreshStatus();
     });
     this.refreshProviders();
   }
@@ -228,59 +237,74 @@ class Dashboard {
 
   async refreshWorkflows() {
     try {
-      const list = await this.request("workflow_list", { limit: 500 }, QM);
+      const list = await this.request("workflow_list", { limit: this.viewName === "workflows" ? 1000 : 200 }, QM);
       this.store.mergeWorkflowList(list);
-      if (!this.readsAll()) {
-        const active = list.filter((w) => !FINAL_WF.has(w.status)).slice(0, 50).map((w) => w.id);
-        await this.watch(active);
-      }
+      this.store.workflowsError = null;
     } catch (e) {
       this.store.workflowsError = e;
       this.store.touch("workflows");
     }
   }
 
-  /** A USER joins the rooms of its own active workflows (it may not join `events`). */
-  async watch(ids) {
-    const open = this.store.detail && this.store.detail.id;
-    const want = new Set(ids.map((id) => `workflow:${id}`));
-    if (open) want.add(`workflow:${open}`);
-    const fresh = [...want].filter((r) => !this.watched.has(r));
-    const stale = [...this.watched].filter((r) => !want.has(r));
-    for (const r of fresh) {
-      try {
-        await this.socket.subscribe([r]);
-        this.watched.add(r);
-      } catch {
-        /* not ours, or gone */
-      }
+  /**
+   * Every 2 s: the counts of the active workflows (at most 20), from which come their
+   * progress, the queue depth, and the finished and failed tasks per second.
+   */
+  async sampleActive() {
+    if (this.sampling) return;
+    this.sampling = true;
+    const now = Date.now();
+    const ids = new Set(this.store.activeWorkflows().slice(0, 20).map((w) => w.id));
+    for (const [id, s] of this.sampled) {
+      if (!s.final) ids.add(id);
+      else if (now - s.at > 60000) this.sampled.delete(id);
     }
-    if (stale.length) {
-      await this.socket.unsubscribe(stale);
-      for (const r of stale) this.watched.delete(r);
-    }
-  }
-
-  /** Queue depth and running tasks of the active workflows (at most 10), every 2 s. */
-  async sampleQueues() {
-    const active = this.store.activeWorkflows().slice(0, 10);
     let queued = 0;
     let running = 0;
-    await Promise.all(
-      active.map((w) =>
-        this.request("workflow_get", { workflow_id: w.id, summary: true }, QM, { timeoutMs: 5000 })
-          .then((r) => {
-            this.store.mergeCounts(w.id, r);
-            const c = r.counts || {};
-            queued += (c.queued || 0) + (c.retrying || 0);
-            running += c.running || 0;
-          })
-          .catch(() => {}),
-      ),
-    );
-    this.store.series.queued.set(queued);
-    this.store.series.running.set(running);
+    let finished = 0;
+    let failed = 0;
+    try {
+      await Promise.all(
+        [...ids].slice(0, 24).map((id) =>
+          this.request("workflow_get", { workflow_id: id, summary: true }, QM, { timeoutMs: 5000 })
+            .then((r) => {
+              this.store.mergeCounts(id, r);
+              const c = r.counts || {};
+              const before = this.sampled.get(id);
+              const created = r.workflow && r.workflow.created_at;
+              // A workflow first seen running counts from now on, unless it began after the page.
+              const base = before || (created && created >= this.startedAt ? { finished: 0, failed: 0 } : { finished: c.finished || 0, failed: c.failed || 0 });
+              finished += Math.max(0, (c.finished || 0) - base.finished);
+              failed += Math.max(0, (c.failed || 0) - base.failed);
+              queued += (c.queued || 0) + (c.retrying || 0);
+              running += c.running || 0;
+              this.sampled.set(id, { finished: c.finished || 0, failed: c.failed || 0, final: FINAL_WF.has(r.workflow && r.workflow.status), at: now });
+            })
+            .catch(() => {}),
+        ),
+      );
+    } finally {
+      this.sampling = false;
+    }
+    const dt = this.lastSample ? Math.max(0.5, (now - this.lastSample) / 1000) : 2;
+    this.lastSample = now;
+    const series = this.store.series;
+    series.queued.set(queued);
+    series.running.set(running);
+    series.finished.set(finished / dt);
+    series.failed.set(failed / dt);
+    series.finishedTotal += finished;
     this.store.touch("series");
+  }
+
+  /** Joins the room of the open workflow (leaving the one before). */
+  async watch(id) {
+    const room = id ? `workflow:${id}` : null;
+    if (this.watched === room) return;
+    const old = this.watched;
+    this.watched = room;
+    if (old) await this.socket.unsubscribe([old]);
+    if (room) await this.socket.subscribe([room]);
   }
 
   // ---- one workflow ----
@@ -291,12 +315,17 @@ class Dashboard {
     d.ownerQm = this.store.ownerQm.get(id) || null;
     this.store.detail = d;
     this.store.touch("detail-reset");
-    if (!this.readsAll()) await this.watch([...this.watched].map((r) => r.slice(9)).concat([id]));
+    try {
+      await this.watch(id);
+    } catch (e) {
+      d.error = e;
+    }
     await this.loadSnapshot(d);
   }
 
   closeWorkflow() {
     this.store.detail = null;
+    if (this.socket && this.watched) this.watch(null).catch(() => {});
   }
 
   async loadSnapshot(d) {

@@ -66,9 +66,13 @@ export class LineChart {
     setText(this.maxLabel, fmtInt(top));
     setText(this.midLabel, fmtInt(top / 2));
     setText(this.zeroLabel, "0");
-    const now = series.map((s, k) => `${this.lines[k].name}: ${fmtInt(Math.round(s[n - 2] ?? 0))}`).join(" · ");
-    setText(this.current, `last second ${now}${this.unit}`);
+    const now = series.map((s, k) => `${this.lines[k].name}: ${fmtNum(s[n - 1] ?? 0)}`).join(" · ");
+    setText(this.current, `now ${now}${this.unit}`);
   }
+}
+
+function fmtNum(v) {
+  return v >= 10 || v === 0 ? fmtInt(Math.round(v)) : v.toFixed(1);
 }
 
 function niceCeil(v) {

@@ -265,7 +265,8 @@ export class Store {
     this.workflows = new Map();
     this.ownerQm = new Map(); // workflow id -> queue-manager id (source of its events)
     this.detail = null;
-    this.series = { finished: new Series(), failed: new Series(), queued: new Series(300, true), running: new Series(300, true) };
+    // Sampled every 2 s (app.sampleActive): rates and gauges, drawn as steps.
+    this.series = { finished: new Series(300, true), failed: new Series(300, true), queued: new Series(300, true), running: new Series(300, true), finishedTotal: 0 };
     this.connection = { state: "idle" };
     this.dirty = new Set();
     this.frameRequested = false;
@@ -342,6 +343,7 @@ export class Store {
         });
       } else {
         // A final status never goes back; timestamps and errors fill in.
+        this.noteFinal(w, r.status, r.error);
         if (!FINAL_WF.has(w.status) || FINAL_WF.has(r.status)) w.status = r.status;
         for (const k of ["name", "total_tasks", "created_at", "started_at", "finished_at", "error", "owner"]) {
           if (r[k] !== null && r[k] !== undefined) w[k] = r[k];
@@ -364,7 +366,11 @@ export class Store {
         w.skipped_tasks = c.skipped;
       }
       w.counts = c;
-      if (reply.workflow && (!FINAL_WF.has(w.status) || FINAL_WF.has(reply.workflow.status))) w.status = reply.workflow.status;
+      if (reply.workflow) {
+        this.noteFinal(w, reply.workflow.status, reply.workflow.error);
+        if (!FINAL_WF.has(w.status) || FINAL_WF.has(reply.workflow.status)) w.status = reply.workflow.status;
+        for (const k of ["started_at", "finished_at", "error", "owner"]) if (reply.workflow[k] != null) w[k] = reply.workflow[k];
+      }
       this.touch("workflows");
     }
   }
@@ -384,6 +390,7 @@ export class Store {
         this.workflows.set(id, w);
       }
       if ((p.seq ?? 0) >= (w.seq ?? 0) || FINAL_WF.has(p.status)) {
+        if (live) this.noteFinal(w, p.status, p.error);
         if (!FINAL_WF.has(w.status) || FINAL_WF.has(p.status)) w.status = p.status;
         w.seq = Math.max(w.seq ?? 0, p.seq ?? 0);
       }
@@ -399,16 +406,8 @@ export class Store {
       if (FINAL_WF.has(p.status)) {
         w.finished_at = w.finished_at || ts;
         if (p.error !== undefined) w.error = p.error;
-        if (live) {
-          const err = p.error ? ` (${p.error.code})` : "";
-          this.log(p.status, `workflow ${w.name || id} ${p.status}${err}`);
-        }
       }
       this.touch("workflows");
-    } else if (live && TASK_EVENTS.has(event)) {
-      if (FINAL_TASK.has(p.status)) this.series.finished.add(1);
-      if (p.status === "failed") this.series.failed.add(1);
-      if (event === "task_retrying") this.series.failed.add(1);
     }
     const d = this.detail;
     if (d && d.id === id) {
@@ -417,6 +416,13 @@ export class Store {
       else d.apply(event, p, ts, live);
       this.touch("detail");
     }
+  }
+
+  /** Logs a workflow that became final while the page watched it. */
+  noteFinal(w, status, error) {
+    if (FINAL_WF.has(w.status) || !FINAL_WF.has(status)) return;
+    const err = error && error.code ? ` (${error.code})` : "";
+    this.log(status, `workflow ${w.name || w.id} ${status}${err}`);
   }
 
   /** Workflows newest first. */

@@ -16,6 +16,7 @@ export class VirtualList {
     this.renderRow = opts.render;
     this.createRow = opts.create || (() => h("div"));
     this.onClick = opts.onClick;
+    this.onDraw = opts.onDraw;
     this.overscan = opts.overscan ?? 6;
     this.items = [];
     this.selected = null;
@@ -92,6 +93,7 @@ export class VirtualList {
       this.renderRow(row.el, this.items[i], i);
       row.el.classList.toggle("selected", this.selected !== null && this.selected === this.keyOf(this.items[i]));
     }
+    if (this.onDraw) this.onDraw(this);
   }
 
   keyOf(item) {

@@ -66,6 +66,10 @@ export function mount(app, container, params) {
     },
     render: (row, t) => renderTaskRow(row, t, store.detail),
     onClick: (t) => select(t.task_id),
+    onDraw: (l) => {
+      const d = store.detail;
+      if (d) setText(taskCount, `${fmtInt(l.items.length)} of ${fmtInt(d.tasks.length)} tasks · ${l.domRows} rows in the page`);
+    },
   });
 
   cancel.addEventListener("click", async () => {
@@ -117,7 +121,6 @@ export function mount(app, container, params) {
     const q = search.value.trim().toLowerCase();
     items = s === "all" && !q ? d.tasks : d.tasks.filter((t) => (s === "all" || t.status === s) && (!q || t.task_id.toLowerCase().includes(q) || (t.name || "").toLowerCase().includes(q) || (t.method || "").toLowerCase().includes(q)));
     list.setItems(items);
-    setText(taskCount, `${fmtInt(items.length)} of ${fmtInt(d.tasks.length)} tasks · ${list.domRows} rows in the page`);
   }, 250);
   filter.addEventListener("change", rebuildItems);
   search.addEventListener("input", rebuildItems);

@@ -1,0 +1,386 @@
+"""The dashboard in a real browser (Debian's chromium, driven by Playwright) against the real
+suite: signing in by role, components live, a workflow submitted in the page reaching
+"completed" live, a failing task's GZ code and hint, cancel, YAML errors with line and
+column, a 20,000-task workflow, and the screenshots in docs/img/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from hubclient import HubClient
+from suite import REPO, wait_until
+
+IMG = REPO / "docs" / "img"
+
+REPORT_YAML = """\
+name: daily-report
+description: fan-out and join, as drawn in docs/img/dashboard-workflow.png
+tasks:
+  - id: fetch
+    method: python/execute
+    parameters:
+      code: |
+        import time; time.sleep(0.4)
+        result = {"rows": [4, 8, 15, 16, 23, 42]}
+  - id: clean
+    method: python/execute
+    parameters:
+      context: { rows: "${fetch.result.rows}" }
+      code: "result = sorted(set(context['rows']))"
+  - id: total
+    method: python/execute
+    parameters:
+      context: { rows: "${clean.result}" }
+      code: "import time; time.sleep(0.5); result = sum(context['rows'])"
+  - id: largest
+    method: python/execute
+    parameters:
+      context: { rows: "${clean.result}" }
+      code: "result = max(context['rows'])"
+  - id: count
+    method: python/execute
+    parameters:
+      context: { rows: "${clean.result}" }
+      code: "result = len(context['rows'])"
+  - id: report
+    method: python/execute
+    parameters:
+      context: { total: "${total.result}", largest: "${largest.result}", count: "${count.result}" }
+      code: "result = f\\"{context['count']} rows, sum {context['total']}, max {context['largest']}\\""
+"""
+
+FAILING_YAML = """\
+name: failing-flow
+tasks:
+  - id: ok
+    method: python/execute
+    parameters: { code: "result = 1" }
+  - id: boom
+    method: python/execute
+    dependencies: [ok]
+    parameters:
+      code: "raise ValueError('the numbers do not add up')"
+"""
+
+SLEEPING_YAML = """\
+name: sleepy
+tasks:
+  - id: nap
+    method: python/execute
+    timeout: 120
+    parameters: { code: "import time; time.sleep(30); result = 'woke up'" }
+"""
+
+BAD_YAML = """\
+name: typo
+tasks:
+  - id: a
+    method: python/execute
+    paramters: { code: "result = 1" }
+"""
+
+BROKEN_YAML = """\
+name: broken
+tasks:
+  - id: a
+    method: python/execute
+    parameters: { code: "result = 1"
+"""
+
+
+def sign_in(page, suite, key, expect_role=None):
+    page.goto(suite.url + "/")
+    page.fill("#api-key", key)
+    page.click("#signin-btn")
+    if expect_role:
+        page.wait_for_function(f"() => document.querySelector('#who').textContent.includes({json.dumps(expect_role)})")
+        page.wait_for_selector("#conn.conn-open")
+
+
+def submit_in_page(page, yaml_text):
+    page.click("nav a[data-view=submit]")
+    page.fill("#yaml", yaml_text)
+    page.wait_for_selector("#validation-state.ok-text")
+    page.wait_for_function("() => !document.querySelector('#submit-btn').disabled")
+    page.click("#submit-btn")
+    page.wait_for_selector("#wf-status")
+    page.wait_for_function("() => location.hash.startsWith('#/workflow/wf-')")
+    return page.evaluate("decodeURIComponent(location.hash.split('/')[2])")
+
+
+def no_page_errors(page):
+    assert not [p for p in page.problems if p.startswith("page error")], page.problems
+
+
+# ---- the hub's side: assets and /validate ----
+
+
+def test_assets_are_served_with_a_strict_policy_and_validate_needs_a_key(suite):
+    with urllib.request.urlopen(suite.url + "/", timeout=10) as res:
+        assert res.status == 200
+        assert res.headers["Content-Type"].startswith("text/html")
+        csp = res.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp and "connect-src 'self' ws: wss:" in csp
+        assert "unsafe-inline" not in csp
+        assert res.headers["X-Content-Type-Options"] == "nosniff"
+        assert res.headers["Cache-Control"] == "no-cache"
+        assert b'src="/dashboard/app.js"' in res.read()
+    with urllib.request.urlopen(suite.url + "/dashboard/views/workflow.js", timeout=10) as res:
+        assert res.headers["Content-Type"].startswith("text/javascript")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(suite.url + "/dashboard/nope.js", timeout=10)
+    assert e.value.code == 404
+    req = urllib.request.Request(suite.url + "/validate", data=b"name: x\ntasks: []\n", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 401
+    assert json.loads(e.value.read())["code"] == "GZ4001"
+    answer = suite.http_json("/validate", key=suite.viewer_key, data=BAD_YAML.encode(), method="POST")
+    assert answer["valid"] is False and answer["spec"] is None
+    d = answer["diagnostics"][0]
+    assert (d["code"], d["line"], d["column"], d["severity"]) == ("GZ7001", 5, 5, "error")
+    assert d["hint"]
+
+
+# ---- signing in ----
+
+
+def test_a_wrong_key_shows_the_gz4001_message(page, suite):
+    sign_in(page, suite, "gzt_000000000000_" + "0" * 64)
+    page.wait_for_selector("#signin-error:not([hidden])")
+    text = page.text_content("#signin-error")
+    assert "GZ4001" in text, text
+    assert page.is_hidden("#app")
+    sign_in(page, suite, "not-a-key")
+    page.wait_for_function("() => document.querySelector('#signin-error').textContent.includes('GZ4001')")
+    no_page_errors(page)
+
+
+# ---- components ----
+
+
+def test_overview_shows_the_components_and_their_joins_and_losses_live(page, suite):
+    sign_in(page, suite, suite.viewer_key, "VIEWER")
+    for t in ("queue-manager", "dependency-resolver", "execution-engine", "python-provider"):
+        page.wait_for_selector(f"#components-body tr.component-row[data-type={t}]")
+    row = page.locator("#components-body tr.component-row[data-type=python-provider]").first
+    assert "healthy" in row.text_content()
+    # a second provider joins, then is killed: the page shows both without reloading
+    extra = suite.spawn_service("python-provider", "python-provider-extra", "--workers", "1")
+    try:
+        page.wait_for_selector("#components-body tr.component-row[data-id=python-provider-extra]:not(.gone)", timeout=30000)
+        page.wait_for_function("() => document.querySelector('#activity').textContent.includes('python-provider-extra joined')")
+    finally:
+        os.kill(extra.pid, signal.SIGKILL)
+        extra.wait(timeout=10)
+    page.wait_for_selector("#components-body tr.component-row.gone[data-id=python-provider-extra]", timeout=30000)
+    assert "left" in page.text_content("#components-body tr.gone[data-id=python-provider-extra]")
+    page.wait_for_function("() => document.querySelector('#activity').textContent.includes('python-provider-extra left')")
+    # the charts are drawn by the page itself, in SVG
+    assert page.locator("svg.chart").count() == 3
+    no_page_errors(page)
+
+
+# ---- workflows, as a USER ----
+
+
+def test_a_workflow_submitted_in_the_page_reaches_completed_live(page, suite):
+    sign_in(page, suite, suite.user_key, "USER")
+    wf = submit_in_page(page, REPORT_YAML)
+    # the graph: six tasks, seven dependencies drawn
+    page.wait_for_selector("#graph svg.graph g.node[data-task=report]")
+    assert page.locator("#graph g.node").count() == 6
+    assert page.locator("#graph path.edge").count() == 7
+    # states change live, without reloading: a task is seen running before the end
+    page.wait_for_selector("#graph g.node.s-running, #graph g.node.s-completed", timeout=30000)
+    page.wait_for_selector("#wf-status[data-status=completed]", timeout=60000)
+    page.wait_for_function("() => document.querySelectorAll('#graph g.node.s-completed').length === 6")
+    assert "6 / 6 finished" in page.text_content("#wf-counts")
+    page.click("#task-list .task-row[data-task=report]")
+    page.wait_for_selector("#task-result")
+    assert "6 rows, sum 108, max 42" in page.text_content("#task-result")
+    detail = page.text_content("#task-detail")
+    assert "python-provider" in detail and "Attempts" in detail
+    IMG.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(IMG / "dashboard-workflow.png"), full_page=True)
+    # it is in the list, completed
+    page.click("nav a[data-view=workflows]")
+    page.wait_for_selector(f".wf-row[data-id='{wf}'][data-status=completed]")
+    no_page_errors(page)
+
+
+def test_a_failing_task_shows_its_gz_code_and_hint(page, suite):
+    sign_in(page, suite, suite.user_key, "USER")
+    submit_in_page(page, FAILING_YAML)
+    page.wait_for_selector("#wf-status[data-status=failed]", timeout=60000)
+    assert "GZ2001" in page.text_content("#wf-error")
+    row = page.locator("#task-list .task-row[data-task=boom]")
+    row.wait_for()
+    wait_until("GZ2025 in the task's row", lambda: "GZ2025" in row.text_content(), 10)
+    row.click()
+    page.wait_for_selector("#task-error")
+    text = page.text_content("#task-error")
+    assert "GZ2025" in text
+    assert "Read the traceback" in text  # the code's hint
+    assert "ValueError" in text and "the numbers do not add up" in text
+    no_page_errors(page)
+
+
+def test_cancel_of_a_running_workflow_works(page, suite):
+    sign_in(page, suite, suite.user_key, "USER")
+    submit_in_page(page, SLEEPING_YAML)
+    page.wait_for_selector("#task-list .task-row[data-task=nap][data-status=running]", timeout=30000)
+    page.click("#cancel-btn")
+    assert "again" in page.text_content("#cancel-btn")
+    page.click("#cancel-btn")
+    page.wait_for_selector("#cancel-result")
+    page.wait_for_selector("#wf-status[data-status=cancelled]", timeout=15000)
+    page.wait_for_selector("#task-list .task-row[data-task=nap][data-status=cancelled]")
+    assert page.is_hidden("#cancel-btn")
+    no_page_errors(page)
+
+
+def test_bad_yaml_shows_line_and_column_before_submitting(page, suite):
+    sign_in(page, suite, suite.user_key, "USER")
+    page.click("nav a[data-view=submit]")
+    page.fill("#yaml", BAD_YAML)
+    diag = page.locator("#diagnostics li.diag").first
+    diag.wait_for()
+    text = diag.text_content()
+    assert "GZ7001" in text and "line 5, column 5" in text and "paramters" in text, text
+    assert "parameters" in text  # the hint suggests the right key
+    assert page.is_disabled("#submit-btn")
+    # clicking the diagnostic puts the caret on that line
+    diag.click()
+    line = page.evaluate("(() => { const t = document.querySelector('#yaml'); return t.value.slice(0, t.selectionStart).split('\\n').length; })()")
+    assert line == 5
+    page.fill("#yaml", BROKEN_YAML)
+    page.wait_for_function("() => document.querySelector('#diagnostics').textContent.includes('GZ7010')")
+    text = page.text_content("#diagnostics")
+    assert "line " in text and "column " in text, text
+    assert page.is_disabled("#submit-btn")
+    no_page_errors(page)
+
+
+# ---- as a VIEWER ----
+
+
+def test_a_viewer_sees_everything_but_cannot_submit_or_cancel(page, suite):
+    user = HubClient(suite.url, suite.user_key).connect()
+    try:
+        wf = user.submit_yaml(SLEEPING_YAML.replace("sleepy", "sleepy-for-viewer"))
+        sign_in(page, suite, suite.viewer_key, "VIEWER")
+        # the viewer sees the USER's workflow, running
+        page.click("nav a[data-view=workflows]")
+        page.wait_for_selector(f".wf-row[data-id='{wf}']", timeout=20000)
+        page.click(f".wf-row[data-id='{wf}']")
+        page.wait_for_selector("#task-list .task-row[data-task=nap][data-status=running]", timeout=30000)
+        assert page.is_disabled("#cancel-btn")
+        # the submit form is there, its button disabled
+        page.click("nav a[data-view=submit]")
+        assert "VIEWER" in page.text_content("#role-notice")
+        page.fill("#yaml", REPORT_YAML)
+        page.wait_for_selector("#validation-state.ok-text")
+        assert page.is_disabled("#submit-btn")
+        # forcing the button: the hub refuses with GZ4003, and the page says so
+        page.evaluate("document.querySelector('#submit-btn').disabled = false")
+        page.click("#submit-btn")
+        page.wait_for_selector("#submit-result .error-block")
+        assert "GZ4003" in page.text_content("#submit-result")
+        assert page.evaluate("location.hash") == "#/submit"
+    finally:
+        try:
+            user.request("workflow_cancel", {"workflow_id": wf}, "type:queue-manager")
+        finally:
+            user.close()
+    no_page_errors(page)
+
+
+# ---- big workflows ----
+
+
+def test_a_20000_task_workflow_renders_without_freezing(page, suite, workdir):
+    n = 20000
+    lines = ["name: twenty-thousand", "tasks:"]
+    for i in range(n):
+        lines.append(f"  - {{id: t{i}, method: python/execute, parameters: {{code: 'result = {i}'}}}}")
+    user = HubClient(suite.url, suite.user_key).connect()
+    try:
+        wf = user.submit_yaml("\n".join(lines) + "\n")
+        sign_in(page, suite, suite.user_key, "USER")
+        page.evaluate("""() => {
+            window.__long = [];
+            new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push(e.duration); })
+              .observe({ type: 'longtask', buffered: false });
+        }""")
+        t0 = time.monotonic()
+        page.evaluate(f"location.hash = '#/workflow/{wf}'")
+        page.wait_for_selector("#task-list .task-row[data-task=t0]", timeout=60000)
+        first_render = time.monotonic() - t0
+        page.wait_for_function(f"() => document.querySelector('#task-count').textContent.includes('of {n:,} tasks')")
+        rows = page.locator("#task-list .vrow").count()
+        assert 0 < rows < 200, rows
+        assert "20,000 tasks: the graph is drawn" in page.text_content("#graph-note")
+        page.wait_for_selector("#graph .statusbar")
+        # stay responsive while the tasks run and their events stream in
+        gaps = page.evaluate("""() => new Promise((done) => {
+            const gaps = []; let last = performance.now(); const end = last + 5000;
+            function tick(now) { gaps.push(now - last); last = now; if (now < end) requestAnimationFrame(tick); else done(gaps); }
+            requestAnimationFrame(tick);
+        })""")
+        worst_frame = max(gaps)
+        long_tasks = page.evaluate("window.__long")
+        # the end of the list is reachable and rendered on demand
+        page.evaluate("document.querySelector('#task-list .vlist').scrollTop = 1e9")
+        page.wait_for_selector(f"#task-list .task-row[data-task=t{n - 1}]")
+        assert page.locator("#task-list .vrow").count() < 200
+        finished = page.evaluate("window.gleitzeitDashboard.store.detail.tasks.filter(t => t.status === 'completed').length")
+        result = {"tasks": n, "first_render_s": round(first_render, 2), "dom_rows": rows,
+                  "worst_frame_ms": round(worst_frame), "long_tasks_ms": [round(x) for x in long_tasks],
+                  "completed_seen_live": finished}
+        print("20,000-task workflow:", json.dumps(result))
+        (workdir / "big-workflow.json").write_text(json.dumps(result))
+        assert first_render < 30, result
+        assert worst_frame < 1500, result
+        # cancel it from the page, so the suite is free again
+        page.evaluate("document.querySelector('#task-list .vlist').scrollTop = 0")
+        if page.is_visible("#cancel-btn"):
+            page.click("#cancel-btn")
+            page.click("#cancel-btn")
+            page.wait_for_selector("#wf-status[data-status=cancelled], #wf-status[data-status=completed]", timeout=60000)
+    finally:
+        try:
+            user.request("workflow_cancel", {"workflow_id": wf}, "type:queue-manager")
+        except Exception:  # noqa: BLE001 - finished already
+            pass
+        user.close()
+    no_page_errors(page)
+
+
+def test_overview_screenshot_with_charts(page, suite):
+    sign_in(page, suite, suite.viewer_key, "VIEWER")
+    page.wait_for_selector("#components-body tr.component-row")
+    user = HubClient(suite.url, suite.user_key).connect()
+    try:
+        lines = ["name: overview-load", "tasks:"]
+        lines += [f"  - {{id: t{i}, method: python/execute, parameters: {{code: 'result = {i}'}}}}" for i in range(3000)]
+        wf = user.submit_yaml("\n".join(lines) + "\n")
+        user.submit_yaml(FAILING_YAML)
+        page.wait_for_function("() => document.querySelector('#card-workflows .card-value').textContent !== '0'", timeout=20000)
+        user.wait_status(wf, {"completed"}, 180)
+    finally:
+        user.close()
+    time.sleep(2.5)
+    page.wait_for_function("() => window.gleitzeitDashboard.store.series.finishedTotal > 0")
+    IMG.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(IMG / "dashboard-overview.png"), full_page=True)
+    no_page_errors(page)
