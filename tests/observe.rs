@@ -274,3 +274,26 @@ fn gz_logs_reads_filters_and_formats_the_local_suites_logs() {
     assert_eq!(code, 2, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_logs_carry_the_event_and_correlation_id_they_handle() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let file = workflow_file(
+        "one.yaml",
+        "name: one\ntasks:\n  - id: a\n    method: python/execute\n    parameters: { code: \"result = 1\" }\n",
+    );
+    let id = suite.submit(&file);
+    suite
+        .wait_finished(&id, std::time::Duration::from_secs(30))
+        .await;
+    // The queue-manager (started first) logged the submission inside the envelope's span.
+    let log = std::fs::read_to_string(suite.services[0].log()).expect("log");
+    let line = log
+        .lines()
+        .find(|l| l.contains("workflow submitted") && l.contains(&id))
+        .unwrap_or_else(|| panic!("no submission logged:\n{log}"));
+    assert!(
+        line.contains("envelope{event=workflow_submit correlation_id="),
+        "{line}"
+    );
+}

@@ -139,7 +139,18 @@ pub async fn run_component<C: Component>(
             Event::Envelope(env) if env.event == events::METRICS => {
                 crate::metrics::answer(&events.client, &env, || component.metrics());
             }
-            Event::Envelope(env) => component.on_envelope(env).await,
+            Event::Envelope(env) => {
+                // Logs while handling it carry the event and the id of the request (or
+                // workflow) that caused it, as the hub's do, so one request is followed
+                // across services by its correlation id.
+                let span = tracing::info_span!(
+                    "envelope",
+                    event = %env.event,
+                    correlation_id = %env.correlation_id.as_deref().unwrap_or(&env.id),
+                    source = %env.source,
+                );
+                tracing::Instrument::instrument(component.on_envelope(env), span).await
+            }
             Event::Internal(msg) => component.on_internal(msg).await,
             Event::Tick => component.on_tick().await,
             // Every sender is gone: nothing more will come (and recv would return at once).

@@ -133,7 +133,18 @@ impl<P: Provider> Tasks<P> {
             // An older attempt of the same task is superseded: stop it (no outcome follows).
             older.cancel.send_replace(true);
         }
-        tokio::spawn(run_task(self.shared.clone(), task, ctx, started));
+        // Its logs carry the workflow, task and attempt, in this service as in the others.
+        let span = tracing::info_span!(
+            "task",
+            workflow_id = %task.workflow_id,
+            task_id = %task.task_id,
+            attempt = task.attempt,
+            method = %task.method,
+        );
+        tokio::spawn(tracing::Instrument::instrument(
+            run_task(self.shared.clone(), task, ctx, started),
+            span,
+        ));
     }
 
     /// Cancels tasks: no outcome follows for them.
