@@ -151,6 +151,17 @@ impl TestHub {
         service_at(&self.url, name, id, args)
     }
 
+    /// Starts a service binary connected to this hub, with extra environment variables.
+    pub fn service_with_env(
+        &self,
+        name: &str,
+        id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Process {
+        service_with_env_at(&self.url, name, id, args, env)
+    }
+
     /// A plain client of this hub.
     pub async fn client(&self) -> (HubClient, Incoming) {
         HubClient::connect(ClientConfig::client(&self.url).with_api_key(&self.key))
@@ -188,7 +199,22 @@ pub async fn wait_registered_at(hub_url: &str, ids: &[&str]) {
 /// Starts a service binary connected to `hub_url` (one hub, or several comma-separated),
 /// presenting the hub's service key.
 pub fn service_at(hub_url: &str, name: &str, id: &str, args: &[&str]) -> Process {
+    service_with_env_at(hub_url, name, id, args, &[])
+}
+
+/// [`service_at`] with extra environment variables for the service (e.g. a secret an
+/// http-provider hands to its tasks' requests).
+pub fn service_with_env_at(
+    hub_url: &str,
+    name: &str,
+    id: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Process {
     let mut service = launch(id, name);
+    for (key, value) in env {
+        service = service.env(key, value);
+    }
     if let Some(key) = service_key_of(hub_url) {
         service = service.env("GLEITZEIT_API_KEY", key);
     }
