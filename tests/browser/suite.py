@@ -89,10 +89,22 @@ class Suite:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         init = json.loads(self.gz("auth", "init", "--data-dir", str(self.data_dir), "--json"))
         self.admin_key = init["api_key"]
+        self._start_hub(0)
+        env = {"GLEITZEIT_HUB_URL": self.url, "GLEITZEIT_API_KEY": self.admin_key,
+               "GLEITZEIT_DATA_DIR": str(self.data_dir)}
+        for name in self.services:
+            args = [str(bin_dir() / name)]
+            if name == "python-provider" and self.python_workers:
+                args += ["--workers", str(self.python_workers)]
+            self._spawn(name, args, env)
+        wait_until("services registered", self._all_registered, 60, every=0.25)
+        return self
+
+    def _start_hub(self, port: int) -> None:
         ready = self.workdir / "hub.ready"
         if ready.exists():
             ready.unlink()
-        args = [str(bin_dir() / "central-hub"), "--host", "127.0.0.1", "--port", "0",
+        args = [str(bin_dir() / "central-hub"), "--host", "127.0.0.1", "--port", str(port),
                 "--ready-file", str(ready), "--data-dir", str(self.data_dir)]
         if self.allowed_origins:
             args += ["--allowed-origins", ",".join(self.allowed_origins)]
@@ -107,15 +119,20 @@ class Suite:
         addr = wait_until("hub ready file", hub_ready, 30)
         self.port = int(addr.rsplit(":", 1)[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {"GLEITZEIT_HUB_URL": self.url, "GLEITZEIT_API_KEY": self.admin_key,
-               "GLEITZEIT_DATA_DIR": str(self.data_dir)}
-        for name in self.services:
-            args = [str(bin_dir() / name)]
-            if name == "python-provider" and self.python_workers:
-                args += ["--workers", str(self.python_workers)]
-            self._spawn(name, args, env)
-        wait_until("services registered", self._all_registered, 60, every=0.25)
-        return self
+
+    def kill_hub(self) -> None:
+        """Kills the hub (SIGKILL, by its pid), as a crash would."""
+        for i, (name, proc) in enumerate(self.procs):
+            if name == "central-hub" and proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+                del self.procs[i]
+                return
+
+    def restart_hub(self) -> None:
+        """Starts the hub again on the same port and data dir; waits for the services."""
+        self._start_hub(self.port)
+        wait_until("services registered again", self._all_registered, 60, every=0.25)
 
     def spawn_service(self, name: str, component_id: str, *extra: str) -> subprocess.Popen:
         """One more service process (e.g. a second python-provider) of this suite."""
@@ -123,9 +140,23 @@ class Suite:
                "GLEITZEIT_DATA_DIR": str(self.data_dir)}
         return self._spawn(component_id, [str(bin_dir() / name), "--component-id", component_id, *extra], env)
 
+    def spawn_llm_sim(self, *extra: str) -> str:
+        """gleitzeit-llm-sim on a port of its own; returns its URL."""
+        ready = self.workdir / f"llm-sim-{len(self.procs)}.ready"
+        proc = self._spawn(f"llm-sim-{len(self.procs)}", [str(bin_dir() / "gleitzeit-llm-sim"), "--host", "127.0.0.1",
+                                                         "--port", "0", "--ready-file", str(ready), *extra])
+
+        def listening():
+            if proc.poll() is not None:
+                raise RuntimeError(f"gleitzeit-llm-sim exited with {proc.returncode}")
+            text = ready.read_text().strip() if ready.exists() else ""
+            return text if ":" in text else None
+
+        return "http://" + wait_until("llm-sim ready file", listening, 30)
+
     def _all_registered(self) -> bool:
         for name, proc in self.procs:
-            if proc.poll() is not None:
+            if (name == "central-hub" or name in self.services) and proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.logs / (name + '.log')}")
         types = {c["component_type"] for c in self.http_json("/components")}
         return all(s in types for s in self.services)

@@ -268,6 +268,11 @@ def test_bad_yaml_shows_line_and_column_before_submitting(page, suite):
     text = page.text_content("#diagnostics")
     assert "line " in text and "column " in text, text
     assert page.is_disabled("#submit-btn")
+    # an uploaded file is validated the same way
+    page.set_input_files("#yaml-file", files=[{"name": "typo.yaml", "mimeType": "text/yaml", "buffer": BAD_YAML.encode()}])
+    page.wait_for_function("() => document.querySelector('#diagnostics').textContent.includes('GZ7001')")
+    assert page.input_value("#yaml") == BAD_YAML
+    assert "line 5, column 5" in page.text_content("#diagnostics")
     no_page_errors(page)
 
 
@@ -303,6 +308,83 @@ def test_a_viewer_sees_everything_but_cannot_submit_or_cancel(page, suite):
         finally:
             user.close()
     no_page_errors(page)
+
+
+# ---- LLM endpoints and streamed tokens ----
+
+
+def test_llm_endpoints_and_tokens_streaming_into_a_running_task(page, suite):
+    sim = suite.spawn_llm_sim("--tokens-per-sec", "10", "--latency-ms", "200")
+    provider = suite.spawn_service("ollama-provider", "ollama-provider-dash", "--urls", sim)
+    try:
+        sign_in(page, suite, suite.user_key, "USER")
+        endpoint = page.locator("#endpoints-body tr.endpoint-row[data-provider=ollama-provider-dash]")
+        endpoint.wait_for(timeout=30000)
+        wait_until("the endpoint's health and models", lambda: "healthy" in endpoint.text_content()
+                   and "llama3.2:latest" in endpoint.text_content(), 30)
+        assert sim.split("//")[1] in endpoint.text_content()  # its URL
+        words = " ".join(f"word{i}" for i in range(40))
+        yaml_text = (
+            "name: streaming\n"
+            "tasks:\n"
+            "  - id: chat\n"
+            "    method: llm/chat\n"
+            "    parameters:\n"
+            "      model: llama3.2:latest\n"
+            "      stream: true\n"
+            f"      messages: [{{role: user, content: '{words}'}}]\n"
+        )
+        submit_in_page(page, yaml_text)
+        page.click("#task-list .task-row[data-task=chat]")
+        # text arrives while the task still runs
+        page.wait_for_selector("#task-stream", timeout=30000)
+        page.wait_for_function("() => document.querySelector('#task-stream').textContent.includes('word')")
+        running = page.get_attribute("#task-list .task-row[data-task=chat]", "data-status")
+        assert running == "running", running
+        assert page.locator("#task-detail .live-dot").count() == 1
+        page.wait_for_selector("#wf-status[data-status=completed]", timeout=60000)
+        page.wait_for_selector("#task-result")
+        assert "word39" in page.text_content("#task-stream")
+        assert "word39" in page.text_content("#task-result")
+        assert "Tokens" in page.text_content("#task-detail")
+    finally:
+        os.kill(provider.pid, signal.SIGTERM)
+        provider.wait(timeout=15)
+    no_page_errors(page)
+
+
+# ---- the page's own bookkeeping, run in the browser ----
+
+
+def test_events_are_applied_once_in_order_and_gaps_are_noticed(page, suite):
+    page.goto(suite.url + "/")
+    result = page.evaluate("""async () => {
+        const { WorkflowDetail } = await import('/dashboard/store.js');
+        const d = new WorkflowDetail('wf-x');
+        const task = (id) => ({ task_id: id, name: id, method: 'python/execute', status: 'pending', attempts: 0 });
+        const ev = (seq, status, attempt, extra = {}) =>
+          ({ workflow_id: 'wf-x', task_id: 'a', status, attempt, seq, result: null, error: null, ...extra });
+        d.apply('task_started', ev(1, 'running', 1), 1000);          // before the snapshot: buffered
+        d.loadSnapshot({ workflow: { id: 'wf-x', status: 'running', total_tasks: 2 }, counts: {}, tasks: [task('a'), task('b')] });
+        const out = { afterSnapshot: d.tasks[0].status, contig: d.contig };
+        d.apply('task_completed', ev(2, 'completed', 1, { result: 42 }), 2000);
+        d.apply('task_started', ev(1, 'running', 1), 1000);          // a duplicate: ignored
+        out.dup = d.tasks[0].status;
+        d.apply('task_started', { ...ev(4, 'running', 1), task_id: 'b' }, 3000);  // seq 3 missing
+        out.gap = d.gapSince > 0 && d.contig === 2;
+        d.apply('workflow_progress', { workflow_id: 'wf-x', status: 'running', total_tasks: 2, finished_tasks: 1, completed_tasks: 1, failed_tasks: 0, skipped_tasks: 0, seq: 3 }, 2500);
+        out.closed = d.gapSince === 0 && d.contig === 4;
+        d.apply('task_retrying', { ...ev(5, 'retrying', 1), task_id: 'b', error: { code: 'GZ2025', message: 'x' } }, 3500);
+        d.apply('task_started', { ...ev(6, 'running', 2), task_id: 'b' }, 3600);
+        d.apply('task_started', { ...ev(7, 'running', 1), task_id: 'b' }, 3700);   // an older attempt: ignored
+        out.b = [d.tasks[1].status, d.tasks[1].attempt];
+        d.apply('workflow_cancelled', { workflow_id: 'wf-x', status: 'cancelled', total_tasks: 2, finished_tasks: 2, seq: 8, error: { code: 'GZ2006' } }, 4000);
+        out.cancelled = [d.record.status, d.tasks[1].status];
+        out.result = d.tasks[0].result;
+        return out;
+    }""")
+    assert result == {"afterSnapshot": "running", "contig": 1, "dup": "completed", "gap": True, "closed": True,
+                      "b": ["running", 2], "cancelled": ["cancelled", "cancelled"], "result": 42}, result
 
 
 # ---- big workflows ----
@@ -383,4 +465,37 @@ def test_overview_screenshot_with_charts(page, suite):
     page.wait_for_function("() => window.gleitzeitDashboard.store.series.finishedTotal > 0")
     IMG.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(IMG / "dashboard-overview.png"), full_page=True)
+    no_page_errors(page)
+
+
+# ---- last: the hub goes away and comes back ----
+
+
+def test_the_page_reconnects_and_catches_up_after_the_hub_restarts(page, suite):
+    chain = ["name: through-a-restart", "tasks:"]
+    for i in range(6):
+        dep = f"\n    dependencies: [s{i - 1}]" if i else ""
+        chain.append(f"  - id: s{i}\n    method: python/execute{dep}\n"
+                     f"    parameters: {{code: 'import time; time.sleep(1.5); result = {i}'}}")
+    sign_in(page, suite, suite.viewer_key, "VIEWER")
+    user = HubClient(suite.url, suite.user_key).connect()
+    try:
+        wf = user.submit_yaml("\n".join(chain) + "\n")
+    finally:
+        user.close()
+    page.evaluate(f"location.hash = '#/workflow/{wf}'")
+    page.wait_for_selector("#task-list .task-row[data-task=s0][data-status=completed]", timeout=30000)
+    suite.kill_hub()
+    page.wait_for_selector("#conn.conn-reconnecting", timeout=60000)
+    time.sleep(2)  # tasks finish while the page is cut off; their events go nowhere
+    suite.restart_hub()
+    page.wait_for_selector("#conn.conn-open", timeout=60000)
+    page.wait_for_selector("#wf-status[data-status=completed]", timeout=60000)
+    page.wait_for_function("() => document.querySelectorAll('#task-list .task-row[data-status=completed]').length === 6")
+    assert page.evaluate("window.gleitzeitDashboard.socket.stats.reconnects") >= 1
+    # what it missed came from workflow_events by seq (or, had some been dropped, a reload)
+    d = page.evaluate("(({caughtUp, catchUps, snapshots}) => ({caughtUp, catchUps, snapshots}))(window.gleitzeitDashboard.store.detail)")
+    print("after the restart:", d)
+    assert d["catchUps"] >= 1 or d["snapshots"] > 1, d
+    assert page.is_visible("#app")  # never sent back to the sign-in form
     no_page_errors(page)

@@ -330,6 +330,7 @@ class Dashboard {
 
   async loadSnapshot(d) {
     this.lastReload = Date.now();
+    d.snapshots += 1;
     d.loaded = false;
     d.buffer = [];
     d.contig = null;
@@ -370,6 +371,8 @@ class Dashboard {
         this.store.workflowEvent(e.event, { payload: e.payload, ts: e.ts }, false);
         top = Math.max(top, e.seq);
       }
+      d.caughtUp += r.events.length;
+      d.catchUps += 1;
       if (r.complete) {
         if (d.ahead.size) {
           let low = Infinity;

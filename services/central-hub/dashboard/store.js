@@ -81,6 +81,9 @@ export class WorkflowDetail {
     this.changed = new Set(); // task indices changed since the last frame
     this.version = 0; // bumps on any task change
     this.ownerQm = null;
+    this.snapshots = 0; // workflow_get replies loaded
+    this.caughtUp = 0; // events fetched with workflow_events
+    this.catchUps = 0; // workflow_events replies
   }
 
   /** Loads the `workflow_get` reply. */
