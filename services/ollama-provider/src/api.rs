@@ -1,5 +1,11 @@
-//! HTTP calls to one endpoint, in either dialect: Ollama (`/api/*`, NDJSON streaming) or
-//! OpenAI-compatible (`/v1/*`, server-sent events).
+//! HTTP calls to one endpoint, in its dialect: Ollama (`/api/*`, NDJSON streaming),
+//! OpenAI-compatible (`/v1/*`, server-sent events), Anthropic's Messages API ([`anthropic`])
+//! or Gemini's generateContent ([`gemini`]). Each dialect maps the same [`ChatRequest`] to
+//! its wire format and its answer back to a [`Completion`]; statuses map to [`CallError`]s the
+//! same way for all (`methods` decides what to do about them).
+
+pub mod anthropic;
+pub mod gemini;
 
 use std::time::Duration;
 
@@ -14,6 +20,9 @@ pub enum CallError {
     Endpoint(String),
     /// The endpoint does not have the model.
     ModelNotFound(String),
+    /// The endpoint refused its API key (401, 403, Gemini's `API_KEY_INVALID`): try another
+    /// one; when none is left the task fails without a retry (its key will not get better).
+    Auth(u16, String),
     /// The request itself was refused (other 4xx): another endpoint would refuse it too.
     Request(u16, String),
 }
@@ -51,21 +60,46 @@ pub struct ChatRequest {
 /// Receives streamed text as it arrives.
 pub type OnToken<'a> = Option<&'a (dyn Fn(&str) + Send + Sync)>;
 
+/// The version of Anthropic's API the requests are written for (`anthropic-version`).
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// `rb` with the endpoint's credentials in its dialect's place: a bearer token (Ollama,
+/// OpenAI), `x-api-key` and `anthropic-version` (Anthropic), `x-goog-api-key` (Gemini). The
+/// key is read from the environment now and marked sensitive.
+fn authorized(rb: reqwest::RequestBuilder, ep: &EndpointConfig) -> reqwest::RequestBuilder {
+    let rb = match ep.kind {
+        Kind::Anthropic => rb.header("anthropic-version", ANTHROPIC_VERSION),
+        Kind::Ollama | Kind::Openai | Kind::Gemini => rb,
+    };
+    let Some(key) = ep
+        .api_key_env
+        .as_deref()
+        .and_then(|v| std::env::var(v).ok())
+    else {
+        return rb;
+    };
+    let (name, value) = match ep.kind {
+        Kind::Ollama | Kind::Openai => ("authorization", format!("Bearer {key}")),
+        Kind::Anthropic => ("x-api-key", key),
+        Kind::Gemini => ("x-goog-api-key", key),
+    };
+    match reqwest::header::HeaderValue::from_str(&value) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            rb.header(name, v)
+        }
+        // Not a header value: sent without, and the endpoint's 401 says why.
+        Err(_) => rb,
+    }
+}
+
 fn request(
     http: &reqwest::Client,
     ep: &EndpointConfig,
     path: &str,
     timeout: Duration,
 ) -> reqwest::RequestBuilder {
-    let mut rb = http.post(format!("{}{path}", ep.url)).timeout(timeout);
-    if let Some(key) = ep
-        .api_key_env
-        .as_deref()
-        .and_then(|v| std::env::var(v).ok())
-    {
-        rb = rb.bearer_auth(key);
-    }
-    rb
+    authorized(http.post(format!("{}{path}", ep.url)).timeout(timeout), ep)
 }
 
 async fn send(rb: reqwest::RequestBuilder, model: &str) -> Result<reqwest::Response, CallError> {
@@ -78,17 +112,56 @@ async fn send(rb: reqwest::RequestBuilder, model: &str) -> Result<reqwest::Respo
         return Ok(resp);
     }
     let body = resp.text().await.unwrap_or_default();
-    let code = status.as_u16();
-    if code == 404 && (body.contains("not found") || body.contains("model_not_found")) {
-        return Err(CallError::ModelNotFound(model.to_string()));
+    Err(status_error(status.as_u16(), &body, model))
+}
+
+/// What an unsuccessful status means, in every dialect.
+pub(crate) fn status_error(code: u16, body: &str, model: &str) -> CallError {
+    let lower = body.to_ascii_lowercase();
+    if code == 404 && (lower.contains("not found") || lower.contains("not_found")) {
+        return CallError::ModelNotFound(model.to_string());
     }
-    if code == 429 || status.is_server_error() {
-        return Err(CallError::Endpoint(format!(
+    // Gemini answers a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
+    if code == 401 || code == 403 || (code == 400 && body.contains("API_KEY_INVALID")) {
+        return CallError::Auth(code, body.chars().take(200).collect());
+    }
+    if code == 429 || code >= 500 {
+        return CallError::Endpoint(format!(
             "HTTP {code}: {}",
             body.chars().take(200).collect::<String>()
-        )));
+        ));
     }
-    Err(CallError::Request(code, body.chars().take(500).collect()))
+    CallError::Request(code, body.chars().take(500).collect())
+}
+
+/// The media type of a base64 image, from its first bytes (PNG when unknown), and the data
+/// without a `data:…;base64,` prefix.
+pub(crate) fn image_part(image: &str) -> (&'static str, &str) {
+    let data = match image.split_once(";base64,") {
+        Some((head, data)) if head.starts_with("data:") => data,
+        _ => image,
+    };
+    let kind = if data.starts_with("/9j/") {
+        "image/jpeg"
+    } else if data.starts_with("R0lGOD") {
+        "image/gif"
+    } else if data.starts_with("UklGR") {
+        "image/webp"
+    } else {
+        "image/png"
+    };
+    (kind, data)
+}
+
+/// The system messages' text (joined by blank lines), and the other messages.
+pub(crate) fn split_system(messages: &[Value]) -> (Option<String>, Vec<&Value>) {
+    let system: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["role"] == "system")
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    let rest = messages.iter().filter(|m| m["role"] != "system").collect();
+    ((!system.is_empty()).then(|| system.join("\n\n")), rest)
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -157,7 +230,7 @@ pub async fn chat(
             )
             .await?;
             if stream {
-                read_sse(resp, &req.model, on_token).await
+                read_openai_stream(resp, &req.model, on_token).await
             } else {
                 let v: Value = resp
                     .json()
@@ -174,6 +247,8 @@ pub async fn chat(
                 })
             }
         }
+        Kind::Anthropic => anthropic::chat(http, ep, req, on_token, timeout).await,
+        Kind::Gemini => gemini::chat(http, ep, req, on_token, timeout).await,
     }
 }
 
@@ -206,7 +281,7 @@ pub struct Prompt {
     pub images: Vec<String>,
 }
 
-/// A prompt completion (`/api/generate`; OpenAI kinds get it as a chat).
+/// A prompt completion (`/api/generate`; the other kinds get it as a chat).
 pub async fn generate(
     http: &reqwest::Client,
     ep: &EndpointConfig,
@@ -237,7 +312,7 @@ pub async fn generate(
             })
             .await
         }
-        Kind::Openai => {
+        Kind::Openai | Kind::Anthropic | Kind::Gemini => {
             let mut messages = Vec::new();
             if let Some(s) = system {
                 messages.push(json!({ "role": "system", "content": s }));
@@ -267,6 +342,12 @@ pub async fn embed(
     let (path, body) = match ep.kind {
         Kind::Ollama => ("/api/embed", json!({ "model": model, "input": input })),
         Kind::Openai => ("/v1/embeddings", json!({ "model": model, "input": input })),
+        Kind::Anthropic | Kind::Gemini => {
+            return Err(CallError::Request(
+                400,
+                format!("{} endpoints do not serve embeddings", ep.kind.as_str()),
+            ))
+        }
     };
     let resp = send(request(http, ep, path, timeout).json(&body), model).await?;
     let v: Value = resp
@@ -274,7 +355,9 @@ pub async fn embed(
         .await
         .map_err(|e| CallError::Endpoint(format!("bad response: {e}")))?;
     let vectors = match ep.kind {
-        Kind::Ollama => v["embeddings"].as_array().cloned().unwrap_or_default(),
+        Kind::Ollama | Kind::Anthropic | Kind::Gemini => {
+            v["embeddings"].as_array().cloned().unwrap_or_default()
+        }
         Kind::Openai => v["data"]
             .as_array()
             .map(|d| d.iter().map(|e| e["embedding"].clone()).collect())
@@ -289,17 +372,7 @@ pub async fn health(
     ep: &EndpointConfig,
 ) -> Result<(Vec<String>, Vec<String>), String> {
     let timeout = Duration::from_secs(5);
-    let get = |path: &str| {
-        let mut rb = http.get(format!("{}{path}", ep.url)).timeout(timeout);
-        if let Some(key) = ep
-            .api_key_env
-            .as_deref()
-            .and_then(|v| std::env::var(v).ok())
-        {
-            rb = rb.bearer_auth(key);
-        }
-        rb
-    };
+    let get = |path: &str| authorized(http.get(format!("{}{path}", ep.url)).timeout(timeout), ep);
     let names = |v: &Value, list: &str, key: &str| -> Vec<String> {
         v[list]
             .as_array()
@@ -329,6 +402,19 @@ pub async fn health(
         Kind::Openai => {
             let models = fetch("/v1/models").await?;
             Ok((names(&models, "data", "id"), Vec::new()))
+        }
+        Kind::Anthropic => {
+            let models = fetch("/v1/models?limit=1000").await?;
+            Ok((names(&models, "data", "id"), Vec::new()))
+        }
+        Kind::Gemini => {
+            let models = fetch("/v1beta/models?pageSize=1000").await?;
+            let listed = names(&models, "models", "name");
+            let bare = listed
+                .iter()
+                .map(|m| m.strip_prefix("models/").unwrap_or(m).to_string())
+                .collect();
+            Ok((bare, Vec::new()))
         }
     }
 }
@@ -418,25 +504,28 @@ async fn read_ollama(
     Ok(out)
 }
 
-/// Reads an OpenAI server-sent-events stream.
-async fn read_sse(
+/// What a stream reader does after an event.
+pub(crate) enum Flow {
+    /// Read on.
+    More,
+    /// The answer is complete.
+    Done,
+}
+
+/// Reads a server-sent-events stream: `on_data` gets each `data:` payload that is JSON, in
+/// order (event names and comments are skipped), until it says [`Flow::Done`], `data: [DONE]`
+/// arrives or the stream ends.
+pub(crate) async fn read_sse(
     mut resp: reqwest::Response,
-    model: &str,
-    on_token: OnToken<'_>,
-) -> Result<Completion, CallError> {
-    let mut out = Completion {
-        text: String::new(),
-        model: model.to_string(),
-        prompt_tokens: 0,
-        completion_tokens: 0,
-    };
+    mut on_data: impl FnMut(&Value) -> Result<Flow, CallError>,
+) -> Result<(), CallError> {
     let mut buf: Vec<u8> = Vec::new();
-    'outer: loop {
+    loop {
         let chunk = resp
             .chunk()
             .await
             .map_err(|e| CallError::Endpoint(format!("stream broke: {}", describe(&e))))?;
-        let Some(chunk) = chunk else { break };
+        let Some(chunk) = chunk else { return Ok(()) };
         buf.extend_from_slice(&chunk);
         while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=pos).collect();
@@ -446,29 +535,62 @@ async fn read_sse(
             };
             let data = data.trim();
             if data == "[DONE]" {
-                break 'outer;
+                return Ok(());
             }
             let Ok(v) = serde_json::from_str::<Value>(data) else {
                 continue;
             };
-            if let Some(t) = v["choices"][0]["delta"]["content"]
-                .as_str()
-                .filter(|t| !t.is_empty())
-            {
-                if let Some(f) = on_token {
-                    f(t);
-                }
-                out.text.push_str(t);
-            }
-            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                out.prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0);
-                out.completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0);
-            }
-            if let Some(m) = v["model"].as_str() {
-                out.model = m.to_string();
+            if let Flow::Done = on_data(&v)? {
+                return Ok(());
             }
         }
     }
+}
+
+impl Completion {
+    /// Nothing generated yet by `model`.
+    pub(crate) fn empty(model: &str) -> Completion {
+        Completion {
+            text: String::new(),
+            model: model.to_string(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        }
+    }
+
+    /// Streamed text: handed to `on_token` and kept.
+    pub(crate) fn push(&mut self, text: &str, on_token: OnToken<'_>) {
+        if text.is_empty() {
+            return;
+        }
+        if let Some(f) = on_token {
+            f(text);
+        }
+        self.text.push_str(text);
+    }
+}
+
+/// Reads an OpenAI stream (`choices[0].delta.content`, usage when the server sends it).
+async fn read_openai_stream(
+    resp: reqwest::Response,
+    model: &str,
+    on_token: OnToken<'_>,
+) -> Result<Completion, CallError> {
+    let mut out = Completion::empty(model);
+    read_sse(resp, |v| {
+        if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+            out.push(t, on_token);
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            out.prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0);
+            out.completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0);
+        }
+        if let Some(m) = v["model"].as_str() {
+            out.model = m.to_string();
+        }
+        Ok(Flow::More)
+    })
+    .await?;
     if out.completion_tokens == 0 {
         out.completion_tokens = out.text.split_whitespace().count() as u64;
     }
@@ -478,6 +600,56 @@ async fn read_sse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_mean_the_same_in_every_dialect() {
+        assert!(matches!(
+            status_error(401, "invalid x-api-key", "m"),
+            CallError::Auth(401, _)
+        ));
+        assert!(matches!(
+            status_error(403, "", "m"),
+            CallError::Auth(403, _)
+        ));
+        let gemini_bad_key = r#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}"#;
+        assert!(matches!(
+            status_error(400, gemini_bad_key, "m"),
+            CallError::Auth(400, _)
+        ));
+        let anthropic_missing =
+            r#"{"type":"error","error":{"type":"not_found_error","message":"model: claude-x"}}"#;
+        assert_eq!(
+            status_error(404, anthropic_missing, "claude-x"),
+            CallError::ModelNotFound("claude-x".into())
+        );
+        assert!(matches!(
+            status_error(404, r#"{"error":{"status":"NOT_FOUND"}}"#, "g"),
+            CallError::ModelNotFound(_)
+        ));
+        assert!(matches!(
+            status_error(529, "overloaded", "m"),
+            CallError::Endpoint(_)
+        ));
+        assert!(matches!(
+            status_error(429, "slow down", "m"),
+            CallError::Endpoint(_)
+        ));
+        assert!(matches!(
+            status_error(400, "bad", "m"),
+            CallError::Request(400, _)
+        ));
+    }
+
+    #[test]
+    fn images_carry_their_media_type_and_lose_data_url_prefixes() {
+        assert_eq!(image_part("iVBORw0KGgo"), ("image/png", "iVBORw0KGgo"));
+        assert_eq!(image_part("/9j/4AAQ"), ("image/jpeg", "/9j/4AAQ"));
+        assert_eq!(
+            image_part("data:image/webp;base64,UklGRh4A"),
+            ("image/webp", "UklGRh4A")
+        );
+        assert_eq!(image_part("AAAA").0, "image/png");
+    }
 
     #[test]
     fn options_that_are_not_an_object_are_replaced_not_indexed() {

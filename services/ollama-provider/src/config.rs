@@ -30,6 +30,29 @@ pub enum Kind {
     /// OpenAI-compatible servers (vLLM, llama.cpp server, LM Studio): `/v1/chat/completions`,
     /// `/v1/embeddings`, `/v1/models`.
     Openai,
+    /// Anthropic's Messages API (`/v1/messages`, `/v1/models`); the key goes in `x-api-key`.
+    /// No embeddings.
+    Anthropic,
+    /// Google Gemini (`/v1beta/models/{model}:generateContent`, `/v1beta/models`); the key
+    /// goes in `x-goog-api-key`. No embeddings.
+    Gemini,
+}
+
+impl Kind {
+    /// Its name in the configuration (`ollama`, `openai`, `anthropic`, `gemini`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ollama => "ollama",
+            Kind::Openai => "openai",
+            Kind::Anthropic => "anthropic",
+            Kind::Gemini => "gemini",
+        }
+    }
+
+    /// Whether endpoints of this kind serve `llm/embed`.
+    pub fn embeds(self) -> bool {
+        matches!(self, Kind::Ollama | Kind::Openai)
+    }
 }
 
 fn default_max_concurrent() -> u32 {
@@ -84,7 +107,9 @@ pub struct EndpointConfig {
     /// Request timeout in seconds.
     #[serde(default = "default_timeout")]
     pub timeout: f64,
-    /// Name of an environment variable holding an API key (sent as a bearer token).
+    /// Name of an environment variable holding an API key: sent as a bearer token (`ollama`,
+    /// `openai`), in `x-api-key` (`anthropic`) or in `x-goog-api-key` (`gemini`). Read when a
+    /// request is made; the value is never logged nor shown.
     #[serde(default)]
     pub api_key_env: Option<String>,
 }
@@ -251,6 +276,21 @@ mod tests {
         assert_eq!(cfg.endpoints[1].name, "cpu:8080");
         assert_eq!(cfg.endpoints[1].kind, Kind::Openai);
         assert_eq!(cfg.capacity(), 12);
+    }
+
+    #[test]
+    fn hosted_kinds_parse_by_name() {
+        let cfg = ProviderConfig::from_yaml(
+            "endpoints:\n  - { name: claude, url: \"https://api.anthropic.com\", kind: anthropic, api_key_env: ANTHROPIC_API_KEY }\n  - { name: gem, url: \"https://generativelanguage.googleapis.com\", kind: gemini }\n",
+        )
+        .expect("valid");
+        assert_eq!(cfg.endpoints[0].kind, Kind::Anthropic);
+        assert_eq!(cfg.endpoints[1].kind.as_str(), "gemini");
+        assert!(!cfg.endpoints[1].kind.embeds());
+        assert!(
+            ProviderConfig::from_yaml("endpoints:\n  - { url: \"http://a\", kind: claude }\n")
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Gleitzeit ollama-provider: serves `llm/chat`, `llm/generate` (`llm/complete`),
-//! `llm/vision` and `llm/embed` over many Ollama and OpenAI-compatible endpoints.
+//! `llm/vision` and `llm/embed` over many Ollama, OpenAI-compatible, Anthropic and Gemini
+//! endpoints.
 //!
 //! [`config`] reads the endpoints; [`endpoints`] keeps their live state and picks one per
-//! request (strategy, models, tags, slots, cooldown); [`api`] speaks both HTTP dialects;
-//! [`methods`] turns task parameters into calls, fails over between endpoints and shapes
-//! the results. The provider advertises the sum of its endpoints' slots as capacity and
+//! request (strategy, models, tags, slots, cooldown); [`api`] speaks the HTTP dialects (the
+//! hosted ones in [`api::anthropic`] and [`api::gemini`]); [`methods`] turns task parameters
+//! into calls (a `provider:` parameter pins an endpoint or kind), fails over between endpoints
+//! and shapes the results. The provider advertises the sum of its endpoints' slots as capacity and
 //! publishes the endpoints' state in its heartbeat metadata (the hub serves it at
 //! `GET /providers`; `gz providers` prints it).
 //!

@@ -7,8 +7,8 @@ use gleitzeit_runtime::CommonArgs;
 use ollama_provider::config::{ProviderConfig, Strategy};
 
 /// Gleitzeit ollama-provider: llm/chat, llm/generate (llm/complete), llm/vision and llm/embed
-/// over many Ollama and OpenAI-compatible endpoints, with load balancing, failover, model
-/// routing and streaming.
+/// over many Ollama, OpenAI-compatible, Anthropic and Gemini endpoints, with load balancing,
+/// failover, model routing and streaming.
 ///
 /// Endpoints come from --config (YAML, see providers/ollama.yaml), else from
 /// GLEITZEIT_OLLAMA_URLS (comma-separated), else http://127.0.0.1:11434.

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
 use crate::api::{self, CallError, ChatRequest, Completion};
+use crate::config::EndpointConfig;
 use crate::endpoints::{NoEndpoint, Pool};
 
 /// Methods served, with their default models.
@@ -243,9 +244,16 @@ pub async fn execute(
     let call = call_of(task)?;
     let tags = strings(task.params.get("tags").unwrap_or(&Value::Null));
     let model = call.model().to_string();
+    let pinned = task.params.get("provider").and_then(Value::as_str);
     let started = Instant::now();
-    let mut tried: HashSet<usize> = HashSet::new();
+    // Endpoints already tried, and those this task may not use at all.
+    let mut tried: HashSet<usize> = excluded(&ctx.pool, &call, pinned)?;
     let mut last_failure: Option<String> = None;
+    // Endpoints that refused their key; `other_failure` when any failed otherwise.
+    let mut refused_keys: Vec<String> = Vec::new();
+    let mut other_failure = false;
+    // The last endpoint tried did not have the model.
+    let mut model_missing = false;
     let mut pulled = false;
     loop {
         let freed = ctx.pool.slot_freed();
@@ -262,6 +270,18 @@ pub async fn execute(
                 continue;
             }
             Err(NoEndpoint::UnknownModel) => return Err(model_not_found(&model)),
+            Err(NoEndpoint::Unavailable) if model_missing => return Err(model_not_found(&model)),
+            Err(NoEndpoint::Unavailable) if !refused_keys.is_empty() && !other_failure => {
+                return Err(GzError::new(
+                    ErrorCode::AuthInvalid,
+                    format!(
+                        "every endpoint tried refused its API key: {}",
+                        refused_keys.join("; ")
+                    ),
+                )
+                .with_retryable(false)
+                .with_hint("set the environment variable named by the endpoint's `api_key_env` (providers/ollama.yaml) where the ollama-provider runs, with a valid key"))
+            }
             Err(NoEndpoint::NoTags) => {
                 return Err(GzError::new(
                     ErrorCode::NoEndpoint,
@@ -280,7 +300,10 @@ pub async fn execute(
                     ),
                     None => GzError::new(
                         ErrorCode::NoEndpoint,
-                        format!("no healthy endpoint serves {model} right now"),
+                        match pinned {
+                            Some(p) => format!("no healthy endpoint of `provider: {p}` serves {model} right now"),
+                            None => format!("no healthy endpoint serves {model} right now"),
+                        },
                     ),
                 })
             }
@@ -299,6 +322,21 @@ pub async fn execute(
                 tried.insert(slot.index);
                 ctx.pool.release(slot, Some(e.clone()));
                 last_failure = Some(format!("{}: {e}", ep.name));
+                other_failure = true;
+                model_missing = false;
+            }
+            Err(CallError::Auth(code, body)) => {
+                let e = format!(
+                    "HTTP {code}: {}",
+                    gleitzeit_protocol::identity::redact_text(&body)
+                );
+                warn!(endpoint = %ep.name, status = code, task = %task.task_id, "endpoint refused its API key; trying another");
+                tried.insert(slot.index);
+                ctx.pool
+                    .release(slot, Some(format!("API key refused ({e})")));
+                refused_keys.push(format!("{} ({e})", ep.name));
+                last_failure = Some(format!("{}: API key refused ({e})", ep.name));
+                model_missing = false;
             }
             Err(CallError::ModelNotFound(m)) => {
                 let index = slot.index;
@@ -316,12 +354,8 @@ pub async fn execute(
                 if last_failure.is_none() {
                     last_failure = Some(format!("{}: model {m} not found", ep.name));
                 }
-                if matches!(
-                    ctx.pool.try_acquire(&model, &tags, &tried),
-                    Err(NoEndpoint::UnknownModel | NoEndpoint::Unavailable)
-                ) {
-                    return Err(model_not_found(&m));
-                }
+                // When no other endpoint is left after this, the model is missing (GZ2011).
+                model_missing = true;
             }
             Err(e @ CallError::Request(..)) => {
                 ctx.pool.release(slot, None);
@@ -329,6 +363,46 @@ pub async fn execute(
             }
         }
     }
+}
+
+/// The endpoints a task may not use: those `provider:` does not name (by endpoint name, or
+/// else by kind), and those whose kind cannot serve the call (embeddings on Anthropic and
+/// Gemini endpoints).
+fn excluded(pool: &Pool, call: &Call, pinned: Option<&str>) -> Result<HashSet<usize>, GzError> {
+    let endpoints = &pool.config.endpoints;
+    let by_name = pinned.is_some_and(|p| endpoints.iter().any(|e| e.name == p));
+    let chosen = |e: &EndpointConfig| match pinned {
+        None => true,
+        Some(p) if by_name => e.name == p,
+        Some(p) => e.kind.as_str() == p,
+    };
+    let listing = || {
+        endpoints
+            .iter()
+            .map(|e| format!("{} ({})", e.name, e.kind.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(p) = pinned.filter(|_| !endpoints.iter().any(chosen)) {
+        return Err(GzError::new(
+            ErrorCode::NoEndpoint,
+            format!("`provider: {p}` names no endpoint of this provider; its endpoints: {}", listing()),
+        )
+        .with_retryable(false)
+        .with_hint("give an endpoint's name or a kind (ollama, openai, anthropic, gemini), or leave `provider` out (`gz providers` lists the endpoints)"));
+    }
+    let embeds = matches!(call, Call::Embed { .. });
+    let out: HashSet<usize> = (0..endpoints.len())
+        .filter(|&i| !chosen(&endpoints[i]) || (embeds && !endpoints[i].kind.embeds()))
+        .collect();
+    if out.len() == endpoints.len() {
+        return Err(GzError::new(
+            ErrorCode::NoEndpoint,
+            format!("no endpoint that may serve this task serves embeddings (anthropic and gemini endpoints do not); endpoints: {}", listing()),
+        )
+        .with_retryable(false));
+    }
+    Ok(out)
 }
 
 async fn pull_somewhere(ctx: &Ctx, model: &str, tags: &[String]) -> Result<(), GzError> {
@@ -359,6 +433,14 @@ fn model_not_found(model: &str) -> GzError {
 
 fn call_error(model: &str, e: CallError) -> GzError {
     match e {
+        CallError::Auth(code, body) => GzError::new(
+            ErrorCode::AuthInvalid,
+            format!(
+                "the endpoint refused its API key (HTTP {code}): {}",
+                gleitzeit_protocol::identity::redact_text(&body)
+            ),
+        )
+        .with_retryable(false),
         CallError::Endpoint(m) => GzError::new(
             ErrorCode::OllamaUnreachable,
             gleitzeit_protocol::identity::redact_text(&m),
@@ -468,6 +550,49 @@ mod tests {
         let last = r.messages.last().unwrap();
         assert_eq!(last["role"], "user");
         assert_eq!(last["images"], json!(["AAAA"]));
+    }
+
+    #[test]
+    fn provider_pins_by_name_then_kind_and_embeddings_skip_hosted_kinds() {
+        let config = crate::config::ProviderConfig::from_yaml(
+            "endpoints:\n  - { name: local, url: \"http://a\" }\n  - { name: claude, url: \"http://b\", kind: anthropic }\n  - { name: gemini, url: \"http://c\", kind: openai }\n  - { name: g2, url: \"http://d\", kind: gemini }\n",
+        )
+        .unwrap();
+        let pool = Pool::new(config);
+        let chat = call_of(&task(
+            "llm/chat",
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        ))
+        .unwrap();
+        let embed = call_of(&task("llm/embed", json!({"model": "m", "input": "x"}))).unwrap();
+        let set = |v: &[usize]| v.iter().copied().collect::<HashSet<usize>>();
+        assert!(excluded(&pool, &chat, None).unwrap().is_empty());
+        assert_eq!(
+            excluded(&pool, &chat, Some("claude")).unwrap(),
+            set(&[0, 2, 3])
+        );
+        assert_eq!(
+            excluded(&pool, &chat, Some("gemini")).unwrap(),
+            set(&[0, 1, 3]),
+            "an endpoint's name wins over a kind"
+        );
+        assert_eq!(
+            excluded(&pool, &chat, Some("anthropic")).unwrap(),
+            set(&[0, 2, 3])
+        );
+        assert_eq!(excluded(&pool, &embed, None).unwrap(), set(&[1, 3]));
+        let unknown = excluded(&pool, &chat, Some("nope")).unwrap_err();
+        assert_eq!(unknown.code, "GZ2012");
+        assert!(!unknown.retryable);
+        assert!(
+            unknown.message.contains("claude (anthropic)"),
+            "{}",
+            unknown.message
+        );
+        assert_eq!(
+            excluded(&pool, &embed, Some("claude")).unwrap_err().code,
+            "GZ2012"
+        );
     }
 
     #[test]
