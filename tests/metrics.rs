@@ -146,7 +146,9 @@ tasks:
         content_type.starts_with("text/plain; version=0.0.4"),
         "{content_type}"
     );
-    assert!(took < Duration::from_secs(2), "one scrape took {took:?}");
+    // Every component answers at once (each is awaited at most 2 s); the margin is for a
+    // busy test machine.
+    assert!(took < Duration::from_secs(5), "one scrape took {took:?}");
     let samples = parse(&text);
 
     let py = "python/execute";
@@ -316,8 +318,9 @@ async fn a_frozen_component_is_left_out_without_holding_up_the_scrape() {
     let took = started.elapsed();
     suite.services[engine].signal(Sig::Cont);
     assert_eq!(status, 200, "{text}");
+    // The hub waits 2 s for each component, all at once; a little more for a busy machine.
     assert!(
-        took < Duration::from_secs(3),
+        took < Duration::from_millis(3500),
         "the scrape waited {took:?} for a frozen engine"
     );
     let samples = parse(&text);
