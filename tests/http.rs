@@ -113,6 +113,12 @@ async fn a_secret_header_reaches_the_server_and_nowhere_else() {
             "",
         ),
         ("without", json!({"url": format!("{url}/http/echo")}), ""),
+        (
+            "elsewhere",
+            json!({"url": format!("{url}/http/redirect?to={}/http/echo", url.replace("127.0.0.1", "localhost")),
+                "secret_headers": bearer}),
+            "",
+        ),
     ]);
     let (code, doc) = suite.run_json(&file);
     assert_eq!(code, 1, "some tasks fail: {doc:#}");
@@ -133,6 +139,11 @@ async fn a_secret_header_reaches_the_server_and_nowhere_else() {
     let without = &task(&doc, "without")["error"];
     assert_eq!(without["code"], "GZ6003", "no key, 401: {without}");
     assert_eq!(without["details"]["status"], 401);
+    let elsewhere = &task(&doc, "elsewhere")["error"];
+    assert_eq!(
+        elsewhere["details"]["status"], 302,
+        "a secret is not carried to another origin: {elsewhere}"
+    );
 
     let (_, inspected, _) = suite.gz(&[
         "inspect",
@@ -235,6 +246,16 @@ async fn failures_carry_their_codes() {
             json!({"url": format!("{url}/http/status/404"), "expected_status": [404]}),
             "",
         ),
+        (
+            "redirected",
+            json!({"url": format!("{url}/http/redirect?to=/http/text")}),
+            "",
+        ),
+        (
+            "redirected_to_denied",
+            json!({"url": format!("{url}/http/redirect?to=http://localhost:{port}/http/echo")}),
+            "",
+        ),
     ]);
     let (code, doc) = suite.run_json(&file);
     assert_eq!(code, 1, "{doc:#}");
@@ -257,6 +278,11 @@ async fn failures_carry_their_codes() {
         .unwrap()
         .contains("HTTP 404"));
     assert_eq!(task(&doc, "expected")["result"]["status"], 404);
+    let redirected = &task(&doc, "redirected")["result"];
+    assert_eq!(redirected["body"], "plain text, not JSON\n");
+    assert_eq!(redirected["url"], format!("{url}/http/text"));
+    let refused = error("redirected_to_denied");
+    assert_eq!(refused["code"], "GZ2023", "{refused}");
     let stats = web.stats().await;
     assert_eq!(
         stats["by_endpoint"]["/http/echo"].as_u64().unwrap_or(0),

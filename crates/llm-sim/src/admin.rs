@@ -44,6 +44,7 @@ pub const ENDPOINTS: &[&str] = &[
     "/http/big",
     "/http/slow",
     "/http/flaky",
+    "/http/redirect",
 ];
 
 /// The name a request is counted under: its path, with Gemini's model and action folded

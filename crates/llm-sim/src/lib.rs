@@ -139,6 +139,7 @@ fn router(sim: Arc<state::Sim>) -> Router {
         .route("/http/slow", get(web::slow))
         .route("/http/flaky", any(web::flaky))
         .route("/http/status/{code}", any(web::status))
+        .route("/http/redirect", any(web::redirect))
         .route("/_sim/stats", get(admin::stats))
         .route("/_sim/reset", post(admin::reset))
         .route(

@@ -8,6 +8,7 @@
 //! | `GET /http/slow?ms=N` | `{"slept_ms": N}` after N milliseconds (at most a minute) |
 //! | any method `/http/flaky?key=K&fail=N[&status=S]` | the first N calls with key K answer S (default 500), later ones `{"key", "call"}` |
 //! | any method `/http/status/{code}` | that status with `{"status": code}` |
+//! | any method `/http/redirect?to=URL` | 302 to `URL` |
 //!
 //! With `--api-key` these need the bearer token like every API route.
 
@@ -124,6 +125,14 @@ pub async fn flaky(State(sim): State<Arc<Sim>>, query: Params) -> Response {
         return (status, Json(json!({ "error": "flaky", "call": call }))).into_response();
     }
     Json(json!({ "key": key, "call": call })).into_response()
+}
+
+/// `/http/redirect?to=URL`.
+pub async fn redirect(query: Params) -> Response {
+    match query.get("to") {
+        Some(to) => (StatusCode::FOUND, [(header::LOCATION, to.as_str())]).into_response(),
+        None => refused("give to=URL"),
+    }
 }
 
 /// `/http/status/{code}`.

@@ -315,6 +315,17 @@ async fn http_test_endpoints_echo_fail_on_cue_and_make_big_bodies() {
         .await
         .unwrap();
     assert_eq!(teapot.status().as_u16(), 418);
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let moved = no_follow
+        .get(format!("{}/http/redirect?to=/http/text", sim.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status().as_u16(), 302);
+    assert_eq!(moved.headers()["location"], "/http/text");
     let stats = sim.stats();
     assert_eq!(stats.by_endpoint["/http/flaky"], 3);
     assert_eq!(stats.by_endpoint["/http/status/{code}"], 1);

@@ -50,7 +50,8 @@ fn build(
 ) -> Result<reqwest::Client, reqwest::Error> {
     let rules = policy.clone();
     let redirect = reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= MAX_REDIRECTS {
+        // `previous` starts with the first URL, which was no redirect.
+        if attempt.previous().len() > MAX_REDIRECTS {
             return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
         }
         let next = attempt.url();
