@@ -311,7 +311,7 @@ async fn exchange(
         .await
         .map_err(|e| send_failed(&e, &shown_url, req.timeout, redactor))?;
     let status = resp.status().as_u16();
-    let url = redact_url(resp.url().as_str());
+    let url = redactor.text(&redact_url(resp.url().as_str()));
     if !req.expected.accepts(status) {
         let body = redactor.text(&excerpt(&mut resp).await);
         debug!(status, url = %url, "unexpected status");
