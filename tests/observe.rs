@@ -297,3 +297,52 @@ async fn service_logs_carry_the_event_and_correlation_id_they_handle() {
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_alerts_tell_of_a_lost_component_and_of_tasks_nobody_serves() {
+    let mut suite = TestSuite::start(SuiteOptions {
+        provider_grace: 4.0,
+        ..SuiteOptions::default()
+    })
+    .await;
+    let (client, mut incoming) = suite.hub.client().await;
+    client
+        .subscribe(&["components".to_string()])
+        .await
+        .expect("subscribe");
+    // Tasks of a method nobody serves: an alert at half the grace, before they fail.
+    let file = workflow_file(
+        "open.yaml",
+        "name: open\ntasks:\n  - id: shout\n    method: text/shout\n    parameters: { words: [a] }\n",
+    );
+    let id = suite.submit(&file);
+    let alert = next_alert(&mut incoming).await;
+    assert_eq!(alert["kind"], "queue_backlog", "{alert:#}");
+    assert_eq!(alert["details"]["method"], "text/shout");
+    assert_eq!(alert["severity"], "warning");
+    suite
+        .wait_finished(&id, std::time::Duration::from_secs(30))
+        .await;
+
+    // A provider killed without a goodbye.
+    suite.services[3].kill();
+    let alert = next_alert(&mut incoming).await;
+    assert_eq!(alert["kind"], "component_lost", "{alert:#}");
+    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["component_type"], "python-provider");
+    client.close().await;
+}
+
+/// The next `system_alert` payload (within 15 s).
+async fn next_alert(incoming: &mut gleitzeit_hub_client::Incoming) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let env = tokio::time::timeout_at(deadline, incoming.recv())
+            .await
+            .expect("an alert in time")
+            .expect("connected");
+        if env.event == "system_alert" {
+            return env.payload;
+        }
+    }
+}

@@ -17,8 +17,8 @@ use crate::metrics::MetricsSnapshot;
 use crate::payloads::{
     CancelTasks, ComponentInfo, ComponentLeft, ExecuteTasks, HeartbeatPayload, HeldTasks,
     HubStatus, LeaseTasks, LeasedTasks, ListWorkflows, RegisterPayload, RegisteredPayload,
-    Resolution, SubmitWorkflow, SubscribePayload, TaskLookup, TaskOutcomes, TasksFinished,
-    WorkflowPlan, WorkflowRef,
+    Resolution, SubmitWorkflow, SubscribePayload, SystemAlert, TaskLookup, TaskOutcomes,
+    TasksFinished, WorkflowPlan, WorkflowRef,
 };
 use crate::records::{StoreInfo, TaskRecord, WorkflowRecord};
 use crate::replies::{
@@ -123,6 +123,7 @@ pub fn events() -> Vec<EventSpec> {
         event(ev::COMPONENT_JOINED, HUB, "room components").payload(of::<ComponentInfo>),
         event(ev::COMPONENT_LEFT, HUB, "room components").payload(of::<ComponentLeft>),
         event(ev::COMPONENT_UNHEALTHY, HUB, "room components").payload(of::<ComponentInfo>),
+        event(ev::SYSTEM_ALERT, "hub, queue-manager", "room components").payload(of::<SystemAlert>),
         event(ev::SHUTDOWN, HUB, COMPONENT).payload(of::<Reason>),
         event(ev::HUB_SHUTTING_DOWN, HUB, "every socket").payload(of::<Reason>),
         event(ev::METRICS, HUB, COMPONENT).reply(of::<MetricsSnapshot>),

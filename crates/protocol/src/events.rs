@@ -44,6 +44,9 @@ pub const COMPONENT_LEFT: &str = "component_left";
 /// Hub → room `components`: a component missed heartbeats and is no longer routed to.
 /// Payload: `ComponentInfo`.
 pub const COMPONENT_UNHEALTHY: &str = "component_unhealthy";
+/// Something needs a person's attention: a component lost, an LLM endpoint cooling down or
+/// down, tasks backing up with no provider (to the room `components`).
+pub const SYSTEM_ALERT: &str = "system_alert";
 /// Hub → every socket: the hub is shutting down. Payload: `{ "reason": string }`.
 pub const HUB_SHUTTING_DOWN: &str = "hub_shutting_down";
 /// Hub → a component: please shut down. Payload: `{ "reason": string }`.

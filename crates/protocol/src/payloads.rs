@@ -107,6 +107,27 @@ pub struct ComponentLeft {
     pub reason: String,
 }
 
+/// Payload of `system_alert`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct SystemAlert {
+    /// `component_lost`, `component_unhealthy`, `endpoint_cooldown`, `endpoint_unhealthy`,
+    /// `endpoint_recovered` or `queue_backlog`.
+    pub kind: String,
+    /// `critical`, `warning` or `info`.
+    pub severity: String,
+    /// What happened, for people.
+    pub message: String,
+    /// The component concerned, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_id: Option<String>,
+    /// Its type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_type: Option<String>,
+    /// Kind-specific facts (endpoint name and states, the method and how long it waited).
+    #[serde(default)]
+    pub details: Value,
+}
+
 /// Reply payload of `hub_status`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct HubStatus {

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod alerts;
 pub mod auth;
 mod dashboard;
 pub mod http;

@@ -119,6 +119,12 @@ impl Registry {
         }
     }
 
+    /// The entry of the component registered on socket `sid`, if any (a copy).
+    pub fn info_of_sid(&self, sid: &str) -> Option<ComponentInfo> {
+        let id = self.by_sid.get(sid)?;
+        self.components.get(id).map(|e| e.info.clone())
+    }
+
     /// Records a heartbeat. Returns false when the socket is not registered.
     pub fn heartbeat(&mut self, sid: &str, hb: &HeartbeatPayload) -> bool {
         let Some(id) = self.by_sid.get(sid) else {

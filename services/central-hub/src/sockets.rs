@@ -349,8 +349,17 @@ async fn hub_event(
                     return reject(state, socket, Some(env.id.clone()), err);
                 }
             }
+            // An LLM provider's endpoints changing state (cooldown, down, back) is an alert.
+            let before = hb
+                .metadata
+                .as_ref()
+                .filter(|m| m.get("endpoints").is_some())
+                .and_then(|_| state.registry().info_of_sid(&sid));
             let known = state.registry().heartbeat(&sid, &hb);
             reply_ok(state, socket, &env, HeartbeatReply { registered: known });
+            if let (Some(info), Some(now)) = (before, hb.metadata.as_ref()) {
+                crate::alerts::endpoints(state, &info, &info.registration.metadata, now).await;
+            }
         }
         HubRequest::Deregister => {
             let removed = state.registry().remove_sid(&sid);
@@ -613,7 +622,7 @@ async fn emit_to_rooms<P: serde::Serialize + Clone>(
 }
 
 /// Emits a hub event to a room of the whole mesh (`relayed`) or of this hub only.
-async fn broadcast<T: serde::Serialize>(
+pub(crate) async fn broadcast<T: serde::Serialize>(
     state: &HubState,
     room: &str,
     event: &str,
@@ -634,6 +643,7 @@ async fn broadcast<T: serde::Serialize>(
 async fn announce_left(state: &HubState, info: &ComponentInfo, reason: &str) {
     share_components(state);
     announce_left_to(state, info, reason, true).await;
+    crate::alerts::component_left(state, info, reason).await;
 }
 
 async fn announce_left_to(state: &HubState, info: &ComponentInfo, reason: &str, relayed: bool) {
@@ -762,6 +772,7 @@ pub(crate) async fn reaper(state: Arc<HubState>, stopped: Shutdown) {
                         true,
                     )
                     .await;
+                    crate::alerts::component_unhealthy(&state, &info).await;
                 }
                 Verdict::Expired(entry) => {
                     warn!(component = %entry.info.registration.component_id, "no heartbeat within the timeout; removed");

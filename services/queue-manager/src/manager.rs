@@ -9,6 +9,7 @@
 //! (resuming from the store), `admission` (size limits), `persistence`, `publishing`.
 
 mod admission;
+mod alerts;
 mod ownership;
 mod persistence;
 mod planning;
@@ -80,6 +81,8 @@ pub(crate) struct Manager {
     last_ownership: Instant,
     /// How large a submitted workflow may be.
     limits: WorkflowLimits,
+    /// When a backlog alert was last sent, by method (`alerts.rs`).
+    alerted: alerts::Alerted,
 }
 
 impl Manager {
@@ -107,6 +110,7 @@ impl Manager {
             clocks: crate::clocks::Clocks::default(),
             last_ownership: Instant::now(),
             limits,
+            alerted: alerts::Alerted::new(),
         }
     }
 
@@ -299,6 +303,7 @@ impl Manager {
             }
         }
         self.publisher.log.collect();
+        self.alert_backlogs(now);
         let step = self.machine.tick(now);
         self.run(step).await;
     }

@@ -94,6 +94,11 @@ impl ReadyQueue {
     }
 
     /// Removes and returns every entry of `method`.
+    /// How many entries of `method` are queued (stale ones included).
+    pub(crate) fn count(&self, method: &str) -> usize {
+        self.heaps.get(method).map_or(0, BinaryHeap::len)
+    }
+
     pub(crate) fn drain(&mut self, method: &str) -> Vec<Entry> {
         self.heaps
             .remove(method)

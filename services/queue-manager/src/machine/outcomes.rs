@@ -105,6 +105,30 @@ impl Machine {
         }
     }
 
+    /// Methods with queued tasks that no engine serves: how long they have waited, and
+    /// how many tasks wait.
+    pub(crate) fn unserved_waiting(&self, now: Now) -> Vec<(String, Duration, usize)> {
+        let grace = self.settings.provider_grace;
+        self.waiting_since
+            .iter()
+            .filter(|(m, _)| {
+                self.method_seen
+                    .get(*m)
+                    .is_none_or(|t| now.at.duration_since(*t) > grace)
+            })
+            .map(|(m, since)| {
+                let waited = now.at.duration_since((*since).max(self.started));
+                (m.clone(), waited, self.queue.count(m))
+            })
+            .filter(|(_, _, n)| *n > 0)
+            .collect()
+    }
+
+    /// The provider grace period.
+    pub(crate) fn provider_grace(&self) -> Duration {
+        self.settings.provider_grace
+    }
+
     /// Fails the queued tasks of methods that no engine has offered within the grace
     /// period (GZ2015): a workflow must not wait forever for a provider that does not exist.
     /// The grace counts from when the method was first found waiting unserved (and never
