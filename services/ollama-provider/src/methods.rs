@@ -272,15 +272,10 @@ pub async fn execute(
             Err(NoEndpoint::UnknownModel) => return Err(model_not_found(&model)),
             Err(NoEndpoint::Unavailable) if model_missing => return Err(model_not_found(&model)),
             Err(NoEndpoint::Unavailable) if !refused_keys.is_empty() && !other_failure => {
-                return Err(GzError::new(
-                    ErrorCode::AuthInvalid,
-                    format!(
-                        "every endpoint tried refused its API key: {}",
-                        refused_keys.join("; ")
-                    ),
-                )
-                .with_retryable(false)
-                .with_hint("set the environment variable named by the endpoint's `api_key_env` (providers/ollama.yaml) where the ollama-provider runs, with a valid key"))
+                return Err(key_refused(format!(
+                    "every endpoint tried refused its API key: {}",
+                    refused_keys.join("; ")
+                )))
             }
             Err(NoEndpoint::NoTags) => {
                 return Err(GzError::new(
@@ -301,7 +296,9 @@ pub async fn execute(
                     None => GzError::new(
                         ErrorCode::NoEndpoint,
                         match pinned {
-                            Some(p) => format!("no healthy endpoint of `provider: {p}` serves {model} right now"),
+                            Some(p) => format!(
+                                "no healthy endpoint of `provider: {p}` serves {model} right now"
+                            ),
                             None => format!("no healthy endpoint serves {model} right now"),
                         },
                     ),
@@ -431,16 +428,19 @@ fn model_not_found(model: &str) -> GzError {
     ))
 }
 
+/// GZ4001, not retryable: a refused key does not get better by waiting.
+fn key_refused(message: String) -> GzError {
+    GzError::new(ErrorCode::AuthInvalid, message)
+        .with_retryable(false)
+        .with_hint("set the environment variable named by the endpoint's `api_key_env` (providers/ollama.yaml) to a valid key where the ollama-provider runs")
+}
+
 fn call_error(model: &str, e: CallError) -> GzError {
     match e {
-        CallError::Auth(code, body) => GzError::new(
-            ErrorCode::AuthInvalid,
-            format!(
-                "the endpoint refused its API key (HTTP {code}): {}",
-                gleitzeit_protocol::identity::redact_text(&body)
-            ),
-        )
-        .with_retryable(false),
+        CallError::Auth(code, body) => key_refused(format!(
+            "the endpoint refused its API key (HTTP {code}): {}",
+            gleitzeit_protocol::identity::redact_text(&body)
+        )),
         CallError::Endpoint(m) => GzError::new(
             ErrorCode::OllamaUnreachable,
             gleitzeit_protocol::identity::redact_text(&m),
