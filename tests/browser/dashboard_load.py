@@ -158,9 +158,10 @@ class Conn:
         del buf[:pos]
 
 
-def run_dashboards(port: int, key: str, url: str, mode: str, count: int, workflow_id: str, ready, stop, stats_q):
-    """A process holding `count` emulated dashboards until `stop` is set."""
-    os.nice(19)
+def run_dashboards(port: int, key: str, url: str, mode: str, count: int, workflow_id: str, niceness: int,
+                   ready, stop, stats_q):
+    """A process holding `count` emulated dashboards until `stop` is set. It connects at
+    normal priority, then lowers its own to `niceness` for the run."""
     rooms = ["components"]
     if mode == "workflow":
         rooms.append(f"workflow:{workflow_id}")
@@ -176,16 +177,33 @@ def run_dashboards(port: int, key: str, url: str, mode: str, count: int, workflo
             raise TimeoutError("dashboards did not connect")
         for k, _ in sel.select(0.2):
             k.data.on_readable()
+    os.nice(niceness)
     ready.set()
+    reconnects = 0
+
+    def replace(c):
+        """A lost connection (e.g. the hub dropped a client that fell behind) is counted and
+        made again."""
+        nonlocal reconnects
+        reconnects += 1
+        try:
+            sel.unregister(c.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        c.sock.close()
+        fresh = Conn(port, key, rooms)
+        fresh.frames, fresh.bytes = c.frames, c.bytes
+        sel.register(fresh.sock, selectors.EVENT_READ, fresh)
+        conns[conns.index(c)] = fresh
 
     def poll_http():
         while not stop.is_set():
-            for _ in conns:
+            for _ in range(count):
                 try:
                     req = urllib.request.Request(url + "/providers")
                     req.add_header("Authorization", f"Bearer {key}")
                     urllib.request.urlopen(req, timeout=10).read()
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001 - a failed poll is only a lost sample
                     pass
             stop.wait(3)
 
@@ -193,23 +211,35 @@ def run_dashboards(port: int, key: str, url: str, mode: str, count: int, workflo
     tick = 0
     next_tick = time.monotonic() + 2
     while not stop.is_set():
+        broken = []
         for k, _ in sel.select(0.1):
-            k.data.on_readable()
-        for c in conns:
-            if c.out:
-                c.flush()
-        if time.monotonic() >= next_tick:
+            try:
+                k.data.on_readable()
+            except (OSError, ConnectionError):
+                broken.append(k.data)
+        polls = time.monotonic() >= next_tick
+        if polls:
             next_tick += 2
             tick += 1
-            for c in conns:
-                c.send(envelope("list_components", {}))
-                c.send(envelope("workflow_get", {"workflow_id": workflow_id, "summary": True}, "type:queue-manager"))
-                if tick % 5 == 0:
-                    c.send(envelope("workflow_list", {"limit": 200}, "type:queue-manager"))
-                if tick % 3 == 0:
-                    c.send(envelope("hub_status", {}))
+        for c in conns:
+            if c in broken:
+                continue
+            try:
+                if polls:
+                    c.send(envelope("list_components", {}))
+                    c.send(envelope("workflow_get", {"workflow_id": workflow_id, "summary": True}, "type:queue-manager"))
+                    if tick % 5 == 0:
+                        c.send(envelope("workflow_list", {"limit": 200}, "type:queue-manager"))
+                    if tick % 3 == 0:
+                        c.send(envelope("hub_status", {}))
+                elif c.out:
+                    c.flush()
+            except OSError:
+                broken.append(c)
+        for c in broken:
+            replace(c)
     stats_q.put({"frames": sum(c.frames for c in conns), "bytes": sum(c.bytes for c in conns),
-                 "cpu_s": sum(os.times()[:2])})
+                 "cpu_s": round(sum(os.times()[:2]), 2), "reconnects": reconnects})
     for c in conns:
         c.sock.close()
 
@@ -245,7 +275,8 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(suite: Suite, client: HubClient, spec: dict, dashboards: int, mode: str, viewer_key: str) -> dict:
+def one_run(suite: Suite, client: HubClient, spec: dict, dashboards: int, mode: str, viewer_key: str,
+            niceness: int = 19) -> dict:
     wf = "wf-" + uuid.uuid4().hex
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
@@ -258,7 +289,8 @@ def one_run(suite: Suite, client: HubClient, spec: dict, dashboards: int, mode: 
         time.sleep(3)
     elif dashboards:
         proc = ctx.Process(target=run_dashboards,
-                          args=(suite.port, viewer_key, suite.url, mode, dashboards, wf, ready, stop, stats_q), daemon=True)
+                          args=(suite.port, viewer_key, suite.url, mode, dashboards, wf, niceness, ready, stop, stats_q),
+                           daemon=True)
         proc.start()
         if not ready.wait(90):
             raise TimeoutError("dashboards not ready")
@@ -282,7 +314,8 @@ def one_run(suite: Suite, client: HubClient, spec: dict, dashboards: int, mode: 
     w = got["workflow"]
     seconds = (w["finished_at"] - w["created_at"]) / 1000
     return {"dashboards": dashboards, "status": w["status"], "seconds": seconds,
-            "tasks_per_s": len(spec["tasks"]) / seconds, "cpu_s": cpu, **({"clients": extra} if extra else {})}
+            "tasks_per_s": len(spec["tasks"]) / seconds, "cpu_s": cpu, "suite_cpu_s": round(sum(cpu.values()), 2),
+            "loadavg": os.getloadavg()[0], **({"clients": extra} if extra else {})}
 
 
 def main() -> int:
@@ -291,6 +324,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dashboards", type=int, default=20)
     ap.add_argument("--mode", choices=["page", "workflow", "events", "browser"], default="page")
+    ap.add_argument("--nice", type=int, default=19,
+                    help="niceness of the emulated dashboards during a run (default 19: they use idle CPU, "
+                         "as browsers on other machines would)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -304,26 +340,36 @@ def main() -> int:
             f"  - {{id: t{i}, method: python/execute, parameters: {{code: 'result = {i}'}}}}\n" for i in range(args.tasks))
         spec = client.spec_of(text)
         print(f"suite at {suite.url} ({bin_dir()}), {args.tasks} tasks, mode {args.mode}", file=sys.stderr)
-        one_run(suite, client, spec, 0, args.mode, viewer)  # warm-up
+        one_run(suite, client, spec, 0, args.mode, viewer, args.nice)  # warm-up
         runs = []
         for r in range(args.rounds):
             order = (0, args.dashboards) if r % 2 == 0 else (args.dashboards, 0)
             for d in order:
-                res = one_run(suite, client, spec, d, args.mode, viewer)
+                res = one_run(suite, client, spec, d, args.mode, viewer, args.nice)
                 runs.append(res)
                 print(f"round {r + 1}: {d:>2} dashboards: {res['tasks_per_s']:8.0f} tasks/s "
-                      f"({res['seconds']:.2f} s, {res['status']}) cpu {res['cpu_s']}"
+                      f"({res['seconds']:.2f} s, {res['status']}, load {res['loadavg']:.1f}) "
+                      f"suite cpu {res['suite_cpu_s']} s {res['cpu_s']}"
                       + (f" clients {res['clients']}" if 'clients' in res else ""), file=sys.stderr)
         client.close()
     finally:
         suite.stop()
-    base = statistics.median(r["tasks_per_s"] for r in runs if r["dashboards"] == 0)
-    loaded = statistics.median(r["tasks_per_s"] for r in runs if r["dashboards"] == args.dashboards)
+    def median(key, d):
+        return statistics.median(r[key] for r in runs if r["dashboards"] == d)
+
+    base, loaded = median("tasks_per_s", 0), median("tasks_per_s", args.dashboards)
+    cpu0, cpu1 = median("suite_cpu_s", 0), median("suite_cpu_s", args.dashboards)
+    hub0 = statistics.median(r["cpu_s"]["central-hub"] for r in runs if r["dashboards"] == 0)
+    hub1 = statistics.median(r["cpu_s"]["central-hub"] for r in runs if r["dashboards"] == args.dashboards)
     summary = {"mode": args.mode, "tasks": args.tasks, "rounds": args.rounds, "dashboards": args.dashboards,
-               "median_tasks_per_s_without": round(base), "median_tasks_per_s_with": round(loaded),
-               "ratio": round(loaded / base, 3), "slowdown_percent": round(100 * (1 - loaded / base), 1), "runs": runs}
+               "nice": args.nice, "median_tasks_per_s_without": round(base), "median_tasks_per_s_with": round(loaded),
+               "ratio": round(loaded / base, 3), "slowdown_percent": round(100 * (1 - loaded / base), 1),
+               "median_suite_cpu_s_without": cpu0, "median_suite_cpu_s_with": cpu1,
+               "extra_cpu_percent": round(100 * (cpu1 / cpu0 - 1), 1),
+               "median_hub_cpu_s_without": hub0, "median_hub_cpu_s_with": hub1, "runs": runs}
     print(f"mode {args.mode}: without dashboards {base:.0f} tasks/s, with {args.dashboards}: {loaded:.0f} tasks/s, "
-          f"ratio {loaded / base:.3f} ({summary['slowdown_percent']} % slower)")
+          f"ratio {loaded / base:.3f} ({summary['slowdown_percent']} % slower); suite CPU per run "
+          f"{cpu0:.1f} s -> {cpu1:.1f} s ({summary['extra_cpu_percent']:+} %), hub {hub0:.1f} s -> {hub1:.1f} s")
     if args.json:
         print(json.dumps(summary))
     return 0

@@ -347,6 +347,8 @@ def test_llm_endpoints_and_tokens_streaming_into_a_running_task(page, suite):
         assert "word39" in page.text_content("#task-stream")
         assert "word39" in page.text_content("#task-result")
         assert "Tokens" in page.text_content("#task-detail")
+        # the owning queue-manager is learnt from workflow events, not from the provider's text
+        assert "queue-manager-" in page.text_content("#wf-meta")
     finally:
         os.kill(provider.pid, signal.SIGTERM)
         provider.wait(timeout=15)
@@ -494,8 +496,19 @@ def test_the_page_reconnects_and_catches_up_after_the_hub_restarts(page, suite):
     page.wait_for_function("() => document.querySelectorAll('#task-list .task-row[data-status=completed]').length === 6")
     assert page.evaluate("window.gleitzeitDashboard.socket.stats.reconnects") >= 1
     # what it missed came from workflow_events by seq (or, had some been dropped, a reload)
+    page.wait_for_function("() => { const d = window.gleitzeitDashboard.store.detail; return d.catchUps > 0 || d.snapshots > 1; }")
     d = page.evaluate("(({caughtUp, catchUps, snapshots}) => ({caughtUp, catchUps, snapshots}))(window.gleitzeitDashboard.store.detail)")
     print("after the restart:", d)
     assert d["catchUps"] >= 1 or d["snapshots"] > 1, d
+    # a catch-up from the start replays every kept event, each applied once, changing nothing
+    caught = page.evaluate("""async () => {
+        const app = window.gleitzeitDashboard, d = app.store.detail;
+        d.contig = 0; d.ahead.clear(); d.caughtUp = 0;
+        await app.catchUp(d);
+        return { caughtUp: d.caughtUp, contig: d.contig, maxSeq: d.maxSeq,
+                 completed: d.tasks.filter((t) => t.status === 'completed').length };
+    }""")
+    assert caught["caughtUp"] >= 14 and caught["completed"] == 6, caught  # submitted, started, 6 x 2 task events, …
+    assert caught["contig"] >= caught["maxSeq"], caught
     assert page.is_visible("#app")  # never sent back to the sign-in form
     no_page_errors(page)

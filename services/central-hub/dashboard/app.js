@@ -130,10 +130,11 @@ class Dashboard {
         this.startTimers();
         this.route();
       }
-      await Promise.all([this.refreshComponents(), this.refreshWorkflows(), this.refreshStatus()]);
-      this.sampleActive();
+      // The open workflow first: what it missed while the page was cut off.
       const d = this.store.detail;
       if (d && !first) this.catchUp(d);
+      await Promise.all([this.refreshComponents(), this.refreshWorkflows(), this.refreshStatus()]);
+      this.sampleActive();
     } catch (e) {
       this.store.log("error", `after connecting: ${e.code || ""} ${e.message}`);
     }

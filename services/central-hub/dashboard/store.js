@@ -383,7 +383,10 @@ export class Store {
     const p = env.payload || {};
     const id = p.workflow_id;
     if (!id) return;
-    if (live && env.source) this.ownerQm.set(id, env.source);
+    // The owning queue-manager is the source of workflow and task events (not of
+    // task_progress, which comes from the provider).
+    const fromQm = live && env.source && event !== "task_progress";
+    if (fromQm) this.ownerQm.set(id, env.source);
     this.eventsSeen++;
     const ts = env.ts || Date.now();
     if (WF_EVENTS.has(event)) {
@@ -414,7 +417,7 @@ export class Store {
     }
     const d = this.detail;
     if (d && d.id === id) {
-      if (live && env.source) d.ownerQm = env.source;
+      if (fromQm) d.ownerQm = env.source;
       if (event === "task_progress") d.stream(p);
       else d.apply(event, p, ts, live);
       this.touch("detail");
