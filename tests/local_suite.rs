@@ -131,7 +131,7 @@ async fn gz_start_detached_survives_its_command_and_gz_stop_ends_every_part() {
     let (code, out) = finish(start, Duration::from_secs(60));
     assert_eq!(code, 0, "{out}");
     let pids = recorded.pids();
-    assert_eq!(pids.len(), 6, "the hub and five services: {out}");
+    assert_eq!(pids.len(), 7, "the hub and six services: {out}");
     assert!(pids.iter().all(|p| alive(*p)), "a part died: {out}");
 
     // The detached suite answers: every service registers.
@@ -142,7 +142,7 @@ async fn gz_start_detached_survives_its_command_and_gz_stop_ends_every_part() {
             &["--hub-url", &url, "status", "--json"],
         );
         let (code, out) = finish(status, Duration::from_secs(20));
-        code == 0 && json_line(&out)["components"].as_array().map_or(0, Vec::len) >= 5
+        code == 0 && json_line(&out)["components"].as_array().map_or(0, Vec::len) >= 6
     })
     .await;
 

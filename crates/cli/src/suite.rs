@@ -21,6 +21,7 @@ pub const SERVICES: &[&str] = &[
     "execution-engine",
     "python-provider",
     "ollama-provider",
+    "http-provider",
 ];
 
 /// `gz start` flags.

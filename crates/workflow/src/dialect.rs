@@ -67,6 +67,7 @@ impl Kind {
                 "file_path",
                 "options",
                 "tags",
+                "provider",
             ],
             Kind::Vision => &[
                 "prompt",
@@ -91,6 +92,7 @@ impl Kind {
                 "expected_status",
                 "response_type",
                 "max_bytes",
+                "secret_headers",
             ],
         }
     }
