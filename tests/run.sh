@@ -45,5 +45,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
-python3 -m pytest -q -p no:cacheprovider sdk/python/tests services/python-provider/tests || status=$?
+python3 -m pytest -q -p no:cacheprovider sdk/python/tests services/python-provider/tests tests/browser || status=$?
 exit "$status"
