@@ -39,6 +39,11 @@ class Dashboard {
     this.sampled = new Map(); // workflow id -> {finished, failed, final, at} at the last sample
     this.lastSample = 0;
     this.startedAt = Date.now();
+    // A tab hidden for this long goes dormant: it leaves the open workflow's room and stops
+    // polling; shown again, it joins, catches up by seq and polls as before.
+    this.hiddenLeaveMs = 30000;
+    this.hiddenSince = null;
+    this.dormant = false;
     this.lastReload = 0;
     this.store.onFrame = (dirty) => this.frame(dirty);
   }
@@ -54,6 +59,7 @@ class Dashboard {
     });
     document.getElementById("signout").addEventListener("click", () => this.signOut());
     window.addEventListener("hashchange", () => this.route());
+    document.addEventListener("visibilitychange", () => this.onVisibility());
     const saved = sessionStorage.getItem(KEY_STORAGE);
     if (saved) this.signIn(saved);
     else this.showSignIn();
@@ -182,22 +188,24 @@ class Dashboard {
   startTimers() {
     const every = (ms, fn) => this.timers.push(setInterval(fn, ms));
     every(1000, () => {
+      this.onVisibility();
+      if (this.dormant) return;
       this.store.touch("tick");
       const d = this.store.detail;
       if (d && d.gapSince && Date.now() - d.gapSince > 1000) this.catchUp(d);
     });
     every(2000, () => {
-      if (!this.connected()) return;
+      if (!this.active()) return;
       if (this.viewName === "overview") this.refreshComponents();
       this.sampleActive();
     });
     every(3000, () => {
-      if (this.connected() && this.viewName === "overview") this.refreshProviders();
+      if (this.active() && this.viewName === "overview") this.refreshProviders();
     });
     let ticks = 0;
     every(2000, () => {
       ticks += 1;
-      if (!this.connected()) return;
+      if (!this.active()) return;
       // the list: every 4 s on the Workflows page, every 10 s elsewhere
       if (this.viewName === "workflows" ? ticks % 2 === 0 : ticks % 5 === 0) this.refreshWorkflows();
       if (this.viewName === "overview" && ticks % 3 === 0) this.refreshStatus();
@@ -207,6 +215,43 @@ class Dashboard {
 
   connected() {
     return this.socket && this.socket.state === "open";
+  }
+
+  /** Connected and not dormant: polls run. */
+  active() {
+    return this.connected() && !this.dormant;
+  }
+
+  /** Goes dormant after the tab was hidden for `hiddenLeaveMs`; wakes when it is shown. */
+  onVisibility() {
+    const hidden = document.visibilityState === "hidden";
+    if (!hidden) {
+      this.hiddenSince = null;
+      if (this.dormant) this.wake();
+      return;
+    }
+    if (this.hiddenSince === null) this.hiddenSince = Date.now();
+    if (!this.dormant && this.socket && Date.now() - this.hiddenSince >= this.hiddenLeaveMs) {
+      this.dormant = true;
+      this.store.touch("connection");
+      if (this.watched) this.socket.unsubscribe([this.watched]).catch(() => {});
+    }
+  }
+
+  async wake() {
+    this.dormant = false;
+    this.store.touch("connection");
+    if (!this.connected()) return; // onConnect does the rest
+    const d = this.store.detail;
+    try {
+      if (this.watched) await this.socket.subscribe([this.watched]);
+    } catch (e) {
+      if (d) d.error = e;
+    }
+    if (d) this.catchUp(d);
+    this.refreshComponents();
+    this.refreshWorkflows();
+    this.sampleActive();
   }
 
   async refreshComponents() {
@@ -305,7 +350,7 @@ class Dashboard {
     const old = this.watched;
     this.watched = room;
     if (old) await this.socket.unsubscribe([old]);
-    if (room) await this.socket.subscribe([room]);
+    if (room && !this.dormant) await this.socket.subscribe([room]);
   }
 
   // ---- one workflow ----
@@ -357,11 +402,16 @@ class Dashboard {
   /** Fetches the events after the last contiguous one; reloads when some are gone. */
   async catchUp(d) {
     if (d.catching || !this.connected()) return;
+    d.catching = true;
     if (d.contig === null) {
-      if (Date.now() - this.lastReload > 5000) await this.loadSnapshot(d);
+      // No event seen since the snapshot: nothing to count from, so read it again.
+      try {
+        await this.loadSnapshot(d);
+      } finally {
+        d.catching = false;
+      }
       return;
     }
-    d.catching = true;
     try {
       const after = d.contig;
       const target = d.ownerQm ? `component:${d.ownerQm}` : QM;
@@ -383,6 +433,8 @@ class Dashboard {
         d.settleTo(top);
       } else if (Date.now() - this.lastReload > 5000) {
         await this.loadSnapshot(d);
+      } else {
+        d.gapSince = Date.now(); // reload a little later
       }
     } catch (e) {
       d.gapSince = Date.now(); // try again later
