@@ -94,12 +94,14 @@ class Conn:
         status = head.split(b"\r\n", 1)[0]
         if b" 101 " not in status:
             raise ConnectionError(f"websocket handshake refused: {status!r}")
-        self.buf = bytearray(head.split(b"\r\n\r\n", 1)[1])
         self.sock.setblocking(False)
         self.connected = False
         self.frames = 0
         self.bytes = 0
         self.out = bytearray()
+        # the hub's first frames may have come with the handshake's answer
+        self.buf = bytearray()
+        self.parse(head.split(b"\r\n\r\n", 1)[1])
 
     def send(self, text: str) -> None:
         self.out += ws_frame(text)
@@ -120,6 +122,9 @@ class Conn:
             return
         if not chunk:
             raise ConnectionError("closed by the hub")
+        self.parse(chunk)
+
+    def parse(self, chunk: bytes) -> None:
         self.bytes += len(chunk)
         buf = self.buf
         buf += chunk
