@@ -498,7 +498,9 @@ def test_overview_screenshot_with_charts(page, suite):
         lines += [f"  - {{id: t{i}, method: python/execute, parameters: {{code: 'result = {i}'}}}}" for i in range(3000)]
         wf = user.submit_yaml("\n".join(lines) + "\n")
         user.submit_yaml(FAILING_YAML)
-        page.wait_for_function("() => document.querySelector('#card-workflows .card-value').textContent !== '0'", timeout=20000)
+        # The counts come from polls every 2 s; a fast machine may finish the workflows between
+        # two polls, so wait for them to be known, running or not.
+        page.wait_for_function("() => !document.querySelector('#card-workflows .card-sub').textContent.startsWith('0 ')", timeout=20000)
         user.wait_status(wf, {"completed"}, 180)
     finally:
         user.close()

@@ -42,6 +42,7 @@ BINARIES = (
     "execution-engine",
     "python-provider",
     "ollama-provider",
+    "http-provider",
     "gleitzeit-llm-sim",
 )
 _stage: Dict[str, Path] = {}
