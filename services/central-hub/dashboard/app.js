@@ -303,7 +303,13 @@ class Dashboard {
     const ids = new Set(this.store.activeWorkflows().slice(0, 20).map((w) => w.id));
     for (const [id, s] of this.sampled) {
       if (!s.final) ids.add(id);
-      else if (now - s.at > 60000) this.sampled.delete(id);
+      else if (!this.store.workflows.has(id)) this.sampled.delete(id);
+    }
+    // A workflow that started and finished between two samples (the list showed it already
+    // final) is counted once, when it is first seen.
+    for (const w of this.store.workflows.values()) {
+      if (ids.size >= 24) break;
+      if (FINAL_WF.has(w.status) && !this.sampled.has(w.id) && (w.created_at || 0) >= this.startedAt) ids.add(w.id);
     }
     let queued = 0;
     let running = 0;
