@@ -206,7 +206,17 @@ fn count_events(incoming: &mut Incoming, rate: &mut Throughput) {
 
 /// `gz monitor`.
 pub async fn run(hub_url: &str, args: MonitorArgs) -> CmdResult {
-    let interval = args.interval.clamp(0.2, 60.0);
+    if !(0.2..=60.0).contains(&args.interval) {
+        return Err(gleitzeit_protocol::GzError::new(
+            gleitzeit_protocol::ErrorCode::Usage,
+            format!(
+                "--interval must be 0.2 to 60 seconds, not {}",
+                args.interval
+            ),
+        )
+        .into());
+    }
+    let interval = args.interval;
     let (client, mut incoming) = connect(hub_url).await?;
     let from_events = client
         .subscribe(&[rooms::EVENTS.to_string(), rooms::COMPONENTS.to_string()])

@@ -465,13 +465,18 @@ fn key_values(pairs: &[String]) -> Result<Value, GzError> {
     Ok(Value::Object(kwargs))
 }
 
+/// The longest `--timeout` (a year): a deadline this far off is still a valid instant.
+const MAX_WAIT_SECS: f64 = 365.0 * 86_400.0;
+
 fn timeout_of(secs: Option<f64>) -> Result<Option<Duration>, GzError> {
     match secs {
         None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) if s > 0.0 && s <= MAX_WAIT_SECS => Duration::try_from_secs_f64(s)
+            .map(Some)
+            .map_err(|e| GzError::new(ErrorCode::Usage, format!("--timeout {s}: {e}"))),
         Some(s) => Err(GzError::new(
             ErrorCode::Usage,
-            format!("--timeout must be a positive number of seconds, not {s}"),
+            format!("--timeout must be more than 0 and at most {MAX_WAIT_SECS} seconds, not {s}"),
         )),
     }
 }
