@@ -138,7 +138,12 @@ class Dashboard {
       }
       // The open workflow first: what it missed while the page was cut off.
       const d = this.store.detail;
-      if (d && !first) this.catchUp(d);
+      // Live events may fill a gap by themselves, but the last ones of a workflow that ended
+      // while the page was cut off never come: the catch-up is retried until it is answered.
+      if (d && !first) {
+        d.mustCatchUp = true;
+        this.catchUp(d);
+      }
       await Promise.all([this.refreshComponents(), this.refreshWorkflows(), this.refreshStatus()]);
       this.sampleActive();
     } catch (e) {
@@ -192,7 +197,7 @@ class Dashboard {
       if (this.dormant) return;
       this.store.touch("tick");
       const d = this.store.detail;
-      if (d && d.gapSince && Date.now() - d.gapSince > 1000) this.catchUp(d);
+      if (d && (d.mustCatchUp || (d.gapSince && Date.now() - d.gapSince > 1000))) this.catchUp(d);
     });
     every(2000, () => {
       if (!this.active()) return;
@@ -393,6 +398,7 @@ class Dashboard {
       if (this.store.detail !== d) return;
       const t0 = performance.now();
       d.loadSnapshot(reply);
+      d.mustCatchUp = false;
       d.error = null;
       d.loadMs = performance.now() - t0;
       const w = this.store.workflows.get(d.id);
@@ -423,6 +429,7 @@ class Dashboard {
       const target = d.ownerQm ? `component:${d.ownerQm}` : QM;
       const r = await this.request("workflow_events", { workflow_id: d.id, after_seq: after }, target, { timeoutMs: 60000 });
       if (this.store.detail !== d) return;
+      d.mustCatchUp = false;
       let top = after;
       for (const e of r.events) {
         this.store.workflowEvent(e.event, { payload: e.payload, ts: e.ts }, false);

@@ -76,6 +76,7 @@ export class WorkflowDetail {
     this.ahead = new Set(); // seqs above contig already applied
     this.maxSeq = 0;
     this.gapSince = 0;
+    this.mustCatchUp = false; // set on a reconnect: what was missed is asked for until a reply comes
     this.buffer = []; // events received before the snapshot
     this.streams = new Map(); // task_id -> {attempt, text}
     this.changed = new Set(); // task indices changed since the last frame
