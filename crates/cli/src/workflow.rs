@@ -289,6 +289,7 @@ pub(crate) async fn submit_spec(
         workflow_id: Some(id.to_string()),
         spec,
         base_dir: Some(base_dir.to_string_lossy().into_owned()),
+        idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
     })
     .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
     qm_request(client, events::WORKFLOW_SUBMIT, payload).await

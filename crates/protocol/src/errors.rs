@@ -85,6 +85,7 @@ error_codes! {
     TaskNotFound = "GZ3021", false, "Task not found", "Check the task id with `gz inspect workflow ID`.";
     BatchFolderNotFound = "GZ3022", false, "Batch folder not found", "Check the batch `directory` path.";
     WorkflowTimeout = "GZ3030", false, "Workflow timed out", "Raise the workflow's `timeout`.";
+    IdempotencyConflict = "GZ3031", false, "The idempotency key was already used for a different submission", "A retried submit must send the same workflow with the same key; give a new workflow a new key (the CLI and the SDK make one per submit).";
     AuthInvalid = "GZ4001", false, "Authentication failed: missing or invalid API key", "Set GLEITZEIT_API_KEY (or run `gz auth login --api-key KEY --save`); an admin creates keys with `gz auth key create`.";
     AuthExpired = "GZ4002", false, "API key expired or revoked", "Ask an admin for a new key (`gz auth key create NAME --user U`).";
     PermissionDenied = "GZ4003", false, "Insufficient permissions", "Ask an admin for a role that allows this action.";

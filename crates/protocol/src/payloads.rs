@@ -310,6 +310,12 @@ pub struct SubmitWorkflow {
     /// Folder relative paths resolve against (the workflow file's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dir: Option<String>,
+    /// A key the client makes once per submission (a UUID; 1..=200 characters): a submit
+    /// retried with the same key and the same spec answers the first one's workflow id
+    /// instead of creating a second workflow; the same key with another spec is GZ3031.
+    /// The store keeps it with the workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// Payload of `workflow_get`, `workflow_cancel`: one workflow by id.
