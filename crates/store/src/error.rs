@@ -42,6 +42,16 @@ pub enum StoreError {
         id: String,
     },
 
+    /// An idempotency key was submitted again with a different submission (protocol code
+    /// `GZ3031`).
+    #[error("idempotency key `{key}` was already used for workflow `{workflow_id}` with a different spec")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+        /// The workflow the key created first.
+        workflow_id: String,
+    },
+
     /// Tasks were written for a workflow that is not stored.
     #[error("workflow `{id}` does not exist")]
     UnknownWorkflow {
@@ -77,11 +87,12 @@ pub enum StoreError {
 
 impl StoreError {
     /// The protocol error code: `GZ1001` (Redis connection failed, retryable) for
-    /// [`StoreError::Unavailable`], `GZ5001` (storage operation failed, retryable) for every
-    /// other variant.
+    /// [`StoreError::Unavailable`], `GZ3031` for [`StoreError::IdempotencyConflict`],
+    /// `GZ5001` (storage operation failed, retryable) for every other variant.
     pub fn code(&self) -> ErrorCode {
         match self {
             StoreError::Unavailable(_) => ErrorCode::RedisUnavailable,
+            StoreError::IdempotencyConflict { .. } => ErrorCode::IdempotencyConflict,
             _ => ErrorCode::StoreFailed,
         }
     }

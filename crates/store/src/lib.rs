@@ -57,12 +57,14 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod idempotency;
 pub mod model;
 pub mod redis;
 pub mod sqlite;
 
 pub use crate::redis::RedisStore;
 pub use error::{BackendError, StoreError};
+pub use idempotency::{Creation, Idempotency, KeptSubmission};
 pub use model::{
     ParseStatusError, StoreInfo, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus,
 };
@@ -84,6 +86,22 @@ pub trait Store: Send + Sync {
     /// with [`StoreError::Invalid`] if a task's `workflow_id` differs from `wf.id` or two
     /// tasks share a `task_id`.
     fn create_workflow(&self, wf: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<(), StoreError>;
+
+    /// [`Store::create_workflow`] under an idempotency key ([`idempotency`]), in the same
+    /// transaction: when the key is not kept yet, the workflow, its tasks and the key are
+    /// stored together ([`Creation::Created`]); when it is kept with the same fingerprint,
+    /// nothing is written and the first workflow's id is returned ([`Creation::Existing`]);
+    /// with another fingerprint the call fails with [`StoreError::IdempotencyConflict`].
+    /// Two concurrent calls with one key create one workflow.
+    fn create_workflow_once(
+        &self,
+        idempotency: &Idempotency<'_>,
+        wf: &WorkflowRecord,
+        tasks: &[TaskRecord],
+    ) -> Result<Creation, StoreError>;
+
+    /// The submission kept under an idempotency key, if any.
+    fn kept_submission(&self, key: &str) -> Result<Option<KeptSubmission>, StoreError>;
 
     /// Applies a batch of changes atomically (one transaction): workflow rows replaced, task
     /// rows upserted.

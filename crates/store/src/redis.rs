@@ -14,6 +14,7 @@
 //! | `{p}workflows` | sorted set | one `member` per workflow |
 //! | `{p}status:{status}` | sorted set | the `member`s of the workflows in that status |
 //! | `{p}seq` | string | the counter behind `seq` |
+//! | `{p}idem:{key}` | hash | an idempotency key ([`crate::idempotency`]): `workflow` (the id it created) and `fingerprint`, written by the script that creates the workflow |
 //!
 //! The id comes last in every key and each kind of key has its own leading word, so no id
 //! can make two keys collide (with `{p}wf:{id}:spec`, workflow `x:spec`'s record would be
@@ -66,7 +67,10 @@ use redis::{Client, Connection, RedisError, Script, ServerErrorKind};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::{Store, StoreError, StoreInfo, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+use crate::{
+    Creation, Idempotency, KeptSubmission, Store, StoreError, StoreInfo, TaskRecord, TaskStatus,
+    WorkflowRecord, WorkflowStatus,
+};
 
 /// The key prefix of [`RedisStore::open`].
 pub const DEFAULT_PREFIX: &str = "gz:";
@@ -132,22 +136,36 @@ local function put_workflow(p, at, token)
 end
 "#;
 
-/// `create_workflow`: `ARGV = prefix, token, <workflow as for put_workflow>, then
-/// task id, task JSON, ...`. Returns 0 when created (or created before with the same
-/// token), 1 when the workflow exists.
+/// `create_workflow` and `create_workflow_once`: `ARGV = prefix, token, idempotency key
+/// ('' for none), fingerprint, <workflow as for put_workflow>, then task id, task JSON, ...`.
+/// Returns `{code, workflow id}`: 0 when created (or created before with the same token),
+/// 1 when the workflow exists, 2 when the key is kept with the same fingerprint (its
+/// workflow's id), 3 when it is kept with another fingerprint.
 const LUA_CREATE: &str = r#"
-local p, token, id = ARGV[1], ARGV[2], ARGV[3]
+local p, token, ikey, fp, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local wkey = p .. 'wf:' .. id
+if ikey ~= '' then
+  local kept = redis.call('HMGET', p .. 'idem:' .. ikey, 'workflow', 'fingerprint')
+  if kept[1] then
+    if redis.call('HGET', p .. 'wf:' .. kept[1], 'token') == token then
+      return { 0, kept[1] }
+    end
+    if kept[2] == fp then
+      return { 2, kept[1] }
+    end
+    return { 3, kept[1] }
+  end
+end
 if redis.call('EXISTS', wkey) == 1 then
   if redis.call('HGET', wkey, 'token') == token then
-    return 0
+    return { 0, id }
   end
-  return 1
+  return { 1, id }
 end
 -- Leftovers of a workflow without a record belong to nobody.
 local tasks, order = p .. 'tasks:' .. id, p .. 'order:' .. id
 redis.call('DEL', p .. 'spec:' .. id, tasks, order)
-local first = put_workflow(p, 3, token)
+local first = put_workflow(p, 5, token)
 local chunk = tonumber(CHUNK) * 2
 for i = first, #ARGV, chunk do
   local last = math.min(i + chunk - 1, #ARGV)
@@ -158,7 +176,10 @@ for i = first, #ARGV, chunk do
   end
   redis.call('RPUSH', order, unpack(ids))
 end
-return 0
+if ikey ~= '' then
+  redis.call('HSET', p .. 'idem:' .. ikey, 'workflow', id, 'fingerprint', fp)
+end
+return { 0, id }
 "#;
 
 /// `apply`: `ARGV = prefix, workflow count, <workflows as for put_workflow>, then
@@ -393,6 +414,67 @@ impl RedisStore {
     }
 
     /// `{p}{kind}:{id}`, e.g. `gz:wf:wf-1` or `gz:tasks:wf-1`.
+    /// Stores a new workflow, its tasks and (when given) its idempotency key in one script.
+    fn create(
+        &self,
+        idempotency: Option<&Idempotency<'_>>,
+        wf: &WorkflowRecord,
+        tasks: &[TaskRecord],
+    ) -> Result<Creation, StoreError> {
+        if let Some(task) = tasks.iter().find(|t| t.workflow_id != wf.id) {
+            return Err(StoreError::Invalid(format!(
+                "task `{}` belongs to workflow `{}`, not `{}`",
+                task.task_id, task.workflow_id, wf.id
+            )));
+        }
+        let mut seen = HashSet::with_capacity(tasks.len());
+        if let Some(dup) = tasks.iter().find(|t| !seen.insert(t.task_id.as_str())) {
+            return Err(StoreError::Invalid(format!(
+                "duplicate task `{}/{}`",
+                dup.workflow_id, dup.task_id
+            )));
+        }
+        let started = Instant::now();
+        let token = create_token();
+        let mut invocation = self.create.prepare_invoke();
+        let (key, fingerprint) = idempotency.map_or(("", ""), |i| (i.key, i.fingerprint));
+        invocation
+            .arg(&self.prefix)
+            .arg(&token)
+            .arg(key)
+            .arg(fingerprint);
+        encode_workflow(wf)?.push_args(&mut invocation);
+        for task in tasks {
+            invocation.arg(&task.task_id).arg(encode_task(task)?);
+        }
+        let (outcome, workflow_id): (i64, String) = self.call(|conn| {
+            invocation
+                .invoke(conn)
+                .map_err(op("create workflow script"))
+        })?;
+        match outcome {
+            0 => {
+                tracing::debug!(
+                    workflow_id = %wf.id,
+                    tasks = tasks.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "stored new workflow"
+                );
+                Ok(Creation::Created)
+            }
+            1 => Err(StoreError::AlreadyExists { id: wf.id.clone() }),
+            2 => Ok(Creation::Existing { workflow_id }),
+            3 => Err(StoreError::IdempotencyConflict {
+                key: key.to_string(),
+                workflow_id,
+            }),
+            other => Err(StoreError::backend(
+                "create workflow script",
+                format!("unexpected reply {other}"),
+            )),
+        }
+    }
+
     fn key(&self, kind: &str, id: &str) -> String {
         format!("{}{kind}:{id}", self.prefix)
     }
@@ -487,48 +569,32 @@ fn take<T: redis::FromRedisValue>(
 
 impl Store for RedisStore {
     fn create_workflow(&self, wf: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<(), StoreError> {
-        if let Some(task) = tasks.iter().find(|t| t.workflow_id != wf.id) {
-            return Err(StoreError::Invalid(format!(
-                "task `{}` belongs to workflow `{}`, not `{}`",
-                task.task_id, task.workflow_id, wf.id
-            )));
-        }
-        let mut seen = HashSet::with_capacity(tasks.len());
-        if let Some(dup) = tasks.iter().find(|t| !seen.insert(t.task_id.as_str())) {
-            return Err(StoreError::Invalid(format!(
-                "duplicate task `{}/{}`",
-                dup.workflow_id, dup.task_id
-            )));
-        }
-        let started = Instant::now();
-        let token = create_token();
-        let mut invocation = self.create.prepare_invoke();
-        invocation.arg(&self.prefix).arg(&token);
-        encode_workflow(wf)?.push_args(&mut invocation);
-        for task in tasks {
-            invocation.arg(&task.task_id).arg(encode_task(task)?);
-        }
-        let outcome: i64 = self.call(|conn| {
-            invocation
-                .invoke(conn)
-                .map_err(op("create workflow script"))
+        self.create(None, wf, tasks).map(|_| ())
+    }
+
+    fn create_workflow_once(
+        &self,
+        idempotency: &Idempotency<'_>,
+        wf: &WorkflowRecord,
+        tasks: &[TaskRecord],
+    ) -> Result<Creation, StoreError> {
+        self.create(Some(idempotency), wf, tasks)
+    }
+
+    fn kept_submission(&self, key: &str) -> Result<Option<KeptSubmission>, StoreError> {
+        let hash = self.key("idem", key);
+        let (workflow_id, fingerprint): (Option<String>, Option<String>) = self.call(|conn| {
+            redis::cmd("HMGET")
+                .arg(&hash)
+                .arg("workflow")
+                .arg("fingerprint")
+                .query(conn)
+                .map_err(op("read idempotency key"))
         })?;
-        match outcome {
-            0 => {
-                tracing::debug!(
-                    workflow_id = %wf.id,
-                    tasks = tasks.len(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "stored new workflow"
-                );
-                Ok(())
-            }
-            1 => Err(StoreError::AlreadyExists { id: wf.id.clone() }),
-            other => Err(StoreError::backend(
-                "create workflow script",
-                format!("unexpected reply {other}"),
-            )),
-        }
+        Ok(workflow_id.map(|workflow_id| KeptSubmission {
+            workflow_id,
+            fingerprint: fingerprint.unwrap_or_default(),
+        }))
     }
 
     fn apply(&self, workflows: &[WorkflowRecord], tasks: &[TaskRecord]) -> Result<(), StoreError> {

@@ -25,10 +25,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::FromSql;
-use rusqlite::{params, Connection, ErrorCode, Row, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 use serde_json::Value;
 
-use crate::{Store, StoreError, StoreInfo, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+use crate::{
+    Creation, Idempotency, KeptSubmission, Store, StoreError, StoreInfo, TaskRecord, TaskStatus,
+    WorkflowRecord, WorkflowStatus,
+};
 
 /// The schema version this build writes and understands.
 const SCHEMA_VERSION: i64 = 1;
@@ -75,6 +78,11 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_id ON tasks (workflow_id, task_id);
 CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (workflow_id, seq);
 CREATE INDEX IF NOT EXISTS tasks_by_task_id ON tasks (task_id);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key         TEXT PRIMARY KEY NOT NULL,
+    workflow_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL
+);
 ";
 
 /// Workflow columns without the spec, in the order [`read_workflow`] expects; `w` is the
@@ -230,16 +238,14 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Tells the checkpointer that a write transaction committed.
-    fn committed(&self) {
-        if let Some(checkpointer) = &self.checkpointer {
-            checkpointer.nudge();
-        }
-    }
-}
-
-impl Store for SqliteStore {
-    fn create_workflow(&self, wf: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<(), StoreError> {
+    /// Stores a new workflow, its tasks and (when given) its idempotency key in one
+    /// transaction; a key already kept writes nothing.
+    fn create(
+        &self,
+        idempotency: Option<&Idempotency<'_>>,
+        wf: &WorkflowRecord,
+        tasks: &[TaskRecord],
+    ) -> Result<Creation, StoreError> {
         if let Some(task) = tasks.iter().find(|t| t.workflow_id != wf.id) {
             return Err(StoreError::Invalid(format!(
                 "task `{}` belongs to workflow `{}`, not `{}`",
@@ -250,6 +256,11 @@ impl Store for SqliteStore {
         let mut conn = self.conn();
         let tx = begin(&mut conn)?;
         {
+            if let Some(idem) = idempotency {
+                if let Some(kept) = read_kept(&tx, idem.key)? {
+                    return kept.resubmitted(idem.key, idem.fingerprint);
+                }
+            }
             let exists = tx
                 .prepare_cached(WORKFLOW_EXISTS)
                 .and_then(|mut stmt| stmt.exists([&wf.id]))
@@ -264,6 +275,13 @@ impl Store for SqliteStore {
             for task in tasks {
                 write_task(&mut stmt, task)?;
             }
+            if let Some(idem) = idempotency {
+                tx.execute(
+                    "INSERT INTO idempotency_keys (key, workflow_id, fingerprint) VALUES (?1, ?2, ?3)",
+                    params![idem.key, wf.id, idem.fingerprint],
+                )
+                .map_err(|e| StoreError::backend("insert idempotency key", e))?;
+            }
         }
         tx.commit()
             .map_err(|e| StoreError::backend("commit workflow", e))?;
@@ -275,7 +293,34 @@ impl Store for SqliteStore {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "stored new workflow"
         );
-        Ok(())
+        Ok(Creation::Created)
+    }
+
+    /// Tells the checkpointer that a write transaction committed.
+    fn committed(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.nudge();
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_workflow(&self, wf: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<(), StoreError> {
+        self.create(None, wf, tasks).map(|_| ())
+    }
+
+    fn create_workflow_once(
+        &self,
+        idempotency: &Idempotency<'_>,
+        wf: &WorkflowRecord,
+        tasks: &[TaskRecord],
+    ) -> Result<Creation, StoreError> {
+        self.create(Some(idempotency), wf, tasks)
+    }
+
+    fn kept_submission(&self, key: &str) -> Result<Option<KeptSubmission>, StoreError> {
+        let conn = self.conn();
+        read_kept(&conn, key)
     }
 
     fn apply(&self, workflows: &[WorkflowRecord], tasks: &[TaskRecord]) -> Result<(), StoreError> {
@@ -772,6 +817,21 @@ fn read_workflow(row: &Row<'_>, with_spec: bool) -> Result<WorkflowRecord, Store
         owner: cols.get(9, "owner").map_err(corrupt)?,
         id,
     })
+}
+
+/// The submission kept under an idempotency key.
+fn read_kept(conn: &Connection, key: &str) -> Result<Option<KeptSubmission>, StoreError> {
+    conn.prepare_cached("SELECT workflow_id, fingerprint FROM idempotency_keys WHERE key = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([key], |row| {
+                Ok(KeptSubmission {
+                    workflow_id: row.get(0)?,
+                    fingerprint: row.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(|e| StoreError::backend("look up idempotency key", e))
 }
 
 /// Stores made before workflows had owners get the column (their workflows have none).

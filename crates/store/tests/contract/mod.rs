@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use gleitzeit_store::{Store, StoreError, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+use gleitzeit_store::{
+    Creation, Idempotency, Store, StoreError, TaskRecord, TaskStatus, WorkflowRecord,
+    WorkflowStatus,
+};
 use serde_json::{json, Value};
 
 /// Defines one `#[test]` per contract function, each on a fresh store made by `$open`
@@ -28,6 +31,8 @@ macro_rules! contract_tests {
             ids_with_separators_do_not_collide,
             shared_across_threads,
             unloadable_workflow_is_marked_failed_and_leaves_recovery,
+            an_idempotency_key_creates_one_workflow,
+            concurrent_submits_with_one_key_create_one_workflow,
         );
     };
     (@each $open:expr; $($name:ident),* $(,)?) => {
@@ -555,6 +560,114 @@ pub fn ids_with_separators_do_not_collide(store: &dyn Store) {
 }
 
 /// Four threads writing and reading through one store at once.
+pub fn an_idempotency_key_creates_one_workflow(store: &dyn Store) {
+    let key = Idempotency {
+        key: "0b1c-key",
+        fingerprint: "spec-1",
+    };
+    assert_eq!(store.kept_submission(key.key).expect("read"), None);
+    let wf = workflow("wf-1", 1, WorkflowStatus::Pending);
+    let created = store
+        .create_workflow_once(&key, &wf, &[task("wf-1", "a")])
+        .expect("create");
+    assert_eq!(created, Creation::Created);
+    let kept = store.kept_submission(key.key).expect("read").expect("kept");
+    assert_eq!(
+        (kept.workflow_id.as_str(), kept.fingerprint.as_str()),
+        ("wf-1", "spec-1")
+    );
+
+    // The same key and fingerprint again (a retried submit, even with another workflow id):
+    // the first workflow, nothing written.
+    for id in ["wf-1", "wf-2"] {
+        let again = store
+            .create_workflow_once(
+                &key,
+                &workflow(id, 2, WorkflowStatus::Pending),
+                &[task(id, "b")],
+            )
+            .expect("resubmit");
+        assert_eq!(
+            again,
+            Creation::Existing {
+                workflow_id: "wf-1".to_string()
+            }
+        );
+    }
+    assert_eq!(
+        ids(&store.list_workflows(10, None).expect("list")),
+        ["wf-1"]
+    );
+    assert_eq!(task_ids(&store.tasks("wf-1").expect("tasks")), ["a"]);
+
+    // The same key with another fingerprint: GZ3031, nothing written.
+    let other = Idempotency {
+        key: key.key,
+        fingerprint: "spec-2",
+    };
+    let err = store
+        .create_workflow_once(&other, &workflow("wf-3", 3, WorkflowStatus::Pending), &[])
+        .expect_err("conflict");
+    assert!(
+        matches!(&err, StoreError::IdempotencyConflict { workflow_id, .. } if workflow_id == "wf-1"),
+        "{err}"
+    );
+    assert_eq!(
+        err.code(),
+        gleitzeit_protocol::errors::ErrorCode::IdempotencyConflict
+    );
+    assert_eq!(store.workflow("wf-3").expect("read"), None);
+
+    // A new key with a taken workflow id is refused like create_workflow, and keeps no key.
+    let fresh = Idempotency {
+        key: "fresh",
+        fingerprint: "spec-1",
+    };
+    let err = store
+        .create_workflow_once(&fresh, &workflow("wf-1", 4, WorkflowStatus::Pending), &[])
+        .expect_err("id taken");
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+    assert_eq!(store.kept_submission("fresh").expect("read"), None);
+}
+
+/// Eight threads submit one key at once: one workflow, and every caller learns its id.
+pub fn concurrent_submits_with_one_key_create_one_workflow(store: &dyn Store) {
+    let key = Idempotency {
+        key: "race",
+        fingerprint: "same",
+    };
+    let outcomes: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                scope.spawn(move || {
+                    let id = format!("wf-{i}");
+                    match store
+                        .create_workflow_once(
+                            &key,
+                            &workflow(&id, 1, WorkflowStatus::Pending),
+                            &[task(&id, "a")],
+                        )
+                        .expect("create once")
+                    {
+                        Creation::Created => id,
+                        Creation::Existing { workflow_id } => workflow_id,
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let stored = store.list_workflows(100, None).expect("list");
+    assert_eq!(stored.len(), 1, "{:?}", ids(&stored));
+    assert!(
+        outcomes.iter().all(|id| *id == stored[0].id),
+        "{outcomes:?}"
+    );
+}
+
 pub fn shared_across_threads(store: &dyn Store) {
     store
         .create_workflow(&workflow("wf", 1, WorkflowStatus::Running), &[])

@@ -1,0 +1,57 @@
+//! Idempotent creation of workflows: a submission carries a key the client made once
+//! (`idempotency_key` of `workflow_submit`), and the store keeps the key with the workflow
+//! it created, written in the same transaction as the workflow itself. A submission retried
+//! with the same key (after a lost connection, or while no queue-manager was connected)
+//! then finds the first one's workflow instead of creating a second; the same key with a
+//! different submission is refused ([`StoreError::IdempotencyConflict`](crate::StoreError)).
+//!
+//! What counts as "the same submission" is the caller's `fingerprint` (the queue-manager
+//! uses a hash of the spec and base folder); the store only compares it.
+
+/// The key of one submission and the fingerprint of what was submitted under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idempotency<'a> {
+    /// The client's key (a UUID, at most 200 bytes).
+    pub key: &'a str,
+    /// What identifies the submission's content (equal for a retry of the same submit).
+    pub fingerprint: &'a str,
+}
+
+/// A submission kept under its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptSubmission {
+    /// The workflow the key created.
+    pub workflow_id: String,
+    /// The fingerprint it was created with.
+    pub fingerprint: String,
+}
+
+/// What [`Store::create_workflow_once`](crate::Store::create_workflow_once) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Creation {
+    /// The workflow and its tasks were stored, with the key.
+    Created,
+    /// The key was already kept with the same fingerprint: nothing was written, and the
+    /// submission's workflow is this one.
+    Existing {
+        /// The workflow created by the first submission with this key.
+        workflow_id: String,
+    },
+}
+
+impl KeptSubmission {
+    /// The outcome of submitting `fingerprint` again under this kept key: the kept
+    /// workflow, or a conflict when the fingerprint differs.
+    pub fn resubmitted(self, key: &str, fingerprint: &str) -> Result<Creation, crate::StoreError> {
+        if self.fingerprint == fingerprint {
+            Ok(Creation::Existing {
+                workflow_id: self.workflow_id,
+            })
+        } else {
+            Err(crate::StoreError::IdempotencyConflict {
+                key: key.to_string(),
+                workflow_id: self.workflow_id,
+            })
+        }
+    }
+}
