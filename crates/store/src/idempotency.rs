@@ -55,3 +55,32 @@ impl KeptSubmission {
         }
     }
 }
+
+/// The fingerprint of a submission: SHA-256 (hex) of its spec's JSON text and base folder.
+pub fn fingerprint(spec: &serde_json::Value, base_dir: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(spec.to_string().as_bytes());
+    hash.update([0u8]);
+    hash.update(base_dir.unwrap_or_default().as_bytes());
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fingerprints_tell_specs_and_folders_apart() {
+        let spec = json!({ "name": "a", "tasks": [] });
+        let same = fingerprint(&spec, Some("/w"));
+        assert_eq!(same.len(), 64);
+        assert_eq!(same, fingerprint(&spec.clone(), Some("/w")));
+        assert_ne!(same, fingerprint(&spec, Some("/x")));
+        assert_ne!(
+            same,
+            fingerprint(&json!({ "name": "b", "tasks": [] }), Some("/w"))
+        );
+    }
+}

@@ -1,13 +1,16 @@
 //! Submitting and cancelling workflows: a submission is checked (size limits, the spec,
-//! a free id), stored with its tasks and owned by this queue-manager before it is
-//! acknowledged; a cancel of a workflow another queue-manager runs goes on to it.
+//! a free id), stored with its tasks (and its idempotency key, if it has one) and owned by
+//! this queue-manager before it is acknowledged; a submission repeating a kept key is
+//! answered with the first one's workflow; a cancel of a workflow another queue-manager
+//! runs goes on to it.
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events;
 use gleitzeit_protocol::payloads::{SubmitWorkflow, WorkflowRef};
 use gleitzeit_protocol::replies::{CancelReply, SubmitReply};
 use gleitzeit_protocol::{to_payload, Envelope};
-use gleitzeit_store::{TaskRecord, WorkflowRecord, WorkflowStatus};
+use gleitzeit_store::idempotency::fingerprint;
+use gleitzeit_store::{Creation, Idempotency, TaskRecord, WorkflowRecord, WorkflowStatus};
 use gleitzeit_workflow::{prepare_spec, WorkflowSpec};
 use serde_json::json;
 use tracing::info;
@@ -49,11 +52,27 @@ impl Manager {
             }
             None => format!("wf-{}", uuid::Uuid::new_v4().simple()),
         };
+        let spec_json = to_payload(&spec)?;
+        self.limits.check_bytes(&spec_json)?;
+        let idempotency = match sub.idempotency_key {
+            Some(key) if key.len() <= 200 && !key.is_empty() => {
+                let fingerprint = fingerprint(&spec_json, sub.base_dir.as_deref());
+                if let Some(reply) = self.resubmitted(&key, &fingerprint).await? {
+                    return Ok(reply);
+                }
+                Some((key, fingerprint))
+            }
+            Some(_) => {
+                return Err(GzError::new(
+                    ErrorCode::InvalidField,
+                    "idempotency_key must be 1..=200 characters",
+                ))
+            }
+            None => None,
+        };
         if self.machine.contains(&id) {
             return Err(in_use(&id));
         }
-        let spec_json = to_payload(&spec)?;
-        self.limits.check_bytes(&spec_json)?;
         let now = Now::current();
         let record = WorkflowRecord {
             id: id.clone(),
@@ -83,18 +102,32 @@ impl Manager {
             })
             .collect();
         let owner = self.client.id().to_string();
-        let (mut record, tasks) = self
+        let created = self
             .persistence
             .call(move |s| {
                 if s.workflow(&record.id)?.is_some() {
                     return Ok(Err(in_use(&record.id)));
                 }
-                s.create_workflow(&record, &tasks)?;
+                if let Some((key, fingerprint)) = &idempotency {
+                    let idem = Idempotency { key, fingerprint };
+                    if let Creation::Existing { workflow_id } =
+                        s.create_workflow_once(&idem, &record, &tasks)?
+                    {
+                        // Another queue-manager stored this key in the meantime.
+                        return Ok(Ok(Err(workflow_id)));
+                    }
+                } else {
+                    s.create_workflow(&record, &tasks)?;
+                }
                 // The submitter owns the new workflow (several queue-managers may share a store).
                 s.claim(&record.id, &owner, OWNER_TTL)?;
-                Ok(Ok((record, tasks)))
+                Ok(Ok(Ok((record, tasks))))
             })
             .await??;
+        let (mut record, tasks) = match created {
+            Ok(new) => new,
+            Err(existing) => return self.existing_reply(existing).await,
+        };
         // The spec lives in the store; memory keeps only the per-task state.
         let spec_json = std::mem::take(&mut record.spec);
         let total = tasks.len();
@@ -112,6 +145,46 @@ impl Manager {
         Ok(SubmitReply {
             workflow_id: id,
             total_tasks: total,
+        })
+    }
+
+    /// The reply to a submission whose idempotency key is already kept: the first
+    /// submission's workflow (`None` when the key is new); GZ3031 for another spec.
+    async fn resubmitted(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<SubmitReply>, GzError> {
+        let lookup = key.to_string();
+        let Some(kept) = self
+            .persistence
+            .call(move |s| s.kept_submission(&lookup))
+            .await?
+        else {
+            return Ok(None);
+        };
+        match kept.resubmitted(key, fingerprint).map_err(GzError::from)? {
+            Creation::Existing { workflow_id } => self.existing_reply(workflow_id).await.map(Some),
+            Creation::Created => Ok(None),
+        }
+    }
+
+    /// The submit reply for a workflow created by an earlier submission with the same key.
+    async fn existing_reply(&self, workflow_id: String) -> Result<SubmitReply, GzError> {
+        info!(workflow = %workflow_id, "submission repeated with its idempotency key; answering the first workflow");
+        let total_tasks = match self.machine.workflow(&workflow_id) {
+            Some(wf) => wf.record.total_tasks as usize,
+            None => {
+                let id = workflow_id.clone();
+                self.persistence
+                    .call(move |s| s.workflow(&id))
+                    .await?
+                    .map_or(0, |w| w.total_tasks as usize)
+            }
+        };
+        Ok(SubmitReply {
+            workflow_id,
+            total_tasks,
         })
     }
 
