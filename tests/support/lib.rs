@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod in_process;
+pub mod netns;
 pub mod processes;
 
 pub use gleitzeit_launcher::{Process as Proc, Sig};
