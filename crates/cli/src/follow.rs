@@ -1,7 +1,8 @@
 //! Following a workflow's events until it ends, as `gz run` and `gz watch` do: a progress
 //! bar, plain lines or JSON lines; each event shown once (by `seq`), a catch-up with
-//! `workflow_events` after a reconnect, and `workflow_get` polling as the fallback when an
-//! event is missed. `event_line` is shared with `gz events`.
+//! `workflow_events` after a reconnect (to the next hub of a mesh when the client's hub is
+//! lost), and `workflow_get` polling as the fallback when an event is missed. Both reads
+//! wait a few seconds per attempt, not the full request timeout. `event_line` is shared with `gz events`.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use gleitzeit_protocol::events;
 use serde_json::{json, Value};
 
 use crate::render;
-use crate::workflow::{qm_request, workflow_get_with};
+use crate::workflow::{queue_manager, QM_TIMEOUT};
 
 /// How events are shown while following a workflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,7 +261,16 @@ async fn catch_up(
     stream: &mut StreamedText,
 ) -> bool {
     let payload = json!({ "workflow_id": id, "after_seq": shown.last_seq });
-    let Ok(reply) = qm_request(client, events::WORKFLOW_EVENTS, payload).await else {
+    let Ok(reply) = client
+        .request_retrying(
+            queue_manager(),
+            events::WORKFLOW_EVENTS,
+            payload,
+            QM_TIMEOUT,
+            ATTEMPT,
+        )
+        .await
+    else {
         return false;
     };
     let mut done = false;
@@ -276,6 +286,20 @@ async fn catch_up(
         );
     }
     done
+}
+
+/// How long one read while following waits for its reply. Reads are safe to repeat, and
+/// after a hub of a mesh died a request may have gone to a component on it (the other hubs
+/// forget its components only after their heartbeat timeout): asking again soon beats
+/// waiting out the 30 s request timeout.
+const ATTEMPT: Duration = Duration::from_secs(4);
+
+/// The workflow's summary (`workflow_get` with `summary: true`), waiting at most [`ATTEMPT`].
+async fn poll(client: &HubClient, id: &str) -> Result<Value, GzError> {
+    let payload = json!({ "workflow_id": id, "summary": true });
+    client
+        .request_with_timeout(queue_manager(), events::WORKFLOW_GET, payload, ATTEMPT)
+        .await
 }
 
 /// Shows the workflow's events until it is terminal (by event, or by polling
@@ -337,7 +361,7 @@ pub async fn follow(
                     ).with_hint(format!("follow it with `gz watch {id}`, or stop it with `gz cancel {id}`")));
                 }
                 let asked = Instant::now();
-                if let Ok(reply) = workflow_get_with(client, id, true).await {
+                if let Ok(reply) = poll(client, id).await {
                     if mode == Follow::Bar {
                         counts = Counts::from_reply(&reply);
                         draw_bar(&counts);

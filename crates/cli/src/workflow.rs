@@ -292,7 +292,17 @@ pub(crate) async fn submit_spec(
         idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
     })
     .map_err(|e| GzError::new(ErrorCode::Internal, e.to_string()))?;
-    qm_request(client, events::WORKFLOW_SUBMIT, payload).await
+    // The key makes the submit safe to repeat: when no queue-manager is connected for a
+    // moment (GZ1020) or the connection drops, it is sent again within the timeout.
+    client
+        .request_retrying(
+            queue_manager(),
+            events::WORKFLOW_SUBMIT,
+            payload,
+            QM_TIMEOUT,
+            QM_TIMEOUT,
+        )
+        .await
 }
 
 pub(crate) fn new_workflow_id() -> String {

@@ -38,6 +38,28 @@ enum SessionError {
 enum End {
     Stopped,
     Lost,
+    /// The component's preferred hub answers again and the component is idle: move there.
+    Rebalance,
+}
+
+/// How often a component away from its preferred hub checks whether it can move back.
+const REBALANCE_CHECK: Duration = Duration::from_secs(2);
+/// How long a component must have sent and received nothing but heartbeats (and have no
+/// load) before it moves back to its preferred hub: nothing is in flight then.
+const QUIET_FOR: Duration = Duration::from_secs(2);
+
+/// The index of the hub a component prefers among `hubs` listed: FNV-1a of its id, so
+/// every process (and every restart) picks the same one and components spread evenly.
+pub fn preferred_index(component_id: &str, hubs: usize) -> usize {
+    if hubs <= 1 {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in component_id.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % hubs as u64) as usize
 }
 
 /// Runs sessions until the client is closed. Reports the first session's outcome on `first`.
@@ -54,7 +76,13 @@ pub(crate) async fn run(
     // Several hubs of one mesh may be listed, comma-separated: a lost or failed session
     // moves on to the next.
     let urls = hub_urls(&shared.config.url);
-    let (mut idx, mut failed_in_round) = (0usize, 0usize);
+    // Components spread over the hubs of a mesh (each starts at, and returns to, the hub
+    // its id hashes to); plain clients start at the first, which the caller ordered.
+    let preferred = match &shared.config.registration {
+        Some(reg) => preferred_index(&reg.component_id, urls.len()),
+        None => 0,
+    };
+    let (mut idx, mut failed_in_round) = (preferred, 0usize);
     loop {
         if *stop.borrow() {
             break;
@@ -69,11 +97,19 @@ pub(crate) async fn run(
                 info!(hub = %url, id = %shared.id, "connected to hub");
                 failed_in_round = 0;
                 shared.connected.send_replace(true);
-                let end = drive(&shared, &session, &mut outbox, &mut carry, &mut stop).await;
+                let home = (shared.config.registration.is_some() && idx != preferred)
+                    .then(|| urls[preferred].as_str());
+                let end = drive(&shared, &session, &mut outbox, &mut carry, &mut stop, home).await;
                 shared.connected.send_replace(false);
                 session.link.close();
-                if matches!(end, End::Stopped) {
-                    break;
+                match end {
+                    End::Stopped => break,
+                    End::Rebalance => {
+                        info!(from = %url, to = %urls[preferred], id = %shared.id, "preferred hub is back; moving to it while idle");
+                        idx = preferred;
+                        continue;
+                    }
+                    End::Lost => {}
                 }
                 warn!(hub = %url, "connection to hub lost; reconnecting");
                 if shared.config.registration.is_none() {
@@ -243,7 +279,11 @@ async fn drive(
     outbox: &mut mpsc::Receiver<Envelope>,
     carry: &mut Option<Envelope>,
     stop: &mut watch::Receiver<bool>,
+    home: Option<&str>,
 ) -> End {
+    let mut rebalance = tokio::time::interval(REBALANCE_CHECK);
+    rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    rebalance.tick().await;
     if let Some(env) = carry.take() {
         if emit(&session.link, &env).is_err() {
             *carry = Some(env);
@@ -268,12 +308,20 @@ async fn drive(
             msg = outbox.recv() => match msg {
                 None => return End::Stopped,
                 Some(env) => {
+                    shared.touch();
                     if emit(&session.link, &env).is_err() {
                         *carry = Some(env);
                         return End::Lost;
                     }
                 }
             },
+            _ = rebalance.tick(), if home.is_some() => {
+                if let Some(home) = home {
+                    if is_idle(shared) && hub_answers(shared, home).await {
+                        return End::Rebalance;
+                    }
+                }
+            }
             _ = heartbeat.tick() => {
                 if missed.load(Ordering::Relaxed) >= MAX_MISSED_HEARTBEATS {
                     warn!("heartbeats unanswered; dropping the session");
@@ -284,6 +332,25 @@ async fn drive(
                 }
             }
         }
+    }
+}
+
+/// True when nothing is in flight: no load, no request waiting for its reply, and no
+/// envelope but heartbeats sent or received for [`QUIET_FOR`].
+fn is_idle(shared: &Shared) -> bool {
+    shared.load.load(Ordering::Relaxed) == 0
+        && shared.quiet_for() >= QUIET_FOR
+        && lock(&shared.pending).len() <= shared.heartbeats_pending.load(Ordering::Relaxed) as usize
+}
+
+/// Whether the hub at `url` accepts a Socket.IO session now (opened and closed at once).
+async fn hub_answers(shared: &Arc<Shared>, url: &str) -> bool {
+    match transport::connect(url, shared.config.auth.as_ref(), OPEN_TIMEOUT, |_| {}).await {
+        Ok(link) => {
+            link.close();
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -312,7 +379,11 @@ fn send_heartbeat(
     lock(&shared.pending).insert(env.id.clone(), tx);
     missed.fetch_add(1, Ordering::Relaxed);
     let id = env.id.clone();
-    emit(&session.link, &env)?;
+    if let Err(e) = emit(&session.link, &env) {
+        lock(&shared.pending).remove(&id);
+        return Err(e);
+    }
+    shared.heartbeats_pending.fetch_add(1, Ordering::Relaxed);
     let wait = session.heartbeat_interval * MAX_MISSED_HEARTBEATS;
     let shared = shared.clone();
     tokio::spawn(async move {
@@ -322,6 +393,7 @@ fn send_heartbeat(
                 lock(&shared.pending).remove(&id);
             }
         }
+        shared.heartbeats_pending.fetch_sub(1, Ordering::Relaxed);
     });
     Ok(())
 }
@@ -345,6 +417,10 @@ fn dispatch(shared: &Arc<Shared>, body: &str) {
         env.event.as_str(),
         events::REPLY | events::REGISTERED | events::ERROR
     );
+    if !is_answer {
+        // Work or news for this client (answers to its requests show in `pending`).
+        shared.touch();
+    }
     if is_answer {
         if let Some(cid) = &env.correlation_id {
             if let Some(tx) = lock(&shared.pending).remove(cid) {

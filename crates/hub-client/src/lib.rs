@@ -17,11 +17,12 @@
 #![forbid(unsafe_code)]
 
 mod connection;
+mod retry;
 pub mod tls;
 mod transport;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ use gleitzeit_protocol::payloads::{RegisterPayload, SubscribePayload};
 use gleitzeit_protocol::{Envelope, Reply, Target};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
+
+pub use connection::preferred_index;
+pub use retry::is_retry_safe_failure;
 
 /// How a client connects.
 #[derive(Debug, Clone)]
@@ -147,6 +151,27 @@ struct Shared {
     connected: watch::Sender<bool>,
     closing: AtomicBool,
     stop: watch::Sender<bool>,
+    /// When the client was made; `last_traffic` counts from here.
+    born: std::time::Instant,
+    /// Milliseconds after `born` of the last envelope sent or received (heartbeats and
+    /// answers aside).
+    last_traffic: AtomicU64,
+    /// Heartbeats waiting for their answer (entries of `pending` that are not requests).
+    heartbeats_pending: AtomicU32,
+}
+
+impl Shared {
+    /// Notes traffic now.
+    fn touch(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.last_traffic.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the last traffic.
+    fn quiet_for(&self) -> Duration {
+        let since = self.born.elapsed().as_millis() as u64;
+        Duration::from_millis(since.saturating_sub(self.last_traffic.load(Ordering::Relaxed)))
+    }
 }
 
 /// A connection to the hub. Cheap to clone; all clones share one connection.
@@ -189,6 +214,9 @@ impl HubClient {
             connected,
             closing: AtomicBool::new(false),
             stop,
+            born: std::time::Instant::now(),
+            last_traffic: AtomicU64::new(0),
+            heartbeats_pending: AtomicU32::new(0),
             config,
         });
         let (first_tx, first_rx) = oneshot::channel();

@@ -26,6 +26,11 @@ from .credentials import DEFAULT_HUB_URL, local_key, resolve_api_key, resolve_hu
 from .errors import GleitzeitError
 from .workflow import Workflow
 
+#: Failures after which a submit carrying an idempotency key is sent again.
+RETRY_SAFE = ("GZ1031", "GZ1030", "GZ1020", "GZ1001")
+#: How long a submit keeps trying while no queue-manager can take it (seconds).
+SUBMIT_PATIENCE = 30.0
+
 __all__ = ["GleitzeitCluster", "WORKFLOW_EVENTS", "TASK_EVENTS", "FINAL_EVENTS"]
 
 log = logging.getLogger("gleitzeit.cluster")
@@ -588,7 +593,13 @@ class GleitzeitCluster:
         workflow_id = "wf-%s" % uuid.uuid4().hex
         track = self._new_track(workflow_id, released=False)
         room = "workflow:%s" % workflow_id
-        payload = {"spec": spec, "workflow_id": workflow_id, "base_dir": os.path.abspath(base_dir or default_dir)}
+        payload = {
+            "spec": spec,
+            "workflow_id": workflow_id,
+            "base_dir": os.path.abspath(base_dir or default_dir),
+            # one key per submission: a retried submit never creates a second workflow
+            "idempotency_key": str(uuid.uuid4()),
+        }
         joined = False
         try:
             if not self._join_after_submit:
@@ -617,19 +628,28 @@ class GleitzeitCluster:
         return str(reply.get("workflow_id") or workflow_id)
 
     async def _submit(self, conn: Connection, payload: Dict[str, Any]) -> Dict[str, Any]:
-        """``workflow_submit``; a lost session or a timeout is asked again with the same id
-        (answered "already in use" when the first one was accepted)."""
+        """``workflow_submit`` with the payload's idempotency key, so it is safe to send
+        again: a lost session (GZ1031), a timeout (GZ1030), no queue-manager connected for a
+        moment (GZ1020) or its store unreachable (GZ1001) is asked again with a backoff of
+        0.1 s doubling to 2 s, for up to ``SUBMIT_PATIENCE`` seconds; the queue-manager
+        answers a repeated key with the first submission's workflow."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SUBMIT_PATIENCE
+        backoff = 0.1
         attempts = 0
         while True:
             attempts += 1
             try:
                 return await conn.request("workflow_submit", payload, "type:queue-manager")
             except GleitzeitError as err:
-                if err.code in ("GZ1031", "GZ1030") and attempts < 3:
-                    continue
                 if attempts > 1 and err.code == "GZ7001" and "already in use" in err.message:
+                    # a queue-manager without idempotency keys accepted the first attempt
                     return {"workflow_id": payload["workflow_id"]}
-                raise
+                if err.code not in RETRY_SAFE or loop.time() + backoff >= deadline:
+                    raise
+                log.info("submit of %s failed (%s); retrying", payload["workflow_id"], err.code)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
 
     async def watch(self, workflow_id: str) -> None:
         """Follows a workflow this cluster did not submit: its events are delivered from
