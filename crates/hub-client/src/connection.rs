@@ -335,12 +335,12 @@ async fn drive(
     }
 }
 
-/// True when nothing is in flight: no load, no request waiting for its reply, and no
-/// envelope but heartbeats sent or received for [`QUIET_FOR`].
+/// True when no work is in flight: no load, and no envelope but heartbeats and answers
+/// sent or received for [`QUIET_FOR`]. (A request still waiting then, such as an engine's
+/// long-polling `lease_tasks`, is answered by component id wherever the component is, or
+/// times out and is asked again; nothing it stands for is lost by moving.)
 fn is_idle(shared: &Shared) -> bool {
-    shared.load.load(Ordering::Relaxed) == 0
-        && shared.quiet_for() >= QUIET_FOR
-        && lock(&shared.pending).len() <= shared.heartbeats_pending.load(Ordering::Relaxed) as usize
+    shared.load.load(Ordering::Relaxed) == 0 && shared.quiet_for() >= QUIET_FOR
 }
 
 /// Whether the hub at `url` accepts a Socket.IO session now (opened and closed at once).
@@ -383,7 +383,6 @@ fn send_heartbeat(
         lock(&shared.pending).remove(&id);
         return Err(e);
     }
-    shared.heartbeats_pending.fetch_add(1, Ordering::Relaxed);
     let wait = session.heartbeat_interval * MAX_MISSED_HEARTBEATS;
     let shared = shared.clone();
     tokio::spawn(async move {
@@ -393,7 +392,6 @@ fn send_heartbeat(
                 lock(&shared.pending).remove(&id);
             }
         }
-        shared.heartbeats_pending.fetch_sub(1, Ordering::Relaxed);
     });
     Ok(())
 }

@@ -58,6 +58,12 @@ pub struct ClientConfig {
     pub auth: Option<Value>,
 }
 
+/// How often a plain client (the CLI, an observer) sends a heartbeat. A hub that died
+/// without closing the connection (its host or container gone: no FIN, no RST) is noticed
+/// after three unanswered ones, so a client moves on to the next hub within ~4 s instead of
+/// waiting out a request timeout. Components use the interval the hub announces.
+pub const PLAIN_HEARTBEAT: Duration = Duration::from_secs(1);
+
 impl ClientConfig {
     /// A plain client (no registration) that fails fast when the hub is unreachable.
     pub fn client(url: impl Into<String>) -> Self {
@@ -67,7 +73,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             buffer_limit: 10_000,
             initial_connect_timeout: Some(Duration::from_secs(3)),
-            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_interval: PLAIN_HEARTBEAT,
             auth: gleitzeit_runtime::credentials::api_key()
                 .map(|(key, _)| serde_json::json!({ "api_key": key })),
         }
@@ -156,8 +162,6 @@ struct Shared {
     /// Milliseconds after `born` of the last envelope sent or received (heartbeats and
     /// answers aside).
     last_traffic: AtomicU64,
-    /// Heartbeats waiting for their answer (entries of `pending` that are not requests).
-    heartbeats_pending: AtomicU32,
 }
 
 impl Shared {
@@ -216,7 +220,6 @@ impl HubClient {
             stop,
             born: std::time::Instant::now(),
             last_traffic: AtomicU64::new(0),
-            heartbeats_pending: AtomicU32::new(0),
             config,
         });
         let (first_tx, first_rx) = oneshot::channel();
