@@ -328,3 +328,43 @@ async fn a_submit_waits_for_a_briefly_missing_queue_manager_and_keys_make_it_onc
     }
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// A submit while the queue-manager's Redis restarts (the report: both queue-managers were
+/// unhealthy for ~15 s and `gz run` failed with GZ1020) waits for it and makes one workflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_during_a_redis_restart_waits_and_makes_one_workflow() {
+    let mut redis = RedisServer::start().await;
+    let hub = TestHub::start().await;
+    let data = temp_path("failover-redis");
+    let dd = data.display().to_string();
+    let _services: Vec<Proc> = vec![
+        hub.service(
+            "queue-manager",
+            "qm-redis",
+            &["--redis-url", &redis.url, "--data-dir", &dd],
+        ),
+        hub.service("dependency-resolver", "dr-redis", &[]),
+        hub.service("execution-engine", "ee-redis", &[]),
+        hub.service("python-provider", "py-redis", &["--workers", "1"]),
+    ];
+    hub.wait_registered(&["qm-redis", "dr-redis", "ee-redis", "py-redis"])
+        .await;
+
+    redis.stop();
+    let file = repo_root().join("examples/hello.yaml");
+    let (url, arg) = (hub.url.clone(), file.display().to_string());
+    let started = Instant::now();
+    let run = tokio::task::spawn_blocking(move || gz_at(&url, &["run", &arg, "--json"]));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.start_again().await;
+    let (code, out, err) = run.await.expect("gz run ran");
+    eprintln!(
+        "gz run through a Redis restart took {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, list, _) = gz_at(&hub.url, &["list", "--json"]);
+    let listed: Value = serde_json::from_str(&list).expect("gz list --json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{list}");
+    let _ = std::fs::remove_dir_all(&data);
+}
