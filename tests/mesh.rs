@@ -150,13 +150,23 @@ async fn components_move_to_another_hub_when_theirs_is_killed_and_nothing_is_los
     let mut hub_b = TestHub::start_in_mesh(&redis.url, "hub-b").await;
     let data = DataDir::new("failover", hub_a.port);
     let dd = data.arg();
-    // The engine and the provider prefer hub B and know hub A as the fallback.
-    let both = format!("{},{}", hub_b.url, hub_a.url);
+    // The engine and the provider know both hubs and prefer hub B: a component starts at
+    // the hub its id hashes to (`preferred_index`), so each gets the list in the order that
+    // puts hub B there.
+    let both = |id: &str| match gleitzeit_hub_client::preferred_index(id, 2) {
+        0 => format!("{},{}", hub_b.url, hub_a.url),
+        _ => format!("{},{}", hub_a.url, hub_b.url),
+    };
     let _services: Vec<Proc> = vec![
         hub_a.service("queue-manager", "qm-1", &["--data-dir", &dd]),
         hub_a.service("dependency-resolver", "dr-1", &[]),
-        service_at(&both, "execution-engine", "ee-1", &[]),
-        service_at(&both, "python-provider", "py-1", &["--workers", "2"]),
+        service_at(&both("ee-1"), "execution-engine", "ee-1", &[]),
+        service_at(
+            &both("py-1"),
+            "python-provider",
+            "py-1",
+            &["--workers", "2"],
+        ),
     ];
     hub_a
         .wait_registered(&["qm-1", "dr-1", "ee-1", "py-1"])
