@@ -118,10 +118,12 @@ pub fn queue_manager() -> Target {
     Target::Type(component_types::QUEUE_MANAGER.into())
 }
 
-/// A request to the queue-manager with the long timeout.
+/// A request to the queue-manager with the long timeout. Every caller asks something safe
+/// to ask twice (reads; a cancel), so a lost connection (GZ1031, e.g. its hub of a mesh
+/// died) or a moment without a queue-manager (GZ1020) is asked again within the timeout.
 pub async fn qm_request(client: &HubClient, event: &str, payload: Value) -> Result<Value, GzError> {
     client
-        .request_with_timeout(queue_manager(), event, payload, QM_TIMEOUT)
+        .request_retrying(queue_manager(), event, payload, QM_TIMEOUT, QM_TIMEOUT)
         .await
 }
 

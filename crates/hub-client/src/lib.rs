@@ -342,7 +342,8 @@ impl HubClient {
         self.reply(request, reply)
     }
 
-    /// Joins rooms (remembered and re-joined after a reconnect).
+    /// Joins rooms (remembered and re-joined after a reconnect). Safe to repeat: a lost
+    /// connection or a late answer is asked again within the request timeout.
     pub async fn subscribe(&self, rooms: &[String]) -> Result<(), GzError> {
         {
             let mut mine = self.lock_rooms();
@@ -356,7 +357,8 @@ impl HubClient {
             rooms: rooms.to_vec(),
         })
         .unwrap_or(Value::Null);
-        self.request(Target::Hub, events::SUBSCRIBE, payload)
+        let timeout = self.shared.config.request_timeout;
+        self.request_retrying(Target::Hub, events::SUBSCRIBE, payload, timeout, timeout)
             .await
             .map(|_| ())
     }
