@@ -28,6 +28,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 BIN_DIR=${GZ_COMPOSE_BIN_DIR:-target/debug}
+BIN_DIR=$(cd "$BIN_DIR" 2>/dev/null && pwd || echo "$ROOT/$BIN_DIR")
 TASKS=${GZ_COMPOSE_TASKS:-2000}
 PROJECT=gz-test-$$
 BASE_IMAGE=localhost/gleitzeit-base:bookworm
@@ -66,10 +67,11 @@ die() {
 # Clean-up, also on failure or Ctrl-C: this run's compose projects with their volumes, its
 # image, the health ticker and the podman service it started.
 
+COMPOSE=(docker-compose)
 compose() {
   local project=$1
   shift
-  docker-compose --ansi never -p "$project" "$@"
+  "${COMPOSE[@]}" --ansi never -p "$project" "$@"
 }
 
 cleanup() {
@@ -214,7 +216,10 @@ start_health_ticker() {
 setup_engine() {
   if docker info >/dev/null 2>&1; then
     ENGINE=docker
-    command -v docker-compose >/dev/null || die "docker answers but docker-compose is missing"
+    if ! command -v docker-compose >/dev/null; then
+      docker compose version >/dev/null 2>&1 || die "Docker answers but neither docker-compose nor docker compose is installed"
+      COMPOSE=(docker compose)
+    fi
     log "engine: Docker ($(docker version -f '{{.Server.Version}}' 2>/dev/null))"
     return
   fi
@@ -249,7 +254,7 @@ free_port() {
 # ---------------------------------------------------------------------------------------
 # Waiting for and talking to the suite.
 
-GZ=$ROOT/$BIN_DIR/gz
+GZ=$BIN_DIR/gz
 
 # Waits until every container of the project is running and healthy.
 wait_healthy() {
@@ -384,7 +389,7 @@ chain = 20
 lines = ["name: compose-cluster-%d" % n, "tasks:"]
 for i in range(n - chain):
     lines += ["  - id: t%05d" % i, "    method: python/execute",
-              "    parameters: { code: \"import time; time.sleep(0.005); result = %d * %d\" }" % (i, i)]
+              "    parameters: { code: \"import time; time.sleep(0.02); result = %d * %d\" }" % (i, i)]
 for j in range(chain):
     lines += ["  - id: c%02d" % j, "    method: python/execute"]
     if j:
@@ -443,7 +448,7 @@ check_cluster() {
   while [ $SECONDS -lt $deadline ]; do
     done_before=$(gzj inspect workflow "$wf" --hub-url "$hub2" | json_get "d['counts']['completed']" 2>/dev/null || echo 0)
     [ "${done_before:-0}" -ge $((TASKS / 10)) ] && break
-    sleep 0.5
+    sleep 0.2
   done
   "$ENGINE" kill "$(compose "$p" "${files[@]}" ps -q central-hub)" >/dev/null 2>&1 \
     || { fail "could not kill hub 1's container"; return; }
@@ -495,6 +500,11 @@ EOF
     fail "cluster: $wf did not complete every task exactly once after hub 1 was lost" \
       "workflow status: '${status:-unknown}'" "$verdict"
   fi
+  local hub1_state
+  hub1_state=$("$ENGINE" inspect -f '{{.State.Status}} (restarts: {{.RestartCount}})' \
+    "$(compose "$p" "${files[@]}" ps -q central-hub)" 2>/dev/null || echo gone)
+  log "after the run: hub 1's container $hub1_state; components per hub: $(gzj status --hub-url "$hub2" \
+    | json_get "', '.join('%s %d' % (h, n) for h, n in sorted(__import__('collections').Counter(c.get('hub_id') or '?' for c in d['components']).items()))" 2>/dev/null || echo '?')"
   compose "$p" "${files[@]}" down -v -t 5 >"$WORK/down.log" 2>&1 || true
 }
 

@@ -46,4 +46,26 @@ else
   cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
 python3 -m pytest -q -p no:cacheprovider sdk/python/tests services/python-provider/tests tests/browser || status=$?
+
+# --- compose test (deploy/test-compose.sh; docs/compose.md) -------------------------------
+# docker-compose.yml and the cluster overlay on a real container engine (Docker, else podman
+# set up by the script as root), with an image made from the debug binaries built above.
+# GZ_SKIP_COMPOSE=1 skips it.
+compose_skip=
+if [ -n "${GZ_SKIP_COMPOSE:-}" ]; then
+  compose_skip="GZ_SKIP_COMPOSE is set"
+elif docker info >/dev/null 2>&1; then
+  compose_skip=
+elif [ "$(id -u)" != 0 ]; then
+  compose_skip="no Docker daemon answers, and setting up podman needs root"
+elif ! command -v apt-get >/dev/null 2>&1 && ! command -v podman >/dev/null 2>&1; then
+  compose_skip="no Docker daemon answers, and neither podman nor apt-get is available"
+fi
+if [ -n "$compose_skip" ]; then
+  echo "compose test skipped: $compose_skip"
+  echo "compose: 0 passed, 0 failed (skipped)"
+else
+  GZ_COMPOSE_BIN_DIR="${CARGO_TARGET_DIR:-target}/debug" deploy/test-compose.sh || status=1
+fi
+# --- end of compose test -------------------------------------------------------------------
 exit "$status"
