@@ -4,6 +4,7 @@
 //! results as JSON lines, CSV or Markdown (`gz run … --output FILE`, `gz batch results ID
 //! --format jsonl|csv|md`).
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
@@ -90,10 +91,11 @@ pub fn document(
 }
 
 /// Expands a batch workflow (`metadata.batch`) into one task per file, the folder taken
-/// relative to `dir`; other workflows are left as they are.
-pub fn expand(spec: &mut WorkflowSpec, dir: &Path) -> Result<(), GzError> {
+/// relative to `dir`; other workflows are left as they are. Returns the positions of the
+/// tasks made (none for other workflows).
+pub fn expand(spec: &mut WorkflowSpec, dir: &Path) -> Result<Range<usize>, GzError> {
     let Some((settings, template)) = Batch::of(spec) else {
-        return Ok(());
+        return Ok(0..0);
     };
     let files = batch::list_files(&settings, dir).map_err(|e| match e {
         BatchError::TooMany { .. } => GzError::new(ErrorCode::TooLarge, e.to_string())
@@ -110,8 +112,12 @@ pub fn expand(spec: &mut WorkflowSpec, dir: &Path) -> Result<(), GzError> {
             ),
         ));
     }
-    batch::expand(spec, &template, &files, &dir.join(&settings.directory));
-    Ok(())
+    Ok(batch::expand(
+        spec,
+        &template,
+        &files,
+        &dir.join(&settings.directory),
+    ))
 }
 
 /// One row per task: its name (the file), status, result or error.

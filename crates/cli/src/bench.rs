@@ -86,6 +86,7 @@ fn task(id: String, deps: Vec<String>, code: String) -> TaskSpec {
         priority: Priority::Normal,
         timeout: None,
         retry: RetryPolicy::default(),
+        files: Default::default(),
     }
 }
 
@@ -98,6 +99,7 @@ fn spec(name: &str, tasks: Vec<TaskSpec>) -> WorkflowSpec {
         timeout: None,
         on_failure: OnFailure::Fail,
         tasks,
+        attachments: Default::default(),
     }
 }
 
@@ -459,6 +461,7 @@ fn chat_task(id: String, deps: Vec<String>, content: String) -> TaskSpec {
         priority: Priority::Normal,
         timeout: None,
         retry: RetryPolicy::default(),
+        files: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod attach;
 mod auth;
 mod batch;
 mod bench;

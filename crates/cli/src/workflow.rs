@@ -14,6 +14,7 @@ use gleitzeit_runtime::LogFormat;
 use gleitzeit_workflow::{parse_workflow, Diagnostic, MethodCatalog, Parsed, WorkflowSpec};
 use serde_json::{json, Value};
 
+use crate::attach::{attach, Origin};
 use crate::follow::{follow, is_terminal, Follow};
 use crate::render;
 use crate::status::get_json;
@@ -208,7 +209,9 @@ fn invalid(path: &Path, diags: &[Diagnostic]) -> GzError {
     .with_details(json!({ "diagnostics": diags }))
 }
 
-/// Reads and parses a file; on diagnostics prints them (stderr, unless `json`) and fails.
+/// Reads and parses a file, expands a batch and reads the files its tasks name (so they
+/// travel with it, `crate::attach`); on diagnostics prints them (stderr, unless `json`) and
+/// fails.
 fn load(path: &Path, json_out: bool) -> Result<(WorkflowSpec, PathBuf), GzError> {
     let (text, dir) = read_file(path)?;
     match parse(&text) {
@@ -218,7 +221,9 @@ fn load(path: &Path, json_out: bool) -> Result<(WorkflowSpec, PathBuf), GzError>
                     eprintln!("{w}");
                 }
             }
-            crate::batch::expand(&mut parsed.spec, &dir)?;
+            let made = crate::batch::expand(&mut parsed.spec, &dir)?;
+            let notes = attach(&mut parsed.spec, Origin::File(&dir), made)?;
+            print_notes(&notes, json_out);
             Ok((parsed.spec, dir))
         }
         Err(diags) => {
@@ -403,7 +408,8 @@ fn one_shot(args: &RunArgs) -> Result<(WorkflowSpec, PathBuf), GzError> {
             function,
         )?;
         let mut spec = parse_one_shot(&doc, "batch-folder", args.json)?;
-        crate::batch::expand(&mut spec, &dir)?;
+        let made = crate::batch::expand(&mut spec, &dir)?;
+        attach(&mut spec, Origin::CommandLine(&dir), made)?;
         return Ok((spec, dir));
     }
     let (id, mut task) = if let Some(name) = &args.function {
@@ -442,7 +448,26 @@ fn one_shot(args: &RunArgs) -> Result<(WorkflowSpec, PathBuf), GzError> {
     }
     task["id"] = json!(id);
     let doc = json!({ "name": format!("gz run {id}"), "tasks": [task] });
-    Ok((parse_one_shot(&doc, &id, args.json)?, dir))
+    let mut spec = parse_one_shot(&doc, &id, args.json)?;
+    attach(&mut spec, Origin::CommandLine(&dir), 0..0)?;
+    Ok((spec, dir))
+}
+
+/// Says which named files stay paths (stderr, unless `json`; the first few of many).
+fn print_notes(notes: &[String], json_out: bool) {
+    const SHOWN: usize = 5;
+    if json_out {
+        return;
+    }
+    for note in notes.iter().take(SHOWN) {
+        eprintln!("note: {note}");
+    }
+    if notes.len() > SHOWN {
+        eprintln!(
+            "note: … and {} more files outside the workflow's folder",
+            notes.len() - SHOWN
+        );
+    }
 }
 
 /// Reads a command line's workflow document. JSON is YAML: it goes through the same parser

@@ -83,6 +83,7 @@ fn task(id: &str, params: Value) -> ExecuteTask {
         params,
         timeout_ms: None,
         base_dir: None,
+        files: Vec::new(),
     }
 }
 

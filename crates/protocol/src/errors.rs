@@ -101,6 +101,8 @@ error_codes! {
     YamlSyntax = "GZ7010", false, "YAML syntax error", "Fix the YAML at the reported line and column.";
     OutOfRange = "GZ7011", false, "Number out of range", "Use a value within the documented range (docs/workflows.md lists each field's limits).";
     TooLarge = "GZ7012", false, "Request too large", "Split the work into smaller parts; docs/security.md lists the limits.";
+    AttachmentTooLarge = "GZ7013", false, "A file the workflow names is too large to travel with it", "Files that tasks name travel with the workflow: at most 8 MiB each and 16 MiB per workflow (docs/workflows.md). Make the file smaller, split the workflow, or let the providers read it themselves (a path outside the workflow's folder, under their allowed roots).";
+    AttachmentUnreadable = "GZ7014", false, "A file the workflow names cannot be read", "Paths are relative to the workflow file's folder: check that the file the message names exists there, is a regular file and is readable.";
     InvalidPayload = "GZ7020", false, "Malformed message payload", "Send an envelope as documented in docs/protocol.md.";
     UnknownEvent = "GZ7021", false, "Unknown event", "See docs/protocol.md for the events the hub accepts.";
     Internal = "GZ8001", true, "Internal error", "This is a bug; please report it with the logs.";

@@ -190,9 +190,40 @@ pub struct ExecuteTask {
     /// Time limit in milliseconds, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
-    /// Folder of the workflow file (relative paths resolve against it).
+    /// Folder of the workflow file on the submitter's disk. Providers do not use it, except
+    /// to find a file the task names that did not travel in `files` (an old client's task),
+    /// when that path exists on the provider and passes its confinement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dir: Option<String>,
+    /// The files the task names (a script, images, a batch input), as the submitter read
+    /// them: providers read these instead of a path on their own disk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<TaskFile>,
+}
+
+/// One file a task names, with its content (inside [`ExecuteTask`]); read by the submitter
+/// and carried by the workflow (`docs/workflows.md`, "Files travel with the workflow").
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct TaskFile {
+    /// The path as the task's parameters write it (e.g. `scripts/fetch.py`).
+    pub path: String,
+    /// `sha256:<64 hex digits>` of the content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The content, base64 (standard alphabet, padded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Why the submitter could not read it (a batch input that vanished, or one too large to
+    /// travel): the task fails with this error instead of running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::GzError>,
+}
+
+impl TaskFile {
+    /// The file of `path` in `files`, if the task carries it.
+    pub fn find<'a>(files: &'a [TaskFile], path: &str) -> Option<&'a TaskFile> {
+        files.iter().find(|f| f.path == path)
+    }
 }
 
 /// Payload of `execute_tasks` (engine → provider): a batch of tasks.

@@ -242,17 +242,32 @@ pub fn list_files(batch: &Batch, base: &Path) -> Result<Vec<PathBuf>, BatchError
     Ok(found)
 }
 
+/// Where a task of `method` reads its batch file: an optional enclosing object, then a key.
+fn file_slot(method: &str) -> (Option<&'static str>, &'static str) {
+    match method {
+        "llm/vision" => (None, "image_path"),
+        "python/execute" => (Some("context"), "file_path"),
+        "python/function" => (Some("kwargs"), "file_path"),
+        _ => (None, "file_path"),
+    }
+}
+
+/// The batch file of a task made by [`expand`], where its method reads it.
+pub fn input_path<'a>(method: &str, params: &'a Value) -> Option<&'a str> {
+    let (outer, key) = file_slot(method);
+    let holder = match outer {
+        Some(o) => params.get(o)?,
+        None => params,
+    };
+    holder.get(key).and_then(Value::as_str)
+}
+
 /// Puts `path` where a task of `method` reads its file.
 fn with_file(mut params: Value, method: &str, path: &str) -> Value {
     if !params.is_object() {
         params = Value::Object(Map::new());
     }
-    let (outer, key) = match method {
-        "llm/vision" => (None, "image_path"),
-        "python/execute" => (Some("context"), "file_path"),
-        "python/function" => (Some("kwargs"), "file_path"),
-        _ => (None, "file_path"),
-    };
+    let (outer, key) = file_slot(method);
     let target = match outer {
         Some(o) => {
             let inner = params
@@ -277,10 +292,16 @@ fn with_file(mut params: Value, method: &str, path: &str) -> Value {
 
 /// Replaces the template task (id `template`) by one task per file: ids
 /// `<template>-00001`…, names the files' paths relative to the batch folder `root`; tasks
-/// depending on the template depend on all of them.
-pub fn expand(spec: &mut WorkflowSpec, template: &str, files: &[PathBuf], root: &Path) {
+/// depending on the template depend on all of them. Returns the positions of the tasks made
+/// (their file is at [`input_path`]).
+pub fn expand(
+    spec: &mut WorkflowSpec,
+    template: &str,
+    files: &[PathBuf],
+    root: &Path,
+) -> std::ops::Range<usize> {
     let Some(at) = spec.tasks.iter().position(|t| t.id == template) else {
-        return;
+        return 0..0;
     };
     let t: TaskSpec = spec.tasks.remove(at);
     let width = files.len().to_string().len().max(5);
@@ -310,6 +331,7 @@ pub fn expand(spec: &mut WorkflowSpec, template: &str, files: &[PathBuf], root: 
             task.dependencies.extend(ids.iter().cloned());
         }
     }
+    let made_at = at..at + made.len();
     spec.tasks.splice(at..at, made);
     if let Some(b) = spec
         .metadata
@@ -318,6 +340,7 @@ pub fn expand(spec: &mut WorkflowSpec, template: &str, files: &[PathBuf], root: 
     {
         b.insert("files".into(), json!(files.len()));
     }
+    made_at
 }
 
 #[cfg(test)]
@@ -340,6 +363,17 @@ mod tests {
             "/f"
         );
         assert_eq!(with_file(json!({}), "llm/vision", "/f")["image_path"], "/f");
+        for method in [
+            "llm/chat",
+            "llm/vision",
+            "python/execute",
+            "python/function",
+        ] {
+            assert_eq!(
+                input_path(method, &with_file(json!({}), method, "/f")),
+                Some("/f")
+            );
+        }
         assert_eq!(
             with_file(
                 json!({"code": "x", "context": {"a": 1}}),

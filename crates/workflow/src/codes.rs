@@ -23,3 +23,6 @@ pub const YAML_PARSE_ERROR: &str = "GZ7010";
 pub const OUT_OF_RANGE: &str = "GZ7011";
 /// A workflow larger than a limit (tasks, bytes).
 pub const TOO_LARGE: &str = "GZ7012";
+/// A file that travels with the workflow is too large, or all of them together are
+/// ([`crate::attachments`]).
+pub const ATTACHMENT_TOO_LARGE: &str = "GZ7013";

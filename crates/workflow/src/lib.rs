@@ -8,6 +8,7 @@
 //!   O(tasks + dependencies), for schedulers of 100,000-task workflows.
 //! - [`substitute`] and [`references`] implement `${task.path}` result substitution.
 //! - [`MethodCatalog`] knows the methods (from `protocols/*.yaml`) and their JSON Schemas.
+//! - [`attachments`] is how the files tasks name travel with a workflow (content by digest).
 //!
 //! ```
 //! use gleitzeit_workflow::{parse_workflow, MethodCatalog};
@@ -30,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attachments;
 pub mod batch;
 pub mod catalog;
 pub mod codes;
@@ -44,6 +46,7 @@ pub mod substitute;
 pub mod validate;
 mod yaml;
 
+pub use attachments::{Attachment, FileRef};
 pub use catalog::{CatalogError, MethodCatalog, MethodSpec, ParamIssue, ProtocolInfo};
 pub use dag::{find_cycle, topological_order, Cycle, Dag};
 pub use diagnostic::{Diagnostic, Severity};

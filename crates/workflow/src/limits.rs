@@ -138,6 +138,7 @@ mod tests {
             priority: Default::default(),
             timeout,
             retry,
+            files: Default::default(),
         }
     }
 
@@ -176,6 +177,7 @@ mod tests {
             timeout: Some(1e19),
             on_failure: Default::default(),
             tasks: vec![task(None, RetryPolicy::default())],
+            attachments: Default::default(),
         };
         assert!(first_range_issue(&spec).is_some());
         assert_eq!(spec.timeout_duration(), None);

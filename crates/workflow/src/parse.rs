@@ -7,6 +7,8 @@
 //! with the values themselves (ranges, duplicates, dependencies, schemas) are reported by the
 //! checks shared with specs that arrive as JSON.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Number, Value};
 
 use crate::batch;
@@ -31,6 +33,7 @@ const WORKFLOW_KEYS: &[&str] = &[
     "batch",
     "template",
     "type",
+    "attachments",
 ];
 
 const TASK_KEYS: &[&str] = &[
@@ -44,6 +47,7 @@ const TASK_KEYS: &[&str] = &[
     "priority",
     "timeout",
     "retry",
+    "files",
 ];
 
 const RETRY_KEYS: &[&str] = &[
@@ -219,6 +223,7 @@ impl Reader {
             timeout: None,
             on_failure: OnFailure::Fail,
             tasks: Vec::new(),
+            attachments: BTreeMap::new(),
         };
         let mut source = SourceMap {
             root: root.pos,
@@ -314,6 +319,12 @@ impl Reader {
                         }
                     }
                 }
+                "attachments" => {
+                    if let Some(attachments) = self.typed(value, "`attachments`") {
+                        spec.attachments = attachments;
+                        source.fields.push(("attachments", value.pos));
+                    }
+                }
                 "template" => {
                     if let Some((mut task, task_source)) = self.task(value, 0) {
                         if task.id.is_empty() {
@@ -391,6 +402,7 @@ impl Reader {
             priority: Priority::Normal,
             timeout: None,
             retry: RetryPolicy::default(),
+            files: BTreeMap::new(),
         };
         let mut source = TaskSource {
             at: node.pos,
@@ -507,6 +519,12 @@ impl Reader {
                     }
                 }
                 "retry" => task.retry = self.retry(&label, value, &mut source),
+                "files" => {
+                    if let Some(files) = self.typed(value, &what) {
+                        task.files = files;
+                        source.fields.push(("files", value.pos));
+                    }
+                }
                 _ => {
                     let meant = self.unknown_key(key, &label, TASK_KEYS, key_node.pos);
                     if matches!(meant, Some("parameters" | "params")) {
@@ -772,6 +790,19 @@ impl Reader {
         };
         self.wrong_type(what, expected, value);
         None
+    }
+
+    /// A subtree read as `T` through JSON; a value of the wrong shape is reported at its
+    /// position (`what` names it).
+    fn typed<T: serde::de::DeserializeOwned>(&mut self, value: &Node, what: &str) -> Option<T> {
+        let json = self.json(value)?;
+        match serde_json::from_value(json) {
+            Ok(typed) => Some(typed),
+            Err(e) => {
+                self.error(format!("{what} cannot be read: {e}"), value.pos);
+                None
+            }
+        }
     }
 
     /// Converts a YAML subtree to JSON, reporting what JSON cannot hold.

@@ -6,10 +6,13 @@
 //! a name and a protocol, and `dependencies` lists task ids, including the ones implied by
 //! `${task.field}` references in the parameters.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+
+use crate::attachments::{Attachment, FileRef};
 
 /// A workflow: named tasks and the dependencies between them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +32,11 @@ pub struct WorkflowSpec {
     #[serde(default)]
     pub on_failure: OnFailure,
     pub tasks: Vec<TaskSpec>,
+    /// The contents of the files tasks name, by digest (`sha256:<hex>`), each once however
+    /// many tasks name it; filled in at submit by `gz` and the SDK
+    /// ([`crate::attachments`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attachments: BTreeMap<String, Attachment>,
 }
 
 /// One unit of work: a method call with parameters.
@@ -56,6 +64,10 @@ pub struct TaskSpec {
     pub timeout: Option<f64>,
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// The files this task names, by the path its parameters give: where their content is
+    /// in the workflow's `attachments`, or why it could not be read at submit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, FileRef>,
 }
 
 fn empty_object() -> Value {

@@ -303,6 +303,7 @@ pub(crate) fn analyze(
         dependencies.push(deps);
     }
     check_cycles(spec, &dependencies, &places, &mut out);
+    check_attachments(spec, &places, &mut out);
     Analysis {
         diagnostics: out,
         dependencies,
@@ -331,6 +332,31 @@ fn check_workflow(spec: &WorkflowSpec, places: &Places<'_>, out: &mut Vec<Diagno
         if let Place::At(pos) = places.workflow_field(issue.field) {
             out.push(Diagnostic::error(codes::OUT_OF_RANGE, issue.message).at(pos));
         }
+    }
+}
+
+/// The files that travel with the workflow: each content matches its digest, within the
+/// limits, and every task's reference names a carried content ([`crate::attachments`]).
+fn check_attachments(spec: &WorkflowSpec, places: &Places<'_>, out: &mut Vec<Diagnostic>) {
+    if spec.attachments.is_empty() && spec.tasks.iter().all(|t| t.files.is_empty()) {
+        return;
+    }
+    for issue in crate::attachments::check(spec) {
+        let pos = match issue.task {
+            Some(i) => places.task_field_or_task(i, "files"),
+            None => places
+                .0
+                .and_then(|s| lookup(&s.fields, "attachments"))
+                .flatten()
+                .or(places.root()),
+        };
+        let mut diagnostic = Diagnostic::error(issue.code, issue.message);
+        if issue.code == codes::ATTACHMENT_TOO_LARGE {
+            diagnostic = diagnostic.with_hint(
+                "files travel with the workflow: at most 8 MiB each and 16 MiB per workflow",
+            );
+        }
+        out.push(diagnostic.at(pos));
     }
 }
 

@@ -16,6 +16,7 @@ fn every_diagnostic_code_is_in_the_error_catalog() {
         codes::YAML_PARSE_ERROR,
         codes::OUT_OF_RANGE,
         codes::TOO_LARGE,
+        codes::ATTACHMENT_TOO_LARGE,
     ];
     for code in all {
         let known = ErrorCode::from_code(code);

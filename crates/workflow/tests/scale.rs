@@ -21,6 +21,7 @@ fn task(id: String, dependencies: Vec<String>, parameters: serde_json::Value) ->
         priority: Priority::Normal,
         timeout: None,
         retry: RetryPolicy::default(),
+        files: Default::default(),
     }
 }
 
@@ -33,6 +34,7 @@ fn workflow(tasks: Vec<TaskSpec>) -> WorkflowSpec {
         timeout: None,
         on_failure: OnFailure::Fail,
         tasks,
+        attachments: Default::default(),
     }
 }
 

@@ -22,6 +22,7 @@ import uuid
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._wire import Connection
+from .attachments import attach as attach_files
 from .credentials import DEFAULT_HUB_URL, local_key, resolve_api_key, resolve_hub_urls
 from .errors import GleitzeitError
 from .workflow import Workflow
@@ -560,16 +561,22 @@ class GleitzeitCluster:
         return Workflow(name, **kwargs)
 
     @staticmethod
-    def _spec_of(workflow: Union[Workflow, str, "os.PathLike[str]", Mapping[str, Any]]) -> Tuple[Dict[str, Any], str]:
+    def _spec_of(
+        workflow: Union[Workflow, str, "os.PathLike[str]", Mapping[str, Any]],
+        base_dir: Optional[str] = None,
+    ) -> Tuple[Dict[str, Any], str]:
+        """The spec to submit, carrying the files its tasks name (read from ``base_dir``, by
+        default the YAML file's folder, else the current directory), and that folder."""
         if isinstance(workflow, Workflow):
-            return workflow.to_dict(), workflow.base_dir or os.getcwd()
-        if isinstance(workflow, Mapping):
+            wf = workflow
+        elif isinstance(workflow, Mapping):
             wf = Workflow.from_dict(workflow)
-            return wf.to_dict(), os.getcwd()
-        if isinstance(workflow, (str, os.PathLike)):
+        elif isinstance(workflow, (str, os.PathLike)):
             wf = Workflow.from_yaml(workflow)
-            return wf.to_dict(), wf.base_dir or os.getcwd()
-        raise TypeError("submit a Workflow, a YAML file path or a dict, not %r" % type(workflow).__name__)
+        else:
+            raise TypeError("submit a Workflow, a YAML file path or a dict, not %r" % type(workflow).__name__)
+        folder = os.path.abspath(base_dir or wf.base_dir or os.getcwd())
+        return attach_files(wf.to_dict(), folder), folder
 
     def _new_track(self, workflow_id: str, released: bool) -> _Track:
         track = self._tracks.get(workflow_id)
@@ -589,7 +596,7 @@ class GleitzeitCluster:
         file's folder, else the current directory.
         """
         conn = self._need()
-        spec, default_dir = self._spec_of(workflow)
+        spec, default_dir = self._spec_of(workflow, base_dir)
         workflow_id = "wf-%s" % uuid.uuid4().hex
         track = self._new_track(workflow_id, released=False)
         room = "workflow:%s" % workflow_id

@@ -33,8 +33,10 @@ DEFAULT_VISION_MODEL = "llava:latest"
 PRIORITY_WORDS = ("low", "normal", "high", "urgent")
 #: Characters a task id may not contain (references could not name it).
 FORBIDDEN_ID_CHARS = set(".[]{}$")
-WORKFLOW_KEYS = ("id", "name", "description", "metadata", "tasks", "timeout", "on_failure", "version", "wait_for_completion")
-TASK_KEYS = ("id", "name", "method", "protocol", "parameters", "params", "dependencies", "priority", "timeout", "retry")
+WORKFLOW_KEYS = (
+    "id", "name", "description", "metadata", "tasks", "timeout", "on_failure", "version", "wait_for_completion", "attachments",
+)
+TASK_KEYS = ("id", "name", "method", "protocol", "parameters", "params", "dependencies", "priority", "timeout", "retry", "files")
 RETRY_KEYS = ("max_attempts", "backoff", "base_delay", "max_delay", "jitter")
 
 #: The original's task dialect (``type:`` with the fields at the task's top level), as the
@@ -132,6 +134,7 @@ class Task:
         timeout: Optional[float] = None,
         retry: Any = None,
         protocol: Optional[str] = None,
+        files: Optional[Mapping[str, Any]] = None,
     ) -> None:
         check_id(id)
         if not isinstance(method, str) or not method:
@@ -147,6 +150,9 @@ class Task:
         self.timeout = timeout
         self.retry = _normalize_retry(retry)
         self.protocol = protocol
+        #: Files the task names that travel with the workflow: path → digest in the
+        #: workflow's ``attachments`` (filled in at submit, see :mod:`gleitzeit.attachments`).
+        self.files: Dict[str, Any] = dict(files or {})
 
     def ref(self, path: str = "result") -> str:
         """A reference to this task's result for another task's parameters,
@@ -174,6 +180,8 @@ class Task:
             out["timeout"] = self.timeout
         if self.retry is not None:
             out["retry"] = dict(self.retry)
+        if self.files:
+            out["files"] = _plain(self.files)
         return out
 
     def __repr__(self) -> str:
@@ -224,8 +232,11 @@ class Workflow:
         self.on_failure = on_failure
         self.metadata = metadata
         self.tasks: List[Task] = []
-        #: Folder relative paths resolve against (the YAML file's folder when read from one).
+        #: Folder relative paths resolve against (the YAML file's folder when read from one);
+        #: the files tasks name are read from it at submit and travel with the workflow.
         self.base_dir: Optional[str] = None
+        #: Contents of the files tasks name, by digest (filled in at submit).
+        self.attachments: Dict[str, Any] = {}
 
     # ------------------------------------------------------------------ building
 
@@ -436,6 +447,8 @@ class Workflow:
         if self.metadata is not None:
             out["metadata"] = _plain(self.metadata)
         out["tasks"] = [t.to_dict(resolve) for t in self.tasks]
+        if self.attachments:
+            out["attachments"] = _plain(self.attachments)
         return out
 
     def to_yaml(self) -> str:
@@ -473,6 +486,10 @@ class Workflow:
             metadata=doc.get("metadata"),
         )
         wf.base_dir = base_dir
+        attachments = doc.get("attachments")
+        if attachments is not None and not isinstance(attachments, Mapping):
+            raise _invalid("`attachments` must be a mapping of digests to contents")
+        wf.attachments = dict(attachments or {})
         tasks = doc.get("tasks")
         if tasks is None:
             tasks = []
@@ -515,6 +532,10 @@ class Workflow:
                 id=task_id,
                 protocol=item.get("protocol"),
             )
+            files = item.get("files")
+            if files is not None and not isinstance(files, Mapping):
+                raise _invalid("the `files` of task #%d must be a mapping" % (position + 1))
+            wf.tasks[-1].files = dict(files or {})
         return wf
 
     @classmethod

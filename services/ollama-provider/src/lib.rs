@@ -24,6 +24,7 @@
 pub mod api;
 pub mod config;
 pub mod endpoints;
+pub mod files;
 pub mod methods;
 
 use std::sync::Arc;

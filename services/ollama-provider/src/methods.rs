@@ -1,11 +1,9 @@
 //! The `llm/*` methods: parameters → requests, endpoint choice with failover, results.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::ExecuteTask;
 use serde_json::{json, Value};
@@ -61,59 +59,6 @@ fn bad(msg: impl Into<String>) -> GzError {
     GzError::new(ErrorCode::SchemaViolation, msg)
 }
 
-fn resolve(base: Option<&str>, path: &str) -> PathBuf {
-    let p = Path::new(path);
-    match base {
-        Some(b) if p.is_relative() => Path::new(b).join(p),
-        _ => p.to_path_buf(),
-    }
-}
-
-/// Most bytes of a `file_path` read into a prompt (a batch over a folder may name anything).
-const MAX_TEXT_FILE_BYTES: u64 = 4 * 1024 * 1024;
-
-fn read_text(base: Option<&str>, path: &str) -> Result<String, GzError> {
-    let full = resolve(base, path);
-    let unreadable = |e: std::io::Error| {
-        GzError::new(
-            ErrorCode::FileNotFound,
-            format!("cannot read file_path {}: {e}", full.display()),
-        )
-    };
-    let size = std::fs::metadata(&full).map_err(unreadable)?.len();
-    if size > MAX_TEXT_FILE_BYTES {
-        return Err(GzError::new(
-            ErrorCode::FileTooLarge,
-            format!(
-                "file_path {} has {size} bytes; text files of at most {MAX_TEXT_FILE_BYTES} bytes go into a prompt",
-                full.display()
-            ),
-        ));
-    }
-    let bytes = std::fs::read(&full).map_err(unreadable)?;
-    String::from_utf8(bytes).map_err(|e| {
-        GzError::new(
-            ErrorCode::FileNotText,
-            format!(
-                "file_path {} is not UTF-8 text (invalid byte at {})",
-                full.display(),
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })
-}
-
-fn read_image(base: Option<&str>, path: &str) -> Result<String, GzError> {
-    let full = resolve(base, path);
-    let bytes = std::fs::read(&full).map_err(|e| {
-        GzError::new(
-            ErrorCode::FileNotFound,
-            format!("cannot read image {}: {e}", full.display()),
-        )
-    })?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
-}
-
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
@@ -127,7 +72,6 @@ fn strings(v: &Value) -> Vec<String> {
 /// Builds the call from a task's parameters.
 fn call_of(task: &ExecuteTask) -> Result<Call, GzError> {
     let p = &task.params;
-    let base = task.base_dir.as_deref();
     let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
     let default_model = match task.method.as_str() {
         "llm/vision" => Some("llava:latest"),
@@ -145,15 +89,15 @@ fn call_of(task: &ExecuteTask) -> Result<Call, GzError> {
         options: p.get("options").cloned(),
     };
     let appended = match text("file_path") {
-        Some(f) => Some(read_text(base, &f)?),
+        Some(f) => Some(crate::files::text(task, &f)?),
         None => None,
     };
     let mut images: Vec<String> = strings(p.get("images").unwrap_or(&Value::Null));
     if let Some(path) = text("image_path") {
-        images.push(read_image(base, &path)?);
+        images.push(crate::files::image(task, &path)?);
     }
     for path in strings(p.get("image_paths").unwrap_or(&Value::Null)) {
-        images.push(read_image(base, &path)?);
+        images.push(crate::files::image(task, &path)?);
     }
     match task.method.as_str() {
         "llm/chat" | "llm/vision" => {
@@ -515,6 +459,7 @@ mod tests {
             params,
             timeout_ms: None,
             base_dir: Some(std::env::temp_dir().display().to_string()),
+            files: Vec::new(),
         }
     }
 

@@ -70,6 +70,19 @@ impl PathPolicy {
         base: &Path,
         workflow_dir: Option<&Path>,
     ) -> Result<PathBuf, PythonError> {
+        self.resolve_for_job(what, path, base, workflow_dir, None)
+    }
+
+    /// [`PathPolicy::resolve`] for a job that has a folder of its own (`own`, made by the
+    /// provider for this task): a root for this job only.
+    pub fn resolve_for_job(
+        &self,
+        what: &str,
+        path: &Path,
+        base: &Path,
+        workflow_dir: Option<&Path>,
+        own: Option<&Path>,
+    ) -> Result<PathBuf, PythonError> {
         let joined = base.join(path); // an absolute `path` replaces `base`
         let joined = std::path::absolute(&joined)
             .map_err(|e| PythonError::NotFound(format!("{what} {}: {e}", path.display())))?;
@@ -77,11 +90,17 @@ impl PathPolicy {
         let workflow_root = workflow_dir
             .filter(|_| self.workflow_dir_is_root)
             .and_then(Root::new);
-        let roots = || self.roots.iter().chain(workflow_root.as_ref());
+        let own_root = own.and_then(Root::new);
+        let roots = || {
+            self.roots
+                .iter()
+                .chain(workflow_root.as_ref())
+                .chain(own_root.as_ref())
+        };
         let escape = || {
             PythonError::PathEscape(format!(
-                "{what} {} is outside the folders python tasks may use (the workflow's folder and the \
-                 data dir, or the provider's --allowed-roots)",
+                "{what} {} is outside the folders python tasks may use (the task's own folder, the \
+                 data dir and --work-dir, or the provider's --allowed-roots)",
                 path.display()
             ))
         };
@@ -123,7 +142,7 @@ fn describe_os_error(code: i32) -> String {
 }
 
 /// Removes `.` and resolves `..` without touching the file system (`/..` stays `/`).
-fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {

@@ -27,6 +27,9 @@ pub struct PythonJob {
     pub timeout: Option<Duration>,
     /// Working directory for this job.
     pub cwd: Option<PathBuf>,
+    /// A folder of the job's own (the provider makes one per task): a root for its `file`
+    /// and `cwd`, the base of a relative `cwd`, and its working directory when it names none.
+    pub work_dir: Option<PathBuf>,
 }
 
 impl PythonJob {
@@ -100,9 +103,10 @@ pub(crate) struct Placement<'a> {
 /// Checks the job, resolves its paths under the allowed roots and renders its request line
 /// (newline included).
 ///
-/// The working directory is the job's `cwd` (relative to `base_dir`), else `base_dir` when
-/// it lies under the roots, else the pool's default. A relative `file` is relative to
-/// `base_dir`, else to the working directory.
+/// The working directory is the job's `cwd` (relative to its `work_dir`, else to
+/// `base_dir`), else its `work_dir`, else `base_dir` when it lies under the roots, else the
+/// pool's default. A relative `file` is relative to `base_dir`, else to the working
+/// directory. The job's `work_dir` is a root for both.
 pub(crate) fn encode_request(
     seq: u64,
     job: &PythonJob,
@@ -123,28 +127,23 @@ pub(crate) fn encode_request(
         (code, _) => code,
     };
     let workflow_dir = job.base_dir.as_deref();
-    let base = workflow_dir.unwrap_or(place.default_cwd);
-    let cwd = match (&job.cwd, workflow_dir) {
-        (Some(cwd), _) => Some(place.policy.resolve(
-            "working directory",
-            cwd,
-            base,
-            workflow_dir,
-        )?),
-        (None, Some(dir)) => place
+    let own = job.work_dir.as_deref();
+    let resolve = |what: &str, path: &Path, base: &Path| {
+        place
             .policy
-            .resolve("working directory", Path::new("."), dir, Some(dir))
-            .ok(),
-        (None, None) => None,
+            .resolve_for_job(what, path, base, workflow_dir, own)
+    };
+    let base = own.or(workflow_dir).unwrap_or(place.default_cwd);
+    let cwd = match (&job.cwd, own, workflow_dir) {
+        (Some(cwd), _, _) => Some(resolve("working directory", cwd, base)?),
+        (None, Some(own), _) => Some(resolve("working directory", Path::new("."), own)?),
+        (None, None, Some(dir)) => resolve("working directory", Path::new("."), dir).ok(),
+        (None, None, None) => None,
     };
     let file = match &job.file {
         Some(file) => {
             let base = workflow_dir.or(cwd.as_deref()).unwrap_or(place.default_cwd);
-            Some(
-                place
-                    .policy
-                    .resolve("python script", Path::new(file), base, workflow_dir)?,
-            )
+            Some(resolve("python script", Path::new(file), base)?)
         }
         None => None,
     };

@@ -6,7 +6,8 @@
 //! built-in function ([`functions`]) with the pool size as capacity and turns the tasks it is
 //! handed into pool jobs. Tasks are confined
 //! ([`confine`] roots, [`limits`] rlimits and output cap, [`reap`] process trees; what is and
-//! is not isolated: `docs/python-confinement.md`).
+//! is not isolated: `docs/python-confinement.md`). Each task runs in a folder of its own
+//! holding the files it names, which travel with the workflow ([`files`]).
 //!
 //! Consumes: `execute_tasks`, `cancel_tasks`, `ping`, `shutdown`.
 //! Emits: `task_outcomes` (to the engine that sent the tasks).
@@ -15,6 +16,7 @@
 
 pub mod confine;
 pub mod error;
+pub mod files;
 pub mod functions;
 pub mod job;
 pub mod limits;

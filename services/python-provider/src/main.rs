@@ -26,15 +26,18 @@ struct Args {
     /// Python executable.
     #[arg(long, env = "GLEITZEIT_PYTHON", default_value = "python3")]
     python: String,
-    /// Working directory for tasks whose workflow folder is unknown.
-    #[arg(long, env = "GLEITZEIT_PYTHON_CWD")]
-    cwd: Option<PathBuf>,
+    /// Where each task's own working folder is made, holding the files it names; it is
+    /// removed when the task ends (default: the system temp dir, $TMPDIR). `--cwd` and
+    /// GLEITZEIT_PYTHON_CWD are older names of the same setting.
+    #[arg(long, visible_alias = "cwd", env = "GLEITZEIT_PYTHON_WORK_DIR")]
+    work_dir: Option<PathBuf>,
     /// Data dir: a folder tasks' `file` and `cwd` may use unless --allowed-roots is given
     /// (default: the user's data dir, e.g. ~/.local/share/gleitzeit).
     #[arg(long, env = "GLEITZEIT_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// The only folders tasks' `file` and `cwd` may resolve into, separated by `:` or `,`
-    /// (default: each workflow's folder, the data dir and --cwd).
+    /// The only folders tasks' `file` and `cwd` may resolve into besides each task's own
+    /// folder, separated by `:` or `,` (default: the data dir, --work-dir, and the workflow
+    /// folder an old client's task names).
     #[arg(long, env = "GLEITZEIT_PYTHON_ROOTS", value_delimiter = ',')]
     allowed_roots: Option<Vec<String>>,
     /// Timeout of tasks that name none, in seconds.
@@ -108,7 +111,9 @@ async fn main() -> std::process::ExitCode {
         grace: args.drain.drain_grace,
         workers: args.workers,
         python: args.python,
-        default_cwd: args.cwd,
+        work_dir: args
+            .work_dir
+            .or_else(|| std::env::var_os("GLEITZEIT_PYTHON_CWD").map(PathBuf::from)),
         data_dir: args
             .data_dir
             .unwrap_or_else(python_provider::confine::default_data_dir),

@@ -6,8 +6,11 @@
 //! timeout that is not a positive finite number of seconds up to [`Config::max_timeout`]
 //! fails the task with GZ7011 (never a panic). A task whose serving panics still ends with
 //! an error outcome (GZ8001) and leaves the held list (the runtime sees to that).
+//!
+//! Every task runs in a folder of its own holding the files it names ([`crate::files`]),
+//! never in the submitter's folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +23,7 @@ use gleitzeit_protocol::routing;
 use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
 
+use crate::files::Copies;
 use crate::pool::{Limits, PathPolicy, PoolConfig, PythonError, PythonJob, PythonPool};
 
 /// The method of inline code and scripts (the provider also serves `python/function`: the
@@ -39,12 +43,13 @@ pub struct Config {
     pub workers: usize,
     /// Python executable.
     pub python: String,
-    /// Working directory for tasks whose workflow folder is unknown.
-    pub default_cwd: Option<PathBuf>,
+    /// Where each task's own folder is made (and removed when it ends); `None`: the
+    /// system temp dir.
+    pub work_dir: Option<PathBuf>,
     /// The data dir: a root for `file` and `cwd` unless `allowed_roots` is given.
     pub data_dir: PathBuf,
-    /// The only folders `file` and `cwd` may resolve into; `None`: each task's workflow
-    /// folder, the data dir and `default_cwd`.
+    /// The only folders `file` and `cwd` may resolve into (besides each task's own folder);
+    /// `None`: the data dir, `work_dir`, and the workflow folder an old client's task names.
     pub allowed_roots: Option<Vec<PathBuf>>,
     /// Rlimits and the output cap of every task.
     pub limits: Limits,
@@ -64,7 +69,7 @@ impl Config {
             Some(roots) => PathPolicy::new(roots, false),
             None => {
                 let mut roots = vec![self.data_dir.clone()];
-                roots.extend(self.default_cwd.clone());
+                roots.extend(self.work_dir.clone());
                 PathPolicy::new(&roots, true)
             }
         }
@@ -80,14 +85,19 @@ pub enum ServiceError {
     /// Python workers could not be started.
     #[error(transparent)]
     Pool(#[from] PythonError),
+    /// The work dir cannot be made.
+    #[error("work dir {0}: {1}")]
+    WorkDir(PathBuf, std::io::Error),
 }
 
 /// Starts the pool, connects to the hub and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
+    let work_root = config.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&work_root).map_err(|e| ServiceError::WorkDir(work_root.clone(), e))?;
     let pool = PythonPool::start(PoolConfig {
         size: config.workers,
         python: config.python.clone(),
-        default_cwd: config.default_cwd.clone(),
+        default_cwd: config.work_dir.clone(),
         paths: config.path_policy(),
         limits: config.limits.clone(),
         default_timeout: Some(config.default_timeout),
@@ -97,6 +107,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         pool,
         python: config.python.clone(),
         max_timeout: config.max_timeout,
+        work_root,
     });
     let serve_config = ServeConfig {
         component_id: config.component_id,
@@ -108,11 +119,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     Ok(())
 }
 
-/// The provider: the pool, and the longest timeout a task may ask for.
+/// The provider: the pool, the longest timeout a task may ask for, and where tasks' own
+/// folders are made.
 struct Python {
     pool: PythonPool,
     python: String,
     max_timeout: Duration,
+    work_root: PathBuf,
 }
 
 impl Provider for Python {
@@ -133,14 +146,33 @@ impl Provider for Python {
         }
     }
 
-    async fn execute(&self, task: ExecuteTask, ctx: TaskContext) -> Result<Value, GzError> {
-        let job = job_of(&task, self.max_timeout)?;
-        // A cancel kills the job (the pool stops the worker); the runtime sends no outcome.
-        self.pool
-            .execute(job, ctx.cancelled())
-            .await
-            .map(|o| o.to_json())
-            .map_err(|e| error_of(&e))
+    async fn execute(&self, mut task: ExecuteTask, ctx: TaskContext) -> Result<Value, GzError> {
+        let (root, files) = (self.work_root.clone(), std::mem::take(&mut task.files));
+        // An empty folder is one mkdir; files are written off the async threads.
+        let (folder, copies) = if files.is_empty() {
+            crate::files::prepare(&root, &files)?
+        } else {
+            tokio::task::spawn_blocking(move || crate::files::prepare(&root, &files))
+                .await
+                .map_err(|e| {
+                    GzError::new(
+                        ErrorCode::Internal,
+                        format!("preparing the task's folder failed: {e}"),
+                    )
+                })??
+        };
+        let result = match job_of(&task, self.max_timeout, folder.path(), &copies) {
+            // A cancel kills the job (the pool stops the worker); the runtime sends no outcome.
+            Ok(job) => self
+                .pool
+                .execute(job, ctx.cancelled())
+                .await
+                .map(|o| o.to_json())
+                .map_err(|e| error_of(&e)),
+            Err(e) => Err(e),
+        };
+        folder.remove().await;
+        result
     }
 
     fn handles_cancel(&self) -> bool {
@@ -157,16 +189,37 @@ impl Provider for Python {
 }
 
 /// Builds a pool job from a task's parameters: inline code or a script (`python/execute`),
-/// or a call of a built-in function (`python/function`).
-fn job_of(task: &ExecuteTask, max_timeout: Duration) -> Result<PythonJob, GzError> {
+/// or a call of a built-in function (`python/function`). The job runs in `own` (the task's
+/// folder) and uses the `copies` of the files the task names: a `file:` without a copy is
+/// looked for where the task's workflow folder says, if that is allowed here.
+fn job_of(
+    task: &ExecuteTask,
+    max_timeout: Duration,
+    own: &Path,
+    copies: &Copies,
+) -> Result<PythonJob, GzError> {
     let p = &task.params;
     let job = match task.method.as_str() {
         METHOD => {
             let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
+            let (file, base_dir) = match text("file") {
+                Some(f) => match copies.get(&f) {
+                    Some(copy) => (Some(copy.to_string_lossy().into_owned()), None),
+                    None => (Some(f), task.base_dir.as_ref().map(PathBuf::from)),
+                },
+                None => (None, None),
+            };
+            let mut context = p.get("context").cloned().unwrap_or(Value::Null);
+            if let Some(slot) = context.get_mut("file_path") {
+                if let Some(copy) = slot.as_str().and_then(|f| copies.get(f)) {
+                    *slot = Value::String(copy.to_string_lossy().into_owned());
+                }
+            }
             PythonJob {
                 code: text("code"),
-                file: text("file"),
-                context: p.get("context").cloned().unwrap_or(Value::Null),
+                file,
+                base_dir,
+                context,
                 cwd: text("cwd").map(PathBuf::from),
                 ..PythonJob::default()
             }
@@ -189,7 +242,7 @@ fn job_of(task: &ExecuteTask, max_timeout: Duration) -> Result<PythonJob, GzErro
     Ok(PythonJob {
         id: format!("{}/{}#{}", task.workflow_id, task.task_id, task.attempt),
         timeout,
-        base_dir: task.base_dir.as_ref().map(PathBuf::from),
+        work_dir: Some(own.to_path_buf()),
         ..job
     })
 }
@@ -251,7 +304,7 @@ impl Config {
             grace: gleitzeit_component::DEFAULT_GRACE,
             workers: 2,
             python: "python3".into(),
-            default_cwd: None,
+            work_dir: None,
             data_dir: data_dir.into(),
             allowed_roots: None,
             limits: Limits::default(),
@@ -275,10 +328,43 @@ mod tests {
             params,
             timeout_ms,
             base_dir: None,
+            files: Vec::new(),
         }
     }
 
     const MAX: Duration = Duration::from_secs(3600);
+
+    fn job(task: &ExecuteTask) -> Result<PythonJob, GzError> {
+        job_of(task, MAX, Path::new("/tmp/own"), &Copies::new())
+    }
+
+    #[test]
+    fn a_task_runs_in_its_own_folder_from_the_copies_of_its_files() {
+        let copies = Copies::from([
+            ("s.py".to_string(), PathBuf::from("/tmp/own/s.py")),
+            ("in.csv".to_string(), PathBuf::from("/tmp/own/in.csv")),
+        ]);
+        let mut t = task(
+            json!({"file": "s.py", "context": {"file_path": "in.csv", "n": 1}}),
+            None,
+        );
+        t.base_dir = Some("/home/me/flows".into());
+        let made = job_of(&t, MAX, Path::new("/tmp/own"), &copies).expect("job");
+        assert_eq!(made.file.as_deref(), Some("/tmp/own/s.py"));
+        assert_eq!(made.base_dir, None, "the client's folder is not used");
+        assert_eq!(made.work_dir, Some(PathBuf::from("/tmp/own")));
+        assert_eq!(
+            made.context,
+            json!({"file_path": "/tmp/own/in.csv", "n": 1})
+        );
+
+        // A script that did not travel (an old client's task) is looked for in the
+        // workflow's folder, under the provider's roots.
+        t.params = json!({"file": "old.py"});
+        let made = job_of(&t, MAX, Path::new("/tmp/own"), &copies).expect("job");
+        assert_eq!(made.file.as_deref(), Some("old.py"));
+        assert_eq!(made.base_dir, Some(PathBuf::from("/home/me/flows")));
+    }
 
     #[test]
     fn timeouts_out_of_range_are_refused_with_gz7011() {
@@ -289,26 +375,24 @@ mod tests {
             json!(3601),
             json!(f64::MAX),
         ] {
-            let e = job_of(&task(json!({"code": "", "timeout": t}), None), MAX)
-                .expect_err("out of range");
+            let e = job(&task(json!({"code": "", "timeout": t}), None)).expect_err("out of range");
             assert_eq!(e.code, "GZ7011", "{t}: {e}");
         }
-        let e = job_of(&task(json!({"code": "", "timeout": "ten"}), None), MAX)
-            .expect_err("not a number");
+        let e = job(&task(json!({"code": "", "timeout": "ten"}), None)).expect_err("not a number");
         assert_eq!(e.code, "GZ7001");
         for ms in [0, u64::MAX, 3_600_001] {
-            let e = job_of(&task(json!({"code": ""}), Some(ms)), MAX).expect_err("out of range");
+            let e = job(&task(json!({"code": ""}), Some(ms))).expect_err("out of range");
             assert_eq!(e.code, "GZ7011", "{ms}: {e}");
         }
     }
 
     #[test]
     fn timeouts_in_range_become_durations() {
-        let job = job_of(&task(json!({"code": "", "timeout": 2.5}), None), MAX).expect("ok");
-        assert_eq!(job.timeout, Some(Duration::from_millis(2500)));
-        let job = job_of(&task(json!({"code": ""}), Some(3_600_000)), MAX).expect("ok");
-        assert_eq!(job.timeout, Some(MAX));
-        let job = job_of(&task(json!({"code": "", "timeout": null}), None), MAX).expect("ok");
-        assert_eq!(job.timeout, None);
+        let made = job(&task(json!({"code": "", "timeout": 2.5}), None)).expect("ok");
+        assert_eq!(made.timeout, Some(Duration::from_millis(2500)));
+        let made = job(&task(json!({"code": ""}), Some(3_600_000))).expect("ok");
+        assert_eq!(made.timeout, Some(MAX));
+        let made = job(&task(json!({"code": "", "timeout": null}), None)).expect("ok");
+        assert_eq!(made.timeout, None);
     }
 }

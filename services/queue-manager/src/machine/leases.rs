@@ -3,22 +3,32 @@
 //! tasks fit its slots or its wait is over (then it is answered with no tasks). A new
 //! request from an engine supersedes its waiting one. Handing out a task moves it to
 //! `running` under that engine's lease.
+//!
+//! A task is handed out with the contents of the files it names (`ExecuteTask::files`, from
+//! the workflow's attachments). So that an answer stays well within the hub's message limit,
+//! one answer carries at most [`LEASE_FILE_BYTES`] of them: the first task always goes, the
+//! tasks that would not fit stay queued where they were, for the engine's next request.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gleitzeit_protocol::errors::GzError;
-use gleitzeit_protocol::payloads::{ExecuteTask, LeaseTasks, LeasedTasks};
+use gleitzeit_protocol::payloads::{ExecuteTask, LeaseTasks, LeasedTasks, TaskFile};
 use gleitzeit_protocol::{to_payload, Envelope};
 use gleitzeit_store::TaskStatus;
 use serde_json::{json, Value};
 
 use super::timers::Timer;
-use super::{later, Effect, Machine, Now, Step, WfKey};
+use super::{later, Effect, Machine, Now, Step, Wf, WfKey};
+use gleitzeit_workflow::FileRef;
 
 /// The longest a lease request waits for work.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// The most file content (base64) one lease answer carries: a workflow carries at most
+/// 16 MiB of files (about 21 MiB as base64), so any one task fits, and an answer stays far
+/// below the hub's 64 MiB message limit.
+pub(crate) const LEASE_FILE_BYTES: usize = 24 * 1024 * 1024;
 
 /// A lease request waiting for work.
 #[derive(Debug)]
@@ -151,6 +161,8 @@ impl Machine {
                 continue;
             }
             let mut tasks = Vec::with_capacity(picked.len());
+            let mut file_bytes = 0usize;
+            let mut full = false;
             for entry in picked {
                 let key: WfKey = entry.wf.clone();
                 let i = entry.task;
@@ -159,6 +171,17 @@ impl Machine {
                 };
                 let (timeout_ms, base_dir) = (wf.info[i].timeout_ms, wf.record.base_dir.clone());
                 let route = wf.tasks[i].route().into_owned();
+                let (files, bytes) = task_files(wf, i);
+                if full
+                    || (!tasks.is_empty() && file_bytes.saturating_add(bytes) > LEASE_FILE_BYTES)
+                {
+                    // Not in this answer: queued again in its old place (same priority and
+                    // arrival number), for the engine's next request.
+                    full = true;
+                    self.queue.restore(&route, entry);
+                    continue;
+                }
+                file_bytes = file_bytes.saturating_add(bytes);
                 step.taken.push((route, entry));
                 let Some(t) = self.transition(step, &key, i, TaskStatus::Running, now) else {
                     continue;
@@ -171,6 +194,7 @@ impl Machine {
                     params: t.params.clone().unwrap_or_else(|| json!({})),
                     timeout_ms,
                     base_dir,
+                    files,
                 });
                 if let Some(c) = step.change(&key, i) {
                     c.engine = Some(lease.engine.clone());
@@ -187,4 +211,32 @@ impl Machine {
         waiting.extend(self.leases.waiting.drain(..));
         self.leases.waiting = waiting;
     }
+}
+
+/// The files task `i` of `wf` names, with their contents, and the bytes of those contents.
+fn task_files(wf: &Wf, i: usize) -> (Vec<TaskFile>, usize) {
+    let mut bytes = 0usize;
+    let files = wf.info[i]
+        .files
+        .iter()
+        .map(|(path, file)| match file {
+            FileRef::Attached(key) => {
+                let content = wf.attachments.get(key).map(|c| c.to_string());
+                bytes = bytes.saturating_add(content.as_ref().map_or(0, String::len));
+                TaskFile {
+                    path: path.clone(),
+                    sha256: Some(key.clone()),
+                    content,
+                    error: None,
+                }
+            }
+            FileRef::Unreadable { error } => TaskFile {
+                path: path.clone(),
+                sha256: None,
+                content: None,
+                error: Some(error.clone()),
+            },
+        })
+        .collect();
+    (files, bytes)
 }

@@ -49,7 +49,7 @@ use gleitzeit_protocol::limits::MAX_TIMEOUT;
 use gleitzeit_protocol::payloads::{FinishedTask, Resolution};
 use gleitzeit_protocol::replies::{TaskEvent, WorkflowProgress};
 use gleitzeit_store::{TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
-use gleitzeit_workflow::{OnFailure, RetryPolicy, TaskSpec, WorkflowSpec};
+use gleitzeit_workflow::{FileRef, OnFailure, RetryPolicy, TaskSpec, WorkflowSpec};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -98,6 +98,8 @@ pub(crate) struct TaskInfo {
     pub(crate) missed: u32,
     /// Arrival number of its live queue entry (older entries of the task are stale).
     pub(crate) entry: Option<u64>,
+    /// The files the task names (path, where its content is), handed out with it.
+    pub(crate) files: Vec<(String, FileRef)>,
 }
 
 impl TaskInfo {
@@ -109,6 +111,11 @@ impl TaskInfo {
             engine: None,
             missed: 0,
             entry: None,
+            files: spec
+                .files
+                .iter()
+                .map(|(path, file)| (path.clone(), file.clone()))
+                .collect(),
         }
     }
 }
@@ -127,6 +134,9 @@ pub(crate) struct Wf {
     pub(crate) counts: Counts,
     /// When the workflow times out.
     deadline: Option<Instant>,
+    /// The contents of the files its tasks name, by digest (base64, shared by every task
+    /// naming one; `docs/workflows.md`, "Files travel with the workflow").
+    pub(crate) attachments: HashMap<String, Arc<str>>,
 }
 
 impl Wf {
@@ -276,6 +286,11 @@ impl Machine {
                 index,
                 counts,
                 deadline,
+                attachments: spec
+                    .attachments
+                    .iter()
+                    .map(|(key, a)| (key.clone(), Arc::from(a.content.as_str())))
+                    .collect(),
             },
         );
         true

@@ -379,6 +379,73 @@ async fn work_goes_out_by_priority_then_in_arrival_order() {
     assert_eq!(order, ["u", "h", "n1", "n2", "l"]);
 }
 
+/// The tasks of the lease answers among `effects`, whole.
+fn leased_tasks(effects: &[Effect]) -> Vec<gleitzeit_protocol::payloads::ExecuteTask> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reply { result: Ok(v), .. } => {
+                serde_json::from_value::<LeasedTasks>(v.clone()).ok()
+            }
+            _ => None,
+        })
+        .flat_map(|l| l.tasks)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_go_out_with_their_files_and_one_answer_carries_a_bounded_amount() {
+    use gleitzeit_workflow::attachments::{digest, Attachment};
+    let mut m = machine();
+    // Three tasks name one small shared script and a 7 MiB file of their own each (about
+    // 9.3 MiB as base64): two fit in one answer, the third waits for the next request.
+    let shared = b"result = 1\n".to_vec();
+    let own = |i: u8| vec![i; 7 << 20];
+    add_with(
+        &mut m,
+        "w",
+        &[("a", "normal"), ("b", "normal"), ("c", "normal")],
+        json!({}),
+        |spec| {
+            spec.attachments
+                .insert(digest(&shared), Attachment::of(&shared));
+            for (i, task) in spec.tasks.iter_mut().enumerate() {
+                let bytes = own(i as u8);
+                spec.attachments
+                    .insert(digest(&bytes), Attachment::of(&bytes));
+                task.files
+                    .insert("s.py".into(), FileRef::Attached(digest(&shared)));
+                task.files
+                    .insert("own.bin".into(), FileRef::Attached(digest(&bytes)));
+            }
+        },
+    );
+    ready(&mut m, "w", &["a", "b", "c"]);
+    let first = leased_tasks(&lease(&mut m, "e-1", 3));
+    let ids: Vec<&str> = first.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    let own_file = |t: &gleitzeit_protocol::payloads::ExecuteTask| {
+        t.files
+            .iter()
+            .find(|f| f.path == "own.bin")
+            .and_then(|f| f.content.clone())
+    };
+    assert_eq!(own_file(&first[1]), Some(Attachment::of(&own(1)).content));
+    assert_eq!(
+        first[0]
+            .files
+            .iter()
+            .find(|f| f.path == "s.py")
+            .map(|f| f.sha256.clone()),
+        Some(Some(digest(&shared)))
+    );
+    assert_eq!(status(&m, "w", "c"), TaskStatus::Queued);
+    let second = leased_tasks(&lease(&mut m, "e-1", 3));
+    assert_eq!(second.len(), 1);
+    assert_eq!(own_file(&second[0]), Some(Attachment::of(&own(2)).content));
+    check_counts(&m);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_lease_request_waits_for_work_and_gets_an_empty_answer_when_its_wait_is_over() {
     let mut m = machine();

@@ -1,7 +1,8 @@
 //! Planning: sending a workflow to a dependency-resolver and telling it what finished.
 //!
-//! A plan carries the spec (at most `--max-workflow-bytes`, half the hub's message limit)
-//! and the tasks that finished already, with their results. Finished tasks that do not fit
+//! A plan carries the spec (at most `--max-workflow-bytes`, half the hub's message limit;
+//! without the contents of the files the tasks name, which only providers need) and the
+//! tasks that finished already, with their results. Finished tasks that do not fit
 //! beside the spec follow as `tasks_finished` parts, in order, to the resolver that took
 //! the plan: a plan is never cut short or dropped for its size.
 //!
@@ -150,6 +151,12 @@ impl Manager {
         let Some(wf) = self.machine.workflow(id) else {
             return;
         };
+        // The resolver substitutes parameters only: the contents of the files the tasks name
+        // stay here (they go out with each task, `machine/leases.rs`).
+        let mut spec = spec;
+        if let Some(fields) = spec.as_object_mut() {
+            fields.remove("attachments");
+        }
         self.planner.states.entry(id.to_string()).or_default();
         let mut finished = Vec::new();
         let mut started = Vec::new();

@@ -1,0 +1,223 @@
+//! A task's own folder, and the files it names.
+//!
+//! Every task runs in a fresh folder of its own, made under the provider's `--work-dir`
+//! (default: the system temp dir) and removed when the task ends; it never runs in the
+//! submitter's folder, which is on another machine as often as not. The files a task names
+//! travel with it (`ExecuteTask::files`, read by the submitter): each is written into the
+//! folder, at its own path when that is relative and stays inside (`scripts/fetch.py`), else
+//! under `.files/<digest>/<name>`, and the task is pointed at the copies: a `file:` script
+//! runs from its copy, a batch input's `context.file_path` names its copy. A file the
+//! submitter could not read fails the task with the error it carried.
+//!
+//! A `file:` without content (from an old client, or a path outside the workflow's folder,
+//! which does not travel) is run from that path only if it exists here and lies under the
+//! allowed roots ([`crate::confine`]).
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine as _;
+use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::payloads::TaskFile;
+
+/// Where each path a task names has its copy.
+pub type Copies = HashMap<String, PathBuf>;
+
+/// A folder of one task's own, removed when dropped (or by [`TaskFolder::remove`]).
+#[derive(Debug)]
+pub struct TaskFolder {
+    path: PathBuf,
+}
+
+impl TaskFolder {
+    /// A fresh, empty folder `gz-task-…` under `root` (made if missing), readable by this
+    /// user only.
+    pub fn create(root: &Path) -> std::io::Result<TaskFolder> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        std::fs::create_dir_all(root)?;
+        let root = std::path::absolute(root)?;
+        loop {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = root.join(format!("gz-task-{}-{n}-{nanos:08x}", std::process::id()));
+            match make_private_dir(&path) {
+                Ok(()) => return Ok(TaskFolder { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the folder and everything in it, off the async threads.
+    pub async fn remove(mut self) {
+        // Taken: the drop that follows has nothing left to remove.
+        let path = std::mem::take(&mut self.path);
+        drop(self);
+        let removed = tokio::task::spawn_blocking(move || {
+            let result = std::fs::remove_dir_all(&path);
+            (path, result)
+        })
+        .await;
+        if let Ok((path, Err(e))) = removed {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(folder = %path.display(), error = %e, "cannot remove a task's folder");
+            }
+        }
+    }
+}
+
+impl Drop for TaskFolder {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn make_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+/// A task's folder under `root` with the task's files written into it; fails with the
+/// error a file carries when the submitter could not read it.
+pub fn prepare(root: &Path, files: &[TaskFile]) -> Result<(TaskFolder, Copies), GzError> {
+    if let Some(error) = files.iter().find_map(|f| f.error.clone()) {
+        return Err(error);
+    }
+    let folder = TaskFolder::create(root).map_err(|e| {
+        unprepared(format!(
+            "cannot make the task's folder in {}: {e}",
+            root.display()
+        ))
+    })?;
+    let mut copies = Copies::new();
+    for file in files {
+        let Some(content) = &file.content else {
+            continue;
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(content.as_bytes())
+            .map_err(|e| {
+                GzError::new(
+                    ErrorCode::InvalidField,
+                    format!("the content of {} is not base64: {e}", file.path),
+                )
+            })?;
+        let copy = folder.path().join(place_of(file));
+        if let Some(parent) = copy.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| unprepared(format!("cannot write {}: {e}", file.path)))?;
+        }
+        std::fs::write(&copy, bytes)
+            .map_err(|e| unprepared(format!("cannot write {}: {e}", file.path)))?;
+        copies.insert(file.path.clone(), copy);
+    }
+    Ok((folder, copies))
+}
+
+fn unprepared(message: String) -> GzError {
+    GzError::new(ErrorCode::Internal, message).with_hint(
+        "the provider could not prepare the task's folder: check that its --work-dir (or the \
+         system temp dir) exists, is writable and has room",
+    )
+}
+
+/// Where in the task's folder a file goes: its own path when that is relative and stays
+/// inside, else `.files/<digest>/<file name>`.
+fn place_of(file: &TaskFile) -> PathBuf {
+    let path = Path::new(&file.path);
+    let mut inside = PathBuf::new();
+    let mut plain = path.is_relative();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => inside.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => plain = plain && inside.pop(),
+            Component::RootDir | Component::Prefix(_) => plain = false,
+        }
+    }
+    if plain && inside.file_name().is_some() {
+        return inside;
+    }
+    let digest = file
+        .sha256
+        .as_deref()
+        .and_then(|d| d.strip_prefix("sha256:"))
+        .unwrap_or("unknown");
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    Path::new(".files")
+        .join(&digest[..digest.len().min(16)])
+        .join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, content: &[u8]) -> TaskFile {
+        TaskFile {
+            path: path.into(),
+            sha256: Some(format!("sha256:{}", "ab".repeat(32))),
+            content: Some(base64::engine::general_purpose::STANDARD.encode(content)),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn files_are_written_at_their_relative_path_or_set_apart() {
+        let root = std::env::temp_dir().join(format!("gz-files-unit-{}", std::process::id()));
+        let files = [
+            file("scripts/./a.py", b"result = 1\n"),
+            file("/home/me/data.txt", b"data"),
+            file("../../etc/passwd", b"no"),
+        ];
+        let (folder, copies) = prepare(&root, &files).expect("prepared");
+        let at = |p: &str| {
+            copies[p]
+                .strip_prefix(folder.path())
+                .expect("inside")
+                .to_path_buf()
+        };
+        assert_eq!(at("scripts/./a.py"), PathBuf::from("scripts/a.py"));
+        assert_eq!(
+            at("/home/me/data.txt"),
+            PathBuf::from(".files/abababababababab/data.txt")
+        );
+        assert_eq!(
+            at("../../etc/passwd"),
+            PathBuf::from(".files/abababababababab/passwd")
+        );
+        assert_eq!(
+            std::fs::read_to_string(&copies["scripts/./a.py"]).expect("copy"),
+            "result = 1\n"
+        );
+        let path = folder.path().to_path_buf();
+        drop(folder);
+        assert!(!path.exists(), "removed when dropped");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_file_the_submitter_could_not_read_fails_the_task_with_its_error() {
+        let carried = GzError::new(ErrorCode::FileNotFound, "cannot read file_path gone.txt");
+        let files = [TaskFile {
+            path: "gone.txt".into(),
+            sha256: None,
+            content: None,
+            error: Some(carried.clone()),
+        }];
+        let err = prepare(&std::env::temp_dir(), &files).expect_err("fails");
+        assert_eq!(err, carried);
+    }
+}
