@@ -9,8 +9,9 @@
 use std::time::{Duration, Instant};
 
 use gleitzeit_e2e::{
-    bin, chains_yaml, executions, gz_at, key_of, repo_root, service_at, temp_path, wait_for,
-    workflow_file, Proc, RedisServer, TestHub,
+    assert_all_completed_once_recorded, bin, chains_yaml, executions, gz_at, key_of, repo_root,
+    service_at, submit_at, temp_path, wait_finished_at, wait_for, workflow_file, Proc, RedisServer,
+    TestHub,
 };
 use gleitzeit_hub_client::preferred_index;
 use gleitzeit_launcher::process::Sig;
@@ -120,18 +121,45 @@ async fn services_given_both_hubs_spread_over_them_and_return_to_theirs() {
     let on_a: Vec<(String, &str)> = home.iter().map(|(id, _)| (id.clone(), "hub-a")).collect();
     wait_placed(&hub_a, &on_a, Duration::from_secs(20)).await;
 
-    // Hub B is back on its port: its components return to it once idle, and the suite works.
+    // Hub B comes back on its port while a workflow runs: its components return to it only
+    // once idle (after the workflow), and no task runs twice.
+    let log = temp_path("failover-spread-log");
+    let file = workflow_file(
+        "failover-spread.yaml",
+        &chains_yaml("r", 2, 25, 0.2, Some(&log)),
+    );
+    let id = submit_at(&hub_a.url, &file);
+    wait_for(Duration::from_secs(20), || async {
+        executions(&log).len() >= 2
+    })
+    .await;
     let back = Instant::now();
     let hub_b = mesh_hub(&redis, "hub-b", port_b, &[]).await;
-    wait_placed(&hub_a, &home, Duration::from_secs(30)).await;
+    wait_placed(&hub_a, &home, Duration::from_secs(60)).await;
+    let moved_ms = now_ms();
     eprintln!(
-        "rebalanced to the returned hub in {:.1}s",
+        "rebalanced to the returned hub {:.1}s after it was back",
         back.elapsed().as_secs_f64()
     );
-    let file = repo_root().join("examples/hello.yaml");
-    let (code, out, err) = gz_at(&hub_b.url, &["run", &file.display().to_string(), "--json"]);
-    assert_eq!(code, 0, "{out}{err}");
+    let doc = wait_finished_at(&hub_b.url, &id, Duration::from_secs(30)).await;
+    let (twice, _) = assert_all_completed_once_recorded(&doc, 50, &log);
+    assert_eq!(twice, 0, "a task ran twice");
+    let finished_ms = doc["workflow"]["finished_at"].as_u64().unwrap();
+    assert!(
+        moved_ms >= finished_ms,
+        "components moved {} ms before the workflow finished",
+        finished_ms - moved_ms
+    );
+    let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Milliseconds since the Unix epoch (the store's clock).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// `gz run` through hub A of a mesh while hub A dies mid-run. Frozen with SIGSTOP first,

@@ -308,7 +308,9 @@ async fn drive(
             msg = outbox.recv() => match msg {
                 None => return End::Stopped,
                 Some(env) => {
-                    shared.touch();
+                    if !is_housekeeping(&env) {
+                        shared.touch();
+                    }
                     if emit(&session.link, &env).is_err() {
                         *carry = Some(env);
                         return End::Lost;
@@ -335,12 +337,23 @@ async fn drive(
     }
 }
 
-/// True when no work is in flight: no load, and no envelope but heartbeats and answers
-/// sent or received for [`QUIET_FOR`]. (A request still waiting then, such as an engine's
+/// True when no work is in flight: no load, and no envelope but heartbeats, answers and
+/// empty held-task reports sent or received for [`QUIET_FOR`]. (A request still waiting then, such as an engine's
 /// long-polling `lease_tasks`, is answered by component id wherever the component is, or
 /// times out and is asked again; nothing it stands for is lost by moving.)
 fn is_idle(shared: &Shared) -> bool {
     shared.load.load(Ordering::Relaxed) == 0 && shared.quiet_for() >= QUIET_FOR
+}
+
+/// Envelopes that say nothing is in flight: a held-task report listing no task (providers
+/// send them to an engine for a minute after its last task, engines to queue-managers).
+fn is_housekeeping(env: &Envelope) -> bool {
+    env.event == events::TASKS_HELD
+        && env
+            .payload
+            .get("tasks")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
 }
 
 /// Whether the hub at `url` accepts a Socket.IO session now (opened and closed at once).
@@ -415,8 +428,8 @@ fn dispatch(shared: &Arc<Shared>, body: &str) {
         env.event.as_str(),
         events::REPLY | events::REGISTERED | events::ERROR
     );
-    if !is_answer {
-        // Work or news for this client (answers to its requests show in `pending`).
+    if !is_answer && !is_housekeeping(&env) {
+        // Work or news for this client.
         shared.touch();
     }
     if is_answer {
