@@ -498,3 +498,31 @@ mod refusal_tests {
         assert_eq!(refusal("nope").code, "GZ4001");
     }
 }
+
+#[cfg(test)]
+mod spread_tests {
+    use super::*;
+
+    #[test]
+    fn components_spread_evenly_and_always_pick_the_same_hub() {
+        assert_eq!(preferred_index("anything", 1), 0);
+        assert_eq!(preferred_index("anything", 0), 0);
+        for hubs in [2usize, 3] {
+            let mut per_hub = vec![0usize; hubs];
+            for n in 0..3000 {
+                let id = format!("python-provider-{n}");
+                let hub = preferred_index(&id, hubs);
+                assert_eq!(hub, preferred_index(&id, hubs), "stable");
+                per_hub[hub] += 1;
+            }
+            let even = 3000 / hubs;
+            assert!(
+                per_hub.iter().all(|&c| c > even * 9 / 10 && c < even * 11 / 10),
+                "{per_hub:?}"
+            );
+        }
+        // Fixed across builds and processes: FNV-1a.
+        assert_eq!(preferred_index("ee-1", 2), 1);
+        assert_eq!(preferred_index("py-1", 2), 0);
+    }
+}
