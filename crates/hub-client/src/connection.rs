@@ -517,7 +517,9 @@ mod spread_tests {
             }
             let even = 3000 / hubs;
             assert!(
-                per_hub.iter().all(|&c| c > even * 9 / 10 && c < even * 11 / 10),
+                per_hub
+                    .iter()
+                    .all(|&c| c > even * 9 / 10 && c < even * 11 / 10),
                 "{per_hub:?}"
             );
         }
