@@ -252,10 +252,14 @@ async fn a_submit_waits_for_a_briefly_missing_queue_manager_and_keys_make_it_onc
     let dd = data.display().to_string();
     let qm_args = ["--data-dir", dd.as_str(), "--log-format", "json"];
     let mut qm = hub.service("queue-manager", "qm-away", &qm_args);
-    let _others: Vec<Proc> = vec![
-        hub.service("dependency-resolver", "dr-away", &[]),
+    let others: Vec<Proc> = vec![
+        hub.service("dependency-resolver", "dr-away", &["--log-format", "json"]),
         hub.service("execution-engine", "ee-away", &["--log-format", "json"]),
-        hub.service("python-provider", "py-away", &["--workers", "1"]),
+        hub.service(
+            "python-provider",
+            "py-away",
+            &["--workers", "1", "--log-format", "json"],
+        ),
     ];
     hub.wait_registered(&["qm-away", "dr-away", "ee-away", "py-away"])
         .await;
@@ -340,7 +344,11 @@ async fn a_submit_waits_for_a_briefly_missing_queue_manager_and_keys_make_it_onc
     client.close().await;
 
     // (e) --log-format json: every line of these logs is one JSON object.
-    for log in [hub.proc.log(), qm.log()] {
+    let logs: Vec<&std::path::Path> = std::iter::once(hub.proc.log())
+        .chain(std::iter::once(qm.log()))
+        .chain(others.iter().map(|p| p.log()))
+        .collect();
+    for log in logs {
         let text = std::fs::read_to_string(log).unwrap();
         let mut lines = 0;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
