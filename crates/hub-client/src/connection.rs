@@ -44,6 +44,8 @@ enum End {
 
 /// How often a component away from its preferred hub checks whether it can move back.
 const REBALANCE_CHECK: Duration = Duration::from_secs(2);
+/// How long a probe of the preferred hub may take to open a session.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a component must have sent and received nothing but heartbeats (and have no
 /// load) before it moves back to its preferred hub: nothing is in flight then.
 const QUIET_FOR: Duration = Duration::from_secs(2);
@@ -284,6 +286,10 @@ async fn drive(
     let mut rebalance = tokio::time::interval(REBALANCE_CHECK);
     rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rebalance.tick().await;
+    // Probes of the preferred hub run beside this loop (a frozen hub accepts the TCP
+    // connection and then says nothing): heartbeats and sends never wait for one.
+    let (probed_tx, mut probed) = mpsc::channel::<bool>(1);
+    let mut probing = false;
     if let Some(env) = carry.take() {
         if emit(&session.link, &env).is_err() {
             *carry = Some(env);
@@ -317,11 +323,19 @@ async fn drive(
                     }
                 }
             },
-            _ = rebalance.tick(), if home.is_some() => {
-                if let Some(home) = home {
-                    if is_idle(shared) && hub_answers(shared, home).await {
-                        return End::Rebalance;
-                    }
+            _ = rebalance.tick(), if home.is_some() && !probing => {
+                if let Some(home) = home.filter(|_| is_idle(shared)) {
+                    probing = true;
+                    let (shared, home, tx) = (shared.clone(), home.to_string(), probed_tx.clone());
+                    tokio::spawn(async move {
+                        let _ = tx.send(hub_answers(&shared, &home).await).await;
+                    });
+                }
+            }
+            Some(answers) = probed.recv() => {
+                probing = false;
+                if answers && is_idle(shared) {
+                    return End::Rebalance;
                 }
             }
             _ = heartbeat.tick() => {
@@ -358,7 +372,7 @@ fn is_housekeeping(env: &Envelope) -> bool {
 
 /// Whether the hub at `url` accepts a Socket.IO session now (opened and closed at once).
 async fn hub_answers(shared: &Arc<Shared>, url: &str) -> bool {
-    match transport::connect(url, shared.config.auth.as_ref(), OPEN_TIMEOUT, |_| {}).await {
+    match transport::connect(url, shared.config.auth.as_ref(), PROBE_TIMEOUT, |_| {}).await {
         Ok(link) => {
             link.close();
             true
