@@ -27,14 +27,15 @@ command -v npm >/dev/null 2>&1 || apt_install npm
 
 # Python packages: python-socketio for the protocol checks, the SDK itself (sdk/python) with
 # pytest for its tests and the built-in functions' tests, prometheus-client to parse
-# /metrics, Playwright (driving Debian's chromium) for the dashboard's browser tests.
+# /metrics, Playwright (driving Debian's chromium) for the dashboard's browser tests,
+# kubernetes-validate (offline schemas) for the manifests in deploy/k8s.
 pip_install() {
   python3 -m pip install --quiet "$@" 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages "$@"
 }
-if ! python3 -c 'import socketio, websocket, aiohttp, yaml, pytest, prometheus_client, playwright' >/dev/null 2>&1; then
+if ! python3 -c 'import socketio, websocket, aiohttp, yaml, pytest, prometheus_client, playwright, kubernetes_validate' >/dev/null 2>&1; then
   pip_install "python-socketio[client,asyncio-client]>=5" websocket-client aiohttp PyYAML pytest \
-    prometheus-client playwright
+    prometheus-client playwright kubernetes-validate
 fi
 pip_install --no-deps --force-reinstall ./sdk/python
 
@@ -45,7 +46,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
-python3 -m pytest -q -p no:cacheprovider sdk/python/tests services/python-provider/tests tests/browser || status=$?
+python3 -m pytest -q -p no:cacheprovider sdk/python/tests services/python-provider/tests tests/browser tests/deploy || status=$?
 
 # --- compose test (deploy/test-compose.sh; docs/compose.md) -------------------------------
 # docker-compose.yml and the cluster overlay on a real container engine (Docker, else podman
@@ -63,7 +64,6 @@ elif ! command -v apt-get >/dev/null 2>&1 && ! command -v podman >/dev/null 2>&1
 fi
 if [ -n "$compose_skip" ]; then
   echo "compose test skipped: $compose_skip"
-  echo "compose: 0 passed, 0 failed (skipped)"
 else
   GZ_COMPOSE_BIN_DIR="${CARGO_TARGET_DIR:-target}/debug" deploy/test-compose.sh || status=1
 fi
