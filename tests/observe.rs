@@ -183,6 +183,44 @@ fn the_error_catalogue_is_listed_searched_and_shown_without_a_hub() {
     assert!(out.contains("GZ5001"), "{out}");
 }
 
+#[test]
+fn gz_ends_quietly_when_the_reader_of_its_output_goes_away() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    // `gz validate --explain big.yaml | head -c 100`: about 800 KB of output, far more than
+    // a pipe holds, and the reader closes the pipe after 100 bytes.
+    let dir = gleitzeit_e2e::temp_path("pipe");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut yaml = String::from("name: big\ntasks:\n");
+    for i in 0..3000 {
+        yaml.push_str(&format!(
+            "  - id: t{i}\n    method: python/execute\n    parameters: {{code: 'result = {i}'}}\n"
+        ));
+    }
+    let file = dir.join("big.yaml");
+    std::fs::write(&file, yaml).expect("write the workflow");
+    let mut child = Command::new(gleitzeit_e2e::bin("gz"))
+        .args(["validate", "--explain"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gz starts");
+    let mut first = [0u8; 100];
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut first)
+        .expect("the first 100 bytes");
+    // stdout is dropped here: gz's next write meets a closed pipe
+    let out = child.wait_with_output().expect("gz ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gz_stats_and_gz_monitor_report_what_ran() {
     let suite = TestSuite::start(SuiteOptions::default()).await;

@@ -170,6 +170,7 @@ pub type CmdResult = Result<u8, Failure>;
 
 /// Runs the command line of this process (`gz …` or `gleitzeit …`) and returns its exit code.
 pub fn main() -> std::process::ExitCode {
+    quiet_on_broken_pipe();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -180,6 +181,24 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// `gz … | head` closes the pipe before gz is done: `println!` then panics. Like other Unix
+/// tools killed by SIGPIPE, gz ends quietly with status 141 instead of printing a panic.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 async fn run() -> std::process::ExitCode {
