@@ -14,8 +14,8 @@
 //! A named file that cannot be read, or is too large, fails the submit (GZ7014, GZ7013)
 //! before anything is created, naming the task and the path. A batch input that cannot be
 //! read (or is over the per-file limit) fails only its own task, with the error carried in
-//! the workflow, so the other files go on; the batch as a whole must still fit the
-//! per-workflow limit.
+//! the workflow, so the other files go on. Batch inputs past the per-workflow limit stay
+//! paths (one note says how many): a provider on the submitting machine still reads them.
 
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
@@ -45,6 +45,8 @@ pub fn attach(
     let folder = Folder::new(origin);
     let mut attacher = Attacher::new(spec);
     let mut notes = Vec::new();
+    // Batch inputs past the per-workflow limit: (how many, bytes).
+    let mut spilled = (0u64, 0u64);
     for i in 0..spec.tasks.len() {
         let task = &spec.tasks[i];
         let mut named: Vec<(String, bool)> =
@@ -76,6 +78,12 @@ pub fn attach(
             let limit = match read(&full) {
                 Ok(bytes) => match attacher.attach(spec, i, &path, &bytes) {
                     Ok(()) => continue,
+                    Err(LimitError::Total { .. }) if is_batch_input => {
+                        // The batch is bigger than a workflow carries: this input stays a
+                        // path, which a provider on this machine still reads.
+                        spilled = (spilled.0 + 1, spilled.1 + bytes.len() as u64);
+                        continue;
+                    }
                     Err(e) => e,
                 },
                 Err(Unreadable::TooLarge(size)) => LimitError::File { size },
@@ -104,6 +112,14 @@ pub fn attach(
                 _ => return Err(too_large(&task_id, &path, &limit)),
             }
         }
+    }
+    if spilled.0 > 0 {
+        notes.push(format!(
+            "{} batch inputs ({:.1} MiB) do not fit the {} MiB of files a workflow carries, so they go as paths: providers on this machine read them, providers elsewhere fail those tasks with GZ2020 (split the batch to send every file)",
+            spilled.0,
+            spilled.1 as f64 / (1024.0 * 1024.0),
+            attachments::MAX_TOTAL_BYTES / (1024 * 1024)
+        ));
     }
     Ok(notes)
 }
@@ -286,6 +302,33 @@ mod tests {
         };
         assert_eq!(code(0, "big.txt"), "GZ7013");
         assert_eq!(code(1, "gone.txt"), "GZ9002");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn batch_inputs_past_the_workflow_limit_stay_paths_with_one_note() {
+        let dir = scratch("spill");
+        let folder = dir.join("flow");
+        // three distinct 7 MiB inputs: two fit the 16 MiB a workflow carries, one does not
+        let mut yaml = String::from("name: w\ntasks:\n");
+        for i in 0..3u8 {
+            let mut bytes = vec![b'a'; 7 * 1024 * 1024];
+            bytes[0] = b'0' + i;
+            std::fs::write(folder.join(format!("in{i}.txt")), &bytes).expect("input");
+            yaml.push_str(&format!(
+                "  - {{ id: t{i}, method: llm/chat, parameters: {{ model: m, messages: [{{role: user, content: x}}], file_path: in{i}.txt }} }}\n"
+            ));
+        }
+        let mut s = spec(&yaml);
+        let notes = attach(&mut s, Origin::File(&folder), 0..3).expect("the batch is submitted");
+        assert_eq!(s.attachments.len(), 2);
+        assert!(s.tasks[2].files.is_empty(), "the third input stays a path");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with("1 batch inputs (7.0 MiB)"), "{notes:?}");
+        // the same files named by ordinary tasks (not a batch) fail the submit instead
+        let mut s = spec(&yaml);
+        let e = attach(&mut s, Origin::File(&folder), 0..0).expect_err("over the limit");
+        assert_eq!(e.code, "GZ7013");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
