@@ -324,7 +324,10 @@ mod tests {
         assert_eq!(s.attachments.len(), 2);
         assert!(s.tasks[2].files.is_empty(), "the third input stays a path");
         assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(notes[0].starts_with("1 batch inputs (7.0 MiB)"), "{notes:?}");
+        assert!(
+            notes[0].starts_with("1 batch inputs (7.0 MiB)"),
+            "{notes:?}"
+        );
         // the same files named by ordinary tasks (not a batch) fail the submit instead
         let mut s = spec(&yaml);
         let e = attach(&mut s, Origin::File(&folder), 0..0).expect_err("over the limit");
