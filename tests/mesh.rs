@@ -12,6 +12,7 @@ use gleitzeit_e2e::{
     workflow_file, Proc, RedisServer, TestHub,
 };
 use gleitzeit_protocol::events::{self, rooms};
+use gleitzeit_protocol::replies::EventBatch;
 use gleitzeit_protocol::Target;
 use serde_json::{json, Value};
 
@@ -112,8 +113,12 @@ async fn a_workflow_runs_across_two_hubs_of_one_mesh() {
     let seen = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let env = incoming.recv().await.expect("client open");
-            if env.event == events::WORKFLOW_COMPLETED && env.payload["workflow_id"] == second_id {
-                return env;
+            for env in EventBatch::unpack(env) {
+                if env.event == events::WORKFLOW_COMPLETED
+                    && env.payload["workflow_id"] == second_id
+                {
+                    return env;
+                }
             }
         }
     })

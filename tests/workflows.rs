@@ -483,9 +483,11 @@ async fn a_watcher_that_reconnects_catches_up_on_every_event() {
     }
     let mut seen = std::collections::BTreeSet::new();
     while let Ok(env) = incoming.try_recv() {
-        if env.payload["workflow_id"] == id.as_str() {
-            if let Some(seq) = env.payload["seq"].as_u64() {
-                seen.insert(seq);
+        for env in gleitzeit_protocol::replies::EventBatch::unpack(env) {
+            if env.payload["workflow_id"] == id.as_str() {
+                if let Some(seq) = env.payload["seq"].as_u64() {
+                    seen.insert(seq);
+                }
             }
         }
     }

@@ -66,12 +66,14 @@ socket.on("connect_error", (e) => {
   gz.error = String(e && e.message);
   log(`refused: ${gz.error}`);
 });
-for (const name of ["workflow_submitted", "workflow_started", "workflow_progress", "workflow_completed", "workflow_failed", "task_completed"]) {
-  socket.on(name, (env) => {
-    gz.received.push([name, env.payload.workflow_id, env.payload.status]);
-    if (name.startsWith("workflow_")) log(`${name} ${env.payload.workflow_id} ${env.payload.finished_tasks}/${env.payload.total_tasks}`);
-  });
-}
+// Workflow and task events arrive in `event_batch` envelopes (docs/protocol.md §5.6): each
+// entry is one event, in seq order.
+socket.on("event_batch", (env) => {
+  for (const { event: name, payload } of env.payload.events) {
+    gz.received.push([name, payload.workflow_id, payload.status]);
+    if (name.startsWith("workflow_")) log(`${name} ${payload.workflow_id} ${payload.finished_tasks}/${payload.total_tasks}`);
+  }
+});
 """
 
 WORKFLOW = """\

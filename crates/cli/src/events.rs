@@ -1,7 +1,8 @@
 //! `gz events [--types t1,t2] [--workflow ID] [--follow] [--json]`: the event stream.
 //!
 //! - `--workflow ID`: the workflow's kept events (`workflow_events`, oldest first); with
-//!   `--follow`, then its live events until it ends (each shown once, by `seq`).
+//!   `--follow`, then its live events until it ends (each shown once, by `seq`; live
+//!   events arrive in `event_batch` envelopes and are printed one by one).
 //! - `--follow` alone: every workflow and task event (room `events`, which needs a role
 //!   that reads every workflow) and component joins and losses (room `components`), live
 //!   until Ctrl-C.
@@ -12,6 +13,7 @@ use std::collections::HashSet;
 use gleitzeit_hub_client::{HubClient, Incoming};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, rooms};
+use gleitzeit_protocol::replies::EventBatch;
 use serde_json::{json, Value};
 
 use crate::follow::{event_line, is_terminal_event};
@@ -192,19 +194,21 @@ async fn one_workflow(
                 let Some(env) = env else {
                     return Err(GzError::new(ErrorCode::Disconnected, "the connection to the hub closed"));
                 };
-                if env.payload.get("workflow_id").and_then(Value::as_str) != Some(id) {
-                    continue;
-                }
-                if let Some(seq) = env.payload.get("seq").and_then(Value::as_u64) {
-                    if !seen.insert(seq) {
+                for env in EventBatch::unpack(env) {
+                    if env.payload.get("workflow_id").and_then(Value::as_str) != Some(id) {
                         continue;
                     }
-                }
-                if filter.wants(&env.event) {
-                    print(&env.event, env.ts, &env.payload, json_out);
-                }
-                if is_terminal_event(&env.event) {
-                    return Ok(0);
+                    if let Some(seq) = env.payload.get("seq").and_then(Value::as_u64) {
+                        if !seen.insert(seq) {
+                            continue;
+                        }
+                    }
+                    if filter.wants(&env.event) {
+                        print(&env.event, env.ts, &env.payload, json_out);
+                    }
+                    if is_terminal_event(&env.event) {
+                        return Ok(0);
+                    }
                 }
             }
             _ = &mut interrupt => return Ok(0),
@@ -236,8 +240,10 @@ async fn everything(
                 let Some(env) = env else {
                     return Err(GzError::new(ErrorCode::Disconnected, "the connection to the hub closed"));
                 };
-                if VISIBLE.contains(&env.event.as_str()) && filter.wants(&env.event) {
-                    print(&env.event, env.ts, &env.payload, json_out);
+                for env in EventBatch::unpack(env) {
+                    if VISIBLE.contains(&env.event.as_str()) && filter.wants(&env.event) {
+                        print(&env.event, env.ts, &env.payload, json_out);
+                    }
                 }
             }
             _ = &mut interrupt => return Ok(0),

@@ -1,5 +1,7 @@
 //! Following a workflow's events until it ends, as `gz run` and `gz watch` do: a progress
-//! bar, plain lines or JSON lines; each event shown once (by `seq`), a catch-up with
+//! bar, plain lines, progress lines at a bounded rate (a big run not on a terminal) or JSON
+//! lines; events arrive in `event_batch` envelopes and are shown one by one, each once (by
+//! `seq`), with a catch-up with
 //! `workflow_events` after a reconnect (to the next hub of a mesh when the client's hub is
 //! lost), and `workflow_get` polling as the fallback when an event is missed. Both reads
 //! wait a few seconds per attempt, not the full request timeout. `event_line` is shared with `gz events`.
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 use gleitzeit_hub_client::{HubClient, Incoming};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events;
+use gleitzeit_protocol::replies::EventBatch;
 use serde_json::{json, Value};
 
 use crate::render;
@@ -22,16 +25,35 @@ pub enum Follow {
     Bar,
     /// A plain line per event on stderr.
     Lines,
+    /// Plain progress lines on stderr, at most one every [`PROGRESS_LINE_EVERY`], and the
+    /// workflow's start and end: a big run not on a terminal.
+    Summary,
     /// One JSON object per event on stdout.
     JsonLines,
 }
 
+/// Runs of up to this many tasks show each task when not on a terminal; bigger ones show
+/// progress lines and a summary (unless `--each-task`).
+pub const EACH_TASK_LIMIT: u64 = 50;
+
+/// How often [`Follow::Summary`] prints a progress line.
+pub const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(2);
+
 impl Follow {
-    pub fn progress() -> Follow {
-        if std::io::stderr().is_terminal() {
+    /// How `gz run` shows a run of `total` tasks: a bar on a terminal; otherwise a line
+    /// per event, or progress lines for more than [`EACH_TASK_LIMIT`] tasks unless
+    /// `each_task`.
+    pub fn for_run(total: u64, each_task: bool) -> Follow {
+        Follow::choose(std::io::stderr().is_terminal(), total, each_task)
+    }
+
+    fn choose(terminal: bool, total: u64, each_task: bool) -> Follow {
+        if terminal {
             Follow::Bar
-        } else {
+        } else if each_task || total <= EACH_TASK_LIMIT {
             Follow::Lines
+        } else {
+            Follow::Summary
         }
     }
 }
@@ -116,6 +138,18 @@ impl Counts {
         }
         s
     }
+
+    /// A plain progress line: `progress: 1200/10000 tasks done, 3 failed`.
+    fn line(&self) -> String {
+        let mut s = format!("progress: {}/{} tasks done", self.finished, self.total);
+        if self.failed > 0 {
+            s.push_str(&format!(", {} failed", self.failed));
+        }
+        if self.skipped > 0 {
+            s.push_str(&format!(", {} skipped", self.skipped));
+        }
+        s
+    }
 }
 
 fn draw_bar(counts: &Counts) {
@@ -130,6 +164,8 @@ fn draw_bar(counts: &Counts) {
 struct Shown {
     seen: std::collections::HashSet<u64>,
     last_seq: u64,
+    /// When [`Follow::Summary`] last printed a progress line.
+    last_line: Option<Instant>,
 }
 
 impl Shown {
@@ -173,8 +209,45 @@ impl Shown {
                     draw_bar(counts);
                 }
             }
+            Follow::Summary => {
+                if event == events::WORKFLOW_PROGRESS {
+                    *counts = Counts::from_progress(payload, counts.total);
+                    if self
+                        .last_line
+                        .is_none_or(|t| t.elapsed() >= PROGRESS_LINE_EVERY)
+                    {
+                        self.last_line = Some(Instant::now());
+                        eprintln!("{}", counts.line());
+                    }
+                } else if event == events::WORKFLOW_STARTED || is_terminal_event(event) {
+                    if let Some(line) = event_line(event, payload) {
+                        eprintln!("{line}");
+                    }
+                }
+            }
         }
         is_terminal_event(event)
+    }
+
+    /// Shows the events an envelope from the rooms carries (one, or an `event_batch`) that
+    /// belong to workflow `id`; true when they include its end.
+    fn show_envelope(
+        &mut self,
+        mode: Follow,
+        id: &str,
+        env: gleitzeit_protocol::Envelope,
+        counts: &mut Counts,
+        stream: &mut StreamedText,
+    ) -> bool {
+        for env in EventBatch::unpack(env) {
+            if env.payload.get("workflow_id").and_then(Value::as_str) != Some(id) {
+                continue;
+            }
+            if self.show(mode, &env.event, env.ts, &env.payload, counts, stream) {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -337,10 +410,7 @@ pub async fn follow(
                 let Some(env) = env else {
                     break Err(GzError::new(ErrorCode::Disconnected, "the connection to the hub closed"));
                 };
-                if env.payload.get("workflow_id").and_then(Value::as_str) != Some(id) {
-                    continue;
-                }
-                if shown.show(mode, &env.event, env.ts, &env.payload, &mut counts, &mut stream) {
+                if shown.show_envelope(mode, id, env, &mut counts, &mut stream) {
                     break Ok(());
                 }
             }

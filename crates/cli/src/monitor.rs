@@ -16,6 +16,7 @@ use gleitzeit_hub_client::{HubClient, Incoming};
 use gleitzeit_protocol::errors::GzError;
 use gleitzeit_protocol::events::{self, rooms};
 use gleitzeit_protocol::payloads::{ComponentInfo, HubStatus};
+use gleitzeit_protocol::replies::EventBatch;
 use serde_json::{json, Value};
 
 use crate::render;
@@ -195,11 +196,13 @@ fn draw(s: &Value, rate: &Throughput, clear: bool) {
 /// Counts finished tasks from the events that arrived.
 fn count_events(incoming: &mut Incoming, rate: &mut Throughput) {
     while let Ok(env) = incoming.try_recv() {
-        if matches!(
-            env.event.as_str(),
-            events::TASK_COMPLETED | events::TASK_FAILED | events::TASK_SKIPPED
-        ) {
-            rate.counted += 1;
+        for env in EventBatch::unpack(env) {
+            if matches!(
+                env.event.as_str(),
+                events::TASK_COMPLETED | events::TASK_FAILED | events::TASK_SKIPPED
+            ) {
+                rate.counted += 1;
+            }
         }
     }
 }

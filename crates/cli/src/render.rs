@@ -175,6 +175,61 @@ fn outcome(t: &Value) -> String {
 /// Prints a summary document for people.
 pub fn print_summary(s: &Value) {
     let tasks = s["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    print_header(s, tasks);
+    let id_w = tasks
+        .iter()
+        .map(|t| t["id"].as_str().map_or(0, |x| x.chars().count()))
+        .max()
+        .unwrap_or(0);
+    for t in tasks {
+        println!(
+            "{:<id_w$}  {:<9}  {}",
+            t["id"].as_str().unwrap_or("?"),
+            t["status"].as_str().unwrap_or("?"),
+            outcome(t)
+        );
+    }
+}
+
+/// Failed tasks a short summary lists by name.
+const FAILED_LISTED: usize = 20;
+
+/// Prints a summary document of a big run for people: the header line of
+/// [`print_summary`], the count of every task status, and the first failed tasks with
+/// their errors (not a row per task).
+pub fn print_short_summary(s: &Value) {
+    let tasks = s["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    print_header(s, tasks);
+    let mut by_status: std::collections::BTreeMap<&str, usize> = Default::default();
+    for t in tasks {
+        *by_status
+            .entry(t["status"].as_str().unwrap_or("?"))
+            .or_default() += 1;
+    }
+    let counts: Vec<String> = by_status
+        .iter()
+        .map(|(st, n)| format!("{st}: {n}"))
+        .collect();
+    println!("tasks by status: {}", counts.join(", "));
+    let failed: Vec<&Value> = tasks.iter().filter(|t| t["status"] == "failed").collect();
+    for t in failed.iter().take(FAILED_LISTED) {
+        println!(
+            "failed: {}  {}",
+            t["id"].as_str().unwrap_or("?"),
+            cell(&error_short(&t["error"]))
+        );
+    }
+    let id = s["workflow_id"].as_str().unwrap_or("ID");
+    if failed.len() > FAILED_LISTED {
+        println!(
+            "… and {} more failed tasks (gz inspect workflow {id})",
+            failed.len() - FAILED_LISTED
+        );
+    }
+    println!("every task: gz inspect workflow {id}, or gz run --each-task");
+}
+
+fn print_header(s: &Value, tasks: &[Value]) {
     let count = |st: &str| tasks.iter().filter(|t| t["status"] == st).count();
     println!(
         "workflow {} ({}): {} in {} — {} tasks: {} completed, {} failed, {} skipped",
@@ -189,19 +244,6 @@ pub fn print_summary(s: &Value) {
     );
     if !s["error"].is_null() {
         println!("error: {}", error_short(&s["error"]));
-    }
-    let id_w = tasks
-        .iter()
-        .map(|t| t["id"].as_str().map_or(0, |x| x.chars().count()))
-        .max()
-        .unwrap_or(0);
-    for t in tasks {
-        println!(
-            "{:<id_w$}  {:<9}  {}",
-            t["id"].as_str().unwrap_or("?"),
-            t["status"].as_str().unwrap_or("?"),
-            outcome(t)
-        );
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use gleitzeit_hub_client::HubClient;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, rooms};
+use gleitzeit_protocol::replies::EventBatch;
 use serde_json::{json, Value};
 
 use crate::render;
@@ -83,13 +84,20 @@ pub async fn task(
                     let Some(env) = env else {
                         return Err(GzError::new(ErrorCode::Disconnected, "the connection to the hub closed"));
                     };
-                    if env.payload["task_id"] != id || env.payload["workflow_id"] != wf.as_str() {
-                        continue;
-                    }
-                    if env.event == events::TASK_PROGRESS {
-                        if !json_out {
-                            eprint!("{}", env.payload["text"].as_str().unwrap_or_default());
+                    let mut changed = false;
+                    for env in EventBatch::unpack(env) {
+                        if env.payload["task_id"] != id || env.payload["workflow_id"] != wf.as_str() {
+                            continue;
                         }
+                        if env.event == events::TASK_PROGRESS {
+                            if !json_out {
+                                eprint!("{}", env.payload["text"].as_str().unwrap_or_default());
+                            }
+                        } else {
+                            changed = true;
+                        }
+                    }
+                    if !changed {
                         continue;
                     }
                 }

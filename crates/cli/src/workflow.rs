@@ -79,6 +79,11 @@ pub struct RunArgs {
     /// Stop waiting after this many seconds (the workflow is not cancelled).
     #[arg(long)]
     pub timeout: Option<f64>,
+    /// When not on a terminal, print every task's events and every task's row even for a
+    /// run of more than 50 tasks (which otherwise prints progress lines and a summary: the
+    /// counts and the failed tasks).
+    #[arg(long)]
+    pub each_task: bool,
     /// Where a suite started for this run keeps state and logs (default: the user's data dir).
     #[arg(long, env = "GLEITZEIT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -379,9 +384,12 @@ pub async fn run(hub_url: &str, log_format: LogFormat, args: RunArgs) -> CmdResu
         hub_url,
         &spec,
         &dir,
-        args.json,
-        timeout,
-        args.batch.output.as_deref(),
+        RunOutput {
+            json: args.json,
+            each_task: args.each_task,
+            timeout,
+            results_to: args.batch.output.as_deref(),
+        },
     )
     .await;
     if let Some(s) = suite {
@@ -543,13 +551,23 @@ pub(crate) async fn wait_ready(hub_url: &str, spec: &WorkflowSpec, limit: Durati
     }
 }
 
+/// How `gz run` shows a run.
+struct RunOutput<'a> {
+    /// One JSON document at the end (`--json`).
+    json: bool,
+    /// Every task even in a big run not on a terminal (`--each-task`).
+    each_task: bool,
+    /// `--timeout`.
+    timeout: Option<Duration>,
+    /// Where results are written (`--output` of a batch).
+    results_to: Option<&'a Path>,
+}
+
 async fn run_on_hub(
     hub_url: &str,
     spec: &WorkflowSpec,
     dir: &Path,
-    json_out: bool,
-    timeout: Option<Duration>,
-    output: Option<&Path>,
+    out: RunOutput<'_>,
 ) -> CmdResult {
     let started = Instant::now();
     let (client, mut incoming) = connect(hub_url).await?;
@@ -564,21 +582,19 @@ async fn run_on_hub(
             .and_then(Value::as_u64)
             .unwrap_or(spec.tasks.len() as u64);
         eprintln!("submitted workflow {id} ({}, {total} tasks)", spec.name);
-        follow(
-            &client,
-            &mut incoming,
-            &id,
-            Follow::progress(),
-            total,
-            timeout,
-        )
-        .await?;
+        let mode = Follow::for_run(total, out.each_task);
+        follow(&client, &mut incoming, &id, mode, total, out.timeout).await?;
         let fin = workflow_get(&client, &id).await?;
-        if let Some(path) = output {
+        if let Some(path) = out.results_to {
             crate::batch::write(&fin, path)?;
             eprintln!("results written to {}", path.display());
         }
-        Ok::<_, GzError>(finish(&fin, started.elapsed(), json_out))
+        let shown = if mode == Follow::Summary {
+            Shown::Summary
+        } else {
+            Shown::EachTask
+        };
+        Ok::<_, GzError>(finish(&fin, started.elapsed(), out.json, shown))
     }
     .await;
     client.close().await;
@@ -624,7 +640,7 @@ pub async fn watch(hub_url: &str, args: WatchArgs) -> CmdResult {
             follow(&client, &mut incoming, &id, mode, total, timeout).await?;
         }
         let fin = workflow_get(&client, &id).await?;
-        Ok::<_, GzError>(finish(&fin, started.elapsed(), args.json))
+        Ok::<_, GzError>(finish(&fin, started.elapsed(), args.json, Shown::EachTask))
     }
     .await;
     client.close().await;
@@ -633,11 +649,22 @@ pub async fn watch(hub_url: &str, args: WatchArgs) -> CmdResult {
 
 // ------------------------------------------------------------------ following a run
 
+/// What the final state shows for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    /// A row per task.
+    EachTask,
+    /// The counts and the failed tasks (a big run not on a terminal).
+    Summary,
+}
+
 /// Prints the final state (human table or one JSON document); returns the exit code.
-fn finish(reply: &Value, elapsed: Duration, json_out: bool) -> u8 {
+fn finish(reply: &Value, elapsed: Duration, json_out: bool, shown: Shown) -> u8 {
     let summary = render::summary(reply, elapsed);
     if json_out {
         println!("{summary}");
+    } else if shown == Shown::Summary {
+        render::print_short_summary(&summary);
     } else {
         render::print_summary(&summary);
     }

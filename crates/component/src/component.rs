@@ -14,7 +14,8 @@
 //! Handlers are async (the queue-manager awaits its store) and run one at a time, so the
 //! state needs no locks. Work slower than a moment is spawned and reports back through the
 //! internal channel. Things due less often than the tick (a metadata refresh every 5 s, held
-//! reports every 2 s) are checked in [`Component::on_tick`] with [`Every`].
+//! reports every 2 s) are checked in [`Component::on_tick`] with [`Every`]. When the loop has
+//! handled everything that was waiting, [`Component::on_idle`] runs once before it waits.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -47,6 +48,13 @@ pub trait Component {
 
     /// The periodic tick.
     fn on_tick(&mut self) -> impl Future<Output = ()> {
+        async {}
+    }
+
+    /// The loop handled what was waiting and nothing else is ready (no envelope, no
+    /// internal message): the place to send what handlers collected to send together (the
+    /// queue-manager's coalesced events). Not called between messages of a backlog.
+    fn on_idle(&mut self) -> impl Future<Output = ()> {
         async {}
     }
 
@@ -91,6 +99,13 @@ impl<I> Events<I> {
     }
 }
 
+impl<I> Events<I> {
+    /// True when no envelope and no internal message is queued.
+    fn nothing_waiting(&self) -> bool {
+        self.incoming.is_empty() && self.internal.as_ref().is_none_or(|rx| rx.is_empty())
+    }
+}
+
 /// What woke the loop (a local, moved once: its size does not matter).
 #[allow(clippy::large_enum_variant)]
 enum Event<I> {
@@ -108,7 +123,12 @@ pub async fn run_component<C: Component>(
     mut events: Events<C::Internal>,
     shutdown: &Shutdown,
 ) {
+    // Set once something was handled: an idle loop before the first event has nothing to send.
+    let mut handled = false;
     loop {
+        if handled && events.nothing_waiting() {
+            component.on_idle().await;
+        }
         let event = {
             let Events {
                 client,
@@ -128,6 +148,7 @@ pub async fn run_component<C: Component>(
                 () = ticked(tick) => Event::Tick,
             }
         };
+        handled = true;
         let started = Instant::now();
         let what = match &event {
             Event::Envelope(env) => Some(env.event.clone()),

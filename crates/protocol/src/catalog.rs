@@ -22,9 +22,9 @@ use crate::payloads::{
 };
 use crate::records::{StoreInfo, TaskRecord, WorkflowRecord};
 use crate::replies::{
-    CancelReply, DeregisterReply, HeartbeatReply, OwnerReply, PingReply, Reason, RoomsReply,
-    ShutdownReply, ShutdownRequest, SubmitReply, TaskEvent, TaskProgress, WorkflowDetail,
-    WorkflowEventsReply, WorkflowFinished, WorkflowProgress,
+    CancelReply, DeregisterReply, EventBatch, HeartbeatReply, OwnerReply, PingReply, Reason,
+    RoomsReply, ShutdownReply, ShutdownRequest, SubmitReply, TaskEvent, TaskProgress,
+    WorkflowDetail, WorkflowEventsReply, WorkflowFinished, WorkflowProgress,
 };
 use crate::requests::WorkflowEventsQuery;
 
@@ -196,6 +196,7 @@ pub fn events() -> Vec<EventSpec> {
         event(ev::TASK_FAILED, QM, ROOMS).payload(of::<TaskEvent>),
         event(ev::TASK_RETRYING, QM, ROOMS).payload(of::<TaskEvent>),
         event(ev::TASK_SKIPPED, QM, ROOMS).payload(of::<TaskEvent>),
+        event(ev::EVENT_BATCH, QM, ROOMS).payload(of::<EventBatch>),
     ]
 }
 

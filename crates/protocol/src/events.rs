@@ -84,6 +84,11 @@ pub const TASK_RETRYING: &str = "task_retrying";
 /// A task will not run because a dependency failed or the workflow was cancelled.
 pub const TASK_SKIPPED: &str = "task_skipped";
 
+/// Queue-manager → rooms `events` and `workflow:<id>`: the workflow and task events above of
+/// one workflow, published together (those made while it worked through the messages
+/// waiting for it; a lone event is a batch of one). Payload: `EventBatch` `{workflow_id, events: [{seq, event, ts, payload}]}`.
+pub const EVENT_BATCH: &str = "event_batch";
+
 // ---- Task execution (engine ↔ providers) ----
 
 /// Engine → provider: run a batch of tasks. Payload: `ExecuteTasks`.

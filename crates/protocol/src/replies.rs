@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 
 use std::collections::BTreeMap;
 
+use crate::envelope::Envelope;
+use crate::events;
 use crate::records::{TaskRecord, WorkflowRecord};
 use crate::status::{TaskStatus, WorkflowStatus};
 
@@ -52,6 +54,59 @@ pub struct WorkflowEventsReply {
     pub events: Vec<LoggedEvent>,
     /// False when older events than those were dropped (or are kept elsewhere).
     pub complete: bool,
+}
+
+/// Payload of `event_batch`: workflow and task events of one workflow that the
+/// queue-manager published together (those made while it worked through the messages
+/// waiting for it), oldest first, with consecutive `seq`s. A lone event travels as a batch
+/// of one. Each entry has the shape of a
+/// catch-up entry, so a client handles live batches and `workflow_events` replies alike.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct EventBatch {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// The events, in `seq` order.
+    pub events: Vec<LoggedEvent>,
+}
+
+impl EventBatch {
+    /// The events an envelope from a room carries, each as an envelope of its own (event
+    /// name, payload and `ts` from the entry; source, target and identity from `env`): the
+    /// entries of an `event_batch`, or `env` itself for any other event. A batch that does
+    /// not decode gives nothing.
+    pub fn unpack(env: Envelope) -> Vec<Envelope> {
+        if env.event != events::EVENT_BATCH {
+            return vec![env];
+        }
+        let Envelope {
+            v,
+            id,
+            correlation_id,
+            source,
+            target,
+            payload,
+            auth,
+            ..
+        } = env;
+        let Ok(batch) = serde_json::from_value::<EventBatch>(payload) else {
+            return Vec::new();
+        };
+        batch
+            .events
+            .into_iter()
+            .map(|e| Envelope {
+                v,
+                id: id.clone(),
+                correlation_id: correlation_id.clone(),
+                source: source.clone(),
+                target: target.clone(),
+                event: e.event,
+                payload: e.payload,
+                auth: auth.clone(),
+                ts: e.ts,
+            })
+            .collect()
+    }
 }
 
 /// Reply to `workflow_owner`.

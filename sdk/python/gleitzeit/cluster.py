@@ -4,7 +4,8 @@
 §5.6). It chooses each workflow's id itself and joins the room ``workflow:<id>`` before
 submitting, so no event is missed; events of the workflows it submitted (or was asked to
 ``watch``) are delivered to ``on(...)`` callbacks, to ``events()`` iterators and to
-``wait()``, each once and in ``seq`` order. Across a reconnect it re-joins the rooms and
+``wait()``, each once and in ``seq`` order (they arrive in ``event_batch`` envelopes, one
+per workflow per message the queue-manager handled). Across a reconnect it re-joins the rooms and
 fetches what it missed with ``workflow_events`` (``after_seq`` = the last ``seq`` seen),
 dropping duplicates; when the queue-manager no longer holds them it re-reads the workflow
 with ``workflow_get``.
@@ -57,6 +58,8 @@ COMPONENT_EVENTS = ("component_joined", "component_left", "component_unhealthy")
 NEVER_EMITTED = ("system_alert",)
 #: Names of the original API that mean a component event here.
 EVENT_ALIASES = {"node_joined": "component_joined", "node_left": "component_left"}
+#: The envelope that carries the queue-manager's workflow and task events (§5.6).
+EVENT_BATCH = "event_batch"
 #: The final event of a workflow → its status.
 FINAL_EVENTS = {
     "workflow_completed": "completed",
@@ -176,6 +179,7 @@ class GleitzeitCluster:
         )
         for name in WORKFLOW_EVENTS + TASK_EVENTS:
             conn.on(name, self._on_workflow_envelope)
+        conn.on(EVENT_BATCH, self._on_batch_envelope)
         for name in COMPONENT_EVENTS:
             conn.on(name, self._on_component_envelope)
         conn.on_reconnect(self._on_reconnect)
@@ -401,6 +405,28 @@ class GleitzeitCluster:
         if env.get("source"):
             track.source = env["source"]
         self._ingest(track, [(seq, event, payload)])
+        self._drain(track)
+
+    def _on_batch_envelope(self, env: Dict[str, Any]) -> None:
+        """An ``event_batch``: events of one workflow in ``seq`` order, taken in as one
+        catch-up would be and delivered each once, in order (``docs/protocol.md`` §5.6)."""
+        batch = env.get("payload")
+        if not isinstance(batch, dict):
+            return
+        track = self._tracks.get(str(batch.get("workflow_id", "")))
+        if track is None:
+            return
+        items: List[Tuple[int, str, Dict[str, Any]]] = []
+        for ev in batch.get("events") or []:
+            if not isinstance(ev, dict):
+                continue
+            seq = ev.get("seq")
+            payload = ev.get("payload")
+            if isinstance(seq, int) and not isinstance(seq, bool) and isinstance(payload, dict):
+                items.append((seq, str(ev.get("event", "")), payload))
+        if env.get("source"):
+            track.source = env["source"]
+        self._ingest(track, items)
         self._drain(track)
 
     def _ingest(self, track: _Track, items: Sequence[Tuple[int, str, Dict[str, Any]]]) -> None:

@@ -91,6 +91,9 @@ class Dashboard {
     s.on("component_unhealthy", (env) => this.store.componentUnhealthy(env.payload));
     s.on("hub_shutting_down", () => this.store.log("hub", "the hub is shutting down"));
     s.on("gz_error", (env) => this.store.log("error", `${env.payload?.code}: ${env.payload?.message}`));
+    // The queue-manager's events come in `event_batch` envelopes (one per workflow per
+    // message it handled); `task_progress` from providers one by one.
+    s.on("event_batch", (env) => this.store.workflowBatch(env));
     for (const e of [...TASK_EVENTS, ...WF_EVENTS, "task_progress"]) s.on(e, (env) => this.store.workflowEvent(e, env));
     s.start();
   }

@@ -379,6 +379,15 @@ export class Store {
     }
   }
 
+  /** An `event_batch` from a room: its events in seq order, applied in one pass (the
+   * frame they request is drawn once, after the whole batch). */
+  workflowBatch(env) {
+    const events = (env.payload && env.payload.events) || [];
+    for (const e of events) {
+      if (e && e.event) this.workflowEvent(e.event, { payload: e.payload, ts: e.ts, source: env.source });
+    }
+  }
+
   /** A workflow or task event from a room, or from a catch-up (`live` false). */
   workflowEvent(event, env, live = true) {
     const p = env.payload || {};

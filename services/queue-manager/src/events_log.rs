@@ -39,26 +39,34 @@ impl EventLog {
         });
     }
 
-    /// Numbers an event (writes `seq` into the payload) and keeps it.
-    pub(crate) fn record(&mut self, workflow: &str, event: &str, payload: &mut Value, ts: u64) {
+    /// Numbers an event (writes `seq` into the payload) and keeps it; returns it.
+    pub(crate) fn record(
+        &mut self,
+        workflow: &str,
+        event: &str,
+        mut payload: Value,
+        ts: u64,
+    ) -> LoggedEvent {
         let log = self.logs.entry(workflow.to_string()).or_insert(Log {
             next: 1,
             ..Log::default()
         });
         let seq = log.next;
         log.next += 1;
-        if let Value::Object(map) = payload {
+        if let Value::Object(map) = &mut payload {
             map.insert("seq".into(), json!(seq));
         }
-        log.buf.push_back(LoggedEvent {
+        let logged = LoggedEvent {
             seq,
             event: event.to_string(),
             ts,
-            payload: payload.clone(),
-        });
+            payload,
+        };
+        log.buf.push_back(logged.clone());
         if log.buf.len() > MAX_EVENTS {
             log.buf.pop_front();
         }
+        logged
     }
 
     /// The workflow finished: its events are dropped after a while.
@@ -97,9 +105,9 @@ mod tests {
     fn events_are_numbered_and_replayed_after_a_sequence_number() {
         let mut log = EventLog::default();
         for i in 0..5 {
-            let mut p = json!({ "i": i });
-            log.record("w", "task_completed", &mut p, 0);
-            assert_eq!(p["seq"], i + 1);
+            let e = log.record("w", "task_completed", json!({ "i": i }), 0);
+            assert_eq!(e.payload["seq"], i + 1);
+            assert_eq!(e.seq, i + 1);
         }
         let (events, complete) = log.since("w", 3).expect("known");
         assert!(complete);
@@ -111,9 +119,8 @@ mod tests {
     fn a_resumed_workflow_continues_from_a_higher_number() {
         let mut log = EventLog::default();
         log.open("w", 1_000_000);
-        let mut p = json!({});
-        log.record("w", "e", &mut p, 0);
-        assert_eq!(p["seq"], 1_000_000);
+        let e = log.record("w", "e", json!({}), 0);
+        assert_eq!(e.payload["seq"], 1_000_000);
         let (_, complete) = log.since("w", 5).expect("known");
         assert!(!complete, "events 6..999999 are not available here");
     }

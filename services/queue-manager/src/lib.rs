@@ -164,6 +164,10 @@ impl Component for Service {
         self.mgr.on_internal(msg).await;
     }
 
+    async fn on_idle(&mut self) {
+        self.mgr.on_idle();
+    }
+
     fn metrics(&self) -> Vec<gleitzeit_protocol::metrics::MetricFamily> {
         self.mgr.metrics()
     }

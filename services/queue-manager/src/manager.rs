@@ -187,6 +187,14 @@ impl Manager {
         if let Some(r) = reply {
             let _ = self.client.respond(&env, r);
         }
+        // Events go out together when nothing more is waiting (`on_idle`), or once they
+        // waited long enough under a backlog (`publishing.rs`).
+        self.publisher.flush_overdue();
+    }
+
+    /// Nothing more is waiting: the events collected go out.
+    pub(crate) fn on_idle(&mut self) {
+        self.publisher.flush();
     }
 
     /// Decodes what arrived; a submission's size is checked on its raw payload first,
@@ -291,6 +299,7 @@ impl Manager {
                 }
             }
         }
+        self.publisher.flush_overdue();
     }
 
     pub(crate) async fn on_tick(&mut self) {
@@ -306,6 +315,7 @@ impl Manager {
         self.alert_backlogs(now);
         let step = self.machine.tick(now);
         self.run(step).await;
+        self.publisher.flush();
     }
 
     /// `store_status`: the store in use and its health.

@@ -1,44 +1,395 @@
 //! Publishing events: every workflow and task event gets its sequence number in the event
 //! log (for catch-up after a reconnect, `events_log.rs`) and goes to the rooms `events` and
 //! `workflow:<id>`.
+//!
+//! Events are coalesced: what the queue-manager emits while it works through the messages
+//! waiting for it (outcome batches, lease requests, resolver answers, a tick) is collected
+//! per workflow and sent as one `event_batch` envelope when its loop has nothing more
+//! waiting ([`Publisher::flush`], from the component loop's `on_idle`), so twenty watchers
+//! of a busy workflow get one frame per batch instead of one per task event. Nothing waits
+//! for a timer: a lone event goes out as soon as the message that made it is handled. Under
+//! a steady backlog a batch goes out once its oldest event is [`MAX_DELAY`] old
+//! ([`Publisher::flush_overdue`], after every message), or when it reaches
+//! [`MAX_BATCH_EVENTS`] events or about [`MAX_BATCH_BYTES`] bytes.
+//!
+//! `workflow_progress` is sent at most every [`PROGRESS_EVERY`] per workflow: a newer one
+//! replaces a held one, which goes out with the first flush after its time, and always
+//! before the workflow's final event. A held progress is numbered only when it is sent, so
+//! the `seq`s a watcher sees stay contiguous.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use gleitzeit_hub_client::HubClient;
+use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::events;
+use gleitzeit_protocol::replies::LoggedEvent;
 use gleitzeit_protocol::{Envelope, Target};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
 use tracing::warn;
 
 use crate::events_log::EventLog;
 
-/// Numbers and sends events.
+/// Most events in one `event_batch`.
+pub(crate) const MAX_BATCH_EVENTS: usize = 1_000;
+/// A batch whose payloads come to about this many bytes goes out at once (measured as
+/// unescaped text; one event's result may be up to 16 MiB, the hub takes 64 MiB).
+pub(crate) const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Events wait at most about this long for the loop to become idle.
+pub(crate) const MAX_DELAY: Duration = Duration::from_millis(20);
+/// `workflow_progress` at most this often per workflow.
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Where envelopes go (the hub client; a list in tests).
+type Sink = Box<dyn Fn(Envelope) + Send + Sync>;
+
+/// One workflow's events waiting for the end of the handler.
+struct Pending {
+    workflow: String,
+    events: Vec<LoggedEvent>,
+    bytes: usize,
+}
+
+/// When a workflow's progress was last sent, and the newest one held back since.
+struct Progress {
+    sent_at: Instant,
+    held: Option<Value>,
+}
+
+/// Numbers, coalesces and sends events.
 pub(crate) struct Publisher {
-    client: HubClient,
+    sink: Sink,
     pub(crate) log: EventLog,
+    /// Batches in the order their workflows first had an event.
+    pending: Vec<Pending>,
+    /// When the oldest pending event was made.
+    oldest: Option<Instant>,
+    progress: HashMap<String, Progress>,
 }
 
 impl Publisher {
     pub(crate) fn new(client: HubClient) -> Self {
+        Publisher::with_sink(Box::new(move |envelope: Envelope| {
+            if let Err(e) = client.send(envelope) {
+                warn!(error = %e, "could not publish events");
+            }
+        }))
+    }
+
+    fn with_sink(sink: Sink) -> Self {
         Publisher {
-            client,
+            sink,
             log: EventLog::default(),
+            pending: Vec::new(),
+            oldest: None,
+            progress: HashMap::new(),
         }
     }
 
-    /// Publishes `event` of workflow `wf`.
-    pub(crate) fn emit(&mut self, wf: &str, event: &str, mut payload: Value) {
+    /// Publishes `event` of workflow `wf` (with the next flush).
+    pub(crate) fn emit(&mut self, wf: &str, event: &str, payload: Value) {
+        if event == events::WORKFLOW_PROGRESS {
+            return self.progress(wf, payload);
+        }
+        let finished = matches!(
+            event,
+            events::WORKFLOW_COMPLETED | events::WORKFLOW_FAILED | events::WORKFLOW_CANCELLED
+        );
+        if finished {
+            if let Some(held) = self.progress.remove(wf).and_then(|p| p.held) {
+                self.push(wf, events::WORKFLOW_PROGRESS, held);
+            }
+        }
+        self.push(wf, event, payload);
+    }
+
+    /// A progress event: sent now when the last one is old enough, else held.
+    fn progress(&mut self, wf: &str, payload: Value) {
+        let now = Instant::now();
+        match self.progress.get_mut(wf) {
+            Some(p) if now.duration_since(p.sent_at) < PROGRESS_EVERY => p.held = Some(payload),
+            _ => {
+                self.progress.insert(
+                    wf.to_string(),
+                    Progress {
+                        sent_at: now,
+                        held: None,
+                    },
+                );
+                self.push(wf, events::WORKFLOW_PROGRESS, payload);
+            }
+        }
+    }
+
+    /// Numbers an event, keeps it in the log and adds it to its workflow's batch.
+    fn push(&mut self, wf: &str, event: &str, payload: Value) {
+        let logged = self.log.record(wf, event, payload, now_millis());
+        let bytes = approximate_size(&logged.payload);
+        self.oldest.get_or_insert_with(Instant::now);
+        let i = match self.pending.iter().position(|p| p.workflow == wf) {
+            Some(i) => i,
+            None => {
+                self.pending.push(Pending {
+                    workflow: wf.to_string(),
+                    events: Vec::new(),
+                    bytes: 0,
+                });
+                self.pending.len() - 1
+            }
+        };
+        let batch = &mut self.pending[i];
+        batch.events.push(logged);
+        batch.bytes += bytes;
+        if batch.events.len() >= MAX_BATCH_EVENTS || batch.bytes >= MAX_BATCH_BYTES {
+            let full = self.pending.remove(i);
+            self.send(full);
+        }
+    }
+
+    /// Sends the batches collected when the oldest event in them waited [`MAX_DELAY`]
+    /// (called after every message, for a loop that never becomes idle).
+    pub(crate) fn flush_overdue(&mut self) {
+        if self.oldest.is_some_and(|t| t.elapsed() >= MAX_DELAY) {
+            self.flush();
+        }
+    }
+
+    /// Sends every batch collected, after adding the held progress events that are due.
+    /// Called when the queue-manager's loop has nothing more waiting (and on every tick).
+    pub(crate) fn flush(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(String, Value)> = self
+            .progress
+            .iter_mut()
+            .filter(|(_, p)| p.held.is_some() && now.duration_since(p.sent_at) >= PROGRESS_EVERY)
+            .filter_map(|(wf, p)| {
+                p.sent_at = now;
+                p.held.take().map(|held| (wf.clone(), held))
+            })
+            .collect();
+        for (wf, held) in due {
+            self.push(&wf, events::WORKFLOW_PROGRESS, held);
+        }
+        self.oldest = None;
+        for batch in std::mem::take(&mut self.pending) {
+            self.send(batch);
+        }
+    }
+
+    fn send(&self, batch: Pending) {
         let target = Target::Room(format!(
             "{},{}",
             events::rooms::EVENTS,
-            events::rooms::workflow(wf)
+            events::rooms::workflow(&batch.workflow)
         ));
-        let envelope = Envelope::new(target, event, Value::Null);
-        self.log.record(wf, event, &mut payload, envelope.ts);
-        let envelope = Envelope {
-            payload,
-            ..envelope
-        };
-        if let Err(e) = self.client.send(envelope) {
-            warn!(error = %e, event, "could not publish an event");
+        (self.sink)(Envelope::new(
+            target,
+            events::EVENT_BATCH,
+            batch_payload(batch),
+        ));
+    }
+}
+
+/// The `event_batch` payload, built without copying the events' payloads again.
+fn batch_payload(batch: Pending) -> Value {
+    let events = batch
+        .events
+        .into_iter()
+        .map(|e| {
+            let mut entry = Map::with_capacity(4);
+            entry.insert("seq".into(), Value::from(e.seq));
+            entry.insert("event".into(), Value::String(e.event));
+            entry.insert("ts".into(), Value::from(e.ts));
+            entry.insert("payload".into(), e.payload);
+            Value::Object(entry)
+        })
+        .collect();
+    let mut payload = Map::with_capacity(2);
+    payload.insert("workflow_id".into(), Value::String(batch.workflow));
+    payload.insert("events".into(), Value::Array(events));
+    Value::Object(payload)
+}
+
+/// About how many bytes a value takes as JSON (strings counted unescaped): cheap enough to
+/// run on every event, close enough to keep a batch well under the hub's message limit.
+fn approximate_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 12,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|x| approximate_size(x) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, x)| k.len() + 4 + approximate_size(x))
+                .sum::<usize>()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use gleitzeit_protocol::replies::EventBatch;
+    use serde_json::json;
+
+    use super::*;
+
+    fn publisher() -> (Publisher, Arc<Mutex<Vec<Envelope>>>) {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let to = sent.clone();
+        let sink: Sink = Box::new(move |env| to.lock().expect("lock").push(env));
+        (Publisher::with_sink(sink), sent)
+    }
+
+    fn batches(sent: &Mutex<Vec<Envelope>>) -> Vec<EventBatch> {
+        sent.lock()
+            .expect("lock")
+            .drain(..)
+            .map(|env| {
+                assert_eq!(env.event, events::EVENT_BATCH);
+                serde_json::from_value(env.payload).expect("an event batch")
+            })
+            .collect()
+    }
+
+    fn seqs(batch: &EventBatch) -> Vec<u64> {
+        batch.events.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn a_burst_of_events_goes_out_as_one_envelope_with_contiguous_seqs() {
+        let (mut p, sent) = publisher();
+        for i in 0..50 {
+            p.emit("w", events::TASK_STARTED, json!({ "task_id": i }));
+            p.emit("w", events::TASK_COMPLETED, json!({ "task_id": i }));
+        }
+        assert!(
+            sent.lock().expect("lock").is_empty(),
+            "nothing before the flush"
+        );
+        p.flush();
+        let out = batches(&sent);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].workflow_id, "w");
+        assert_eq!(seqs(&out[0]), (1..=100).collect::<Vec<_>>());
+        for e in &out[0].events {
+            assert_eq!(e.payload["seq"], e.seq, "the payload carries its seq");
+        }
+        // The log keeps them for catch-up exactly as sent.
+        let (kept, complete) = p.log.since("w", 0).expect("logged");
+        assert!(complete);
+        assert_eq!(kept, out[0].events);
+        p.flush();
+        assert!(batches(&sent).is_empty(), "nothing pending: nothing sent");
+    }
+
+    #[test]
+    fn a_lone_event_is_sent_by_the_flush_that_follows_it() {
+        let (mut p, sent) = publisher();
+        p.emit("w", events::TASK_STARTED, json!({ "task_id": "a" }));
+        p.flush();
+        let out = batches(&sent);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].events.len(), 1);
+        assert_eq!(out[0].events[0].event, events::TASK_STARTED);
+        p.emit("w", events::TASK_COMPLETED, json!({ "task_id": "a" }));
+        p.flush();
+        assert_eq!(seqs(&batches(&sent)[0]), [2]);
+    }
+
+    #[test]
+    fn each_workflow_gets_its_own_envelope_to_its_rooms() {
+        let (mut p, sent) = publisher();
+        p.emit("a", events::TASK_STARTED, json!({}));
+        p.emit("b", events::TASK_STARTED, json!({}));
+        p.emit("a", events::TASK_COMPLETED, json!({}));
+        p.flush();
+        let envs: Vec<Envelope> = sent.lock().expect("lock").clone();
+        assert_eq!(envs.len(), 2);
+        assert_eq!(envs[0].target, Target::Room("events,workflow:a".into()));
+        assert_eq!(envs[1].target, Target::Room("events,workflow:b".into()));
+        let out = batches(&sent);
+        assert_eq!(seqs(&out[0]), [1, 2]);
+        assert_eq!(seqs(&out[1]), [1]);
+    }
+
+    #[test]
+    fn a_full_batch_goes_out_before_the_flush() {
+        let (mut p, sent) = publisher();
+        for i in 0..MAX_BATCH_EVENTS + 10 {
+            p.emit("w", events::TASK_COMPLETED, json!({ "task_id": i }));
+        }
+        assert_eq!(sent.lock().expect("lock").len(), 1);
+        p.emit(
+            "w",
+            events::TASK_COMPLETED,
+            json!({ "big": "x".repeat(MAX_BATCH_BYTES) }),
+        );
+        assert_eq!(
+            sent.lock().expect("lock").len(),
+            2,
+            "a batch past the byte bound"
+        );
+        p.flush();
+        let out = batches(&sent);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].events.len(), MAX_BATCH_EVENTS);
+        let all: Vec<u64> = out.iter().flat_map(seqs).collect();
+        assert_eq!(all, (1..=MAX_BATCH_EVENTS as u64 + 11).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_a_backlog_events_wait_at_most_the_delay_bound() {
+        let (mut p, sent) = publisher();
+        p.emit("w", events::TASK_STARTED, json!({}));
+        p.flush_overdue();
+        assert!(
+            batches(&sent).is_empty(),
+            "young events wait for the idle loop"
+        );
+        tokio::time::advance(MAX_DELAY).await;
+        p.emit("w", events::TASK_COMPLETED, json!({}));
+        p.flush_overdue();
+        assert_eq!(seqs(&batches(&sent)[0]), [1, 2]);
+        p.flush_overdue();
+        assert!(batches(&sent).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_is_sent_at_a_bounded_rate_and_always_the_last_one() {
+        let (mut p, sent) = publisher();
+        let progress = |n: u64| json!({ "finished_tasks": n });
+        p.emit("w", events::WORKFLOW_PROGRESS, progress(1));
+        for n in 2..=5 {
+            p.emit("w", events::WORKFLOW_PROGRESS, progress(n));
+        }
+        p.flush();
+        let out = batches(&sent);
+        assert_eq!(out[0].events.len(), 1, "the first at once, the rest held");
+        assert_eq!(out[0].events[0].payload["finished_tasks"], 1);
+
+        tokio::time::advance(PROGRESS_EVERY).await;
+        p.flush();
+        let out = batches(&sent);
+        assert_eq!(
+            out[0].events[0].payload["finished_tasks"], 5,
+            "the newest held one"
+        );
+        assert_eq!(seqs(&out[0]), [2], "numbered when sent: no gap");
+
+        p.emit("w", events::WORKFLOW_PROGRESS, progress(6));
+        p.emit("w", events::WORKFLOW_COMPLETED, progress(6));
+        p.flush();
+        let out = batches(&sent);
+        let names: Vec<&str> = out[0].events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(
+            names,
+            [events::WORKFLOW_PROGRESS, events::WORKFLOW_COMPLETED],
+            "the final progress goes out before the final event"
+        );
+        assert_eq!(seqs(&out[0]), [3, 4]);
     }
 }

@@ -1,0 +1,158 @@
+//! Watchers get the queue-manager's events in batches: a watcher of a big workflow receives
+//! far fewer envelopes than events, yet every event exactly once and in `seq` order, the
+//! same ones a catch-up returns; and `gz run` of a big workflow, not on a terminal, prints
+//! progress lines and a summary instead of a line per task (unless `--each-task`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use gleitzeit_e2e::{chains_yaml, workflow_file, SuiteOptions, TestSuite};
+use gleitzeit_protocol::events::{self, rooms};
+use gleitzeit_protocol::replies::EventBatch;
+use gleitzeit_protocol::Target;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_of_a_2000_task_workflow_gets_every_event_once_in_few_envelopes() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let (client, mut incoming) = suite.hub.client().await;
+    client
+        .subscribe(&[rooms::EVENTS.to_string()])
+        .await
+        .expect("subscribe");
+    let file = workflow_file("wide.yaml", &chains_yaml("t", 2000, 1, 0.0, None));
+    let id = suite.submit(&file);
+
+    let mut envelopes = 0usize;
+    let mut live: Vec<(u64, String)> = Vec::new();
+    tokio::time::timeout(Duration::from_secs(180), async {
+        loop {
+            let env = incoming.recv().await.expect("client open");
+            if env.payload["workflow_id"] != id.as_str() {
+                continue;
+            }
+            assert_eq!(env.event, events::EVENT_BATCH, "{env:?}");
+            envelopes += 1;
+            let mut ended = false;
+            for e in EventBatch::unpack(env) {
+                assert_eq!(e.payload["workflow_id"], id.as_str());
+                let seq = e.payload["seq"].as_u64().expect("every event has a seq");
+                ended |= e.event == events::WORKFLOW_COMPLETED;
+                live.push((seq, e.event));
+            }
+            if ended {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the workflow completes within 3 minutes");
+
+    let seqs: Vec<u64> = live.iter().map(|(s, _)| *s).collect();
+    let n = seqs.len() as u64;
+    assert_eq!(
+        seqs,
+        (1..=n).collect::<Vec<_>>(),
+        "every event exactly once, in seq order"
+    );
+    let count = |name: &str| live.iter().filter(|(_, e)| e == name).count();
+    assert_eq!(count(events::TASK_STARTED), 2000);
+    assert_eq!(count(events::TASK_COMPLETED), 2000);
+    assert!(
+        envelopes * 5 <= live.len(),
+        "{envelopes} envelopes for {} events: batches should carry many each",
+        live.len()
+    );
+    eprintln!(
+        "{} events in {envelopes} envelopes ({} workflow_progress)",
+        live.len(),
+        count(events::WORKFLOW_PROGRESS)
+    );
+
+    // A catch-up from the start returns the very same events.
+    let reply = client
+        .request_with_timeout(
+            Target::Type("queue-manager".into()),
+            events::WORKFLOW_EVENTS,
+            json!({ "workflow_id": id, "after_seq": 0 }),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("catch-up");
+    assert_eq!(reply["complete"], true);
+    let kept: Vec<(u64, String)> = reply["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["event"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(kept, live);
+    client.close().await;
+}
+
+/// A workflow of `ok` tasks that complete and one (`bad`) that fails.
+fn big_failing_yaml(ok: usize) -> String {
+    let mut yaml = chains_yaml("t", ok, 1, 0.0, None);
+    yaml.push_str("  - id: bad\n    method: python/execute\n    parameters: { code: \"raise ValueError('nope')\" }\n");
+    yaml
+}
+
+fn lines_with(text: &str, what: &str) -> usize {
+    text.lines().filter(|l| l.contains(what)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gz_run_of_a_big_workflow_prints_a_summary_when_not_on_a_terminal() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let file = workflow_file("big.yaml", &big_failing_yaml(60));
+    let path = file.display().to_string();
+
+    // Not a terminal (the test captures both streams): progress lines and a summary.
+    let (code, out, err) = suite.gz(&["run", &path]);
+    assert_eq!(code, 1, "a failed task fails the run: {out}{err}");
+    assert_eq!(
+        lines_with(&err, " completed ("),
+        0,
+        "no line per task: {err}"
+    );
+    assert!(err.contains("submitted workflow"), "{err}");
+    assert!(err.contains("61/61 tasks finished"), "the end line: {err}");
+    assert!(out.contains("61 tasks: 60 completed, 1 failed"), "{out}");
+    assert!(
+        out.contains("tasks by status: completed: 60, failed: 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("failed: bad  GZ2025"),
+        "the failed task: {out}"
+    );
+    assert_eq!(lines_with(&out, "t17_0"), 0, "no row per task: {out}");
+    assert!(out.lines().count() < 10, "{out}");
+
+    // --each-task: every task's events and every task's row, as for a small run.
+    let (code, out, err) = suite.gz(&["run", &path, "--each-task"]);
+    assert_eq!(code, 1);
+    assert_eq!(lines_with(&err, " completed ("), 60, "{err}");
+    assert_eq!(lines_with(&out, "t17_0"), 1, "{out}");
+    assert!(out.lines().count() > 61, "{out}");
+
+    // --json keeps its document with every task.
+    let (code, out, _) = suite.gz(&["run", &path, "--json"]);
+    assert_eq!(code, 1);
+    let doc: Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(doc["tasks"].as_array().map(Vec::len), Some(61));
+    assert_eq!(doc["status"], "failed");
+
+    // A small workflow still shows each task.
+    let small = workflow_file("small.yaml", &big_failing_yaml(3));
+    let (code, out, err) = suite.gz(&["run", &small.display().to_string()]);
+    assert_eq!(code, 1);
+    assert_eq!(lines_with(&err, " completed ("), 3, "{err}");
+    assert_eq!(lines_with(&out, "t1_0"), 1, "{out}");
+}
