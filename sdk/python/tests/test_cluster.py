@@ -121,6 +121,35 @@ def test_callbacks_sync_and_async_and_events_in_seq_order(suite):
     assert [s for _, s in seen_all] == seqs
 
 
+def test_a_wide_workflow_delivers_every_batched_event_once_in_seq_order(suite):
+    """The queue-manager sends events in ``event_batch`` envelopes (many per envelope for a
+    wide workflow); callbacks and ``events()`` still get each one once, in ``seq`` order."""
+    n = 60
+    completed = []
+    envelopes = []
+
+    async def main():
+        wf = Workflow("wide")
+        for i in range(n):
+            wf.add_task("t%d" % i, "python/execute", {"code": "result = %d" % i})
+        async with cluster_of(suite) as cluster:
+            cluster._conn.on("event_batch", lambda env: envelopes.append(len(env["payload"]["events"])))
+            cluster.on("task_completed", lambda e: completed.append(e["result"]["result"]))
+            wf_id = await cluster.submit_workflow(wf)
+            events = [e async for e in cluster.events(wf_id)]
+            await cluster.wait(wf_id, timeout=60)
+            await asyncio.sleep(0.2)  # callbacks run from their own queue
+            return events
+
+    events = run(main())
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert sorted(completed) == list(range(n))
+    assert events[-1]["event"] == "workflow_completed"
+    assert sum(1 for e in events if e["event"] == "task_started") == n
+    assert envelopes and max(envelopes) > 1, envelopes
+
+
 def test_events_miss_nothing_across_a_forced_reconnect(suite):
     async def main():
         async with cluster_of(suite) as cluster:
