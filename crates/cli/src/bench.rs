@@ -87,6 +87,7 @@ fn task(id: String, deps: Vec<String>, code: String) -> TaskSpec {
         timeout: None,
         retry: RetryPolicy::default(),
         files: Default::default(),
+        tolerate_failures: false,
     }
 }
 
@@ -462,6 +463,7 @@ fn chat_task(id: String, deps: Vec<String>, content: String) -> TaskSpec {
         timeout: None,
         retry: RetryPolicy::default(),
         files: Default::default(),
+        tolerate_failures: false,
     }
 }
 

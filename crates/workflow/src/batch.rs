@@ -10,6 +10,12 @@
 //! `kwargs.file_path` (`python/function`). The provider reads the file, so one that cannot
 //! be read, is not text or is too big fails its own task with a coded error and the others
 //! go on. Later tasks that depend on the template's id depend on every file's task.
+//!
+//! A later task with `tolerate_failures: true` runs even when some files failed, and
+//! `${<template>.results}` in its parameters is every file's outcome in file order,
+//! `[{file, task_id, status, result | error}]` (the dependency-resolver builds it from
+//! [`members`]). `fail_fast: true` in the `batch:` block makes the first file that fails
+//! for good stop the workflow instead (the queue-manager cancels the rest).
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +39,8 @@ pub struct Batch {
     pub recursive: bool,
     /// At most this many files (more is an error, not a silent cut).
     pub max_files: u64,
+    /// The first file that fails for good stops the workflow (default: the others go on).
+    pub fail_fast: bool,
 }
 
 /// Why a batch could not be listed.
@@ -71,10 +79,11 @@ impl Batch {
                 "extensions",
                 "recursive",
                 "max_files",
+                "fail_fast",
             ]
             .contains(&key.as_str())
             {
-                return Err(format!("unknown key `{key}` in `batch` (directory, pattern, extensions, recursive, max_files)"));
+                return Err(format!("unknown key `{key}` in `batch` (directory, pattern, extensions, recursive, max_files, fail_fast)"));
             }
         }
         let directory = match map.get("directory") {
@@ -105,6 +114,11 @@ impl Batch {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err("`batch.recursive` must be true or false".into()),
         };
+        let fail_fast = match map.get("fail_fast") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("`batch.fail_fast` must be true or false".into()),
+        };
         let max_files = match map.get("max_files") {
             None | Some(Value::Null) => MAX_BATCH_FILES,
             Some(n) => match n.as_u64() {
@@ -122,6 +136,7 @@ impl Batch {
             extensions,
             recursive,
             max_files,
+            fail_fast,
         })
     }
 
@@ -130,6 +145,7 @@ impl Batch {
         json!({
             "directory": self.directory, "pattern": self.pattern, "extensions": self.extensions,
             "recursive": self.recursive, "max_files": self.max_files, "template": template,
+            "fail_fast": self.fail_fast,
         })
     }
 
@@ -157,6 +173,7 @@ impl Batch {
                     .get("max_files")
                     .and_then(Value::as_u64)
                     .unwrap_or(MAX_BATCH_FILES),
+                fail_fast: b.get("fail_fast").and_then(Value::as_bool).unwrap_or(false),
             },
             template,
         ))
@@ -304,13 +321,12 @@ pub fn expand(
         return 0..0;
     };
     let t: TaskSpec = spec.tasks.remove(at);
-    let width = files.len().to_string().len().max(5);
     let mut ids = Vec::with_capacity(files.len());
     let made: Vec<TaskSpec> = files
         .iter()
         .enumerate()
         .map(|(i, file)| {
-            let id = format!("{template}-{:0width$}", i + 1);
+            let id = member_id(template, i + 1, files.len());
             ids.push(id.clone());
             let shown = file
                 .strip_prefix(root)
@@ -341,6 +357,32 @@ pub fn expand(
         b.insert("files".into(), json!(files.len()));
     }
     made_at
+}
+
+/// The id of the `n`-th (1-based) of a batch's `count` tasks: `<template>-00001`….
+pub fn member_id(template: &str, n: usize, count: usize) -> String {
+    let width = count.to_string().len().max(5);
+    format!("{template}-{n:0width$}")
+}
+
+/// The batch of an expanded spec: its template's id, its tasks' positions in file order
+/// and whether it fails fast. `None` for a spec without a batch or not yet expanded (a
+/// member missing from the spec also gives `None`: nothing is guessed).
+pub fn members(spec: &WorkflowSpec) -> Option<(String, Vec<usize>, bool)> {
+    let b = spec.metadata.get("batch")?;
+    let template = b.get("template")?.as_str()?;
+    let count = usize::try_from(b.get("files")?.as_u64()?).ok()?;
+    let index: std::collections::HashMap<&str, usize> = spec
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
+    let positions = (1..=count)
+        .map(|n| index.get(member_id(template, n, count).as_str()).copied())
+        .collect::<Option<Vec<usize>>>()?;
+    let fail_fast = b.get("fail_fast").and_then(Value::as_bool).unwrap_or(false);
+    Some((template.to_string(), positions, fail_fast))
 }
 
 #[cfg(test)]
@@ -406,6 +448,7 @@ mod tests {
             extensions: vec![".txt".into(), "md".into()],
             recursive: false,
             max_files: 10,
+            fail_fast: false,
         };
         let files = list_files(&batch, &dir).expect("files");
         assert_eq!(files.len(), 2);

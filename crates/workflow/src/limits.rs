@@ -139,6 +139,7 @@ mod tests {
             timeout,
             retry,
             files: Default::default(),
+            tolerate_failures: false,
         }
     }
 

@@ -48,6 +48,7 @@ const TASK_KEYS: &[&str] = &[
     "timeout",
     "retry",
     "files",
+    "tolerate_failures",
 ];
 
 const RETRY_KEYS: &[&str] = &[
@@ -403,6 +404,7 @@ impl Reader {
             timeout: None,
             retry: RetryPolicy::default(),
             files: BTreeMap::new(),
+            tolerate_failures: false,
         };
         let mut source = TaskSource {
             at: node.pos,
@@ -519,6 +521,11 @@ impl Reader {
                     }
                 }
                 "retry" => task.retry = self.retry(&label, value, &mut source),
+                "tolerate_failures" => {
+                    if let Some(flag) = self.scalar(Expect::Bool, &what, value) {
+                        task.tolerate_failures = flag == "true";
+                    }
+                }
                 "files" => {
                     if let Some(files) = self.typed(value, &what) {
                         task.files = files;

@@ -68,6 +68,11 @@ pub struct TaskSpec {
     /// in the workflow's `attachments`, or why it could not be read at submit.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, FileRef>,
+    /// Runs once its dependencies are finished, whether they completed or not (an
+    /// aggregation step after a batch: `${<template>.results}` gives it every file's result
+    /// or error). Without it a failed dependency skips the task.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tolerate_failures: bool,
 }
 
 fn empty_object() -> Value {

@@ -282,6 +282,7 @@ pub(crate) fn analyze(
     let mut dependencies = Vec::with_capacity(spec.tasks.len());
     // `seen[d] == i + 1` marks d as already a dependency of task i: dedup without allocation.
     let mut seen = vec![0usize; spec.tasks.len()];
+    let group = BatchGroup::of(spec);
     for (i, task) in spec.tasks.iter().enumerate() {
         check_task_fields(i, task, &index, &places, &mut out);
         check_method(i, task, catalog, &places, &mut out);
@@ -297,7 +298,7 @@ pub(crate) fn analyze(
                 add(d, &mut deps);
             }
         }
-        for d in check_references(i, task, &index, catalog, &places, &mut out) {
+        for d in check_references(i, task, &index, catalog, &group, &places, &mut out) {
             add(d, &mut deps);
         }
         dependencies.push(deps);
@@ -538,6 +539,7 @@ fn check_references(
     task: &TaskSpec,
     index: &TaskIndex<'_>,
     catalog: &MethodCatalog,
+    group: &BatchGroup,
     places: &Places<'_>,
     out: &mut Vec<Diagnostic>,
 ) -> Vec<usize> {
@@ -559,6 +561,20 @@ fn check_references(
                 return;
             }
         };
+        if group.template.as_deref() == Some(parsed.task.as_str()) {
+            if let Some(members) = &group.members {
+                // An expanded batch: the reference stands for every file's task.
+                referenced.extend(members.iter().copied().filter(|&d| d != i));
+                return;
+            }
+            if let Resolved::Task(d) = index.resolve(&parsed.task) {
+                // The template before expansion: `${template.results}` is the batch's.
+                if d != i {
+                    referenced.push(d);
+                    return;
+                }
+            }
+        }
         match index.resolve(&parsed.task) {
             Resolved::Task(d) if d == i => out.push(
                 Diagnostic::error(
@@ -600,6 +616,27 @@ fn check_references(
         }
     });
     referenced
+}
+
+/// The batch of a workflow, as references see it: `${<template>…}` names the whole batch.
+struct BatchGroup {
+    /// The template's id.
+    template: Option<String>,
+    /// The batch's tasks, once expanded.
+    members: Option<Vec<usize>>,
+}
+
+impl BatchGroup {
+    fn of(spec: &WorkflowSpec) -> Self {
+        let template = spec
+            .metadata
+            .get("batch")
+            .and_then(|b| b.get("template"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string);
+        let members = crate::batch::members(spec).map(|(_, members, _)| members);
+        BatchGroup { template, members }
+    }
 }
 
 /// A warning when a reference's first field is not in the referenced method's result.

@@ -22,6 +22,7 @@ fn task(id: String, dependencies: Vec<String>, parameters: serde_json::Value) ->
         timeout: None,
         retry: RetryPolicy::default(),
         files: Default::default(),
+        tolerate_failures: false,
     }
 }
 

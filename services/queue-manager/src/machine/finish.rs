@@ -77,6 +77,28 @@ impl Machine {
     }
 }
 
+impl Machine {
+    /// The error that stops a workflow when the step fails a task of a `fail_fast` batch
+    /// for good (GZ2001: the workflow fails, the rest is cancelled).
+    pub(super) fn failed_fast(&self, step: &Step, wf: &Wf, key: &WfKey) -> Option<GzError> {
+        if step.workflow_is_final(self, key) {
+            return None;
+        }
+        let i = step.failed_in(key).find(|&i| wf.info[i].fail_fast)?;
+        let t = &wf.tasks[i];
+        Some(
+            GzError::new(
+                ErrorCode::TaskFailed,
+                format!(
+                    "batch task {} ({}) failed and the batch is fail_fast: the rest is cancelled",
+                    t.task_id, t.name
+                ),
+            )
+            .with_hint("without `fail_fast: true` the other files go on and a `tolerate_failures` task gets every outcome"),
+        )
+    }
+}
+
 /// The final event of a finished workflow: its progress, error and (for workflows up to
 /// [`RESULTS_IN_EVENT_LIMIT`] tasks) its results.
 pub(super) fn announce(wf: &Wf) -> Effect {

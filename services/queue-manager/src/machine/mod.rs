@@ -100,6 +100,8 @@ pub(crate) struct TaskInfo {
     pub(crate) entry: Option<u64>,
     /// The files the task names (path, where its content is), handed out with it.
     pub(crate) files: Vec<(String, FileRef)>,
+    /// A task of a `fail_fast` batch: failing for good stops the workflow.
+    pub(crate) fail_fast: bool,
 }
 
 impl TaskInfo {
@@ -116,6 +118,7 @@ impl TaskInfo {
                 .iter()
                 .map(|(path, file)| (path.clone(), file.clone()))
                 .collect(),
+            fail_fast: false,
         }
     }
 }
@@ -249,6 +252,11 @@ impl Machine {
         let mut info: Vec<TaskInfo> = spec.tasks.iter().map(TaskInfo::new).collect();
         if info.len() != tasks.len() || self.wfs.contains_key(&key) {
             return false;
+        }
+        if let Some((_, members, true)) = gleitzeit_workflow::batch::members(spec) {
+            for m in members {
+                info[m].fail_fast = true;
+            }
         }
         let mut counts = Counts::default();
         for (i, t) in tasks.iter_mut().enumerate() {
@@ -491,7 +499,7 @@ impl Machine {
                     .push(FinishedTask {
                         task_id: t.task_id.clone(),
                         status: t.status.as_str().into(),
-                        result: t.result.clone(),
+                        result: finished_result(t),
                     });
             }
             if t.status.is_terminal() && !progressed.contains(&change.wf) {
@@ -619,6 +627,10 @@ impl Machine {
             let Some(wf) = self.wfs.get(&key) else {
                 continue;
             };
+            if let Some(err) = self.failed_fast(step, wf, &key) {
+                self.stop_into(step, &key, WorkflowStatus::Failed, &err, now);
+                continue;
+            }
             // The first ready task starts the workflow.
             if wf.record.status == WorkflowStatus::Pending
                 && step.moves_to(&key, TaskStatus::Queued)
@@ -651,6 +663,18 @@ impl Machine {
                 self.workflow_transition(step, &key, WorkflowStatus::Failed, Some(&err), now);
             }
         }
+    }
+}
+
+/// What the resolver learns of a finished task: a completed one's result, a failed one's
+/// error as `{error}` (for `${<template>.results}` of a batch).
+pub(crate) fn finished_result(t: &TaskRecord) -> Option<Value> {
+    match t.status {
+        TaskStatus::Completed => t.result.clone(),
+        _ => t
+            .error
+            .clone()
+            .map(|error| serde_json::json!({ "error": error })),
     }
 }
 

@@ -233,6 +233,15 @@ impl Step {
             .any(|(c, t)| &c.wf == wf && t.status == status)
     }
 
+    /// Tasks of `wf` this step fails.
+    pub(super) fn failed_in<'a>(&'a self, wf: &'a WfKey) -> impl Iterator<Item = usize> + 'a {
+        self.changes
+            .iter()
+            .zip(&self.tasks)
+            .filter(move |(c, t)| &c.wf == wf && t.status == TaskStatus::Failed)
+            .map(|(c, _)| c.i)
+    }
+
     /// The workflow's task counts as this step leaves them.
     pub(super) fn counts_after(&self, wf: &Wf, key: &WfKey) -> Counts {
         let mut counts = wf.counts;

@@ -177,7 +177,7 @@ impl Manager {
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_string))
                         .unwrap_or_default(),
-                    result: None,
+                    result: crate::machine::finished_result(t),
                 }),
             }
         }
