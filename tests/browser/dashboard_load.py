@@ -280,6 +280,26 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: Events the queue-manager sends to the rooms (one envelope each before event batches; a
+#: handful of `event_batch` envelopes since).
+ROOM_EVENTS = ("event_batch", "workflow_submitted", "workflow_started", "workflow_progress", "workflow_completed",
+               "workflow_failed", "workflow_cancelled", "task_started", "task_completed", "task_failed",
+               "task_retrying", "task_skipped")
+
+
+def room_messages(url: str, key: str) -> float:
+    """Envelopes the hub accepted for the workflow rooms so far (`gleitzeit_hub_messages_total`)."""
+    req = urllib.request.Request(url + "/metrics")
+    req.add_header("Authorization", f"Bearer {key}")
+    total = 0.0
+    for line in urllib.request.urlopen(req, timeout=30).read().decode().splitlines():
+        if line.startswith("gleitzeit_hub_messages_total{"):
+            labels, _, value = line.rpartition(" ")
+            if any(f'event="{e}"' in labels for e in ROOM_EVENTS):
+                total += float(value)
+    return total
+
+
 def one_run(suite: Suite, client: HubClient, spec: dict, dashboards: int, mode: str, viewer_key: str,
             niceness: int = 19) -> dict:
     wf = "wf-" + uuid.uuid4().hex
@@ -301,6 +321,7 @@ def one_run(suite: Suite, client: HubClient, spec: dict, dashboards: int, mode: 
             raise TimeoutError("dashboards not ready")
         time.sleep(2)  # a round of polls before the run
     cpu_before = {name: proc_cpu_seconds(p.pid) for name, p in suite.procs}
+    messages_before = room_messages(suite.url, suite.admin_key)
     try:
         client.request("workflow_submit", {"spec": spec, "workflow_id": wf}, "type:queue-manager", timeout=120)
         got = client.wait_status(wf, {"completed", "failed", "cancelled"}, 600)
@@ -316,11 +337,13 @@ def one_run(suite: Suite, client: HubClient, spec: dict, dashboards: int, mode: 
         if browser:
             browser.close()
     cpu = {name: round(proc_cpu_seconds(p.pid) - cpu_before[name], 2) for name, p in suite.procs}
+    messages = room_messages(suite.url, suite.admin_key) - messages_before
     w = got["workflow"]
     seconds = (w["finished_at"] - w["created_at"]) / 1000
     return {"dashboards": dashboards, "status": w["status"], "seconds": seconds,
             "tasks_per_s": len(spec["tasks"]) / seconds, "cpu_s": cpu, "suite_cpu_s": round(sum(cpu.values()), 2),
-            "loadavg": os.getloadavg()[0], **({"clients": extra} if extra else {})}
+            "loadavg": os.getloadavg()[0], "room_messages_per_task": round(messages / len(spec["tasks"]), 3),
+            **({"clients": extra} if extra else {})}
 
 
 def main() -> int:
@@ -354,7 +377,8 @@ def main() -> int:
                 runs.append(res)
                 print(f"round {r + 1}: {d:>2} dashboards: {res['tasks_per_s']:8.0f} tasks/s "
                       f"({res['seconds']:.2f} s, {res['status']}, load {res['loadavg']:.1f}) "
-                      f"suite cpu {res['suite_cpu_s']} s {res['cpu_s']}"
+                      f"suite cpu {res['suite_cpu_s']} s {res['cpu_s']}, "
+                      f"{res['room_messages_per_task']} room messages per task"
                       + (f" clients {res['clients']}" if 'clients' in res else ""), file=sys.stderr)
         client.close()
     finally:
@@ -371,10 +395,13 @@ def main() -> int:
                "ratio": round(loaded / base, 3), "slowdown_percent": round(100 * (1 - loaded / base), 1),
                "median_suite_cpu_s_without": cpu0, "median_suite_cpu_s_with": cpu1,
                "extra_cpu_percent": round(100 * (cpu1 / cpu0 - 1), 1),
-               "median_hub_cpu_s_without": hub0, "median_hub_cpu_s_with": hub1, "runs": runs}
+               "median_hub_cpu_s_without": hub0, "median_hub_cpu_s_with": hub1,
+               "room_messages_per_task": round(statistics.median(r["room_messages_per_task"] for r in runs), 3),
+               "runs": runs}
     print(f"mode {args.mode}: without dashboards {base:.0f} tasks/s, with {args.dashboards}: {loaded:.0f} tasks/s, "
           f"ratio {loaded / base:.3f} ({summary['slowdown_percent']} % slower); suite CPU per run "
-          f"{cpu0:.1f} s -> {cpu1:.1f} s ({summary['extra_cpu_percent']:+} %), hub {hub0:.1f} s -> {hub1:.1f} s")
+          f"{cpu0:.1f} s -> {cpu1:.1f} s ({summary['extra_cpu_percent']:+} %), hub {hub0:.1f} s -> {hub1:.1f} s; "
+          f"{summary['room_messages_per_task']} room messages per task")
     if args.json:
         print(json.dumps(summary))
     return 0
