@@ -267,3 +267,63 @@ pub struct PingReply {
     /// Its process id.
     pub pid: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::Target;
+
+    #[test]
+    fn a_batch_unpacks_into_its_events_in_order_and_other_envelopes_stay_whole() {
+        let target = Target::Room("events,workflow:w".into());
+        let entry = |seq: u64, event: &str| LoggedEvent {
+            seq,
+            event: event.into(),
+            ts: 100 + seq,
+            payload: json!({ "workflow_id": "w", "seq": seq }),
+        };
+        let batch = EventBatch {
+            workflow_id: "w".into(),
+            events: vec![
+                entry(7, events::TASK_STARTED),
+                entry(8, events::TASK_COMPLETED),
+            ],
+        };
+        let mut env = Envelope::new(
+            target.clone(),
+            events::EVENT_BATCH,
+            serde_json::to_value(&batch).expect("json"),
+        );
+        env.source = "qm-1".into();
+        let out = EventBatch::unpack(env);
+        let seen: Vec<(&str, u64, u64)> = out
+            .iter()
+            .map(|e| {
+                (
+                    e.event.as_str(),
+                    e.ts,
+                    e.payload["seq"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (events::TASK_STARTED, 107, 7),
+                (events::TASK_COMPLETED, 108, 8)
+            ]
+        );
+        assert!(out.iter().all(|e| e.source == "qm-1" && e.target == target));
+
+        let single = Envelope::new(
+            target.clone(),
+            events::TASK_PROGRESS,
+            json!({ "text": "x" }),
+        );
+        assert_eq!(EventBatch::unpack(single.clone()), vec![single]);
+        let broken = Envelope::new(target, events::EVENT_BATCH, json!({ "events": 5 }));
+        assert!(EventBatch::unpack(broken).is_empty());
+    }
+}
