@@ -1,7 +1,9 @@
 //! Batch processing end to end: `gz run --batch-folder` over 1,000 text files (three of them
 //! bad: a dangling link, a binary file, a file over the text limit) against a simulated LLM
-//! endpoint, every file's result or coded error exported; and a workflow file's `batch:`
-//! block with a `template:` task and a later task depending on the whole batch.
+//! endpoint, every file's result or coded error exported; a workflow file's `batch:`
+//! block with a `template:` task and a later task depending on the whole batch; an
+//! aggregation task (`tolerate_failures`) that gets every file's result or error in file
+//! order although files failed; and `fail_fast: true` stopping the rest.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -181,5 +183,114 @@ tasks:
     let (code, out, err) = suite.gz(&["run", &path, "--json"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("GZ3022"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A folder of 20 files (`f01.txt`…) in `dir/data`, those numbered in `bad` saying "bad",
+/// and a workflow `dir/flow.yaml` with `batch_extra` in its `batch:` block.
+fn batch_flow(dir: &std::path::Path, bad: &[usize], batch_extra: &str, work: &str) -> String {
+    std::fs::create_dir_all(dir.join("data")).expect("dir");
+    for i in 1..=20 {
+        let text = if bad.contains(&i) {
+            "bad".to_string()
+        } else {
+            "ok\n".repeat(i)
+        };
+        std::fs::write(dir.join("data").join(format!("f{i:02}.txt")), text).expect("file");
+    }
+    let file = dir.join("flow.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: aggregate
+batch: {{ directory: data, pattern: "*.txt"{batch_extra} }}
+template:
+  id: count
+  method: python/execute
+  parameters:
+    code: |
+      {work}
+      text = open(context['file_path']).read()
+      if text == 'bad':
+          raise ValueError('bad file')
+      result = len(text.splitlines())
+tasks:
+  - id: total
+    tolerate_failures: true
+    method: python/execute
+    parameters:
+      context: {{ outcomes: "${{count.results}}" }}
+      code: |
+        o = context['outcomes']
+        result = {{
+          'files': [x['file'] for x in o],
+          'sum': sum(x['result'] for x in o if x['status'] == 'completed'),
+          'errors': [[x['file'], x['error']['code']] for x in o if x['status'] != 'completed'],
+        }}
+"#
+        ),
+    )
+    .expect("workflow");
+    file.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregation_task_gets_17_results_and_3_coded_errors_in_file_order() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let dir = temp_path("batch-aggregate");
+    let path = batch_flow(&dir, &[5, 11, 17], "", "pass");
+    let (code, out, err) = suite.gz(&["validate", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, doc) = suite.run_json(std::path::Path::new(&path));
+    // Three files failed and `on_failure` is `fail`: the workflow fails, after the
+    // aggregation ran.
+    assert_eq!(code, 1, "{doc:#}");
+    let tasks = doc["tasks"].as_array().expect("tasks");
+    let total = tasks.iter().find(|t| t["id"] == "total").expect("total");
+    assert_eq!(total["status"], "completed", "{total:#}");
+    let result = &total["result"]["result"];
+    let files: Vec<String> = (1..=20).map(|i| format!("f{i:02}.txt")).collect();
+    assert_eq!(result["files"], serde_json::json!(files));
+    let good: i64 = (1..=20).filter(|i| ![5, 11, 17].contains(i)).sum();
+    assert_eq!(result["sum"], good, "17 results");
+    assert_eq!(
+        result["errors"],
+        serde_json::json!([
+            ["f05.txt", "GZ2025"],
+            ["f11.txt", "GZ2025"],
+            ["f17.txt", "GZ2025"]
+        ])
+    );
+    let failed = tasks.iter().filter(|t| t["status"] == "failed").count();
+    assert_eq!(failed, 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_fast_batch_stops_at_its_first_failed_file() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let dir = temp_path("batch-fail-fast");
+    let path = batch_flow(
+        &dir,
+        &[1],
+        ", fail_fast: true",
+        "import time; time.sleep(0 if context['file_path'].endswith('f01.txt') else 2)",
+    );
+    let (code, doc) = suite.run_json(std::path::Path::new(&path));
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(doc["status"], "failed");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("fail_fast")),
+        "{:#}",
+        doc["error"]
+    );
+    let tasks = doc["tasks"].as_array().expect("tasks");
+    let of = |s: &str| tasks.iter().filter(|t| t["status"] == s).count();
+    assert_eq!(of("failed"), 1, "{doc:#}");
+    assert!(of("cancelled") >= 10, "the rest is cancelled: {doc:#}");
+    let total = tasks.iter().find(|t| t["id"] == "total").expect("total");
+    assert_eq!(total["status"], "cancelled");
     let _ = std::fs::remove_dir_all(&dir);
 }
