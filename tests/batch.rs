@@ -294,3 +294,58 @@ async fn a_fail_fast_batch_stops_at_its_first_failed_file() {
     assert_eq!(total["status"], "cancelled");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_folder_with_aggregate_sends_every_outcome_to_one_more_llm_task() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let sim = LlmSim::start("sim", &["--latency-ms", "1"]).await;
+    let cfg = provider_config(&format!(
+        "endpoints:\n  - {{ name: sim, url: \"{}\", max_concurrent: 8 }}\n",
+        sim.url
+    ));
+    let _provider = suite.hub.service(
+        "ollama-provider",
+        "llm-1",
+        &["--config", &cfg.display().to_string()],
+    );
+    suite.hub.wait_registered(&["llm-1"]).await;
+    let dir = temp_path("batch-aggregate-cli");
+    std::fs::create_dir_all(&dir).expect("dir");
+    for name in ["a", "b", "d", "e"] {
+        std::fs::write(dir.join(format!("{name}.txt")), format!("text {name}")).expect("file");
+    }
+    std::fs::write(dir.join("c.txt"), [0xff_u8, 0xfe, 0x00]).expect("binary");
+    let (code, stdout, err) = suite.gz(&[
+        "run",
+        "--batch-folder",
+        &dir.display().to_string(),
+        "--extensions",
+        ".txt",
+        "--type",
+        "text",
+        "--prompt",
+        "Summarise",
+        "--model",
+        "llama3.2",
+        "--aggregate",
+        "Combine these",
+        "--json",
+    ]);
+    assert_eq!(code, 1, "one file failed: {err}");
+    let doc: Value = serde_json::from_str(&stdout).expect("json");
+    let tasks = doc["tasks"].as_array().expect("tasks");
+    let aggregate = tasks
+        .iter()
+        .find(|t| t["id"] == "aggregate")
+        .expect("aggregate");
+    assert_eq!(aggregate["status"], "completed", "{aggregate:#}");
+    let answer = aggregate["result"]["response"].as_str().expect("text");
+    assert!(answer.starts_with("echo: Combine these"), "{answer}");
+    let at = |s: &str| answer.find(s).unwrap_or_else(|| panic!("{s} in {answer}"));
+    assert!(at("a.txt") < at("b.txt") && at("b.txt") < at("c.txt") && at("c.txt") < at("e.txt"));
+    assert!(
+        answer.contains("GZ2028"),
+        "the bad file's coded error: {answer}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

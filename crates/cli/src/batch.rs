@@ -2,7 +2,8 @@
 //! file, made from `--type text|vision|function` and `--prompt`/`--function`), the expansion
 //! of a workflow file's `batch:` block (`gleitzeit_workflow::batch`), and the per-file
 //! results as JSON lines, CSV or Markdown (`gz run … --output FILE`, `gz batch results ID
-//! --format jsonl|csv|md`).
+//! --format jsonl|csv|md`). `--fail-fast` and `--aggregate PROMPT` are the command line's
+//! `fail_fast: true` and a `tolerate_failures` task reading `${file.results}`.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,13 @@ pub struct BatchFlags {
     /// At most this many files (default 100,000).
     #[arg(long, requires = "batch_folder")]
     pub max_files: Option<u64>,
+    /// Stop at the first file that fails (the rest is cancelled); by default the others go on.
+    #[arg(long, requires = "batch_folder")]
+    pub fail_fast: bool,
+    /// After the files, one more LLM task gets this prompt followed by every file's result
+    /// or error (JSON, in file order) and runs even when some files failed.
+    #[arg(long, value_name = "PROMPT", requires = "batch_folder")]
+    pub aggregate: Option<String>,
     /// Write every file's result here when the run ends: `.jsonl`, `.csv` or `.md`.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -83,11 +91,36 @@ pub fn document(
     if let Some(n) = flags.max_files {
         settings["max_files"] = json!(n);
     }
-    Ok(json!({
+    if flags.fail_fast {
+        settings["fail_fast"] = json!(true);
+    }
+    let mut doc = json!({
         "name": format!("batch {}", folder.display()),
         "batch": settings,
         "template": template,
-    }))
+    });
+    if let Some(prompt) = &flags.aggregate {
+        doc["tasks"] = json!([aggregate_task(prompt, model)]);
+    }
+    Ok(doc)
+}
+
+/// The `--aggregate` task: an LLM task after the whole batch (the template's id is `file`)
+/// that tolerates failed files and reads every outcome after its prompt.
+fn aggregate_task(prompt: &str, model: Option<&str>) -> Value {
+    // `$${` keeps a `${` of the user's prompt literal.
+    let prompt = prompt.replace("${", "$${");
+    let mut task = json!({
+        "id": "aggregate",
+        "name": "(aggregate)",
+        "type": "text",
+        "prompt": format!("{prompt}\n\nThe results, one per file, in order (JSON):\n${{file.results}}"),
+        "tolerate_failures": true,
+    });
+    if let Some(m) = model {
+        task["model"] = json!(m);
+    }
+    task
 }
 
 /// Expands a batch workflow (`metadata.batch`) into one task per file, the folder taken
