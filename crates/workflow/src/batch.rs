@@ -435,6 +435,31 @@ mod tests {
     }
 
     #[test]
+    fn an_expanded_batch_knows_its_tasks_and_its_results_reference_stays_valid() {
+        let yaml = r#"
+name: b
+batch: { directory: data, fail_fast: true }
+template: { id: count, method: python/execute, parameters: { code: "result = 1" } }
+tasks:
+  - id: total
+    tolerate_failures: true
+    method: python/execute
+    parameters: { code: "result = 1", context: { all: "${count.results}" } }
+"#;
+        let catalog = crate::MethodCatalog::builtin();
+        let mut spec = crate::parse_workflow(yaml, &catalog).expect("valid").spec;
+        assert!(spec.tasks[1].tolerate_failures);
+        assert_eq!(members(&spec), None, "not expanded yet");
+        let files = [PathBuf::from("/d/a"), PathBuf::from("/d/b")];
+        expand(&mut spec, "count", &files, Path::new("/d"));
+        assert_eq!(members(&spec), Some(("count".into(), vec![0, 1], true)));
+        assert_eq!(spec.tasks[2].dependencies, ["count-00001", "count-00002"]);
+        let prepared = crate::prepare_spec(spec, &catalog).expect("still valid");
+        assert_eq!(prepared.spec.tasks[2].dependencies.len(), 2);
+        assert!(Batch::from_json(&json!({"directory": "d", "fail_fast": 1})).is_err());
+    }
+
+    #[test]
     fn files_are_listed_by_pattern_or_extension_and_expanded() {
         let dir = std::env::temp_dir().join(format!("gz-batch-unit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
