@@ -18,9 +18,10 @@
 //! paths (one note says how many): a provider on the submitting machine still reads them.
 
 use std::ops::Range;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_runtime::paths::normalize;
 use gleitzeit_workflow::attachments::{self, Attacher, LimitError};
 use gleitzeit_workflow::WorkflowSpec;
 use serde_json::json;
@@ -201,21 +202,6 @@ impl Folder {
             Err(_) => Some(lexical),
         }
     }
-}
-
-/// Removes `.` and resolves `..` without touching the file system (`/..` stays `/`).
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! What every Gleitzeit binary shares: logging setup ([`init_tracing`]), shutdown handling
 //! ([`Shutdown`], [`signal_shutdown`]), the flags common to all services ([`CommonArgs`]),
 //! the data dir ([`default_data_dir`]), where API keys come from ([`credentials`]), and
-//! turning panics in spawned work into errors ([`catch_panic`]).
+//! turning panics in spawned work into errors ([`catch_panic`]), and the lexical form of a
+//! path that confinement checks compare ([`paths`]).
 
 #![forbid(unsafe_code)]
 
 pub mod credentials;
 mod panics;
+pub mod paths;
 
 pub use panics::{catch_panic, catch_panic_sync};
 

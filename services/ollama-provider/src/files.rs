@@ -8,11 +8,12 @@
 //! task's workflow folder (`base_dir`), lexically and with symlinks followed (GZ2023
 //! otherwise), and exists (GZ9002 otherwise).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{ExecuteTask, TaskFile};
+use gleitzeit_runtime::paths::normalize;
 
 /// Most bytes of a `file_path` read into a prompt (a batch over a folder may name anything).
 pub const MAX_TEXT_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -137,26 +138,12 @@ fn too_large(path: &str, size: u64) -> GzError {
     )
 }
 
-/// Removes `.` and resolves `..` without touching the file system (`/..` stays `/`).
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use serde_json::json;
+    use std::path::Path;
 
     fn task(files: Vec<TaskFile>, base_dir: Option<&Path>) -> ExecuteTask {
         ExecuteTask {

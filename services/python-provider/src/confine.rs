@@ -12,9 +12,10 @@
 //! `code`, which can open any file the provider's user can read: roots govern only what the
 //! provider resolves on a task's behalf.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::error::PythonError;
+pub(crate) use gleitzeit_runtime::paths::normalize;
 
 /// The folders a job's `file` and `cwd` must resolve into.
 #[derive(Debug, Clone, Default)]
@@ -139,21 +140,6 @@ fn describe_os_error(code: i32) -> String {
         Some(end) => text[..end].to_owned(),
         None => text,
     }
-}
-
-/// Removes `.` and resolves `..` without touching the file system (`/..` stays `/`).
-pub(crate) fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
