@@ -41,6 +41,9 @@ pub(crate) const MAX_DELAY: Duration = Duration::from_millis(20);
 /// `workflow_progress` at most this often per workflow.
 pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
+/// When more workflows than this have a progress time kept, the old ones are forgotten.
+const FORGET_PROGRESS_ABOVE: usize = 1_024;
+
 /// Where envelopes go (the hub client; a list in tests).
 type Sink = Box<dyn Fn(Envelope) + Send + Sync>;
 
@@ -51,12 +54,6 @@ struct Pending {
     bytes: usize,
 }
 
-/// When a workflow's progress was last sent, and the newest one held back since.
-struct Progress {
-    sent_at: Instant,
-    held: Option<Value>,
-}
-
 /// Numbers, coalesces and sends events.
 pub(crate) struct Publisher {
     sink: Sink,
@@ -65,7 +62,10 @@ pub(crate) struct Publisher {
     pending: Vec<Pending>,
     /// When the oldest pending event was made.
     oldest: Option<Instant>,
-    progress: HashMap<String, Progress>,
+    /// When each workflow's progress was last sent (recently progressing ones only).
+    progress_sent: HashMap<String, Instant>,
+    /// The newest progress held back, per workflow.
+    progress_held: HashMap<String, Value>,
 }
 
 impl Publisher {
@@ -83,7 +83,8 @@ impl Publisher {
             log: EventLog::default(),
             pending: Vec::new(),
             oldest: None,
-            progress: HashMap::new(),
+            progress_sent: HashMap::new(),
+            progress_held: HashMap::new(),
         }
     }
 
@@ -97,7 +98,8 @@ impl Publisher {
             events::WORKFLOW_COMPLETED | events::WORKFLOW_FAILED | events::WORKFLOW_CANCELLED
         );
         if finished {
-            if let Some(held) = self.progress.remove(wf).and_then(|p| p.held) {
+            self.progress_sent.remove(wf);
+            if let Some(held) = self.progress_held.remove(wf) {
                 self.push(wf, events::WORKFLOW_PROGRESS, held);
             }
         }
@@ -107,18 +109,16 @@ impl Publisher {
     /// A progress event: sent now when the last one is old enough, else held.
     fn progress(&mut self, wf: &str, payload: Value) {
         let now = Instant::now();
-        match self.progress.get_mut(wf) {
-            Some(p) if now.duration_since(p.sent_at) < PROGRESS_EVERY => p.held = Some(payload),
-            _ => {
-                self.progress.insert(
-                    wf.to_string(),
-                    Progress {
-                        sent_at: now,
-                        held: None,
-                    },
-                );
-                self.push(wf, events::WORKFLOW_PROGRESS, payload);
-            }
+        let recent = self
+            .progress_sent
+            .get(wf)
+            .is_some_and(|t| now.duration_since(*t) < PROGRESS_EVERY);
+        if recent {
+            self.progress_held.insert(wf.to_string(), payload);
+        } else {
+            self.progress_sent.insert(wf.to_string(), now);
+            self.progress_held.remove(wf);
+            self.push(wf, events::WORKFLOW_PROGRESS, payload);
         }
     }
 
@@ -158,23 +158,46 @@ impl Publisher {
     /// Sends every batch collected, after adding the held progress events that are due.
     /// Called when the queue-manager's loop has nothing more waiting (and on every tick).
     pub(crate) fn flush(&mut self) {
-        let now = Instant::now();
-        let due: Vec<(String, Value)> = self
-            .progress
-            .iter_mut()
-            .filter(|(_, p)| p.held.is_some() && now.duration_since(p.sent_at) >= PROGRESS_EVERY)
-            .filter_map(|(wf, p)| {
-                p.sent_at = now;
-                p.held.take().map(|held| (wf.clone(), held))
-            })
-            .collect();
-        for (wf, held) in due {
-            self.push(&wf, events::WORKFLOW_PROGRESS, held);
+        if !self.progress_held.is_empty() {
+            self.release_due_progress();
+        }
+        if self.progress_sent.len() > FORGET_PROGRESS_ABOVE {
+            self.forget_old_progress();
         }
         self.oldest = None;
         for batch in std::mem::take(&mut self.pending) {
             self.send(batch);
         }
+    }
+
+    /// Sends the held progress events whose time has come.
+    fn release_due_progress(&mut self) {
+        let now = Instant::now();
+        let sent = &self.progress_sent;
+        let due: Vec<String> = self
+            .progress_held
+            .keys()
+            .filter(|wf| {
+                sent.get(*wf)
+                    .is_none_or(|t| now.duration_since(*t) >= PROGRESS_EVERY)
+            })
+            .cloned()
+            .collect();
+        for wf in due {
+            if let Some(held) = self.progress_held.remove(&wf) {
+                self.progress_sent.insert(wf.clone(), now);
+                self.push(&wf, events::WORKFLOW_PROGRESS, held);
+            }
+        }
+    }
+
+    /// Forgets when workflows that stopped progressing (or moved to another queue-manager)
+    /// last sent their progress, once many are kept.
+    fn forget_old_progress(&mut self) {
+        let now = Instant::now();
+        let held = &self.progress_held;
+        self.progress_sent
+            .retain(|wf, t| held.contains_key(wf) || now.duration_since(*t) < PROGRESS_EVERY);
     }
 
     fn send(&self, batch: Pending) {
@@ -356,6 +379,20 @@ mod tests {
         assert_eq!(seqs(&batches(&sent)[0]), [1, 2]);
         p.flush_overdue();
         assert!(batches(&sent).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_times_of_workflows_gone_quiet_are_forgotten() {
+        let (mut p, sent) = publisher();
+        for i in 0..FORGET_PROGRESS_ABOVE + 1 {
+            p.emit(&format!("w{i}"), events::WORKFLOW_PROGRESS, json!({}));
+        }
+        p.flush();
+        assert_eq!(batches(&sent).len(), FORGET_PROGRESS_ABOVE + 1);
+        tokio::time::advance(PROGRESS_EVERY).await;
+        p.emit("w0", events::WORKFLOW_PROGRESS, json!({}));
+        p.flush();
+        assert_eq!(p.progress_sent.len(), 1, "only the one that just sent");
     }
 
     #[tokio::test(start_paused = true)]
