@@ -416,7 +416,8 @@ pub struct FinishedTask {
     pub task_id: String,
     /// `completed`, `failed`, `skipped` or `cancelled`.
     pub status: String,
-    /// The result (completed tasks).
+    /// A completed task's result; for a failed task `{"error": GzError}` (what a
+    /// `tolerate_failures` dependent receives); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
 }
