@@ -259,12 +259,18 @@ async fn the_drain_lets_running_tasks_finish_within_the_grace() {
         }
     );
     let outcomes = h.outcomes().await;
-    let codes: Vec<(&str, &str)> = outcomes
+    // Each task waits for a slot in a task of its own: which two of the three got the slots
+    // depends on the scheduler, not on the order they came in.
+    let mut codes: Vec<&str> = outcomes.iter().map(|(_, o)| code(o)).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, ["GZ1031", "ok", "ok"]);
+    let given_back = outcomes
         .iter()
-        .map(|(_, o)| (o.task_id.as_str(), code(o)))
-        .collect();
-    assert_eq!(codes, [("a", "ok"), ("b", "ok"), ("c", "GZ1031")]);
-    assert!(outcomes[2].1.error.as_ref().is_some_and(|e| e.retryable));
+        .find(|(_, o)| code(o) == "GZ1031")
+        .map(|(_, o)| o);
+    assert!(given_back
+        .and_then(|o| o.error.as_ref())
+        .is_some_and(|e| e.retryable));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
