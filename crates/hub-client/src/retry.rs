@@ -47,6 +47,8 @@ impl HubClient {
         total: Duration,
         attempt: Duration,
     ) -> Result<Value, GzError> {
+        // A caller's limit past a year is as good as a year (and cannot overflow `Instant`).
+        let total = total.min(Duration::from_secs(365 * 24 * 3600));
         let deadline = Instant::now() + total;
         let mut backoff = FIRST_BACKOFF;
         let mut attempts = 0u32;
