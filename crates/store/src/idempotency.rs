@@ -60,7 +60,19 @@ impl KeptSubmission {
 pub fn fingerprint(spec: &serde_json::Value, base_dir: Option<&str>) -> String {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
-    hash.update(spec.to_string().as_bytes());
+    // Streamed into the hash: a spec of many megabytes is not written out as text first.
+    // (Writing to a hasher cannot fail, and a `Value` always serializes.)
+    struct Hashing<'a>(&'a mut Sha256);
+    impl std::io::Write for Hashing<'_> {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let _ = serde_json::to_writer(Hashing(&mut hash), spec);
     hash.update([0u8]);
     hash.update(base_dir.unwrap_or_default().as_bytes());
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
@@ -82,5 +94,13 @@ mod tests {
             same,
             fingerprint(&json!({ "name": "b", "tasks": [] }), Some("/w"))
         );
+        // the same as hashing the spec's JSON text, so kept keys still match
+        use sha2::{Digest, Sha256};
+        let mut text = Sha256::new();
+        text.update(spec.to_string().as_bytes());
+        text.update([0u8]);
+        text.update(b"/w");
+        let text: String = text.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(same, text);
     }
 }
