@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use gleitzeit_e2e::{
-    assert_all_completed_once_recorded, bin, chains_yaml, executions, gz_at, key_of, repo_root,
+    assert_all_completed_once_recorded, chains_yaml, executions, gz_at, gz_at_with_env, repo_root,
     service_at, submit_at, temp_path, wait_finished_at, wait_for, workflow_file, Proc, RedisServer,
     TestHub,
 };
@@ -58,27 +58,6 @@ async fn wait_placed(hub: &TestHub, want: &[(String, &str)], limit: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// [`gz_at`] with gz's own log (hubs tried, reconnects) on stderr.
-fn gz_logged(hub_url: &str, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(bin("gz"));
-    if let Some(key) = key_of(hub_url) {
-        cmd.env("GLEITZEIT_API_KEY", key);
-    }
-    let out = cmd
-        .env("GLEITZEIT_LOG_LEVEL", "info")
-        .arg("--hub-url")
-        .arg(hub_url)
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("gz runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
 }
 
 /// Starts a hub of the mesh on `redis` called `id` (on `port`, 0 for any) with `extra` flags.
@@ -196,7 +175,11 @@ async fn gz_run_through_a_dead_hub_continues_on_the_next_at_once() {
     let file_arg = file.display().to_string();
     let both_for_gz = both.clone();
     let run = tokio::task::spawn_blocking(move || {
-        let (code, out, err) = gz_logged(&both_for_gz, &["run", &file_arg, "--json"]);
+        let (code, out, err) = gz_at_with_env(
+            &both_for_gz,
+            &[("GLEITZEIT_LOG_LEVEL", "info")],
+            &["run", &file_arg, "--json"],
+        );
         (code, out, err, Instant::now(), std::time::SystemTime::now())
     });
     wait_for(Duration::from_secs(30), || async {

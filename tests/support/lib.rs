@@ -168,7 +168,14 @@ pub fn user_key_in_dir(data_dir: &Path, name: &str, role: &str) -> String {
 /// Runs `gz --hub-url HUB_URL ARGS` in the repository root; returns (exit code, stdout,
 /// stderr).
 pub fn gz_at(hub_url: &str, args: &[&str]) -> (i32, String, String) {
+    gz_at_with_env(hub_url, &[], args)
+}
+
+/// [`gz_at`] with extra environment variables (e.g. `GLEITZEIT_LOG_LEVEL` for gz's own log
+/// on stderr).
+pub fn gz_at_with_env(hub_url: &str, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new(bin("gz"));
+    cmd.envs(env.iter().copied());
     if let Some(key) = key_of(hub_url) {
         cmd.env("GLEITZEIT_API_KEY", key);
     }
