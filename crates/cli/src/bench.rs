@@ -88,6 +88,7 @@ fn task(id: String, deps: Vec<String>, code: String) -> TaskSpec {
         retry: RetryPolicy::default(),
         files: Default::default(),
         tolerate_failures: false,
+        batch: None,
     }
 }
 
@@ -464,6 +465,7 @@ fn chat_task(id: String, deps: Vec<String>, content: String) -> TaskSpec {
         retry: RetryPolicy::default(),
         files: Default::default(),
         tolerate_failures: false,
+        batch: None,
     }
 }
 

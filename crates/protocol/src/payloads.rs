@@ -478,7 +478,60 @@ pub struct Resolution {
     /// Dependents of failed tasks.
     #[serde(default)]
     pub skipped: Vec<BlockedTask>,
-    /// Tasks whose parameters could not be resolved.
+    /// Tasks whose parameters could not be resolved (and fan-out templates whose members
+    /// did not all complete, or whose list could not be read).
     #[serde(default)]
     pub failed: Vec<BlockedTask>,
+    /// Fan-outs made: the tasks a template (`batch: {from}`) makes, one per item.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expanded: Vec<Expansion>,
+    /// Fan-out templates whose members all completed: they complete with this result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<JoinedTask>,
+}
+
+impl Resolution {
+    /// Appends what `other` decided (resolver id kept).
+    pub fn extend(&mut self, other: Resolution) {
+        self.ready.extend(other.ready);
+        self.skipped.extend(other.skipped);
+        self.failed.extend(other.failed);
+        self.expanded.extend(other.expanded);
+        self.joined.extend(other.joined);
+    }
+}
+
+/// The tasks one fan-out template made (`docs/workflows.md`, "Fan-out over a result").
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Expansion {
+    /// The template's task id.
+    pub template: String,
+    /// One task per item, in item order; each takes the template's method, priority,
+    /// retry and timeout.
+    pub members: Vec<MemberTask>,
+}
+
+/// One task a fan-out made.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct MemberTask {
+    /// `<template>-00001`…
+    pub task_id: String,
+    /// Display name: `<template name> [<item index>]`.
+    pub name: String,
+    /// Parameters after substitution (`${item}`, `${item_index}` and references); absent
+    /// when they could not be substituted: then `error` says why and the task fails at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+    /// Why its parameters could not be substituted (GZ3013).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::GzError>,
+}
+
+/// A fan-out template that completes with the joined results of its members.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct JoinedTask {
+    /// The template's task id.
+    pub task_id: String,
+    /// `{"result": [...], "results": [...], "completed", "failed"}`.
+    pub result: Value,
 }

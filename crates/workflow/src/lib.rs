@@ -38,6 +38,7 @@ pub mod codes;
 pub mod dag;
 pub mod diagnostic;
 mod dialect;
+pub mod fanout;
 pub mod functions;
 pub mod limits;
 pub mod parse;
@@ -56,6 +57,7 @@ pub use limits::{first_range_issue, RangeIssue, DEFAULT_MAX_SPEC_BYTES, DEFAULT_
 pub use parse::parse_workflow;
 pub use spec::{Backoff, OnFailure, Priority, RetryPolicy, TaskSpec, WorkflowSpec};
 pub use substitute::{
-    needs_substitution, references, resolve_path, substitute, PathSeg, Reference, SubstitutionError,
+    needs_substitution, references, resolve_path, substitute, substitute_item, PathSeg, Reference,
+    SubstitutionError,
 };
 pub use validate::{prepare_spec, validate_spec, Parsed};

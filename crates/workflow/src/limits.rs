@@ -140,6 +140,7 @@ mod tests {
             retry,
             files: Default::default(),
             tolerate_failures: false,
+            batch: None,
         }
     }
 

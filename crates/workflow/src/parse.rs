@@ -16,6 +16,7 @@ use crate::catalog::MethodCatalog;
 use crate::codes;
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::dialect;
+use crate::fanout::FanOut;
 use crate::spec::{Backoff, OnFailure, Priority, RetryPolicy, TaskSpec, WorkflowSpec};
 use crate::validate::{finish, Parsed};
 use crate::yaml::{self, Node, NodeValue, Pos};
@@ -49,6 +50,7 @@ const TASK_KEYS: &[&str] = &[
     "retry",
     "files",
     "tolerate_failures",
+    "batch",
 ];
 
 const RETRY_KEYS: &[&str] = &[
@@ -405,6 +407,7 @@ impl Reader {
             retry: RetryPolicy::default(),
             files: BTreeMap::new(),
             tolerate_failures: false,
+            batch: None,
         };
         let mut source = TaskSource {
             at: node.pos,
@@ -526,6 +529,14 @@ impl Reader {
                         task.tolerate_failures = flag == "true";
                     }
                 }
+                "batch" => match self.json(value).map(|v| FanOut::from_json(&v)) {
+                    Some(Ok(fan)) => {
+                        task.batch = Some(fan);
+                        source.fields.push(("batch", value.pos));
+                    }
+                    Some(Err(message)) => self.error(message, value.pos),
+                    None => {}
+                },
                 "files" => {
                     if let Some(files) = self.typed(value, &what) {
                         task.files = files;

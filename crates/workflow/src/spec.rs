@@ -73,6 +73,10 @@ pub struct TaskSpec {
     /// or error). Without it a failed dependency skips the task.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tolerate_failures: bool,
+    /// Fan out over a list from an earlier task's result ([`crate::fanout`]): this task is
+    /// then a template that makes one task per item at run time and joins their results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<crate::fanout::FanOut>,
 }
 
 fn empty_object() -> Value {

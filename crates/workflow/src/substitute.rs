@@ -313,13 +313,50 @@ pub fn substitute<'v>(
     if !needs_substitution(params) {
         return Ok(params.clone());
     }
-    substitute_value(params, lookup)
+    substitute_value(params, &|key| lookup(key).map(Found::Result))
 }
 
-fn substitute_value<'v>(
-    value: &Value,
+/// [`substitute`] for one task of a fan-out (`batch: {from: …}` on a task): `${item}` (and
+/// `${item.a[0]}`) is `item` and `${item_index}` is `index`, walked as plain JSON (no
+/// `result` rule); every other reference goes to `lookup`. One pass, so text inside an
+/// item is never read as a reference.
+///
+/// # Errors
+///
+/// As [`substitute`].
+pub fn substitute_item<'v>(
+    params: &Value,
     lookup: &dyn Fn(&str) -> Option<&'v Value>,
+    item: &Value,
+    index: usize,
 ) -> Result<Value, SubstitutionError> {
+    if !needs_substitution(params) {
+        return Ok(params.clone());
+    }
+    let index = Value::from(index);
+    substitute_value(params, &|key| match key {
+        ITEM => Some(Found::Plain(item)),
+        ITEM_INDEX => Some(Found::Plain(&index)),
+        _ => lookup(key).map(Found::Result),
+    })
+}
+
+/// The name of the current item in a fan-out task's parameters (`${item}`).
+pub const ITEM: &str = "item";
+/// The name of the current item's position (from 0) in a fan-out task's parameters.
+pub const ITEM_INDEX: &str = "item_index";
+
+/// What a reference's first word names: a task's result object (the `result` rule
+/// applies) or a plain value (a fan-out's item).
+#[derive(Clone, Copy)]
+enum Found<'v> {
+    Result(&'v Value),
+    Plain(&'v Value),
+}
+
+type Lookup<'l, 'v> = &'l dyn Fn(&str) -> Option<Found<'v>>;
+
+fn substitute_value<'v>(value: &Value, lookup: Lookup<'_, 'v>) -> Result<Value, SubstitutionError> {
     match value {
         Value::String(s) if has_marker(s) => substitute_string(s, lookup),
         Value::Array(items) => items
@@ -336,10 +373,7 @@ fn substitute_value<'v>(
     }
 }
 
-fn substitute_string<'v>(
-    s: &str,
-    lookup: &dyn Fn(&str) -> Option<&'v Value>,
-) -> Result<Value, SubstitutionError> {
+fn substitute_string<'v>(s: &str, lookup: Lookup<'_, 'v>) -> Result<Value, SubstitutionError> {
     let pieces = scan(s);
     if let [Piece::Ref { raw, parsed }] = pieces.as_slice() {
         return resolve_piece(raw, parsed, lookup).cloned();
@@ -359,7 +393,7 @@ fn substitute_string<'v>(
 fn resolve_piece<'v>(
     raw: &str,
     parsed: &Result<ParsedRef, String>,
-    lookup: &dyn Fn(&str) -> Option<&'v Value>,
+    lookup: Lookup<'_, 'v>,
 ) -> Result<&'v Value, SubstitutionError> {
     let parsed = parsed
         .as_ref()
@@ -371,7 +405,11 @@ fn resolve_piece<'v>(
         reference: raw.to_string(),
         task: parsed.task.clone(),
     })?;
-    resolve_path(result, &parsed.path).map_err(|reason| SubstitutionError::Unresolvable {
+    let resolved = match result {
+        Found::Result(result) => resolve_path(result, &parsed.path),
+        Found::Plain(value) => walk(value, &parsed.path, String::new()),
+    };
+    resolved.map_err(|reason| SubstitutionError::Unresolvable {
         reference: raw.to_string(),
         reason,
     })
@@ -379,13 +417,22 @@ fn resolve_piece<'v>(
 
 /// Walks `path` into a task's result object (see the module docs for `result`).
 pub fn resolve_path<'v>(result: &'v Value, path: &[PathSeg]) -> Result<&'v Value, String> {
-    let (mut current, rest, mut walked) = match path.split_first() {
+    let (current, rest, walked) = match path.split_first() {
         None => (primary_value(result), path, String::from("result")),
         Some((PathSeg::Key(key), rest)) if key == "result" => {
             (primary_value(result), rest, String::from("result"))
         }
         Some(_) => (result, path, String::new()),
     };
+    walk(current, rest, walked)
+}
+
+/// Walks `rest` from `current` (`walked`: the path so far, for messages).
+fn walk<'v>(
+    mut current: &'v Value,
+    rest: &[PathSeg],
+    mut walked: String,
+) -> Result<&'v Value, String> {
     for segment in rest {
         let next = match (segment, current) {
             (PathSeg::Key(key), Value::Object(map)) => map.get(key.as_str()),

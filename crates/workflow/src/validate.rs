@@ -18,7 +18,7 @@ use crate::diagnostic::{did_you_mean, list_for_hint, sort_by_position, Diagnosti
 use crate::limits::{task_range_issues, workflow_range_issue};
 use crate::parse::SourceMap;
 use crate::spec::{TaskSpec, WorkflowSpec};
-use crate::substitute::{for_each_reference, PathSeg};
+use crate::substitute::{for_each_reference, PathSeg, ITEM, ITEM_INDEX};
 use crate::yaml::Pos;
 
 /// A workflow that passed validation, with the warnings it raised.
@@ -301,6 +301,9 @@ pub(crate) fn analyze(
         for d in check_references(i, task, &index, catalog, &group, &places, &mut out) {
             add(d, &mut deps);
         }
+        if let Some(d) = check_fan_out(i, task, &index, &group, &places, &mut out) {
+            add(d, &mut deps);
+        }
         dependencies.push(deps);
     }
     check_cycles(spec, &dependencies, &places, &mut out);
@@ -561,6 +564,10 @@ fn check_references(
                 return;
             }
         };
+        if task.batch.is_some() && matches!(parsed.task.as_str(), ITEM | ITEM_INDEX) {
+            // A fan-out's own item: substituted per member, not a task.
+            return;
+        }
         if group.template.as_deref() == Some(parsed.task.as_str()) {
             if let Some(members) = &group.members {
                 // An expanded batch: the reference stands for every file's task.
@@ -591,6 +598,14 @@ fn check_references(
                 }
                 referenced.push(d);
             }
+            Resolved::Unknown if matches!(parsed.task.as_str(), ITEM | ITEM_INDEX) => out.push(
+                Diagnostic::error(
+                    codes::SUBSTITUTION_FAILED,
+                    format!("{label}: {raw} is an item, but the task does not fan out"),
+                )
+                .with_hint("`${item}` and `${item_index}` work in a task with `batch: {from: \"${list.result}\"}`")
+                .at(pos),
+            ),
             Resolved::Unknown => out.push(
                 Diagnostic::error(
                     codes::SUBSTITUTION_FAILED,
@@ -616,6 +631,97 @@ fn check_references(
         }
     });
     referenced
+}
+
+/// Checks a task's `batch: {from}` (a fan-out, [`crate::fanout`]); returns the task `from`
+/// names, a dependency of the template.
+fn check_fan_out(
+    i: usize,
+    task: &TaskSpec,
+    index: &TaskIndex<'_>,
+    group: &BatchGroup,
+    places: &Places<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<usize> {
+    let fan = task.batch.as_ref()?;
+    let label = Label(i, task);
+    let pos = places.task_field_or_task(i, "batch");
+    if group.template.as_deref() == Some(task.id.as_str()) {
+        out.push(
+            Diagnostic::error(
+                codes::INVALID_FIELD,
+                format!("{label}: the template of a folder batch cannot also fan out"),
+            )
+            .with_hint("fan out in a later task: `batch: {from: \"${<template>.result}\"}`")
+            .at(pos),
+        );
+        return None;
+    }
+    if let Some(clash) = index
+        .tasks
+        .iter()
+        .find(|t| crate::fanout::is_member_id(&task.id, &t.id))
+    {
+        out.push(
+            Diagnostic::error(
+                codes::INVALID_FIELD,
+                format!(
+                    "{label} fans out, and task id `{}` is the id one of its items would get",
+                    clash.id
+                ),
+            )
+            .with_hint(format!(
+                "rename `{}`: ids `{}-<number>` are the fan-out's",
+                clash.id, task.id
+            ))
+            .at(pos),
+        );
+    }
+    let source = fan.source()?;
+    match index.resolve(&source) {
+        Resolved::Task(d) if d != i => Some(d),
+        Resolved::Task(_) => {
+            out.push(
+                Diagnostic::error(
+                    codes::SUBSTITUTION_FAILED,
+                    format!(
+                        "{label}: `batch.from` {} refers to the task itself",
+                        fan.from
+                    ),
+                )
+                .at(pos),
+            );
+            None
+        }
+        Resolved::Unknown => {
+            out.push(
+                Diagnostic::error(
+                    codes::SUBSTITUTION_FAILED,
+                    format!(
+                        "{label}: `batch.from` {} refers to `{source}`, which is not a task of this workflow",
+                        fan.from
+                    ),
+                )
+                .with_hint(index.unknown_hint(&source))
+                .at(pos),
+            );
+            None
+        }
+        Resolved::Ambiguous(several) => {
+            out.push(
+                Diagnostic::error(
+                    codes::SUBSTITUTION_FAILED,
+                    format!(
+                        "{label}: `batch.from` {} names `{source}`, the name of several tasks",
+                        fan.from
+                    ),
+                )
+                .with_hint(format!("use one of their ids: {}", index.ids(&several)))
+                .at(pos),
+            );
+            None
+        }
+    }
 }
 
 /// The batch of a workflow, as references see it: `${<template>…}` names the whole batch.
@@ -650,7 +756,8 @@ fn result_field_warning(
     let Some(PathSeg::Key(first)) = path.first() else {
         return None;
     };
-    if first == "result" {
+    if first == "result" || target.batch.is_some() {
+        // A fan-out's template joins its members: its result is not its method's.
         return None;
     }
     let method = catalog.method(&target.method)?;

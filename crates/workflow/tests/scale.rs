@@ -23,6 +23,7 @@ fn task(id: String, dependencies: Vec<String>, parameters: serde_json::Value) ->
         retry: RetryPolicy::default(),
         files: Default::default(),
         tolerate_failures: false,
+        batch: None,
     }
 }
 

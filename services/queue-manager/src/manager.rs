@@ -98,6 +98,7 @@ impl Manager {
             id: client.id().to_string(),
             lease_timeout,
             provider_grace,
+            max_tasks: limits.max_tasks,
         };
         Manager {
             machine: Machine::new(settings, Instant::now()),

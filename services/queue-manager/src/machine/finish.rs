@@ -84,8 +84,14 @@ impl Machine {
         if step.workflow_is_final(self, key) {
             return None;
         }
-        let i = step.failed_in(key).find(|&i| wf.info[i].fail_fast)?;
-        let t = &wf.tasks[i];
+        let fail_fast = |i: usize| {
+            wf.info
+                .get(i)
+                .or_else(|| step.added_info(key, i))
+                .is_some_and(|info| info.fail_fast)
+        };
+        let i = step.failed_in(key).find(|&i| fail_fast(i))?;
+        let t = step.record(self, key, i)?;
         Some(
             GzError::new(
                 ErrorCode::TaskFailed,

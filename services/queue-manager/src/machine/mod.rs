@@ -25,6 +25,7 @@
 //! reports, departures), `finish` (completion, cancellation, timeouts), `metrics` (the
 //! figures every move yields, for `GET /metrics`).
 
+mod fanout;
 mod finish;
 mod leases;
 mod liveness;
@@ -34,6 +35,8 @@ mod status;
 mod step;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fanout;
 mod timers;
 
 pub(crate) use status::Counts;
@@ -84,6 +87,8 @@ pub(crate) struct Settings {
     pub(crate) lease_timeout: Duration,
     /// Queued tasks of a method no engine offered for this long fail with GZ2015.
     pub(crate) provider_grace: Duration,
+    /// Most tasks one workflow may have (a fan-out beyond it fails its template).
+    pub(crate) max_tasks: usize,
 }
 
 /// Scheduling facts of one task that the store does not keep.
@@ -118,7 +123,21 @@ impl TaskInfo {
                 .iter()
                 .map(|(path, file)| (path.clone(), file.clone()))
                 .collect(),
-            fail_fast: false,
+            fail_fast: spec.batch.as_ref().is_some_and(|b| b.fail_fast),
+        }
+    }
+
+    /// The info of a task a fan-out template makes: the template's settings.
+    fn for_member(&self) -> Self {
+        TaskInfo {
+            priority: self.priority,
+            retry: self.retry.clone(),
+            timeout_ms: self.timeout_ms,
+            engine: None,
+            missed: 0,
+            entry: None,
+            files: self.files.clone(),
+            fail_fast: self.fail_fast,
         }
     }
 }
@@ -250,8 +269,13 @@ impl Machine {
     ) -> bool {
         let key: WfKey = Arc::from(record.id.as_str());
         let mut info: Vec<TaskInfo> = spec.tasks.iter().map(TaskInfo::new).collect();
-        if info.len() != tasks.len() || self.wfs.contains_key(&key) {
+        if info.len() > tasks.len() || self.wfs.contains_key(&key) {
             return false;
+        }
+        // Tasks past the spec's own were made by fan-outs.
+        match fanout::member_infos(spec, &tasks[info.len()..]) {
+            Some(members) => info.extend(members),
+            None => return false,
         }
         if let Some((_, members, true)) = gleitzeit_workflow::batch::members(spec) {
             for m in members {
@@ -331,6 +355,13 @@ impl Machine {
         if wf.record.status.is_terminal() {
             return step;
         }
+        let mut refused = false;
+        for exp in res.expanded {
+            refused |= self.expand_into(&mut step, key, exp, now);
+        }
+        for joined in res.joined {
+            self.join_into(&mut step, key, joined, now);
+        }
         for r in res.ready {
             let Some(&i) = wf.index.get(&r.task_id) else {
                 continue;
@@ -355,8 +386,9 @@ impl Machine {
                 t.error = serde_json::to_value(&b.error).ok();
             }
         }
-        // The resolver decided those itself: nothing to tell it back.
-        step.tell_resolver = false;
+        // The resolver decided those itself: nothing to tell it back (unless a fan-out
+        // it made was refused).
+        step.tell_resolver = refused;
         self.finalize(&mut step, now);
         step
     }
@@ -478,8 +510,12 @@ impl Machine {
             effects: replies,
             immediate,
             tell_resolver,
+            added,
             ..
         } = step;
+        for a in added {
+            self.install(a);
+        }
         let mut effects = immediate;
         effects.extend(replies);
         let mut finished: HashMap<WfKey, Vec<FinishedTask>> = HashMap::new();
@@ -560,6 +596,22 @@ impl Machine {
         effects
     }
 
+    /// Takes a task a fan-out added into its workflow, pending (its stored record then
+    /// moves it on like any other task's).
+    fn install(&mut self, added: step::Added) {
+        let Some(wf) = self.wfs.get_mut(&added.wf) else {
+            return;
+        };
+        if added.i != wf.tasks.len() {
+            return;
+        }
+        wf.counts.add(TaskStatus::Pending);
+        self.figures.arrived(&added.pending);
+        wf.index.insert(added.pending.task_id.clone(), added.i);
+        wf.tasks.push(added.pending);
+        wf.info.push(added.info);
+    }
+
     /// Applies one stored task record: status counters, queue entry, lease holder and retry
     /// timer follow its status. Returns `None` when the workflow is gone, else the event the
     /// move announces (if any).
@@ -638,7 +690,8 @@ impl Machine {
                 self.workflow_transition(step, &key, WorkflowStatus::Running, None, now);
             }
             let counts = step.counts_after(wf, &key);
-            if counts.terminal() < wf.tasks.len() || step.workflow_is_final(self, &key) {
+            let total = wf.tasks.len() + step.added_to(&key);
+            if counts.terminal() < total || step.workflow_is_final(self, &key) {
                 continue;
             }
             let (failed, skipped) = (
@@ -648,9 +701,10 @@ impl Machine {
             if (failed == 0 && skipped == 0) || wf.on_failure == OnFailure::Continue {
                 self.workflow_transition(step, &key, WorkflowStatus::Completed, None, now);
             } else {
-                let first = (0..wf.tasks.len())
+                let first = (0..total)
                     .find(|&i| step.status(self, &key, i) == Some(TaskStatus::Failed))
-                    .map(|i| wf.tasks[i].task_id.clone());
+                    .and_then(|i| step.record(self, &key, i))
+                    .map(|t| t.task_id.clone());
                 let err = GzError::new(
                     gleitzeit_protocol::errors::ErrorCode::TaskFailed,
                     format!(

@@ -7,6 +7,7 @@
 //!               │  └────────┘  └──▶ retrying ──┐
 //!               │  (work lost)                  │
 //!               └───────────────────────────────┘
+//! completed: also from pending (a fan-out template, when its members all completed)
 //! failed:    from pending (the resolver could not substitute its parameters), queued (no
 //!            provider serves its method), running (the attempt failed for good)
 //! skipped:   from pending (a dependency did not complete)
@@ -22,7 +23,7 @@ use std::collections::BTreeMap;
 use gleitzeit_store::TaskStatus;
 
 /// Every move a task may make, `(from, to)`.
-pub(crate) const MOVES: [(TaskStatus, TaskStatus); 14] = {
+pub(crate) const MOVES: [(TaskStatus, TaskStatus); 15] = {
     use TaskStatus::*;
     [
         (Pending, Queued),
@@ -39,6 +40,8 @@ pub(crate) const MOVES: [(TaskStatus, TaskStatus); 14] = {
         (Running, Failed),
         // The resolver skips a pending task whose dependency did not complete.
         (Pending, Skipped),
+        // A fan-out template never runs: it completes when the resolver joins its members.
+        (Pending, Completed),
         // A workflow that stops (cancelled, failed, timed out) cancels what is unfinished.
         (Pending, Cancelled),
         (Queued, Cancelled),

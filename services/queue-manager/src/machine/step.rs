@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::leases::Waiting;
-use super::{Counts, Machine, Wf, WfKey};
+use super::{Counts, Machine, TaskInfo, Wf, WfKey};
 use crate::queue::Entry;
 
 /// The time an operation happens at: monotonic for deadlines, wall clock for records.
@@ -94,6 +94,19 @@ pub(crate) struct Step {
     pub(super) immediate: Vec<Effect>,
     /// Tell resolvers about tasks that finished (not when the resolver decided them).
     pub(super) tell_resolver: bool,
+    /// Tasks a fan-out adds (their records are in `tasks`, at positions past the
+    /// workflow's tasks): what the machine keeps besides the record, and the record they
+    /// start from (pending) when the step is committed.
+    pub(super) added: Vec<Added>,
+}
+
+/// A task a step adds to a workflow (a fan-out's member).
+#[derive(Debug)]
+pub(crate) struct Added {
+    pub(super) wf: WfKey,
+    pub(super) i: usize,
+    pub(super) info: TaskInfo,
+    pub(super) pending: TaskRecord,
 }
 
 impl Default for Step {
@@ -109,6 +122,7 @@ impl Default for Step {
             effects: Vec::new(),
             immediate: Vec::new(),
             tell_resolver: true,
+            added: Vec::new(),
         }
     }
 }
@@ -122,6 +136,7 @@ impl Step {
     /// True when there is nothing to store, give back or send.
     pub(crate) fn is_empty(&self) -> bool {
         self.nothing_to_store()
+            && self.added.is_empty()
             && self.effects.is_empty()
             && self.immediate.is_empty()
             && self.taken.is_empty()
@@ -186,6 +201,47 @@ impl Step {
         self.tasks.get_mut(s)
     }
 
+    /// Adds task `record` as task `i` of workflow `wf` (the next position: after the
+    /// workflow's tasks and those this step added before). Its status is the one it
+    /// enters with, from `pending`.
+    pub(super) fn add_task(&mut self, wf: &WfKey, i: usize, record: TaskRecord, info: TaskInfo) {
+        let pending = TaskRecord {
+            status: TaskStatus::Pending,
+            params: None,
+            error: None,
+            queued_at: None,
+            finished_at: None,
+            ..record.clone()
+        };
+        self.tasks.push(record);
+        self.changes.push(Change {
+            wf: wf.clone(),
+            i,
+            engine: None,
+            retry_after: None,
+        });
+        self.slot.insert((wf.clone(), i), self.tasks.len() - 1);
+        self.added.push(Added {
+            wf: wf.clone(),
+            i,
+            info,
+            pending,
+        });
+    }
+
+    /// What the machine will keep for task `i` of `wf`, when this step adds it.
+    pub(super) fn added_info(&self, wf: &WfKey, i: usize) -> Option<&TaskInfo> {
+        self.added
+            .iter()
+            .find(|a| &a.wf == wf && a.i == i)
+            .map(|a| &a.info)
+    }
+
+    /// How many tasks this step adds to `wf`.
+    pub(super) fn added_to(&self, wf: &WfKey) -> usize {
+        self.added.iter().filter(|a| &a.wf == wf).count()
+    }
+
     /// Sets what goes with a task's proposed record.
     pub(super) fn change(&mut self, wf: &WfKey, i: usize) -> Option<&mut Change> {
         let s = *self.slot.get(&(wf.clone(), i))?;
@@ -247,8 +303,10 @@ impl Step {
         let mut counts = wf.counts;
         for (c, t) in self.changes.iter().zip(&self.tasks) {
             if &c.wf == key {
-                if let Some(old) = wf.tasks.get(c.i) {
-                    counts.moved(old.status, t.status);
+                match wf.tasks.get(c.i) {
+                    Some(old) => counts.moved(old.status, t.status),
+                    // A task the step adds.
+                    None => counts.add(t.status),
                 }
             }
         }

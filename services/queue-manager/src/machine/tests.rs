@@ -1,6 +1,6 @@
 //! The life cycle in-process, with paused time: every transition, leases and their
 //! expiry, retries with backoff, priorities, cancellation, ownership takeover, duplicate
-//! and late outcomes, and a write that fails.
+//! and late outcomes, and a write that fails. Fan-outs are in `tests_fanout.rs`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,14 +22,14 @@ use super::*;
 const LEASE_TIMEOUT: Duration = Duration::from_secs(15);
 const GRACE: Duration = Duration::from_secs(30);
 
-fn now() -> Now {
+pub(super) fn now() -> Now {
     Now {
         at: Instant::now(),
         ms: 1_000_000,
     }
 }
 
-fn machine() -> Machine {
+pub(super) fn machine() -> Machine {
     machine_with_grace(GRACE)
 }
 
@@ -39,12 +39,13 @@ fn machine_with_grace(grace: Duration) -> Machine {
         id: "qm-1".into(),
         lease_timeout: LEASE_TIMEOUT,
         provider_grace: grace,
+        max_tasks: 200_000,
     };
     Machine::new(settings, Instant::now()).with_jitter(|| 1.0)
 }
 
 /// A workflow `w` with tasks `(id, priority)` of method `m`, and its records.
-fn workflow(
+pub(super) fn workflow(
     id: &str,
     tasks: &[(&str, &str)],
     extra: Value,
@@ -88,15 +89,15 @@ fn workflow(
 }
 
 /// Stores (trivially) and commits a step.
-fn commit(m: &mut Machine, step: Step) -> Vec<Effect> {
+pub(super) fn commit(m: &mut Machine, step: Step) -> Vec<Effect> {
     m.commit(step, now())
 }
 
-fn add(m: &mut Machine, id: &str, tasks: &[(&str, &str)]) {
+pub(super) fn add(m: &mut Machine, id: &str, tasks: &[(&str, &str)]) {
     add_with(m, id, tasks, json!({}), |_| {});
 }
 
-fn add_with(
+pub(super) fn add_with(
     m: &mut Machine,
     id: &str,
     tasks: &[(&str, &str)],
@@ -136,7 +137,7 @@ fn lease_env(engine: &str) -> Envelope {
 }
 
 /// `engine` asks for `slots` tasks of method `m`, waiting up to 10 s.
-fn lease(m: &mut Machine, engine: &str, slots: u32) -> Vec<Effect> {
+pub(super) fn lease(m: &mut Machine, engine: &str, slots: u32) -> Vec<Effect> {
     let req = LeaseTasks {
         slots: BTreeMap::from([("m".to_string(), slots)]),
         wait_ms: 10_000,
@@ -147,7 +148,7 @@ fn lease(m: &mut Machine, engine: &str, slots: u32) -> Vec<Effect> {
 }
 
 /// Task ids (with attempts) handed out in lease replies among `effects`.
-fn leased(effects: &[Effect]) -> Vec<(String, u32)> {
+pub(super) fn leased(effects: &[Effect]) -> Vec<(String, u32)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -160,7 +161,7 @@ fn leased(effects: &[Effect]) -> Vec<(String, u32)> {
         .collect()
 }
 
-fn outcome(
+pub(super) fn outcome(
     m: &mut Machine,
     engine: &str,
     wf: &str,
@@ -188,7 +189,7 @@ fn outcome(
     commit(m, step)
 }
 
-fn events_of(effects: &[Effect]) -> Vec<&'static str> {
+pub(super) fn events_of(effects: &[Effect]) -> Vec<&'static str> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -842,6 +843,17 @@ async fn every_move_of_the_table_is_taken() {
     };
     let step = m.resolution("blocked", res, now());
     commit(&mut m, step);
+    // pending → completed: a fan-out template joins its members (no items here).
+    add(&mut m, "join", &[("t", "normal")]);
+    let res = Resolution {
+        joined: vec![gleitzeit_protocol::payloads::JoinedTask {
+            task_id: "t".into(),
+            result: json!({"result": [], "results": [], "completed": 0, "failed": 0}),
+        }],
+        ..Resolution::default()
+    };
+    let step = m.resolution("join", res, now());
+    commit(&mut m, step);
     // Cancelled from pending, queued, running and retrying (a machine of its own, so the
     // lease takes these tasks).
     let mut c = machine();
@@ -887,7 +899,7 @@ async fn every_move_of_the_table_is_taken() {
             &[("method", "m"), ("status", status)],
         )
     };
-    assert_eq!(finished(&m, "completed"), 1.0);
+    assert_eq!(finished(&m, "completed"), 2.0, "a result; a join");
     assert_eq!(finished(&m, "failed"), 2.0, "retries used up; parameters");
     assert_eq!(finished(&m, "skipped"), 1.0);
     assert_eq!(finished(&c, "cancelled"), 4.0);
@@ -912,7 +924,7 @@ async fn every_move_of_the_table_is_taken() {
         "lost, blocked"
     );
     let workflows = |m: &Machine, s: &str| metric(m, "gleitzeit_workflows_total", &[("status", s)]);
-    assert_eq!(workflows(&m, "completed"), 1.0);
+    assert_eq!(workflows(&m, "completed"), 2.0, "ok, join");
     assert_eq!(workflows(&m, "failed"), 1.0);
     assert_eq!(workflows(&c, "cancelled"), 1.0);
     assert_eq!(

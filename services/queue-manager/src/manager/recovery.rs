@@ -106,7 +106,7 @@ fn mark_unloadable(store: &dyn Store, owner: &str, id: &str, reason: &str) {
 }
 
 /// Checks a stored workflow: its spec reads as a spec, its numbers are in range, and its
-/// tasks are the spec's tasks in the spec's order.
+/// tasks are the spec's tasks in the spec's order (then the tasks its fan-outs made).
 fn check_loaded(mut record: WorkflowRecord, tasks: Vec<TaskRecord>) -> Loaded {
     if !matches!(
         record.status,
@@ -120,12 +120,16 @@ fn check_loaded(mut record: WorkflowRecord, tasks: Vec<TaskRecord>) -> Loaded {
     if let Some(issue) = first_range_issue(&spec) {
         return Err(format!("stored spec out of range: {issue}"));
     }
-    if spec.tasks.len() != tasks.len()
+    // Tasks past the spec's own are the members of its fan-outs.
+    if spec.tasks.len() > tasks.len()
         || spec
             .tasks
             .iter()
             .zip(&tasks)
             .any(|(s, t)| s.id != t.task_id)
+        || tasks[spec.tasks.len()..]
+            .iter()
+            .any(|t| gleitzeit_workflow::fanout::template_of(&spec, &t.task_id).is_none())
     {
         return Err(format!(
             "stored tasks ({}) do not match the spec's tasks ({})",

@@ -11,6 +11,14 @@
 //! result}` for a completed one (its primary value, as `${t}` gives it), `{file, task_id,
 //! status, error}` otherwise. The queue-manager sends a failed task's error as
 //! `result: {error}` of its [`FinishedTask`].
+//!
+//! A task with `batch: {from}` fans out (`gleitzeit_workflow::fanout`, the code in
+//! `fanout.rs`): when it would be released, its members are made instead and reported in
+//! [`Resolution::expanded`]; they join the plan as tasks of their own, and once all have
+//! ended the template completes ([`Resolution::joined`]) or fails, releasing its
+//! dependents. A rebuilt plan derives the same members from the source's result, so the
+//! finished tasks it is given may name members the spec does not have yet: they are
+//! replayed once their template has expanded.
 
 use std::collections::HashMap;
 
@@ -19,10 +27,14 @@ use gleitzeit_protocol::payloads::{BlockedTask, FinishedTask, ReadyTask, Resolut
 use gleitzeit_workflow::{batch, references, resolve_path, substitute, Dag, WorkflowSpec};
 use serde_json::{json, Map, Value};
 
+mod fanout;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Waiting,
     Started,
+    /// A fan-out template whose members are out: it waits for them to end.
+    Joining,
     Completed,
     Failed,
 }
@@ -40,6 +52,10 @@ pub struct Plan {
     failures: Vec<Option<(String, Value)>>,
     /// The batch: its template's id and its tasks in file order.
     group: Option<(String, Vec<usize>)>,
+    /// Tasks a fan-out made (positions past the spec's own tasks): their template.
+    template_of: HashMap<usize, usize>,
+    /// A fan-out template's members, in item order.
+    members: HashMap<usize, Vec<usize>>,
 }
 
 impl Plan {
@@ -83,13 +99,42 @@ impl Plan {
             results: vec![None; n],
             failures: vec![None; n],
             group,
+            template_of: HashMap::new(),
+            members: HashMap::new(),
         };
         for id in started {
             if let Some(&i) = plan.index.get(id) {
                 plan.state[i] = State::Started;
             }
         }
-        let mut res = plan.finish(finished);
+        // A fan-out template's own record is replayed last: its members (and so its join)
+        // are derived first; it still counts when it ended otherwise (cancelled, refused).
+        let (templates, mut todo): (Vec<&FinishedTask>, Vec<&FinishedTask>) =
+            finished.iter().partition(|f| {
+                plan.index
+                    .get(&f.task_id)
+                    .is_some_and(|&i| plan.spec.tasks[i].batch.is_some())
+            });
+        let mut res = Resolution::default();
+        loop {
+            let before = todo.len();
+            let mut unknown = Vec::new();
+            for f in todo {
+                if plan.index.contains_key(&f.task_id) {
+                    res.extend(plan.finish(std::slice::from_ref(f)));
+                } else {
+                    unknown.push(f);
+                }
+            }
+            // Members of a template expanded just now are known from here on.
+            if unknown.is_empty() || unknown.len() == before {
+                break;
+            }
+            todo = unknown;
+        }
+        for f in templates {
+            res.extend(plan.finish(std::slice::from_ref(f)));
+        }
         let roots: Vec<usize> = (0..n)
             .filter(|&i| plan.remaining[i] == 0 && plan.state[i] == State::Waiting)
             .collect();
@@ -112,8 +157,11 @@ impl Plan {
             if f.status == "completed" {
                 self.state[i] = State::Completed;
                 self.results[i] = Some(f.result.clone().unwrap_or(Value::Null));
-                for k in 0..self.dag.dependents(i).len() {
-                    let d = self.dag.dependents(i)[k];
+                if self.member_ended(i, &mut res) {
+                    continue;
+                }
+                for k in 0..self.dependents(i).len() {
+                    let d = self.dependents(i)[k];
                     self.one_less(d, &mut res);
                 }
             } else {
@@ -125,10 +173,23 @@ impl Plan {
                     .cloned()
                     .unwrap_or(Value::Null);
                 self.failures[i] = Some((f.status.clone(), error));
+                if self.member_ended(i, &mut res) {
+                    continue;
+                }
                 self.skip_dependents(i, &mut res);
             }
         }
         res
+    }
+
+    /// The tasks waiting for `i` in the spec's graph (none for a fan-out's members: only
+    /// their template waits for them, see `member_ended`).
+    fn dependents(&self, i: usize) -> &[usize] {
+        if i < self.dag.len() {
+            self.dag.dependents(i)
+        } else {
+            &[]
+        }
     }
 
     /// A dependency of `d` ended: `d` is released when it was the last one.
@@ -185,8 +246,19 @@ impl Plan {
         }))
     }
 
-    /// Substitutes a ready task's parameters and reports it ready (or failed).
+    /// The result a reference to task `key` (id or name) reads, if it has one.
+    fn result_of(&self, key: &str) -> Option<&Value> {
+        let j = self.index.get(key).or_else(|| self.names.get(key))?;
+        self.results[*j].as_ref()
+    }
+
+    /// Substitutes a ready task's parameters and reports it ready (or failed); a fan-out
+    /// template expands instead.
     fn release(&mut self, i: usize, res: &mut Resolution) {
+        if self.spec.tasks[i].batch.is_some() {
+            self.expand(i, res);
+            return;
+        }
         let group = self.group_value(i);
         let task = &self.spec.tasks[i];
         let lookup = |key: &str| -> Option<&Value> {
@@ -195,8 +267,7 @@ impl Plan {
                     return Some(value);
                 }
             }
-            let j = self.index.get(key).or_else(|| self.names.get(key))?;
-            self.results[*j].as_ref()
+            self.result_of(key)
         };
         match substitute(&task.parameters, &lookup) {
             Ok(params) => {
@@ -211,15 +282,20 @@ impl Plan {
                     ErrorCode::SubstitutionFailed,
                     format!("task {}: {e}", task.id),
                 );
-                self.failures[i] = Some(("failed".into(), json!(error)));
-                res.failed.push(BlockedTask {
-                    task_id: task.id.clone(),
-                    error,
-                });
-                self.state[i] = State::Failed;
-                self.skip_dependents(i, res);
+                self.fail(i, error, res);
             }
         }
+    }
+
+    /// Task `t` fails before running: its dependents are skipped (tolerant ones released).
+    fn fail(&mut self, t: usize, error: GzError, res: &mut Resolution) {
+        self.failures[t] = Some(("failed".into(), json!(error)));
+        res.failed.push(BlockedTask {
+            task_id: self.spec.tasks[t].id.clone(),
+            error,
+        });
+        self.state[t] = State::Failed;
+        self.skip_dependents(t, res);
     }
 
     /// Marks every task downstream of `i` skipped (iteratively: chains can be 100k deep),
@@ -228,7 +304,7 @@ impl Plan {
     fn skip_dependents(&mut self, i: usize, res: &mut Resolution) {
         let failed_id = self.spec.tasks[i].id.clone();
         let mut tolerant = Vec::new();
-        let mut stack: Vec<usize> = self.dag.dependents(i).to_vec();
+        let mut stack: Vec<usize> = self.dependents(i).to_vec();
         while let Some(d) = stack.pop() {
             if self.spec.tasks[d].tolerate_failures {
                 tolerant.push(d);
@@ -247,7 +323,7 @@ impl Plan {
                 task_id: self.spec.tasks[d].id.clone(),
                 error,
             });
-            stack.extend_from_slice(self.dag.dependents(d));
+            stack.extend_from_slice(self.dependents(d));
         }
         for d in tolerant {
             self.one_less(d, res);
@@ -256,195 +332,4 @@ impl Plan {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-    use gleitzeit_workflow::{parse_workflow, MethodCatalog};
-    use serde_json::json;
-
-    fn spec(yaml: &str) -> WorkflowSpec {
-        parse_workflow(yaml, &MethodCatalog::builtin())
-            .expect("valid")
-            .spec
-    }
-
-    fn done(id: &str, result: Value) -> FinishedTask {
-        FinishedTask {
-            task_id: id.into(),
-            status: "completed".into(),
-            result: Some(result),
-        }
-    }
-
-    const CHAIN: &str = r#"
-name: chain
-tasks:
-  - id: a
-    method: python/execute
-    parameters: { code: "result = [1, 2, 3]" }
-  - id: b
-    method: python/execute
-    parameters: { code: "result = sum(context['xs'])", context: { xs: "${a.result}", first: "${a.result[0]}", text: "got ${a.result}" } }
-  - id: c
-    method: python/execute
-    dependencies: [b]
-    parameters: { code: "result = 1" }
-"#;
-
-    #[test]
-    fn chain_releases_in_order_with_type_preserving_substitution() {
-        let (mut plan, res) = Plan::build(spec(CHAIN), &[], &[]).expect("plan");
-        assert_eq!(
-            res.ready
-                .iter()
-                .map(|r| r.task_id.as_str())
-                .collect::<Vec<_>>(),
-            ["a"]
-        );
-        let res = plan.finish(&[done("a", json!({"result": [1, 2, 3]}))]);
-        assert_eq!(res.ready.len(), 1);
-        let ctx = &res.ready[0].params["context"];
-        assert_eq!(ctx["xs"], json!([1, 2, 3]));
-        assert_eq!(ctx["first"], json!(1));
-        assert_eq!(ctx["text"], json!("got [1,2,3]"));
-    }
-
-    #[test]
-    fn a_failure_skips_every_dependent() {
-        let (mut plan, _) = Plan::build(spec(CHAIN), &[], &[]).expect("plan");
-        let res = plan.finish(&[FinishedTask {
-            task_id: "a".into(),
-            status: "failed".into(),
-            result: None,
-        }]);
-        let skipped: Vec<&str> = res.skipped.iter().map(|s| s.task_id.as_str()).collect();
-        assert_eq!(skipped.len(), 2, "{skipped:?}");
-        assert!(res.skipped.iter().all(|s| s.error.code == "GZ3004"));
-    }
-
-    #[test]
-    fn a_missing_path_fails_the_task_with_gz3013() {
-        let (mut plan, _) = Plan::build(spec(CHAIN), &[], &[]).expect("plan");
-        let res = plan.finish(&[done("a", json!({"result": []}))]);
-        assert_eq!(res.failed.len(), 1);
-        assert_eq!(res.failed[0].error.code, "GZ3013");
-        assert!(
-            res.failed[0].error.message.contains("a.result"),
-            "{}",
-            res.failed[0].error.message
-        );
-        assert_eq!(res.skipped.len(), 1);
-    }
-
-    const BATCH: &str = r#"
-name: batch
-batch: { directory: data }
-template:
-  id: count
-  method: python/execute
-  parameters: { code: "result = 1" }
-tasks:
-  - id: all
-    method: python/execute
-    tolerate_failures: true
-    parameters: { code: "result = 1", context: { outcomes: "${count.results}" } }
-  - id: strict
-    method: python/execute
-    dependencies: [count]
-    parameters: { code: "result = 1" }
-"#;
-
-    fn batch_plan() -> WorkflowSpec {
-        let mut spec = spec(BATCH);
-        let files: Vec<std::path::PathBuf> = ["a.txt", "b.txt", "c.txt"]
-            .iter()
-            .map(|f| std::path::Path::new("/d").join(f))
-            .collect();
-        batch::expand(&mut spec, "count", &files, std::path::Path::new("/d"));
-        spec
-    }
-
-    fn failed(id: &str, code: &str) -> FinishedTask {
-        FinishedTask {
-            task_id: id.into(),
-            status: "failed".into(),
-            result: Some(json!({"error": {"code": code, "message": "bad file"}})),
-        }
-    }
-
-    #[test]
-    fn a_tolerant_task_runs_after_failures_with_every_outcome_in_file_order() {
-        let (mut plan, res) = Plan::build(batch_plan(), &[], &[]).expect("plan");
-        assert_eq!(res.ready.len(), 3);
-        let res = plan.finish(&[
-            done("count-00003", json!({"result": 3})),
-            failed("count-00002", "GZ2025"),
-        ]);
-        assert!(res.ready.is_empty(), "one file is still running");
-        assert_eq!(
-            res.skipped
-                .iter()
-                .map(|s| s.task_id.as_str())
-                .collect::<Vec<_>>(),
-            ["strict"],
-            "a task without tolerate_failures is skipped as before"
-        );
-        let res = plan.finish(&[done("count-00001", json!({"result": 1}))]);
-        assert_eq!(res.ready.len(), 1);
-        assert_eq!(res.ready[0].task_id, "all");
-        let outcomes = &res.ready[0].params["context"]["outcomes"];
-        assert_eq!(
-            outcomes,
-            &json!([
-                {"file": "a.txt", "task_id": "count-00001", "status": "completed", "result": 1},
-                {"file": "b.txt", "task_id": "count-00002", "status": "failed",
-                 "error": {"code": "GZ2025", "message": "bad file"}},
-                {"file": "c.txt", "task_id": "count-00003", "status": "completed", "result": 3},
-            ])
-        );
-    }
-
-    #[test]
-    fn a_rebuilt_plan_releases_the_tolerant_task_once() {
-        let finished = [
-            failed("count-00001", "GZ2025"),
-            FinishedTask {
-                task_id: "strict".into(),
-                status: "skipped".into(),
-                result: None,
-            },
-            done("count-00002", json!({"result": 2})),
-        ];
-        let (mut plan, res) = Plan::build(batch_plan(), &finished, &[]).expect("plan");
-        assert_eq!(
-            res.ready
-                .iter()
-                .map(|r| r.task_id.as_str())
-                .collect::<Vec<_>>(),
-            ["count-00003"]
-        );
-        let res = plan.finish(&[done("count-00003", json!({"result": 3}))]);
-        assert_eq!(res.ready.len(), 1);
-        assert_eq!(
-            res.ready[0].params["context"]["outcomes"][0]["status"],
-            "failed"
-        );
-        let again = plan.finish(&[done("count-00003", json!({"result": 3}))]);
-        assert!(again.ready.is_empty());
-    }
-
-    #[test]
-    fn rebuilding_from_finished_tasks_resumes_where_it_was() {
-        let finished = [done("a", json!({"result": [1, 2, 3]}))];
-        let (_, res) = Plan::build(spec(CHAIN), &finished, &[]).expect("plan");
-        assert_eq!(
-            res.ready
-                .iter()
-                .map(|r| r.task_id.as_str())
-                .collect::<Vec<_>>(),
-            ["b"]
-        );
-        let (_, res) = Plan::build(spec(CHAIN), &finished, &["b".to_string()]).expect("plan");
-        assert!(res.ready.is_empty());
-    }
-}
+mod tests;
