@@ -218,6 +218,35 @@ def test_a_workflow_submitted_in_the_page_reaches_completed_live(page, suite):
     no_page_errors(page)
 
 
+FAN_OUT_YAML = """
+name: fan-out in the page
+tasks:
+  - id: list
+    method: python/execute
+    parameters: { code: "import time; time.sleep(1.0); result = ['a', 'b', 'c', 'd', 'e']" }
+  - id: each
+    method: python/execute
+    batch: { from: "${list.result}" }
+    parameters: { code: "result = context['letter'].upper()", context: { letter: "${item}" } }
+"""
+
+
+def test_the_items_of_a_fan_out_appear_live_in_the_list_and_the_graph(page, suite):
+    sign_in(page, suite, suite.user_key, "USER")
+    submit_in_page(page, FAN_OUT_YAML)
+    page.wait_for_selector("#graph svg.graph g.node[data-task=each]")
+    # the items are made when `list` ends, after the page loaded the workflow
+    page.wait_for_selector("#task-list .task-row[data-task=each-00005]", timeout=30000)
+    page.wait_for_selector("#graph svg.graph g.node[data-task=each-00003]")
+    page.wait_for_selector("#wf-status[data-status=completed]", timeout=60000)
+    page.wait_for_function("() => document.querySelectorAll('#graph g.node.s-completed').length === 7")
+    page.click("#task-list .task-row[data-task=each]")
+    page.wait_for_selector("#task-result")
+    joined = page.text_content("#task-result")
+    assert '"A"' in joined and '"E"' in joined, joined
+    no_page_errors(page)
+
+
 def test_a_failing_task_shows_its_gz_code_and_hint(page, suite):
     sign_in(page, suite, suite.user_key, "USER")
     submit_in_page(page, FAILING_YAML)

@@ -15,9 +15,11 @@ from .cluster import GleitzeitCluster
 from .decorators import gleitzeit_task
 from .errors import GleitzeitError
 from .service import TaskContext, TaskService, current_task, run_task_service, start_task_service
-from .workflow import Task, Workflow
+from .workflow import ITEM, ITEM_INDEX, Task, Workflow
 
 __all__ = [
+    "ITEM",
+    "ITEM_INDEX",
     "GleitzeitCluster",
     "Workflow",
     "Task",

@@ -36,7 +36,13 @@ FORBIDDEN_ID_CHARS = set(".[]{}$")
 WORKFLOW_KEYS = (
     "id", "name", "description", "metadata", "tasks", "timeout", "on_failure", "version", "wait_for_completion", "attachments",
 )
-TASK_KEYS = ("id", "name", "method", "protocol", "parameters", "params", "dependencies", "priority", "timeout", "retry", "files")
+TASK_KEYS = (
+    "id", "name", "method", "protocol", "parameters", "params", "dependencies", "priority", "timeout",
+    "retry", "files", "tolerate_failures", "batch",
+)
+#: In the parameters of a fan-out task (``batch=``): the current item, and its position from 0.
+ITEM = "${item}"
+ITEM_INDEX = "${item_index}"
 RETRY_KEYS = ("max_attempts", "backoff", "base_delay", "max_delay", "jitter")
 
 #: The original's task dialect (``type:`` with the fields at the task's top level), as the
@@ -135,6 +141,8 @@ class Task:
         retry: Any = None,
         protocol: Optional[str] = None,
         files: Optional[Mapping[str, Any]] = None,
+        tolerate_failures: bool = False,
+        batch: Any = None,
     ) -> None:
         check_id(id)
         if not isinstance(method, str) or not method:
@@ -153,6 +161,11 @@ class Task:
         #: Files the task names that travel with the workflow: path → digest in the
         #: workflow's ``attachments`` (filled in at submit, see :mod:`gleitzeit.attachments`).
         self.files: Dict[str, Any] = dict(files or {})
+        #: Runs once its dependencies ended, whether they completed or not.
+        self.tolerate_failures = bool(tolerate_failures)
+        #: Fan-out (``{"from": "${list.result}", "max_items": N, "fail_fast": bool}``): one
+        #: task per item of the list, made at run time; see ``docs/workflows.md``.
+        self.batch = _fan_out(batch, name)
 
     def ref(self, path: str = "result") -> str:
         """A reference to this task's result for another task's parameters,
@@ -182,10 +195,36 @@ class Task:
             out["retry"] = dict(self.retry)
         if self.files:
             out["files"] = _plain(self.files)
+        if self.tolerate_failures:
+            out["tolerate_failures"] = True
+        if self.batch is not None:
+            out["batch"] = dict(self.batch)
         return out
 
     def __repr__(self) -> str:
         return "Task(id=%r, name=%r, method=%r)" % (self.id, self.name, self.method)
+
+
+def _fan_out(batch: Any, name: str) -> Optional[Dict[str, Any]]:
+    """A task's ``batch``: a :class:`Task` (fan out over its result), a reference string,
+    or a mapping with ``from`` (and ``max_items``, ``fail_fast``)."""
+    if batch is None:
+        return None
+    if isinstance(batch, Task):
+        return {"from": batch.ref()}
+    if isinstance(batch, str):
+        return {"from": batch}
+    if isinstance(batch, Mapping) and isinstance(batch.get("from"), (str, Task)):
+        unknown = [k for k in batch if k not in ("from", "max_items", "fail_fast")]
+        if unknown:
+            raise _invalid("unknown key %r in the batch of task %r (from, max_items, fail_fast)" % (unknown[0], name))
+        out = dict(batch)
+        if isinstance(out["from"], Task):
+            out["from"] = out["from"].ref()
+        return out
+    raise _invalid(
+        "the batch of task %r must name a list: a task, \"${list.result}\" or {\"from\": ...}" % name
+    )
 
 
 def _as_list(value: Any) -> Iterable[Any]:
@@ -261,8 +300,16 @@ class Workflow:
         retry: Any = None,
         id: Optional[str] = None,
         protocol: Optional[str] = None,
+        tolerate_failures: bool = False,
+        batch: Any = None,
     ) -> Task:
-        """Adds a task of any method (including open methods of task services)."""
+        """Adds a task of any method (including open methods of task services).
+
+        ``batch=`` makes it a fan-out: one task per item of a list an earlier task returns
+        (``batch=list_task``, ``batch="${list.result.items}"`` or ``batch={"from": ...,
+        "max_items": 500, "fail_fast": False}``), with :data:`ITEM` and :data:`ITEM_INDEX`
+        in ``parameters``; its result is then the list of the items' results.
+        ``tolerate_failures=True`` runs the task even when dependencies failed."""
         if not isinstance(name, str) or not name:
             raise _invalid("a task needs a name")
         if id is not None:
@@ -279,6 +326,8 @@ class Workflow:
             timeout=timeout,
             retry=retry,
             protocol=protocol,
+            tolerate_failures=tolerate_failures,
+            batch=batch,
         )
         self.tasks.append(task)
         return task
@@ -531,6 +580,8 @@ class Workflow:
                 retry=item.get("retry"),
                 id=task_id,
                 protocol=item.get("protocol"),
+                tolerate_failures=bool(item.get("tolerate_failures", False)),
+                batch=item.get("batch"),
             )
             files = item.get("files")
             if files is not None and not isinstance(files, Mapping):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sdk_support import run
-from gleitzeit import GleitzeitCluster, GleitzeitError, Workflow
+from gleitzeit import ITEM, ITEM_INDEX, GleitzeitCluster, GleitzeitError, Workflow
 from gleitzeit.cluster import FINAL_EVENTS
 from gleitzeit.sync import Cluster
 
@@ -75,6 +75,37 @@ def test_submit_a_yaml_file_a_dict_and_a_workflow(suite, workdir: Path):
     assert r_file["double"]["result"] == 42  # the script path resolved against the file's folder
     assert r_dict["task-2"]["result"] == "ab"
     assert [r_wf["step-%d" % i]["result"] for i in range(3)] == [1, 2, 3]
+
+
+def test_a_fan_out_built_in_python_makes_a_task_per_item_and_joins_them(suite):
+    wf = Workflow("fan-out")
+    words = wf.add_task("words", "python/execute", {"code": "result = ['alpha', 'beta', 'gamma']"})
+    upper = wf.add_task(
+        "upper",
+        "python/execute",
+        {"code": "result = '%d:' % context['i'] + context['w'].upper()", "context": {"w": ITEM, "i": ITEM_INDEX}},
+        batch={"from": words, "max_items": 10},
+    )
+    report = wf.add_task(
+        "report",
+        "python/execute",
+        {"code": "result = len(context['o'])", "context": {"o": upper.ref("results")}},
+        dependencies=[upper],
+        tolerate_failures=True,
+    )
+    doc = wf.to_dict()
+    assert doc["tasks"][1]["batch"] == {"from": "${words.result}", "max_items": 10}
+    assert doc["tasks"][2]["tolerate_failures"] is True
+    assert Workflow.from_dict(doc).to_dict() == doc
+
+    async def main():
+        async with cluster_of(suite) as cluster:
+            return await cluster.run(wf, timeout=60)
+
+    results = run(main())
+    assert results["upper"]["result"] == ["0:ALPHA", "1:BETA", "2:GAMMA"]
+    assert results["upper-00002"]["result"] == "1:BETA"
+    assert results[report.id]["result"] == 3
 
 
 def test_callbacks_sync_and_async_and_events_in_seq_order(suite):

@@ -79,6 +79,7 @@ export class WorkflowDetail {
     this.mustCatchUp = false; // set on a reconnect: what was missed is asked for until a reply comes
     this.buffer = []; // events received before the snapshot
     this.streams = new Map(); // task_id -> {attempt, text}
+    this.grew = false; // tasks were added since the view last laid them out
     this.changed = new Set(); // task indices changed since the last frame
     this.version = 0; // bumps on any task change
     this.ownerQm = null;
@@ -162,8 +163,18 @@ export class WorkflowDetail {
   }
 
   applyTask(event, p, ts) {
-    const i = this.index.get(p.task_id);
-    if (i === undefined) return false;
+    let i = this.index.get(p.task_id);
+    if (i === undefined) {
+      // A task made at run time (an item of a fan-out, `batch: {from}`) joins the list.
+      i = this.tasks.length;
+      this.tasks.push({
+        task_id: p.task_id, name: p.task_name || p.task_id, method: p.method, status: "queued",
+        attempt: 0, priority: null, params: null, result: null, error: null, provider_id: null,
+        endpoint: null, queued_at: null, started_at: null, finished_at: null, duration: null,
+      });
+      this.index.set(p.task_id, i);
+      this.grew = true;
+    }
     const t = this.tasks[i];
     const attempt = p.attempt ?? 0;
     if (attempt < t.attempt || (attempt === t.attempt && rank(p.status) < rank(t.status))) return false;

@@ -248,6 +248,12 @@ export function mount(app, container, params) {
       }
       if (dirty.has("detail")) {
         drawHead();
+        if (d.grew) {
+          // Tasks made at run time (a fan-out's items): lay the graph and the list out again.
+          d.grew = false;
+          buildGraph();
+          rebuildItems();
+        }
         if (d.changed.size) {
           if (graph) for (const i of d.changed) graph.update(d.tasks[i]);
           if (graphSummary) drawSummary();
