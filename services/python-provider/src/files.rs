@@ -1,8 +1,11 @@
 //! A task's own folder, and the files it names.
 //!
-//! Every task runs in a fresh folder of its own, made under the provider's `--work-dir`
-//! (default: the system temp dir) and removed when the task ends; it never runs in the
-//! submitter's folder, which is on another machine as often as not. The files a task names
+//! Every task runs in a fresh, empty folder of its own, made under the provider's
+//! `--work-dir` (default: the system temp dir); it never runs in the submitter's folder,
+//! which is on another machine as often as not. Making and removing a folder per task
+//! costs more than a trivial task itself (two inode changes under the parent's lock), so
+//! [`Folders`] keeps the folders of tasks that ended cleanly and left them empty (and
+//! private) for the next task; any other folder is removed. The files a task names
 //! travel with it (`ExecuteTask::files`, read by the submitter): each is written into the
 //! folder, at its own path when that is relative and stays inside (`scripts/fetch.py`), else
 //! under `.files/<digest>/<name>`, and the task is pointed at the copies: a `file:` script
@@ -82,21 +85,92 @@ impl Drop for TaskFolder {
     }
 }
 
+/// Task folders under one root: made when none is free, reused when a task left its own
+/// empty.
+#[derive(Debug)]
+pub struct Folders {
+    root: PathBuf,
+    free: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+/// Most empty folders kept for reuse (a provider runs at most its capacity at once).
+const KEPT_FOLDERS: usize = 256;
+
+impl Folders {
+    /// Folders under `root`.
+    pub fn new(root: PathBuf) -> Self {
+        Folders {
+            root,
+            free: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Where folders are made.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// An empty folder of the task's own: a kept one, else a new one.
+    pub fn take(&self) -> std::io::Result<TaskFolder> {
+        let kept = self.free.lock().ok().and_then(|mut free| free.pop());
+        match kept {
+            Some(path) => Ok(TaskFolder { path }),
+            None => TaskFolder::create(&self.root),
+        }
+    }
+
+    /// A task is done with its folder: kept for the next task when the task ended
+    /// cleanly (no cancel, no timeout: nothing of it can still be running) and left the
+    /// folder empty and private; removed otherwise.
+    pub async fn give_back(&self, mut folder: TaskFolder, ended_cleanly: bool) {
+        if ended_cleanly && is_empty_and_private(folder.path()) {
+            if let Ok(mut free) = self.free.lock() {
+                if free.len() < KEPT_FOLDERS {
+                    free.push(std::mem::take(&mut folder.path));
+                    return;
+                }
+            }
+        }
+        folder.remove().await;
+    }
+}
+
+impl Drop for Folders {
+    fn drop(&mut self) {
+        if let Ok(free) = self.free.get_mut() {
+            for path in free.drain(..) {
+                let _ = std::fs::remove_dir(path);
+            }
+        }
+    }
+}
+
+/// Whether `path` is a folder of ours with nothing in it, mode 0700, not a link.
+fn is_empty_and_private(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    meta.is_dir()
+        && meta.permissions().mode() & 0o7777 == 0o700
+        && std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
+}
+
 fn make_private_dir(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().mode(0o700).create(path)
 }
 
-/// A task's folder under `root` with the task's files written into it; fails with the
+/// A task's folder from `folders` with the task's files written into it; fails with the
 /// error a file carries when the submitter could not read it.
-pub fn prepare(root: &Path, files: &[TaskFile]) -> Result<(TaskFolder, Copies), GzError> {
+pub fn prepare(folders: &Folders, files: &[TaskFile]) -> Result<(TaskFolder, Copies), GzError> {
     if let Some(error) = files.iter().find_map(|f| f.error.clone()) {
         return Err(error);
     }
-    let folder = TaskFolder::create(root).map_err(|e| {
+    let folder = folders.take().map_err(|e| {
         unprepared(format!(
             "cannot make the task's folder in {}: {e}",
-            root.display()
+            folders.root().display()
         ))
     })?;
     let mut copies = Copies::new();
@@ -182,7 +256,7 @@ mod tests {
             file("/home/me/data.txt", b"data"),
             file("../../etc/passwd", b"no"),
         ];
-        let (folder, copies) = prepare(&root, &files).expect("prepared");
+        let (folder, copies) = prepare(&Folders::new(root.clone()), &files).expect("prepared");
         let at = |p: &str| {
             copies[p]
                 .strip_prefix(folder.path())
@@ -217,7 +291,39 @@ mod tests {
             content: None,
             error: Some(carried.clone()),
         }];
-        let err = prepare(&std::env::temp_dir(), &files).expect_err("fails");
+        let err = prepare(&Folders::new(std::env::temp_dir()), &files).expect_err("fails");
         assert_eq!(err, carried);
+    }
+
+    #[tokio::test]
+    async fn an_empty_folder_is_kept_for_the_next_task_and_any_other_is_removed() {
+        let root = std::env::temp_dir().join(format!("gz-folders-unit-{}", std::process::id()));
+        let folders = Folders::new(root.clone());
+        let first = folders.take().expect("made");
+        let path = first.path().to_path_buf();
+        folders.give_back(first, true).await;
+        assert!(path.is_dir(), "kept");
+        let again = folders.take().expect("kept one");
+        assert_eq!(again.path(), path, "reused");
+        // A task that left something behind: its folder goes.
+        std::fs::write(again.path().join("left.txt"), "x").expect("write");
+        folders.give_back(again, true).await;
+        assert!(!path.exists(), "removed");
+        // A cancelled task's folder goes even when empty.
+        let cancelled = folders.take().expect("made");
+        let cancelled_path = cancelled.path().to_path_buf();
+        assert_ne!(cancelled_path, path, "a new folder");
+        folders.give_back(cancelled, false).await;
+        assert!(!cancelled_path.exists());
+        // A folder whose mode a task changed goes too.
+        use std::os::unix::fs::PermissionsExt;
+        let opened = folders.take().expect("made");
+        let opened_path = opened.path().to_path_buf();
+        std::fs::set_permissions(&opened_path, std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        folders.give_back(opened, true).await;
+        assert!(!opened_path.exists());
+        drop(folders);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

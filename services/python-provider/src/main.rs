@@ -27,7 +27,8 @@ struct Args {
     #[arg(long, env = "GLEITZEIT_PYTHON", default_value = "python3")]
     python: String,
     /// Where each task's own working folder is made, holding the files it names; it is
-    /// removed when the task ends (default: the system temp dir, $TMPDIR). `--cwd` and
+    /// removed when the task ends, or kept empty for the next task (default: the system
+    /// temp dir, $TMPDIR). `--cwd` and
     /// GLEITZEIT_PYTHON_CWD are older names of the same setting.
     #[arg(long, visible_alias = "cwd", env = "GLEITZEIT_PYTHON_WORK_DIR")]
     work_dir: Option<PathBuf>,

@@ -107,7 +107,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         pool,
         python: config.python.clone(),
         max_timeout: config.max_timeout,
-        work_root,
+        folders: Arc::new(crate::files::Folders::new(work_root)),
     });
     let serve_config = ServeConfig {
         component_id: config.component_id,
@@ -125,7 +125,7 @@ struct Python {
     pool: PythonPool,
     python: String,
     max_timeout: Duration,
-    work_root: PathBuf,
+    folders: Arc<crate::files::Folders>,
 }
 
 impl Provider for Python {
@@ -147,12 +147,14 @@ impl Provider for Python {
     }
 
     async fn execute(&self, mut task: ExecuteTask, ctx: TaskContext) -> Result<Value, GzError> {
-        let (root, files) = (self.work_root.clone(), std::mem::take(&mut task.files));
-        // An empty folder is one mkdir; files are written off the async threads.
+        let files = std::mem::take(&mut task.files);
+        // An empty folder is a kept one (or one mkdir); files are written off the async
+        // threads.
         let (folder, copies) = if files.is_empty() {
-            crate::files::prepare(&root, &files)?
+            crate::files::prepare(&self.folders, &files)?
         } else {
-            tokio::task::spawn_blocking(move || crate::files::prepare(&root, &files))
+            let folders = self.folders.clone();
+            tokio::task::spawn_blocking(move || crate::files::prepare(&folders, &files))
                 .await
                 .map_err(|e| {
                     GzError::new(
@@ -171,7 +173,10 @@ impl Provider for Python {
                 .map_err(|e| error_of(&e)),
             Err(e) => Err(e),
         };
-        folder.remove().await;
+        // Nothing of a cancelled or timed-out job may still run in its folder.
+        let cleanly = !ctx.is_cancelled()
+            && !matches!(&result, Err(e) if e.code == ErrorCode::TaskTimeout.as_str());
+        self.folders.give_back(folder, cleanly).await;
         result
     }
 
