@@ -28,14 +28,15 @@ command -v npm >/dev/null 2>&1 || apt_install npm
 # Python packages: python-socketio for the protocol checks, the SDK itself (sdk/python) with
 # pytest for its tests and the built-in functions' tests, prometheus-client to parse
 # /metrics, Playwright (driving Debian's chromium) for the dashboard's browser tests,
-# kubernetes-validate (offline schemas) for the manifests in deploy/k8s.
+# kubernetes-validate (offline schemas) for the manifests in deploy/k8s, Celery with Redis
+# support for `gz bench --compare-celery` (tests/bench_compare.rs).
 pip_install() {
   python3 -m pip install --quiet "$@" 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages "$@"
 }
-if ! python3 -c 'import socketio, websocket, aiohttp, yaml, pytest, prometheus_client, playwright, kubernetes_validate' >/dev/null 2>&1; then
+if ! python3 -c 'import socketio, websocket, aiohttp, yaml, pytest, prometheus_client, playwright, kubernetes_validate, celery, redis' >/dev/null 2>&1; then
   pip_install "python-socketio[client,asyncio-client]>=5" websocket-client aiohttp PyYAML pytest \
-    prometheus-client playwright kubernetes-validate
+    prometheus-client playwright kubernetes-validate "celery[redis]>=5,<6"
 fi
 pip_install --no-deps --force-reinstall ./sdk/python
 

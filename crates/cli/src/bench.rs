@@ -70,6 +70,10 @@ pub struct BenchArgs {
     /// Split the throughput run's tasks over this many workflows, submitted together.
     #[arg(long, default_value_t = 1)]
     pub workflows: usize,
+    /// After Gleitzeit's runs, run the same throughput and chain workloads on Celery + Redis
+    /// (when Celery is installed) and print both side by side with the ratios.
+    #[arg(long)]
+    pub compare_celery: bool,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -443,13 +447,57 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         }
         results.push(llm);
     }
+    let mut doc = json!({ "cores": cores, "results": results });
+    if args.compare_celery {
+        compare_celery(&args, cores, &mut doc).await;
+    }
     if args.json {
-        println!("{}", json!({ "cores": cores, "results": results }));
+        println!("{doc}");
     }
     let ok = results
         .iter()
         .all(|r| r["status"] == "completed" || r["run"] == "llm");
     Ok(if ok { 0 } else { 1 })
+}
+
+/// `--compare-celery`: the Celery baseline with the same sizes and as many workers; adds
+/// `"celery"` (null when it is not installed or failed) and `"ratios"` to `doc`. Never fails
+/// the bench: a missing Celery is one line, a failed run a warning with the script's output.
+async fn compare_celery(args: &BenchArgs, cores: usize, doc: &mut Value) {
+    let workers = args.workers.unwrap_or(cores).max(1);
+    if !args.json {
+        println!(
+            "celery           the same {} tasks and {}-chain on Celery + Redis, {workers} prefork worker(s)…",
+            args.tasks, args.chain
+        );
+    }
+    let (celery, ratios, error) =
+        match crate::bench_celery::run_baseline(args.tasks, args.chain, workers).await {
+            Ok(celery) => {
+                let results = doc["results"].as_array().cloned().unwrap_or_default();
+                let ratios = crate::bench_celery::ratios(&results, &celery);
+                if !args.json {
+                    crate::bench_celery::print_side_by_side(&results, &celery, &ratios);
+                }
+                (celery, ratios, Value::Null)
+            }
+            Err(crate::bench_celery::BaselineError::NotInstalled(why)) => {
+                let line = format!("celery           not compared: {why}");
+                if args.json {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+                (Value::Null, Value::Null, json!(why))
+            }
+            Err(e) => {
+                eprintln!("warning: the Celery baseline failed (Gleitzeit's figures stand): {e}");
+                (Value::Null, Value::Null, json!(e.to_string()))
+            }
+        };
+    doc["celery"] = celery;
+    doc["ratios"] = ratios;
+    doc["celery_error"] = error;
 }
 
 fn chat_task(id: String, deps: Vec<String>, content: String) -> TaskSpec {

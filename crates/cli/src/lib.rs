@@ -11,6 +11,7 @@ mod attach;
 mod auth;
 mod batch;
 mod bench;
+mod bench_celery;
 mod credentials;
 mod errors;
 mod events;
