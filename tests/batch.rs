@@ -9,23 +9,15 @@
 
 use std::collections::BTreeMap;
 
-use gleitzeit_e2e::{provider_config, temp_path, LlmSim, SuiteOptions, TestSuite};
+use gleitzeit_e2e::{temp_path, SuiteOptions, TestSuite};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_files_with_three_bad_ones_give_997_results_and_3_coded_errors() {
     let suite = TestSuite::start(SuiteOptions::default()).await;
-    let sim = LlmSim::start("sim", &["--latency-ms", "1", "--max-concurrent", "16"]).await;
-    let cfg = provider_config(&format!(
-        "endpoints:\n  - {{ name: sim, url: \"{}\", max_concurrent: 16 }}\n",
-        sim.url
-    ));
-    let _provider = suite.hub.service(
-        "ollama-provider",
-        "llm-1",
-        &["--config", &cfg.display().to_string()],
-    );
-    suite.hub.wait_registered(&["llm-1"]).await;
+    let (_sim, _provider) = suite
+        .with_llm_sim(&["--latency-ms", "1", "--max-concurrent", "16"], 16)
+        .await;
 
     let dir = temp_path("batch");
     std::fs::create_dir_all(&dir).expect("dir");
@@ -298,17 +290,7 @@ async fn a_fail_fast_batch_stops_at_its_first_failed_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_folder_with_aggregate_sends_every_outcome_to_one_more_llm_task() {
     let suite = TestSuite::start(SuiteOptions::default()).await;
-    let sim = LlmSim::start("sim", &["--latency-ms", "1"]).await;
-    let cfg = provider_config(&format!(
-        "endpoints:\n  - {{ name: sim, url: \"{}\", max_concurrent: 8 }}\n",
-        sim.url
-    ));
-    let _provider = suite.hub.service(
-        "ollama-provider",
-        "llm-1",
-        &["--config", &cfg.display().to_string()],
-    );
-    suite.hub.wait_registered(&["llm-1"]).await;
+    let (_sim, _provider) = suite.with_llm_sim(&["--latency-ms", "1"], 8).await;
     let dir = temp_path("batch-aggregate-cli");
     std::fs::create_dir_all(&dir).expect("dir");
     for name in ["a", "b", "d", "e"] {

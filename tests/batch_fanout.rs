@@ -11,8 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use gleitzeit_e2e::{
-    executions, provider_config, task, temp_path, wait_for, workflow_file, LlmSim, RedisServer,
-    SuiteOptions, TestSuite,
+    executions, task, temp_path, wait_for, workflow_file, RedisServer, SuiteOptions, TestSuite,
 };
 use serde_json::Value;
 
@@ -132,17 +131,9 @@ async fn a_failed_item_fails_the_join_and_the_tolerant_task_counts_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llm_tasks_fan_out_over_a_list_and_one_more_gets_every_answer() {
     let suite = TestSuite::start(SuiteOptions::default()).await;
-    let sim = LlmSim::start("sim", &["--latency-ms", "1", "--max-concurrent", "8"]).await;
-    let cfg = provider_config(&format!(
-        "endpoints:\n  - {{ name: sim, url: \"{}\", max_concurrent: 8 }}\n",
-        sim.url
-    ));
-    let _provider = suite.hub.service(
-        "ollama-provider",
-        "llm-1",
-        &["--config", &cfg.display().to_string()],
-    );
-    suite.hub.wait_registered(&["llm-1"]).await;
+    let (_sim, _provider) = suite
+        .with_llm_sim(&["--latency-ms", "1", "--max-concurrent", "8"], 8)
+        .await;
     let yaml = r#"name: topics
 tasks:
   - id: topics

@@ -7,24 +7,11 @@
 
 use std::process::Command;
 
-use gleitzeit_e2e::{
-    bin, provider_config, repo_root, task, workflow_file, LlmSim, Proc, SuiteOptions, TestSuite,
-};
+use gleitzeit_e2e::{bin, repo_root, task, workflow_file, LlmSim, Proc, SuiteOptions, TestSuite};
 use serde_json::Value;
 
 async fn with_llm(suite: &TestSuite) -> (LlmSim, Proc) {
-    let sim = LlmSim::start("sim", &["--latency-ms", "5"]).await;
-    let cfg = provider_config(&format!(
-        "endpoints:\n  - {{ name: sim, url: \"{}\", max_concurrent: 4 }}\n",
-        sim.url
-    ));
-    let p = suite.hub.service(
-        "ollama-provider",
-        "llm-1",
-        &["--config", &cfg.display().to_string()],
-    );
-    suite.hub.wait_registered(&["llm-1"]).await;
-    (sim, p)
+    suite.with_llm_sim(&["--latency-ms", "5"], 4).await
 }
 
 fn doc(out: &str) -> Value {

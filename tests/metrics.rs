@@ -9,9 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gleitzeit_e2e::{
-    provider_config, temp_path, workflow_file, LlmSim, Sig, SuiteOptions, TestSuite,
-};
+use gleitzeit_e2e::{temp_path, workflow_file, Sig, SuiteOptions, TestSuite};
 use serde_json::Value;
 
 /// Parses an exposition with `prometheus_client.parser.text_string_to_metric_families` and
@@ -90,17 +88,7 @@ fn total(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_components_figures_reach_prometheus_through_the_hub() {
     let suite = TestSuite::start(SuiteOptions::default()).await;
-    let sim = LlmSim::start("sim", &["--latency-ms", "20"]).await;
-    let cfg = provider_config(&format!(
-        "endpoints:\n  - {{ name: sim, url: \"{}\", max_concurrent: 2 }}\n",
-        sim.url
-    ));
-    let _llm = suite.hub.service(
-        "ollama-provider",
-        "llm-1",
-        &["--config", &cfg.display().to_string()],
-    );
-    suite.hub.wait_registered(&["llm-1"]).await;
+    let (_sim, _llm) = suite.with_llm_sim(&["--latency-ms", "20"], 2).await;
 
     let counter = temp_path("flaky-counter");
     let yaml = format!(

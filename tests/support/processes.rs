@@ -269,6 +269,23 @@ impl Default for SuiteOptions {
 }
 
 impl TestSuite {
+    /// A simulated LLM endpoint (`gleitzeit-llm-sim` with `sim_args`) and an
+    /// ollama-provider `llm-1` on this suite routing to it with `slots` slots, registered.
+    pub async fn with_llm_sim(&self, sim_args: &[&str], slots: u32) -> (LlmSim, Process) {
+        let sim = LlmSim::start("sim", sim_args).await;
+        let cfg = crate::provider_config(&format!(
+            "endpoints:\n  - {{ name: sim, url: \"{}\", max_concurrent: {slots} }}\n",
+            sim.url
+        ));
+        let provider = self.hub.service(
+            "ollama-provider",
+            "llm-1",
+            &["--config", &cfg.display().to_string()],
+        );
+        self.hub.wait_registered(&["llm-1"]).await;
+        (sim, provider)
+    }
+
     /// Starts the suite and waits until every service registered.
     pub async fn start(opts: SuiteOptions) -> TestSuite {
         Self::start_on_hub(TestHub::start().await, opts).await

@@ -144,7 +144,7 @@ pub fn items<'v>(value: &'v Value, fan: &FanOut) -> Result<&'v [Value], String> 
         return Err(format!(
             "`batch.from` {} is {}, not a list",
             fan.from,
-            kind(value)
+            crate::substitute::json_kind(value)
         ));
     };
     if items.len() as u64 > fan.max_items {
@@ -156,17 +156,6 @@ pub fn items<'v>(value: &'v Value, fan: &FanOut) -> Result<&'v [Value], String> 
         ));
     }
     Ok(items)
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// How one member ended, for [`joined`].

@@ -499,7 +499,8 @@ fn primary_value(result: &Value) -> &Value {
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
+/// How a value is named in messages: `a list`, `a number`, `null`, ….
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -187,18 +187,23 @@ impl Step {
             Some(&s) => s,
             None => {
                 let record = m.wfs.get(wf)?.tasks.get(i)?.clone();
-                self.tasks.push(record);
-                self.changes.push(Change {
-                    wf: wf.clone(),
-                    i,
-                    engine: None,
-                    retry_after: None,
-                });
-                self.slot.insert((wf.clone(), i), self.tasks.len() - 1);
-                self.tasks.len() - 1
+                self.propose(wf, i, record)
             }
         };
         self.tasks.get_mut(s)
+    }
+
+    /// Takes `record` as the proposed record of task `i` of `wf`; returns its slot.
+    fn propose(&mut self, wf: &WfKey, i: usize, record: TaskRecord) -> usize {
+        self.tasks.push(record);
+        self.changes.push(Change {
+            wf: wf.clone(),
+            i,
+            engine: None,
+            retry_after: None,
+        });
+        self.slot.insert((wf.clone(), i), self.tasks.len() - 1);
+        self.tasks.len() - 1
     }
 
     /// Adds task `record` as task `i` of workflow `wf` (the next position: after the
@@ -213,14 +218,7 @@ impl Step {
             finished_at: None,
             ..record.clone()
         };
-        self.tasks.push(record);
-        self.changes.push(Change {
-            wf: wf.clone(),
-            i,
-            engine: None,
-            retry_after: None,
-        });
-        self.slot.insert((wf.clone(), i), self.tasks.len() - 1);
+        self.propose(wf, i, record);
         self.added.push(Added {
             wf: wf.clone(),
             i,
