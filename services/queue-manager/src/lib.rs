@@ -165,7 +165,7 @@ impl Component for Service {
     }
 
     async fn on_idle(&mut self) {
-        self.mgr.on_idle();
+        self.mgr.on_idle().await;
     }
 
     fn metrics(&self) -> Vec<gleitzeit_protocol::metrics::MetricFamily> {

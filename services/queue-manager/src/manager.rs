@@ -6,10 +6,12 @@
 //!
 //! Children: `submission` (submit, cancel), `queries` (reads), `ownership` (who may see a
 //! workflow; which queue-manager runs it), `planning` (resolver calls), `recovery`
-//! (resuming from the store), `admission` (size limits), `persistence`, `publishing`.
+//! (resuming from the store), `admission` (size limits), `intake` (outcome envelopes
+//! handled as one batch), `persistence`, `publishing`.
 
 mod admission;
 mod alerts;
+mod intake;
 mod ownership;
 mod persistence;
 mod planning;
@@ -83,6 +85,8 @@ pub(crate) struct Manager {
     limits: WorkflowLimits,
     /// When a backlog alert was last sent, by method (`alerts.rs`).
     alerted: alerts::Alerted,
+    /// Outcome envelopes held to be handled as one batch (`intake.rs`).
+    intake: intake::Intake,
 }
 
 impl Manager {
@@ -112,6 +116,7 @@ impl Manager {
             last_ownership: Instant::now(),
             limits,
             alerted: alerts::Alerted::new(),
+            intake: intake::Intake::default(),
         }
     }
 
@@ -178,7 +183,18 @@ impl Manager {
 
     pub(crate) async fn on_envelope(&mut self, mut env: Envelope) {
         let reply = match self.decode(&mut env) {
-            Ok(request) => self.handle(&env, request).await,
+            Ok(QueueManagerRequest::Outcomes(batch)) => {
+                self.machine.engine_heard(&env.source, Now::current());
+                if self.intake.hold(&env.source, batch) {
+                    self.handle_outcomes().await;
+                }
+                None
+            }
+            Ok(request) => {
+                // Whatever arrived before this message is handled before it.
+                self.handle_outcomes().await;
+                self.handle(&env, request).await
+            }
             Err(e) if QueueManagerRequest::expects_reply(&env.event) => Some(Err(e)),
             Err(e) => {
                 warn!(event = %env.event, from = %env.source, error = %e, "malformed report ignored");
@@ -193,9 +209,22 @@ impl Manager {
         self.publisher.flush_overdue();
     }
 
-    /// Nothing more is waiting: the events collected go out.
-    pub(crate) fn on_idle(&mut self) {
+    /// Nothing more is waiting: the outcomes held are handled, and the events collected go
+    /// out.
+    pub(crate) async fn on_idle(&mut self) {
+        self.handle_outcomes().await;
         self.publisher.flush();
+    }
+
+    /// Handles the outcomes held, one step per engine.
+    async fn handle_outcomes(&mut self) {
+        if self.intake.is_empty() {
+            return;
+        }
+        for (engine, batch) in self.intake.take() {
+            let step = self.machine.outcomes(&engine, batch, Now::current());
+            self.run(step).await;
+        }
     }
 
     /// Decodes what arrived; a submission's size is checked on its raw payload first,
@@ -239,6 +268,7 @@ impl Manager {
                 self.lease(env.clone(), req).await
             }
             R::Outcomes(batch) => {
+                // Not reached from `on_envelope`, which holds outcomes in the intake.
                 self.machine.engine_heard(&env.source, Now::current());
                 let step = self.machine.outcomes(&env.source, batch, Now::current());
                 self.run(step).await;
@@ -280,6 +310,7 @@ impl Manager {
     }
 
     pub(crate) async fn on_internal(&mut self, msg: Internal) {
+        self.handle_outcomes().await;
         match msg {
             Internal::Resolution {
                 workflow_id,
@@ -304,6 +335,7 @@ impl Manager {
     }
 
     pub(crate) async fn on_tick(&mut self) {
+        self.handle_outcomes().await;
         let now = Now::current();
         if now.at.duration_since(self.last_ownership) >= OWNER_RENEW {
             self.last_ownership = now.at;
