@@ -4,7 +4,8 @@
 //! It keeps a table of providers (from the hub's registry and the `components` room) with
 //! their methods and capacity, asks the queue-manager for as many tasks as there are free
 //! slots (`lease_tasks`, long poll), sends each batch to the provider with the most free
-//! slots for the method, forwards outcomes to the queue-manager, stops cancelled work,
+//! slots for the method, forwards outcomes to the queue-manager (those that finished
+//! meanwhile together: `outgoing.rs`), stops cancelled work,
 //! fails the in-flight tasks of a provider that disappears (retryable, so they run again),
 //! and backs up provider-side timeouts with a watchdog.
 //!
@@ -37,6 +38,8 @@ use gleitzeit_runtime::Shutdown;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+
+mod outgoing;
 
 /// How long a queue-manager with nothing held here is still sent (empty) reports.
 const IDLE_REPORT_EXPIRY: Duration = Duration::from_secs(60);
@@ -105,6 +108,8 @@ struct Engine {
     report_every: Every,
     /// When the provider table is asked for again.
     refresh_every: Every,
+    /// Outcomes to forward, sent together when the loop is idle (`outgoing.rs`).
+    outgoing: outgoing::Outgoing,
 }
 
 /// Connects to the hub, registers, and runs tasks until `shutdown`.
@@ -145,12 +150,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         queue_managers: HashMap::new(),
         report_every: Every::new(HELD_REPORT_INTERVAL),
         refresh_every: Every::new(Duration::from_secs(2)),
+        outgoing: outgoing::Outgoing::default(),
     };
     engine.refresh_providers();
     let events = Events::new(client.clone(), incoming)
         .internal(rx)
         .tick(Duration::from_millis(100));
     run_component(&mut engine, events, &shutdown).await;
+    engine.send_outgoing();
     client.close().await;
     Ok(())
 }
@@ -161,7 +168,11 @@ impl Component for Engine {
 
     async fn on_envelope(&mut self, env: Envelope) {
         self.handle_envelope(env);
-        self.maybe_lease();
+        // With outcomes waiting to go out, the lease request follows them (`on_idle`): the
+        // queue-manager learns of freed slots after the results that freed them.
+        if self.outgoing.is_empty() {
+            self.maybe_lease();
+        }
     }
 
     async fn on_internal(&mut self, msg: Internal) {
@@ -169,7 +180,15 @@ impl Component for Engine {
         self.maybe_lease();
     }
 
+    async fn on_idle(&mut self) {
+        if !self.outgoing.is_empty() {
+            self.send_outgoing();
+            self.maybe_lease();
+        }
+    }
+
     async fn on_tick(&mut self) {
+        self.send_outgoing();
         self.watchdog();
         if self.report_every.due() {
             self.report_held();
@@ -503,7 +522,6 @@ impl Engine {
     /// a result or error larger than [`MAX_OUTCOME_BYTES`] becomes a GZ2026 failure with a
     /// truncated preview (a provider that did not cap it must not break the hub's limit).
     fn forward(&mut self, outcomes: Vec<TaskOutcome>) {
-        let mut by_qm: HashMap<String, Vec<TaskOutcome>> = HashMap::new();
         for o in outcomes {
             let o = cap_outcome(o, MAX_OUTCOME_BYTES);
             let key = TaskRef {
@@ -523,9 +541,18 @@ impl Engine {
             if let Some(p) = self.providers.get_mut(&d.provider) {
                 p.in_flight = p.in_flight.saturating_sub(1);
             }
-            by_qm.entry(d.queue_manager).or_default().push(o);
+            if let Some(full) = self.outgoing.push(&d.queue_manager, o) {
+                self.send_outcomes(&d.queue_manager, full);
+            }
         }
-        for (qm, list) in by_qm {
+    }
+
+    /// Sends the outcomes collected, one envelope per queue-manager.
+    fn send_outgoing(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        for (qm, list) in self.outgoing.take() {
             self.send_outcomes(&qm, list);
         }
     }
