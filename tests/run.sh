@@ -41,6 +41,8 @@ fi
 pip_install --no-deps --force-reinstall ./sdk/python
 
 cargo build --workspace --bins
+# The Python tests start the binaries just built, also with a CARGO_TARGET_DIR elsewhere.
+export GLEITZEIT_BIN_DIR="${GLEITZEIT_BIN_DIR:-$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug}"
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@" || status=$?
