@@ -54,12 +54,13 @@ impl Machine {
         let task_error =
             serde_json::to_value(GzError::new(ErrorCode::Cancelled, error.message.clone())).ok();
         let mut running: HashMap<Arc<str>, Vec<TaskRef>> = HashMap::new();
-        for i in 0..wf.tasks.len() {
+        // The workflow's tasks and those this step adds (a fan-out's items).
+        for i in 0..wf.tasks.len() + step.added_to(key) {
             let Some(from) = step.status(self, key, i) else {
                 continue;
             };
             if from == TaskStatus::Running {
-                if let Some(engine) = &wf.info[i].engine {
+                if let Some(engine) = wf.info.get(i).and_then(|info| info.engine.as_ref()) {
                     running.entry(engine.clone()).or_default().push(TaskRef {
                         workflow_id: key.to_string(),
                         task_id: wf.tasks[i].task_id.clone(),

@@ -4,7 +4,7 @@
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{Expansion, JoinedTask, MemberTask, Resolution};
-use gleitzeit_store::{TaskRecord, TaskStatus};
+use gleitzeit_store::{TaskRecord, TaskStatus, WorkflowStatus};
 use gleitzeit_workflow::fanout::FanOut;
 use serde_json::json;
 
@@ -192,4 +192,31 @@ async fn a_resumed_workflow_takes_its_members_with_their_templates_settings() {
     tasks.push(TaskRecord::pending("f", "stray", "stray", "m", 2));
     let mut other = machine();
     assert!(!other.add(record, &spec, tasks, now()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fail_fast_fan_out_whose_item_fails_at_once_cancels_the_items_made_with_it() {
+    let mut m = machine();
+    add_with(&mut m, "f", &[("t", "normal")], json!({}), |spec| {
+        spec.tasks[0].batch = Some(FanOut {
+            from: "${src.result}".into(),
+            max_items: 100,
+            fail_fast: true,
+        });
+    });
+    let res = expansion(vec![member(1, Some(json!({}))), member(2, None)]);
+    let step = m.resolution("f", res, now());
+    let (workflows, tasks) = step.records();
+    assert_eq!(workflows[0].status, WorkflowStatus::Failed);
+    let status = |id: &str| tasks.iter().find(|t| t.task_id == id).map(|t| t.status);
+    assert_eq!(
+        status("t-00001"),
+        Some(TaskStatus::Cancelled),
+        "no item is left queued"
+    );
+    assert_eq!(status("t-00002"), Some(TaskStatus::Failed));
+    assert_eq!(status("t"), Some(TaskStatus::Cancelled));
+    let effects = commit(&mut m, step);
+    assert!(events_of(&effects).contains(&events::WORKFLOW_FAILED));
+    assert!(m.workflow("f").is_none());
 }
