@@ -129,13 +129,33 @@ pub fn is_member_id(template: &str, id: &str) -> bool {
         .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The template (its position in `spec.tasks`) that task `id` is a member of, if any: for
-/// tasks that are not in the spec because a fan-out made them.
-pub fn template_of(spec: &WorkflowSpec, id: &str) -> Option<usize> {
-    let (template, _) = id.rsplit_once('-')?;
-    spec.tasks
-        .iter()
-        .position(|t| t.batch.is_some() && t.id == template && is_member_id(template, id))
+/// The fan-out templates of a spec by id, to find which template made a task that is not
+/// in the spec (one lookup per task, however many templates and tasks there are).
+#[derive(Debug, Default)]
+pub struct Templates<'s> {
+    by_id: std::collections::HashMap<&'s str, usize>,
+}
+
+impl<'s> Templates<'s> {
+    /// The templates of `spec`.
+    pub fn of(spec: &'s WorkflowSpec) -> Self {
+        Templates {
+            by_id: spec
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.batch.is_some())
+                .map(|(i, t)| (t.id.as_str(), i))
+                .collect(),
+        }
+    }
+
+    /// The template (its position in `spec.tasks`) that task `id` is a member of, if any.
+    pub fn template_of(&self, id: &str) -> Option<usize> {
+        let (template, _) = id.rsplit_once('-')?;
+        let &at = self.by_id.get(template)?;
+        is_member_id(template, id).then_some(at)
+    }
 }
 
 /// What a fan-out turns a resolved `from` value into: the items, or why it cannot.
@@ -206,14 +226,15 @@ pub fn joined<'a>(members: impl Iterator<Item = (&'a str, &'a MemberOutcome)>) -
     })
 }
 
-/// The member task `n` (1-based) of `count` made from `template` with parameters `params`
-/// (already substituted): the template's settings with a member's id, a name telling its
-/// item, no dependencies of its own (the resolver tracks them) and no `batch`.
-pub fn member(template: &TaskSpec, n: usize, count: usize, params: Value) -> TaskSpec {
+/// The member task `n` (1-based) of `count` made from `template`: the template's settings
+/// with a member's id, a name telling its item, no dependencies of its own (the resolver
+/// tracks them), no `batch`, and no parameters (they are substituted once, for the
+/// queue-manager, and not kept).
+pub fn member(template: &TaskSpec, n: usize, count: usize) -> TaskSpec {
     TaskSpec {
         id: member_id(&template.id, n, count),
         name: format!("{} [{}]", template.name, n - 1),
-        parameters: params,
+        parameters: Value::Null,
         dependencies: Vec::new(),
         batch: None,
         tolerate_failures: false,
@@ -318,8 +339,10 @@ tasks:
         let json = serde_json::to_value(&parsed.spec).expect("json");
         let back: WorkflowSpec = serde_json::from_value(json).expect("spec");
         assert_eq!(back.tasks[1].batch, each.batch);
-        assert_eq!(template_of(&back, "each-00002"), Some(1));
-        assert_eq!(template_of(&back, "list-00001"), None);
+        let templates = Templates::of(&back);
+        assert_eq!(templates.template_of("each-00002"), Some(1));
+        assert_eq!(templates.template_of("list-00001"), None);
+        assert_eq!(templates.template_of("each-0000x"), None);
     }
 
     fn first_error(yaml: &str) -> crate::Diagnostic {

@@ -62,12 +62,12 @@ impl Plan {
                         ),
                     )
                 });
-                let spec = fanout::member(template, k + 1, count, Value::Null);
+                let spec = fanout::member(template, k + 1, count);
                 (spec, params)
             })
             .collect();
         let mut positions = Vec::with_capacity(count);
-        for (mut spec, params) in made {
+        for (spec, params) in made {
             let m = self.spec.tasks.len();
             let mut member = MemberTask {
                 task_id: spec.id.clone(),
@@ -77,7 +77,6 @@ impl Plan {
             };
             let state = match params {
                 Ok(params) => {
-                    spec.parameters = params.clone();
                     member.params = Some(params);
                     self.failures.push(None);
                     State::Started

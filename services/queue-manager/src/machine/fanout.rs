@@ -110,10 +110,11 @@ impl Machine {
 /// the spec's own tasks): their template's settings. `None` when a task is neither the
 /// spec's nor a member of one of its templates.
 pub(crate) fn member_infos(spec: &WorkflowSpec, extra: &[TaskRecord]) -> Option<Vec<TaskInfo>> {
+    let templates = gleitzeit_workflow::fanout::Templates::of(spec);
     extra
         .iter()
         .map(|t| {
-            let template = gleitzeit_workflow::fanout::template_of(spec, &t.task_id)?;
+            let template = templates.template_of(&t.task_id)?;
             Some(TaskInfo::new(&spec.tasks[template]).for_member())
         })
         .collect()

@@ -121,6 +121,7 @@ fn check_loaded(mut record: WorkflowRecord, tasks: Vec<TaskRecord>) -> Loaded {
         return Err(format!("stored spec out of range: {issue}"));
     }
     // Tasks past the spec's own are the members of its fan-outs.
+    let templates = gleitzeit_workflow::fanout::Templates::of(&spec);
     if spec.tasks.len() > tasks.len()
         || spec
             .tasks
@@ -129,7 +130,7 @@ fn check_loaded(mut record: WorkflowRecord, tasks: Vec<TaskRecord>) -> Loaded {
             .any(|(s, t)| s.id != t.task_id)
         || tasks[spec.tasks.len()..]
             .iter()
-            .any(|t| gleitzeit_workflow::fanout::template_of(&spec, &t.task_id).is_none())
+            .any(|t| templates.template_of(&t.task_id).is_none())
     {
         return Err(format!(
             "stored tasks ({}) do not match the spec's tasks ({})",
