@@ -98,6 +98,9 @@ pub(crate) struct Step {
     /// workflow's tasks): what the machine keeps besides the record, and the record they
     /// start from (pending) when the step is committed.
     pub(super) added: Vec<Added>,
+    /// Where each added task is in `added`, and how many each workflow gets.
+    added_at: HashMap<(WfKey, usize), usize>,
+    added_per_wf: HashMap<WfKey, usize>,
 }
 
 /// A task a step adds to a workflow (a fan-out's member).
@@ -123,6 +126,8 @@ impl Default for Step {
             immediate: Vec::new(),
             tell_resolver: true,
             added: Vec::new(),
+            added_at: HashMap::new(),
+            added_per_wf: HashMap::new(),
         }
     }
 }
@@ -219,6 +224,8 @@ impl Step {
             ..record.clone()
         };
         self.propose(wf, i, record);
+        self.added_at.insert((wf.clone(), i), self.added.len());
+        *self.added_per_wf.entry(wf.clone()).or_default() += 1;
         self.added.push(Added {
             wf: wf.clone(),
             i,
@@ -229,15 +236,13 @@ impl Step {
 
     /// What the machine will keep for task `i` of `wf`, when this step adds it.
     pub(super) fn added_info(&self, wf: &WfKey, i: usize) -> Option<&TaskInfo> {
-        self.added
-            .iter()
-            .find(|a| &a.wf == wf && a.i == i)
-            .map(|a| &a.info)
+        let &at = self.added_at.get(&(wf.clone(), i))?;
+        self.added.get(at).map(|a| &a.info)
     }
 
     /// How many tasks this step adds to `wf`.
     pub(super) fn added_to(&self, wf: &WfKey) -> usize {
-        self.added.iter().filter(|a| &a.wf == wf).count()
+        self.added_per_wf.get(wf).copied().unwrap_or(0)
     }
 
     /// Sets what goes with a task's proposed record.
