@@ -183,16 +183,11 @@ impl Manager {
 
     pub(crate) async fn on_envelope(&mut self, mut env: Envelope) {
         let reply = match self.decode(&mut env) {
-            Ok(QueueManagerRequest::Outcomes(batch)) => {
-                self.machine.engine_heard(&env.source, Now::current());
-                if self.intake.hold(&env.source, batch) {
+            Ok(request) => {
+                // Outcomes held are handled before any other message.
+                if !matches!(request, QueueManagerRequest::Outcomes(_)) {
                     self.handle_outcomes().await;
                 }
-                None
-            }
-            Ok(request) => {
-                // Whatever arrived before this message is handled before it.
-                self.handle_outcomes().await;
                 self.handle(&env, request).await
             }
             Err(e) if QueueManagerRequest::expects_reply(&env.event) => Some(Err(e)),
@@ -268,10 +263,11 @@ impl Manager {
                 self.lease(env.clone(), req).await
             }
             R::Outcomes(batch) => {
-                // Not reached from `on_envelope`, which holds outcomes in the intake.
+                // Held, and handled with the ones that follow (`intake.rs`).
                 self.machine.engine_heard(&env.source, Now::current());
-                let step = self.machine.outcomes(&env.source, batch, Now::current());
-                self.run(step).await;
+                if self.intake.hold(&env.source, batch) {
+                    self.handle_outcomes().await;
+                }
                 None
             }
             R::Held(held) => {
