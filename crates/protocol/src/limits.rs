@@ -128,17 +128,26 @@ pub fn json_preview<T: Serialize + ?Sized>(value: &T, limit: usize) -> String {
 
 /// An outcome whose result or error is larger than `max_bytes` of JSON becomes a GZ2026
 /// failure carrying a truncated preview; others pass unchanged.
-pub fn cap_outcome(mut outcome: TaskOutcome, max_bytes: usize) -> TaskOutcome {
-    let result_too_large = outcome
+pub fn cap_outcome(outcome: TaskOutcome, max_bytes: usize) -> TaskOutcome {
+    cap_outcome_measured(outcome, max_bytes).0
+}
+
+/// [`cap_outcome`], with the bytes of what is left of the result and the error as JSON
+/// (measured in the same pass, for callers that batch outcomes by size).
+pub fn cap_outcome_measured(mut outcome: TaskOutcome, max_bytes: usize) -> (TaskOutcome, usize) {
+    let result_size = outcome
         .result
         .as_ref()
-        .is_some_and(|r| json_size_within(r, max_bytes).is_none());
-    let error_too_large = outcome
+        .map(|r| json_size_within(r, max_bytes));
+    let error_size = outcome
         .error
         .as_ref()
-        .is_some_and(|e| json_size_within(e, max_bytes).is_none());
+        .map(|e| json_size_within(e, max_bytes));
+    let result_too_large = matches!(result_size, Some(None));
+    let error_too_large = matches!(error_size, Some(None));
     if !result_too_large && !error_too_large {
-        return outcome;
+        let bytes = result_size.flatten().unwrap_or(0) + error_size.flatten().unwrap_or(0);
+        return (outcome, bytes);
     }
     let (what, preview) = match (&outcome.result, &outcome.error) {
         (Some(r), _) if result_too_large => ("result", json_preview(r, TRUNCATED_PREVIEW_BYTES)),
@@ -146,8 +155,10 @@ pub fn cap_outcome(mut outcome: TaskOutcome, max_bytes: usize) -> TaskOutcome {
         _ => ("output", String::new()),
     };
     outcome.result = None;
-    outcome.error = Some(output_too_large(what, max_bytes, preview));
-    outcome
+    let error = output_too_large(what, max_bytes, preview);
+    let bytes = json_size_within(&error, usize::MAX).unwrap_or(0);
+    outcome.error = Some(error);
+    (outcome, bytes)
 }
 
 /// The GZ2026 error for an output over `limit` bytes.
@@ -240,5 +251,12 @@ mod tests {
         assert!(preview.ends_with(TRUNCATION_MARKER));
         assert!(preview.len() < 100_000 && preview.len() > TRUNCATED_PREVIEW_BYTES / 2);
         assert_eq!(cap_outcome(o.clone(), 200_000), o);
+        // Measured in the same pass: the result as it stays, or the error that replaced it.
+        let (kept, bytes) = cap_outcome_measured(o.clone(), 200_000);
+        assert_eq!(bytes, 100_002);
+        assert_eq!(kept, o);
+        let (capped, bytes) = cap_outcome_measured(o, 1000);
+        let error_bytes = serde_json::to_string(&capped.error).map_or(0, |e| e.len());
+        assert_eq!(bytes, error_bytes);
     }
 }

@@ -25,7 +25,7 @@ use gleitzeit_hub_client::{connect_component, registration, ClientConfig, Client
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
 use gleitzeit_protocol::limits::{
-    cap_outcome, deadline_after, duration_from_millis_capped, MAX_OUTCOME_BYTES,
+    cap_outcome_measured, deadline_after, duration_from_millis_capped, MAX_OUTCOME_BYTES,
 };
 use gleitzeit_protocol::metrics::MetricFamily;
 use gleitzeit_protocol::payloads::{
@@ -523,7 +523,7 @@ impl Engine {
     /// truncated preview (a provider that did not cap it must not break the hub's limit).
     fn forward(&mut self, outcomes: Vec<TaskOutcome>) {
         for o in outcomes {
-            let o = cap_outcome(o, MAX_OUTCOME_BYTES);
+            let (o, bytes) = cap_outcome_measured(o, MAX_OUTCOME_BYTES);
             let key = TaskRef {
                 workflow_id: o.workflow_id.clone(),
                 task_id: o.task_id.clone(),
@@ -541,7 +541,7 @@ impl Engine {
             if let Some(p) = self.providers.get_mut(&d.provider) {
                 p.in_flight = p.in_flight.saturating_sub(1);
             }
-            if let Some(full) = self.outgoing.push(&d.queue_manager, o) {
+            if let Some(full) = self.outgoing.push(&d.queue_manager, o, bytes) {
                 self.send_outcomes(&d.queue_manager, full);
             }
         }

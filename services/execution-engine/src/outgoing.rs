@@ -8,7 +8,6 @@
 //! sent early once it holds [`MAX_OUTCOMES`] outcomes or [`MAX_BYTES`] of results and
 //! errors, so a message never comes near the hub's limit.
 
-use gleitzeit_protocol::limits::json_size_within;
 use gleitzeit_protocol::payloads::TaskOutcome;
 
 /// Most outcomes in one envelope.
@@ -25,10 +24,16 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    /// Adds an outcome for `qm`; returns a list to send now when adding it would make the
-    /// queue-manager's list too big (the list before it, then held no more).
-    pub(crate) fn push(&mut self, qm: &str, outcome: TaskOutcome) -> Option<Vec<TaskOutcome>> {
-        let size = OVERHEAD + json_bytes(&outcome);
+    /// Adds an outcome for `qm` whose result and error are `bytes` of JSON; returns a list
+    /// to send now when adding it would make the queue-manager's list too big (the list
+    /// before it, then held no more).
+    pub(crate) fn push(
+        &mut self,
+        qm: &str,
+        outcome: TaskOutcome,
+        bytes: usize,
+    ) -> Option<Vec<TaskOutcome>> {
+        let size = OVERHEAD + bytes;
         let at = match self.lists.iter().position(|(q, _, _)| q == qm) {
             Some(at) => at,
             None => {
@@ -36,14 +41,14 @@ impl Outgoing {
                 self.lists.len() - 1
             }
         };
-        let (_, list, bytes) = &mut self.lists[at];
-        let full = !list.is_empty() && (list.len() >= MAX_OUTCOMES || *bytes + size > MAX_BYTES);
+        let (_, list, held) = &mut self.lists[at];
+        let full = !list.is_empty() && (list.len() >= MAX_OUTCOMES || *held + size > MAX_BYTES);
         let ready = full.then(|| {
-            *bytes = 0;
+            *held = 0;
             std::mem::take(list)
         });
         list.push(outcome);
-        *bytes += size;
+        *held += size;
         ready
     }
 
@@ -60,18 +65,6 @@ impl Outgoing {
             .map(|(qm, list, _)| (qm, list))
             .collect()
     }
-}
-
-/// Bytes of an outcome's result and error as JSON (at most a little over [`MAX_BYTES`]:
-/// outcomes were capped before they get here).
-fn json_bytes(o: &TaskOutcome) -> usize {
-    let result = o.result.as_ref().map_or(0, size);
-    let error = o.error.as_ref().map_or(0, size);
-    result + error
-}
-
-fn size<T: serde::Serialize>(value: &T) -> usize {
-    json_size_within(value, MAX_BYTES).unwrap_or(MAX_BYTES)
 }
 
 #[cfg(test)]
@@ -95,9 +88,9 @@ mod tests {
     #[test]
     fn outcomes_wait_per_queue_manager_until_taken() {
         let mut out = Outgoing::default();
-        assert!(out.push("qm-1", outcome("a", json!(1))).is_none());
-        assert!(out.push("qm-2", outcome("b", json!(2))).is_none());
-        assert!(out.push("qm-1", outcome("c", json!(3))).is_none());
+        assert!(out.push("qm-1", outcome("a", json!(1)), 1).is_none());
+        assert!(out.push("qm-2", outcome("b", json!(2)), 1).is_none());
+        assert!(out.push("qm-1", outcome("c", json!(3)), 1).is_none());
         let lists = out.take();
         assert!(out.is_empty());
         let ids: Vec<(String, Vec<String>)> = lists
@@ -117,18 +110,20 @@ mod tests {
     fn a_full_list_goes_out_before_the_next_outcome_joins() {
         let mut out = Outgoing::default();
         for i in 0..MAX_OUTCOMES {
-            assert!(out.push("qm", outcome(&i.to_string(), json!(i))).is_none());
+            assert!(out
+                .push("qm", outcome(&i.to_string(), json!(i)), 1)
+                .is_none());
         }
-        let sent = out.push("qm", outcome("last", json!(0))).expect("full");
+        let sent = out.push("qm", outcome("last", json!(0)), 1).expect("full");
         assert_eq!(sent.len(), MAX_OUTCOMES);
         let rest = out.take();
         assert_eq!(rest[0].1.len(), 1);
 
         // By bytes: two results of 5 MiB never travel together.
-        let big = json!("x".repeat(5 << 20));
-        assert!(out.push("qm", outcome("a", big.clone())).is_none());
+        let big = 5 << 20;
+        assert!(out.push("qm", outcome("a", json!("a")), big).is_none());
         let sent = out
-            .push("qm", outcome("b", big))
+            .push("qm", outcome("b", json!("b")), big)
             .expect("over the byte budget");
         assert_eq!(sent.len(), 1);
         assert_eq!(out.take()[0].1[0].task_id, "b");
