@@ -428,8 +428,8 @@ pub struct FinishedTask {
 pub struct WorkflowPlan {
     /// Workflow id.
     pub workflow_id: String,
-    /// The spec as JSON.
-    pub spec: Value,
+    /// The spec as JSON (passed on as text, not parsed by the queue-manager).
+    pub spec: crate::records::SpecJson,
     /// Tasks already finished.
     #[serde(default)]
     pub finished: Vec<FinishedTask>,

@@ -3,9 +3,108 @@
 //! since the Unix epoch.
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::status::{TaskStatus, WorkflowStatus};
+
+/// A workflow spec as JSON text, or null (none loaded). It goes to the store, to the
+/// resolver and into replies as it is, without being parsed into a tree of values.
+#[derive(Clone, Default)]
+pub struct SpecJson(Option<Box<RawValue>>);
+
+impl SpecJson {
+    /// No spec (`null`).
+    pub fn null() -> Self {
+        SpecJson(None)
+    }
+
+    /// Whether no spec is held.
+    pub fn is_null(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The spec of `value` (a serializable spec or a JSON value); `null` becomes none.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        let raw = serde_json::value::to_raw_value(value)?;
+        Ok(SpecJson((raw.get() != "null").then_some(raw)))
+    }
+
+    /// The spec in JSON text (checked to be JSON); `null` becomes none.
+    pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
+        let raw = RawValue::from_string(text)?;
+        Ok(SpecJson((raw.get() != "null").then_some(raw)))
+    }
+
+    /// Its JSON text (`None` when null).
+    pub fn text(&self) -> Option<&str> {
+        self.0.as_deref().map(RawValue::get)
+    }
+
+    /// Its length as JSON text (4 for null).
+    pub fn len(&self) -> usize {
+        self.text().map_or(4, str::len)
+    }
+
+    /// Always false: even no spec is the four bytes `null` (see [`SpecJson::is_null`]).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Parsed into `T` straight from the text (no intermediate tree of values).
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.text().unwrap_or("null"))
+    }
+
+    /// Parsed into a JSON value (`Value::Null` when null).
+    pub fn to_value(&self) -> Value {
+        self.parse().unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for SpecJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl std::fmt::Debug for SpecJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.text() {
+            Some(t) if t.len() > 200 => write!(f, "SpecJson({} bytes)", t.len()),
+            Some(t) => write!(f, "SpecJson({t})"),
+            None => f.write_str("SpecJson(null)"),
+        }
+    }
+}
+
+impl Serialize for SpecJson {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SpecJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Option::<Box<RawValue>>::deserialize(deserializer)?;
+        Ok(SpecJson(raw.filter(|r| r.get() != "null")))
+    }
+}
+
+/// Any JSON (the spec's own schema is `WorkflowSpec`'s).
+impl JsonSchema for SpecJson {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SpecJson".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "a workflow spec as JSON, or null when not loaded"
+        })
+    }
+}
 
 /// One stored workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -16,11 +115,13 @@ pub struct WorkflowRecord {
     pub name: String,
     /// Current status.
     pub status: WorkflowStatus,
-    /// The validated workflow spec as JSON (can be megabytes for 100,000 tasks).
+    /// The validated workflow spec as JSON text (can be megabytes for 100,000 tasks: kept
+    /// as text, a tenth of what the parsed tree takes).
     ///
-    /// `Store::list_workflows` returns `Value::Null` here;
-    /// `Store::apply` keeps the stored spec when given `Value::Null`.
-    pub spec: serde_json::Value,
+    /// `Store::list_workflows` returns [`SpecJson::null`] here;
+    /// `Store::apply` keeps the stored spec when given [`SpecJson::null`].
+    #[serde(default)]
+    pub spec: SpecJson,
     /// Directory that relative paths in the spec are resolved against.
     pub base_dir: Option<String>,
     /// Number of tasks in the workflow.

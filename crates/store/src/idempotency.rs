@@ -72,10 +72,45 @@ pub fn fingerprint(spec: &serde_json::Value, base_dir: Option<&str>) -> String {
             Ok(())
         }
     }
-    let _ = serde_json::to_writer(Hashing(&mut hash), spec);
+    let _ = write_canonical(&mut Hashing(&mut hash), spec);
     hash.update([0u8]);
     hash.update(base_dir.unwrap_or_default().as_bytes());
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `v` as JSON with every object's keys in sorted order, so one spec has one
+/// fingerprint whatever order its maps were written in.
+fn write_canonical(out: &mut impl std::io::Write, v: &serde_json::Value) -> std::io::Result<()> {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            out.write_all(b"{")?;
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut *out, k)?;
+                out.write_all(b":")?;
+                if let Some(x) = map.get(k) {
+                    write_canonical(out, x)?;
+                }
+            }
+            out.write_all(b"}")
+        }
+        Value::Array(items) => {
+            out.write_all(b"[")?;
+            for (i, x) in items.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",")?;
+                }
+                write_canonical(out, x)?;
+            }
+            out.write_all(b"]")
+        }
+        other => serde_json::to_writer(&mut *out, other).map_err(std::io::Error::other),
+    }
 }
 
 #[cfg(test)]
@@ -102,5 +137,16 @@ mod tests {
         text.update(b"/w");
         let text: String = text.finalize().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(same, text);
+    }
+
+    #[test]
+    fn the_order_of_keys_does_not_change_a_fingerprint() {
+        let a = json!({ "tasks": [{ "params": { "b": 1, "a": [true, null, "x"] } }], "name": "w" });
+        let b = json!({ "name": "w", "tasks": [{ "params": { "a": [true, null, "x"], "b": 1 } }] });
+        assert_eq!(fingerprint(&a, None), fingerprint(&b, None));
+        assert_ne!(
+            fingerprint(&a, None),
+            fingerprint(&json!({ "name": "w", "tasks": [] }), None)
+        );
     }
 }

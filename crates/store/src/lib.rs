@@ -66,7 +66,7 @@ pub use crate::redis::RedisStore;
 pub use error::{BackendError, StoreError};
 pub use idempotency::{Creation, Idempotency, KeptSubmission};
 pub use model::{
-    ParseStatusError, StoreInfo, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus,
+    ParseStatusError, SpecJson, StoreInfo, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus,
 };
 pub use sqlite::SqliteStore;
 
@@ -119,6 +119,28 @@ pub trait Store: Send + Sync {
 
     /// All tasks of a workflow, in insertion order (empty if the workflow is unknown).
     fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError>;
+
+    /// The workflow with this id without its spec (`spec` is `Value::Null`), or `None`:
+    /// what a status read needs, without loading a spec that can be megabytes.
+    fn workflow_head(&self, id: &str) -> Result<Option<WorkflowRecord>, StoreError> {
+        Ok(self.workflow(id)?.map(|mut w| {
+            w.spec = SpecJson::null();
+            w
+        }))
+    }
+
+    /// How many tasks of a workflow have each status (statuses with none left out), without
+    /// loading the tasks' parameters and results.
+    fn task_counts(&self, workflow_id: &str) -> Result<Vec<(TaskStatus, usize)>, StoreError> {
+        let mut counts: Vec<(TaskStatus, usize)> = Vec::new();
+        for t in self.tasks(workflow_id)? {
+            match counts.iter_mut().find(|(s, _)| *s == t.status) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((t.status, 1)),
+            }
+        }
+        Ok(counts)
+    }
 
     /// A task by id; workflow_id None = search all workflows (most recent workflow first).
     fn task(
@@ -192,7 +214,7 @@ pub trait Store: Send + Sync {
             id: workflow_id.to_string(),
             name: workflow_id.to_string(),
             status: WorkflowStatus::Failed,
-            spec: serde_json::Value::Null,
+            spec: SpecJson::null(),
             base_dir: None,
             total_tasks: 0,
             created_at: finished_at,

@@ -501,7 +501,8 @@ mod tests {
         let embedded =
             json!({"model": "m", "messages": [], "max_tokens": "n=${plan.result.budget}"});
         let issues = catalog.validate_params("llm/chat", &embedded);
-        let pointers: Vec<&str> = issues.iter().map(|(p, _)| p.as_str()).collect();
+        let mut pointers: Vec<&str> = issues.iter().map(|(p, _)| p.as_str()).collect();
+        pointers.sort_unstable();
         assert_eq!(pointers, vec!["/max_tokens", "/messages"], "{issues:?}");
         let input = json!({"model": "m", "input": ["${a.response}", "text"]});
         assert!(catalog.validate_params("llm/embed", &input).is_empty());

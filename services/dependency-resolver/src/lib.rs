@@ -179,7 +179,7 @@ fn handle(
     };
     match request {
         ResolverRequest::Plan(p) => Some((|| {
-            let spec: WorkflowSpec = serde_json::from_value(p.spec).map_err(|e| {
+            let spec: WorkflowSpec = p.spec.parse().map_err(|e| {
                 GzError::new(
                     ErrorCode::ValidationFailed,
                     format!("invalid workflow spec: {e}"),

@@ -7,6 +7,7 @@
 //! restart continues from a time-based number (milliseconds × 1000), so numbers only grow.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gleitzeit_protocol::replies::LoggedEvent;
@@ -14,13 +15,37 @@ use serde_json::{json, Value};
 
 /// Events kept per workflow.
 const MAX_EVENTS: usize = 50_000;
+/// Bytes of serialized payloads kept per workflow (older events go first beyond it).
+const MAX_BYTES: usize = 32 * 1024 * 1024;
 /// How long a finished workflow's events stay available.
 const KEEP_FINISHED: Duration = Duration::from_secs(600);
+
+/// One logged event as kept: its payload serialized (a few hundred bytes, where the parsed
+/// JSON tree took several times that), its name shared with every other event of that name.
+struct Kept {
+    seq: u64,
+    event: Arc<str>,
+    ts: u64,
+    payload: Box<str>,
+}
+
+impl Kept {
+    fn to_logged(&self) -> LoggedEvent {
+        LoggedEvent {
+            seq: self.seq,
+            event: self.event.to_string(),
+            ts: self.ts,
+            // The text was written by `serde_json` from a `Value`, so it parses back.
+            payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
+        }
+    }
+}
 
 #[derive(Default)]
 struct Log {
     next: u64,
-    buf: VecDeque<LoggedEvent>,
+    buf: VecDeque<Kept>,
+    bytes: usize,
     finished: Option<Instant>,
 }
 
@@ -28,6 +53,8 @@ struct Log {
 #[derive(Default)]
 pub(crate) struct EventLog {
     logs: HashMap<String, Log>,
+    /// Event names seen so far (a handful), shared by the kept events.
+    names: Vec<Arc<str>>,
 }
 
 impl EventLog {
@@ -39,22 +66,52 @@ impl EventLog {
         });
     }
 
-    /// Numbers an event (writes `seq` into the payload) and keeps it; returns it.
+    /// The shared name `event`.
+    fn name(&mut self, event: &str) -> Arc<str> {
+        if let Some(n) = self.names.iter().find(|n| ***n == *event) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(event);
+        self.names.push(n.clone());
+        n
+    }
+
+    /// Numbers an event (writes `seq` into the payload) and keeps it; returns it with the
+    /// size of its serialized payload.
     pub(crate) fn record(
         &mut self,
         workflow: &str,
         event: &str,
         mut payload: Value,
         ts: u64,
-    ) -> LoggedEvent {
-        let log = self.logs.entry(workflow.to_string()).or_insert(Log {
-            next: 1,
-            ..Log::default()
-        });
+    ) -> (LoggedEvent, usize) {
+        let name = self.name(event);
+        let log = match self.logs.get_mut(workflow) {
+            Some(log) => log,
+            None => self.logs.entry(workflow.to_string()).or_insert(Log {
+                next: 1,
+                ..Log::default()
+            }),
+        };
         let seq = log.next;
         log.next += 1;
         if let Value::Object(map) = &mut payload {
             map.insert("seq".into(), json!(seq));
+        }
+        let text = serde_json::to_string(&payload).unwrap_or_else(|_| "null".into());
+        let size = text.len();
+        log.bytes += size;
+        log.buf.push_back(Kept {
+            seq,
+            event: name,
+            ts,
+            payload: text.into_boxed_str(),
+        });
+        while log.buf.len() > MAX_EVENTS || log.bytes > MAX_BYTES && log.buf.len() > 1 {
+            match log.buf.pop_front() {
+                Some(old) => log.bytes -= old.payload.len(),
+                None => break,
+            }
         }
         let logged = LoggedEvent {
             seq,
@@ -62,11 +119,7 @@ impl EventLog {
             ts,
             payload,
         };
-        log.buf.push_back(logged.clone());
-        if log.buf.len() > MAX_EVENTS {
-            log.buf.pop_front();
-        }
-        logged
+        (logged, size)
     }
 
     /// The workflow finished: its events are dropped after a while.
@@ -76,17 +129,19 @@ impl EventLog {
         }
     }
 
+    /// Whether this log numbers the events of `workflow`.
+    pub(crate) fn knows(&self, workflow: &str) -> bool {
+        self.logs.contains_key(workflow)
+    }
+
     /// Events after `after_seq`, and whether none older than those were dropped.
     pub(crate) fn since(&self, workflow: &str, after_seq: u64) -> Option<(Vec<LoggedEvent>, bool)> {
         let log = self.logs.get(workflow)?;
         let first = log.buf.front().map(|e| e.seq).unwrap_or(log.next);
         let complete = first <= after_seq.saturating_add(1) || after_seq == 0 && first == 1;
-        let events = log
-            .buf
-            .iter()
-            .filter(|e| e.seq > after_seq)
-            .cloned()
-            .collect();
+        // Sequence numbers grow along the buffer: skip the older ones by binary search.
+        let from = log.buf.partition_point(|e| e.seq <= after_seq);
+        let events = log.buf.range(from..).map(Kept::to_logged).collect();
         Some((events, complete))
     }
 
@@ -105,7 +160,8 @@ mod tests {
     fn events_are_numbered_and_replayed_after_a_sequence_number() {
         let mut log = EventLog::default();
         for i in 0..5 {
-            let e = log.record("w", "task_completed", json!({ "i": i }), 0);
+            let (e, size) = log.record("w", "task_completed", json!({ "i": i }), 0);
+            assert_eq!(size, e.payload.to_string().len());
             assert_eq!(e.payload["seq"], i + 1);
             assert_eq!(e.seq, i + 1);
         }
@@ -119,9 +175,27 @@ mod tests {
     fn a_resumed_workflow_continues_from_a_higher_number() {
         let mut log = EventLog::default();
         log.open("w", 1_000_000);
-        let e = log.record("w", "e", json!({}), 0);
+        let (e, _) = log.record("w", "e", json!({}), 0);
         assert_eq!(e.payload["seq"], 1_000_000);
         let (_, complete) = log.since("w", 5).expect("known");
         assert!(!complete, "events 6..999999 are not available here");
+    }
+
+    #[test]
+    fn kept_events_read_back_as_recorded_and_the_oldest_go_beyond_the_byte_limit() {
+        let mut log = EventLog::default();
+        let (first, _) = log.record("w", "task_completed", json!({ "r": [1, "x", null] }), 7);
+        let (events, _) = log.since("w", 0).expect("known");
+        assert_eq!(events, vec![first]);
+        assert!(log.knows("w") && !log.knows("v"));
+        let big = "x".repeat(MAX_BYTES / 4);
+        for _ in 0..5 {
+            log.record("w", "task_completed", json!({ "big": big }), 8);
+        }
+        let (events, complete) = log.since("w", 0).expect("known");
+        assert!(!complete, "the oldest events were dropped");
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].seq, 4);
+        assert_eq!(events[2].payload["seq"], 6);
     }
 }

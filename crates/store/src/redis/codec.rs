@@ -8,7 +8,7 @@ pub(super) struct EncodedWorkflow<'a> {
     id: &'a str,
     created_at: String,
     status: &'static str,
-    spec: Option<String>,
+    spec: Option<&'a str>,
     fields: Vec<(&'static str, String)>,
 }
 
@@ -19,7 +19,7 @@ impl EncodedWorkflow<'_> {
             .arg(&self.created_at)
             .arg(self.status)
             .arg(if self.spec.is_some() { "1" } else { "0" })
-            .arg(self.spec.as_deref().unwrap_or(""))
+            .arg(self.spec.unwrap_or(""))
             .arg(self.fields.len() * 2);
         for (field, value) in &self.fields {
             invocation.arg(*field).arg(value);
@@ -53,11 +53,7 @@ pub(super) fn encode_workflow(wf: &WorkflowRecord) -> Result<EncodedWorkflow<'_>
     if let Some(owner) = &wf.owner {
         fields.push(("owner", owner.clone()));
     }
-    let spec = if wf.spec.is_null() {
-        None
-    } else {
-        Some(to_json(&wf.spec, "spec", what)?)
-    };
+    let spec = wf.spec.text();
     Ok(EncodedWorkflow {
         id: &wf.id,
         created_at: format!("{:020}", wf.created_at),
@@ -280,9 +276,11 @@ pub(super) fn decode_workflow(
     {
         return Ok(None);
     }
-    let spec = opt_json(spec, "spec")
-        .map_err(corrupt)?
-        .unwrap_or(Value::Null);
+    let spec = match text(spec, "spec").map_err(corrupt)? {
+        Some(t) => SpecJson::from_text(t)
+            .map_err(|e| corrupt(format!("field `spec`: invalid JSON: {e}")))?,
+        None => SpecJson::null(),
+    };
     Ok(Some(WorkflowRecord {
         id: id.to_string(),
         name: required(text(name, "name"), "name").map_err(corrupt)?,

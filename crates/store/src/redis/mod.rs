@@ -68,8 +68,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::{
-    Creation, Idempotency, KeptSubmission, Store, StoreError, StoreInfo, TaskRecord, TaskStatus,
-    WorkflowRecord, WorkflowStatus,
+    Creation, Idempotency, KeptSubmission, SpecJson, Store, StoreError, StoreInfo, TaskRecord,
+    TaskStatus, WorkflowRecord, WorkflowStatus,
 };
 
 /// The key prefix of [`RedisStore::open`].
@@ -508,6 +508,18 @@ impl Store for RedisStore {
                 .query(conn)
                 .map_err(op("read workflow"))?;
             Ok(decode_workflow(id, fields, spec)?)
+        })
+    }
+
+    fn workflow_head(&self, id: &str) -> Result<Option<WorkflowRecord>, StoreError> {
+        let key = self.key("wf", id);
+        self.call(|conn| {
+            let fields: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(&WORKFLOW_FIELDS[..])
+                .query(conn)
+                .map_err(op("read workflow"))?;
+            Ok(decode_workflow(id, fields, None)?)
         })
     }
 

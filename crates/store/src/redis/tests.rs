@@ -121,7 +121,12 @@ fn workflow_hashes_decode_or_are_corrupt() {
         .expect("exists");
     assert_eq!(
         (wf.status, wf.created_at, wf.error, wf.spec),
-        (WorkflowStatus::Running, 42, Some(Value::Null), Value::Null)
+        (
+            WorkflowStatus::Running,
+            42,
+            Some(Value::Null),
+            SpecJson::null()
+        )
     );
     assert!(matches!(
         decode_workflow("wf", fields("-5"), None),

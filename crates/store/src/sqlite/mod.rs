@@ -29,8 +29,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use serde_json::Value;
 
 use crate::{
-    Creation, Idempotency, KeptSubmission, Store, StoreError, StoreInfo, TaskRecord, TaskStatus,
-    WorkflowRecord, WorkflowStatus,
+    Creation, Idempotency, KeptSubmission, SpecJson, Store, StoreError, StoreInfo, TaskRecord,
+    TaskStatus, WorkflowRecord, WorkflowStatus,
 };
 
 /// The schema version this build writes and understands.
@@ -378,6 +378,50 @@ impl Store for SqliteStore {
             Some(row) => read_workflow(row, true).map(Some),
             None => Ok(None),
         }
+    }
+
+    fn workflow_head(&self, id: &str) -> Result<Option<WorkflowRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {WORKFLOW_COLUMNS} FROM workflows w WHERE w.id = ?1"
+            ))
+            .map_err(|e| StoreError::backend("prepare workflow query", e))?;
+        let mut rows = stmt
+            .query([id])
+            .map_err(|e| StoreError::backend("query workflow", e))?;
+        match next_row(&mut rows, "read workflow")? {
+            Some(row) => read_workflow(row, false).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn task_counts(&self, workflow_id: &str) -> Result<Vec<(TaskStatus, usize)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT t.status, COUNT(*) FROM tasks t WHERE t.workflow_id = ?1 GROUP BY t.status",
+            )
+            .map_err(|e| StoreError::backend("prepare task counts", e))?;
+        let mut rows = stmt
+            .query([workflow_id])
+            .map_err(|e| StoreError::backend("query task counts", e))?;
+        let mut counts = Vec::new();
+        while let Some(row) = next_row(&mut rows, "read task counts")? {
+            let status: String = row
+                .get(0)
+                .map_err(|e| StoreError::backend("read task status", e))?;
+            let n: i64 = row
+                .get(1)
+                .map_err(|e| StoreError::backend("read task count", e))?;
+            let status = status.parse::<TaskStatus>().map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "workflow `{workflow_id}`: unknown task status {status:?}"
+                ))
+            })?;
+            counts.push((status, usize::try_from(n).unwrap_or(0)));
+        }
+        Ok(counts)
     }
 
     fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError> {

@@ -45,8 +45,7 @@ pub(super) fn write_workflow(
             ])
         })
         .map_err(|e| StoreError::backend("write workflow", e))?;
-    if !wf.spec.is_null() {
-        let spec = to_json(Some(&wf.spec), "spec", what)?;
+    if let Some(spec) = wf.spec.text() {
         tx.prepare_cached(UPSERT_SPEC)
             .and_then(|mut stmt| stmt.execute(params![wf.id, spec]))
             .map_err(|e| StoreError::backend("write workflow spec", e))?;
@@ -164,12 +163,13 @@ pub(super) fn read_workflow(row: &Row<'_>, with_spec: bool) -> Result<WorkflowRe
         .get(0, "id")
         .map_err(|e| StoreError::Corrupt(format!("workflow row: {e}")))?;
     let corrupt = |e: String| StoreError::Corrupt(format!("workflow `{id}`: {e}"));
-    let spec = if with_spec {
-        cols.json(10, "spec")
-            .map_err(corrupt)?
-            .unwrap_or(Value::Null)
-    } else {
-        Value::Null
+    let spec = match with_spec.then(|| cols.get::<Option<String>>(10, "spec")) {
+        Some(text) => match text.map_err(corrupt)? {
+            Some(t) => SpecJson::from_text(t)
+                .map_err(|e| corrupt(format!("column `spec`: invalid JSON: {e}")))?,
+            None => SpecJson::null(),
+        },
+        None => SpecJson::null(),
     };
     Ok(WorkflowRecord {
         name: cols.get(1, "name").map_err(corrupt)?,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use gleitzeit_store::{
-    Creation, Idempotency, Store, StoreError, TaskRecord, TaskStatus, WorkflowRecord,
+    Creation, Idempotency, SpecJson, Store, StoreError, TaskRecord, TaskStatus, WorkflowRecord,
     WorkflowStatus,
 };
 use serde_json::{json, Value};
@@ -33,6 +33,7 @@ macro_rules! contract_tests {
             unloadable_workflow_is_marked_failed_and_leaves_recovery,
             an_idempotency_key_creates_one_workflow,
             concurrent_submits_with_one_key_create_one_workflow,
+            head_and_counts_read_a_workflow_without_its_spec_and_tasks,
         );
     };
     (@each $open:expr; $($name:ident),* $(,)?) => {
@@ -80,7 +81,7 @@ pub fn workflow(id: &str, created_at: u64, status: WorkflowStatus) -> WorkflowRe
         id: id.to_string(),
         name: format!("{id} name"),
         status,
-        spec: json!({ "name": id, "tasks": [{ "id": "a" }, { "id": "b" }] }),
+        spec: spec(json!({ "name": id, "tasks": [{ "id": "a" }, { "id": "b" }] })),
         base_dir: Some("/data/workflows".to_string()),
         total_tasks: 2,
         created_at,
@@ -89,6 +90,11 @@ pub fn workflow(id: &str, created_at: u64, status: WorkflowStatus) -> WorkflowRe
         error: None,
         owner: Some("alice".to_string()),
     }
+}
+
+/// A spec record of `value`.
+pub fn spec(value: Value) -> SpecJson {
+    SpecJson::of(&value).expect("a spec")
 }
 
 pub fn task(workflow_id: &str, task_id: &str) -> TaskRecord {
@@ -142,6 +148,48 @@ pub fn workflow_and_tasks_round_trip(store: &dyn Store) {
     assert!(store.tasks("nope").expect("tasks").is_empty());
 }
 
+pub fn head_and_counts_read_a_workflow_without_its_spec_and_tasks(store: &dyn Store) {
+    let wf = workflow("wf-h", 1_700_000_000_000, WorkflowStatus::Running);
+    let mut tasks = vec![task("wf-h", "a"), task("wf-h", "b"), task("wf-h", "c")];
+    tasks[0].status = TaskStatus::Completed;
+    tasks[1].status = TaskStatus::Completed;
+    store.create_workflow(&wf, &tasks).expect("create");
+    store
+        .create_workflow(
+            &workflow("other", 1, WorkflowStatus::Running),
+            &[task("other", "a")],
+        )
+        .expect("create other");
+
+    let head = store.workflow_head("wf-h").expect("head").expect("stored");
+    assert!(head.spec.is_null());
+    assert_eq!(
+        head,
+        WorkflowRecord {
+            spec: SpecJson::null(),
+            ..wf.clone()
+        }
+    );
+    assert_eq!(store.workflow_head("nope").expect("head"), None);
+
+    let mut counts = store.task_counts("wf-h").expect("counts");
+    counts.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(
+        counts,
+        vec![(TaskStatus::Completed, 2), (TaskStatus::Pending, 1)]
+    );
+    let mut failed = tasks[2].clone();
+    failed.status = TaskStatus::Failed;
+    store.apply(&[], &[failed]).expect("apply");
+    let mut counts = store.task_counts("wf-h").expect("counts");
+    counts.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(
+        counts,
+        vec![(TaskStatus::Completed, 2), (TaskStatus::Failed, 1)]
+    );
+    assert!(store.task_counts("nope").expect("counts").is_empty());
+}
+
 pub fn apply_updates_and_reads_back(store: &dyn Store) {
     let wf = workflow("wf", 100, WorkflowStatus::Pending);
     let tasks = vec![task("wf", "c"), task("wf", "a"), task("wf", "b")];
@@ -151,7 +199,7 @@ pub fn apply_updates_and_reads_back(store: &dyn Store) {
     let mut running = wf.clone();
     running.status = WorkflowStatus::Running;
     running.started_at = Some(150);
-    running.spec = Value::Null;
+    running.spec = SpecJson::null();
     let mut a = tasks[1].clone();
     a.status = TaskStatus::Completed;
     a.attempts = 1;
@@ -178,7 +226,7 @@ pub fn apply_updates_and_reads_back(store: &dyn Store) {
 
     // A workflow record with a spec replaces the whole row, spec included.
     let mut replaced = running.clone();
-    replaced.spec = json!({ "name": "v2" });
+    replaced.spec = spec(json!({ "name": "v2" }));
     replaced.status = WorkflowStatus::Completed;
     replaced.finished_at = Some(200);
     replaced.error = Some(json!({ "note": "done" }));
@@ -261,7 +309,7 @@ pub fn listing_is_most_recent_first_filters_by_status_and_omits_the_spec(store: 
     ];
     for (id, created_at, status) in specs {
         let mut wf = workflow(id, created_at, status);
-        wf.spec = json!({ "big": "x".repeat(100_000) });
+        wf.spec = spec(json!({ "big": "x".repeat(100_000) }));
         store.create_workflow(&wf, &[]).expect("create");
     }
 
@@ -272,7 +320,7 @@ pub fn listing_is_most_recent_first_filters_by_status_and_omits_the_spec(store: 
         "listing omits the spec"
     );
     let mut expected = workflow("c", 200, WorkflowStatus::Completed);
-    expected.spec = Value::Null;
+    expected.spec = SpecJson::null();
     assert_eq!(all[2], expected, "every other field is listed");
 
     assert_eq!(
@@ -292,7 +340,10 @@ pub fn listing_is_most_recent_first_filters_by_status_and_omits_the_spec(store: 
     // A listed record written back does not lose its spec.
     store.apply(&all[..1], &[]).expect("write back");
     let d = store.workflow("d").expect("read").expect("exists");
-    assert_eq!(d.spec["big"].as_str().map(str::len), Some(100_000));
+    assert_eq!(
+        d.spec.to_value()["big"].as_str().map(str::len),
+        Some(100_000)
+    );
 }
 
 pub fn unfinished_workflows_are_pending_or_running_oldest_first_with_spec(store: &dyn Store) {
@@ -417,7 +468,7 @@ pub fn replacing_a_workflow_moves_it_in_listing_and_recovery(store: &dyn Store) 
 
     // `a` becomes the newest and finishes; written back without its spec.
     let mut a = workflow("a", 400, WorkflowStatus::Completed);
-    a.spec = Value::Null;
+    a.spec = SpecJson::null();
     a.finished_at = Some(450);
     store.apply(std::slice::from_ref(&a), &[]).expect("apply");
     assert_eq!(
@@ -442,7 +493,7 @@ pub fn replacing_a_workflow_moves_it_in_listing_and_recovery(store: &dyn Store) 
     // Moved to the same millisecond as `a`: the workflow stored later is listed first, as
     // replacing keeps a workflow's place in insertion order.
     let mut b = workflow("b", 400, WorkflowStatus::Running);
-    b.spec = Value::Null;
+    b.spec = SpecJson::null();
     store.apply(std::slice::from_ref(&b), &[]).expect("apply");
     assert_eq!(
         ids(&store.list_workflows(10, None).expect("list")),
@@ -473,7 +524,7 @@ pub fn replacing_a_workflow_moves_it_in_listing_and_recovery(store: &dyn Store) 
 
 pub fn null_json_and_extreme_numbers_round_trip(store: &dyn Store) {
     let mut wf = workflow("wf", i64::MAX as u64, WorkflowStatus::Failed);
-    wf.spec = Value::Null;
+    wf.spec = SpecJson::null();
     wf.base_dir = Some(String::new());
     wf.error = Some(Value::Null);
     wf.total_tasks = i64::MAX as u64;
@@ -536,13 +587,13 @@ pub fn ids_with_separators_do_not_collide(store: &dyn Store) {
     ];
     for (n, id) in ids_.iter().enumerate() {
         let mut wf = workflow(id, n as u64, WorkflowStatus::Running);
-        wf.spec = json!({ "owner": id });
+        wf.spec = spec(json!({ "owner": id }));
         let tasks = [task(id, &format!("{id}:t")), task(id, "t:x")];
         store.create_workflow(&wf, &tasks).expect("create");
     }
     for (n, id) in ids_.iter().enumerate() {
         let mut wf = workflow(id, n as u64, WorkflowStatus::Running);
-        wf.spec = json!({ "owner": id });
+        wf.spec = spec(json!({ "owner": id }));
         assert_eq!(store.workflow(id).expect("read"), Some(wf));
         let tasks = store.tasks(id).expect("tasks");
         assert_eq!(tasks, [task(id, &format!("{id}:t")), task(id, "t:x")]);
@@ -708,7 +759,7 @@ pub fn timing_100k_tasks(store: &dyn Store, backend: &str) {
         })
         .collect();
     let mut wf = workflow("big", 1, WorkflowStatus::Pending);
-    wf.spec = json!({ "name": "big", "tasks": spec_tasks });
+    wf.spec = spec(json!({ "name": "big", "tasks": spec_tasks }));
     wf.total_tasks = TASKS as u64;
     let tasks: Vec<TaskRecord> = (0..TASKS)
         .map(|i| {

@@ -102,6 +102,11 @@ impl Counts {
         self.0[slot(s)] += 1;
     }
 
+    /// `n` more tasks in `s`.
+    pub(crate) fn add_many(&mut self, s: TaskStatus, n: usize) {
+        self.0[slot(s)] += n;
+    }
+
     /// One task less in `s`.
     pub(crate) fn remove(&mut self, s: TaskStatus) {
         let n = &mut self.0[slot(s)];

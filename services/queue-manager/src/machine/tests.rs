@@ -62,7 +62,7 @@ pub(super) fn workflow(
         id: id.into(),
         name: id.into(),
         status: WorkflowStatus::Pending,
-        spec: Value::Null,
+        spec: gleitzeit_store::SpecJson::null(),
         base_dir: None,
         total_tasks: tasks.len() as u64,
         created_at: 1,

@@ -58,7 +58,14 @@ impl WorkflowLimits {
     ///
     /// GZ7012 when it is larger than [`WorkflowLimits::max_spec_bytes`].
     pub fn check_bytes(&self, spec: &Value) -> Result<(), GzError> {
-        if json_size_within(spec, self.max_spec_bytes).is_none() {
+        self.check_len(
+            json_size_within(spec, self.max_spec_bytes).unwrap_or(self.max_spec_bytes + 1),
+        )
+    }
+
+    /// [`WorkflowLimits::check_bytes`] for a spec already written as `bytes` of JSON text.
+    pub fn check_len(&self, bytes: usize) -> Result<(), GzError> {
+        if bytes > self.max_spec_bytes {
             return Err(too_large(
                 "the workflow",
                 format!("more than {} bytes of JSON", self.max_spec_bytes),

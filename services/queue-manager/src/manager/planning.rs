@@ -21,7 +21,7 @@ use gleitzeit_protocol::payloads::{
     FinishedTask, Resolution, TasksFinished, WorkflowPlan, WorkflowRef,
 };
 use gleitzeit_protocol::{to_payload, Target};
-use gleitzeit_store::TaskStatus;
+use gleitzeit_store::{SpecJson, TaskStatus};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -126,16 +126,35 @@ impl Planner {
     }
 }
 
+/// The spec the resolver gets: without the contents of the files its tasks name (they stay
+/// here and go out with each task, `machine/leases.rs`; the resolver substitutes
+/// parameters only). A spec naming no files is passed on as it is, unparsed.
+fn without_attachments(spec: SpecJson) -> SpecJson {
+    // Compact JSON from serde has `"attachments":{"` only where a non-empty map of that
+    // name is (inside a string the quotes would be escaped).
+    if !spec
+        .text()
+        .is_some_and(|t| t.contains("\"attachments\":{\""))
+    {
+        return spec;
+    }
+    let mut value = spec.to_value();
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("attachments");
+    }
+    SpecJson::of(&value).unwrap_or(spec)
+}
+
 impl Manager {
     /// Sends the whole workflow (with what already finished) to a resolver. The spec is
     /// read from the store unless the caller has it at hand.
-    pub(super) async fn plan(&mut self, id: &str, spec: Option<Value>) {
+    pub(super) async fn plan(&mut self, id: &str, spec: Option<SpecJson>) {
         let spec = match spec {
-            Some(s) => s,
+            Some(s) => without_attachments(s),
             None => {
                 let wid = id.to_string();
                 match self.persistence.call(move |s| s.workflow(&wid)).await {
-                    Ok(Some(w)) => w.spec,
+                    Ok(Some(w)) => without_attachments(w.spec),
                     Ok(None) => return,
                     Err(e) => {
                         warn!(workflow = %id, error = %e, "cannot read the spec to plan; retrying later");
@@ -151,12 +170,6 @@ impl Manager {
         let Some(wf) = self.machine.workflow(id) else {
             return;
         };
-        // The resolver substitutes parameters only: the contents of the files the tasks name
-        // stay here (they go out with each task, `machine/leases.rs`).
-        let mut spec = spec;
-        if let Some(fields) = spec.as_object_mut() {
-            fields.remove("attachments");
-        }
         self.planner.states.entry(id.to_string()).or_default();
         let mut finished = Vec::new();
         let mut started = Vec::new();
@@ -182,7 +195,7 @@ impl Manager {
             }
         }
         let room = MAX_MESSAGE_BYTES.saturating_sub(MESSAGE_MARGIN);
-        let spec_size = json_size_within(&spec, room).unwrap_or(room);
+        let spec_size = spec.len().min(room);
         // Started tasks only spare the resolver from reporting them ready again (the
         // queue-manager ignores tasks that are not pending), so they are left out rather
         // than overflow the message.

@@ -124,8 +124,7 @@ impl Publisher {
 
     /// Numbers an event, keeps it in the log and adds it to its workflow's batch.
     fn push(&mut self, wf: &str, event: &str, payload: Value) {
-        let logged = self.log.record(wf, event, payload, now_millis());
-        let bytes = approximate_size(&logged.payload);
+        let (logged, bytes) = self.log.record(wf, event, payload, now_millis());
         self.oldest.get_or_insert_with(Instant::now);
         let i = match self.pending.iter().position(|p| p.workflow == wf) {
             Some(i) => i,
@@ -232,23 +231,6 @@ fn batch_payload(batch: Pending) -> Value {
     payload.insert("workflow_id".into(), Value::String(batch.workflow));
     payload.insert("events".into(), Value::Array(events));
     Value::Object(payload)
-}
-
-/// About how many bytes a value takes as JSON (strings counted unescaped): cheap enough to
-/// run on every event, close enough to keep a batch well under the hub's message limit.
-fn approximate_size(v: &Value) -> usize {
-    match v {
-        Value::Null | Value::Bool(_) => 5,
-        Value::Number(_) => 12,
-        Value::String(s) => s.len() + 2,
-        Value::Array(items) => 2 + items.iter().map(|x| approximate_size(x) + 1).sum::<usize>(),
-        Value::Object(map) => {
-            2 + map
-                .iter()
-                .map(|(k, x)| k.len() + 4 + approximate_size(x))
-                .sum::<usize>()
-        }
-    }
 }
 
 #[cfg(test)]

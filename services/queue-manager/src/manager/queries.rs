@@ -8,7 +8,7 @@ use gleitzeit_protocol::payloads::{ListWorkflows, TaskLookup, WorkflowRef};
 use gleitzeit_protocol::replies::{OwnerReply, WorkflowDetail, WorkflowEventsReply};
 use gleitzeit_protocol::requests::WorkflowEventsQuery;
 use gleitzeit_protocol::{to_payload, Envelope};
-use gleitzeit_store::{WorkflowRecord, WorkflowStatus};
+use gleitzeit_store::{SpecJson, WorkflowRecord, WorkflowStatus};
 use serde_json::{json, Value};
 
 use super::ownership::{sees_all, Access};
@@ -18,7 +18,7 @@ use crate::machine::Counts;
 /// A workflow record for replies: everything but the (possibly huge) spec.
 fn record_without_spec(r: &WorkflowRecord) -> WorkflowRecord {
     WorkflowRecord {
-        spec: Value::Null,
+        spec: SpecJson::null(),
         ..r.clone()
     }
 }
@@ -39,22 +39,36 @@ impl Manager {
             });
         }
         let id = r.workflow_id.clone();
+        let summary = r.summary;
+        // A summary counts the stored tasks by status; neither it nor the full read loads
+        // the spec (a status poll of a finished 100,000-task workflow loaded both).
         let found = self
             .persistence
-            .call(move |s| Ok(s.workflow(&id)?.map(|w| (w, s.tasks(&id)))))
+            .call(move |s| {
+                let Some(record) = s.workflow_head(&id)? else {
+                    return Ok(None);
+                };
+                if summary {
+                    let mut counts = Counts::default();
+                    for (status, n) in s.task_counts(&id)? {
+                        counts.add_many(status, n);
+                    }
+                    Ok(Some((record, counts, Vec::new())))
+                } else {
+                    let tasks = s.tasks(&id)?;
+                    Ok(Some((record, Counts::of(&tasks), tasks)))
+                }
+            })
             .await?;
-        let Some((record, tasks)) = found else {
+        let Some((record, counts, tasks)) = found else {
             return Err(GzError::new(
                 ErrorCode::WorkflowNotFound,
                 format!("no workflow {}", r.workflow_id),
             ));
         };
-        let tasks = tasks.map_err(GzError::from)?;
-        let counts = Counts::of(&tasks).as_map();
-        let tasks = if r.summary { Vec::new() } else { tasks };
         to_payload(&WorkflowDetail {
-            workflow: record_without_spec(&record),
-            counts,
+            workflow: record,
+            counts: counts.as_map(),
             tasks,
         })
     }
@@ -97,7 +111,7 @@ impl Manager {
     ) -> Result<Option<WorkflowEventsReply>, GzError> {
         let id = q.workflow_id;
         self.check_access(env, &id, Access::Read).await?;
-        if self.publisher.log.since(&id, 0).is_none() && self.forward_to_owner(env).await {
+        if !self.publisher.log.knows(&id) && self.forward_to_owner(env).await {
             return Ok(None);
         }
         let (events, complete) = self

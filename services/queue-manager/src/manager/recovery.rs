@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_store::{Store, StoreError, TaskRecord, WorkflowRecord, WorkflowStatus};
+use gleitzeit_store::{SpecJson, Store, StoreError, TaskRecord, WorkflowRecord, WorkflowStatus};
 use gleitzeit_workflow::{first_range_issue, WorkflowSpec};
 use serde_json::Value;
 use tracing::{info, warn};
@@ -19,7 +19,7 @@ use super::{Manager, OWNER_TTL};
 use crate::machine::Now;
 
 /// A stored workflow read back: its record, spec (parsed and as JSON) and tasks.
-type Stored = (WorkflowRecord, WorkflowSpec, Value, Vec<TaskRecord>);
+type Stored = (WorkflowRecord, WorkflowSpec, SpecJson, Vec<TaskRecord>);
 /// A stored workflow read back, or why it cannot be used.
 type Loaded = Result<Stored, String>;
 
@@ -115,7 +115,8 @@ fn check_loaded(mut record: WorkflowRecord, tasks: Vec<TaskRecord>) -> Loaded {
         return Err(format!("unexpected status {:?}", record.status));
     }
     let spec_json = std::mem::take(&mut record.spec);
-    let spec: WorkflowSpec = serde_json::from_value(spec_json.clone())
+    let spec: WorkflowSpec = spec_json
+        .parse()
         .map_err(|e| format!("stored spec unreadable: {e}"))?;
     if let Some(issue) = first_range_issue(&spec) {
         return Err(format!("stored spec out of range: {issue}"));
@@ -152,7 +153,7 @@ mod tests {
             id: "w".into(),
             name: "w".into(),
             status: WorkflowStatus::Running,
-            spec,
+            spec: SpecJson::of(&spec).expect("a spec"),
             base_dir: None,
             total_tasks: 1,
             created_at: 1,
