@@ -48,6 +48,11 @@ pub struct Plan {
     state: Vec<State>,
     remaining: Vec<u32>,
     results: Vec<Option<Value>>,
+    /// How many tasks not yet released or skipped read each of the spec's tasks' results
+    /// (`${t…}` in their parameters or `batch.from`; `u32::MAX` for the batch's files, read
+    /// as `${<template>.results}`). A result nobody reads any more is not kept: a
+    /// 100,000-task workflow held every result here before.
+    readers: Vec<u32>,
     /// How a task that did not complete ended: its status and error.
     failures: Vec<Option<(String, Value)>>,
     /// The batch: its template's id and its tasks in file order.
@@ -89,6 +94,10 @@ impl Plan {
             .collect();
         let remaining = (0..n).map(|i| dag.dependencies(i).len() as u32).collect();
         let group = batch::members(&spec).map(|(template, members, _)| (template, members));
+        let mut readers = vec![0u32; n];
+        for &m in group.iter().flat_map(|(_, members)| members) {
+            readers[m] = u32::MAX;
+        }
         let mut plan = Plan {
             spec,
             dag,
@@ -97,11 +106,17 @@ impl Plan {
             state: vec![State::Waiting; n],
             remaining,
             results: vec![None; n],
+            readers,
             failures: vec![None; n],
             group,
             template_of: HashMap::new(),
             members: HashMap::new(),
         };
+        for d in 0..n {
+            for j in plan.read_by(d) {
+                plan.readers[j] = plan.readers[j].saturating_add(1);
+            }
+        }
         for id in started {
             if let Some(&i) = plan.index.get(id) {
                 plan.state[i] = State::Started;
@@ -156,7 +171,9 @@ impl Plan {
             }
             if f.status == "completed" {
                 self.state[i] = State::Completed;
-                self.results[i] = Some(f.result.clone().unwrap_or(Value::Null));
+                if self.is_read(i) {
+                    self.results[i] = Some(f.result.clone().unwrap_or(Value::Null));
+                }
                 if self.member_ended(i, &mut res) {
                     continue;
                 }
@@ -246,6 +263,53 @@ impl Plan {
         }))
     }
 
+    /// The spec's tasks whose results task `d` reads (each once).
+    fn read_by(&self, d: usize) -> Vec<usize> {
+        let task = &self.spec.tasks[d];
+        let mut keys: Vec<String> = references(&task.parameters)
+            .into_iter()
+            .map(|r| r.task)
+            .collect();
+        if let Some(fan) = &task.batch {
+            keys.extend(
+                references(&Value::String(fan.from.clone()))
+                    .into_iter()
+                    .map(|r| r.task),
+            );
+        }
+        let mut read: Vec<usize> = keys
+            .iter()
+            .filter_map(|k| self.index.get(k).or_else(|| self.names.get(k)).copied())
+            .filter(|&j| j < self.readers.len())
+            .collect();
+        read.sort_unstable();
+        read.dedup();
+        read
+    }
+
+    /// Whether task `i`'s result is still to be read (a fan-out's members' results always
+    /// are: their template joins them).
+    fn is_read(&self, i: usize) -> bool {
+        self.readers.get(i).is_none_or(|&r| r > 0)
+    }
+
+    /// Task `d` was released or skipped: the results only it still read are dropped.
+    fn done_reading(&mut self, d: usize) {
+        if d >= self.readers.len() {
+            return;
+        }
+        for j in self.read_by(d) {
+            let r = &mut self.readers[j];
+            if *r == u32::MAX || *r == 0 {
+                continue;
+            }
+            *r -= 1;
+            if *r == 0 {
+                self.results[j] = None;
+            }
+        }
+    }
+
     /// The result a reference to task `key` (id or name) reads, if it has one.
     fn result_of(&self, key: &str) -> Option<&Value> {
         let j = self.index.get(key).or_else(|| self.names.get(key))?;
@@ -257,8 +321,14 @@ impl Plan {
     fn release(&mut self, i: usize, res: &mut Resolution) {
         if self.spec.tasks[i].batch.is_some() {
             self.expand(i, res);
-            return;
+        } else {
+            self.substitute_ready(i, res);
         }
+        self.done_reading(i);
+    }
+
+    /// Substitutes a ready task's parameters and reports it ready (or failed).
+    fn substitute_ready(&mut self, i: usize, res: &mut Resolution) {
         let group = self.group_value(i);
         let task = &self.spec.tasks[i];
         let lookup = |key: &str| -> Option<&Value> {
@@ -312,6 +382,9 @@ impl Plan {
             }
             if matches!(self.state[d], State::Failed | State::Completed) {
                 continue;
+            }
+            if self.state[d] == State::Waiting {
+                self.done_reading(d);
             }
             self.state[d] = State::Failed;
             let error = GzError::new(

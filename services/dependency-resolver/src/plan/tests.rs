@@ -53,6 +53,50 @@ fn chain_releases_in_order_with_type_preserving_substitution() {
 }
 
 #[test]
+fn a_result_is_kept_only_while_a_task_still_has_to_read_it() {
+    const READS: &str = r#"
+name: reads
+tasks:
+  - id: a
+    method: python/execute
+    parameters: { code: "result = 1" }
+  - id: b
+    method: python/execute
+    parameters: { code: "result = 2", context: { x: "${a.result}" } }
+  - id: c
+    method: python/execute
+    parameters: { code: "result = 3", context: { x: "${a.result}", y: "${b.result}" } }
+  - id: d
+    method: python/execute
+    dependencies: [c]
+    parameters: { code: "result = 4" }
+"#;
+    let (mut plan, _) = Plan::build(spec(READS), &[], &[]).expect("plan");
+    let at = |plan: &Plan, id: &str| plan.results[plan.index[id]].clone();
+    plan.finish(&[done("a", json!({"result": 1}))]);
+    assert!(at(&plan, "a").is_some(), "c has yet to read a");
+    let res = plan.finish(&[done("b", json!({"result": 2}))]);
+    assert_eq!(res.ready[0].params["context"], json!({ "x": 1, "y": 2 }));
+    assert!(
+        at(&plan, "a").is_none() && at(&plan, "b").is_none(),
+        "every reader is out"
+    );
+    plan.finish(&[done("c", json!({"result": 3}))]);
+    assert!(
+        at(&plan, "c").is_none(),
+        "d depends on c but reads nothing of it"
+    );
+    // A skipped reader lets go too.
+    let (mut plan, _) = Plan::build(spec(READS), &[], &[]).expect("plan");
+    plan.finish(&[done("a", json!({"result": 1}))]);
+    plan.finish(&[failed("b", "GZ2001")]);
+    assert!(
+        at(&plan, "a").is_none(),
+        "c was skipped: nobody reads a any more"
+    );
+}
+
+#[test]
 fn a_failure_skips_every_dependent() {
     let (mut plan, _) = Plan::build(spec(CHAIN), &[], &[]).expect("plan");
     let res = plan.finish(&[FinishedTask {
