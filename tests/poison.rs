@@ -106,7 +106,7 @@ fn record(id: &str, spec: Value) -> (WorkflowRecord, Vec<TaskRecord>) {
         id: id.into(),
         name: id.into(),
         status: WorkflowStatus::Running,
-        spec: gleitzeit_store::SpecJson::of(&spec).expect("a spec"),
+        spec: gleitzeit_store::JsonText::of(&spec).expect("a spec"),
         base_dir: None,
         total_tasks: 1,
         created_at: 1_700_000_000_000,

@@ -295,7 +295,7 @@ pub(crate) async fn submit_spec(
     spec: &WorkflowSpec,
     base_dir: &Path,
 ) -> Result<Value, GzError> {
-    let spec = serde_json::to_value(spec)
+    let spec = gleitzeit_protocol::records::JsonText::of(spec)
         .map_err(|e| GzError::new(ErrorCode::Internal, format!("cannot encode the spec: {e}")))?;
     let payload = serde_json::to_value(SubmitWorkflow {
         workflow_id: Some(id.to_string()),

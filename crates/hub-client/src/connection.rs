@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{HeartbeatPayload, RegisteredPayload, SubscribePayload};
-use gleitzeit_protocol::{events, Envelope, Reply, Target, SIO_ENVELOPE_EVENT};
+use gleitzeit_protocol::{events, Envelope, RawEnvelope, Reply, Target, SIO_ENVELOPE_EVENT};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -431,8 +431,8 @@ fn emit(link: &Link, env: &Envelope) -> Result<(), String> {
 /// Routes one incoming Socket.IO event: replies complete pending requests, everything else
 /// goes to the incoming channel. Runs inside the transport's reader, so it never waits.
 fn dispatch(shared: &Arc<Shared>, body: &str) {
-    let env = match serde_json::from_str::<(String, Envelope)>(body) {
-        Ok((_, env)) => env,
+    let env = match decode(body) {
+        Ok(env) => env,
         Err(e) => {
             warn!(error = %e, "hub sent an event that is not an envelope");
             return;
@@ -462,6 +462,23 @@ fn dispatch(shared: &Arc<Shared>, body: &str) {
         }
     }
     let _ = shared.incoming.send(env);
+}
+
+/// Messages larger than this whose event is in [`events::KEPT_AS_TEXT`] keep their
+/// payload as text (`Envelope::raw`) for the receiver to read into its own types.
+const KEEP_AS_TEXT_ABOVE: usize = 64 * 1024;
+
+/// An incoming Socket.IO event's envelope.
+fn decode(body: &str) -> Result<Envelope, serde_json::Error> {
+    if body.len() <= KEEP_AS_TEXT_ABOVE {
+        return serde_json::from_str::<(String, Envelope)>(body).map(|(_, env)| env);
+    }
+    let (_, raw) = serde_json::from_str::<(String, RawEnvelope)>(body)?;
+    Ok(if events::KEPT_AS_TEXT.contains(&raw.event.as_str()) {
+        raw.kept_as_text()
+    } else {
+        raw.parsed()
+    })
 }
 
 fn answer_of(env: &Envelope) -> Reply {
@@ -540,5 +557,61 @@ mod spread_tests {
         // Fixed across builds and processes: FNV-1a.
         assert_eq!(preferred_index("ee-1", 2), 1);
         assert_eq!(preferred_index("py-1", 2), 0);
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+    use gleitzeit_protocol::requests::{QueueManagerRequest, ResolverRequest};
+    use serde_json::json;
+
+    fn body(event: &str, payload: Value) -> String {
+        let env = Envelope::new(Target::Hub, event, payload);
+        serde_json::to_string(&(SIO_ENVELOPE_EVENT, env)).expect("encode")
+    }
+
+    fn big_spec() -> Value {
+        let tasks: Vec<Value> = (0..2000)
+            .map(|i| json!({ "id": format!("t{i}"), "method": "python/execute", "parameters": { "code": "result = 1" } }))
+            .collect();
+        json!({ "name": "big", "tasks": tasks })
+    }
+
+    #[test]
+    fn large_submissions_and_plans_stay_text_and_decode_as_before() {
+        let spec = big_spec();
+        let submit = json!({ "workflow_id": "w", "spec": spec });
+        let text = body(events::WORKFLOW_SUBMIT, submit.clone());
+        assert!(text.len() > KEEP_AS_TEXT_ABOVE);
+        let mut kept = decode(&text).expect("decodes");
+        assert!(kept.payload.is_null() && kept.raw.is_some());
+        let mut parsed = Envelope::new(Target::Hub, events::WORKFLOW_SUBMIT, submit);
+        assert_eq!(
+            QueueManagerRequest::decode_envelope(&mut kept).expect("submit"),
+            QueueManagerRequest::decode_envelope(&mut parsed).expect("submit"),
+        );
+
+        let plan = json!({ "workflow_id": "w", "spec": big_spec(), "finished": [] });
+        let mut kept = decode(&body(events::WORKFLOW_PLAN, plan.clone())).expect("decodes");
+        assert!(kept.raw.is_some());
+        let mut parsed = Envelope::new(Target::Hub, events::WORKFLOW_PLAN, plan);
+        assert_eq!(
+            ResolverRequest::decode_envelope(&mut kept).expect("plan"),
+            ResolverRequest::decode_envelope(&mut parsed).expect("plan"),
+        );
+    }
+
+    #[test]
+    fn other_and_small_messages_are_parsed() {
+        let big = json!({ "workflow_id": "w", "blob": "x".repeat(KEEP_AS_TEXT_ABOVE) });
+        let env = decode(&body(events::TASK_OUTCOMES, big.clone())).expect("decodes");
+        assert!(env.raw.is_none());
+        assert_eq!(env.payload, big);
+        let small = json!({ "workflow_id": "w", "spec": { "name": "s", "tasks": [] } });
+        let env = decode(&body(events::WORKFLOW_SUBMIT, small.clone())).expect("decodes");
+        assert!(env.raw.is_none());
+        assert_eq!(env.payload, small);
+        assert!(decode("[\"envelope\", {\"nope\": 1}]").is_err());
     }
 }

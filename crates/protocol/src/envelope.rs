@@ -47,6 +47,12 @@ pub struct Envelope<P = Value> {
     /// Milliseconds since the Unix epoch when the message was created.
     #[serde(default)]
     pub ts: u64,
+    /// The payload as JSON text, not parsed, for a large message whose receiver reads it
+    /// straight into its own types (a submission, a plan: see
+    /// [`crate::events::KEPT_AS_TEXT`]); `payload` is null then. Never on the wire.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub raw: Option<crate::records::JsonText>,
 }
 
 fn default_version() -> u32 {
@@ -74,11 +80,23 @@ impl<P> Envelope<P> {
             payload: f(self.payload),
             auth: self.auth,
             ts: self.ts,
+            raw: self.raw,
         }
     }
 }
 
 impl RawEnvelope {
+    /// The envelope with its payload kept as text in [`Envelope::raw`] (payload null).
+    pub fn kept_as_text(self) -> Envelope {
+        let mut raw = None;
+        let mut env = self.map_payload(|p| {
+            raw = p;
+            Value::Null
+        });
+        env.raw = raw.map(crate::records::JsonText::from_raw);
+        env
+    }
+
     /// Parses the payload into a JSON value (null when absent or invalid).
     pub fn parsed(self) -> Envelope {
         self.map_payload(|raw| {
@@ -101,6 +119,7 @@ impl Envelope {
             payload,
             auth: None,
             ts: now_millis(),
+            raw: None,
         }
     }
 

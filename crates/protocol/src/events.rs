@@ -124,6 +124,11 @@ pub const STORE_STATUS: &str = "store_status";
 pub const LEASE_TASKS: &str = "lease_tasks";
 /// Queue-manager → resolver: plan (or re-plan) a workflow. Payload: `WorkflowPlan`.
 pub const WORKFLOW_PLAN: &str = "workflow_plan";
+
+/// Events whose large payloads a client library keeps as JSON text for the receiver
+/// ([`crate::Envelope::raw`]): a 100,000-task spec parsed into a tree of values took
+/// ~3 KB per task before the receiver turned it into its own types.
+pub const KEPT_AS_TEXT: &[&str] = &[WORKFLOW_SUBMIT, WORKFLOW_PLAN];
 /// Queue-manager → resolver: these tasks finished. Payload: `TasksFinished`.
 pub const TASKS_FINISHED: &str = "tasks_finished";
 /// Queue-manager → resolver: drop a finished workflow's state. Payload: `WorkflowRef`.

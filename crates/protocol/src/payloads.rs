@@ -336,8 +336,9 @@ pub struct SubmitWorkflow {
     /// before submitting); generated when absent. Must be unused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_id: Option<String>,
-    /// The workflow as JSON (the `gleitzeit-workflow` spec; validated again on arrival).
-    pub spec: Value,
+    /// The workflow as JSON (the `gleitzeit-workflow` spec; validated again on arrival),
+    /// read by the queue-manager straight from its text.
+    pub spec: crate::records::JsonText,
     /// Folder relative paths resolve against (the workflow file's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dir: Option<String>,
@@ -429,7 +430,7 @@ pub struct WorkflowPlan {
     /// Workflow id.
     pub workflow_id: String,
     /// The spec as JSON (passed on as text, not parsed by the queue-manager).
-    pub spec: crate::records::SpecJson,
+    pub spec: crate::records::JsonText,
     /// Tasks already finished.
     #[serde(default)]
     pub finished: Vec<FinishedTask>,

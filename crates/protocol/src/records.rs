@@ -13,12 +13,12 @@ use crate::status::{TaskStatus, WorkflowStatus};
 /// A workflow spec as JSON text, or null (none loaded). It goes to the store, to the
 /// resolver and into replies as it is, without being parsed into a tree of values.
 #[derive(Clone, Default)]
-pub struct SpecJson(Option<Box<RawValue>>);
+pub struct JsonText(Option<Box<RawValue>>);
 
-impl SpecJson {
+impl JsonText {
     /// No spec (`null`).
     pub fn null() -> Self {
-        SpecJson(None)
+        JsonText(None)
     }
 
     /// Whether no spec is held.
@@ -29,13 +29,18 @@ impl SpecJson {
     /// The spec of `value` (a serializable spec or a JSON value); `null` becomes none.
     pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
         let raw = serde_json::value::to_raw_value(value)?;
-        Ok(SpecJson((raw.get() != "null").then_some(raw)))
+        Ok(JsonText((raw.get() != "null").then_some(raw)))
+    }
+
+    /// Text already checked to be JSON; `null` becomes none.
+    pub fn from_raw(raw: Box<RawValue>) -> Self {
+        JsonText((raw.get() != "null").then_some(raw))
     }
 
     /// The spec in JSON text (checked to be JSON); `null` becomes none.
     pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
         let raw = RawValue::from_string(text)?;
-        Ok(SpecJson((raw.get() != "null").then_some(raw)))
+        Ok(JsonText((raw.get() != "null").then_some(raw)))
     }
 
     /// Its JSON text (`None` when null).
@@ -48,7 +53,7 @@ impl SpecJson {
         self.text().map_or(4, str::len)
     }
 
-    /// Always false: even no spec is the four bytes `null` (see [`SpecJson::is_null`]).
+    /// Always false: even no spec is the four bytes `null` (see [`JsonText::is_null`]).
     pub fn is_empty(&self) -> bool {
         false
     }
@@ -64,39 +69,39 @@ impl SpecJson {
     }
 }
 
-impl PartialEq for SpecJson {
+impl PartialEq for JsonText {
     fn eq(&self, other: &Self) -> bool {
         self.text() == other.text()
     }
 }
 
-impl std::fmt::Debug for SpecJson {
+impl std::fmt::Debug for JsonText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.text() {
-            Some(t) if t.len() > 200 => write!(f, "SpecJson({} bytes)", t.len()),
-            Some(t) => write!(f, "SpecJson({t})"),
-            None => f.write_str("SpecJson(null)"),
+            Some(t) if t.len() > 200 => write!(f, "JsonText({} bytes)", t.len()),
+            Some(t) => write!(f, "JsonText({t})"),
+            None => f.write_str("JsonText(null)"),
         }
     }
 }
 
-impl Serialize for SpecJson {
+impl Serialize for JsonText {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
     }
 }
 
-impl<'de> Deserialize<'de> for SpecJson {
+impl<'de> Deserialize<'de> for JsonText {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Option::<Box<RawValue>>::deserialize(deserializer)?;
-        Ok(SpecJson(raw.filter(|r| r.get() != "null")))
+        Ok(JsonText(raw.filter(|r| r.get() != "null")))
     }
 }
 
 /// Any JSON (the spec's own schema is `WorkflowSpec`'s).
-impl JsonSchema for SpecJson {
+impl JsonSchema for JsonText {
     fn schema_name() -> std::borrow::Cow<'static, str> {
-        "SpecJson".into()
+        "JsonText".into()
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -118,10 +123,10 @@ pub struct WorkflowRecord {
     /// The validated workflow spec as JSON text (can be megabytes for 100,000 tasks: kept
     /// as text, a tenth of what the parsed tree takes).
     ///
-    /// `Store::list_workflows` returns [`SpecJson::null`] here;
-    /// `Store::apply` keeps the stored spec when given [`SpecJson::null`].
+    /// `Store::list_workflows` returns [`JsonText::null`] here;
+    /// `Store::apply` keeps the stored spec when given [`JsonText::null`].
     #[serde(default)]
-    pub spec: SpecJson,
+    pub spec: JsonText,
     /// Directory that relative paths in the spec are resolved against.
     pub base_dir: Option<String>,
     /// Number of tasks in the workflow.

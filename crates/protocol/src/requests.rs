@@ -17,6 +17,7 @@ use crate::payloads::{
     TasksFinished, WorkflowPlan, WorkflowRef,
 };
 use crate::replies::ShutdownRequest;
+use crate::Envelope;
 
 /// Payload of `workflow_events`: a workflow's events after a sequence number.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -103,6 +104,24 @@ impl QueueManagerRequest {
     /// # Errors
     ///
     /// GZ7021 for an event the queue-manager does not handle, GZ7020 for a malformed payload.
+    pub fn decode_envelope(env: &mut Envelope) -> Result<Self, GzError> {
+        match env.raw.take() {
+            Some(raw) if env.event == events::WORKFLOW_SUBMIT => Ok(Self::Submit(
+                raw.parse().map_err(|e| invalid(&env.event, e))?,
+            )),
+            Some(raw) => {
+                env.payload = raw.to_value();
+                Self::decode(&env.event, &mut env.payload)
+            }
+            None => Self::decode(&env.event, &mut env.payload),
+        }
+    }
+
+    /// [`QueueManagerRequest::decode_envelope`] for a payload already parsed.
+    ///
+    /// # Errors
+    ///
+    /// As [`QueueManagerRequest::decode_envelope`].
     pub fn decode(event: &str, payload: &mut Value) -> Result<Self, GzError> {
         Ok(match event {
             events::WORKFLOW_SUBMIT => Self::Submit(
@@ -163,11 +182,31 @@ impl ResolverRequest {
         events::WORKFLOW_FORGET,
     ];
 
-    /// Decodes an envelope's event and payload (a plan's spec is moved out, not copied).
+    /// Decodes an envelope's event and payload; a plan kept as text
+    /// ([`Envelope::raw`]) is read straight from it.
     ///
     /// # Errors
     ///
     /// GZ7021 for an event the resolver does not handle, GZ7020 for a malformed payload.
+    pub fn decode_envelope(env: &mut Envelope) -> Result<Self, GzError> {
+        match env.raw.take() {
+            Some(raw) if env.event == events::WORKFLOW_PLAN => {
+                Ok(Self::Plan(raw.parse().map_err(|e| invalid(&env.event, e))?))
+            }
+            Some(raw) => {
+                env.payload = raw.to_value();
+                Self::decode(&env.event, &mut env.payload)
+            }
+            None => Self::decode(&env.event, &mut env.payload),
+        }
+    }
+
+    /// [`ResolverRequest::decode_envelope`] for a payload already parsed (a plan's spec is
+    /// moved out, not copied).
+    ///
+    /// # Errors
+    ///
+    /// As [`ResolverRequest::decode_envelope`].
     pub fn decode(event: &str, payload: &mut Value) -> Result<Self, GzError> {
         Ok(match event {
             events::WORKFLOW_PLAN => Self::Plan(

@@ -66,7 +66,7 @@ pub use crate::redis::RedisStore;
 pub use error::{BackendError, StoreError};
 pub use idempotency::{Creation, Idempotency, KeptSubmission};
 pub use model::{
-    ParseStatusError, SpecJson, StoreInfo, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus,
+    JsonText, ParseStatusError, StoreInfo, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus,
 };
 pub use sqlite::SqliteStore;
 
@@ -124,7 +124,7 @@ pub trait Store: Send + Sync {
     /// what a status read needs, without loading a spec that can be megabytes.
     fn workflow_head(&self, id: &str) -> Result<Option<WorkflowRecord>, StoreError> {
         Ok(self.workflow(id)?.map(|mut w| {
-            w.spec = SpecJson::null();
+            w.spec = JsonText::null();
             w
         }))
     }
@@ -214,7 +214,7 @@ pub trait Store: Send + Sync {
             id: workflow_id.to_string(),
             name: workflow_id.to_string(),
             status: WorkflowStatus::Failed,
-            spec: SpecJson::null(),
+            spec: JsonText::null(),
             base_dir: None,
             total_tasks: 0,
             created_at: finished_at,

@@ -4,7 +4,7 @@
 //! also what the queue-manager's replies carry; every backend stores and returns exactly
 //! these fields.
 
-pub use gleitzeit_protocol::records::{SpecJson, StoreInfo, TaskRecord, WorkflowRecord};
+pub use gleitzeit_protocol::records::{JsonText, StoreInfo, TaskRecord, WorkflowRecord};
 pub use gleitzeit_protocol::status::{ParseStatusError, TaskStatus, WorkflowStatus};
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ impl Component for Resolver {
     type Internal = NoInternal;
 
     async fn on_envelope(&mut self, mut env: Envelope) {
-        let request = match ResolverRequest::decode(&env.event, &mut env.payload) {
+        let request = match ResolverRequest::decode_envelope(&mut env) {
             Ok(request) => request,
             // `workflow_forget` is a notice: nobody waits for an answer to a bad one.
             Err(e) if env.event == events::WORKFLOW_FORGET => {

@@ -224,13 +224,16 @@ impl Manager {
 
     /// Decodes what arrived; a submission's size is checked on its raw payload first,
     /// before anything turns a huge spec into a workflow.
+    /// (A submission kept as text, `Envelope::raw`, has its task count checked once it is
+    /// read and its size on the normalized spec, in `submit`; the hub's message limit
+    /// bounds the text.)
     fn decode(&self, env: &mut Envelope) -> Result<QueueManagerRequest, GzError> {
         if env.event == events::WORKFLOW_SUBMIT {
             if let Some(spec) = env.payload.get("spec") {
                 self.limits.check_raw(spec)?;
             }
         }
-        QueueManagerRequest::decode(&env.event, &mut env.payload)
+        QueueManagerRequest::decode_envelope(env)
     }
 
     /// Handles one request; `None` when no reply goes out now (reports, forwarded requests,

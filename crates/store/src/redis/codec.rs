@@ -277,9 +277,9 @@ pub(super) fn decode_workflow(
         return Ok(None);
     }
     let spec = match text(spec, "spec").map_err(corrupt)? {
-        Some(t) => SpecJson::from_text(t)
+        Some(t) => JsonText::from_text(t)
             .map_err(|e| corrupt(format!("field `spec`: invalid JSON: {e}")))?,
-        None => SpecJson::null(),
+        None => JsonText::null(),
     };
     Ok(Some(WorkflowRecord {
         id: id.to_string(),

@@ -68,7 +68,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::{
-    Creation, Idempotency, KeptSubmission, SpecJson, Store, StoreError, StoreInfo, TaskRecord,
+    Creation, Idempotency, JsonText, KeptSubmission, Store, StoreError, StoreInfo, TaskRecord,
     TaskStatus, WorkflowRecord, WorkflowStatus,
 };
 

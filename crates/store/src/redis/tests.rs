@@ -125,7 +125,7 @@ fn workflow_hashes_decode_or_are_corrupt() {
             WorkflowStatus::Running,
             42,
             Some(Value::Null),
-            SpecJson::null()
+            JsonText::null()
         )
     );
     assert!(matches!(

@@ -29,7 +29,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use serde_json::Value;
 
 use crate::{
-    Creation, Idempotency, KeptSubmission, SpecJson, Store, StoreError, StoreInfo, TaskRecord,
+    Creation, Idempotency, JsonText, KeptSubmission, Store, StoreError, StoreInfo, TaskRecord,
     TaskStatus, WorkflowRecord, WorkflowStatus,
 };
 

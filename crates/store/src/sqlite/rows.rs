@@ -165,11 +165,11 @@ pub(super) fn read_workflow(row: &Row<'_>, with_spec: bool) -> Result<WorkflowRe
     let corrupt = |e: String| StoreError::Corrupt(format!("workflow `{id}`: {e}"));
     let spec = match with_spec.then(|| cols.get::<Option<String>>(10, "spec")) {
         Some(text) => match text.map_err(corrupt)? {
-            Some(t) => SpecJson::from_text(t)
+            Some(t) => JsonText::from_text(t)
                 .map_err(|e| corrupt(format!("column `spec`: invalid JSON: {e}")))?,
-            None => SpecJson::null(),
+            None => JsonText::null(),
         },
-        None => SpecJson::null(),
+        None => JsonText::null(),
     };
     Ok(WorkflowRecord {
         name: cols.get(1, "name").map_err(corrupt)?,

@@ -9,7 +9,7 @@ fn workflow(id: &str) -> WorkflowRecord {
         id: id.to_string(),
         name: "wf".to_string(),
         status: WorkflowStatus::Running,
-        spec: SpecJson::of(&json!({ "tasks": [] })).expect("a spec"),
+        spec: JsonText::of(&json!({ "tasks": [] })).expect("a spec"),
         base_dir: None,
         total_tasks: 1,
         created_at: 1,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use gleitzeit_store::{
-    Creation, Idempotency, SpecJson, Store, StoreError, TaskRecord, TaskStatus, WorkflowRecord,
+    Creation, Idempotency, JsonText, Store, StoreError, TaskRecord, TaskStatus, WorkflowRecord,
     WorkflowStatus,
 };
 use serde_json::{json, Value};
@@ -93,8 +93,8 @@ pub fn workflow(id: &str, created_at: u64, status: WorkflowStatus) -> WorkflowRe
 }
 
 /// A spec record of `value`.
-pub fn spec(value: Value) -> SpecJson {
-    SpecJson::of(&value).expect("a spec")
+pub fn spec(value: Value) -> JsonText {
+    JsonText::of(&value).expect("a spec")
 }
 
 pub fn task(workflow_id: &str, task_id: &str) -> TaskRecord {
@@ -166,7 +166,7 @@ pub fn head_and_counts_read_a_workflow_without_its_spec_and_tasks(store: &dyn St
     assert_eq!(
         head,
         WorkflowRecord {
-            spec: SpecJson::null(),
+            spec: JsonText::null(),
             ..wf.clone()
         }
     );
@@ -199,7 +199,7 @@ pub fn apply_updates_and_reads_back(store: &dyn Store) {
     let mut running = wf.clone();
     running.status = WorkflowStatus::Running;
     running.started_at = Some(150);
-    running.spec = SpecJson::null();
+    running.spec = JsonText::null();
     let mut a = tasks[1].clone();
     a.status = TaskStatus::Completed;
     a.attempts = 1;
@@ -320,7 +320,7 @@ pub fn listing_is_most_recent_first_filters_by_status_and_omits_the_spec(store: 
         "listing omits the spec"
     );
     let mut expected = workflow("c", 200, WorkflowStatus::Completed);
-    expected.spec = SpecJson::null();
+    expected.spec = JsonText::null();
     assert_eq!(all[2], expected, "every other field is listed");
 
     assert_eq!(
@@ -468,7 +468,7 @@ pub fn replacing_a_workflow_moves_it_in_listing_and_recovery(store: &dyn Store) 
 
     // `a` becomes the newest and finishes; written back without its spec.
     let mut a = workflow("a", 400, WorkflowStatus::Completed);
-    a.spec = SpecJson::null();
+    a.spec = JsonText::null();
     a.finished_at = Some(450);
     store.apply(std::slice::from_ref(&a), &[]).expect("apply");
     assert_eq!(
@@ -493,7 +493,7 @@ pub fn replacing_a_workflow_moves_it_in_listing_and_recovery(store: &dyn Store) 
     // Moved to the same millisecond as `a`: the workflow stored later is listed first, as
     // replacing keeps a workflow's place in insertion order.
     let mut b = workflow("b", 400, WorkflowStatus::Running);
-    b.spec = SpecJson::null();
+    b.spec = JsonText::null();
     store.apply(std::slice::from_ref(&b), &[]).expect("apply");
     assert_eq!(
         ids(&store.list_workflows(10, None).expect("list")),
@@ -524,7 +524,7 @@ pub fn replacing_a_workflow_moves_it_in_listing_and_recovery(store: &dyn Store) 
 
 pub fn null_json_and_extreme_numbers_round_trip(store: &dyn Store) {
     let mut wf = workflow("wf", i64::MAX as u64, WorkflowStatus::Failed);
-    wf.spec = SpecJson::null();
+    wf.spec = JsonText::null();
     wf.base_dir = Some(String::new());
     wf.error = Some(Value::Null);
     wf.total_tasks = i64::MAX as u64;

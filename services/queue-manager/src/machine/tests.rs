@@ -62,7 +62,7 @@ pub(super) fn workflow(
         id: id.into(),
         name: id.into(),
         status: WorkflowStatus::Pending,
-        spec: gleitzeit_store::SpecJson::null(),
+        spec: gleitzeit_store::JsonText::null(),
         base_dir: None,
         total_tasks: tasks.len() as u64,
         created_at: 1,

@@ -39,6 +39,16 @@ impl WorkflowLimits {
             .get("tasks")
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
+        self.check_count(tasks)?;
+        self.check_bytes(spec)
+    }
+
+    /// Checks a spec's number of tasks.
+    ///
+    /// # Errors
+    ///
+    /// GZ7012 when it is above [`WorkflowLimits::max_tasks`].
+    pub fn check_count(&self, tasks: usize) -> Result<(), GzError> {
         if tasks > self.max_tasks {
             return Err(too_large(
                 "the workflow",
@@ -49,7 +59,7 @@ impl WorkflowLimits {
                 "split the workflow into several smaller ones, or raise the queue-manager's --max-workflow-tasks",
             ));
         }
-        self.check_bytes(spec)
+        Ok(())
     }
 
     /// Checks the size of a spec (the normalized one can be larger than the submitted one).

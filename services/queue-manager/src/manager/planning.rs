@@ -21,7 +21,7 @@ use gleitzeit_protocol::payloads::{
     FinishedTask, Resolution, TasksFinished, WorkflowPlan, WorkflowRef,
 };
 use gleitzeit_protocol::{to_payload, Target};
-use gleitzeit_store::{SpecJson, TaskStatus};
+use gleitzeit_store::{JsonText, TaskStatus};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -129,7 +129,7 @@ impl Planner {
 /// The spec the resolver gets: without the contents of the files its tasks name (they stay
 /// here and go out with each task, `machine/leases.rs`; the resolver substitutes
 /// parameters only). A spec naming no files is passed on as it is, unparsed.
-fn without_attachments(spec: SpecJson) -> SpecJson {
+fn without_attachments(spec: JsonText) -> JsonText {
     // Compact JSON from serde has `"attachments":{"` only where a non-empty map of that
     // name is (inside a string the quotes would be escaped).
     if !spec
@@ -142,13 +142,13 @@ fn without_attachments(spec: SpecJson) -> SpecJson {
     if let Some(fields) = value.as_object_mut() {
         fields.remove("attachments");
     }
-    SpecJson::of(&value).unwrap_or(spec)
+    JsonText::of(&value).unwrap_or(spec)
 }
 
 impl Manager {
     /// Sends the whole workflow (with what already finished) to a resolver. The spec is
     /// read from the store unless the caller has it at hand.
-    pub(super) async fn plan(&mut self, id: &str, spec: Option<SpecJson>) {
+    pub(super) async fn plan(&mut self, id: &str, spec: Option<JsonText>) {
         let spec = match spec {
             Some(s) => without_attachments(s),
             None => {

@@ -8,7 +8,7 @@ use gleitzeit_protocol::payloads::{ListWorkflows, TaskLookup, WorkflowRef};
 use gleitzeit_protocol::replies::{OwnerReply, WorkflowDetail, WorkflowEventsReply};
 use gleitzeit_protocol::requests::WorkflowEventsQuery;
 use gleitzeit_protocol::{to_payload, Envelope};
-use gleitzeit_store::{SpecJson, WorkflowRecord, WorkflowStatus};
+use gleitzeit_store::{JsonText, WorkflowRecord, WorkflowStatus};
 use serde_json::{json, Value};
 
 use super::ownership::{sees_all, Access};
@@ -18,7 +18,7 @@ use crate::machine::Counts;
 /// A workflow record for replies: everything but the (possibly huge) spec.
 fn record_without_spec(r: &WorkflowRecord) -> WorkflowRecord {
     WorkflowRecord {
-        spec: SpecJson::null(),
+        spec: JsonText::null(),
         ..r.clone()
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_store::{SpecJson, Store, StoreError, TaskRecord, WorkflowRecord, WorkflowStatus};
+use gleitzeit_store::{JsonText, Store, StoreError, TaskRecord, WorkflowRecord, WorkflowStatus};
 use gleitzeit_workflow::{first_range_issue, WorkflowSpec};
 use serde_json::Value;
 use tracing::{info, warn};
@@ -19,7 +19,7 @@ use super::{Manager, OWNER_TTL};
 use crate::machine::Now;
 
 /// A stored workflow read back: its record, spec (parsed and as JSON) and tasks.
-type Stored = (WorkflowRecord, WorkflowSpec, SpecJson, Vec<TaskRecord>);
+type Stored = (WorkflowRecord, WorkflowSpec, JsonText, Vec<TaskRecord>);
 /// A stored workflow read back, or why it cannot be used.
 type Loaded = Result<Stored, String>;
 
@@ -153,7 +153,7 @@ mod tests {
             id: "w".into(),
             name: "w".into(),
             status: WorkflowStatus::Running,
-            spec: SpecJson::of(&spec).expect("a spec"),
+            spec: JsonText::of(&spec).expect("a spec"),
             base_dir: None,
             total_tasks: 1,
             created_at: 1,

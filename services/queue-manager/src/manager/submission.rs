@@ -11,7 +11,7 @@ use gleitzeit_protocol::replies::{CancelReply, SubmitReply};
 use gleitzeit_protocol::Envelope;
 use gleitzeit_store::idempotency::fingerprint;
 use gleitzeit_store::{
-    Creation, Idempotency, SpecJson, TaskRecord, WorkflowRecord, WorkflowStatus,
+    Creation, Idempotency, JsonText, TaskRecord, WorkflowRecord, WorkflowStatus,
 };
 use gleitzeit_workflow::{prepare_spec, WorkflowSpec};
 use serde_json::json;
@@ -28,12 +28,14 @@ impl Manager {
         env: &Envelope,
         sub: SubmitWorkflow,
     ) -> Result<SubmitReply, GzError> {
-        let spec: WorkflowSpec = serde_json::from_value(sub.spec).map_err(|e| {
+        let spec: WorkflowSpec = sub.spec.parse().map_err(|e| {
             GzError::new(
                 ErrorCode::ValidationFailed,
                 format!("invalid workflow: {e}"),
             )
         })?;
+        drop(sub.spec);
+        self.limits.check_count(spec.tasks.len())?;
         let parsed = prepare_spec(spec, &self.catalog).map_err(|diags| {
             let first = diags.iter().find(|d| d.is_error());
             let code = first
@@ -55,7 +57,7 @@ impl Manager {
             None => format!("wf-{}", uuid::Uuid::new_v4().simple()),
         };
         // Kept as text: the tree of values of a 100,000-task spec took ~300 MB.
-        let spec_json = SpecJson::of(&spec).map_err(|e| {
+        let spec_json = JsonText::of(&spec).map_err(|e| {
             GzError::new(ErrorCode::Internal, format!("cannot write the spec: {e}"))
         })?;
         self.limits.check_len(spec_json.len())?;
