@@ -424,7 +424,7 @@ fn send_heartbeat(
 }
 
 fn emit(link: &Link, env: &Envelope) -> Result<(), String> {
-    let json = serde_json::to_string(env).map_err(|e| e.to_string())?;
+    let json = env.to_wire().map_err(|e| e.to_string())?;
     link.emit_json(SIO_ENVELOPE_EVENT, &json)
 }
 
@@ -600,6 +600,19 @@ mod decode_tests {
             ResolverRequest::decode_envelope(&mut kept).expect("plan"),
             ResolverRequest::decode_envelope(&mut parsed).expect("plan"),
         );
+    }
+
+    #[test]
+    fn a_payload_written_as_text_goes_out_as_it_is() {
+        use gleitzeit_protocol::records::JsonText;
+        let plan = json!({ "workflow_id": "w", "spec": big_spec(), "finished": [] });
+        let text = JsonText::of(&plan).expect("text");
+        let env = Envelope::with_text(Target::Hub, events::WORKFLOW_PLAN, text);
+        let wire = env.to_wire().expect("wire");
+        let (_, back): (String, Envelope) =
+            serde_json::from_str(&format!("[\"{SIO_ENVELOPE_EVENT}\",{wire}]")).expect("parses");
+        assert_eq!(back.payload, plan);
+        assert_eq!((back.id, back.event), (env.id, env.event));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::errors::{ErrorCode, GzError};
 use crate::events;
 use crate::identity::Identity;
+use crate::records::JsonText;
 use crate::target::Target;
 use crate::PROTOCOL_VERSION;
 
@@ -52,7 +53,7 @@ pub struct Envelope<P = Value> {
     /// [`crate::events::KEPT_AS_TEXT`]); `payload` is null then. Never on the wire.
     #[serde(skip)]
     #[schemars(skip)]
-    pub raw: Option<crate::records::JsonText>,
+    pub raw: Option<JsonText>,
 }
 
 fn default_version() -> u32 {
@@ -93,7 +94,7 @@ impl RawEnvelope {
             raw = p;
             Value::Null
         });
-        env.raw = raw.map(crate::records::JsonText::from_raw);
+        env.raw = raw.map(JsonText::from_raw);
         env
     }
 
@@ -107,6 +108,34 @@ impl RawEnvelope {
 }
 
 impl Envelope {
+    /// A new message whose payload is JSON text already written (sent as it is, never
+    /// parsed into values on the way out).
+    pub fn with_text(target: Target, event: impl Into<String>, payload: JsonText) -> Self {
+        let mut env = Envelope::new(target, event, Value::Null);
+        env.raw = Some(payload);
+        env
+    }
+
+    /// The envelope as JSON text for the wire: the payload comes from [`Envelope::raw`]
+    /// when it is kept as text.
+    pub fn to_wire(&self) -> serde_json::Result<String> {
+        let Some(raw) = &self.raw else {
+            return serde_json::to_string(self);
+        };
+        serde_json::to_string(&Envelope::<&JsonText> {
+            v: self.v,
+            id: self.id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            source: self.source.clone(),
+            target: self.target.clone(),
+            event: self.event.clone(),
+            payload: raw,
+            auth: self.auth.clone(),
+            ts: self.ts,
+            raw: None,
+        })
+    }
+
     /// A new message with a fresh id.
     pub fn new(target: Target, event: impl Into<String>, payload: Value) -> Self {
         Envelope {

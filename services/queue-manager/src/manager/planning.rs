@@ -20,6 +20,7 @@ use gleitzeit_protocol::limits::{json_size_within, MAX_MESSAGE_BYTES};
 use gleitzeit_protocol::payloads::{
     FinishedTask, Resolution, TasksFinished, WorkflowPlan, WorkflowRef,
 };
+use gleitzeit_protocol::Envelope;
 use gleitzeit_protocol::{to_payload, Target};
 use gleitzeit_store::{JsonText, TaskStatus};
 use serde_json::Value;
@@ -222,7 +223,20 @@ impl Manager {
             finished: first,
             started,
         };
-        let payload = serde_json::to_value(plan).unwrap_or(Value::Null);
+        // Written as text: as a tree of values the spec took ~3 KB per task here.
+        let payload = match JsonText::of(&plan) {
+            Ok(text) => text,
+            Err(e) => {
+                let _ = self.tx.send(Internal::Resolution {
+                    workflow_id: id.to_string(),
+                    result: Err(GzError::new(
+                        ErrorCode::Internal,
+                        format!("cannot write the plan: {e}"),
+                    )),
+                });
+                return;
+            }
+        };
         let (client, tx, id) = (self.client.clone(), self.tx.clone(), id.to_string());
         tokio::spawn(async move {
             let sent = gleitzeit_runtime::catch_panic(send_plan(&client, &tx, &id, payload, parts));
@@ -321,8 +335,13 @@ async fn ask(
     event: &'static str,
     payload: Value,
 ) -> Result<Resolution, GzError> {
+    ask_envelope(client, Envelope::new(target, event, payload)).await
+}
+
+/// [`ask`] for a prepared request.
+async fn ask_envelope(client: &HubClient, request: Envelope) -> Result<Resolution, GzError> {
     client
-        .request_with_timeout(target, event, payload, RESOLVER_TIMEOUT)
+        .request_envelope(request, RESOLVER_TIMEOUT)
         .await
         .and_then(|v| {
             serde_json::from_value::<Resolution>(v)
@@ -336,11 +355,12 @@ async fn send_plan(
     client: &HubClient,
     tx: &mpsc::UnboundedSender<Internal>,
     id: &str,
-    plan: Value,
+    plan: JsonText,
     parts: std::collections::VecDeque<Vec<FinishedTask>>,
 ) {
     let to_type = Target::Type(component_types::DEPENDENCY_RESOLVER.into());
-    let result = ask(client, to_type.clone(), events::WORKFLOW_PLAN, plan).await;
+    let request = Envelope::with_text(to_type.clone(), events::WORKFLOW_PLAN, plan);
+    let result = ask_envelope(client, request).await;
     let mut target = match &result {
         Ok(res) if !res.resolver_id.is_empty() => Target::Component(res.resolver_id.clone()),
         _ => to_type,
