@@ -63,7 +63,8 @@ impl Manager {
         self.limits.check_len(spec_json.len())?;
         let idempotency = match sub.idempotency_key {
             Some(key) if key.len() <= 200 && !key.is_empty() => {
-                let fingerprint = fingerprint(&spec_json.to_value(), sub.base_dir.as_deref());
+                let fingerprint =
+                    fingerprint(spec_json.text().unwrap_or("null"), sub.base_dir.as_deref());
                 if let Some(reply) = self.resubmitted(&key, &fingerprint).await? {
                     return Ok(reply);
                 }
