@@ -37,6 +37,8 @@ mod step;
 mod tests;
 #[cfg(test)]
 mod tests_fanout;
+#[cfg(test)]
+mod tests_memory;
 mod timers;
 
 pub(crate) use status::Counts;
@@ -162,6 +164,12 @@ pub(crate) struct Wf {
 }
 
 impl Wf {
+    /// Whether the parameters and results of its ended tasks are left to the store (a
+    /// workflow of more than [`RESULTS_IN_EVENT_LIMIT`] tasks): read them from there.
+    pub(crate) fn keeps_results_in_store(&self) -> bool {
+        self.tasks.len() > RESULTS_IN_EVENT_LIMIT
+    }
+
     /// The `workflow_progress`-style summary used by workflow events.
     pub(crate) fn progress(&self) -> WorkflowProgress {
         let c = &self.counts;
@@ -527,6 +535,7 @@ impl Machine {
             let Some(wf) = self.wfs.get(&change.wf) else {
                 continue;
             };
+            let trim = wf.keeps_results_in_store();
             let t = &wf.tasks[change.i];
             if matches!(t.status, TaskStatus::Completed | TaskStatus::Failed) {
                 finished
@@ -541,12 +550,24 @@ impl Machine {
             if t.status.is_terminal() && !progressed.contains(&change.wf) {
                 progressed.push(change.wf.clone());
             }
+            let ended = t.status.is_terminal();
             if let Some(event) = event {
                 effects.push(Effect::Event {
                     wf: change.wf.clone(),
                     event,
                     payload: task_event(wf, change.i),
                 });
+            }
+            if ended && trim {
+                // Stored before this commit: memory keeps the task's state, not its data.
+                if let Some(t) = self
+                    .wfs
+                    .get_mut(&change.wf)
+                    .and_then(|w| w.tasks.get_mut(change.i))
+                {
+                    t.params = None;
+                    t.result = None;
+                }
             }
         }
         let mut ended = Vec::new();

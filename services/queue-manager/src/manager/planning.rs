@@ -168,13 +168,36 @@ impl Manager {
                 }
             }
         };
+        // Ended tasks of a big workflow have their results in the store only.
+        let stored = match self.machine.workflow(id) {
+            Some(wf) if wf.keeps_results_in_store() && wf.counts.terminal() > 0 => {
+                let wid = id.to_string();
+                match self.persistence.call(move |s| s.tasks(&wid)).await {
+                    Ok(tasks) => tasks,
+                    Err(e) => {
+                        warn!(workflow = %id, error = %e, "cannot read the results to plan; retrying later");
+                        let _ = self.tx.send(Internal::Resolution {
+                            workflow_id: id.to_string(),
+                            result: Err(e),
+                        });
+                        return;
+                    }
+                }
+            }
+            _ => Vec::new(),
+        };
         let Some(wf) = self.machine.workflow(id) else {
             return;
         };
         self.planner.states.entry(id.to_string()).or_default();
         let mut finished = Vec::new();
         let mut started = Vec::new();
-        for t in &wf.tasks {
+        for (i, t) in wf.tasks.iter().enumerate() {
+            // The stored record of an ended task (stored before memory shows it ended).
+            let t = match stored.get(i) {
+                Some(s) if s.task_id == t.task_id && t.status.is_terminal() => s,
+                _ => t,
+            };
             match t.status {
                 TaskStatus::Pending => {}
                 TaskStatus::Queued | TaskStatus::Running | TaskStatus::Retrying => {

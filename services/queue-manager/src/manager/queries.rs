@@ -29,6 +29,22 @@ impl Manager {
         if let Some(wf) = self.machine.workflow(&r.workflow_id) {
             let tasks = if r.summary {
                 Vec::new()
+            } else if wf.keeps_results_in_store() {
+                // Ended tasks' data is in the store only; every change is stored before it
+                // shows here, so the store is as new as memory.
+                let id = r.workflow_id.clone();
+                let tasks = self.persistence.call(move |s| s.tasks(&id)).await?;
+                let Some(wf) = self.machine.workflow(&r.workflow_id) else {
+                    return Err(GzError::new(
+                        ErrorCode::WorkflowNotFound,
+                        format!("no workflow {}", r.workflow_id),
+                    ));
+                };
+                return to_payload(&WorkflowDetail {
+                    workflow: record_without_spec(&wf.record),
+                    counts: Counts::of(&tasks).as_map(),
+                    tasks,
+                });
             } else {
                 wf.tasks.clone()
             };
@@ -142,7 +158,10 @@ impl Manager {
     ) -> Result<Value, GzError> {
         if let Some(w) = &q.workflow_id {
             if let Some(wf) = self.machine.workflow(w) {
-                if let Some(&i) = wf.index.get(&q.task_id) {
+                let held = wf.index.get(&q.task_id).filter(|&&i| {
+                    !(wf.keeps_results_in_store() && wf.tasks[i].status.is_terminal())
+                });
+                if let Some(&i) = held {
                     let task = json!(wf.tasks[i]);
                     self.check_access(env, w, Access::Read).await?;
                     return Ok(task);

@@ -1,0 +1,76 @@
+//! What memory keeps of a task once it ended: a big workflow leaves its ended tasks'
+//! parameters and results to the store (they were stored before the commit that ended
+//! them), after handing the result to the resolver and the watchers.
+
+use serde_json::json;
+
+use super::tests::{add, commit, lease, leased, machine, now, outcome};
+use super::*;
+use gleitzeit_protocol::payloads::{ReadyTask, Resolution};
+
+fn ready_all(m: &mut Machine, wf: &str, ids: &[String]) {
+    let res = Resolution {
+        resolver_id: "r-1".into(),
+        ready: ids
+            .iter()
+            .map(|t| ReadyTask {
+                task_id: t.clone(),
+                params: json!({ "x": t }),
+            })
+            .collect(),
+        ..Resolution::default()
+    };
+    let step = m.resolution(wf, res, now());
+    commit(m, step);
+}
+
+fn run_first(m: &mut Machine, wf: &str, n: usize) -> Vec<Effect> {
+    let ids: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    let tasks: Vec<(&str, &str)> = ids.iter().map(|i| (i.as_str(), "normal")).collect();
+    add(m, wf, &tasks);
+    ready_all(m, wf, &ids[..1]);
+    let out = leased(&lease(m, "e-1", 1));
+    assert_eq!(out, vec![("t0".to_string(), 1)]);
+    outcome(m, "e-1", wf, "t0", 1, Ok(json!({ "answer": 42 })))
+}
+
+fn told_resolver(effects: &[Effect]) -> Vec<Option<serde_json::Value>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::TellResolver { finished, .. } => Some(finished.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|f| f.result)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_big_workflow_keeps_no_data_of_its_ended_tasks() {
+    let mut m = machine();
+    let effects = run_first(&mut m, "big", RESULTS_IN_EVENT_LIMIT + 1);
+    assert_eq!(told_resolver(&effects), vec![Some(json!({ "answer": 42 }))]);
+    let event = effects.iter().find_map(|e| match e {
+        Effect::Event { payload, .. } if payload["status"] == "completed" => Some(payload),
+        _ => None,
+    });
+    assert_eq!(event.map(|p| &p["result"]), Some(&json!({ "answer": 42 })));
+    let wf = m.workflow("big").expect("running");
+    assert!(wf.keeps_results_in_store());
+    let t0 = &wf.tasks[0];
+    assert_eq!(t0.status, TaskStatus::Completed);
+    assert!(
+        t0.result.is_none() && t0.params.is_none(),
+        "left to the store"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_small_workflow_keeps_its_results_for_the_completion_event() {
+    let mut m = machine();
+    run_first(&mut m, "small", 3);
+    let wf = m.workflow("small").expect("running");
+    assert!(!wf.keeps_results_in_store());
+    assert_eq!(wf.tasks[0].result, Some(json!({ "answer": 42 })));
+}
