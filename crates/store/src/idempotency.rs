@@ -79,7 +79,11 @@ mod tests {
         let spec = r#"{"name":"a","tasks":[]}"#;
         let same = fingerprint(spec, Some("/w"));
         assert_eq!(same.len(), 64);
-        assert_eq!(same, fingerprint(&spec.to_string(), Some("/w")));
+        assert_eq!(
+            same,
+            fingerprint(String::from(spec).as_str(), Some("/w")),
+            "a copy of the text"
+        );
         assert_ne!(same, fingerprint(spec, Some("/x")));
         assert_ne!(same, fingerprint(r#"{"name":"b","tasks":[]}"#, Some("/w")));
     }
