@@ -110,7 +110,7 @@ pub(super) fn add_with(
 }
 
 /// The resolver says `ready` tasks of `wf` are ready.
-fn ready(m: &mut Machine, wf: &str, ready: &[&str]) -> Vec<Effect> {
+pub(super) fn ready(m: &mut Machine, wf: &str, ready: &[&str]) -> Vec<Effect> {
     let res = Resolution {
         resolver_id: "r-1".into(),
         ready: ready

@@ -4,31 +4,14 @@
 
 use serde_json::json;
 
-use super::tests::{add, commit, lease, leased, machine, now, outcome};
+use super::tests::{add, lease, leased, machine, outcome, ready};
 use super::*;
-use gleitzeit_protocol::payloads::{ReadyTask, Resolution};
-
-fn ready_all(m: &mut Machine, wf: &str, ids: &[String]) {
-    let res = Resolution {
-        resolver_id: "r-1".into(),
-        ready: ids
-            .iter()
-            .map(|t| ReadyTask {
-                task_id: t.clone(),
-                params: json!({ "x": t }),
-            })
-            .collect(),
-        ..Resolution::default()
-    };
-    let step = m.resolution(wf, res, now());
-    commit(m, step);
-}
 
 fn run_first(m: &mut Machine, wf: &str, n: usize) -> Vec<Effect> {
     let ids: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
     let tasks: Vec<(&str, &str)> = ids.iter().map(|i| (i.as_str(), "normal")).collect();
     add(m, wf, &tasks);
-    ready_all(m, wf, &ids[..1]);
+    ready(m, wf, &["t0"]);
     let out = leased(&lease(m, "e-1", 1));
     assert_eq!(out, vec![("t0".to_string(), 1)]);
     outcome(m, "e-1", wf, "t0", 1, Ok(json!({ "answer": 42 })))

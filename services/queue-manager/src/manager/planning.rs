@@ -147,6 +147,16 @@ fn without_attachments(spec: JsonText) -> JsonText {
 }
 
 impl Manager {
+    /// What a plan needs could not be read from the store: planned again later (the failed
+    /// read counts as a failed resolver request).
+    fn plan_later(&self, id: &str, what: &str, e: GzError) {
+        warn!(workflow = %id, error = %e, "cannot read {what} to plan; retrying later");
+        let _ = self.tx.send(Internal::Resolution {
+            workflow_id: id.to_string(),
+            result: Err(e),
+        });
+    }
+
     /// Sends the whole workflow (with what already finished) to a resolver. The spec is
     /// read from the store unless the caller has it at hand.
     pub(super) async fn plan(&mut self, id: &str, spec: Option<JsonText>) {
@@ -157,14 +167,7 @@ impl Manager {
                 match self.persistence.call(move |s| s.workflow(&wid)).await {
                     Ok(Some(w)) => without_attachments(w.spec),
                     Ok(None) => return,
-                    Err(e) => {
-                        warn!(workflow = %id, error = %e, "cannot read the spec to plan; retrying later");
-                        let _ = self.tx.send(Internal::Resolution {
-                            workflow_id: id.to_string(),
-                            result: Err(e),
-                        });
-                        return;
-                    }
+                    Err(e) => return self.plan_later(id, "the spec", e),
                 }
             }
         };
@@ -174,14 +177,7 @@ impl Manager {
                 let wid = id.to_string();
                 match self.persistence.call(move |s| s.tasks(&wid)).await {
                     Ok(tasks) => tasks,
-                    Err(e) => {
-                        warn!(workflow = %id, error = %e, "cannot read the results to plan; retrying later");
-                        let _ = self.tx.send(Internal::Resolution {
-                            workflow_id: id.to_string(),
-                            result: Err(e),
-                        });
-                        return;
-                    }
+                    Err(e) => return self.plan_later(id, "the results", e),
                 }
             }
             _ => Vec::new(),
