@@ -22,15 +22,17 @@ const KEEP_FINISHED: Duration = Duration::from_secs(600);
 
 /// One logged event as kept: its payload serialized (a few hundred bytes, where the parsed
 /// JSON tree took several times that), its name shared with every other event of that name.
-struct Kept {
-    seq: u64,
-    event: Arc<str>,
-    ts: u64,
-    payload: Box<str>,
+#[derive(Clone)]
+pub(crate) struct Kept {
+    pub(crate) seq: u64,
+    pub(crate) event: Arc<str>,
+    pub(crate) ts: u64,
+    /// Shared with the batch that sends it.
+    pub(crate) payload: Arc<str>,
 }
 
 impl Kept {
-    fn to_logged(&self) -> LoggedEvent {
+    pub(crate) fn to_logged(&self) -> LoggedEvent {
         LoggedEvent {
             seq: self.seq,
             event: self.event.to_string(),
@@ -76,15 +78,15 @@ impl EventLog {
         n
     }
 
-    /// Numbers an event (writes `seq` into the payload) and keeps it; returns it with the
-    /// size of its serialized payload.
+    /// Numbers an event (writes `seq` into the payload) and keeps it as JSON text; returns
+    /// what was kept (the text is shared, not copied).
     pub(crate) fn record(
         &mut self,
         workflow: &str,
         event: &str,
         mut payload: Value,
         ts: u64,
-    ) -> (LoggedEvent, usize) {
+    ) -> Kept {
         let name = self.name(event);
         let log = match self.logs.get_mut(workflow) {
             Some(log) => log,
@@ -98,28 +100,24 @@ impl EventLog {
         if let Value::Object(map) = &mut payload {
             map.insert("seq".into(), json!(seq));
         }
-        let text = serde_json::to_string(&payload).unwrap_or_else(|_| "null".into());
-        let size = text.len();
-        log.bytes += size;
-        log.buf.push_back(Kept {
+        let text: Arc<str> = serde_json::to_string(&payload)
+            .unwrap_or_else(|_| "null".into())
+            .into();
+        log.bytes += text.len();
+        let kept = Kept {
             seq,
             event: name,
             ts,
-            payload: text.into_boxed_str(),
-        });
+            payload: text,
+        };
+        log.buf.push_back(kept.clone());
         while log.buf.len() > MAX_EVENTS || log.bytes > MAX_BYTES && log.buf.len() > 1 {
             match log.buf.pop_front() {
                 Some(old) => log.bytes -= old.payload.len(),
                 None => break,
             }
         }
-        let logged = LoggedEvent {
-            seq,
-            event: event.to_string(),
-            ts,
-            payload,
-        };
-        (logged, size)
+        kept
     }
 
     /// The workflow finished: its events are dropped after a while.
@@ -160,8 +158,9 @@ mod tests {
     fn events_are_numbered_and_replayed_after_a_sequence_number() {
         let mut log = EventLog::default();
         for i in 0..5 {
-            let (e, size) = log.record("w", "task_completed", json!({ "i": i }), 0);
-            assert_eq!(size, e.payload.to_string().len());
+            let e = log
+                .record("w", "task_completed", json!({ "i": i }), 0)
+                .to_logged();
             assert_eq!(e.payload["seq"], i + 1);
             assert_eq!(e.seq, i + 1);
         }
@@ -175,7 +174,7 @@ mod tests {
     fn a_resumed_workflow_continues_from_a_higher_number() {
         let mut log = EventLog::default();
         log.open("w", 1_000_000);
-        let (e, _) = log.record("w", "e", json!({}), 0);
+        let e = log.record("w", "e", json!({}), 0).to_logged();
         assert_eq!(e.payload["seq"], 1_000_000);
         let (_, complete) = log.since("w", 5).expect("known");
         assert!(!complete, "events 6..999999 are not available here");
@@ -184,7 +183,9 @@ mod tests {
     #[test]
     fn kept_events_read_back_as_recorded_and_the_oldest_go_beyond_the_byte_limit() {
         let mut log = EventLog::default();
-        let (first, _) = log.record("w", "task_completed", json!({ "r": [1, "x", null] }), 7);
+        let first = log
+            .record("w", "task_completed", json!({ "r": [1, "x", null] }), 7)
+            .to_logged();
         let (events, _) = log.since("w", 0).expect("known");
         assert_eq!(events, vec![first]);
         assert!(log.knows("w") && !log.knows("v"));

@@ -23,13 +23,13 @@ use std::time::Duration;
 use gleitzeit_hub_client::HubClient;
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::events;
-use gleitzeit_protocol::replies::LoggedEvent;
+use gleitzeit_protocol::records::JsonText;
 use gleitzeit_protocol::{Envelope, Target};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::events_log::EventLog;
+use crate::events_log::{EventLog, Kept};
 
 /// Most events in one `event_batch`.
 pub(crate) const MAX_BATCH_EVENTS: usize = 1_000;
@@ -50,7 +50,7 @@ type Sink = Box<dyn Fn(Envelope) + Send + Sync>;
 /// One workflow's events waiting for the end of the handler.
 struct Pending {
     workflow: String,
-    events: Vec<LoggedEvent>,
+    events: Vec<Kept>,
     bytes: usize,
 }
 
@@ -124,7 +124,8 @@ impl Publisher {
 
     /// Numbers an event, keeps it in the log and adds it to its workflow's batch.
     fn push(&mut self, wf: &str, event: &str, payload: Value) {
-        let (logged, bytes) = self.log.record(wf, event, payload, now_millis());
+        let logged = self.log.record(wf, event, payload, now_millis());
+        let bytes = logged.payload.len();
         self.oldest.get_or_insert_with(Instant::now);
         let i = match self.pending.iter().position(|p| p.workflow == wf) {
             Some(i) => i,
@@ -205,32 +206,38 @@ impl Publisher {
             events::rooms::EVENTS,
             events::rooms::workflow(&batch.workflow)
         ));
-        (self.sink)(Envelope::new(
-            target,
-            events::EVENT_BATCH,
-            batch_payload(batch),
-        ));
+        match batch_payload(&batch) {
+            Ok(payload) => (self.sink)(Envelope::with_text(target, events::EVENT_BATCH, payload)),
+            Err(e) => {
+                warn!(workflow = %batch.workflow, error = %e, "could not write an event batch")
+            }
+        }
     }
 }
 
-/// The `event_batch` payload, built without copying the events' payloads again.
-fn batch_payload(batch: Pending) -> Value {
-    let events = batch
-        .events
-        .into_iter()
-        .map(|e| {
-            let mut entry = Map::with_capacity(4);
-            entry.insert("seq".into(), Value::from(e.seq));
-            entry.insert("event".into(), Value::String(e.event));
-            entry.insert("ts".into(), Value::from(e.ts));
-            entry.insert("payload".into(), e.payload);
-            Value::Object(entry)
-        })
-        .collect();
-    let mut payload = Map::with_capacity(2);
-    payload.insert("workflow_id".into(), Value::String(batch.workflow));
-    payload.insert("events".into(), Value::Array(events));
-    Value::Object(payload)
+/// The `event_batch` payload as JSON text, put together from the events' texts as the log
+/// keeps them (no event is turned into values or written again).
+fn batch_payload(batch: &Pending) -> serde_json::Result<JsonText> {
+    let mut out = String::with_capacity(batch.bytes + 64 * batch.events.len() + 64);
+    out.push_str("{\"workflow_id\":");
+    out.push_str(&serde_json::to_string(&batch.workflow)?);
+    out.push_str(",\"events\":[");
+    for (k, e) in batch.events.iter().enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"seq\":");
+        out.push_str(&e.seq.to_string());
+        out.push_str(",\"event\":");
+        out.push_str(&serde_json::to_string(&*e.event)?);
+        out.push_str(",\"ts\":");
+        out.push_str(&e.ts.to_string());
+        out.push_str(",\"payload\":");
+        out.push_str(&e.payload);
+        out.push('}');
+    }
+    out.push_str("]}");
+    JsonText::from_text(out)
 }
 
 #[cfg(test)]
@@ -255,7 +262,10 @@ mod tests {
             .drain(..)
             .map(|env| {
                 assert_eq!(env.event, events::EVENT_BATCH);
-                serde_json::from_value(env.payload).expect("an event batch")
+                env.raw
+                    .expect("a batch as text")
+                    .parse()
+                    .expect("an event batch")
             })
             .collect()
     }
