@@ -222,15 +222,18 @@ impl Manager {
         }
     }
 
-    /// Decodes what arrived; a submission's size is checked on its raw payload first,
-    /// before anything turns a huge spec into a workflow.
-    /// (A submission kept as text, `Envelope::raw`, has its task count checked once it is
-    /// read and its size on the normalized spec, in `submit`; the hub's message limit
-    /// bounds the text.)
+    /// Decodes what arrived; a submission's task count (and, parsed, its size) is checked
+    /// on its raw payload first, before anything turns a huge spec into a workflow. (A
+    /// submission kept as text, `Envelope::raw`, has its tasks counted by a scan of the
+    /// text; its size is checked on the normalized spec in `submit`, and the hub's message
+    /// limit bounds the text.)
     fn decode(&self, env: &mut Envelope) -> Result<QueueManagerRequest, GzError> {
         if env.event == events::WORKFLOW_SUBMIT {
             if let Some(spec) = env.payload.get("spec") {
                 self.limits.check_raw(spec)?;
+            }
+            if let Some(text) = env.raw.as_ref().and_then(|r| r.text()) {
+                self.limits.check_count(admission::count_tasks(text))?;
             }
         }
         QueueManagerRequest::decode_envelope(env)

@@ -89,11 +89,61 @@ impl WorkflowLimits {
     }
 }
 
+/// How many tasks a `workflow_submit` payload's spec lists, counted by a scan of its JSON
+/// text that builds nothing (0 when it does not read as a submission: decoding reports
+/// that).
+pub fn count_tasks(payload: &str) -> usize {
+    use serde::de::{IgnoredAny, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    /// The length of a JSON array, its items skipped.
+    #[derive(Default)]
+    struct Count(usize);
+    impl<'de> Deserialize<'de> for Count {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Counting;
+            impl<'de> Visitor<'de> for Counting {
+                type Value = Count;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a list of tasks")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
+                    let mut n = 0;
+                    while seq.next_element::<IgnoredAny>()?.is_some() {
+                        n += 1;
+                    }
+                    Ok(Count(n))
+                }
+            }
+            d.deserialize_seq(Counting)
+        }
+    }
+    #[derive(Deserialize)]
+    struct Spec {
+        #[serde(default)]
+        tasks: Count,
+    }
+    #[derive(Deserialize)]
+    struct Submission {
+        spec: Spec,
+    }
+    serde_json::from_str::<Submission>(payload).map_or(0, |s| s.spec.tasks.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use gleitzeit_protocol::errors::ErrorCode;
     use serde_json::json;
+
+    #[test]
+    fn tasks_are_counted_from_the_text() {
+        let payload = json!({ "workflow_id": "w", "spec": { "name": "w", "tasks": vec![json!({"id": "t", "parameters": {"a": [1, {"b": 2}]}}); 7] } });
+        assert_eq!(count_tasks(&payload.to_string()), 7);
+        assert_eq!(count_tasks(r#"{"spec": {"name": "w"}}"#), 0);
+        assert_eq!(count_tasks("not json"), 0);
+        assert_eq!(count_tasks(r#"{"spec": {"tasks": 5}}"#), 0);
+    }
 
     #[test]
     fn too_many_tasks_or_bytes_are_gz7012() {
