@@ -15,7 +15,7 @@
 //! a workflow is announced finished only in the step that stores its final record.
 //!
 //! Time comes in as a [`Now`] (monotonic `tokio::time::Instant` plus wall-clock ms), so the
-//! unit tests (`tests.rs`) drive leases, retries and timeouts with paused time. Pending
+//! unit tests (`tests*.rs`) drive leases, retries and timeouts with paused time. Pending
 //! deadlines (retries, workflow timeouts, long-poll lease waits, engine silence) sit in a
 //! time-ordered [`timers::Timers`], not a rescan of every task.
 //!
@@ -35,6 +35,10 @@ mod status;
 mod step;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_batch;
+#[cfg(test)]
+mod tests_failures;
 #[cfg(test)]
 mod tests_fanout;
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The life cycle in-process, with paused time: every transition, leases and their
-//! expiry, retries with backoff, priorities, cancellation, ownership takeover, duplicate
-//! and late outcomes, and a write that fails. Fan-outs are in `tests_fanout.rs`.
+//! expiry, priorities, files, and the helpers the other test modules share. What goes wrong
+//! (retries, errors, cancellation, takeover, lost engines, timeouts) is in
+//! `tests_failures.rs`, batches in `tests_batch.rs`, fan-outs in `tests_fanout.rs`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,8 +9,7 @@ use std::time::Duration;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events;
 use gleitzeit_protocol::payloads::{
-    BlockedTask, HeldTask, HeldTasks, LeaseTasks, LeasedTasks, ReadyTask, Resolution, TaskOutcome,
-    TaskOutcomes,
+    BlockedTask, LeaseTasks, LeasedTasks, ReadyTask, Resolution, TaskOutcome, TaskOutcomes,
 };
 use gleitzeit_protocol::{Envelope, Target};
 use gleitzeit_store::{TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
@@ -19,8 +19,8 @@ use tokio::time::{advance, Instant};
 
 use super::*;
 
-const LEASE_TIMEOUT: Duration = Duration::from_secs(15);
-const GRACE: Duration = Duration::from_secs(30);
+pub(super) const LEASE_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const GRACE: Duration = Duration::from_secs(30);
 
 pub(super) fn now() -> Now {
     Now {
@@ -34,7 +34,7 @@ pub(super) fn machine() -> Machine {
 }
 
 /// A machine whose methods may go unserved for `grace`.
-fn machine_with_grace(grace: Duration) -> Machine {
+pub(super) fn machine_with_grace(grace: Duration) -> Machine {
     let settings = Settings {
         id: "qm-1".into(),
         lease_timeout: LEASE_TIMEOUT,
@@ -126,7 +126,7 @@ pub(super) fn ready(m: &mut Machine, wf: &str, ready: &[&str]) -> Vec<Effect> {
     commit(m, step)
 }
 
-fn lease_env(engine: &str) -> Envelope {
+pub(super) fn lease_env(engine: &str) -> Envelope {
     let mut env = Envelope::new(
         Target::Component("qm-1".into()),
         events::LEASE_TASKS,
@@ -199,14 +199,14 @@ pub(super) fn events_of(effects: &[Effect]) -> Vec<&'static str> {
         .collect()
 }
 
-fn status(m: &Machine, wf: &str, task: &str) -> TaskStatus {
+pub(super) fn status(m: &Machine, wf: &str, task: &str) -> TaskStatus {
     let w = m.workflow(wf).expect("workflow in memory");
     w.tasks[w.index[task]].status
 }
 
 /// The counters always match the statuses, per workflow and (for the metrics) per method
 /// over every workflow in memory.
-fn check_counts(m: &Machine) {
+pub(super) fn check_counts(m: &Machine) {
     let mut by_method: std::collections::HashMap<String, Counts> = Default::default();
     for id in m.ids() {
         let wf = m.workflow(&id).expect("listed");
@@ -223,7 +223,7 @@ fn check_counts(m: &Machine) {
 }
 
 /// A sample of the machine's metrics: a value, or a histogram's count.
-fn metric(m: &Machine, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(super) fn metric(m: &Machine, name: &str, labels: &[(&str, &str)]) -> f64 {
     use gleitzeit_protocol::metrics::SampleValue;
     let families = m.metrics();
     let family = families.iter().find(|f| f.name == name).expect(name);
@@ -240,13 +240,13 @@ fn metric(m: &Machine, name: &str, labels: &[(&str, &str)]) -> f64 {
     }
 }
 
-fn tick(m: &mut Machine) -> Vec<Effect> {
+pub(super) fn tick(m: &mut Machine) -> Vec<Effect> {
     let step = m.tick(now());
     commit(m, step)
 }
 
 /// Lets `secs` seconds pass, ticking every second as the driver does (more often, really).
-async fn pass(m: &mut Machine, secs: u64) -> Vec<Effect> {
+pub(super) async fn pass(m: &mut Machine, secs: u64) -> Vec<Effect> {
     let mut all = Vec::new();
     for _ in 0..secs {
         advance(Duration::from_secs(1)).await;
@@ -268,7 +268,7 @@ pub(super) fn taken(from: TaskStatus, to: TaskStatus) {
     }
 }
 
-fn retryable() -> GzError {
+pub(super) fn retryable() -> GzError {
     GzError::new(ErrorCode::TaskTimeout, "slow").with_retryable(true)
 }
 
@@ -381,7 +381,7 @@ async fn work_goes_out_by_priority_then_in_arrival_order() {
 }
 
 /// The tasks of the lease answers among `effects`, whole.
-fn leased_tasks(effects: &[Effect]) -> Vec<gleitzeit_protocol::payloads::ExecuteTask> {
+pub(super) fn leased_tasks(effects: &[Effect]) -> Vec<gleitzeit_protocol::payloads::ExecuteTask> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -514,280 +514,6 @@ async fn a_silent_engine_loses_its_lease_and_one_that_speaks_keeps_it() {
     let fx = outcome(&mut m, "e-1", "w", task, 1, Ok(json!("late")));
     assert!(events_of(&fx).is_empty());
     assert_eq!(status(&m, "w", task), TaskStatus::Running);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_failed_attempt_is_retried_after_its_backoff_until_the_policy_is_used_up() {
-    let mut m = machine();
-    add_with(&mut m, "w", &[("a", "normal")], json!({}), |spec| {
-        spec.tasks[0].retry = RetryPolicy {
-            max_attempts: 2,
-            backoff: Backoff::Fixed,
-            base_delay: 3.0,
-            max_delay: 60.0,
-            jitter: false,
-        };
-    });
-    ready(&mut m, "w", &["a"]);
-    lease(&mut m, "e-1", 1);
-    let fx = outcome(&mut m, "e-1", "w", "a", 1, Err(retryable()));
-    assert_eq!(events_of(&fx), [events::TASK_RETRYING]);
-    assert_eq!(status(&m, "w", "a"), TaskStatus::Retrying);
-    advance(Duration::from_secs(2)).await;
-    tick(&mut m);
-    assert_eq!(
-        status(&m, "w", "a"),
-        TaskStatus::Retrying,
-        "still in its 3 s pause"
-    );
-    advance(Duration::from_secs(1)).await;
-    tick(&mut m);
-    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
-    assert_eq!(leased(&lease(&mut m, "e-1", 1)), [("a".to_string(), 2)]);
-    let fx = outcome(&mut m, "e-1", "w", "a", 2, Err(retryable()));
-    assert_eq!(
-        events_of(&fx),
-        [
-            events::TASK_FAILED,
-            events::WORKFLOW_PROGRESS,
-            events::WORKFLOW_FAILED
-        ]
-    );
-    assert!(!m.contains("w"));
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_non_retryable_error_fails_at_once_and_skips_nothing_it_does_not_own() {
-    let mut m = machine();
-    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
-    ready(&mut m, "w", &["a"]);
-    lease(&mut m, "e-1", 1);
-    let err = GzError::new(ErrorCode::TaskFailed, "bad").with_retryable(false);
-    let fx = outcome(&mut m, "e-1", "w", "a", 1, Err(err));
-    assert_eq!(
-        events_of(&fx),
-        [events::TASK_FAILED, events::WORKFLOW_PROGRESS]
-    );
-    // The resolver skips the dependent; then the workflow fails.
-    let res = Resolution {
-        skipped: vec![BlockedTask {
-            task_id: "b".into(),
-            error: GzError::new(ErrorCode::DependencyFailed, "a failed"),
-        }],
-        ..Resolution::default()
-    };
-    let step = m.resolution("w", res, now());
-    let fx = commit(&mut m, step);
-    assert_eq!(
-        events_of(&fx),
-        [
-            events::TASK_SKIPPED,
-            events::WORKFLOW_PROGRESS,
-            events::WORKFLOW_FAILED
-        ]
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn duplicate_late_and_foreign_outcomes_change_nothing() {
-    let mut m = machine();
-    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
-    ready(&mut m, "w", &["a"]);
-    lease(&mut m, "e-1", 1);
-    // From an engine that does not hold the task: ignored.
-    assert!(outcome(&mut m, "e-2", "w", "a", 1, Ok(json!("forged"))).is_empty());
-    // Of another attempt: ignored.
-    assert!(outcome(&mut m, "e-1", "w", "a", 7, Ok(json!("stale"))).is_empty());
-    assert!(!outcome(&mut m, "e-1", "w", "a", 1, Ok(json!("first"))).is_empty());
-    // The same outcome again: the recorded result stays.
-    assert!(outcome(&mut m, "e-1", "w", "a", 1, Ok(json!("second"))).is_empty());
-    let w = m.workflow("w").expect("w");
-    assert_eq!(w.tasks[0].result, Some(json!("first")));
-    check_counts(&m);
-}
-
-#[tokio::test(start_paused = true)]
-async fn cancelling_stops_running_work_on_its_engine_and_ends_the_workflow() {
-    let mut m = machine();
-    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
-    ready(&mut m, "w", &["a", "b"]);
-    lease(&mut m, "e-1", 1);
-    let step = m.cancel("w", now()).expect("here");
-    let (workflows, tasks) = step.records();
-    assert_eq!(workflows[0].status, WorkflowStatus::Cancelled);
-    assert!(tasks.iter().all(|t| t.status == TaskStatus::Cancelled));
-    let fx = commit(&mut m, step);
-    let cancels: Vec<_> = fx
-        .iter()
-        .filter_map(|e| match e {
-            Effect::CancelTasks { engine, tasks } => Some((engine.to_string(), tasks.len())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(cancels, [("e-1".to_string(), 1)]);
-    assert!(events_of(&fx).contains(&events::WORKFLOW_CANCELLED));
-    assert!(!m.contains("w"));
-    // Its queued task is not handed out any more; the late outcome finds nothing.
-    assert!(leased(&lease(&mut m, "e-2", 5)).is_empty());
-    assert!(outcome(&mut m, "e-1", "w", "a", 1, Ok(json!(1))).is_empty());
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_workflow_taken_over_by_another_queue_manager_is_dropped_without_a_trace() {
-    let mut m = machine();
-    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
-    ready(&mut m, "w", &["a", "b"]);
-    lease(&mut m, "e-1", 1);
-    assert!(m.drop_workflow("w").is_some());
-    assert!(
-        leased(&lease(&mut m, "e-2", 5)).is_empty(),
-        "its queue entries are stale"
-    );
-    assert!(outcome(&mut m, "e-1", "w", "a", 1, Ok(json!(1))).is_empty());
-    // Taken back later (resumed from the store): running work is queued again.
-    let (record, spec, mut tasks) = workflow("w", &[("a", "normal"), ("b", "normal")], json!({}));
-    tasks[0].status = TaskStatus::Running;
-    tasks[0].attempts = 1;
-    tasks[1].status = TaskStatus::Completed;
-    assert!(m.add(record, &spec, tasks, now()));
-    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
-    assert_eq!(leased(&lease(&mut m, "e-2", 5)), [("a".to_string(), 2)]);
-    check_counts(&m);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_step_that_cannot_be_stored_leaves_everything_as_it_was() {
-    let mut m = machine();
-    add(&mut m, "w", &[("a", "normal")]);
-    ready(&mut m, "w", &["a"]);
-    let req = LeaseTasks {
-        slots: BTreeMap::from([("m".to_string(), 1)]),
-        wait_ms: 10_000,
-        served: vec!["m".into()],
-    };
-    let step = m.lease_request(lease_env("e-1"), req, now());
-    assert_eq!(step.task_records().len(), 1);
-    let sent = m.abort(step);
-    assert!(
-        sent.is_empty(),
-        "no lease reply for work that was not stored"
-    );
-    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
-    check_counts(&m);
-    // The entry and the request are back: the next step serves them.
-    let step = m.serve(now());
-    assert_eq!(leased(&commit(&mut m, step)), [("a".to_string(), 1)]);
-}
-
-#[tokio::test(start_paused = true)]
-async fn work_lost_with_its_engine_runs_again_at_once_without_using_up_the_policy() {
-    let mut m = machine();
-    add(&mut m, "w", &[("a", "normal")]);
-    ready(&mut m, "w", &["a"]);
-    lease(&mut m, "e-1", 1);
-    let step = m.engine_lost("e-1", now());
-    commit(&mut m, step);
-    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
-    // Lost on the way by a provider (the engine reports it): retried at once.
-    lease(&mut m, "e-2", 1);
-    let lost = GzError::new(ErrorCode::Disconnected, "provider left");
-    outcome(&mut m, "e-2", "w", "a", 2, Err(lost));
-    assert_eq!(status(&m, "w", "a"), TaskStatus::Retrying);
-    tick(&mut m);
-    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
-    check_counts(&m);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_task_missing_from_two_held_reports_is_queued_again() {
-    let mut m = machine();
-    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
-    ready(&mut m, "w", &["a", "b"]);
-    lease(&mut m, "e-1", 2);
-    let sent_at = now().ms + 5_000;
-    let held = || HeldTasks {
-        tasks: vec![HeldTask {
-            workflow_id: "w".into(),
-            task_id: "a".into(),
-            attempt: 1,
-        }],
-    };
-    let step = m.held_report("e-1", sent_at, held(), now());
-    assert!(step.is_empty(), "missing once: not yet");
-    let step = m.held_report("e-1", sent_at, held(), now());
-    commit(&mut m, step);
-    assert_eq!(status(&m, "w", "a"), TaskStatus::Running);
-    assert_eq!(status(&m, "w", "b"), TaskStatus::Queued);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_workflow_past_its_timeout_fails() {
-    let mut m = machine_with_grace(Duration::from_secs(3600));
-    add_with(
-        &mut m,
-        "w",
-        &[("a", "normal")],
-        json!({ "timeout": 60 }),
-        |_| {},
-    );
-    ready(&mut m, "w", &["a"]);
-    advance(Duration::from_secs(59)).await;
-    tick(&mut m);
-    assert!(m.contains("w"));
-    advance(Duration::from_secs(2)).await;
-    let step = m.tick(now());
-    let (workflows, _) = step.records();
-    let error = workflows[0].error.clone().unwrap_or_default();
-    assert_eq!(error["code"], json!(ErrorCode::WorkflowTimeout.as_str()));
-    let fx = commit(&mut m, step);
-    assert!(events_of(&fx).contains(&events::WORKFLOW_FAILED));
-}
-
-#[tokio::test(start_paused = true)]
-async fn queued_tasks_of_a_method_nobody_serves_fail_after_the_grace() {
-    let mut m = machine();
-    add(&mut m, "w", &[("a", "normal")]);
-    ready(&mut m, "w", &["a"]);
-    advance(GRACE + Duration::from_secs(1)).await;
-    let step = m.tick(now());
-    assert_eq!(step.task_records()[0].status, TaskStatus::Failed);
-    assert_eq!(step.workflow_records()[0].status, WorkflowStatus::Failed);
-    let error = step.task_records()[0].error.clone().unwrap_or_default();
-    assert_eq!(error["code"], json!(ErrorCode::NoProvider.as_str()));
-    commit(&mut m, step);
-    assert!(!m.contains("w"));
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_method_first_queued_long_after_the_start_still_gets_the_whole_grace() {
-    let mut m = machine();
-    advance(GRACE * 3).await;
-    tick(&mut m);
-    // A function a service declares a moment after the workflow that calls it is submitted.
-    add(&mut m, "w", &[("a", "normal")]);
-    ready(&mut m, "w", &["a"]);
-    advance(GRACE / 2).await;
-    tick(&mut m);
-    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
-    advance(GRACE).await;
-    let step = m.tick(now());
-    assert_eq!(step.task_records()[0].status, TaskStatus::Failed);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_stall_of_the_queue_manager_is_not_held_against_the_engines() {
-    let mut m = machine_with_grace(Duration::from_secs(3600));
-    add(&mut m, "w", &[("a", "normal")]);
-    ready(&mut m, "w", &["a"]);
-    lease(&mut m, "e-1", 1);
-    // Nothing ran here for 20 s (a store outage): the engine's lease starts afresh.
-    advance(Duration::from_secs(20)).await;
-    tick(&mut m);
-    assert_eq!(status(&m, "w", "a"), TaskStatus::Running);
-    pass(&mut m, 14).await;
-    assert_eq!(status(&m, "w", "a"), TaskStatus::Running);
-    pass(&mut m, 2).await;
-    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
 }
 
 /// Drives tasks through every move of the table (`status::MOVES`), each by the operation
@@ -942,81 +668,4 @@ async fn every_move_of_the_table_is_taken() {
         .map(|(f, t)| format!("{f:?}->{t:?}"))
         .collect();
     assert_eq!(taken, table);
-}
-
-/// A batch `c` of two files (`c-00001`, `c-00002`) and a task `all` after it.
-fn add_batch(m: &mut Machine, fail_fast: bool) {
-    let batch = json!({ "batch": { "template": "c", "files": 2, "fail_fast": fail_fast } });
-    let tasks = [
-        ("c-00001", "normal"),
-        ("c-00002", "normal"),
-        ("all", "normal"),
-    ];
-    add_with(m, "w", &tasks, json!({ "metadata": batch }), |spec| {
-        spec.tasks[2].tolerate_failures = true;
-    });
-    ready(m, "w", &["c-00001", "c-00002"]);
-    lease(m, "e-1", 2);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_failed_batch_file_tells_the_resolver_its_error_and_the_rest_goes_on() {
-    let mut m = machine();
-    add_batch(&mut m, false);
-    let err = GzError::new(ErrorCode::PythonException, "bad file").with_retryable(false);
-    let fx = outcome(&mut m, "e-1", "w", "c-00001", 1, Err(err));
-    let told: Vec<_> = fx
-        .iter()
-        .filter_map(|e| match e {
-            Effect::TellResolver { finished, .. } => Some(finished.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    assert_eq!(told.len(), 1);
-    assert_eq!(told[0].status, "failed");
-    assert_eq!(
-        told[0].result.as_ref().map(|r| r["error"]["code"].clone()),
-        Some(json!("GZ2025"))
-    );
-    assert_eq!(status(&m, "w", "c-00002"), TaskStatus::Running);
-    // The resolver releases the tolerant task; it runs and the workflow ends as before
-    // (failed: one file failed and `on_failure` is `fail`).
-    outcome(&mut m, "e-1", "w", "c-00002", 1, Ok(json!({"result": 2})));
-    ready(&mut m, "w", &["all"]);
-    lease(&mut m, "e-1", 1);
-    let fx = outcome(
-        &mut m,
-        "e-1",
-        "w",
-        "all",
-        1,
-        Ok(json!({"result": "summed"})),
-    );
-    assert!(events_of(&fx).contains(&events::WORKFLOW_FAILED));
-    check_counts(&m);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_failed_file_of_a_fail_fast_batch_cancels_the_rest() {
-    let mut m = machine();
-    add_batch(&mut m, true);
-    let err = GzError::new(ErrorCode::PythonException, "bad file").with_retryable(false);
-    let fx = outcome(&mut m, "e-1", "w", "c-00001", 1, Err(err));
-    assert!(events_of(&fx).contains(&events::WORKFLOW_FAILED), "{fx:?}");
-    let stopped: Vec<String> = fx
-        .iter()
-        .filter_map(|e| match e {
-            Effect::CancelTasks { tasks, .. } => Some(tasks.clone()),
-            _ => None,
-        })
-        .flatten()
-        .map(|t| t.task_id)
-        .collect();
-    assert_eq!(stopped, ["c-00002"], "running work is stopped");
-    assert!(
-        !fx.iter().any(|e| matches!(e, Effect::TellResolver { .. })),
-        "nothing is released after the stop"
-    );
-    assert!(m.workflow("w").is_none(), "the workflow ended");
 }
