@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gleitzeit_protocol::replies::LoggedEvent;
+use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{json, Value};
 
 /// Events kept per workflow.
@@ -27,8 +28,8 @@ pub(crate) struct Kept {
     pub(crate) seq: u64,
     pub(crate) event: Arc<str>,
     pub(crate) ts: u64,
-    /// Shared with the batch that sends it.
-    pub(crate) payload: Arc<str>,
+    /// Shared with the batch that sends it (and written into it as it is).
+    pub(crate) payload: Arc<RawValue>,
 }
 
 impl Kept {
@@ -38,7 +39,7 @@ impl Kept {
             event: self.event.to_string(),
             ts: self.ts,
             // The text was written by `serde_json` from a `Value`, so it parses back.
-            payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
+            payload: serde_json::from_str(self.payload.get()).unwrap_or(Value::Null),
         }
     }
 }
@@ -100,10 +101,11 @@ impl EventLog {
         if let Value::Object(map) = &mut payload {
             map.insert("seq".into(), json!(seq));
         }
-        let text: Arc<str> = serde_json::to_string(&payload)
-            .unwrap_or_else(|_| "null".into())
+        // A `Value` always serializes (its keys are strings).
+        let text: Arc<RawValue> = to_raw_value(&payload)
+            .unwrap_or_else(|_| RawValue::NULL.to_owned())
             .into();
-        log.bytes += text.len();
+        log.bytes += text.get().len();
         let kept = Kept {
             seq,
             event: name,
@@ -113,7 +115,7 @@ impl EventLog {
         log.buf.push_back(kept.clone());
         while log.buf.len() > MAX_EVENTS || log.bytes > MAX_BYTES && log.buf.len() > 1 {
             match log.buf.pop_front() {
-                Some(old) => log.bytes -= old.payload.len(),
+                Some(old) => log.bytes -= old.payload.get().len(),
                 None => break,
             }
         }

@@ -25,6 +25,8 @@ use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::events;
 use gleitzeit_protocol::records::JsonText;
 use gleitzeit_protocol::{Envelope, Target};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::time::Instant;
 use tracing::warn;
@@ -125,7 +127,7 @@ impl Publisher {
     /// Numbers an event, keeps it in the log and adds it to its workflow's batch.
     fn push(&mut self, wf: &str, event: &str, payload: Value) {
         let logged = self.log.record(wf, event, payload, now_millis());
-        let bytes = logged.payload.len();
+        let bytes = logged.payload.get().len();
         self.oldest.get_or_insert_with(Instant::now);
         let i = match self.pending.iter().position(|p| p.workflow == wf) {
             Some(i) => i,
@@ -215,29 +217,34 @@ impl Publisher {
     }
 }
 
-/// The `event_batch` payload as JSON text, put together from the events' texts as the log
-/// keeps them (no event is turned into values or written again).
+/// The `event_batch` payload as JSON text, the events' payloads written in as the log keeps
+/// them (no event is turned into values or written again).
 fn batch_payload(batch: &Pending) -> serde_json::Result<JsonText> {
-    let mut out = String::with_capacity(batch.bytes + 64 * batch.events.len() + 64);
-    out.push_str("{\"workflow_id\":");
-    out.push_str(&serde_json::to_string(&batch.workflow)?);
-    out.push_str(",\"events\":[");
-    for (k, e) in batch.events.iter().enumerate() {
-        if k > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"seq\":");
-        out.push_str(&e.seq.to_string());
-        out.push_str(",\"event\":");
-        out.push_str(&serde_json::to_string(&*e.event)?);
-        out.push_str(",\"ts\":");
-        out.push_str(&e.ts.to_string());
-        out.push_str(",\"payload\":");
-        out.push_str(&e.payload);
-        out.push('}');
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        seq: u64,
+        event: &'a str,
+        ts: u64,
+        payload: &'a RawValue,
     }
-    out.push_str("]}");
-    JsonText::from_text(out)
+    #[derive(Serialize)]
+    struct Batch<'a> {
+        workflow_id: &'a str,
+        events: Vec<Entry<'a>>,
+    }
+    JsonText::of(&Batch {
+        workflow_id: &batch.workflow,
+        events: batch
+            .events
+            .iter()
+            .map(|e| Entry {
+                seq: e.seq,
+                event: &e.event,
+                ts: e.ts,
+                payload: &e.payload,
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]
