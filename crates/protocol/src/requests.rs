@@ -67,6 +67,25 @@ pub enum QueueManagerRequest {
     ComponentNews,
 }
 
+/// Decodes an envelope whose payload may be kept as text ([`Envelope::raw`]): the one
+/// event `kept` (whose payload is large) is read straight from the text into `wrap`'s
+/// payload type; anything else is parsed and handed to `decode`.
+fn decode_kept<R, P: DeserializeOwned>(
+    env: &mut Envelope,
+    kept: &str,
+    wrap: impl FnOnce(P) -> R,
+    decode: impl FnOnce(&str, &mut Value) -> Result<R, GzError>,
+) -> Result<R, GzError> {
+    match env.raw.take() {
+        Some(raw) if env.event == kept => Ok(wrap(raw.parse().map_err(|e| invalid(kept, e))?)),
+        Some(raw) => {
+            env.payload = raw.to_value();
+            decode(&env.event, &mut env.payload)
+        }
+        None => decode(&env.event, &mut env.payload),
+    }
+}
+
 /// Reads a payload as `T`, or GZ7020 naming the event.
 fn read<T: DeserializeOwned>(event: &str, payload: &Value) -> Result<T, GzError> {
     T::deserialize(payload).map_err(|e| invalid(event, e))
@@ -98,26 +117,18 @@ impl QueueManagerRequest {
         events::COMPONENT_UNHEALTHY,
     ];
 
-    /// Decodes an envelope's event and payload. A submission's payload is moved out (a
-    /// workflow spec may be large: it is never copied); other payloads stay in place.
+    /// Decodes an envelope's event and payload; a submission kept as text
+    /// ([`Envelope::raw`]) is read straight from it.
     ///
     /// # Errors
     ///
     /// GZ7021 for an event the queue-manager does not handle, GZ7020 for a malformed payload.
     pub fn decode_envelope(env: &mut Envelope) -> Result<Self, GzError> {
-        match env.raw.take() {
-            Some(raw) if env.event == events::WORKFLOW_SUBMIT => Ok(Self::Submit(
-                raw.parse().map_err(|e| invalid(&env.event, e))?,
-            )),
-            Some(raw) => {
-                env.payload = raw.to_value();
-                Self::decode(&env.event, &mut env.payload)
-            }
-            None => Self::decode(&env.event, &mut env.payload),
-        }
+        decode_kept(env, events::WORKFLOW_SUBMIT, Self::Submit, Self::decode)
     }
 
-    /// [`QueueManagerRequest::decode_envelope`] for a payload already parsed.
+    /// [`QueueManagerRequest::decode_envelope`] for a payload already parsed (a
+    /// submission's payload is moved out: a workflow spec may be large, it is never copied).
     ///
     /// # Errors
     ///
@@ -189,16 +200,7 @@ impl ResolverRequest {
     ///
     /// GZ7021 for an event the resolver does not handle, GZ7020 for a malformed payload.
     pub fn decode_envelope(env: &mut Envelope) -> Result<Self, GzError> {
-        match env.raw.take() {
-            Some(raw) if env.event == events::WORKFLOW_PLAN => {
-                Ok(Self::Plan(raw.parse().map_err(|e| invalid(&env.event, e))?))
-            }
-            Some(raw) => {
-                env.payload = raw.to_value();
-                Self::decode(&env.event, &mut env.payload)
-            }
-            None => Self::decode(&env.event, &mut env.payload),
-        }
+        decode_kept(env, events::WORKFLOW_PLAN, Self::Plan, Self::decode)
     }
 
     /// [`ResolverRequest::decode_envelope`] for a payload already parsed (a plan's spec is
