@@ -468,17 +468,25 @@ fn dispatch(shared: &Arc<Shared>, body: &str) {
 /// payload as text (`Envelope::raw`) for the receiver to read into its own types.
 const KEEP_AS_TEXT_ABOVE: usize = 64 * 1024;
 
-/// An incoming Socket.IO event's envelope.
+/// An incoming Socket.IO event's envelope. Only a large message of an event in
+/// [`events::KEPT_AS_TEXT`] takes the text path; everything else is parsed once.
 fn decode(body: &str) -> Result<Envelope, serde_json::Error> {
-    if body.len() <= KEEP_AS_TEXT_ABOVE {
-        return serde_json::from_str::<(String, Envelope)>(body).map(|(_, env)| env);
+    if body.len() > KEEP_AS_TEXT_ABOVE && is_kept_as_text(body) {
+        let (_, raw) = serde_json::from_str::<(String, RawEnvelope)>(body)?;
+        return Ok(raw.kept_as_text());
     }
-    let (_, raw) = serde_json::from_str::<(String, RawEnvelope)>(body)?;
-    Ok(if events::KEPT_AS_TEXT.contains(&raw.event.as_str()) {
-        raw.kept_as_text()
-    } else {
-        raw.parsed()
-    })
+    serde_json::from_str::<(String, Envelope)>(body).map(|(_, env)| env)
+}
+
+/// Whether a message's event is one whose payload is kept as text: a scan that skips the
+/// payload without building anything.
+fn is_kept_as_text(body: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        event: String,
+    }
+    serde_json::from_str::<(serde::de::IgnoredAny, Head)>(body)
+        .is_ok_and(|(_, head)| events::KEPT_AS_TEXT.contains(&head.event.as_str()))
 }
 
 fn answer_of(env: &Envelope) -> Reply {
