@@ -147,10 +147,10 @@ fn without_attachments(spec: JsonText) -> JsonText {
 }
 
 impl Manager {
-    /// What a plan needs could not be read from the store: planned again later (the failed
-    /// read counts as a failed resolver request).
-    fn plan_later(&self, id: &str, what: &str, e: GzError) {
-        warn!(workflow = %id, error = %e, "cannot read {what} to plan; retrying later");
+    /// The plan cannot go out now (what it needs could not be read from the store, or it
+    /// could not be written): it counts as a failed resolver request.
+    fn plan_later(&self, id: &str, e: GzError) {
+        warn!(workflow = %id, error = %e, "cannot plan the workflow now");
         let _ = self.tx.send(Internal::Resolution {
             workflow_id: id.to_string(),
             result: Err(e),
@@ -167,7 +167,7 @@ impl Manager {
                 match self.persistence.call(move |s| s.workflow(&wid)).await {
                     Ok(Some(w)) => without_attachments(w.spec),
                     Ok(None) => return,
-                    Err(e) => return self.plan_later(id, "the spec", e),
+                    Err(e) => return self.plan_later(id, e),
                 }
             }
         };
@@ -177,7 +177,7 @@ impl Manager {
                 let wid = id.to_string();
                 match self.persistence.call(move |s| s.tasks(&wid)).await {
                     Ok(tasks) => tasks,
-                    Err(e) => return self.plan_later(id, "the results", e),
+                    Err(e) => return self.plan_later(id, e),
                 }
             }
             _ => Vec::new(),
@@ -246,14 +246,8 @@ impl Manager {
         let payload = match JsonText::of(&plan) {
             Ok(text) => text,
             Err(e) => {
-                let _ = self.tx.send(Internal::Resolution {
-                    workflow_id: id.to_string(),
-                    result: Err(GzError::new(
-                        ErrorCode::Internal,
-                        format!("cannot write the plan: {e}"),
-                    )),
-                });
-                return;
+                let e = GzError::new(ErrorCode::Internal, format!("cannot write the plan: {e}"));
+                return self.plan_later(id, e);
             }
         };
         let (client, tx, id) = (self.client.clone(), self.tx.clone(), id.to_string());

@@ -27,32 +27,21 @@ impl Manager {
     pub(super) async fn get(&mut self, env: &Envelope, r: WorkflowRef) -> Result<Value, GzError> {
         self.check_access(env, &r.workflow_id, Access::Read).await?;
         if let Some(wf) = self.machine.workflow(&r.workflow_id) {
-            let tasks = if r.summary {
-                Vec::new()
-            } else if wf.keeps_results_in_store() {
-                // Ended tasks' data is in the store only; every change is stored before it
-                // shows here, so the store is as new as memory.
-                let id = r.workflow_id.clone();
-                let tasks = self.persistence.call(move |s| s.tasks(&id)).await?;
-                let Some(wf) = self.machine.workflow(&r.workflow_id) else {
-                    return Err(GzError::new(
-                        ErrorCode::WorkflowNotFound,
-                        format!("no workflow {}", r.workflow_id),
-                    ));
+            // A big workflow's ended tasks have their data in the store only: the full read
+            // goes there (every change is stored before it shows here, so the store is as
+            // new as memory).
+            if r.summary || !wf.keeps_results_in_store() {
+                let tasks = if r.summary {
+                    Vec::new()
+                } else {
+                    wf.tasks.clone()
                 };
                 return to_payload(&WorkflowDetail {
                     workflow: record_without_spec(&wf.record),
-                    counts: Counts::of(&tasks).as_map(),
+                    counts: wf.counts.as_map(),
                     tasks,
                 });
-            } else {
-                wf.tasks.clone()
-            };
-            return to_payload(&WorkflowDetail {
-                workflow: record_without_spec(&wf.record),
-                counts: wf.counts.as_map(),
-                tasks,
-            });
+            }
         }
         let id = r.workflow_id.clone();
         let summary = r.summary;
