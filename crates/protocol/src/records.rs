@@ -10,34 +10,35 @@ use serde_json::Value;
 
 use crate::status::{TaskStatus, WorkflowStatus};
 
-/// A workflow spec as JSON text, or null (none loaded). It goes to the store, to the
-/// resolver and into replies as it is, without being parsed into a tree of values.
+/// JSON kept as text, or null: a workflow spec (to the store, to the resolver, into replies)
+/// or a large payload (`Envelope::raw`), passed on as it is without being parsed into a
+/// tree of values.
 #[derive(Clone, Default)]
 pub struct JsonText(Option<Box<RawValue>>);
 
 impl JsonText {
-    /// No spec (`null`).
+    /// Nothing (`null`).
     pub fn null() -> Self {
         JsonText(None)
     }
 
-    /// Whether no spec is held.
+    /// Whether it is `null`.
     pub fn is_null(&self) -> bool {
         self.0.is_none()
     }
 
-    /// The spec of `value` (a serializable spec or a JSON value); `null` becomes none.
+    /// `value` written as JSON; `null` becomes [`JsonText::null`].
     pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
         let raw = serde_json::value::to_raw_value(value)?;
         Ok(JsonText((raw.get() != "null").then_some(raw)))
     }
 
-    /// Text already checked to be JSON; `null` becomes none.
+    /// Text already checked to be JSON; `null` becomes [`JsonText::null`].
     pub fn from_raw(raw: Box<RawValue>) -> Self {
         JsonText((raw.get() != "null").then_some(raw))
     }
 
-    /// The spec in JSON text (checked to be JSON); `null` becomes none.
+    /// JSON text (checked here); `null` becomes [`JsonText::null`].
     pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
         let raw = RawValue::from_string(text)?;
         Ok(JsonText((raw.get() != "null").then_some(raw)))
@@ -53,7 +54,7 @@ impl JsonText {
         self.text().map_or(4, str::len)
     }
 
-    /// Always false: even no spec is the four bytes `null` (see [`JsonText::is_null`]).
+    /// Always false: even nothing is the four bytes `null` (see [`JsonText::is_null`]).
     pub fn is_empty(&self) -> bool {
         false
     }
@@ -106,7 +107,7 @@ impl JsonSchema for JsonText {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "a workflow spec as JSON, or null when not loaded"
+            "description": "any JSON (a workflow spec, or null when it is not loaded)"
         })
     }
 }

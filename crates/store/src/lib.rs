@@ -120,7 +120,7 @@ pub trait Store: Send + Sync {
     /// All tasks of a workflow, in insertion order (empty if the workflow is unknown).
     fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError>;
 
-    /// The workflow with this id without its spec (`spec` is `Value::Null`), or `None`:
+    /// The workflow with this id without its spec (`spec` is [`JsonText::null`]), or `None`:
     /// what a status read needs, without loading a spec that can be megabytes.
     fn workflow_head(&self, id: &str) -> Result<Option<WorkflowRecord>, StoreError> {
         Ok(self.workflow(id)?.map(|mut w| {
