@@ -1,13 +1,14 @@
 //! Watchers get the queue-manager's events in batches: a watcher of a big workflow receives
 //! far fewer envelopes than events, yet every event exactly once and in `seq` order, the
 //! same ones a catch-up returns; and `gz run` of a big workflow, not on a terminal, prints
-//! progress lines and a summary instead of a line per task (unless `--each-task`).
+//! progress lines and a summary instead of a line per task (unless `--each-task`); the tasks
+//! of a big workflow are read in pages (`workflow_get` with `offset`, `limit`, `status`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use gleitzeit_e2e::{chains_yaml, workflow_file, SuiteOptions, TestSuite};
+use gleitzeit_e2e::{chains_yaml, gz_at_with_env, workflow_file, SuiteOptions, TestSuite};
 use gleitzeit_protocol::events::{self, rooms};
 use gleitzeit_protocol::replies::EventBatch;
 use gleitzeit_protocol::Target;
@@ -155,4 +156,104 @@ async fn gz_run_of_a_big_workflow_prints_a_summary_when_not_on_a_terminal() {
     assert_eq!(code, 1);
     assert_eq!(lines_with(&err, " completed ("), 3, "{err}");
     assert_eq!(lines_with(&out, "t1_0"), 1, "{out}");
+}
+
+/// The task ids of a `workflow_get` reply, in order.
+fn ids_of(doc: &Value) -> Vec<String> {
+    doc["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["task_id"].as_str().expect("task_id").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tasks_of_a_big_workflow_are_read_in_pages() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    // 1,201 tasks: over 1,000, so the ended tasks' data are read from the store.
+    let file = workflow_file("paged.yaml", &big_failing_yaml(1_200));
+    let id = suite.submit(&file);
+    let whole = suite.wait_finished(&id, Duration::from_secs(240)).await;
+    let all = ids_of(&whole);
+    assert_eq!(all.len(), 1_201);
+    assert!(whole.get("next_offset").is_none(), "gz reads every page");
+
+    let (client, _incoming) = suite.hub.client().await;
+    let get = |payload: Value| {
+        let client = &client;
+        async move {
+            client
+                .request(
+                    Target::Type("queue-manager".into()),
+                    events::WORKFLOW_GET,
+                    payload,
+                )
+                .await
+                .expect("workflow_get")
+        }
+    };
+    // Pages of 500 give the same tasks in the same order, and say where the next starts.
+    let mut paged = Vec::new();
+    let mut offsets = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = get(json!({ "workflow_id": id, "offset": offset, "limit": 500 })).await;
+        assert_eq!(page["counts"]["total"], 1_201);
+        paged.extend(ids_of(&page));
+        offsets.push(offset);
+        match page["next_offset"].as_u64() {
+            Some(next) => offset = next,
+            None => break,
+        }
+    }
+    assert_eq!(offsets, [0, 500, 1_000]);
+    assert_eq!(paged, all);
+
+    // Only the failed tasks; an offset past the end is an empty page.
+    let failed = get(json!({ "workflow_id": id, "status": "failed", "limit": 10 })).await;
+    assert_eq!(ids_of(&failed), ["bad"]);
+    assert!(failed.get("next_offset").is_none());
+    assert_eq!(failed["counts"]["completed"], 1_200);
+    let past = get(json!({ "workflow_id": id, "offset": 5_000, "limit": 10 })).await;
+    assert!(ids_of(&past).is_empty());
+    // A limit is clamped to 1..=10,000; a bad status is a clear error.
+    let one = get(json!({ "workflow_id": id, "limit": 0 })).await;
+    assert_eq!(ids_of(&one), [all[0].clone()]);
+    assert_eq!(one["next_offset"], 1);
+    let bad = client
+        .request(
+            Target::Type("queue-manager".into()),
+            events::WORKFLOW_GET,
+            json!({ "workflow_id": id, "status": "sideways" }),
+        )
+        .await
+        .expect_err("an unknown status is refused");
+    assert_eq!(bad.code.as_str(), "GZ7020", "{bad}");
+
+    // gz reads a workflow in as many pages as it takes (here pages of 300).
+    let (code, out, err) = gz_at_with_env(
+        &suite.hub.url,
+        &[("GLEITZEIT_TASKS_PAGE", "300")],
+        &["inspect", "workflow", &id, "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(ids_of(&doc), all);
+
+    // A small workflow, answered from the queue-manager's memory, pages the same way.
+    let small = workflow_file("small.yaml", &big_failing_yaml(4));
+    let small_id = suite.submit(&small);
+    let small_all = ids_of(
+        &suite
+            .wait_finished(&small_id, Duration::from_secs(60))
+            .await,
+    );
+    let first = get(json!({ "workflow_id": small_id, "limit": 3 })).await;
+    assert_eq!(ids_of(&first), small_all[..3]);
+    assert_eq!(first["next_offset"], 3);
+    let rest = get(json!({ "workflow_id": small_id, "offset": 3, "limit": 3 })).await;
+    assert_eq!(ids_of(&rest), small_all[3..]);
+    assert!(rest.get("next_offset").is_none());
+    client.close().await;
 }

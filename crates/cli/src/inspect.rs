@@ -121,10 +121,7 @@ pub async fn inspect(hub_url: &str, args: InspectArgs) -> CmdResult {
     match args.what {
         InspectWhat::Node { id, json } => crate::node::inspect(hub_url, &id, json).await,
         InspectWhat::Workflow { id, json } => {
-            let payload = to_value(&WorkflowRef {
-                workflow_id: id,
-                summary: false,
-            });
+            let payload = to_value(&WorkflowRef::id(id));
             let reply = ask(hub_url, events::WORKFLOW_GET, payload).await?;
             if json {
                 println!("{reply}");
@@ -249,10 +246,7 @@ pub async fn list(hub_url: &str, args: ListArgs) -> CmdResult {
 
 /// `gz cancel ID [--json]`.
 pub async fn cancel(hub_url: &str, args: CancelArgs) -> CmdResult {
-    let payload = to_value(&WorkflowRef {
-        workflow_id: args.id.clone(),
-        summary: false,
-    });
+    let payload = to_value(&WorkflowRef::id(args.id.clone()));
     let reply = ask(hub_url, events::WORKFLOW_CANCEL, payload).await?;
     let cancelled = reply["cancelled"].as_bool() == Some(true);
     let terminal = matches!(

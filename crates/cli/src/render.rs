@@ -158,6 +158,7 @@ pub fn summary(reply: &Value, elapsed: Duration) -> Value {
         "status": w["status"],
         "error": w["error"],
         "total_tasks": w["total_tasks"],
+        "counts": reply["counts"],
         "tasks": tasks,
         "duration_seconds": duration,
     })
@@ -192,7 +193,16 @@ pub fn print_summary(s: &Value) {
 }
 
 /// Failed tasks a short summary lists by name.
-const FAILED_LISTED: usize = 20;
+pub const FAILED_LISTED: usize = 20;
+
+/// How many tasks of a summary document have `status`: its `counts` (from the
+/// queue-manager), or its task list when it has no counts.
+fn count_of(s: &Value, tasks: &[Value], status: &str) -> u64 {
+    s["counts"][status]
+        .as_u64()
+        .or_else(|| s["counts"].is_object().then_some(0))
+        .unwrap_or_else(|| tasks.iter().filter(|t| t["status"] == status).count() as u64)
+}
 
 /// Prints a summary document of a big run for people: the header line of
 /// [`print_summary`], the count of every task status, and the first failed tasks with
@@ -200,11 +210,23 @@ const FAILED_LISTED: usize = 20;
 pub fn print_short_summary(s: &Value) {
     let tasks = s["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     print_header(s, tasks);
-    let mut by_status: std::collections::BTreeMap<&str, usize> = Default::default();
-    for t in tasks {
-        *by_status
-            .entry(t["status"].as_str().unwrap_or("?"))
-            .or_default() += 1;
+    let mut by_status: std::collections::BTreeMap<&str, u64> = Default::default();
+    match s["counts"].as_object() {
+        Some(counts) => {
+            for (st, n) in counts {
+                let n = n.as_u64().unwrap_or(0);
+                if n > 0 && !["total", "finished"].contains(&st.as_str()) {
+                    by_status.insert(st, n);
+                }
+            }
+        }
+        None => {
+            for t in tasks {
+                *by_status
+                    .entry(t["status"].as_str().unwrap_or("?"))
+                    .or_default() += 1;
+            }
+        }
     }
     let counts: Vec<String> = by_status
         .iter()
@@ -212,6 +234,7 @@ pub fn print_short_summary(s: &Value) {
         .collect();
     println!("tasks by status: {}", counts.join(", "));
     let failed: Vec<&Value> = tasks.iter().filter(|t| t["status"] == "failed").collect();
+    let failed_count = count_of(s, tasks, "failed").max(failed.len() as u64);
     for t in failed.iter().take(FAILED_LISTED) {
         println!(
             "failed: {}  {}",
@@ -220,17 +243,17 @@ pub fn print_short_summary(s: &Value) {
         );
     }
     let id = s["workflow_id"].as_str().unwrap_or("ID");
-    if failed.len() > FAILED_LISTED {
+    if failed_count > FAILED_LISTED as u64 {
         println!(
             "… and {} more failed tasks (gz inspect workflow {id})",
-            failed.len() - FAILED_LISTED
+            failed_count - FAILED_LISTED as u64
         );
     }
     println!("every task: gz inspect workflow {id}, or gz run --each-task");
 }
 
 fn print_header(s: &Value, tasks: &[Value]) {
-    let count = |st: &str| tasks.iter().filter(|t| t["status"] == st).count();
+    let count = |st: &str| count_of(s, tasks, st);
     println!(
         "workflow {} ({}): {} in {} — {} tasks: {} completed, {} failed, {} skipped",
         s["workflow_id"].as_str().unwrap_or("?"),

@@ -9,6 +9,7 @@ use gleitzeit_hub_client::{HubClient, Incoming};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types, rooms};
 use gleitzeit_protocol::payloads::{ComponentInfo, SubmitWorkflow, WorkflowRef};
+use gleitzeit_protocol::status::TaskStatus;
 use gleitzeit_protocol::Target;
 use gleitzeit_runtime::LogFormat;
 use gleitzeit_workflow::{parse_workflow, Diagnostic, MethodCatalog, Parsed, WorkflowSpec};
@@ -152,9 +153,56 @@ pub fn set_hub_list(urls: Vec<String>) {
     let _ = HUB_LIST.set(urls);
 }
 
-/// `workflow_get` for one workflow.
+/// Tasks per `workflow_get` page when `gz` reads a workflow's tasks (1 to 10,000;
+/// `GLEITZEIT_TASKS_PAGE` sets it).
+fn tasks_page() -> usize {
+    std::env::var("GLEITZEIT_TASKS_PAGE")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(5_000)
+        .clamp(1, gleitzeit_protocol::payloads::MAX_TASKS_PAGE)
+}
+
+/// `workflow_get` for one workflow with every task, read in pages ([`tasks_page`]) (the
+/// task list of a big workflow does not fit one message). One document, as one read gives.
 pub async fn workflow_get(client: &HubClient, id: &str) -> Result<Value, GzError> {
-    workflow_get_with(client, id, false).await
+    workflow_tasks(client, id, None, usize::MAX).await
+}
+
+/// `workflow_get` with at most `most` tasks (those of `status` when it is given), read in
+/// pages; `next_offset` is left out of the document.
+pub async fn workflow_tasks(
+    client: &HubClient,
+    id: &str,
+    status: Option<TaskStatus>,
+    most: usize,
+) -> Result<Value, GzError> {
+    let page_size = tasks_page();
+    let mut ask = WorkflowRef {
+        status,
+        limit: Some(page_size.min(most).max(1)),
+        ..WorkflowRef::id(id)
+    };
+    let mut doc = workflow_ref(client, &ask).await?;
+    let mut tasks = match doc.get_mut("tasks").map(Value::take) {
+        Some(Value::Array(tasks)) => tasks,
+        _ => Vec::new(),
+    };
+    let mut next = doc["next_offset"].as_u64();
+    while let Some(offset) = next.filter(|_| tasks.len() < most) {
+        ask.offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        ask.limit = Some(page_size.min(most - tasks.len()));
+        let mut page = workflow_ref(client, &ask).await?;
+        if let Some(Value::Array(more)) = page.get_mut("tasks").map(Value::take) {
+            tasks.extend(more);
+        }
+        next = page["next_offset"].as_u64();
+    }
+    if let Some(map) = doc.as_object_mut() {
+        map.remove("next_offset");
+        map.insert("tasks".into(), Value::Array(tasks));
+    }
+    Ok(doc)
 }
 
 /// `workflow_get` for one workflow; `summary` leaves out the task list.
@@ -163,11 +211,18 @@ pub async fn workflow_get_with(
     id: &str,
     summary: bool,
 ) -> Result<Value, GzError> {
-    let payload = serde_json::to_value(WorkflowRef {
-        workflow_id: id.to_string(),
-        summary,
-    })
-    .unwrap_or(Value::Null);
+    workflow_ref(
+        client,
+        &WorkflowRef {
+            summary,
+            ..WorkflowRef::id(id)
+        },
+    )
+    .await
+}
+
+async fn workflow_ref(client: &HubClient, ask: &WorkflowRef) -> Result<Value, GzError> {
+    let payload = serde_json::to_value(ask).unwrap_or(Value::Null);
     qm_request(client, events::WORKFLOW_GET, payload).await
 }
 
@@ -584,16 +639,28 @@ async fn run_on_hub(
         eprintln!("submitted workflow {id} ({}, {total} tasks)", spec.name);
         let mode = Follow::for_run(total, out.each_task);
         follow(&client, &mut incoming, &id, mode, total, out.timeout).await?;
-        let fin = workflow_get(&client, &id).await?;
-        if let Some(path) = out.results_to {
-            crate::batch::write(&fin, path)?;
-            eprintln!("results written to {}", path.display());
-        }
         let shown = if mode == Follow::Summary {
             Shown::Summary
         } else {
             Shown::EachTask
         };
+        // A summary for people needs the counts and the first failed tasks only; the JSON
+        // document and a results file need every task.
+        let fin = if shown == Shown::Summary && !out.json && out.results_to.is_none() {
+            workflow_tasks(
+                &client,
+                &id,
+                Some(TaskStatus::Failed),
+                render::FAILED_LISTED,
+            )
+            .await?
+        } else {
+            workflow_get(&client, &id).await?
+        };
+        if let Some(path) = out.results_to {
+            crate::batch::write(&fin, path)?;
+            eprintln!("results written to {}", path.display());
+        }
         Ok::<_, GzError>(finish(&fin, started.elapsed(), out.json, shown))
     }
     .await;
@@ -629,7 +696,7 @@ pub async fn watch(hub_url: &str, args: WatchArgs) -> CmdResult {
     let (client, mut incoming) = connect(hub_url).await?;
     let result = async {
         client.subscribe(&[rooms::workflow(&id)]).await?;
-        let first = workflow_get(&client, &id).await?;
+        let first = workflow_get_with(&client, &id, true).await?;
         if !is_terminal(&first) {
             let total = first["workflow"]["total_tasks"].as_u64().unwrap_or(0);
             let mode = if args.json {

@@ -342,6 +342,24 @@ impl HubClient {
         self.reply(request, reply)
     }
 
+    /// Answers a request with a result serialized straight to JSON text (for big replies:
+    /// no tree of values is built), or an error.
+    pub fn respond_serialized(
+        &self,
+        request: &Envelope,
+        result: Result<impl serde::Serialize, GzError>,
+    ) -> Result<(), GzError> {
+        let reply = match result.map(|data| request.reply_ok_text(&data)) {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => request.reply_err(GzError::new(
+                ErrorCode::Internal,
+                format!("the reply could not be serialized: {e}"),
+            )),
+            Err(error) => request.reply_err(error),
+        };
+        self.send(reply)
+    }
+
     /// Joins rooms (remembered and re-joined after a reconnect). Safe to repeat: a lost
     /// connection or a late answer is asked again within the request timeout.
     pub async fn subscribe(&self, rooms: &[String]) -> Result<(), GzError> {

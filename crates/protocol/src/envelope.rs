@@ -174,6 +174,21 @@ impl Envelope {
         self.reply(Reply::ok(data))
     }
 
+    /// A successful reply carrying `data`, serialized straight to JSON text (no tree of
+    /// values in between: the reply to a big read can be tens of megabytes). The same
+    /// `{"ok": data}` on the wire as [`Envelope::reply_ok`].
+    pub fn reply_ok_text(&self, data: &impl Serialize) -> Result<Envelope, serde_json::Error> {
+        #[derive(Serialize)]
+        struct Ok<'a, T> {
+            ok: &'a T,
+        }
+        let text = crate::records::JsonText::of(&Ok { ok: data })?;
+        Ok(
+            Envelope::with_text(Target::Component(self.source.clone()), events::REPLY, text)
+                .correlated(self.id.clone()),
+        )
+    }
+
     /// An error reply.
     pub fn reply_err(&self, error: GzError) -> Envelope {
         self.reply(Reply::Err { error })

@@ -353,14 +353,49 @@ pub struct SubmitWorkflow {
 /// Payload of `workflow_get`, `workflow_cancel`: one workflow by id.
 ///
 /// `workflow_get` answers `{workflow, counts, tasks}`; with `summary: true` the `tasks` list
-/// is left empty (cheap enough to poll for workflows of 100,000 tasks).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+/// is left empty (cheap enough to poll for workflows of 100,000 tasks). A big workflow's
+/// tasks are read in pages: `limit` tasks from position `offset` (in the workflow's order,
+/// fan-out members after the tasks of the spec), only those of one `status` when it is
+/// given; the reply's `next_offset` says where the next page starts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct WorkflowRef {
     /// Workflow id.
     pub workflow_id: String,
     /// `workflow_get` only: leave out the task list.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub summary: bool,
+    /// `workflow_get` only: the tasks start at this position (of those of `status`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: usize,
+    /// `workflow_get` only: at most this many tasks (1 to [`MAX_TASKS_PAGE`]; without it,
+    /// every task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// `workflow_get` only: only the tasks of this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::status::TaskStatus>,
+}
+
+/// Most tasks one page of `workflow_get` holds (a larger `limit` is clamped to it).
+pub const MAX_TASKS_PAGE: usize = 10_000;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl WorkflowRef {
+    /// One workflow by id (every task when it is a `workflow_get`).
+    pub fn id(workflow_id: impl Into<String>) -> Self {
+        WorkflowRef {
+            workflow_id: workflow_id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The page size asked for, within 1..=[`MAX_TASKS_PAGE`]; `None`: every task.
+    pub fn page_limit(&self) -> Option<usize> {
+        self.limit.map(|l| l.clamp(1, MAX_TASKS_PAGE))
+    }
 }
 
 /// Payload of `workflow_list`.

@@ -211,8 +211,11 @@ pub struct WorkflowDetail {
     pub workflow: WorkflowRecord,
     /// `total`, `finished` and one count per task status.
     pub counts: BTreeMap<String, u64>,
-    /// Every task.
+    /// Every task (of `status` when asked), or one page of them (`offset`, `limit`).
     pub tasks: Vec<TaskRecord>,
+    /// A page was asked for and more tasks follow it: the `offset` of the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<usize>,
 }
 
 /// Reply to `heartbeat`.

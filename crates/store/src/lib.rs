@@ -142,6 +142,25 @@ pub trait Store: Send + Sync {
         Ok(counts)
     }
 
+    /// One page of a workflow's tasks in insertion order: at most `limit` of them from
+    /// position `offset`, counting only those of `status` when it is given (what a paged
+    /// `workflow_get` reads, without loading every task of a big workflow).
+    fn tasks_page(
+        &self,
+        workflow_id: &str,
+        status: Option<TaskStatus>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        Ok(self
+            .tasks(workflow_id)?
+            .into_iter()
+            .filter(|t| status.is_none_or(|s| t.status == s))
+            .skip(offset)
+            .take(limit)
+            .collect())
+    }
+
     /// A task by id; workflow_id None = search all workflows (most recent workflow first).
     fn task(
         &self,

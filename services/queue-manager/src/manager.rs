@@ -249,7 +249,12 @@ impl Manager {
         use QueueManagerRequest as R;
         match request {
             R::Submit(sub) => Some(self.submit(env, sub).await.and_then(json)),
-            R::Get(r) => Some(self.get(env, r).await),
+            R::Get(r) => {
+                // Serialized straight to text: the reply can hold 10,000s of tasks.
+                let reply = self.get(env, r).await;
+                let _ = self.client.respond_serialized(env, reply);
+                None
+            }
             R::List(q) => Some(self.list(env, q).await),
             R::Cancel(r) => self
                 .cancel(env, r)

@@ -543,6 +543,54 @@ impl Store for RedisStore {
         })
     }
 
+    fn tasks_page(
+        &self,
+        workflow_id: &str,
+        status: Option<TaskStatus>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        if status.is_some() || limit == 0 {
+            // A status filter reads every task (the hash has no index by status).
+            let all = self.tasks(workflow_id)?.into_iter();
+            return Ok(all
+                .filter(|t| status.is_none_or(|s| t.status == s))
+                .skip(offset)
+                .take(limit)
+                .collect());
+        }
+        let (order_key, tasks_key) = (
+            self.key("order", workflow_id),
+            self.key("tasks", workflow_id),
+        );
+        let last = offset.saturating_add(limit - 1);
+        self.call(|conn| {
+            let order: Vec<Vec<u8>> = redis::cmd("LRANGE")
+                .arg(&order_key)
+                .arg(offset)
+                .arg(last)
+                .query(conn)
+                .map_err(op("read a page of task ids"))?;
+            if order.is_empty() {
+                return Ok(Vec::new());
+            }
+            let values: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(&tasks_key)
+                .arg(&order)
+                .query(conn)
+                .map_err(op("read a page of tasks"))?;
+            let mut rows = Vec::with_capacity(order.len() * 2);
+            for (id, value) in order.iter().zip(values) {
+                // A listed task without a record is reported as corrupt by decode_tasks.
+                if let Some(v) = value {
+                    rows.push(id.clone());
+                    rows.push(v);
+                }
+            }
+            Ok(decode_tasks(workflow_id, order, rows)?)
+        })
+    }
+
     fn task(
         &self,
         workflow_id: Option<&str>,

@@ -441,6 +441,36 @@ impl Store for SqliteStore {
         Ok(tasks)
     }
 
+    fn tasks_page(
+        &self,
+        workflow_id: &str,
+        status: Option<TaskStatus>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.workflow_id = ?1 \
+                 AND (?2 IS NULL OR t.status = ?2) ORDER BY t.seq LIMIT ?3 OFFSET ?4"
+            ))
+            .map_err(|e| StoreError::backend("prepare task page query", e))?;
+        let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut rows = stmt
+            .query(params![
+                workflow_id,
+                status.map(|s| s.as_str()),
+                to_i64(limit),
+                to_i64(offset)
+            ])
+            .map_err(|e| StoreError::backend("query task page", e))?;
+        let mut tasks = Vec::new();
+        while let Some(row) = next_row(&mut rows, "read task page")? {
+            tasks.push(read_task(row)?);
+        }
+        Ok(tasks)
+    }
+
     fn task(
         &self,
         workflow_id: Option<&str>,

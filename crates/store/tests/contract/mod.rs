@@ -34,6 +34,7 @@ macro_rules! contract_tests {
             an_idempotency_key_creates_one_workflow,
             concurrent_submits_with_one_key_create_one_workflow,
             head_and_counts_read_a_workflow_without_its_spec_and_tasks,
+            pages_of_tasks_follow_the_workflow_order,
         );
     };
     (@each $open:expr; $($name:ident),* $(,)?) => {
@@ -188,6 +189,37 @@ pub fn head_and_counts_read_a_workflow_without_its_spec_and_tasks(store: &dyn St
         vec![(TaskStatus::Completed, 2), (TaskStatus::Failed, 1)]
     );
     assert!(store.task_counts("nope").expect("counts").is_empty());
+}
+
+pub fn pages_of_tasks_follow_the_workflow_order(store: &dyn Store) {
+    let wf = workflow("wf-p", 1_700_000_000_000, WorkflowStatus::Running);
+    let ids = ["e", "a", "d", "b", "c"];
+    let mut tasks: Vec<TaskRecord> = ids.iter().map(|id| task("wf-p", id)).collect();
+    tasks[1].status = TaskStatus::Failed;
+    tasks[3].status = TaskStatus::Failed;
+    store.create_workflow(&wf, &tasks).expect("create");
+    let page = |status, offset, limit| -> Vec<String> {
+        store
+            .tasks_page("wf-p", status, offset, limit)
+            .expect("page")
+            .into_iter()
+            .map(|t| t.task_id)
+            .collect()
+    };
+    assert_eq!(page(None, 0, 2), ["e", "a"]);
+    assert_eq!(page(None, 2, 2), ["d", "b"]);
+    assert_eq!(page(None, 4, 2), ["c"]);
+    assert!(page(None, 5, 2).is_empty());
+    assert_eq!(page(None, 0, 100), ids);
+    assert_eq!(page(Some(TaskStatus::Failed), 0, 10), ["a", "b"]);
+    assert_eq!(page(Some(TaskStatus::Failed), 1, 10), ["b"]);
+    assert!(page(Some(TaskStatus::Completed), 0, 10).is_empty());
+    let full = store.tasks_page("wf-p", None, 1, 1).expect("page");
+    assert_eq!(full, vec![tasks[1].clone()]);
+    assert!(store
+        .tasks_page("nope", None, 0, 10)
+        .expect("page")
+        .is_empty());
 }
 
 pub fn apply_updates_and_reads_back(store: &dyn Store) {

@@ -89,6 +89,7 @@ pub(crate) struct Counts([usize; 8]);
 
 impl Counts {
     /// Counts the tasks of `tasks` by status.
+    #[cfg(test)]
     pub(crate) fn of<'a>(tasks: impl IntoIterator<Item = &'a gleitzeit_store::TaskRecord>) -> Self {
         let mut c = Counts::default();
         for t in tasks {

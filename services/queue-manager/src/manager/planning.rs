@@ -117,11 +117,7 @@ impl Planner {
             let _ = client.emit(
                 Target::Component(r),
                 events::WORKFLOW_FORGET,
-                to_payload(&WorkflowRef {
-                    workflow_id: id.to_string(),
-                    summary: false,
-                })
-                .unwrap_or_default(),
+                to_payload(&WorkflowRef::id(id.to_string())).unwrap_or_default(),
             );
         }
     }

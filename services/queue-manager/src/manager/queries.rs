@@ -7,8 +7,8 @@ use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{ListWorkflows, TaskLookup, WorkflowRef};
 use gleitzeit_protocol::replies::{OwnerReply, WorkflowDetail, WorkflowEventsReply};
 use gleitzeit_protocol::requests::WorkflowEventsQuery;
-use gleitzeit_protocol::{to_payload, Envelope};
-use gleitzeit_store::{JsonText, WorkflowRecord, WorkflowStatus};
+use gleitzeit_protocol::Envelope;
+use gleitzeit_store::{JsonText, TaskRecord, WorkflowRecord, WorkflowStatus};
 use serde_json::{json, Value};
 
 use super::ownership::{sees_all, Access};
@@ -23,46 +23,82 @@ fn record_without_spec(r: &WorkflowRecord) -> WorkflowRecord {
     }
 }
 
+/// A page of tasks read with one task more than `limit` asked for: the page, and where the
+/// next one starts when that extra task shows that more follow.
+fn page_of(
+    mut tasks: Vec<TaskRecord>,
+    offset: usize,
+    limit: Option<usize>,
+) -> (Vec<TaskRecord>, Option<usize>) {
+    match limit {
+        Some(l) if tasks.len() > l => {
+            tasks.truncate(l);
+            (tasks, Some(offset + l))
+        }
+        _ => (tasks, None),
+    }
+}
+
 impl Manager {
-    pub(super) async fn get(&mut self, env: &Envelope, r: WorkflowRef) -> Result<Value, GzError> {
+    /// `workflow_get`: the workflow and its counts, and every task, one page of them
+    /// (`offset`, `limit`, `status`), or none (`summary`). Serialized by the caller straight
+    /// to text: a 100,000-task reply as a tree of values took ~700 MB.
+    pub(super) async fn get(
+        &mut self,
+        env: &Envelope,
+        r: WorkflowRef,
+    ) -> Result<WorkflowDetail, GzError> {
         self.check_access(env, &r.workflow_id, Access::Read).await?;
+        let limit = r.page_limit();
         if let Some(wf) = self.machine.workflow(&r.workflow_id) {
-            // A big workflow's ended tasks have their data in the store only: the full read
-            // goes there (every change is stored before it shows here, so the store is as
-            // new as memory).
+            // A big workflow's ended tasks have their data in the store only: the task list
+            // comes from there (every change is stored before it shows here, so the store
+            // is as new as memory).
             if r.summary || !wf.keeps_results_in_store() {
-                let tasks = if r.summary {
-                    Vec::new()
+                let (tasks, next_offset) = if r.summary {
+                    (Vec::new(), None)
                 } else {
-                    wf.tasks.clone()
+                    let fits = |t: &&TaskRecord| r.status.is_none_or(|s| t.status == s);
+                    let page = wf.tasks.iter().filter(fits).skip(r.offset);
+                    page_of(
+                        page.take(limit.map_or(usize::MAX, |l| l + 1))
+                            .cloned()
+                            .collect(),
+                        r.offset,
+                        limit,
+                    )
                 };
-                return to_payload(&WorkflowDetail {
+                return Ok(WorkflowDetail {
                     workflow: record_without_spec(&wf.record),
                     counts: wf.counts.as_map(),
                     tasks,
+                    next_offset,
                 });
             }
         }
         let id = r.workflow_id.clone();
-        let summary = r.summary;
-        // A summary counts the stored tasks by status; neither it nor the full read loads
-        // the spec (a status poll of a finished 100,000-task workflow loaded both).
+        let (summary, status, offset) = (r.summary, r.status, r.offset);
+        // Neither a summary nor a read of tasks loads the spec (a status poll of a finished
+        // 100,000-task workflow loaded it), and the counts come from the store's index.
         let found = self
             .persistence
             .call(move |s| {
                 let Some(record) = s.workflow_head(&id)? else {
                     return Ok(None);
                 };
-                if summary {
-                    let mut counts = Counts::default();
-                    for (status, n) in s.task_counts(&id)? {
-                        counts.add_many(status, n);
-                    }
-                    Ok(Some((record, counts, Vec::new())))
-                } else {
-                    let tasks = s.tasks(&id)?;
-                    Ok(Some((record, Counts::of(&tasks), tasks)))
+                let mut counts = Counts::default();
+                for (status, n) in s.task_counts(&id)? {
+                    counts.add_many(status, n);
                 }
+                let tasks = match (summary, limit) {
+                    (true, _) => Vec::new(),
+                    (false, None) if status.is_none() && offset == 0 => s.tasks(&id)?,
+                    (false, limit) => {
+                        let take = limit.map_or(usize::MAX, |l| l + 1);
+                        s.tasks_page(&id, status, offset, take)?
+                    }
+                };
+                Ok(Some((record, counts, tasks)))
             })
             .await?;
         let Some((record, counts, tasks)) = found else {
@@ -71,10 +107,12 @@ impl Manager {
                 format!("no workflow {}", r.workflow_id),
             ));
         };
-        to_payload(&WorkflowDetail {
+        let (tasks, next_offset) = page_of(tasks, offset, limit);
+        Ok(WorkflowDetail {
             workflow: record,
             counts: counts.as_map(),
             tasks,
+            next_offset,
         })
     }
 
