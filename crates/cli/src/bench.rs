@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Tasks per layer in the wide-and-deep runs.
     #[arg(long, default_value_t = 1_000)]
     pub width: usize,
+    /// Make every wide-and-deep run of fan-outs (a layer is one template with --width
+    /// members made at run time), as runs of more than 100,000 tasks always are.
+    #[arg(long)]
+    pub fan_out: bool,
     /// Python workers (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -151,6 +155,47 @@ fn wide_and_deep(n: usize, width: usize) -> WorkflowSpec {
     )
 }
 
+/// Most tasks a wide-and-deep run lists one by one; larger runs are made of fan-outs
+/// ([`wide_and_deep_fanout`]). A spec listing 100,000 tasks is ~22 MB of JSON; one of
+/// 1,000,000 would be over the queue-manager's 32 MiB spec limit and the hub's 64 MiB
+/// message limit, so a workflow that big is written as fan-outs (as a user would write it).
+pub const MOST_LISTED_TASKS: usize = 100_000;
+
+/// A wide-and-deep workflow of about `n` tasks made at run time: a `seed` task returns a
+/// list of `width` items, and each of `n / width` layers is a fan-out template over the
+/// list the layer before returned (its members' results), so every layer has `width`
+/// members and starts when the one before has ended. The spec has `n / width + 1` tasks.
+fn wide_and_deep_fanout(n: usize, width: usize) -> WorkflowSpec {
+    let width = width.clamp(1, gleitzeit_workflow::fanout::MAX_ITEMS as usize);
+    let layers = (n / width).max(1);
+    let mut tasks = vec![task(
+        "seed".into(),
+        vec![],
+        format!("result = list(range({width}))"),
+    )];
+    let mut before = "seed".to_string();
+    for layer in 0..layers {
+        let id = format!("layer{layer}");
+        let mut t = task(id.clone(), vec![before.clone()], "result = 1".into());
+        t.batch = Some(gleitzeit_workflow::fanout::FanOut {
+            from: format!("${{{before}.result}}"),
+            max_items: width as u64,
+            fail_fast: false,
+        });
+        tasks.push(t);
+        before = id;
+    }
+    spec("bench-wide-deep-fanout", tasks)
+}
+
+/// The tasks of a run: those its specs list, and (at most) `width` members per fan-out.
+fn tasks_of(spec: &WorkflowSpec, width: usize) -> usize {
+    spec.tasks
+        .iter()
+        .map(|t| if t.batch.is_some() { 1 + width } else { 1 })
+        .sum()
+}
+
 /// CPU seconds and peak resident memory (MiB) of a process.
 fn usage(pid: u32) -> (f64, f64) {
     let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -181,7 +226,17 @@ async fn measure(
     specs: Vec<WorkflowSpec>,
     args: &BenchArgs,
 ) -> Result<Value, GzError> {
-    measure_with(label, specs, args, &[]).await
+    // A run bigger than the queue-manager's default task limit raises it for its suite.
+    let most = specs
+        .iter()
+        .map(|s| tasks_of(s, args.width))
+        .max()
+        .unwrap_or(0);
+    let mut env = Vec::new();
+    if most > gleitzeit_workflow::DEFAULT_MAX_TASKS {
+        env.push(("GLEITZEIT_MAX_WORKFLOW_TASKS", most.to_string()));
+    }
+    measure_with(label, specs, args, &env).await
 }
 
 async fn measure_with(
@@ -256,7 +311,6 @@ async fn measure_on(
         wait_for_type(hub_url, "queue-manager", qms).await;
     }
     let (client, _incoming) = connect(hub_url).await?;
-    let n: usize = specs.iter().map(|s| s.tasks.len()).sum();
     let workflows = specs.len();
     let dir = std::env::temp_dir();
     let started = Instant::now();
@@ -269,9 +323,15 @@ async fn measure_on(
     let submitted = started.elapsed();
     let (mut first_created, mut last_finished) = (u64::MAX, 0u64);
     let mut status = "completed".to_string();
+    // Every task, also the members fan-outs made at run time.
+    let mut n = 0usize;
     for id in &ids {
         let reply = wait_done(&client, id).await?;
         let w = &reply["workflow"];
+        n += w["total_tasks"]
+            .as_u64()
+            .and_then(|t| usize::try_from(t).ok())
+            .unwrap_or(0);
         let s = w["status"].as_str().unwrap_or("?");
         if s != "completed" {
             status = s.to_string();
@@ -415,10 +475,17 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         runs.push(("chain".into(), vec![chain(args.chain)]));
     }
     for &n in args.big.iter().filter(|n| **n > 0) {
-        runs.push((
-            format!("wide-deep-{}k", n / 1000),
-            vec![wide_and_deep(n, args.width)],
-        ));
+        if n > MOST_LISTED_TASKS || args.fan_out {
+            runs.push((
+                format!("wide-deep-{}k-fanout", n / 1000),
+                vec![wide_and_deep_fanout(n, args.width)],
+            ));
+        } else {
+            runs.push((
+                format!("wide-deep-{}k", n / 1000),
+                vec![wide_and_deep(n, args.width)],
+            ));
+        }
     }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
