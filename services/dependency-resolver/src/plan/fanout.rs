@@ -87,8 +87,9 @@ impl Plan {
                     State::Failed
                 }
             };
+            // Members are not in `names`: no reference can name one (the spec that is
+            // validated does not have them), and a million of them would be a million keys.
             self.index.insert(spec.id.clone(), m);
-            self.names.entry(spec.name.clone()).or_insert(m);
             self.state.push(state);
             self.remaining.push(0);
             self.results.push(None);
@@ -128,16 +129,17 @@ impl Plan {
     /// Every member of template `t` has ended: it completes with the joined results, or
     /// fails (GZ2001) when some did not complete. Either way its dependents see the joined
     /// value (`${t.results}` for a `tolerate_failures` task after failures).
+    ///
+    /// The members' results and errors move into the joined value: the plan keeps them
+    /// only until the join (a 1,000,000-task fan-out workflow kept every one of them).
     fn join(&mut self, t: usize, res: &mut Resolution) {
         let members = self.members.get(&t).cloned().unwrap_or_default();
         let outcomes: Vec<(String, MemberOutcome)> = members
             .iter()
             .map(|&m| {
-                let outcome = match (&self.results[m], &self.failures[m]) {
-                    (Some(result), _) => MemberOutcome::Completed(result.clone()),
-                    (None, Some((status, error))) => {
-                        MemberOutcome::Ended(status.clone(), error.clone())
-                    }
+                let outcome = match (self.results[m].take(), self.failures[m].take()) {
+                    (Some(result), _) => MemberOutcome::Completed(result),
+                    (None, Some((status, error))) => MemberOutcome::Ended(status, error),
                     (None, None) => MemberOutcome::Ended("pending".into(), Value::Null),
                 };
                 (self.spec.tasks[m].id.clone(), outcome)

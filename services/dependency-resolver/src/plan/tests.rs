@@ -301,6 +301,16 @@ fn a_fan_out_makes_a_task_per_item_and_joins_their_results_in_item_order() {
         .expect("after");
     assert_eq!(after.params["context"]["all"], json!(["A", "B"]));
     assert_eq!(after.params["context"]["n"], json!(2));
+    // The members' results moved into the joined value: the plan keeps no copy of them,
+    // and their names are not keys (nothing can refer to a member by name).
+    for id in ["each-00001", "each-00002"] {
+        let m = plan.index[id];
+        assert!(
+            plan.results[m].is_none() && plan.failures[m].is_none(),
+            "{id}"
+        );
+    }
+    assert!(!plan.names.contains_key("each [1]"));
 }
 
 #[test]
