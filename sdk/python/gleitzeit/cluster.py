@@ -32,6 +32,8 @@ from .workflow import Workflow
 RETRY_SAFE = ("GZ1031", "GZ1030", "GZ1020", "GZ1001")
 #: How long a submit keeps trying while no queue-manager can take it (seconds).
 SUBMIT_PATIENCE = 30.0
+# Tasks per ``workflow_get`` page when the SDK reads a workflow's tasks.
+TASKS_PAGE = 5_000
 
 __all__ = ["GleitzeitCluster", "WORKFLOW_EVENTS", "TASK_EVENTS", "FINAL_EVENTS"]
 
@@ -551,7 +553,7 @@ class GleitzeitCluster:
         final event made from the record (marked ``"synthesized": true``). ``strict``: a
         workflow that cannot be read (GZ3020, GZ4003) raises."""
         try:
-            reply = await self._need().request("workflow_get", {"workflow_id": track.id}, "type:queue-manager")
+            reply = await self.get_workflow(track.id)
         except GleitzeitError as err:
             if strict and not err.retryable:
                 raise
@@ -830,12 +832,33 @@ class GleitzeitCluster:
                     raise
         return await conn.request("workflow_cancel", payload, "type:queue-manager")
 
-    async def get_workflow(self, workflow_id: str, summary: bool = False) -> Dict[str, Any]:
-        """``{"workflow": WorkflowRecord, "counts": Counts, "tasks": [TaskRecord]}``."""
+    async def get_workflow(
+        self,
+        workflow_id: str,
+        summary: bool = False,
+        status: Optional[str] = None,
+        page_size: int = TASKS_PAGE,
+    ) -> Dict[str, Any]:
+        """``{"workflow": WorkflowRecord, "counts": Counts, "tasks": [TaskRecord]}``: every
+        task (only those of ``status``, e.g. ``"failed"``, when given), read in pages of
+        ``page_size`` (1–10,000) so that a big workflow's task list never has to fit one
+        message; ``summary=True`` leaves the tasks out."""
         payload: Dict[str, Any] = {"workflow_id": workflow_id}
         if summary:
             payload["summary"] = True
-        return await self._need().request("workflow_get", payload, "type:queue-manager")
+            return await self._need().request("workflow_get", payload, "type:queue-manager")
+        if status is not None:
+            payload["status"] = status
+        payload["limit"] = max(1, min(int(page_size), 10_000))
+        reply = await self._need().request("workflow_get", payload, "type:queue-manager")
+        tasks = list(reply.get("tasks") or [])
+        while reply.get("next_offset") is not None:
+            payload["offset"] = reply["next_offset"]
+            reply = await self._need().request("workflow_get", payload, "type:queue-manager")
+            tasks.extend(reply.get("tasks") or [])
+        reply.pop("next_offset", None)
+        reply["tasks"] = tasks
+        return reply
 
     async def list_workflows(self, limit: int = 20, status: Optional[str] = None) -> List[Dict[str, Any]]:
         """Workflow records, newest first."""

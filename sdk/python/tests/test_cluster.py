@@ -276,6 +276,8 @@ def test_list_and_get(suite):
             listed = await cluster.list_workflows(limit=50)
             completed = await cluster.list_workflows(limit=50, status="completed")
             got = await cluster.get_workflow(wf_id)
+            paged = await cluster.get_workflow(wf_id, page_size=1)
+            none_failed = await cluster.get_workflow(wf_id, status="failed")
             summary = await cluster.get_workflow(wf_id, summary=True)
             task = await cluster.get_task(wf_id, "step-1")
             with pytest.raises(GleitzeitError) as missing:
@@ -283,13 +285,16 @@ def test_list_and_get(suite):
             with pytest.raises(GleitzeitError) as bad_status:
                 await cluster.list_workflows(status="sleeping")
             components = await cluster.list_components()
-            return wf_id, listed, completed, got, summary, task, missing.value, bad_status.value, components
+            return wf_id, listed, completed, got, paged, none_failed, summary, task, missing.value, bad_status.value, components
 
-    wf_id, listed, completed, got, summary, task, missing, bad_status, components = run(main())
+    wf_id, listed, completed, got, paged, none_failed, summary, task, missing, bad_status, components = run(main())
     assert wf_id in [w["id"] for w in listed]
     assert all(w["status"] == "completed" for w in completed)
     assert got["workflow"]["name"] == "listed" and got["counts"]["completed"] == 2
     assert [t["task_id"] for t in got["tasks"]] == ["step-0", "step-1"]
+    # Read one task per page: the same document, without a page's next_offset.
+    assert paged == got and "next_offset" not in paged
+    assert none_failed["tasks"] == [] and none_failed["counts"]["completed"] == 2
     assert summary["tasks"] == []
     assert task["name"] == "step 1" and task["result"]["result"] == 2
     assert missing.code == "GZ3020"

@@ -397,7 +397,7 @@ class Dashboard {
     d.ahead.clear();
     d.gapSince = 0;
     try {
-      const reply = await this.request("workflow_get", { workflow_id: d.id }, QM, { timeoutMs: 120000 });
+      const reply = await this.readAllTasks(d);
       if (this.store.detail !== d) return;
       const t0 = performance.now();
       d.loadSnapshot(reply);
@@ -412,6 +412,23 @@ class Dashboard {
       d.loaded = true;
     }
     this.store.touch("detail-reset");
+  }
+
+  /** `workflow_get` with every task, read in pages of 10,000 (a big workflow's task list
+   *  does not fit one message); stops early when the detail view was closed. */
+  async readAllTasks(d) {
+    const ask = { workflow_id: d.id, limit: 10000 };
+    const reply = await this.request("workflow_get", ask, QM, { timeoutMs: 120000 });
+    const tasks = reply.tasks || [];
+    while (reply.next_offset != null && this.store.detail === d) {
+      ask.offset = reply.next_offset;
+      const page = await this.request("workflow_get", ask, QM, { timeoutMs: 120000 });
+      for (const t of page.tasks || []) tasks.push(t);
+      reply.next_offset = page.next_offset;
+    }
+    delete reply.next_offset;
+    reply.tasks = tasks;
+    return reply;
   }
 
   /** Fetches the events after the last contiguous one; reloads when some are gone. */
