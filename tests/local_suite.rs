@@ -170,7 +170,10 @@ async fn gz_bench_measures_on_private_suites_and_reports_json() {
             "--chain",
             "5",
             "--big",
-            "0",
+            "300",
+            "--width",
+            "100",
+            "--fan-out",
             "--llm-endpoints",
             "1",
             "--llm-slots",
@@ -189,8 +192,12 @@ async fn gz_bench_measures_on_private_suites_and_reports_json() {
     let doc = json_line(&out);
     let results = doc["results"].as_array().expect("results");
     let runs: Vec<&str> = results.iter().filter_map(|r| r["run"].as_str()).collect();
-    assert_eq!(runs, ["throughput", "chain", "llm"], "{doc}");
-    for r in &results[..2] {
+    assert_eq!(
+        runs,
+        ["throughput", "chain", "wide-deep-300-fanout", "llm"],
+        "{doc}"
+    );
+    for r in &results[..3] {
         assert_eq!(r["status"], "completed", "{r}");
         assert!(r["tasks_per_second"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
         assert!(
@@ -202,9 +209,12 @@ async fn gz_bench_measures_on_private_suites_and_reports_json() {
         );
     }
     assert_eq!(results[0]["tasks"], 60);
-    assert_eq!(results[2]["status"], "completed", "{}", results[2]);
+    // A seed task and 3 fan-out layers of 100 members each: the members made at run time
+    // are counted.
+    assert_eq!(results[2]["tasks"], 1 + 3 * (1 + 100), "{}", results[2]);
+    assert_eq!(results[3]["status"], "completed", "{}", results[3]);
     assert!(
-        results[2]["achieved_tasks_per_second"]
+        results[3]["achieved_tasks_per_second"]
             .as_f64()
             .unwrap_or(0.0)
             > 0.0

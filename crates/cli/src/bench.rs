@@ -475,14 +475,19 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         runs.push(("chain".into(), vec![chain(args.chain)]));
     }
     for &n in args.big.iter().filter(|n| **n > 0) {
+        let size = if n % 1000 == 0 {
+            format!("{}k", n / 1000)
+        } else {
+            n.to_string()
+        };
         if n > MOST_LISTED_TASKS || args.fan_out {
             runs.push((
-                format!("wide-deep-{}k-fanout", n / 1000),
+                format!("wide-deep-{size}-fanout"),
                 vec![wide_and_deep_fanout(n, args.width)],
             ));
         } else {
             runs.push((
-                format!("wide-deep-{}k", n / 1000),
+                format!("wide-deep-{size}"),
                 vec![wide_and_deep(n, args.width)],
             ));
         }
