@@ -40,6 +40,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 mod outgoing;
+mod served;
 
 /// How long a queue-manager with nothing held here is still sent (empty) reports.
 const IDLE_REPORT_EXPIRY: Duration = Duration::from_secs(60);
@@ -110,6 +111,8 @@ struct Engine {
     refresh_every: Every,
     /// Outcomes to forward, sent together when the loop is idle (`outgoing.rs`).
     outgoing: outgoing::Outgoing,
+    /// What each queue-manager last heard of the methods served here (`served.rs`).
+    served: served::ServedNews,
 }
 
 /// Connects to the hub, registers, and runs tasks until `shutdown`.
@@ -151,6 +154,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         report_every: Every::new(HELD_REPORT_INTERVAL),
         refresh_every: Every::new(Duration::from_secs(2)),
         outgoing: outgoing::Outgoing::default(),
+        served: served::ServedNews::default(),
     };
     engine.refresh_providers();
     let events = Events::new(client.clone(), incoming)
@@ -279,6 +283,7 @@ impl Engine {
                 // A lease request held by a queue-manager that left will never be answered.
                 if left.component_type == component_types::QUEUE_MANAGER {
                     self.lease.remove(&left.component_id);
+                    self.served.forget(&left.component_id);
                     self.queue_manager_ids.retain(|q| *q != left.component_id);
                     self.lease.remove("");
                 }
@@ -327,6 +332,10 @@ impl Engine {
                     .is_some_and(|(current, _)| *current == seq)
                 {
                     self.lease.remove(&target);
+                }
+                if result.is_err() {
+                    // It may not have heard the methods: the next request repeats them.
+                    self.served.forget(&target);
                 }
                 match result {
                     Ok(leased) => self.dispatch(leased),
@@ -379,8 +388,11 @@ impl Engine {
             self.lease.insert(target.clone(), (seq, slots.clone()));
             let client = self.client.clone();
             let tx = self.tx.clone();
+            let served =
+                self.served
+                    .for_request(&target, slots.keys().cloned().collect(), Instant::now());
             let payload = serde_json::to_value(LeaseTasks {
-                served: slots.keys().cloned().collect(),
+                served,
                 slots: slots.clone(),
                 wait_ms: 1000,
             })
