@@ -129,7 +129,9 @@ impl Manager {
 
     /// Stores a step, then commits it and sends what follows (or gives back what it took
     /// when it cannot be stored); then hands out work that may now fit.
-    async fn run(&mut self, step: Step) {
+    async fn run(&mut self, mut step: Step) {
+        // Tasks the step makes ready go to waiting lease requests in the same write.
+        self.machine.serve_fresh(&mut step, Now::current());
         self.run_one(step).await;
         if self.machine.may_serve() {
             let serve = self.machine.serve(Now::current());

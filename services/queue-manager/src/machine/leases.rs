@@ -169,7 +169,6 @@ impl Machine {
                 let Some(wf) = self.wfs.get(&key) else {
                     continue;
                 };
-                let (timeout_ms, base_dir) = (wf.info[i].timeout_ms, wf.record.base_dir.clone());
                 let route = wf.tasks[i].route().into_owned();
                 let (files, bytes) = task_files(wf, i);
                 if full
@@ -183,21 +182,8 @@ impl Machine {
                 }
                 file_bytes = file_bytes.saturating_add(bytes);
                 step.taken.push((route, entry));
-                let Some(t) = self.transition(step, &key, i, TaskStatus::Running, now) else {
-                    continue;
-                };
-                tasks.push(ExecuteTask {
-                    workflow_id: key.to_string(),
-                    task_id: t.task_id.clone(),
-                    attempt: t.attempts,
-                    method: t.method.clone(),
-                    params: t.params.clone().unwrap_or_else(|| json!({})),
-                    timeout_ms,
-                    base_dir,
-                    files,
-                });
-                if let Some(c) = step.change(&key, i) {
-                    c.engine = Some(lease.engine.clone());
+                if let Some(task) = self.hand_out(step, &key, i, files, &lease.engine, now) {
+                    tasks.push(task);
                 }
             }
             step.effects.push(Effect::Reply {
@@ -207,6 +193,110 @@ impl Machine {
             // Given back as it came if the step is not stored.
             lease.slots = slots;
             step.served.push(lease);
+        }
+        waiting.extend(self.leases.waiting.drain(..));
+        self.leases.waiting = waiting;
+    }
+}
+
+impl Machine {
+    /// Moves task `i` of `key` to running on `engine` in `step`: what the engine gets.
+    fn hand_out(
+        &self,
+        step: &mut Step,
+        key: &WfKey,
+        i: usize,
+        files: Vec<TaskFile>,
+        engine: &Arc<str>,
+        now: Now,
+    ) -> Option<ExecuteTask> {
+        let wf = self.wfs.get(key)?;
+        let (timeout_ms, base_dir) = (wf.info.get(i)?.timeout_ms, wf.record.base_dir.clone());
+        let t = self.transition(step, key, i, TaskStatus::Running, now)?;
+        let task = ExecuteTask {
+            workflow_id: key.to_string(),
+            task_id: t.task_id.clone(),
+            attempt: t.attempts,
+            method: t.method.clone(),
+            params: t.params.clone().unwrap_or_else(|| json!({})),
+            timeout_ms,
+            base_dir,
+            files,
+        };
+        if let Some(c) = step.change(key, i) {
+            c.engine = Some(engine.clone());
+        }
+        Some(task)
+    }
+
+    /// Hands the tasks `step` makes ready to the lease requests waiting now, in the same
+    /// step: one store transaction holds both moves, so the next task of a dependency chain
+    /// goes out without a second write and a second trip through the store thread
+    /// (`docs/performance.md`, "Where a chain hop's 2.1 ms go"). Only routes with nothing
+    /// in the ready queue take part, so the queue's priority order is kept; among the fresh
+    /// tasks the best priority goes first, then the order the step made them ready in.
+    /// Tasks a fan-out adds in this step wait for the next request.
+    pub(crate) fn serve_fresh(&mut self, step: &mut Step, now: Now) {
+        if self.leases.is_empty() {
+            return;
+        }
+        let mut fresh: Vec<(u8, WfKey, usize, String)> = Vec::new();
+        for (key, i) in step.left_in(TaskStatus::Queued) {
+            let Some(info) = self.wfs.get(&key).and_then(|wf| wf.info.get(i)) else {
+                continue;
+            };
+            if info.entry.is_some() {
+                continue;
+            }
+            let Some(route) = step.record(self, &key, i).map(|t| t.route().into_owned()) else {
+                continue;
+            };
+            if self.queue.count(&route) == 0 {
+                fresh.push((info.priority, key, i, route));
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        fresh.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let mut waiting = VecDeque::new();
+        while let Some(mut lease) = self.leases.waiting.pop_front() {
+            let slots = lease.slots.clone();
+            let mut tasks = Vec::new();
+            let mut file_bytes = 0usize;
+            let mut left = Vec::with_capacity(fresh.len());
+            for (prio, key, i, route) in std::mem::take(&mut fresh) {
+                let free = lease.slots.get_mut(&route).filter(|n| **n > 0);
+                let Some((free, wf)) = free.zip(self.wfs.get(&key)) else {
+                    left.push((prio, key, i, route));
+                    continue;
+                };
+                let (files, bytes) = task_files(wf, i);
+                if !tasks.is_empty() && file_bytes.saturating_add(bytes) > LEASE_FILE_BYTES {
+                    left.push((prio, key, i, route));
+                    continue;
+                }
+                *free -= 1;
+                file_bytes = file_bytes.saturating_add(bytes);
+                if let Some(task) = self.hand_out(step, &key, i, files, &lease.engine, now) {
+                    tasks.push(task);
+                }
+            }
+            fresh = left;
+            if tasks.is_empty() {
+                waiting.push_back(lease);
+                continue;
+            }
+            step.effects.push(Effect::Reply {
+                to: Box::new(lease.env.clone()),
+                result: lease_reply(&self.settings.id, tasks),
+            });
+            // Given back as it came if the step is not stored.
+            lease.slots = slots;
+            step.served.push(lease);
+            if fresh.is_empty() {
+                break;
+            }
         }
         waiting.extend(self.leases.waiting.drain(..));
         self.leases.waiting = waiting;

@@ -292,6 +292,17 @@ impl Step {
             .any(|(c, t)| &c.wf == wf && t.status == status)
     }
 
+    /// Every task this step leaves in `status` (workflow, position), in the order the step
+    /// first touched them.
+    pub(super) fn left_in(&self, status: TaskStatus) -> Vec<(WfKey, usize)> {
+        self.changes
+            .iter()
+            .zip(&self.tasks)
+            .filter(|(_, t)| t.status == status)
+            .map(|(c, _)| (c.wf.clone(), c.i))
+            .collect()
+    }
+
     /// Tasks of `wf` this step fails.
     pub(super) fn failed_in<'a>(&'a self, wf: &'a WfKey) -> impl Iterator<Item = usize> + 'a {
         self.changes

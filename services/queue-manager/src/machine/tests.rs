@@ -111,18 +111,7 @@ pub(super) fn add_with(
 
 /// The resolver says `ready` tasks of `wf` are ready.
 pub(super) fn ready(m: &mut Machine, wf: &str, ready: &[&str]) -> Vec<Effect> {
-    let res = Resolution {
-        resolver_id: "r-1".into(),
-        ready: ready
-            .iter()
-            .map(|t| ReadyTask {
-                task_id: t.to_string(),
-                params: json!({ "x": t }),
-            })
-            .collect(),
-        ..Resolution::default()
-    };
-    let step = m.resolution(wf, res, now());
+    let step = ready_step(m, wf, ready);
     commit(m, step)
 }
 
@@ -468,6 +457,76 @@ async fn a_lease_request_waits_for_work_and_gets_an_empty_answer_when_its_wait_i
     let fx = tick(&mut m);
     assert_eq!(fx.len(), 1);
     assert!(matches!(&fx[0], Effect::Reply { result: Ok(v), .. } if v["tasks"] == json!([])));
+}
+
+/// The resolver's answer that makes `ids` of `wf` ready, as a step not yet committed.
+fn ready_step(m: &Machine, wf: &str, ids: &[&str]) -> Step {
+    let res = Resolution {
+        resolver_id: "r-1".into(),
+        ready: ids
+            .iter()
+            .map(|t| ReadyTask {
+                task_id: t.to_string(),
+                params: json!({ "x": t }),
+            })
+            .collect(),
+        ..Resolution::default()
+    };
+    m.resolution(wf, res, now())
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_a_step_makes_ready_go_to_a_waiting_lease_in_that_same_step() {
+    let mut m = machine();
+    add(&mut m, "w", &[("a", "low"), ("b", "high"), ("c", "normal")]);
+    assert!(
+        lease(&mut m, "e-1", 2).is_empty(),
+        "nothing ready: it waits"
+    );
+
+    // Not stored (the write failed): nothing moved, and the request waits again.
+    let mut step = ready_step(&m, "w", &["a", "b", "c"]);
+    m.serve_fresh(&mut step, now());
+    assert!(
+        m.abort(step).is_empty(),
+        "no lease answer without the write"
+    );
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Pending);
+
+    // Stored: one step makes them ready and hands the best two to the waiting request.
+    let mut step = ready_step(&m, "w", &["a", "b", "c"]);
+    m.serve_fresh(&mut step, now());
+    let by_id: BTreeMap<String, TaskStatus> = step
+        .task_records()
+        .iter()
+        .map(|t| (t.task_id.clone(), t.status))
+        .collect();
+    assert_eq!(
+        by_id,
+        BTreeMap::from([
+            ("a".to_string(), TaskStatus::Queued),
+            ("b".to_string(), TaskStatus::Running),
+            ("c".to_string(), TaskStatus::Running),
+        ]),
+        "one record per task, as it ends the step"
+    );
+    let fx = commit(&mut m, step);
+    assert_eq!(leased(&fx), [("b".to_string(), 1), ("c".to_string(), 1)]);
+    let started = events_of(&fx)
+        .into_iter()
+        .filter(|e| *e == events::TASK_STARTED)
+        .count();
+    assert_eq!(started, 2);
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
+    check_counts(&m);
+
+    // `a` went into the queue the usual way, and its lease works as before.
+    assert!(!m.may_serve(), "no request waits");
+    assert_eq!(leased(&lease(&mut m, "e-2", 1)), [("a".to_string(), 1)]);
+    // The tasks handed out in the step are held by their engine like any other.
+    outcome(&mut m, "e-1", "w", "b", 1, Ok(json!({"result": 1})));
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Completed);
+    check_counts(&m);
 }
 
 #[tokio::test(start_paused = true)]
