@@ -13,7 +13,10 @@ struct Args {
     common: CommonArgs,
 }
 
-#[tokio::main]
+// One thread: the service plans in microseconds per message, and a multi-thread runtime
+// handed each wake-up to the other thread (measured: a chain hop 1.89 → 1.69 ms, 10,000
+// tasks 13 % faster; docs/performance.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let log_format = args.common.log_format;

@@ -90,8 +90,12 @@ impl Figures {
             self.tasks.inc(&[method, to.as_str()]);
         }
         match (from, to) {
-            (TaskStatus::Queued, TaskStatus::Running) => {
-                if let (Some(queued), Some(started)) = (before.queued_at, after.started_at) {
+            (
+                TaskStatus::Queued | TaskStatus::Pending | TaskStatus::Retrying,
+                TaskStatus::Running,
+            ) => {
+                // Also a task made ready and handed out in one step (pending → running).
+                if let (Some(queued), Some(started)) = (after.queued_at, after.started_at) {
                     self.wait.observe(&[method], seconds(queued, started));
                 }
             }

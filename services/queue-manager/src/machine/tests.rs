@@ -519,6 +519,11 @@ async fn tasks_a_step_makes_ready_go_to_a_waiting_lease_in_that_same_step() {
     assert_eq!(started, 2);
     assert_eq!(status(&m, "w", "a"), TaskStatus::Queued);
     check_counts(&m);
+    assert_eq!(
+        metric(&m, "gleitzeit_task_queue_wait_seconds", &[("method", "m")]),
+        2.0,
+        "their wait in the queue (none) is measured too"
+    );
 
     // `a` went into the queue the usual way, and its lease works as before.
     assert!(!m.may_serve(), "no request waits");
