@@ -70,6 +70,22 @@ pub use model::{
 };
 pub use sqlite::SqliteStore;
 
+/// One page of a workflow's tasks read in full (stores without a cheaper way): at most
+/// `limit` from position `offset` among those of `status`, if given.
+pub(crate) fn page_of_all(
+    tasks: Vec<TaskRecord>,
+    status: Option<TaskStatus>,
+    offset: usize,
+    limit: usize,
+) -> Vec<TaskRecord> {
+    tasks
+        .into_iter()
+        .filter(|t| status.is_none_or(|s| t.status == s))
+        .skip(offset)
+        .take(limit)
+        .collect()
+}
+
 /// Persistence of workflows and their tasks.
 ///
 /// Every method is synchronous and may block on disk or network I/O: call it from a
@@ -152,13 +168,7 @@ pub trait Store: Send + Sync {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<TaskRecord>, StoreError> {
-        Ok(self
-            .tasks(workflow_id)?
-            .into_iter()
-            .filter(|t| status.is_none_or(|s| t.status == s))
-            .skip(offset)
-            .take(limit)
-            .collect())
+        Ok(page_of_all(self.tasks(workflow_id)?, status, offset, limit))
     }
 
     /// A task by id; workflow_id None = search all workflows (most recent workflow first).

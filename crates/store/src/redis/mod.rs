@@ -552,12 +552,8 @@ impl Store for RedisStore {
     ) -> Result<Vec<TaskRecord>, StoreError> {
         if status.is_some() || limit == 0 {
             // A status filter reads every task (the hash has no index by status).
-            let all = self.tasks(workflow_id)?.into_iter();
-            return Ok(all
-                .filter(|t| status.is_none_or(|s| t.status == s))
-                .skip(offset)
-                .take(limit)
-                .collect());
+            let all = self.tasks(workflow_id)?;
+            return Ok(crate::page_of_all(all, status, offset, limit));
         }
         let (order_key, tasks_key) = (
             self.key("order", workflow_id),
