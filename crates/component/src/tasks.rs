@@ -57,7 +57,7 @@ struct Shared<P> {
     permits: Option<Arc<Semaphore>>,
     draining: watch::Sender<bool>,
     /// Tasks inside `execute` right now.
-    running: watch::Sender<usize>,
+    running: Arc<watch::Sender<usize>>,
     handles_cancel: bool,
     /// Tasks run at once, as registered.
     capacity: u32,
@@ -86,6 +86,8 @@ impl<P: Provider> Tasks<P> {
             Concurrency::Runtime => Some(Arc::new(Semaphore::new(info.capacity.max(1) as usize))),
         };
         let handles_cancel = provider.handles_cancel();
+        // The outcome batcher watches the count of running tasks (`outcomes.rs`).
+        let running = outcomes.running();
         Tasks {
             shared: Arc::new(Shared {
                 provider,
@@ -95,7 +97,7 @@ impl<P: Provider> Tasks<P> {
                 outcomes,
                 permits,
                 draining: watch::channel(false).0,
-                running: watch::channel(0).0,
+                running,
                 handles_cancel,
                 capacity: info.capacity,
             }),
