@@ -113,6 +113,9 @@ pub(crate) struct TaskInfo {
     pub(crate) files: Vec<(String, FileRef)>,
     /// A task of a `fail_fast` batch: failing for good stops the workflow.
     pub(crate) fail_fast: bool,
+    /// Whether the resolver waits for the task's end: it has dependents, or its workflow
+    /// fans out or gathers a batch's results (an end nothing waits for is not sent).
+    pub(crate) awaited: bool,
 }
 
 impl TaskInfo {
@@ -130,6 +133,7 @@ impl TaskInfo {
                 .map(|(path, file)| (path.clone(), file.clone()))
                 .collect(),
             fail_fast: spec.batch.as_ref().is_some_and(|b| b.fail_fast),
+            awaited: true,
         }
     }
 
@@ -144,6 +148,7 @@ impl TaskInfo {
             entry: None,
             files: self.files.clone(),
             fail_fast: self.fail_fast,
+            awaited: true,
         }
     }
 }
@@ -289,9 +294,18 @@ impl Machine {
             Some(members) => info.extend(members),
             None => return false,
         }
-        if let Some((_, members, true)) = gleitzeit_workflow::batch::members(spec) {
-            for m in members {
+        let group = gleitzeit_workflow::batch::members(spec);
+        if let Some((_, members, true)) = &group {
+            for &m in members {
                 info[m].fail_fast = true;
+            }
+        }
+        // In a workflow without fan-outs or a batch, the resolver needs to hear only of the
+        // ends of tasks others depend on.
+        if group.is_none() && spec.tasks.iter().all(|t| t.batch.is_none()) {
+            let dag = gleitzeit_workflow::Dag::from_spec(spec);
+            for (i, info) in info.iter_mut().enumerate().take(dag.len()) {
+                info.awaited = !dag.dependents(i).is_empty();
             }
         }
         let mut counts = Counts::default();
@@ -541,7 +555,9 @@ impl Machine {
             };
             let trim = wf.keeps_results_in_store();
             let t = &wf.tasks[change.i];
-            if matches!(t.status, TaskStatus::Completed | TaskStatus::Failed) {
+            if matches!(t.status, TaskStatus::Completed | TaskStatus::Failed)
+                && wf.info[change.i].awaited
+            {
                 finished
                     .entry(change.wf.clone())
                     .or_default()

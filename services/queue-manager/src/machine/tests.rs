@@ -331,19 +331,55 @@ async fn a_task_runs_from_pending_to_completed_and_the_workflow_finishes_after_i
 #[tokio::test(start_paused = true)]
 async fn a_finished_task_tells_the_resolver_while_others_remain() {
     let mut m = machine();
-    add(&mut m, "w", &[("a", "normal"), ("b", "normal")]);
+    add_with(
+        &mut m,
+        "w",
+        &[("a", "normal"), ("b", "normal")],
+        json!({}),
+        |spec| spec.tasks[1].dependencies = vec!["a".into()],
+    );
     ready(&mut m, "w", &["a"]);
     lease(&mut m, "e-1", 1);
     let fx = outcome(&mut m, "e-1", "w", "a", 1, Ok(json!("ok")));
-    let told: Vec<_> = fx
-        .iter()
+    assert_eq!(told(&fx), [vec!["a".to_string()]]);
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Pending);
+    check_counts(&m);
+}
+
+/// The task ids each `TellResolver` effect names.
+fn told(fx: &[Effect]) -> Vec<Vec<String>> {
+    fx.iter()
         .filter_map(|e| match e {
-            Effect::TellResolver { finished, .. } => Some(finished.len()),
+            Effect::TellResolver { finished, .. } => {
+                Some(finished.iter().map(|f| f.task_id.clone()).collect())
+            }
             _ => None,
         })
-        .collect();
-    assert_eq!(told, [1]);
-    assert_eq!(status(&m, "w", "b"), TaskStatus::Pending);
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_resolver_hears_only_of_ends_that_something_waits_for() {
+    let mut m = machine();
+    // c depends on a; b and c have no dependents.
+    add_with(
+        &mut m,
+        "w",
+        &[("a", "normal"), ("b", "normal"), ("c", "normal")],
+        json!({}),
+        |spec| spec.tasks[2].dependencies = vec!["a".into()],
+    );
+    ready(&mut m, "w", &["a", "b"]);
+    lease(&mut m, "e-1", 2);
+    let fx = outcome(&mut m, "e-1", "w", "b", 1, Ok(json!("ok")));
+    assert!(told(&fx).is_empty(), "nothing waits for b");
+    let err = GzError::new(ErrorCode::PythonException, "boom").with_retryable(false);
+    let fx = outcome(&mut m, "e-1", "w", "a", 1, Err(err));
+    assert_eq!(
+        told(&fx),
+        [vec!["a".to_string()]],
+        "c waits for a, failed or not"
+    );
     check_counts(&m);
 }
 

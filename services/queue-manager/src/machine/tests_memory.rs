@@ -4,13 +4,16 @@
 
 use serde_json::json;
 
-use super::tests::{add, lease, leased, machine, outcome, ready};
+use super::tests::{add_with, lease, leased, machine, outcome, ready};
 use super::*;
 
 fn run_first(m: &mut Machine, wf: &str, n: usize) -> Vec<Effect> {
     let ids: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
     let tasks: Vec<(&str, &str)> = ids.iter().map(|i| (i.as_str(), "normal")).collect();
-    add(m, wf, &tasks);
+    // t1 waits for t0, so the resolver hears of t0's end.
+    add_with(m, wf, &tasks, json!({}), |spec| {
+        spec.tasks[1].dependencies = vec!["t0".into()]
+    });
     ready(m, wf, &["t0"]);
     let out = leased(&lease(m, "e-1", 1));
     assert_eq!(out, vec![("t0".to_string(), 1)]);

@@ -1,8 +1,11 @@
-//! The store, off the thread that carries the hub connection: every call runs on tokio's
-//! blocking pool and is awaited, so heartbeats and the hub link never wait on Redis or
-//! SQLite. A step's records are written in one transaction; while the store is unreachable
-//! (GZ1001) the write waits and retries, holding the step, so nothing is acknowledged or
-//! announced before it is stored.
+//! The store, off the thread that carries the hub connection: calls run on tokio's
+//! blocking pool and are awaited, so heartbeats and the hub link never wait on Redis or a
+//! large SQLite write. The one exception is a small step on the embedded store (at most
+//! [`INLINE_RECORDS`] records, a transaction of well under a millisecond), written on the
+//! calling thread: handing it to the pool and back cost more than the write (two thread
+//! switches per step). A step's records are written in one transaction; while the store is
+//! unreachable (GZ1001) the write waits and retries, holding the step, so nothing is
+//! acknowledged or announced before it is stored.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +23,26 @@ const MAX_PAUSE: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub(crate) struct Persistence {
     store: Arc<dyn Store>,
+    /// Steps of at most this many records are written on the calling thread (the embedded
+    /// store: a small SQLite transaction costs less than handing it to another thread);
+    /// 0 for a store over the network.
+    inline_up_to: usize,
 }
+
+/// The largest step the embedded store writes on the calling thread.
+const INLINE_RECORDS: usize = 64;
 
 impl Persistence {
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
-        Persistence { store }
+        let inline_up_to = if store.info().kind == "sqlite" {
+            INLINE_RECORDS
+        } else {
+            0
+        };
+        Persistence {
+            store,
+            inline_up_to,
+        }
     }
 
     /// Runs `f` against the store on the blocking pool.
@@ -60,15 +78,20 @@ impl Persistence {
         if step.nothing_to_store() {
             return (step, Ok(()));
         }
+        let (workflows, tasks) = step.records();
+        if workflows.len() + tasks.len() <= self.inline_up_to {
+            let result = apply(self.store.as_ref(), &step);
+            if let Err(e) = &result {
+                warn!(code = %e.code, error = %e.message, "could not persist changes; nothing was applied or acknowledged");
+            }
+            return (step, result);
+        }
         let mut pause = Duration::from_millis(100);
         let mut warned = false;
         loop {
             let store = self.store.clone();
             let joined = tokio::task::spawn_blocking(move || {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let (workflows, tasks) = step.records();
-                    store.apply(workflows, tasks)
-                }));
+                let result = apply(store.as_ref(), &step);
                 (step, result)
             })
             .await;
@@ -81,13 +104,6 @@ impl Persistence {
                 }
             };
             step = back;
-            let result = match result {
-                Ok(r) => r.map_err(GzError::from),
-                Err(_) => Err(GzError::new(
-                    ErrorCode::Internal,
-                    "the store write panicked",
-                )),
-            };
             match result {
                 Ok(()) => {
                     if warned {
@@ -110,4 +126,18 @@ impl Persistence {
             }
         }
     }
+}
+
+/// Writes a step's records in one transaction (a panic in the store becomes an error).
+fn apply(store: &dyn Store, step: &Step) -> Result<(), GzError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (workflows, tasks) = step.records();
+        store.apply(workflows, tasks).map_err(GzError::from)
+    }))
+    .unwrap_or_else(|_| {
+        Err(GzError::new(
+            ErrorCode::Internal,
+            "the store write panicked",
+        ))
+    })
 }
