@@ -189,6 +189,23 @@ impl Envelope {
         )
     }
 
+    /// The envelope without its payload: what answering it needs (who sent it, its id),
+    /// for a request answered later whose payload was already read.
+    pub fn head(&self) -> Envelope {
+        Envelope {
+            v: self.v,
+            id: self.id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            source: self.source.clone(),
+            target: self.target.clone(),
+            event: self.event.clone(),
+            payload: Value::Null,
+            auth: self.auth.clone(),
+            ts: self.ts,
+            raw: None,
+        }
+    }
+
     /// An error reply.
     pub fn reply_err(&self, error: GzError) -> Envelope {
         self.reply(Reply::Err { error })

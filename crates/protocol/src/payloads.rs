@@ -201,6 +201,47 @@ pub struct ExecuteTask {
     pub files: Vec<TaskFile>,
 }
 
+/// An [`ExecuteTask`] that borrows its parts, for writing one as JSON without copying its
+/// parameters and files first (the queue-manager's lease replies). Serializes exactly as
+/// the [`ExecuteTask`] with the same values.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ExecuteTaskRef<'a> {
+    /// Workflow id.
+    pub workflow_id: &'a str,
+    /// Task id within the workflow.
+    pub task_id: &'a str,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// Method, e.g. `python/execute`.
+    pub method: &'a str,
+    /// Parameters after substitution.
+    pub params: &'a Value,
+    /// Time limit in milliseconds, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Folder of the workflow file on the submitter's disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_dir: Option<&'a str>,
+    /// The files the task names.
+    #[serde(skip_serializing_if = "<[TaskFile]>::is_empty")]
+    pub files: &'a [TaskFile],
+}
+
+impl<'a> From<&'a ExecuteTask> for ExecuteTaskRef<'a> {
+    fn from(t: &'a ExecuteTask) -> Self {
+        ExecuteTaskRef {
+            workflow_id: &t.workflow_id,
+            task_id: &t.task_id,
+            attempt: t.attempt,
+            method: &t.method,
+            params: &t.params,
+            timeout_ms: t.timeout_ms,
+            base_dir: t.base_dir.as_deref(),
+            files: &t.files,
+        }
+    }
+}
+
 /// One file a task names, with its content (inside [`ExecuteTask`]); read by the submitter
 /// and carried by the workflow (`docs/workflows.md`, "Files travel with the workflow").
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -570,4 +611,40 @@ pub struct JoinedTask {
     pub task_id: String,
     /// `{"result": [...], "results": [...], "completed", "failed"}`.
     pub result: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_execute_task_is_written_as_the_owned_one() {
+        let full = ExecuteTask {
+            workflow_id: "w".into(),
+            task_id: "t\"1".into(),
+            attempt: 2,
+            method: "python/execute".into(),
+            params: serde_json::json!({ "a": [1, "x"], "b": null }),
+            timeout_ms: Some(5),
+            base_dir: Some("/d".into()),
+            files: vec![TaskFile {
+                path: "s.py".into(),
+                sha256: Some("sha256:00".into()),
+                content: Some("eA==".into()),
+                error: None,
+            }],
+        };
+        let bare = ExecuteTask {
+            timeout_ms: None,
+            base_dir: None,
+            files: Vec::new(),
+            ..full.clone()
+        };
+        for t in [full, bare] {
+            let borrowed = serde_json::to_string(&ExecuteTaskRef::from(&t)).expect("ref");
+            assert_eq!(borrowed, serde_json::to_string(&t).expect("owned"));
+            let back: ExecuteTask = serde_json::from_str(&borrowed).expect("reads back");
+            assert_eq!(back, t);
+        }
+    }
 }

@@ -151,6 +151,35 @@ pub struct TaskEvent {
     pub seq: Option<u64>,
 }
 
+/// A [`TaskEvent`] that borrows its parts, for writing one as JSON without copying the
+/// task's result first (the queue-manager's task events). Serializes exactly as the
+/// [`TaskEvent`] with the same values; `seq` is added when the event is logged.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TaskEventRef<'a> {
+    /// Workflow id.
+    pub workflow_id: &'a str,
+    /// Task id.
+    pub task_id: &'a str,
+    /// Task name.
+    pub task_name: &'a str,
+    /// Method.
+    pub method: &'a str,
+    /// Status after the change.
+    pub status: TaskStatus,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Result (completed tasks).
+    pub result: Option<&'a Value>,
+    /// Error (failed, retrying, skipped tasks).
+    pub error: Option<&'a Value>,
+    /// The provider that ran it.
+    pub provider_id: Option<&'a str>,
+    /// The endpoint that served it (same as `provider_id` today).
+    pub endpoint: Option<&'a str>,
+    /// How long the attempt ran.
+    pub duration_seconds: Option<f64>,
+}
+
 /// Payload of `workflow_submitted`, `workflow_started`, `workflow_progress`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct WorkflowProgress {
@@ -278,6 +307,41 @@ mod tests {
 
     use super::*;
     use crate::Target;
+
+    #[test]
+    fn a_borrowed_task_event_is_written_as_the_owned_one() {
+        let owned = TaskEvent {
+            workflow_id: "w".into(),
+            task_id: "t".into(),
+            task_name: "T \"one\"".into(),
+            method: "llm/generate".into(),
+            status: TaskStatus::Completed,
+            attempt: 1,
+            result: Some(json!({ "response": "hi", "n": [1, 2.5] })),
+            error: None,
+            provider_id: Some("p-1".into()),
+            endpoint: Some("p-1".into()),
+            duration_seconds: Some(0.25),
+            seq: None,
+        };
+        let borrowed = TaskEventRef {
+            workflow_id: &owned.workflow_id,
+            task_id: &owned.task_id,
+            task_name: &owned.task_name,
+            method: &owned.method,
+            status: owned.status,
+            attempt: owned.attempt,
+            result: owned.result.as_ref(),
+            error: owned.error.as_ref(),
+            provider_id: owned.provider_id.as_deref(),
+            endpoint: owned.endpoint.as_deref(),
+            duration_seconds: owned.duration_seconds,
+        };
+        assert_eq!(
+            serde_json::to_string(&borrowed).expect("ref"),
+            serde_json::to_string(&owned).expect("owned")
+        );
+    }
 
     #[test]
     fn a_batch_unpacks_into_its_events_in_order_and_other_envelopes_stay_whole() {

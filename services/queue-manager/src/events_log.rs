@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gleitzeit_protocol::replies::LoggedEvent;
-use serde_json::value::{to_raw_value, RawValue};
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
+#[cfg(test)]
+use serde_json::{json, value::to_raw_value};
 
 /// Events kept per workflow.
 const MAX_EVENTS: usize = 50_000;
@@ -38,7 +40,7 @@ impl Kept {
             seq: self.seq,
             event: self.event.to_string(),
             ts: self.ts,
-            // The text was written by `serde_json` from a `Value`, so it parses back.
+            // The text was written by `serde_json` (and checked when numbered): it parses back.
             payload: serde_json::from_str(self.payload.get()).unwrap_or(Value::Null),
         }
     }
@@ -79,13 +81,13 @@ impl EventLog {
         n
     }
 
-    /// Numbers an event (writes `seq` into the payload) and keeps it as JSON text; returns
-    /// what was kept (the text is shared, not copied).
+    /// Numbers an event (writes `seq` into its payload, a JSON object written without one)
+    /// and keeps it as JSON text; returns what was kept (the text is shared, not copied).
     pub(crate) fn record(
         &mut self,
         workflow: &str,
         event: &str,
-        mut payload: Value,
+        payload: &RawValue,
         ts: u64,
     ) -> Kept {
         let name = self.name(event);
@@ -98,13 +100,7 @@ impl EventLog {
         };
         let seq = log.next;
         log.next += 1;
-        if let Value::Object(map) = &mut payload {
-            map.insert("seq".into(), json!(seq));
-        }
-        // A `Value` always serializes (its keys are strings).
-        let text: Arc<RawValue> = to_raw_value(&payload)
-            .unwrap_or_else(|_| RawValue::NULL.to_owned())
-            .into();
+        let text: Arc<RawValue> = numbered(payload, seq).into();
         log.bytes += text.get().len();
         let kept = Kept {
             seq,
@@ -152,16 +148,56 @@ impl EventLog {
     }
 }
 
+/// `payload` with `"seq": seq` as its first member (a payload that is not a JSON object
+/// is kept as it is). The text is spliced, not parsed into a tree and written again.
+fn numbered(payload: &RawValue, seq: u64) -> Box<RawValue> {
+    let text = payload.get().trim_start();
+    let Some(rest) = text.strip_prefix('{') else {
+        return payload.to_owned();
+    };
+    let rest = rest.trim_start();
+    let spliced = if rest.starts_with('}') {
+        format!("{{\"seq\":{seq}}}")
+    } else {
+        format!("{{\"seq\":{seq},{rest}")
+    };
+    // Valid JSON in, valid JSON out; checked all the same.
+    RawValue::from_string(spliced).unwrap_or_else(|_| payload.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A payload as the machine writes it.
+    fn raw(v: Value) -> Box<RawValue> {
+        to_raw_value(&v).expect("json")
+    }
+
+    #[test]
+    fn the_sequence_number_is_written_into_any_object() {
+        for (payload, want) in [
+            (r#"{}"#, json!({ "seq": 3 })),
+            (r#" { } "#, json!({ "seq": 3 })),
+            (
+                r#"{"a":1,"b":{"c":[]}}"#,
+                json!({ "seq": 3, "a": 1, "b": { "c": [] } }),
+            ),
+            (r#"[1]"#, json!([1])),
+            (r#"null"#, Value::Null),
+        ] {
+            let p = RawValue::from_string(payload.to_string()).expect("json");
+            let out: Value = serde_json::from_str(numbered(&p, 3).get()).expect("json");
+            assert_eq!(out, want, "{payload}");
+        }
+    }
 
     #[test]
     fn events_are_numbered_and_replayed_after_a_sequence_number() {
         let mut log = EventLog::default();
         for i in 0..5 {
             let e = log
-                .record("w", "task_completed", json!({ "i": i }), 0)
+                .record("w", "task_completed", &raw(json!({ "i": i })), 0)
                 .to_logged();
             assert_eq!(e.payload["seq"], i + 1);
             assert_eq!(e.seq, i + 1);
@@ -176,7 +212,7 @@ mod tests {
     fn a_resumed_workflow_continues_from_a_higher_number() {
         let mut log = EventLog::default();
         log.open("w", 1_000_000);
-        let e = log.record("w", "e", json!({}), 0).to_logged();
+        let e = log.record("w", "e", &raw(json!({})), 0).to_logged();
         assert_eq!(e.payload["seq"], 1_000_000);
         let (_, complete) = log.since("w", 5).expect("known");
         assert!(!complete, "events 6..999999 are not available here");
@@ -186,14 +222,19 @@ mod tests {
     fn kept_events_read_back_as_recorded_and_the_oldest_go_beyond_the_byte_limit() {
         let mut log = EventLog::default();
         let first = log
-            .record("w", "task_completed", json!({ "r": [1, "x", null] }), 7)
+            .record(
+                "w",
+                "task_completed",
+                &raw(json!({ "r": [1, "x", null] })),
+                7,
+            )
             .to_logged();
         let (events, _) = log.since("w", 0).expect("known");
         assert_eq!(events, vec![first]);
         assert!(log.knows("w") && !log.knows("v"));
         let big = "x".repeat(MAX_BYTES / 4);
         for _ in 0..5 {
-            log.record("w", "task_completed", json!({ "big": big }), 8);
+            log.record("w", "task_completed", &raw(json!({ "big": big })), 8);
         }
         let (events, complete) = log.since("w", 0).expect("known");
         assert!(!complete, "the oldest events were dropped");

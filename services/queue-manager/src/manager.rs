@@ -156,7 +156,7 @@ impl Manager {
             match effect {
                 Effect::Event { wf, event, payload } => self.publisher.emit(&wf, event, payload),
                 Effect::Reply { to, result } => {
-                    let _ = self.client.respond(&to, result);
+                    let _ = self.client.respond_serialized(&to, result);
                 }
                 Effect::CancelTasks { engine, tasks } => {
                     let payload =
@@ -273,7 +273,8 @@ impl Manager {
             R::StoreStatus => Some(self.store_status().await),
             R::Lease(req) => {
                 self.machine.engine_heard(&env.source, Now::current());
-                self.lease(env.clone(), req).await
+                // Kept until answered: its payload was read into `req`.
+                self.lease(env.head(), req).await
             }
             R::Outcomes(batch) => {
                 // Held, and handled with the ones that follow (`intake.rs`).

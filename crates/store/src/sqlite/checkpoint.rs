@@ -21,7 +21,7 @@ pub(super) const CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
 /// WAL size (in pages) at which the writer checkpoints by itself (about 40 MB).
 pub(super) const BACKSTOP_CHECKPOINT_PAGES: i64 = 10_000;
 /// Page cache of the writer connection, in KiB (SQLite's convention: negative = KiB).
-pub(super) const PAGE_CACHE_KIB: i64 = -64 * 1024;
+pub(super) const PAGE_CACHE_KIB: i64 = -8 * 1024;
 /// Size (bytes) the WAL file is truncated to after a checkpoint reset it.
 pub(super) const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 

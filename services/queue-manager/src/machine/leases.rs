@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gleitzeit_protocol::errors::GzError;
-use gleitzeit_protocol::payloads::{ExecuteTask, LeaseTasks, LeasedTasks, TaskFile};
-use gleitzeit_protocol::{to_payload, Envelope};
+use gleitzeit_protocol::payloads::{ExecuteTaskRef, LeaseTasks, TaskFile};
+use gleitzeit_protocol::Envelope;
 use gleitzeit_store::TaskStatus;
-use serde_json::{json, Value};
+use serde_json::value::{to_raw_value, RawValue};
+use serde_json::{Map, Value};
 
 use super::timers::Timer;
 use super::{later, Effect, Machine, Now, Step, Wf, WfKey};
@@ -85,11 +86,22 @@ impl Leases {
     }
 }
 
-/// The answer to a lease request.
-fn lease_reply(id: &str, tasks: Vec<ExecuteTask>) -> Result<Value, GzError> {
-    to_payload(&LeasedTasks {
-        queue_manager_id: id.to_string(),
-        tasks,
+/// The answer to a lease request (a `LeasedTasks`), from tasks already written as JSON.
+fn lease_reply(id: &str, tasks: Vec<Box<RawValue>>) -> Result<Box<RawValue>, GzError> {
+    #[derive(serde::Serialize)]
+    struct Leased<'a> {
+        queue_manager_id: &'a str,
+        tasks: &'a [Box<RawValue>],
+    }
+    to_raw_value(&Leased {
+        queue_manager_id: id,
+        tasks: &tasks,
+    })
+    .map_err(|e| {
+        GzError::new(
+            gleitzeit_protocol::errors::ErrorCode::Internal,
+            format!("lease reply not written: {e}"),
+        )
     })
 }
 
@@ -209,20 +221,23 @@ impl Machine {
         files: Vec<TaskFile>,
         engine: &Arc<str>,
         now: Now,
-    ) -> Option<ExecuteTask> {
+    ) -> Option<Box<RawValue>> {
         let wf = self.wfs.get(key)?;
-        let (timeout_ms, base_dir) = (wf.info.get(i)?.timeout_ms, wf.record.base_dir.clone());
+        let (timeout_ms, base_dir) = (wf.info.get(i)?.timeout_ms, wf.record.base_dir.as_deref());
         let t = self.transition(step, key, i, TaskStatus::Running, now)?;
-        let task = ExecuteTask {
-            workflow_id: key.to_string(),
-            task_id: t.task_id.clone(),
+        let empty = Value::Object(Map::new());
+        // Written as JSON here, from the record: the parameters are not copied first.
+        let task = to_raw_value(&ExecuteTaskRef {
+            workflow_id: key,
+            task_id: &t.task_id,
             attempt: t.attempts,
-            method: t.method.clone(),
-            params: t.params.clone().unwrap_or_else(|| json!({})),
+            method: &t.method,
+            params: t.params.as_ref().unwrap_or(&empty),
             timeout_ms,
             base_dir,
-            files,
-        };
+            files: &files,
+        })
+        .ok()?;
         if let Some(c) = step.change(key, i) {
             c.engine = Some(engine.clone());
         }

@@ -56,9 +56,10 @@ use gleitzeit_protocol::errors::GzError;
 use gleitzeit_protocol::events;
 use gleitzeit_protocol::limits::MAX_TIMEOUT;
 use gleitzeit_protocol::payloads::{FinishedTask, Resolution};
-use gleitzeit_protocol::replies::{TaskEvent, WorkflowProgress};
+use gleitzeit_protocol::replies::{TaskEventRef, WorkflowProgress};
 use gleitzeit_store::{TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
 use gleitzeit_workflow::{FileRef, OnFailure, RetryPolicy, TaskSpec, WorkflowSpec};
+use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -773,30 +774,30 @@ pub(crate) fn finished_result(t: &TaskRecord) -> Option<Value> {
     }
 }
 
-/// The payload of a task event.
-pub(crate) fn task_event(wf: &Wf, i: usize) -> Value {
+/// The payload of a task event, written from the task's record (nothing copied first).
+pub(crate) fn task_event(wf: &Wf, i: usize) -> Box<RawValue> {
     let t = &wf.tasks[i];
     let duration = match (t.started_at, t.finished_at) {
         (Some(s), Some(f)) => Some((f.saturating_sub(s)) as f64 / 1000.0),
         _ => None,
     };
-    payload(TaskEvent {
-        workflow_id: wf.record.id.clone(),
-        task_id: t.task_id.clone(),
-        task_name: t.name.clone(),
-        method: t.method.clone(),
+    payload(TaskEventRef {
+        workflow_id: &wf.record.id,
+        task_id: &t.task_id,
+        task_name: &t.name,
+        method: &t.method,
         status: t.status,
         attempt: t.attempts,
-        result: t.result.clone(),
-        error: t.error.clone(),
-        provider_id: t.provider_id.clone(),
-        endpoint: t.provider_id.clone(),
+        result: t.result.as_ref(),
+        error: t.error.as_ref(),
+        provider_id: t.provider_id.as_deref(),
+        endpoint: t.provider_id.as_deref(),
         duration_seconds: duration,
-        seq: None,
     })
 }
 
-/// An event payload as JSON (the event log numbers it by adding `seq`).
-pub(crate) fn payload<T: serde::Serialize>(event: T) -> Value {
-    serde_json::to_value(event).unwrap_or(Value::Null)
+/// An event payload as JSON text (the event log numbers it by writing in `seq`).
+pub(crate) fn payload<T: serde::Serialize>(event: T) -> Box<RawValue> {
+    // The payloads are structs of strings, numbers and JSON values: they always serialize.
+    to_raw_value(&event).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }

@@ -11,7 +11,6 @@ use gleitzeit_protocol::errors::GzError;
 use gleitzeit_protocol::payloads::{FinishedTask, TaskRef};
 use gleitzeit_protocol::Envelope;
 use gleitzeit_store::{TaskRecord, TaskStatus, WorkflowRecord};
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::leases::Waiting;
@@ -44,12 +43,14 @@ pub(crate) enum Effect {
     Event {
         wf: WfKey,
         event: &'static str,
-        payload: Value,
+        /// The payload as JSON text, without its `seq` (the event log adds it).
+        payload: Box<serde_json::value::RawValue>,
     },
     /// The answer to a request (a lease).
     Reply {
         to: Box<Envelope>,
-        result: Result<Value, GzError>,
+        /// The reply's data, already JSON.
+        result: Result<Box<serde_json::value::RawValue>, GzError>,
     },
     /// Stop running work on an engine.
     CancelTasks {

@@ -27,7 +27,7 @@ use gleitzeit_protocol::records::JsonText;
 use gleitzeit_protocol::{Envelope, Target};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
+
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -67,7 +67,7 @@ pub(crate) struct Publisher {
     /// When each workflow's progress was last sent (recently progressing ones only).
     progress_sent: HashMap<String, Instant>,
     /// The newest progress held back, per workflow.
-    progress_held: HashMap<String, Value>,
+    progress_held: HashMap<String, Box<RawValue>>,
 }
 
 impl Publisher {
@@ -91,7 +91,7 @@ impl Publisher {
     }
 
     /// Publishes `event` of workflow `wf` (with the next flush).
-    pub(crate) fn emit(&mut self, wf: &str, event: &str, payload: Value) {
+    pub(crate) fn emit(&mut self, wf: &str, event: &str, payload: Box<RawValue>) {
         if event == events::WORKFLOW_PROGRESS {
             return self.progress(wf, payload);
         }
@@ -109,7 +109,7 @@ impl Publisher {
     }
 
     /// A progress event: sent now when the last one is old enough, else held.
-    fn progress(&mut self, wf: &str, payload: Value) {
+    fn progress(&mut self, wf: &str, payload: Box<RawValue>) {
         let now = Instant::now();
         let recent = self
             .progress_sent
@@ -125,8 +125,8 @@ impl Publisher {
     }
 
     /// Numbers an event, keeps it in the log and adds it to its workflow's batch.
-    fn push(&mut self, wf: &str, event: &str, payload: Value) {
-        let logged = self.log.record(wf, event, payload, now_millis());
+    fn push(&mut self, wf: &str, event: &str, payload: Box<RawValue>) {
+        let logged = self.log.record(wf, event, &payload, now_millis());
         let bytes = logged.payload.get().len();
         self.oldest.get_or_insert_with(Instant::now);
         let i = match self.pending.iter().position(|p| p.workflow == wf) {
@@ -252,9 +252,14 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use gleitzeit_protocol::replies::EventBatch;
-    use serde_json::json;
+    use serde_json::{json, value::to_raw_value, Value};
 
     use super::*;
+
+    /// A payload as the machine writes it.
+    fn raw(v: Value) -> Box<RawValue> {
+        to_raw_value(&v).expect("json")
+    }
 
     fn publisher() -> (Publisher, Arc<Mutex<Vec<Envelope>>>) {
         let sent = Arc::new(Mutex::new(Vec::new()));
@@ -285,8 +290,8 @@ mod tests {
     fn a_burst_of_events_goes_out_as_one_envelope_with_contiguous_seqs() {
         let (mut p, sent) = publisher();
         for i in 0..50 {
-            p.emit("w", events::TASK_STARTED, json!({ "task_id": i }));
-            p.emit("w", events::TASK_COMPLETED, json!({ "task_id": i }));
+            p.emit("w", events::TASK_STARTED, raw(json!({ "task_id": i })));
+            p.emit("w", events::TASK_COMPLETED, raw(json!({ "task_id": i })));
         }
         assert!(
             sent.lock().expect("lock").is_empty(),
@@ -311,13 +316,13 @@ mod tests {
     #[test]
     fn a_lone_event_is_sent_by_the_flush_that_follows_it() {
         let (mut p, sent) = publisher();
-        p.emit("w", events::TASK_STARTED, json!({ "task_id": "a" }));
+        p.emit("w", events::TASK_STARTED, raw(json!({ "task_id": "a" })));
         p.flush();
         let out = batches(&sent);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].events.len(), 1);
         assert_eq!(out[0].events[0].event, events::TASK_STARTED);
-        p.emit("w", events::TASK_COMPLETED, json!({ "task_id": "a" }));
+        p.emit("w", events::TASK_COMPLETED, raw(json!({ "task_id": "a" })));
         p.flush();
         assert_eq!(seqs(&batches(&sent)[0]), [2]);
     }
@@ -325,9 +330,9 @@ mod tests {
     #[test]
     fn each_workflow_gets_its_own_envelope_to_its_rooms() {
         let (mut p, sent) = publisher();
-        p.emit("a", events::TASK_STARTED, json!({}));
-        p.emit("b", events::TASK_STARTED, json!({}));
-        p.emit("a", events::TASK_COMPLETED, json!({}));
+        p.emit("a", events::TASK_STARTED, raw(json!({})));
+        p.emit("b", events::TASK_STARTED, raw(json!({})));
+        p.emit("a", events::TASK_COMPLETED, raw(json!({})));
         p.flush();
         let envs: Vec<Envelope> = sent.lock().expect("lock").clone();
         assert_eq!(envs.len(), 2);
@@ -342,13 +347,13 @@ mod tests {
     fn a_full_batch_goes_out_before_the_flush() {
         let (mut p, sent) = publisher();
         for i in 0..MAX_BATCH_EVENTS + 10 {
-            p.emit("w", events::TASK_COMPLETED, json!({ "task_id": i }));
+            p.emit("w", events::TASK_COMPLETED, raw(json!({ "task_id": i })));
         }
         assert_eq!(sent.lock().expect("lock").len(), 1);
         p.emit(
             "w",
             events::TASK_COMPLETED,
-            json!({ "big": "x".repeat(MAX_BATCH_BYTES) }),
+            raw(json!({ "big": "x".repeat(MAX_BATCH_BYTES) })),
         );
         assert_eq!(
             sent.lock().expect("lock").len(),
@@ -366,14 +371,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn under_a_backlog_events_wait_at_most_the_delay_bound() {
         let (mut p, sent) = publisher();
-        p.emit("w", events::TASK_STARTED, json!({}));
+        p.emit("w", events::TASK_STARTED, raw(json!({})));
         p.flush_overdue();
         assert!(
             batches(&sent).is_empty(),
             "young events wait for the idle loop"
         );
         tokio::time::advance(MAX_DELAY).await;
-        p.emit("w", events::TASK_COMPLETED, json!({}));
+        p.emit("w", events::TASK_COMPLETED, raw(json!({})));
         p.flush_overdue();
         assert_eq!(seqs(&batches(&sent)[0]), [1, 2]);
         p.flush_overdue();
@@ -384,12 +389,12 @@ mod tests {
     async fn progress_times_of_workflows_gone_quiet_are_forgotten() {
         let (mut p, sent) = publisher();
         for i in 0..FORGET_PROGRESS_ABOVE + 1 {
-            p.emit(&format!("w{i}"), events::WORKFLOW_PROGRESS, json!({}));
+            p.emit(&format!("w{i}"), events::WORKFLOW_PROGRESS, raw(json!({})));
         }
         p.flush();
         assert_eq!(batches(&sent).len(), FORGET_PROGRESS_ABOVE + 1);
         tokio::time::advance(PROGRESS_EVERY).await;
-        p.emit("w0", events::WORKFLOW_PROGRESS, json!({}));
+        p.emit("w0", events::WORKFLOW_PROGRESS, raw(json!({})));
         p.flush();
         assert_eq!(p.progress_sent.len(), 1, "only the one that just sent");
     }
@@ -397,7 +402,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn progress_is_sent_at_a_bounded_rate_and_always_the_last_one() {
         let (mut p, sent) = publisher();
-        let progress = |n: u64| json!({ "finished_tasks": n });
+        let progress = |n: u64| raw(json!({ "finished_tasks": n }));
         p.emit("w", events::WORKFLOW_PROGRESS, progress(1));
         for n in 2..=5 {
             p.emit("w", events::WORKFLOW_PROGRESS, progress(n));
