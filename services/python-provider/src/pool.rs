@@ -206,6 +206,7 @@ impl PythonPool {
             state: Arc::clone(&state),
             reply: reply_tx,
             kill: kill_rx,
+            skip: false,
         };
         self.shared
             .queue
@@ -253,6 +254,14 @@ impl PythonPool {
     }
 }
 
+/// Largest request sent to a worker while it runs another job: two such requests and a
+/// skip line fit in a pipe's buffer (64 KiB on Linux), so a send never waits on a worker
+/// that is busy writing a large reply.
+const PIPELINE_BYTES: usize = 16 * 1024;
+/// A job is sent to wait behind a running one only when the slot's last job took less than
+/// this: behind a long job it would wait while another worker may soon be free.
+const PIPELINE_AFTER: Duration = Duration::from_millis(10);
+
 /// Job states shared by the caller and the actor, so that exactly one of them decides the
 /// fate of a job cancelled while it is still queued.
 const QUEUED: u8 = 0;
@@ -269,6 +278,8 @@ pub(crate) struct Task {
     reply: oneshot::Sender<Result<PythonOutcome, PythonError>>,
     /// Fires (or closes, when the caller went away) to have a running job's worker killed.
     pub kill: oneshot::Receiver<()>,
+    /// Cancelled while it waited in its worker's pipe: the worker was told to skip it.
+    pub skip: bool,
 }
 
 impl Task {
@@ -279,6 +290,14 @@ impl Task {
                 .state
                 .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
+    }
+
+    /// Whether the caller of a claimed job asked for it to be killed (or went away).
+    fn kill_requested(&mut self) -> bool {
+        !matches!(
+            self.kill.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        )
     }
 }
 
@@ -293,8 +312,27 @@ struct Actor {
 impl Actor {
     async fn run(mut self, first: Worker) {
         let mut worker = Some(first);
-        while let Some(mut task) = self.next_task().await {
-            if !task.claim() {
+        // The job taken next, and whether it was sent to `worker` already (to wait in its
+        // pipe behind the running job).
+        let mut behind: Option<(Task, bool)> = None;
+        // Whether the last job on this slot ended quickly (only then is one sent behind).
+        let mut quick = true;
+        loop {
+            let (mut task, was_sent) = match behind.take() {
+                Some(next) => next,
+                None => match self.next_task().await {
+                    Some(t) if t.claim() => (t, false),
+                    Some(_) => continue,
+                    None => break,
+                },
+            };
+            if *self.shutdown.borrow() {
+                let _ = task.reply.send(Err(PythonError::Closed));
+                continue;
+            }
+            if !was_sent && (task.skip || task.kill_requested()) {
+                // Cancelled before it was sent anywhere: it never runs.
+                let _ = task.reply.send(Err(PythonError::Cancelled));
                 continue;
             }
             let mut current = match worker.take() {
@@ -307,12 +345,33 @@ impl Actor {
                     }
                 },
             };
+            let sent = if was_sent {
+                Ok(())
+            } else {
+                current.send(&task.request).await
+            };
+            if sent.is_ok() && quick && task.request.len() <= PIPELINE_BYTES {
+                behind = self.pipeline(&mut current).await;
+            }
             self.busy.fetch_add(1, Ordering::Relaxed);
-            let (result, healthy) = current.run(&mut task, &mut self.shutdown).await;
+            let started = tokio::time::Instant::now();
+            let waiting = match behind.as_mut() {
+                Some((t, true)) => Some(t),
+                _ => None,
+            };
+            let (result, healthy) = current
+                .finish(&mut task, sent, waiting, &mut self.shutdown)
+                .await;
+            quick = started.elapsed() < PIPELINE_AFTER;
             if healthy {
                 worker = Some(current);
             } else {
                 current.kill().await;
+                // The job behind never started: the replacement gets it (or, cancelled, it
+                // is answered when taken).
+                if let Some((_, sent)) = behind.as_mut() {
+                    *sent = false;
+                }
             }
             // Not busy any more before the caller hears back, so it sees a consistent count.
             self.busy.fetch_sub(1, Ordering::Relaxed);
@@ -324,6 +383,26 @@ impl Actor {
         if let Some(w) = worker {
             w.kill().await;
         }
+    }
+
+    /// Takes the next job, when one waits and no other worker is free for it (a free one
+    /// holds the queue), and sends it to `worker` to wait behind the running job: the
+    /// worker starts it as soon as it is done, instead of sleeping until the reply has made
+    /// the round trip. Returns it with whether it was sent (a large one is kept here and
+    /// sent when it is its turn).
+    async fn pipeline(&self, worker: &mut Worker) -> Option<(Task, bool)> {
+        let next = {
+            let mut queue = self.queue.try_lock().ok()?;
+            queue.try_recv().ok()?
+        };
+        if !next.claim() {
+            return None;
+        }
+        if next.request.len() > PIPELINE_BYTES {
+            return Some((next, false));
+        }
+        let sent = worker.send(&next.request).await.is_ok();
+        Some((next, sent))
     }
 
     /// The next job, or `None` once the pool shuts down or is dropped.

@@ -5,10 +5,18 @@ Protocol, one JSON object per line:
   pool -> worker:  {"seq": 1, "code": "..."} or {"seq": 1, "file": "/abs/or/relative.py"},
                    plus "context" (any JSON, null means {}) and optional "cwd"
                    plus "cpu" (CPU seconds this job may use, its soft RLIMIT_CPU)
+  pool -> worker:  {"skip": 2}: do not start job 2 if it has not started (it was cancelled
+                   while it waited in the pipe behind the running job)
   worker -> pool:  {"status": "ok", "seq": 1, "result": ..., "output": "...", "time": 0.001}
                    {"status": "error", "seq": 1, "kind": "exception" | "syntax" | "not_found"
                     | "resource" | "too_large" | "internal", "message": "...",
                     "traceback": "...", "line": 3, "output": "..."}
+                   {"status": "skipped", "seq": 2}
+
+The pool may send the next job while one runs (pool.rs, "pipelined"): the worker finds it
+waiting when it finishes, instead of sleeping until the pool hears the reply and sends it.
+Before starting a job the worker reads whatever else has arrived, so a skip sent for a job
+waiting in the pipe is seen before that job starts.
 
 Its one argument is a JSON object of limits (limits.rs): "address_space", "file_size" and
 "processes" become hard rlimits at start-up; "max_output" bounds every reply line, so a job
@@ -25,12 +33,14 @@ a script does (input(), os.write(1, ...), child processes) can disturb the proto
 script prints through sys.stdout goes to a fresh buffer per job and comes back as "output".
 """
 
+import collections
 import errno
 import io
 import json
 import linecache
 import math
 import os
+import select
 import signal
 import sys
 import threading
@@ -193,9 +203,68 @@ def end_job_processes():
         sys.stderr.write("gleitzeit worker: killed %d process(es) the job left running\n" % killed)
 
 
+class Requests:
+    """The protocol's request lines, read straight from the pipe: jobs in order, and the
+    skips that came with them (applied before the skipped job would start)."""
+
+    SKIP = b'{"skip":'
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buffer = bytearray()
+        self.jobs = collections.deque()  # complete job lines, oldest first
+        self.skipped = set()
+        self.started = 0  # highest seq started: older skips are stale
+        self.closed = False
+
+    def _fill(self, block):
+        if not block and not select.select([self.fd], [], [], 0)[0]:
+            return
+        data = os.read(self.fd, 1 << 16)
+        if not data:
+            self.closed = True
+            return
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\n")
+            if end < 0:
+                return
+            line = bytes(self.buffer[: end + 1])
+            del self.buffer[: end + 1]
+            if line.startswith(self.SKIP):
+                try:
+                    seq = json.loads(line)["skip"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if isinstance(seq, int) and seq > self.started:
+                    self.skipped.add(seq)
+            else:
+                self.jobs.append(line)
+
+    def next_job(self):
+        """The next job line (waiting for one), or None once the pool closed the pipe."""
+        while not self.jobs and not self.closed:
+            self._fill(block=True)
+        if not self.jobs:
+            return None
+        return self.jobs.popleft()
+
+    def take_skip(self, seq):
+        """Whether job `seq` was skipped; else it counts as started from here on."""
+        self._fill(block=False)
+        if seq in self.skipped:
+            self.skipped.discard(seq)
+            return True
+        if isinstance(seq, int):
+            self.started = max(self.started, seq)
+            if self.skipped:
+                self.skipped = {s for s in self.skipped if s > seq}
+        return False
+
+
 def take_protocol_pipes():
     """Move the protocol off fds 0 and 1 so scripts cannot read or write it."""
-    requests = os.fdopen(os.dup(0), "rb")
+    requests = Requests(os.dup(0))
     replies = os.fdopen(os.dup(1), "wb")
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -591,11 +660,18 @@ def main():
     version = "%d.%d.%d" % sys.version_info[:3]
     replies.write(encode({"status": "ready", "pid": os.getpid(), "version": version}))
     replies.flush()
-    for line in requests:
+    while True:
+        line = requests.next_job()
+        if line is None:
+            break
         seq = None
         try:
             request = json.loads(line)
             seq = request.get("seq")
+            if requests.take_skip(seq):
+                replies.write(encode({"status": "skipped", "seq": seq}))
+                replies.flush()
+                continue
             reply = worker.run(request)
             line = shape(reply, worker.dropped, max_output)
         except MemoryError:

@@ -1,5 +1,6 @@
-//! One live `worker.py` process: starting it, one request/reply exchange per job, and
-//! killing it together with every process its job started ([`crate::reap`]).
+//! One live `worker.py` process: starting it, sending jobs (the next one may wait in the pipe
+//! while one runs: `pool.rs`), reading each job's reply, and killing it together with every
+//! process its job started ([`crate::reap`]).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -22,6 +23,10 @@ const WORKER_SOURCE: &str = include_str!("worker.py");
 
 /// How long a fresh worker may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a cancelled job waiting in the pipe may take to be reported skipped once the job
+/// before it ended; past that it is running (the skip came too late) and its worker is killed.
+pub(crate) const SKIP_GRACE: Duration = Duration::from_millis(200);
 
 /// How long to wait for the exit status of a worker whose pipe closed.
 const EXIT_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -61,6 +66,10 @@ enum Reply {
         line: Option<u32>,
         #[serde(default)]
         output: String,
+    },
+    /// A job the pool asked to skip before it started.
+    Skipped {
+        seq: u64,
     },
 }
 
@@ -156,10 +165,25 @@ impl Worker {
         }
     }
 
-    /// Runs one job. Returns the job's result and whether this worker may be used again.
-    pub(crate) async fn run(
+    /// Sends a job: the worker starts it when the job before it (if any) has ended.
+    pub(crate) async fn send(&mut self, request: &[u8]) -> Result<(), String> {
+        self.stdin
+            .write_all(request)
+            .await
+            .map_err(|e| format!("cannot send the job: {e}"))
+    }
+
+    /// Waits for the end of the job `task`, the one the worker runs now (sent with
+    /// [`Worker::send`], `sent` being how that went). `behind` is the job waiting in the
+    /// pipe after it, if any: when its caller cancels it meanwhile, the worker is told to
+    /// skip it (and `behind.skip` set). A task whose `skip` is set already is cancelled:
+    /// its skip is awaited for [`SKIP_GRACE`], then its worker is killed (the skip came too
+    /// late and it runs). Returns the job's result and whether this worker may be used again.
+    pub(crate) async fn finish(
         &mut self,
         task: &mut Task,
+        sent: Result<(), String>,
+        mut behind: Option<&mut Task>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> (Result<PythonOutcome, PythonError>, bool) {
         enum End {
@@ -168,7 +192,12 @@ impl Worker {
             Cancelled,
             Closed,
         }
-        let timeout = task.timeout;
+        let (pid, seq) = (self.pid, task.seq);
+        let timeout = if task.skip {
+            Some(SKIP_GRACE)
+        } else {
+            task.timeout
+        };
         let deadline = async {
             match timeout {
                 Some(after) => {
@@ -178,15 +207,54 @@ impl Worker {
                 None => std::future::pending().await,
             }
         };
-        let end = tokio::select! {
-            reply = self.exchange(&task.request) => End::Replied(reply),
-            after = deadline => End::TimedOut(after),
-            _ = &mut task.kill => End::Cancelled,
-            _ = shutdown.wait_for(|closed| *closed) => End::Closed,
+        tokio::pin!(deadline);
+        let end = match sent {
+            Err(detail) => End::Replied(Err(Broken::Lost(detail))),
+            Ok(()) => {
+                let limit = self.line_limit as u64;
+                self.line.clear();
+                let ended = {
+                    let read = read_line(&mut self.stdout, &mut self.line, limit);
+                    tokio::pin!(read);
+                    loop {
+                        let waiting = behind.as_deref_mut().filter(|b| !b.skip);
+                        let skip = async {
+                            match waiting {
+                                Some(b) => {
+                                    let _ = (&mut b.kill).await;
+                                    b.skip = true;
+                                    b.seq
+                                }
+                                None => std::future::pending().await,
+                            }
+                        };
+                        let skipped = tokio::select! {
+                            read = &mut read => break read.map(|()| None),
+                            after = &mut deadline => break Ok(Some(End::TimedOut(after))),
+                            _ = &mut task.kill, if !task.skip => break Ok(Some(End::Cancelled)),
+                            _ = shutdown.wait_for(|closed| *closed) => break Ok(Some(End::Closed)),
+                            skipped = skip => skipped,
+                        };
+                        // A small line into a pipe with room (pool.rs): never blocks.
+                        let line = format!("{{\"skip\":{skipped}}}\n");
+                        if let Err(e) = self.stdin.write_all(line.as_bytes()).await {
+                            tracing::debug!(pid, error = %e, "cannot send a skip");
+                        }
+                    }
+                };
+                match ended {
+                    Ok(Some(end)) => end,
+                    Ok(None) => End::Replied(parse(&self.line)),
+                    Err(broken) => End::Replied(Err(broken)),
+                }
+            }
         };
-        let (pid, job) = (self.pid, task.job_id.as_str());
+        let job = task.job_id.as_str();
         match end {
-            End::Replied(Ok(reply)) => self.judge(reply, task.seq),
+            End::Replied(Ok(Reply::Skipped { seq: got })) if task.skip && got == seq => {
+                (Err(PythonError::Cancelled), true)
+            }
+            End::Replied(Ok(reply)) => self.judge(reply, seq),
             End::Replied(Err(Broken::Lost(detail))) => {
                 let (status, signal) = self.exit_signal().await;
                 // Its job's processes still in its group go with it.
@@ -211,6 +279,14 @@ impl Worker {
                 tracing::error!(pid, job, %detail, "python worker broke the protocol");
                 (Err(PythonError::Protocol { detail }), false)
             }
+            End::TimedOut(_) if task.skip => {
+                tracing::info!(
+                    pid,
+                    job,
+                    "cancelled python job started before its skip; killing its worker"
+                );
+                (Err(PythonError::Cancelled), false)
+            }
             End::TimedOut(after) => {
                 tracing::warn!(pid, job, ?after, "python job timed out; killing its worker");
                 (Err(PythonError::Timeout { after }), false)
@@ -223,37 +299,12 @@ impl Worker {
         }
     }
 
-    /// Sends one request and reads one reply.
-    async fn exchange(&mut self, request: &[u8]) -> Result<Reply, Broken> {
-        self.stdin
-            .write_all(request)
-            .await
-            .map_err(|e| Broken::Lost(format!("cannot send the job: {e}")))?;
-        self.read_reply().await
-    }
-
-    /// Reads one reply line of at most `line_limit` bytes (a longer one breaks the protocol:
-    /// the worker caps what it sends, so only a job writing to the protocol pipe gets here).
+    /// Reads the ready line.
     async fn read_reply(&mut self) -> Result<Reply, Broken> {
         self.line.clear();
         let limit = self.line_limit as u64;
-        let read = (&mut self.stdout)
-            .take(limit)
-            .read_until(b'\n', &mut self.line)
-            .await;
-        match read {
-            Ok(0) => return Err(Broken::Lost("its stdout closed".to_owned())),
-            Ok(_) if self.line.last() != Some(&b'\n') && self.line.len() as u64 >= limit => {
-                return Err(Broken::Garbled(format!("reply longer than {limit} bytes")))
-            }
-            Ok(_) => {}
-            Err(e) => return Err(Broken::Lost(format!("cannot read its reply: {e}"))),
-        }
-        serde_json::from_slice(&self.line).map_err(|e| {
-            let start: String =
-                String::from_utf8_lossy(&self.line[..self.line.len().min(200)]).into_owned();
-            Broken::Garbled(format!("unreadable reply ({e}): {start}"))
-        })
+        read_line(&mut self.stdout, &mut self.line, limit).await?;
+        parse(&self.line)
     }
 
     /// Turns a well-formed reply into the job's result.
@@ -317,6 +368,7 @@ impl Worker {
                 (Err(error), true)
             }
             Reply::Ready { .. } => out_of_step(None),
+            Reply::Skipped { seq: got } => out_of_step(Some(got)),
         }
     }
 
@@ -380,6 +432,33 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.kill_tree();
     }
+}
+
+/// Reads one reply line of at most `limit` bytes into `line` (a longer one breaks the
+/// protocol: the worker caps what it sends, so only a job writing to the protocol pipe gets
+/// here). Kept across `select!` rounds: what was read stays in `line`.
+async fn read_line(
+    stdout: &mut BufReader<ChildStdout>,
+    line: &mut Vec<u8>,
+    limit: u64,
+) -> Result<(), Broken> {
+    let room = limit.saturating_sub(line.len() as u64);
+    match stdout.take(room).read_until(b'\n', line).await {
+        Ok(0) => Err(Broken::Lost("its stdout closed".to_owned())),
+        Ok(_) if line.last() != Some(&b'\n') && line.len() as u64 >= limit => {
+            Err(Broken::Garbled(format!("reply longer than {limit} bytes")))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(Broken::Lost(format!("cannot read its reply: {e}"))),
+    }
+}
+
+/// A reply line as a [`Reply`].
+fn parse(line: &[u8]) -> Result<Reply, Broken> {
+    serde_json::from_slice(line).map_err(|e| {
+        let start: String = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+        Broken::Garbled(format!("unreadable reply ({e}): {start}"))
+    })
 }
 
 /// Longest stderr line logged as one entry; longer lines are logged in pieces, so a job

@@ -545,3 +545,108 @@ async fn two_thousand_jobs_run_concurrently_through_two_workers() {
     })
     .await;
 }
+
+/// Two jobs submitted together to a one-worker pool (a current-thread runtime runs nothing
+/// else before both are queued): the second is sent to wait in the worker's pipe.
+fn behind(dir: &Path, first_code: &str, first_timeout: Option<Duration>) -> (PythonJob, PythonJob) {
+    let first = PythonJob {
+        context: json!({ "pid_file": dir.join("pid") }),
+        timeout: first_timeout,
+        ..PythonJob::inline(&format!(
+            "import os\nwith open(context['pid_file'], 'w') as f:\n    f.write(str(os.getpid()))\n{first_code}"
+        ))
+    };
+    let second = PythonJob {
+        context: json!({ "marker": dir.join("second-ran") }),
+        ..PythonJob::inline(
+            "import os\nopen(context['marker'], 'w').write('x')\nresult = os.getpid()",
+        )
+    };
+    (first, second)
+}
+
+#[tokio::test]
+async fn a_job_cancelled_while_it_waits_behind_a_running_one_never_runs() {
+    bounded(async {
+        let dir = scratch_dir("skip-behind");
+        let pool = pool(1).await;
+        let (first, second) = behind(
+            &dir,
+            "import time\ntime.sleep(0.5)\nresult = os.getpid()",
+            None,
+        );
+        let pid_file = dir.join("pid");
+        let (ran, cancelled) = tokio::join!(
+            pool.execute(first, pending()),
+            pool.execute(second, async {
+                pid_written_to(&pid_file, Duration::from_secs(10)).await;
+            })
+        );
+        let pid = ran.expect("the first job runs").result;
+        let error = cancelled.expect_err("the second is cancelled");
+        assert_eq!(error.code().as_str(), "GZ2006");
+        assert!(
+            !dir.join("second-ran").exists(),
+            "the cancelled job never ran"
+        );
+        // Its worker was not killed for it: the next job runs in the same process.
+        assert_eq!(
+            result_of(&pool, "import os\nresult = os.getpid()").await,
+            pid
+        );
+        assert_eq!(pool.busy(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_waiting_behind_one_that_times_out_runs_on_the_new_worker() {
+    bounded(async {
+        let dir = scratch_dir("timeout-behind");
+        let pool = pool(1).await;
+        let (first, second) = behind(
+            &dir,
+            "import time\ntime.sleep(30)",
+            Some(Duration::from_millis(500)),
+        );
+        let (timed_out, ran) = tokio::join!(
+            pool.execute(first, pending()),
+            pool.execute(second, pending())
+        );
+        assert_eq!(
+            timed_out.expect_err("the first times out").code().as_str(),
+            "GZ2002"
+        );
+        let first_pid: u32 = std::fs::read_to_string(dir.join("pid"))
+            .expect("pid written")
+            .parse()
+            .expect("a pid");
+        let second_pid = ran.expect("the second runs").result;
+        assert!(dir.join("second-ran").exists());
+        assert_ne!(second_pid, json!(first_pid), "it ran on the replacement");
+        assert!(!process_exists(first_pid));
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_large_job_behind_a_running_one_waits_its_turn_and_runs() {
+    bounded(async {
+        let dir = scratch_dir("large-behind");
+        let pool = pool(1).await;
+        let (first, mut second) = behind(&dir, "result = 1", None);
+        // Larger than what is sent to wait in a pipe.
+        second.context["padding"] = json!("x".repeat(64 * 1024));
+        let (a, b) = tokio::join!(
+            pool.execute(first, pending()),
+            pool.execute(second, pending())
+        );
+        assert_eq!(a.expect("first runs").result, json!(1));
+        b.expect("second runs");
+        assert!(dir.join("second-ran").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

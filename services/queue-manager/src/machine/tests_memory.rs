@@ -43,7 +43,10 @@ async fn a_big_workflow_keeps_no_data_of_its_ended_tasks() {
         }
         _ => None,
     });
-    assert_eq!(event.map(|p| p["result"].clone()), Some(json!({ "answer": 42 })));
+    assert_eq!(
+        event.map(|p| p["result"].clone()),
+        Some(json!({ "answer": 42 }))
+    );
     let wf = m.workflow("big").expect("running");
     assert!(wf.keeps_results_in_store());
     let t0 = &wf.tasks[0];

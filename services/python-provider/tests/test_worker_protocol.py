@@ -1,0 +1,75 @@
+"""Tests of worker.py's line protocol as the pool uses it when it sends a job behind a
+running one (pool.rs, "pipeline"): jobs queued in the pipe run in order, a skip that reaches
+the worker before a waiting job starts stops that job, and a skip that comes too late (or
+for a job that already ran) changes nothing.
+
+Run from the repository root: python3 -m pytest services/python-provider/tests/test_worker_protocol.py -q
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+WORKER = pathlib.Path(__file__).resolve().parents[1] / "src" / "worker.py"
+
+
+@pytest.fixture
+def worker():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER.read_text(), json.dumps({"max_output": 1 << 20})],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert json.loads(proc.stdout.readline())["status"] == "ready"
+    yield proc
+    proc.kill()
+    proc.wait(timeout=10)
+
+
+def send(proc, *lines):
+    for line in lines:
+        proc.stdin.write((json.dumps(line) + "\n").encode())
+    proc.stdin.flush()
+
+
+def reply(proc):
+    line = proc.stdout.readline()
+    assert line, "the worker closed its pipe"
+    return json.loads(line)
+
+
+def test_jobs_waiting_in_the_pipe_run_in_order(worker):
+    send(worker, *({"seq": n, "code": "result = %d" % (n * 10)} for n in range(1, 6)))
+    got = [reply(worker) for _ in range(5)]
+    assert [(r["status"], r["seq"], r["result"]) for r in got] == [
+        ("ok", n, n * 10) for n in range(1, 6)
+    ]
+
+
+def test_a_skip_stops_a_waiting_job_and_the_next_one_runs(worker, tmp_path):
+    marker = tmp_path / "ran"
+    send(
+        worker,
+        {"seq": 1, "code": "import time\ntime.sleep(0.3)\nresult = 'first'"},
+        {"seq": 2, "code": "open(context['m'], 'w').write('x')", "context": {"m": str(marker)}},
+        {"skip": 2},
+        {"seq": 3, "code": "result = 'third'"},
+    )
+    assert reply(worker)["result"] == "first"
+    assert reply(worker) == {"status": "skipped", "seq": 2}
+    assert reply(worker)["result"] == "third"
+    assert not marker.exists(), "the skipped job never ran"
+
+
+def test_a_late_or_stray_skip_changes_nothing(worker):
+    send(worker, {"seq": 1, "code": "result = 1"})
+    assert reply(worker)["result"] == 1
+    # Job 1 has run: its skip is stale; a skip for an unknown job is ignored.
+    send(worker, {"skip": 1}, {"skip": "x"}, {"seq": 2, "code": "result = 2"})
+    second = reply(worker)
+    assert (second["status"], second["seq"], second["result"]) == ("ok", 2, 2)
+    send(worker, {"seq": 3, "code": "result = 3"})
+    assert reply(worker)["result"] == 3
