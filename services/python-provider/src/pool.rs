@@ -11,6 +11,15 @@
 //! or pool shutdown, whichever comes first. On anything but a reply the worker is stopped and
 //! SIGKILLed with its process group and every process its job started ([`crate::reap`]),
 //! reaped, and replaced by a fresh one, so a job that misbehaves never outlives its failure.
+//!
+//! Pipelined: when more jobs wait and no other worker is free, the actor also sends the next
+//! one, to wait in its worker's pipe (only after a quick job, and only small requests): the
+//! worker starts it the moment the running one ends, instead of sleeping until the reply has
+//! reached the pool and the next request come back (that round trip cost a trivial job more
+//! than the job itself: 134 against 58 µs of worker CPU). Its timeout starts when it starts.
+//! If its caller cancels it while it waits, the worker is told to skip it (a `skip` line,
+//! read before any job starts) and it never runs; if the job before it fails its worker, it
+//! goes to the replacement.
 //! Workers are also killed when the pool is dropped, exit on their own when their stdin
 //! closes, and within a second of the pool's process dying.
 //!
