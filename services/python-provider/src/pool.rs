@@ -36,8 +36,8 @@
 //!   first on `sys.path`, like `python -c`.
 //! - The working directory is [`PythonJob::cwd`] (relative to `base_dir` when relative and a
 //!   `base_dir` is given), else `base_dir` when it lies under the roots, else
-//!   [`PoolConfig::default_cwd`], else the directory the pool was started in. It is restored
-//!   after every job.
+//!   [`PoolConfig::default_cwd`], else the directory the pool was started in. Every job
+//!   starts there, wherever the job before it went.
 //! - Every job runs in a fresh `__main__` module holding `context`, so jobs never see each
 //!   other's variables. Imported modules are shared: workers are warm interpreters.
 //! - The job's answer is the variable `result` (`None` when unset). What the code prints via

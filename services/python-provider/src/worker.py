@@ -385,9 +385,13 @@ def plain(value, depth=0, active=None):
     return plain(converted, depth + 1, active)
 
 
+# One encoder for every reply (json.dumps with options makes a new one per call).
+REPLY_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=json_fallback)
+
+
 def encode(reply):
     try:
-        text = json.dumps(reply, ensure_ascii=False, allow_nan=False, default=json_fallback)
+        text = REPLY_ENCODER.encode(reply)
         return text.encode("utf-8") + b"\n"
     except Exception:
         # NaN, odd dict keys, cycles, lone surrogates, very deep nesting, failing repr...
@@ -579,19 +583,22 @@ class Worker:
             sys.argv = saved_argv
             if saved_main is not None:
                 sys.modules["__main__"] = saved_main
-            try:
-                os.chdir(self.home)
-            except OSError:
-                pass
             end_job_processes()
 
     def prepare_and_run(self, seq, request):
+        # Every job starts in its own directory (or the worker's), wherever the one before
+        # it went: one chdir per job, not one there and one back.
         cwd = request.get("cwd")
         if cwd is not None:
             try:
                 os.chdir(cwd)
             except OSError as error:
                 return failure(seq, "not_found", "working directory %s: %s" % (cwd, error.strerror or error))
+        else:
+            try:
+                os.chdir(self.home)
+            except OSError:
+                pass
         module = types.ModuleType("__main__")
         context = request.get("context")
         module.context = {} if context is None else context

@@ -552,7 +552,7 @@ fn behind(dir: &Path, first_code: &str, first_timeout: Option<Duration>) -> (Pyt
     let first = PythonJob {
         context: json!({ "pid_file": dir.join("pid") }),
         timeout: first_timeout,
-        ..PythonJob::inline(&format!(
+        ..PythonJob::inline(format!(
             "import os\nwith open(context['pid_file'], 'w') as f:\n    f.write(str(os.getpid()))\n{first_code}"
         ))
     };
