@@ -108,6 +108,15 @@ impl PathPolicy {
         if !roots().any(|r| r.admits_lexically(&lexical)) {
             return Err(escape());
         }
+        // The job's own folder itself (its usual working directory) was canonicalised just
+        // above, for its root: not asked twice.
+        let own_canonical = own_root
+            .as_ref()
+            .filter(|r| r.lexical == lexical)
+            .and_then(|r| r.canonical.clone());
+        if let Some(canonical) = own_canonical {
+            return Ok(canonical);
+        }
         let canonical = std::fs::canonicalize(&joined).map_err(|e| {
             let why = e
                 .raw_os_error()

@@ -145,15 +145,24 @@ impl Drop for Folders {
     }
 }
 
-/// Whether `path` is a folder of ours with nothing in it, mode 0700, not a link.
+/// Whether `path` is a folder of ours with nothing in it, mode 0700, not a link. The path
+/// is looked up once (opened without following a link); the checks use the open folder.
 fn is_empty_and_private(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
+    use rustix::fs::{Dir, FileType, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(folder) = rustix::fs::open(path, flags, Mode::empty()) else {
         return false;
     };
-    meta.is_dir()
-        && meta.permissions().mode() & 0o7777 == 0o700
-        && std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
+    let private = rustix::fs::fstat(&folder).is_ok_and(|st| {
+        FileType::from_raw_mode(st.st_mode) == FileType::Directory && st.st_mode & 0o7777 == 0o700
+    });
+    if !private {
+        return false;
+    }
+    let Ok(mut entries) = Dir::new(folder) else {
+        return false;
+    };
+    entries.all(|e| e.is_ok_and(|e| matches!(e.file_name().to_bytes(), b"." | b"..")))
 }
 
 fn make_private_dir(path: &Path) -> std::io::Result<()> {
@@ -323,6 +332,34 @@ mod tests {
             .expect("chmod");
         folders.give_back(opened, true).await;
         assert!(!opened_path.exists());
+        // A hidden file or an empty subfolder counts as something left behind.
+        for leave in [".hidden", "sub/"] {
+            let used = folders.take().expect("made");
+            let used_path = used.path().to_path_buf();
+            if let Some(dir) = leave.strip_suffix('/') {
+                std::fs::create_dir(used_path.join(dir)).expect("mkdir");
+            } else {
+                std::fs::write(used_path.join(leave), "x").expect("write");
+            }
+            folders.give_back(used, true).await;
+            assert!(!used_path.exists(), "{leave} left: removed");
+        }
+        // A folder a task swapped for a link to an empty private folder is not kept.
+        let swapped = folders.take().expect("made");
+        let swapped_path = swapped.path().to_path_buf();
+        let elsewhere = root.join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("mkdir");
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        std::fs::remove_dir(&swapped_path).expect("rmdir");
+        std::os::unix::fs::symlink(&elsewhere, &swapped_path).expect("symlink");
+        folders.give_back(swapped, true).await;
+        assert!(
+            std::fs::symlink_metadata(&swapped_path).is_err(),
+            "the link is removed, not kept"
+        );
+        assert!(elsewhere.is_dir(), "what it pointed at is left alone");
+        assert!(folders.take().expect("made").path() != swapped_path);
         drop(folders);
         let _ = std::fs::remove_dir_all(&root);
     }
