@@ -122,18 +122,7 @@ impl Envelope {
         let Some(raw) = &self.raw else {
             return serde_json::to_string(self);
         };
-        serde_json::to_string(&Envelope::<&JsonText> {
-            v: self.v,
-            id: self.id.clone(),
-            correlation_id: self.correlation_id.clone(),
-            source: self.source.clone(),
-            target: self.target.clone(),
-            event: self.event.clone(),
-            payload: raw,
-            auth: self.auth.clone(),
-            ts: self.ts,
-            raw: None,
-        })
+        serde_json::to_string(&self.with_payload(raw))
     }
 
     /// A new message with a fresh id.
@@ -192,6 +181,11 @@ impl Envelope {
     /// The envelope without its payload: what answering it needs (who sent it, its id),
     /// for a request answered later whose payload was already read.
     pub fn head(&self) -> Envelope {
+        self.with_payload(Value::Null)
+    }
+
+    /// A copy of the envelope's head (everything but the payload) with `payload`.
+    fn with_payload<Q>(&self, payload: Q) -> Envelope<Q> {
         Envelope {
             v: self.v,
             id: self.id.clone(),
@@ -199,7 +193,7 @@ impl Envelope {
             source: self.source.clone(),
             target: self.target.clone(),
             event: self.event.clone(),
-            payload: Value::Null,
+            payload,
             auth: self.auth.clone(),
             ts: self.ts,
             raw: None,
