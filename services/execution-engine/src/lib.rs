@@ -17,7 +17,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use gleitzeit_component::{run_component, Component, Events, Every, HELD_REPORT_INTERVAL};
@@ -39,6 +39,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+mod leasing;
 mod outgoing;
 mod served;
 
@@ -96,9 +97,11 @@ struct Engine {
     prefetch: u32,
     providers: HashMap<String, Provider>,
     dispatched: HashMap<TaskRef, Dispatched>,
-    /// The lease request in flight (its number and the slots it asked for). A new request
+    /// The lease request in flight per queue-manager (`leasing.rs`). A new request
     /// supersedes it when more slots free up; the queue-manager then answers the old one.
-    lease: HashMap<String, (u64, BTreeMap<String, u32>)>,
+    lease: HashMap<String, leasing::Asked>,
+    /// Changes whenever the provider table does (a lease request remembers it).
+    providers_version: u64,
     /// Registered queue-managers (each is asked for tasks; empty: ask the type).
     queue_manager_ids: Vec<String>,
     lease_seq: u64,
@@ -148,6 +151,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         providers: HashMap::new(),
         dispatched: HashMap::new(),
         lease: HashMap::new(),
+        providers_version: 0,
         queue_manager_ids: Vec::new(),
         lease_seq: 0,
         queue_managers: HashMap::new(),
@@ -295,6 +299,7 @@ impl Engine {
     fn handle_internal(&mut self, msg: Internal) {
         match msg {
             Internal::Providers(list) => {
+                self.providers_version += 1;
                 let mut seen = Vec::new();
                 self.queue_manager_ids = list
                     .iter()
@@ -326,11 +331,7 @@ impl Engine {
                 }
             }
             Internal::Leased(target, seq, result) => {
-                if self
-                    .lease
-                    .get(&target)
-                    .is_some_and(|(current, _)| *current == seq)
-                {
+                if self.lease.get(&target).is_some_and(|a| a.seq == seq) {
                     self.lease.remove(&target);
                 }
                 if result.is_err() {
@@ -346,25 +347,25 @@ impl Engine {
         }
     }
 
-    fn free_slots(&self) -> BTreeMap<String, u32> {
-        let mut slots = BTreeMap::new();
-        for p in self.providers.values() {
-            let free = p
-                .capacity
-                .saturating_mul(self.prefetch)
-                .saturating_sub(p.in_flight);
-            for m in &p.methods {
-                *slots.entry(m.clone()).or_insert(0) += free;
-            }
-        }
-        slots
-    }
-
-    /// Asks for tasks when there are free slots and no request asks for them already.
     /// Asks every queue-manager for tasks when there are free slots and no request to it
     /// asks for them already (each may own different workflows).
     fn maybe_lease(&mut self) {
-        let slots = self.free_slots();
+        let version = self.providers_version;
+        let asked = |lease: &HashMap<String, leasing::Asked>, target: &str| {
+            lease
+                .get(target)
+                .is_some_and(|a| a.still_covers(&self.providers, self.prefetch, version))
+        };
+        // Every request in flight still asks for all that is free: nothing to sum.
+        let everywhere = if self.queue_manager_ids.is_empty() {
+            asked(&self.lease, "")
+        } else {
+            self.queue_manager_ids.iter().all(|q| asked(&self.lease, q))
+        };
+        if everywhere {
+            return;
+        }
+        let slots = leasing::free_slots(&self.providers, self.prefetch);
         if slots.is_empty() {
             return;
         }
@@ -374,18 +375,15 @@ impl Engine {
             self.queue_manager_ids.clone()
         };
         for target in targets {
-            if let Some((_, asked)) = self.lease.get(&target) {
-                // Only a request for more slots than the one in flight supersedes it.
-                if slots
-                    .iter()
-                    .all(|(m, n)| asked.get(m).is_some_and(|a| a >= n))
-                {
-                    continue;
-                }
+            // Only a request for more slots than the one in flight supersedes it.
+            if self.lease.get(&target).is_some_and(|a| a.covers(&slots)) {
+                continue;
             }
             self.lease_seq += 1;
             let seq = self.lease_seq;
-            self.lease.insert(target.clone(), (seq, slots.clone()));
+            let asked =
+                leasing::Asked::new(seq, slots.clone(), &self.providers, self.prefetch, version);
+            self.lease.insert(target.clone(), asked);
             let client = self.client.clone();
             let tx = self.tx.clone();
             let served =
@@ -604,6 +602,7 @@ impl Engine {
         if self.providers.remove(id).is_none() {
             return;
         }
+        self.providers_version += 1;
         let lost: Vec<TaskRef> = self
             .dispatched
             .iter()
