@@ -224,13 +224,17 @@ class Requests:
         if not data:
             self.closed = True
             return
+        # Only the new bytes can hold a line's end: a request of many reads (a big file's
+        # content) is scanned once, not once per read.
+        searched = len(self.buffer)
         self.buffer += data
+        start = 0
         while True:
-            end = self.buffer.find(b"\n")
+            end = self.buffer.find(b"\n", searched)
             if end < 0:
-                return
-            line = bytes(self.buffer[: end + 1])
-            del self.buffer[: end + 1]
+                break
+            line = bytes(self.buffer[start : end + 1])
+            start = searched = end + 1
             if line.startswith(self.SKIP):
                 try:
                     seq = json.loads(line)["skip"]
@@ -240,6 +244,8 @@ class Requests:
                     self.skipped.add(seq)
             else:
                 self.jobs.append(line)
+        if start:
+            del self.buffer[:start]
 
     def next_job(self):
         """The next job line (waiting for one), or None once the pool closed the pipe."""

@@ -73,3 +73,14 @@ def test_a_late_or_stray_skip_changes_nothing(worker):
     assert (second["status"], second["seq"], second["result"]) == ("ok", 2, 2)
     send(worker, {"seq": 3, "code": "result = 3"})
     assert reply(worker)["result"] == 3
+
+
+def test_a_request_of_many_reads_arrives_whole(worker):
+    big = "x" * (3 << 20)  # 3 MiB: dozens of pipe reads
+    send(
+        worker,
+        {"seq": 1, "code": "result = len(context['big'])", "context": {"big": big}},
+        {"seq": 2, "code": "result = 2"},
+    )
+    assert reply(worker)["result"] == len(big)
+    assert reply(worker)["result"] == 2
