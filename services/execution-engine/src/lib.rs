@@ -351,16 +351,18 @@ impl Engine {
     /// asks for them already (each may own different workflows).
     fn maybe_lease(&mut self) {
         let version = self.providers_version;
-        let asked = |lease: &HashMap<String, leasing::Asked>, target: &str| {
+        let covered = |lease: &HashMap<String, leasing::Asked>, target: &str| {
             lease
                 .get(target)
                 .is_some_and(|a| a.still_covers(&self.providers, self.prefetch, version))
         };
         // Every request in flight still asks for all that is free: nothing to sum.
         let everywhere = if self.queue_manager_ids.is_empty() {
-            asked(&self.lease, "")
+            covered(&self.lease, "")
         } else {
-            self.queue_manager_ids.iter().all(|q| asked(&self.lease, q))
+            self.queue_manager_ids
+                .iter()
+                .all(|q| covered(&self.lease, q))
         };
         if everywhere {
             return;

@@ -26,7 +26,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a cancelled job waiting in the pipe may take to be reported skipped once the job
 /// before it ended; past that it is running (the skip came too late) and its worker is killed.
-pub(crate) const SKIP_GRACE: Duration = Duration::from_millis(200);
+const SKIP_GRACE: Duration = Duration::from_millis(200);
 
 /// How long to wait for the exit status of a worker whose pipe closed.
 const EXIT_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
