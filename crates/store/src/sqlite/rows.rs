@@ -46,11 +46,28 @@ pub(super) fn write_workflow(
         })
         .map_err(|e| StoreError::backend("write workflow", e))?;
     if let Some(spec) = wf.spec.text() {
-        tx.prepare_cached(UPSERT_SPEC)
-            .and_then(|mut stmt| stmt.execute(params![wf.id, spec]))
-            .map_err(|e| StoreError::backend("write workflow spec", e))?;
+        write_spec(tx, &wf.id, spec)?;
     }
     Ok(())
+}
+
+/// Writes a workflow's spec: the row gets a blob of the spec's length, which the spec is then
+/// copied into (stored as UTF-8 bytes; [`read_workflow`] reads text and blobs alike).
+fn write_spec(tx: &rusqlite::Transaction<'_>, id: &str, spec: &str) -> Result<(), StoreError> {
+    use std::io::Write;
+    let failed = |e| StoreError::backend("write workflow spec", e);
+    let len = i64::try_from(spec.len())
+        .map_err(|_| StoreError::Invalid(format!("workflow `{id}`: spec too large")))?;
+    let rowid: i64 = tx
+        .prepare_cached(UPSERT_SPEC_ROOM)
+        .and_then(|mut stmt| stmt.query_row(params![id, len], |row| row.get(0)))
+        .map_err(failed)?;
+    let mut blob = tx
+        .blob_open(rusqlite::MAIN_DB, "workflow_specs", "spec", rowid, false)
+        .map_err(failed)?;
+    blob.write_all(spec.as_bytes())
+        .map_err(|e| StoreError::backend("write workflow spec", e))?;
+    blob.close().map_err(failed)
 }
 
 /// Executes the (insert or upsert) task statement for one task.
@@ -139,6 +156,28 @@ impl Columns<'_, '_> {
             .transpose()
     }
 
+    /// A text column that may also hold its text as a blob of UTF-8 bytes (a spec).
+    fn text_or_blob(&self, idx: usize, column: &str) -> Result<Option<String>, String> {
+        use rusqlite::types::ValueRef;
+        let value = self
+            .row
+            .get_ref(idx)
+            .map_err(|e| format!("column `{column}`: {e}"))?;
+        let bytes = match value {
+            ValueRef::Null => return Ok(None),
+            ValueRef::Text(bytes) | ValueRef::Blob(bytes) => bytes,
+            other => {
+                return Err(format!(
+                    "column `{column}`: {:?} is not text",
+                    other.data_type()
+                ))
+            }
+        };
+        String::from_utf8(bytes.to_vec())
+            .map(Some)
+            .map_err(|e| format!("column `{column}`: not UTF-8: {e}"))
+    }
+
     fn json(&self, idx: usize, column: &str) -> Result<Option<Value>, String> {
         let text: Option<String> = self.get(idx, column)?;
         text.map(|t| {
@@ -163,13 +202,14 @@ pub(super) fn read_workflow(row: &Row<'_>, with_spec: bool) -> Result<WorkflowRe
         .get(0, "id")
         .map_err(|e| StoreError::Corrupt(format!("workflow row: {e}")))?;
     let corrupt = |e: String| StoreError::Corrupt(format!("workflow `{id}`: {e}"));
-    let spec = match with_spec.then(|| cols.get::<Option<String>>(10, "spec")) {
-        Some(text) => match text.map_err(corrupt)? {
+    let spec = if with_spec {
+        match cols.text_or_blob(10, "spec").map_err(corrupt)? {
             Some(t) => JsonText::from_text(t)
                 .map_err(|e| corrupt(format!("column `spec`: invalid JSON: {e}")))?,
             None => JsonText::null(),
-        },
-        None => JsonText::null(),
+        }
+    } else {
+        JsonText::null()
     };
     Ok(WorkflowRecord {
         name: cols.get(1, "name").map_err(corrupt)?,

@@ -102,3 +102,32 @@ fn numbers_too_large_for_sqlite_are_rejected() {
     }
     assert_eq!(store.workflow("wf").expect("read"), None);
 }
+
+#[test]
+fn a_spec_is_written_in_place_and_read_back_whether_stored_as_blob_or_text() {
+    let store = store_with_one_task();
+    let kind = |store: &SqliteStore| -> String {
+        store
+            .conn()
+            .query_row("SELECT typeof(spec) FROM workflow_specs", [], |r| r.get(0))
+            .expect("kind")
+    };
+    assert_eq!(kind(&store), "blob");
+    let spec = |store: &SqliteStore| store.workflow("wf").expect("read").expect("found").spec;
+    assert_eq!(spec(&store).text(), Some(r#"{"tasks":[]}"#));
+    // Rewritten with another length (an upsert of the workflow).
+    let mut longer = workflow("wf");
+    longer.spec = JsonText::of(&json!({ "tasks": [], "name": "ünïcode ✓" })).expect("a spec");
+    store.apply(&[longer.clone()], &[]).expect("apply");
+    assert_eq!(spec(&store), longer.spec);
+    // A spec written as text (by an earlier version) reads the same.
+    corrupt(
+        &store,
+        r#"UPDATE workflow_specs SET spec = '{"tasks": [1]}'"#,
+    );
+    assert_eq!(kind(&store), "text");
+    assert_eq!(spec(&store).text(), Some(r#"{"tasks": [1]}"#));
+    // Bytes that are not UTF-8 are corrupt data, not a panic.
+    corrupt(&store, "UPDATE workflow_specs SET spec = x'ff7b7d'");
+    expect_corrupt(store.workflow("wf"), "not UTF-8");
+}
