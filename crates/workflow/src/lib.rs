@@ -44,6 +44,7 @@ pub mod limits;
 pub mod parse;
 pub mod spec;
 pub mod substitute;
+pub mod text_parameters;
 pub mod validate;
 mod yaml;
 

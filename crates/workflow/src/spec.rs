@@ -52,7 +52,11 @@ pub struct TaskSpec {
     #[serde(default)]
     pub protocol: String,
     /// The method's parameters (a JSON object), possibly holding `${task.path}` references.
-    #[serde(default = "empty_object", alias = "params")]
+    #[serde(
+        default = "crate::text_parameters::default_parameters",
+        deserialize_with = "crate::text_parameters::parameters",
+        alias = "params"
+    )]
     pub parameters: Value,
     /// Ids of the tasks that must complete first.
     #[serde(default)]
@@ -77,6 +81,19 @@ pub struct TaskSpec {
     /// then a template that makes one task per item at run time and joins their results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<crate::fanout::FanOut>,
+}
+
+impl WorkflowSpec {
+    /// Drops every task's parameters (`null`), for a holder that keeps the spec as JSON text
+    /// elsewhere and never reads them again: for a 100,000-task
+    /// workflow the parameters as trees of values are ~60 MB. Only the parameters go; the
+    /// scheduling facts (ids, methods, dependencies, priorities, retries, timeouts, files,
+    /// fan-outs) stay.
+    pub fn forget_parameters(&mut self) {
+        for task in &mut self.tasks {
+            task.parameters = Value::Null;
+        }
+    }
 }
 
 fn empty_object() -> Value {

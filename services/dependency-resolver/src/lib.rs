@@ -25,7 +25,7 @@ use gleitzeit_protocol::payloads::Resolution;
 use gleitzeit_protocol::requests::ResolverRequest;
 use gleitzeit_protocol::{to_payload, Envelope};
 use gleitzeit_runtime::Shutdown;
-use gleitzeit_workflow::WorkflowSpec;
+use gleitzeit_workflow::text_parameters::parse_with_text_parameters;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
@@ -179,13 +179,16 @@ fn handle(
     };
     match request {
         ResolverRequest::Plan(p) => Some((|| {
-            let spec: WorkflowSpec = p.spec.parse().map_err(|e| {
+            // The parameters stay text until their task is released (`plan` module docs).
+            let text = p.spec.text().unwrap_or("null");
+            let (spec, params) = parse_with_text_parameters(text).map_err(|e| {
                 GzError::new(
                     ErrorCode::ValidationFailed,
                     format!("invalid workflow spec: {e}"),
                 )
             })?;
-            let (plan, res) = Plan::build(spec, &p.finished, &p.started)?;
+            drop(p.spec);
+            let (plan, res) = Plan::with_text_parameters(spec, params, &p.finished, &p.started)?;
             debug!(workflow = %p.workflow_id, ready = res.ready.len(), "planned");
             plans.insert(p.workflow_id, plan);
             with_id(res)

@@ -43,6 +43,11 @@ impl Plan {
                 return;
             }
         };
+        let parameters = match self.parameters(t) {
+            Ok(p) => p,
+            Err(error) => return self.fail(t, error, res),
+        };
+        let lookup = |key: &str| self.result_of(key);
         let template = &self.spec.tasks[t];
         let count = items.len();
         let mut expansion = Expansion {
@@ -53,7 +58,7 @@ impl Plan {
             .iter()
             .enumerate()
             .map(|(k, item)| {
-                let params = substitute_item(&template.parameters, &lookup, item, k).map_err(|e| {
+                let params = substitute_item(&parameters, &lookup, item, k).map_err(|e| {
                     GzError::new(
                         ErrorCode::SubstitutionFailed,
                         format!(

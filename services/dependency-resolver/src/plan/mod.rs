@@ -2,7 +2,9 @@
 //! skipped, and the parameters of ready tasks with `${…}` references substituted.
 //!
 //! Pure and rebuildable: a [`Plan`] is built from the spec plus the tasks that already
-//! finished, so a restarted resolver can pick up any workflow.
+//! finished, so a restarted resolver can pick up any workflow. The tasks' parameters are
+//! kept as JSON text (read so by `gleitzeit_workflow::text_parameters`) and parsed when the
+//! task is released; which results each task reads is worked out once, at build.
 //!
 //! A task that did not complete skips its dependents, except those with
 //! `tolerate_failures: true`: for them it counts as finished, and they run once all their
@@ -24,7 +26,9 @@ use std::collections::HashMap;
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{BlockedTask, FinishedTask, ReadyTask, Resolution};
+use gleitzeit_workflow::text_parameters::may_refer;
 use gleitzeit_workflow::{batch, references, resolve_path, substitute, Dag, WorkflowSpec};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 mod fanout;
@@ -41,7 +45,13 @@ enum State {
 
 /// Dependency state of one workflow.
 pub struct Plan {
+    /// The spec, its tasks' parameters taken out (`null`: they are in `params`).
     spec: WorkflowSpec,
+    /// The parameters of the spec's own tasks as JSON text, parsed when the task is
+    /// released: as trees of values they were ~600 bytes per task for the whole run.
+    params: Vec<Box<RawValue>>,
+    /// The spec's tasks whose results each of the spec's tasks reads (see `readers`).
+    reads: Vec<Box<[u32]>>,
     dag: Dag,
     index: HashMap<String, usize>,
     names: HashMap<String, usize>,
@@ -67,10 +77,34 @@ impl Plan {
     /// Builds the plan; `finished` and `started` tasks are replayed first. The resolution
     /// lists every task ready now.
     pub fn build(
-        spec: WorkflowSpec,
+        mut spec: WorkflowSpec,
         finished: &[FinishedTask],
         started: &[String],
     ) -> Result<(Plan, Resolution), GzError> {
+        let params = spec
+            .tasks
+            .iter_mut()
+            .map(|t| serde_json::value::to_raw_value(&std::mem::take(&mut t.parameters)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| GzError::new(ErrorCode::Internal, format!("parameters: {e}")))?;
+        Plan::with_text_parameters(spec, params, finished, started)
+    }
+
+    /// [`Plan::build`] for a spec read with
+    /// [`gleitzeit_workflow::text_parameters::parse_with_text_parameters`]: `params` are its
+    /// tasks' parameters as text, in task order.
+    pub fn with_text_parameters(
+        spec: WorkflowSpec,
+        params: Vec<Box<RawValue>>,
+        finished: &[FinishedTask],
+        started: &[String],
+    ) -> Result<(Plan, Resolution), GzError> {
+        if params.len() != spec.tasks.len() {
+            return Err(GzError::new(
+                ErrorCode::Internal,
+                "the parameters do not match the spec's tasks",
+            ));
+        }
         let dag = Dag::from_spec(&spec);
         if let Err(cycle) = dag.topological_order() {
             let path: Vec<&str> = cycle.iter().map(|&i| spec.tasks[i].id.as_str()).collect();
@@ -98,8 +132,13 @@ impl Plan {
         for &m in group.iter().flat_map(|(_, members)| members) {
             readers[m] = u32::MAX;
         }
+        let reads: Vec<Box<[u32]>> = (0..n)
+            .map(|d| read_by(&spec, &params[d], &index, &names, d))
+            .collect();
         let mut plan = Plan {
             spec,
+            params,
+            reads,
             dag,
             index,
             names,
@@ -112,10 +151,9 @@ impl Plan {
             template_of: HashMap::new(),
             members: HashMap::new(),
         };
-        for d in 0..n {
-            for j in plan.read_by(d) {
-                plan.readers[j] = plan.readers[j].saturating_add(1);
-            }
+        for j in plan.reads.iter().flatten() {
+            let r = &mut plan.readers[*j as usize];
+            *r = r.saturating_add(1);
         }
         for id in started {
             if let Some(&i) = plan.index.get(id) {
@@ -217,15 +255,21 @@ impl Plan {
         }
     }
 
-    /// `${<template>.results}`'s value when task `i` refers to the batch (see the module
-    /// docs); `None` otherwise.
-    fn group_value(&self, i: usize) -> Option<Value> {
+    /// Task `i`'s parameters (as the spec gave them, `${…}` not yet substituted).
+    pub(super) fn parameters(&self, i: usize) -> Result<Value, GzError> {
+        match self.params.get(i) {
+            Some(text) => serde_json::from_str(text.get()).map_err(|e| {
+                GzError::new(ErrorCode::Internal, format!("parameters unreadable: {e}"))
+            }),
+            None => Ok(self.spec.tasks[i].parameters.clone()),
+        }
+    }
+
+    /// `${<template>.results}`'s value when `params` (a task's) refer to the batch (see the
+    /// module docs); `None` otherwise.
+    fn group_value(&self, params: &Value) -> Option<Value> {
         let (template, members) = self.group.as_ref()?;
-        let task = &self.spec.tasks[i];
-        if !references(&task.parameters)
-            .iter()
-            .any(|r| &r.task == template)
-        {
+        if !references(params).iter().any(|r| &r.task == template) {
             return None;
         }
         let results: Vec<Value> = members
@@ -263,30 +307,6 @@ impl Plan {
         }))
     }
 
-    /// The spec's tasks whose results task `d` reads (each once).
-    fn read_by(&self, d: usize) -> Vec<usize> {
-        let task = &self.spec.tasks[d];
-        let mut keys: Vec<String> = references(&task.parameters)
-            .into_iter()
-            .map(|r| r.task)
-            .collect();
-        if let Some(fan) = &task.batch {
-            keys.extend(
-                references(&Value::String(fan.from.clone()))
-                    .into_iter()
-                    .map(|r| r.task),
-            );
-        }
-        let mut read: Vec<usize> = keys
-            .iter()
-            .filter_map(|k| self.index.get(k).or_else(|| self.names.get(k)).copied())
-            .filter(|&j| j < self.readers.len())
-            .collect();
-        read.sort_unstable();
-        read.dedup();
-        read
-    }
-
     /// Whether task `i`'s result is still to be read (a fan-out's members' results always
     /// are: their template joins them).
     fn is_read(&self, i: usize) -> bool {
@@ -298,7 +318,8 @@ impl Plan {
         if d >= self.readers.len() {
             return;
         }
-        for j in self.read_by(d) {
+        for k in 0..self.reads[d].len() {
+            let j = self.reads[d][k] as usize;
             let r = &mut self.readers[j];
             if *r == u32::MAX || *r == 0 {
                 continue;
@@ -329,7 +350,11 @@ impl Plan {
 
     /// Substitutes a ready task's parameters and reports it ready (or failed).
     fn substitute_ready(&mut self, i: usize, res: &mut Resolution) {
-        let group = self.group_value(i);
+        let parameters = match self.parameters(i) {
+            Ok(p) => p,
+            Err(error) => return self.fail(i, error, res),
+        };
+        let group = self.group_value(&parameters);
         let task = &self.spec.tasks[i];
         let lookup = |key: &str| -> Option<&Value> {
             if let (Some(value), Some((template, _))) = (&group, &self.group) {
@@ -339,7 +364,7 @@ impl Plan {
             }
             self.result_of(key)
         };
-        match substitute(&task.parameters, &lookup) {
+        match substitute(&parameters, &lookup) {
             Ok(params) => {
                 self.state[i] = State::Started;
                 res.ready.push(ReadyTask {
@@ -402,6 +427,39 @@ impl Plan {
             self.one_less(d, res);
         }
     }
+}
+
+/// The spec's tasks whose results task `d` reads (each once): `${t…}` in its parameters
+/// (`params`, parsed only when they may hold a reference) or its `batch.from`.
+fn read_by(
+    spec: &WorkflowSpec,
+    params: &RawValue,
+    index: &HashMap<String, usize>,
+    names: &HashMap<String, usize>,
+    d: usize,
+) -> Box<[u32]> {
+    let task = &spec.tasks[d];
+    let mut keys: Vec<String> = Vec::new();
+    if may_refer(params) {
+        let parsed: Value = serde_json::from_str(params.get()).unwrap_or(Value::Null);
+        keys.extend(references(&parsed).into_iter().map(|r| r.task));
+    }
+    if let Some(fan) = &task.batch {
+        keys.extend(
+            references(&Value::String(fan.from.clone()))
+                .into_iter()
+                .map(|r| r.task),
+        );
+    }
+    let mut read: Vec<u32> = keys
+        .iter()
+        .filter_map(|k| index.get(k).or_else(|| names.get(k)).copied())
+        .filter(|&j| j < spec.tasks.len())
+        .filter_map(|j| u32::try_from(j).ok())
+        .collect();
+    read.sort_unstable();
+    read.dedup();
+    read.into_boxed_slice()
 }
 
 #[cfg(test)]

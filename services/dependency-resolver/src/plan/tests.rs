@@ -53,6 +53,26 @@ fn chain_releases_in_order_with_type_preserving_substitution() {
 }
 
 #[test]
+fn a_plan_from_the_spec_text_keeps_parameters_as_text_and_substitutes_the_same() {
+    let text = serde_json::to_string(&spec(CHAIN)).expect("json");
+    let (lean, params) =
+        gleitzeit_workflow::text_parameters::parse_with_text_parameters(&text).expect("reads");
+    let (mut plan, res) = Plan::with_text_parameters(lean, params, &[], &[]).expect("plan");
+    assert!(plan.spec.tasks.iter().all(|t| t.parameters.is_null()));
+    assert_eq!(res.ready[0].params, json!({"code": "result = [1, 2, 3]"}));
+    assert_eq!(
+        plan.reads[plan.index["b"]].as_ref(),
+        [plan.index["a"] as u32]
+    );
+    let res = plan.finish(&[done("a", json!({"result": [1, 2, 3]}))]);
+    assert_eq!(res.ready[0].params["context"]["first"], json!(1));
+    // `a`'s one reader was released: its result is no longer kept.
+    assert!(plan.results[plan.index["a"]].is_none());
+    let mismatched = Plan::with_text_parameters(spec(CHAIN), Vec::new(), &[], &[]);
+    assert!(mismatched.is_err());
+}
+
+#[test]
 fn a_result_is_kept_only_while_a_task_still_has_to_read_it() {
     const READS: &str = r#"
 name: reads
