@@ -45,7 +45,7 @@ impl Manager {
                 json!({ "diagnostics": diags.iter().map(|d| d.to_string()).collect::<Vec<_>>() }),
             )
         })?;
-        let spec = parsed.spec;
+        let mut spec = parsed.spec;
         let id = match sub.workflow_id {
             Some(id) if id.len() <= 200 && !id.is_empty() => id,
             Some(_) => {
@@ -61,6 +61,9 @@ impl Manager {
             GzError::new(ErrorCode::Internal, format!("cannot write the spec: {e}"))
         })?;
         self.limits.check_len(spec_json.len())?;
+        // The parameters live on in the text (to the store, to the resolver); the machine
+        // reads only the scheduling facts, so the trees of values go before the write.
+        spec.forget_parameters();
         let idempotency = match sub.idempotency_key {
             Some(key) if key.len() <= 200 && !key.is_empty() => {
                 let fingerprint =
