@@ -424,8 +424,7 @@ fn send_heartbeat(
 }
 
 fn emit(link: &Link, env: &Envelope) -> Result<(), String> {
-    let json = env.to_wire().map_err(|e| e.to_string())?;
-    link.emit_json(SIO_ENVELOPE_EVENT, &json)
+    link.emit_envelope(SIO_ENVELOPE_EVENT, env)
 }
 
 /// Routes one incoming Socket.IO event: replies complete pending requests, everything else

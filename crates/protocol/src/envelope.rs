@@ -125,6 +125,22 @@ impl Envelope {
         serde_json::to_string(&self.with_payload(raw))
     }
 
+    /// [`Envelope::to_wire`] appended to `out` (a caller that wraps the envelope, like a
+    /// Socket.IO packet, writes it once into its own buffer).
+    pub fn write_wire(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match &self.raw {
+            None => serde_json::to_writer(out, self),
+            Some(raw) => serde_json::to_writer(out, &self.with_payload(raw)),
+        }
+    }
+
+    /// Bytes to reserve for [`Envelope::write_wire`]: a payload kept as text plus room for
+    /// the head, so that a message of megabytes is written without regrowing its buffer.
+    pub fn wire_size_hint(&self) -> usize {
+        const HEAD: usize = 512;
+        HEAD + self.raw.as_ref().map_or(0, JsonText::len)
+    }
+
     /// A new message with a fresh id.
     pub fn new(target: Target, event: impl Into<String>, payload: Value) -> Self {
         Envelope {
