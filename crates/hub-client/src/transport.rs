@@ -6,7 +6,8 @@
 //! socket has `TCP_NODELAY`, outgoing frames are coalesced into one flush when several are
 //! queued, and incoming events go straight to a callback that never waits.
 //!
-//! What is spoken (namespace `/` only, text frames only):
+//! What is spoken (namespace `/` only, text messages only; one longer than 256 KiB is sent
+//! in fragments, see [`FRAME_BYTES`]):
 //! - Engine.IO: `0{open}` from the server, `2` ping → `3` pong, `1` close, `6` noop.
 //! - Socket.IO: `40` / `40{auth}` connect → `40{sid}` joined or `44{error}` refused;
 //!   `42["event",data]` events (with or without an ack id, acks are not used); `41` disconnect.
@@ -221,8 +222,10 @@ pub(crate) async fn connect(
                     let _ = sink.close().await;
                     break 'outer;
                 }
-                if sink.feed(Message::text(f)).await.is_err() {
-                    break 'outer;
+                for message in frames_of(f) {
+                    if sink.feed(message).await.is_err() {
+                        break 'outer;
+                    }
                 }
                 next = out_rx.try_recv().ok();
             }
@@ -234,6 +237,36 @@ pub(crate) async fn connect(
         writer_closed.notify_one();
     });
     Ok(Link { out, closed })
+}
+
+/// Packets longer than this go out as several websocket frames of at most this size (one
+/// message in fragments, RFC 6455 5.4). The receiver's websocket layer keeps a read buffer
+/// as large as the largest frame it was sent for as long as the connection lives: a 28 MB
+/// workflow sent as one frame kept 28 MB in the hub for every connection that sent one.
+const FRAME_BYTES: usize = 256 * 1024;
+
+/// The websocket message(s) that carry `packet`: itself, or its fragments (the first a text
+/// frame, the rest continuations, the last final), slices of one buffer.
+fn frames_of(packet: String) -> Vec<Message> {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    if packet.len() <= FRAME_BYTES {
+        return vec![Message::text(packet)];
+    }
+    let bytes = tokio_tungstenite::tungstenite::Bytes::from(packet.into_bytes());
+    let count = bytes.len().div_ceil(FRAME_BYTES);
+    (0..count)
+        .map(|k| {
+            let start = k * FRAME_BYTES;
+            let end = (start + FRAME_BYTES).min(bytes.len());
+            let kind = if k == 0 { Data::Text } else { Data::Continue };
+            Message::Frame(Frame::message(
+                bytes.slice(start..end),
+                OpCode::Data(kind),
+                k + 1 == count,
+            ))
+        })
+        .collect()
 }
 
 async fn next_text<S>(stream: &mut S) -> Result<String, ConnectError>
@@ -300,6 +333,29 @@ mod tests {
             assert_eq!(packet, format!(r#"42["gz_envelope",{wire}]"#));
             assert_eq!(event_body(&packet).map(str::len), Some(wire.len() + 16));
         }
+    }
+
+    #[test]
+    fn a_long_packet_goes_out_in_fragments_of_one_message() {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let short = "42[\"x\",1]".to_string();
+        assert!(matches!(&frames_of(short.clone())[..], [Message::Text(t)] if t.as_str() == short));
+        // Multi-byte characters may be cut between fragments: only the whole is UTF-8.
+        let long: String = "ü".repeat(FRAME_BYTES + 7);
+        let frames = frames_of(long.clone());
+        assert_eq!(frames.len(), 3);
+        let mut joined = Vec::new();
+        for (k, message) in frames.iter().enumerate() {
+            let Message::Frame(frame) = message else {
+                panic!("fragment {k} is not a frame");
+            };
+            let want = if k == 0 { Data::Text } else { Data::Continue };
+            assert_eq!(frame.header().opcode, OpCode::Data(want));
+            assert_eq!(frame.header().is_final, k == 2);
+            assert!(frame.payload().len() <= FRAME_BYTES);
+            joined.extend_from_slice(frame.payload());
+        }
+        assert_eq!(joined, long.as_bytes());
     }
 
     #[test]
