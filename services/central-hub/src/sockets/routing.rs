@@ -112,25 +112,25 @@ pub(super) async fn route(state: &Arc<HubState>, socket: &SocketRef, env: RawEnv
         return answer_to_hub(state, env);
     }
     state.routed.fetch_add(1, Ordering::Relaxed);
-    let delivered = match &env.target {
+    // The envelope moves to its receiver (no copy of a payload of megabytes); what the
+    // answer to an undeliverable one needs is kept apart.
+    let (id, target) = (env.id.clone(), env.target.clone());
+    let delivered = match &target {
         Target::Hub => true,
-        Target::Component(id) => {
-            let id = id.clone();
-            deliver_to_component(state, &id, env.clone())
-        }
+        Target::Component(to) => deliver_to_component(state, to, env),
         Target::Type(t) => {
             let key = format!("type:{t}");
             let chosen = state
                 .registry()
-                .choose(&key, &env.id, |c| &c.component_type == t);
-            chosen.is_some_and(|(id, loc)| deliver_at(state, &id, loc, env.clone()))
+                .choose(&key, &id, |c| &c.component_type == t);
+            chosen.is_some_and(|(to, loc)| deliver_at(state, &to, loc, env))
         }
         Target::Capability(cap) => {
             let key = format!("capability:{cap}");
             let chosen = state
                 .registry()
-                .choose(&key, &env.id, |c| c.capabilities.iter().any(|x| x == cap));
-            chosen.is_some_and(|(id, loc)| deliver_at(state, &id, loc, env.clone()))
+                .choose(&key, &id, |c| c.capabilities.iter().any(|x| x == cap));
+            chosen.is_some_and(|(to, loc)| deliver_at(state, &to, loc, env))
         }
         Target::Room(room) => {
             let rooms: Vec<String> = room
@@ -145,11 +145,11 @@ pub(super) async fn route(state: &Arc<HubState>, socket: &SocketRef, env: RawEnv
     if !delivered && !is_answer {
         let err = GzError::new(
             ErrorCode::NoRoute,
-            format!("no connected component for target {}", env.target),
+            format!("no connected component for target {target}"),
         );
-        reject(state, socket, Some(env.id.clone()), err);
+        reject(state, socket, Some(id), err);
     } else if !delivered {
-        debug!(target = %env.target, "reply for a component that is gone");
+        debug!(%target, "reply for a component that is gone");
     }
 }
 
