@@ -1,18 +1,26 @@
 //! The WAL checkpointer: a thread with its own connection that checkpoints after writes
 //! (nudged, with a pause) and keeps the WAL file bounded.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use super::*;
 
 /// Runs WAL checkpoints on a thread of its own, with its own connection.
 ///
 /// With SQLite's automatic checkpoints, the commit that pushes the WAL past its threshold
 /// copies the WAL into the database file and syncs it before returning, which more than
-/// doubles the latency of a large batch. Here every commit only nudges this thread, which
+/// doubles the latency of a large batch. Here a commit only nudges this thread, which
 /// runs a `PASSIVE` checkpoint (never blocking the writer) at most every [`CHECKPOINT_PAUSE`].
+/// Only the first commit after a checkpoint sends a nudge (`pending`): waking this thread
+/// for every commit cost a futex wake-up and a context switch per commit, on the critical
+/// path of every step of a dependency chain.
 /// The writer's own automatic checkpoint stays as a backstop at
 /// [`BACKSTOP_CHECKPOINT_PAGES`], should this thread fall behind.
 pub(super) struct Checkpointer {
     nudge: Option<SyncSender<()>>,
+    /// A commit happened since the checkpointer last started a checkpoint (and nudged it).
+    pending: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -32,18 +40,25 @@ impl Checkpointer {
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(|e| StoreError::backend("set busy timeout", e))?;
         let (nudge, nudges) = sync_channel(1);
+        let pending = Arc::new(AtomicBool::new(false));
         let location = path.display().to_string();
+        let flag = pending.clone();
         let thread = std::thread::Builder::new()
             .name("gleitzeit-store-checkpoint".to_string())
-            .spawn(move || checkpoint_loop(&conn, &nudges, &location))
+            .spawn(move || checkpoint_loop(&conn, &nudges, &flag, &location))
             .map_err(|e| StoreError::backend("start checkpointer thread", e))?;
         Ok(Checkpointer {
             nudge: Some(nudge),
+            pending,
             thread: Some(thread),
         })
     }
 
     pub(super) fn nudge(&self) {
+        if self.pending.swap(true, Ordering::AcqRel) {
+            // An earlier commit since the last checkpoint nudged already.
+            return;
+        }
         if let Some(nudge) = &self.nudge {
             // A full channel already holds a nudge: nothing to add.
             let _ = nudge.try_send(());
@@ -61,12 +76,21 @@ impl Drop for Checkpointer {
     }
 }
 
-pub(super) fn checkpoint_loop(conn: &Connection, nudges: &Receiver<()>, location: &str) {
+/// Checkpoints after commits: at once after a quiet spell, then at most every
+/// [`CHECKPOINT_PAUSE`]. `pending` is cleared before each checkpoint, so the first commit
+/// after it nudges again; the commits after that one do not (see [`Checkpointer`]).
+pub(super) fn checkpoint_loop(
+    conn: &Connection,
+    nudges: &Receiver<()>,
+    pending: &AtomicBool,
+    location: &str,
+) {
     let mut dirty = false;
     loop {
         if !dirty && nudges.recv().is_err() {
             return;
         }
+        pending.store(false, Ordering::Release);
         let started = Instant::now();
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
             Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
