@@ -300,6 +300,14 @@ impl HubClient {
         envelope: Envelope,
         timeout: Duration,
     ) -> Result<Value, GzError> {
+        self.send_request(envelope)?.reply(timeout).await
+    }
+
+    /// Sends a request now, in order with what this client sent before and after it, and
+    /// gives what waits for its reply ([`PendingReply::reply`]). A caller that hands the
+    /// waiting to another task still has the request go out before its own next messages
+    /// (a request sent from inside the spawned task leaves only once that task runs).
+    pub fn send_request(&self, envelope: Envelope) -> Result<PendingReply, GzError> {
         let id = envelope.id.clone();
         let event = envelope.event.clone();
         let (tx, rx) = oneshot::channel();
@@ -308,20 +316,12 @@ impl HubClient {
             self.lock_pending().remove(&id);
             return Err(e);
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(reply)) => reply.into_result(),
-            Ok(Err(_)) => Err(GzError::new(
-                ErrorCode::Disconnected,
-                "client closed before the reply arrived",
-            )),
-            Err(_) => {
-                self.lock_pending().remove(&id);
-                Err(GzError::new(
-                    ErrorCode::RequestTimeout,
-                    format!("no reply to {event} within {:.1}s", timeout.as_secs_f64()),
-                ))
-            }
-        }
+        Ok(PendingReply {
+            client: self.clone(),
+            id,
+            event,
+            rx,
+        })
     }
 
     /// Answers a request envelope.
@@ -509,5 +509,38 @@ pub async fn connect_component(
     tokio::select! {
         r = HubClient::connect(config) => r.map(Some),
         _ = shutdown.wait() => Ok(None),
+    }
+}
+
+/// A request sent by [`HubClient::send_request`], its reply not yet in.
+pub struct PendingReply {
+    client: HubClient,
+    id: String,
+    event: String,
+    rx: oneshot::Receiver<Reply>,
+}
+
+impl PendingReply {
+    /// Waits for the reply at most `timeout` (GZ timeout error then; the late reply is
+    /// dropped when it comes).
+    pub async fn reply(self, timeout: Duration) -> Result<Value, GzError> {
+        match tokio::time::timeout(timeout, self.rx).await {
+            Ok(Ok(reply)) => reply.into_result(),
+            Ok(Err(_)) => Err(GzError::new(
+                ErrorCode::Disconnected,
+                "client closed before the reply arrived",
+            )),
+            Err(_) => {
+                self.client.lock_pending().remove(&self.id);
+                Err(GzError::new(
+                    ErrorCode::RequestTimeout,
+                    format!(
+                        "no reply to {} within {:.1}s",
+                        self.event,
+                        timeout.as_secs_f64()
+                    ),
+                ))
+            }
+        }
     }
 }

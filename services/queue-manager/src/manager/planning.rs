@@ -89,21 +89,25 @@ impl Planner {
             Some(r) => Target::Component(r),
             None => Target::Type(component_types::DEPENDENCY_RESOLVER.into()),
         };
-        let (client, tx, id) = (client.clone(), tx.clone(), id.to_string());
+        // Sent now, so that it leaves before the replies and events of the steps that follow
+        // (a chain's next task waits for the resolver's answer); only the wait is spawned.
+        let request = Envelope::new(
+            target,
+            events::TASKS_FINISHED,
+            finished_payload(id, finished),
+        );
+        let pending = client.send_request(request);
+        let (tx, id) = (tx.clone(), id.to_string());
         tokio::spawn(async move {
-            let result = gleitzeit_runtime::catch_panic(ask(
-                &client,
-                target,
-                events::TASKS_FINISHED,
-                finished_payload(&id, finished),
-            ))
-            .await
-            .unwrap_or_else(|panic| {
-                Err(GzError::new(
-                    ErrorCode::Internal,
-                    format!("resolver request panicked: {panic}"),
-                ))
-            });
+            let answer = async move { resolution(pending?.reply(RESOLVER_TIMEOUT).await) };
+            let result = gleitzeit_runtime::catch_panic(answer)
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(GzError::new(
+                        ErrorCode::Internal,
+                        format!("resolver request panicked: {panic}"),
+                    ))
+                });
             let _ = tx.send(Internal::Resolution {
                 workflow_id: id,
                 result,
@@ -349,13 +353,15 @@ async fn ask(
 
 /// [`ask`] for a prepared request.
 async fn ask_envelope(client: &HubClient, request: Envelope) -> Result<Resolution, GzError> {
-    client
-        .request_envelope(request, RESOLVER_TIMEOUT)
-        .await
-        .and_then(|v| {
-            serde_json::from_value::<Resolution>(v)
-                .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
-        })
+    resolution(client.request_envelope(request, RESOLVER_TIMEOUT).await)
+}
+
+/// A resolver's reply read as a [`Resolution`].
+fn resolution(reply: Result<Value, GzError>) -> Result<Resolution, GzError> {
+    reply.and_then(|v| {
+        serde_json::from_value::<Resolution>(v)
+            .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
+    })
 }
 
 /// Sends the plan, then the remaining parts of the finished tasks to the same resolver,
