@@ -3,7 +3,8 @@
 //!
 //! A request names the free slots per method (each provider's capacity × prefetch − what it
 //! has in flight, summed over the providers serving the method); a new request supersedes it
-//! only when some method has more free slots than it asked for. Working that out means
+//! only when some method has free slots it did not ask for, or more than twice as many
+//! ([`Asked::suffices`]). Working that out means
 //! summing every provider's free slots over all its methods (the python-provider alone
 //! serves dozens: its built-in functions), and the engine asks after every message. So a
 //! request also keeps each provider's free slots at the time it was made: while no provider
@@ -36,19 +37,18 @@ impl Asked {
         prefetch: u32,
         version: u64,
     ) -> Self {
-        Asked {
+        let mut asked = Asked {
             seq,
             slots,
-            free: providers
-                .iter()
-                .map(|(id, p)| (id.clone(), free(p, prefetch)))
-                .collect(),
+            free: HashMap::new(),
             providers: version,
-        }
+        };
+        asked.rebase(providers, prefetch, version);
+        asked
     }
 
-    /// Whether no method can have more free slots than this request asked for: the provider
-    /// table is the same and no provider has more free slots than when it was made.
+    /// Whether it still suffices without summing the free slots: the provider table is the
+    /// same and no provider has more free slots than when it was made (or last rebased).
     pub(crate) fn still_covers(
         &self,
         providers: &HashMap<String, Provider>,
@@ -64,10 +64,44 @@ impl Asked {
     }
 
     /// Whether it asked for at least `slots` of every method.
+    #[cfg(test)]
     pub(crate) fn covers(&self, slots: &BTreeMap<String, u32>) -> bool {
         slots
             .iter()
             .all(|(m, n)| self.slots.get(m).is_some_and(|a| a >= n))
+    }
+
+    /// Whether it asks for enough of `slots` not to be superseded: for every method with
+    /// free slots, at least one and at least half of them. A slot freed by one outcome (a
+    /// chain's next task) does not supersede a request for 31 of 32: superseding costs a new
+    /// request and an empty answer to the old one, two relayed messages on every hop of a
+    /// chain, and the old request brings as many tasks as are ready anyway, up to what it
+    /// asked for.
+    pub(crate) fn suffices(&self, slots: &BTreeMap<String, u32>) -> bool {
+        slots.iter().all(|(m, &n)| {
+            n == 0
+                || self
+                    .slots
+                    .get(m)
+                    .is_some_and(|&a| a > 0 && a.saturating_mul(2) >= n)
+        })
+    }
+
+    /// Takes the providers as they are now as the ones it was made with, once it is known to
+    /// suffice for them ([`Asked::suffices`]): while no provider has more free slots than now
+    /// and the table stays the same, it still suffices ([`Asked::still_covers`] says so
+    /// without summing).
+    pub(crate) fn rebase(
+        &mut self,
+        providers: &HashMap<String, Provider>,
+        prefetch: u32,
+        version: u64,
+    ) {
+        self.free = providers
+            .iter()
+            .map(|(id, p)| (id.clone(), free(p, prefetch)))
+            .collect();
+        self.providers = version;
     }
 }
 
@@ -141,5 +175,36 @@ mod tests {
         table.extend(providers(&[("py-2", &["python/execute"], 2, 0)]));
         assert!(!asked.still_covers(&table, 2, 1));
         assert!(!asked.covers(&free_slots(&table, 2)));
+    }
+    #[test]
+    fn a_request_suffices_until_a_method_has_free_slots_it_did_not_ask_for_or_twice_as_many() {
+        let mut table = providers(&[
+            ("py", &["python/execute"], 2, 1),
+            ("llm", &["llm/chat"], 4, 8),
+        ]);
+        // Asked for 3 of python/execute, none of llm/chat (all busy).
+        let mut asked = Asked::new(1, free_slots(&table, 2), &table, 2, 1);
+        assert!(asked.suffices(&free_slots(&table, 2)));
+
+        // The chain's task came back: 4 free, 3 asked. Still enough, and known without
+        // summing once rebased.
+        table.get_mut("py").expect("py").in_flight = 0;
+        assert!(!asked.still_covers(&table, 2, 1));
+        assert!(asked.suffices(&free_slots(&table, 2)));
+        asked.rebase(&table, 2, 1);
+        assert!(asked.still_covers(&table, 2, 1));
+
+        // A method it asked none of has a free slot: superseded.
+        table.get_mut("llm").expect("llm").in_flight = 7;
+        assert!(!asked.still_covers(&table, 2, 1));
+        assert!(!asked.suffices(&free_slots(&table, 2)));
+
+        // More than twice what it asked for: superseded.
+        let table = providers(&[("py", &["python/execute"], 4, 7)]);
+        let asked = Asked::new(2, free_slots(&table, 2), &table, 2, 1);
+        let more = providers(&[("py", &["python/execute"], 4, 5)]);
+        assert!(!asked.suffices(&free_slots(&more, 2)));
+        let some_more = providers(&[("py", &["python/execute"], 4, 6)]);
+        assert!(asked.suffices(&free_slots(&some_more, 2)));
     }
 }

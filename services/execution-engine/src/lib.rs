@@ -377,16 +377,18 @@ impl Engine {
             self.queue_manager_ids.clone()
         };
         for target in targets {
-            // Only a request for more slots than the one in flight supersedes it.
-            if self.lease.get(&target).is_some_and(|a| a.covers(&slots)) {
-                continue;
+            // Only a request for many more slots than the one in flight supersedes it.
+            if let Some(asked) = self.lease.get_mut(&target) {
+                if asked.suffices(&slots) {
+                    asked.rebase(&self.providers, self.prefetch, version);
+                    continue;
+                }
             }
             self.lease_seq += 1;
             let seq = self.lease_seq;
             let asked =
                 leasing::Asked::new(seq, slots.clone(), &self.providers, self.prefetch, version);
             self.lease.insert(target.clone(), asked);
-            let client = self.client.clone();
             let tx = self.tx.clone();
             let served =
                 self.served
@@ -402,13 +404,13 @@ impl Engine {
             } else {
                 Target::Component(target.clone())
             };
+            // Sent now, in order after the outcomes that freed the slots; only the wait is
+            // spawned.
+            let pending = self
+                .client
+                .send_request(Envelope::new(to, events::LEASE_TASKS, payload));
             tokio::spawn(async move {
-                let request = client.request_with_timeout(
-                    to,
-                    events::LEASE_TASKS,
-                    payload,
-                    Duration::from_secs(10),
-                );
+                let request = async move { pending?.reply(Duration::from_secs(10)).await };
                 let result = gleitzeit_runtime::catch_panic(request)
                     .await
                     .unwrap_or_else(|panic| {
