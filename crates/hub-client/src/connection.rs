@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{HeartbeatPayload, RegisteredPayload, SubscribePayload};
-use gleitzeit_protocol::{events, Envelope, RawEnvelope, Reply, Target, SIO_ENVELOPE_EVENT};
+use gleitzeit_protocol::records::JsonText;
+use gleitzeit_protocol::{events, Envelope, Reply, Target, SIO_ENVELOPE_EVENT};
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -467,25 +470,32 @@ fn dispatch(shared: &Arc<Shared>, body: &str) {
 /// payload as text (`Envelope::raw`) for the receiver to read into its own types.
 const KEEP_AS_TEXT_ABOVE: usize = 64 * 1024;
 
-/// An incoming Socket.IO event's envelope. Only a large message of an event in
-/// [`events::KEPT_AS_TEXT`] takes the text path; everything else is parsed once.
+/// An incoming Socket.IO event's envelope. The payload is first only delimited (not
+/// parsed); an event of [`events::READ_AS_TEXT`], or a large message of an event in
+/// [`events::KEPT_AS_TEXT`], keeps it as text for the receiver to read into its own types;
+/// anything else has it parsed once.
 fn decode(body: &str) -> Result<Envelope, serde_json::Error> {
-    if body.len() > KEEP_AS_TEXT_ABOVE && is_kept_as_text(body) {
-        let (_, raw) = serde_json::from_str::<(String, RawEnvelope)>(body)?;
-        return Ok(raw.kept_as_text());
+    let (_, env) = serde_json::from_str::<(IgnoredAny, Envelope<Option<&RawValue>>)>(body)?;
+    let as_text = events::READ_AS_TEXT.contains(&env.event.as_str())
+        || (body.len() > KEEP_AS_TEXT_ABOVE && events::KEPT_AS_TEXT.contains(&env.event.as_str()));
+    if as_text {
+        let mut raw = None;
+        let mut env = env.map_payload(|p| {
+            raw = p;
+            Value::Null
+        });
+        env.raw = raw.map(|r| JsonText::from_raw(r.to_owned()));
+        return Ok(env);
     }
-    serde_json::from_str::<(String, Envelope)>(body).map(|(_, env)| env)
-}
-
-/// Whether a message's event is one whose payload is kept as text: a scan that skips the
-/// payload without building anything.
-fn is_kept_as_text(body: &str) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        event: String,
-    }
-    serde_json::from_str::<(serde::de::IgnoredAny, Head)>(body)
-        .is_ok_and(|(_, head)| events::KEPT_AS_TEXT.contains(&head.event.as_str()))
+    let mut payload = Ok(Value::Null);
+    let env = env.map_payload(|p| {
+        if let Some(p) = p {
+            payload = serde_json::from_str(p.get());
+        }
+        Value::Null
+    });
+    let payload = payload?;
+    Ok(Envelope { payload, ..env })
 }
 
 fn answer_of(env: &Envelope) -> Reply {
@@ -623,9 +633,63 @@ mod decode_tests {
     }
 
     #[test]
+    fn outcomes_and_lease_requests_stay_text_at_any_size_and_decode_as_parsed_ones() {
+        use gleitzeit_protocol::requests::EngineRequest;
+        let outcomes = json!({ "outcomes": [{ "workflow_id": "w", "task_id": "t", "attempt": 1,
+            "provider_id": "p", "result": { "n": [1, 2] }, "finished_at": 5 }] });
+        let lease = json!({ "slots": { "python/execute": 4 }, "wait_ms": 100 });
+        for (event, payload) in [
+            (events::TASK_OUTCOMES, outcomes),
+            (events::LEASE_TASKS, lease),
+        ] {
+            let mut kept = decode(&body(event, payload.clone())).expect("decodes");
+            assert!(
+                kept.payload.is_null() && kept.raw.is_some(),
+                "{event} kept as text"
+            );
+            assert_eq!(kept.payload_as::<Value>().expect("readable"), payload);
+            let mut parsed = Envelope::new(Target::Hub, event, payload);
+            assert_eq!(
+                QueueManagerRequest::decode_envelope(&mut kept).expect("decodes"),
+                QueueManagerRequest::decode_envelope(&mut parsed).expect("decodes"),
+            );
+        }
+        // The resolver reads finished tasks from text.
+        let finished = json!({ "workflow_id": "w", "finished": [{ "task_id": "t",
+            "status": "completed", "result": [1, "two"] }] });
+        let mut kept = decode(&body(events::TASKS_FINISHED, finished.clone())).expect("decodes");
+        assert!(kept.raw.is_some());
+        let mut parsed = Envelope::new(Target::Hub, events::TASKS_FINISHED, finished);
+        assert_eq!(
+            ResolverRequest::decode_envelope(&mut kept).expect("decodes"),
+            ResolverRequest::decode_envelope(&mut parsed).expect("decodes"),
+        );
+        // The engine reads outcomes from text too.
+        let mut kept =
+            decode(&body(events::TASK_OUTCOMES, json!({ "outcomes": [] }))).expect("decodes");
+        assert_eq!(
+            EngineRequest::decode_envelope(&mut kept).expect("decodes"),
+            EngineRequest::Outcomes(gleitzeit_protocol::payloads::TaskOutcomes {
+                outcomes: vec![]
+            })
+        );
+        // A malformed payload kept as text is refused with GZ7020, like a parsed one.
+        for bad in [json!({ "outcomes": 7 }), Value::Null, json!("x")] {
+            let mut kept = decode(&body(events::TASK_OUTCOMES, bad)).expect("decodes");
+            let err = QueueManagerRequest::decode_envelope(&mut kept).expect_err("refused");
+            assert_eq!(err.code, "GZ7020");
+            let mut kept = decode(&body(events::TASK_OUTCOMES, json!(1))).expect("decodes");
+            let err = EngineRequest::decode_envelope(&mut kept).expect_err("refused");
+            assert_eq!(err.code, "GZ7020");
+        }
+        // Text that is not JSON never becomes an envelope.
+        assert!(decode("[\"envelope\", {\"id\": \"i\", \"target\": \"hub\", \"event\": \"task_outcomes\", \"payload\": {]}").is_err());
+    }
+
+    #[test]
     fn other_and_small_messages_are_parsed() {
         let big = json!({ "workflow_id": "w", "blob": "x".repeat(KEEP_AS_TEXT_ABOVE) });
-        let env = decode(&body(events::TASK_OUTCOMES, big.clone())).expect("decodes");
+        let env = decode(&body(events::TASKS_HELD, big.clone())).expect("decodes");
         assert!(env.raw.is_none());
         assert_eq!(env.payload, big);
         let small = json!({ "workflow_id": "w", "spec": { "name": "s", "tasks": [] } });

@@ -221,9 +221,14 @@ impl Envelope {
         self.reply(Reply::Err { error })
     }
 
-    /// Deserializes the payload into a typed payload, or a GZ7020 error naming the event.
+    /// Deserializes the payload into a typed payload (from its text when it is kept as
+    /// text, [`Envelope::raw`]), or a GZ7020 error naming the event.
     pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T, GzError> {
-        T::deserialize(&self.payload).map_err(|e| {
+        let read = match &self.raw {
+            Some(raw) => raw.parse(),
+            None => T::deserialize(&self.payload),
+        };
+        read.map_err(|e| {
             GzError::new(
                 ErrorCode::InvalidPayload,
                 format!("invalid payload for event {:?}: {e}", self.event),

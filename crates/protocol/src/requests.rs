@@ -69,20 +69,50 @@ pub enum QueueManagerRequest {
 
 /// Decodes an envelope whose payload may be kept as text ([`Envelope::raw`]): the one
 /// event `kept` (whose payload is large) is read straight from the text into `wrap`'s
-/// payload type; anything else is parsed and handed to `decode`.
+/// payload type; any other is handed to `decode` as text or as the parsed payload.
 fn decode_kept<R, P: DeserializeOwned>(
     env: &mut Envelope,
     kept: &str,
     wrap: impl FnOnce(P) -> R,
-    decode: impl FnOnce(&str, &mut Value) -> Result<R, GzError>,
+    decode: impl FnOnce(&str, Payload<'_>) -> Result<R, GzError>,
 ) -> Result<R, GzError> {
     match env.raw.take() {
         Some(raw) if env.event == kept => Ok(wrap(raw.parse().map_err(|e| invalid(kept, e))?)),
-        Some(raw) => {
-            env.payload = raw.to_value();
-            decode(&env.event, &mut env.payload)
+        Some(raw) => decode(&env.event, Payload::Text(raw.text().unwrap_or("null"))),
+        None => decode(&env.event, Payload::Value(&mut env.payload)),
+    }
+}
+
+/// A payload to read into a request: parsed already, or JSON text (an event of
+/// [`events::READ_AS_TEXT`], read straight into its type without a tree of values).
+pub enum Payload<'a> {
+    /// A parsed payload (a large one may be moved out of it).
+    Value(&'a mut Value),
+    /// A parsed payload, only borrowed.
+    Ref(&'a Value),
+    /// The payload's JSON text.
+    Text(&'a str),
+}
+
+impl Payload<'_> {
+    /// Reads the payload as `T`, or GZ7020 naming the event.
+    fn read<T: DeserializeOwned>(&self, event: &str) -> Result<T, GzError> {
+        match self {
+            Payload::Value(v) => T::deserialize(&**v),
+            Payload::Ref(v) => T::deserialize(*v),
+            Payload::Text(t) => serde_json::from_str(t),
         }
-        None => decode(&env.event, &mut env.payload),
+        .map_err(|e| invalid(event, e))
+    }
+
+    /// Reads a large payload as `T`, moving it out of a parsed payload instead of copying.
+    fn take<T: DeserializeOwned>(self, event: &str) -> Result<T, GzError> {
+        match self {
+            Payload::Value(v) => serde_json::from_value(std::mem::take(v)),
+            Payload::Ref(v) => T::deserialize(v),
+            Payload::Text(t) => serde_json::from_str(t),
+        }
+        .map_err(|e| invalid(event, e))
     }
 }
 
@@ -124,7 +154,12 @@ impl QueueManagerRequest {
     ///
     /// GZ7021 for an event the queue-manager does not handle, GZ7020 for a malformed payload.
     pub fn decode_envelope(env: &mut Envelope) -> Result<Self, GzError> {
-        decode_kept(env, events::WORKFLOW_SUBMIT, Self::Submit, Self::decode)
+        decode_kept(
+            env,
+            events::WORKFLOW_SUBMIT,
+            Self::Submit,
+            Self::decode_payload,
+        )
     }
 
     /// [`QueueManagerRequest::decode_envelope`] for a payload already parsed (a
@@ -134,21 +169,28 @@ impl QueueManagerRequest {
     ///
     /// As [`QueueManagerRequest::decode_envelope`].
     pub fn decode(event: &str, payload: &mut Value) -> Result<Self, GzError> {
+        Self::decode_payload(event, Payload::Value(payload))
+    }
+
+    /// [`QueueManagerRequest::decode`] for a payload parsed or kept as text.
+    ///
+    /// # Errors
+    ///
+    /// As [`QueueManagerRequest::decode_envelope`].
+    pub fn decode_payload(event: &str, payload: Payload<'_>) -> Result<Self, GzError> {
         Ok(match event {
-            events::WORKFLOW_SUBMIT => Self::Submit(
-                serde_json::from_value(std::mem::take(payload)).map_err(|e| invalid(event, e))?,
-            ),
-            events::WORKFLOW_GET => Self::Get(read(event, payload)?),
-            events::WORKFLOW_LIST => Self::List(read(event, payload)?),
-            events::WORKFLOW_CANCEL => Self::Cancel(read(event, payload)?),
-            events::TASK_GET => Self::TaskGet(read(event, payload)?),
-            events::WORKFLOW_EVENTS => Self::Events(read(event, payload)?),
-            events::WORKFLOW_OWNER => Self::Owner(read(event, payload)?),
+            events::WORKFLOW_SUBMIT => Self::Submit(payload.take(event)?),
+            events::WORKFLOW_GET => Self::Get(payload.read(event)?),
+            events::WORKFLOW_LIST => Self::List(payload.read(event)?),
+            events::WORKFLOW_CANCEL => Self::Cancel(payload.read(event)?),
+            events::TASK_GET => Self::TaskGet(payload.read(event)?),
+            events::WORKFLOW_EVENTS => Self::Events(payload.read(event)?),
+            events::WORKFLOW_OWNER => Self::Owner(payload.read(event)?),
             events::STORE_STATUS => Self::StoreStatus,
-            events::LEASE_TASKS => Self::Lease(read(event, payload)?),
-            events::TASK_OUTCOMES => Self::Outcomes(read(event, payload)?),
-            events::TASKS_HELD => Self::Held(read(event, payload)?),
-            events::COMPONENT_LEFT => Self::ComponentLeft(read(event, payload)?),
+            events::LEASE_TASKS => Self::Lease(payload.read(event)?),
+            events::TASK_OUTCOMES => Self::Outcomes(payload.read(event)?),
+            events::TASKS_HELD => Self::Held(payload.read(event)?),
+            events::COMPONENT_LEFT => Self::ComponentLeft(payload.read(event)?),
             events::COMPONENT_JOINED | events::COMPONENT_UNHEALTHY => Self::ComponentNews,
             other => return Err(unknown("queue-manager", other)),
         })
@@ -200,7 +242,7 @@ impl ResolverRequest {
     ///
     /// GZ7021 for an event the resolver does not handle, GZ7020 for a malformed payload.
     pub fn decode_envelope(env: &mut Envelope) -> Result<Self, GzError> {
-        decode_kept(env, events::WORKFLOW_PLAN, Self::Plan, Self::decode)
+        decode_kept(env, events::WORKFLOW_PLAN, Self::Plan, Self::decode_payload)
     }
 
     /// [`ResolverRequest::decode_envelope`] for a payload already parsed (a plan's spec is
@@ -210,12 +252,14 @@ impl ResolverRequest {
     ///
     /// As [`ResolverRequest::decode_envelope`].
     pub fn decode(event: &str, payload: &mut Value) -> Result<Self, GzError> {
+        Self::decode_payload(event, Payload::Value(payload))
+    }
+
+    fn decode_payload(event: &str, payload: Payload<'_>) -> Result<Self, GzError> {
         Ok(match event {
-            events::WORKFLOW_PLAN => Self::Plan(
-                serde_json::from_value(std::mem::take(payload)).map_err(|e| invalid(event, e))?,
-            ),
-            events::TASKS_FINISHED => Self::Finished(read(event, payload)?),
-            events::WORKFLOW_FORGET => Self::Forget(read(event, payload)?),
+            events::WORKFLOW_PLAN => Self::Plan(payload.take(event)?),
+            events::TASKS_FINISHED => Self::Finished(payload.read(event)?),
+            events::WORKFLOW_FORGET => Self::Forget(payload.read(event)?),
             other => return Err(unknown("dependency-resolver", other)),
         })
     }
@@ -251,18 +295,37 @@ impl EngineRequest {
         events::REPLY,
     ];
 
-    /// Decodes an envelope's event and payload.
+    /// Decodes an envelope; a payload kept as text ([`Envelope::raw`]) is read straight
+    /// from it.
     ///
     /// # Errors
     ///
     /// GZ7021 for an event the engine does not handle, GZ7020 for a malformed payload.
+    pub fn decode_envelope(env: &mut Envelope) -> Result<Self, GzError> {
+        match env.raw.take() {
+            Some(raw) => {
+                Self::decode_payload(&env.event, Payload::Text(raw.text().unwrap_or("null")))
+            }
+            None => Self::decode_payload(&env.event, Payload::Value(&mut env.payload)),
+        }
+    }
+
+    /// Decodes an envelope's event and parsed payload.
+    ///
+    /// # Errors
+    ///
+    /// As [`EngineRequest::decode_envelope`].
     pub fn decode(event: &str, payload: &Value) -> Result<Self, GzError> {
+        Self::decode_payload(event, Payload::Ref(payload))
+    }
+
+    fn decode_payload(event: &str, payload: Payload<'_>) -> Result<Self, GzError> {
         Ok(match event {
-            events::TASK_OUTCOMES => Self::Outcomes(read(event, payload)?),
-            events::TASKS_HELD => Self::Held(read(event, payload)?),
-            events::CANCEL_TASKS => Self::Cancel(read(event, payload)?),
+            events::TASK_OUTCOMES => Self::Outcomes(payload.read(event)?),
+            events::TASKS_HELD => Self::Held(payload.read(event)?),
+            events::CANCEL_TASKS => Self::Cancel(payload.read(event)?),
             events::COMPONENT_JOINED => Self::ComponentJoined,
-            events::COMPONENT_LEFT => Self::ComponentLeft(read(event, payload)?),
+            events::COMPONENT_LEFT => Self::ComponentLeft(payload.read(event)?),
             events::COMPONENT_UNHEALTHY | events::REPLY => Self::Ignored,
             other => return Err(unknown("execution-engine", other)),
         })

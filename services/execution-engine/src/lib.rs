@@ -256,8 +256,8 @@ impl Engine {
         });
     }
 
-    fn handle_envelope(&mut self, env: Envelope) {
-        let request = match EngineRequest::decode(&env.event, &env.payload) {
+    fn handle_envelope(&mut self, mut env: Envelope) {
+        let request = match EngineRequest::decode_envelope(&mut env) {
             Ok(request) => request,
             Err(e) if e.is(ErrorCode::UnknownEvent) => {
                 let _ = self.client.respond(&env, Err(e));
