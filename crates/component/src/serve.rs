@@ -181,7 +181,7 @@ fn handle<P: Provider>(client: &HubClient, tasks: &Tasks<P>, ty: &str, mut env: 
     if env.event == events::METRICS {
         return crate::metrics::answer(client, &env, || tasks.metrics());
     }
-    match ProviderRequest::decode(ty, &env.event, &mut env.payload) {
+    match ProviderRequest::decode_envelope(ty, &mut env) {
         Ok(ProviderRequest::Execute(batch)) => tasks.accept(&env.source, batch.tasks),
         Ok(ProviderRequest::Cancel(c)) => tasks.cancel(c.tasks),
         Err(e) if e.is(ErrorCode::UnknownEvent) => {

@@ -634,7 +634,7 @@ mod decode_tests {
 
     #[test]
     fn outcomes_and_lease_requests_stay_text_at_any_size_and_decode_as_parsed_ones() {
-        use gleitzeit_protocol::requests::EngineRequest;
+        use gleitzeit_protocol::requests::{EngineRequest, ProviderRequest};
         let outcomes = json!({ "outcomes": [{ "workflow_id": "w", "task_id": "t", "attempt": 1,
             "provider_id": "p", "result": { "n": [1, 2] }, "finished_at": 5 }] });
         let lease = json!({ "slots": { "python/execute": 4 }, "wait_ms": 100 });
@@ -663,6 +663,16 @@ mod decode_tests {
         assert_eq!(
             ResolverRequest::decode_envelope(&mut kept).expect("decodes"),
             ResolverRequest::decode_envelope(&mut parsed).expect("decodes"),
+        );
+        // A provider reads its batch of tasks from text.
+        let batch = json!({ "tasks": [{ "workflow_id": "w", "task_id": "t", "attempt": 1,
+            "method": "python/execute", "params": { "code": "result = 1" } }] });
+        let mut kept = decode(&body(events::EXECUTE_TASKS, batch.clone())).expect("decodes");
+        assert!(kept.raw.is_some());
+        let mut parsed = Envelope::new(Target::Hub, events::EXECUTE_TASKS, batch);
+        assert_eq!(
+            ProviderRequest::decode_envelope("p", &mut kept).expect("decodes"),
+            ProviderRequest::decode_envelope("p", &mut parsed).expect("decodes"),
         );
         // The engine reads outcomes from text too.
         let mut kept =

@@ -76,8 +76,18 @@ fn decode_kept<R, P: DeserializeOwned>(
     wrap: impl FnOnce(P) -> R,
     decode: impl FnOnce(&str, Payload<'_>) -> Result<R, GzError>,
 ) -> Result<R, GzError> {
+    if env.event == kept {
+        if let Some(raw) = env.raw.take() {
+            return Ok(wrap(raw.parse().map_err(|e| invalid(kept, e))?));
+        }
+    }
+    with_payload(env, decode)
+}
+
+/// Hands an envelope's event and payload to `decode`: the payload's text when it is kept as
+/// text ([`Envelope::raw`]), the parsed payload otherwise.
+fn with_payload<R>(env: &mut Envelope, decode: impl FnOnce(&str, Payload<'_>) -> R) -> R {
     match env.raw.take() {
-        Some(raw) if env.event == kept => Ok(wrap(raw.parse().map_err(|e| invalid(kept, e))?)),
         Some(raw) => decode(&env.event, Payload::Text(raw.text().unwrap_or("null"))),
         None => decode(&env.event, Payload::Value(&mut env.payload)),
     }
@@ -302,12 +312,7 @@ impl EngineRequest {
     ///
     /// GZ7021 for an event the engine does not handle, GZ7020 for a malformed payload.
     pub fn decode_envelope(env: &mut Envelope) -> Result<Self, GzError> {
-        match env.raw.take() {
-            Some(raw) => {
-                Self::decode_payload(&env.event, Payload::Text(raw.text().unwrap_or("null")))
-            }
-            None => Self::decode_payload(&env.event, Payload::Value(&mut env.payload)),
-        }
+        with_payload(env, Self::decode_payload)
     }
 
     /// Decodes an envelope's event and parsed payload.
@@ -352,11 +357,25 @@ impl ProviderRequest {
     ///
     /// GZ7021 for an event providers do not handle, GZ7020 for a malformed payload.
     pub fn decode(service: &str, event: &str, payload: &mut Value) -> Result<Self, GzError> {
+        Self::decode_payload(service, event, Payload::Value(payload))
+    }
+
+    /// Decodes an envelope; a payload kept as text ([`Envelope::raw`]: a batch of tasks) is
+    /// read straight from it.
+    ///
+    /// # Errors
+    ///
+    /// As [`ProviderRequest::decode`].
+    pub fn decode_envelope(service: &str, env: &mut Envelope) -> Result<Self, GzError> {
+        with_payload(env, |event, payload| {
+            Self::decode_payload(service, event, payload)
+        })
+    }
+
+    fn decode_payload(service: &str, event: &str, payload: Payload<'_>) -> Result<Self, GzError> {
         Ok(match event {
-            events::EXECUTE_TASKS => Self::Execute(
-                serde_json::from_value(std::mem::take(payload)).map_err(|e| invalid(event, e))?,
-            ),
-            events::CANCEL_TASKS => Self::Cancel(read(event, payload)?),
+            events::EXECUTE_TASKS => Self::Execute(payload.take(event)?),
+            events::CANCEL_TASKS => Self::Cancel(payload.read(event)?),
             other => return Err(unknown(service, other)),
         })
     }
