@@ -565,6 +565,11 @@ pub struct Resolution {
     /// Fan-out templates whose members all completed: they complete with this result.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub joined: Vec<JoinedTask>,
+    /// Tasks that one more completion releases: the queue-manager queues each as soon as
+    /// the task it waits for completes, without waiting for this resolver's answer
+    /// (`docs/protocol.md`, "Primed tasks").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub primed: Vec<PrimedTask>,
 }
 
 impl Resolution {
@@ -575,7 +580,21 @@ impl Resolution {
         self.failed.extend(other.failed);
         self.expanded.extend(other.expanded);
         self.joined.extend(other.joined);
+        self.primed.extend(other.primed);
     }
+}
+
+/// A task waiting for one last dependency that has been released: when `after` completes,
+/// the task is ready with `params`, in which `${…}` references (to `after` only) are still
+/// to be substituted with `after`'s result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct PrimedTask {
+    /// The task released by the completion.
+    pub task_id: String,
+    /// The task whose completion releases it.
+    pub after: String,
+    /// Its parameters as the spec gives them.
+    pub params: Value,
 }
 
 /// The tasks one fan-out template made (`docs/workflows.md`, "Fan-out over a result").

@@ -324,8 +324,9 @@ impl Manager {
         match msg {
             Internal::Resolution {
                 workflow_id,
-                result: Ok(res),
+                result: Ok(mut res),
             } => {
+                self.machine.keep_primes(&workflow_id, &mut res);
                 self.planner.answered(&workflow_id, &res);
                 let step = self.machine.resolution(&workflow_id, res, Now::current());
                 self.run(step).await;

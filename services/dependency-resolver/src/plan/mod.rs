@@ -21,15 +21,29 @@
 //! dependents. A rebuilt plan derives the same members from the source's result, so the
 //! finished tasks it is given may name members the spec does not have yet: they are
 //! replayed once their template has expanded.
+//!
+//! A task that waits for one last dependency, already released, is *primed*
+//! ([`Resolution::primed`], once per task): its parameters go to the queue-manager, which
+//! queues it the moment that dependency completes, substituting the dependency's result
+//! itself, instead of waiting for this resolver's answer (two hub messages off every hop
+//! of a chain). Only tasks whose parameters read no other result are primed (and no
+//! fan-out templates, and no readers of a batch): what the queue-manager does then is
+//! exactly what [`Plan::finish`] would. The resolver still hears of the completion and
+//! reports the task ready as usual; the queue-manager ignores that, the task being
+//! queued already.
 
 use std::collections::HashMap;
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_protocol::payloads::{BlockedTask, FinishedTask, ReadyTask, Resolution};
+use gleitzeit_protocol::payloads::{BlockedTask, FinishedTask, PrimedTask, ReadyTask, Resolution};
 use gleitzeit_workflow::text_parameters::may_refer;
 use gleitzeit_workflow::{batch, references, resolve_path, substitute, Dag, WorkflowSpec};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+
+/// A task releasing more dependents than this primes none of them: a chain saves two
+/// relays per hop, while a wide fan-out would only send its tasks' parameters twice.
+const PRIME_MAX_SIBLINGS: usize = 8;
 
 mod fanout;
 
@@ -71,6 +85,8 @@ pub struct Plan {
     template_of: HashMap<usize, usize>,
     /// A fan-out template's members, in item order.
     members: HashMap<usize, Vec<usize>>,
+    /// The spec's tasks already sent as [`PrimedTask`]s.
+    primed: Vec<bool>,
 }
 
 impl Plan {
@@ -150,6 +166,7 @@ impl Plan {
             group,
             template_of: HashMap::new(),
             members: HashMap::new(),
+            primed: vec![false; n],
         };
         for j in plan.reads.iter().flatten() {
             let r = &mut plan.readers[*j as usize];
@@ -193,6 +210,9 @@ impl Plan {
             .collect();
         for i in roots {
             plan.release(i, &mut res);
+        }
+        for d in 0..n {
+            plan.prime(d, &mut res);
         }
         Ok((plan, res))
     }
@@ -252,7 +272,49 @@ impl Plan {
         self.remaining[d] = self.remaining[d].saturating_sub(1);
         if self.remaining[d] == 0 && self.state[d] == State::Waiting {
             self.release(d, res);
+        } else {
+            self.prime(d, res);
         }
+    }
+
+    /// Primes task `d` (see the module docs) when one dependency is all it still waits
+    /// for, that dependency has been released (and releases at most
+    /// [`PRIME_MAX_SIBLINGS`] tasks), and `d`'s parameters read no result but that
+    /// dependency's.
+    fn prime(&mut self, d: usize, res: &mut Resolution) {
+        let eligible = d < self.dag.len()
+            && !self.primed[d]
+            && self.state[d] == State::Waiting
+            && self.remaining[d] == 1
+            && self.spec.tasks[d].batch.is_none()
+            && (self.group.is_none() || self.reads[d].is_empty());
+        if !eligible {
+            return;
+        }
+        let mut open = self
+            .dag
+            .dependencies(d)
+            .iter()
+            .copied()
+            .filter(|&x| !matches!(self.state[x], State::Completed | State::Failed));
+        let (Some(x), None) = (open.next(), open.next()) else {
+            return;
+        };
+        let plain = self.state[x] == State::Started
+            && self.spec.tasks[x].batch.is_none()
+            && self.dag.dependents(x).len() <= PRIME_MAX_SIBLINGS;
+        if !plain || self.reads[d].iter().any(|&j| j as usize != x) {
+            return;
+        }
+        let Ok(params) = self.parameters(d) else {
+            return;
+        };
+        self.primed[d] = true;
+        res.primed.push(PrimedTask {
+            task_id: self.spec.tasks[d].id.clone(),
+            after: self.spec.tasks[x].id.clone(),
+            params,
+        });
     }
 
     /// Task `i`'s parameters (as the spec gave them, `${…}` not yet substituted).
@@ -371,6 +433,10 @@ impl Plan {
                     task_id: task.id.clone(),
                     params,
                 });
+                for k in 0..self.dependents(i).len() {
+                    let d = self.dependents(i)[k];
+                    self.prime(d, res);
+                }
             }
             Err(e) => {
                 let error = GzError::new(
@@ -464,3 +530,5 @@ fn read_by(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_primed;

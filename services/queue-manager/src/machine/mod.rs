@@ -31,6 +31,7 @@ mod leases;
 mod liveness;
 mod metrics;
 mod outcomes;
+mod primed;
 mod status;
 mod step;
 #[cfg(test)]
@@ -43,6 +44,8 @@ mod tests_failures;
 mod tests_fanout;
 #[cfg(test)]
 mod tests_memory;
+#[cfg(test)]
+mod tests_primed;
 mod timers;
 
 pub(crate) use status::Counts;
@@ -171,6 +174,8 @@ pub(crate) struct Wf {
     /// The contents of the files its tasks name, by digest (base64, shared by every task
     /// naming one; `docs/workflows.md`, "Files travel with the workflow").
     pub(crate) attachments: HashMap<String, Arc<str>>,
+    /// Tasks primed on a task still to complete, with their parameters (`primed.rs`).
+    pub(crate) primed: HashMap<usize, Vec<(usize, Value)>>,
 }
 
 impl Wf {
@@ -350,6 +355,7 @@ impl Machine {
                     .iter()
                     .map(|(key, a)| (key.clone(), Arc::from(a.content.as_str())))
                     .collect(),
+                primed: HashMap::new(),
             },
         );
         true
@@ -390,14 +396,8 @@ impl Machine {
             self.join_into(&mut step, key, joined, now);
         }
         for r in res.ready {
-            let Some(&i) = wf.index.get(&r.task_id) else {
-                continue;
-            };
-            if step.status(self, key, i) != Some(TaskStatus::Pending) {
-                continue;
-            }
-            if let Some(t) = self.transition(&mut step, key, i, TaskStatus::Queued, now) {
-                t.params = Some(r.params);
+            if let Some(&i) = wf.index.get(&r.task_id) {
+                self.queue_ready(&mut step, key, i, r.params, now);
             }
         }
         let blocked = res
@@ -670,6 +670,9 @@ impl Machine {
         #[cfg(test)]
         tests::taken(from, to);
         wf.counts.moved(from, to);
+        if to.is_terminal() {
+            wf.primed.remove(&i);
+        }
         let info = &mut wf.info[i];
         if from == TaskStatus::Running {
             if let Some(old) = info.engine.take() {

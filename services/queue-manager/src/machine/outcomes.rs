@@ -67,6 +67,9 @@ impl Machine {
                     t.result = result;
                 }
             }
+            if status == TaskStatus::Completed {
+                self.fire_primes(&mut step, key, i, now);
+            }
             if let Some(c) = step.change(key, i) {
                 c.retry_after = retry_after;
             }

@@ -352,7 +352,7 @@ pub(super) fn parsed(payload: &serde_json::value::RawValue) -> Value {
 }
 
 /// The task ids each `TellResolver` effect names.
-fn told(fx: &[Effect]) -> Vec<Vec<String>> {
+pub(super) fn told(fx: &[Effect]) -> Vec<Vec<String>> {
     fx.iter()
         .filter_map(|e| match e {
             Effect::TellResolver { finished, .. } => {

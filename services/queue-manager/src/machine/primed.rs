@@ -1,0 +1,89 @@
+//! Primed tasks: the resolver names tasks that wait for one last dependency, already
+//! released, with their parameters ([`Resolution::primed`]). When that dependency
+//! completes, the outcome's step queues them at once, substituting the dependency's result
+//! into their parameters as the resolver would, so a chain's next task goes out in the same
+//! store write as the end of the one before it, without waiting for the resolver's answer.
+//!
+//! The resolver still hears of the completion and reports the task ready; that report
+//! finds it queued and changes nothing. A prime whose dependency has already ended, or
+//! whose substitution fails here, is dropped: the resolver decides those as before (it has
+//! heard, or will hear, of the dependency's end). Primes live in memory only: a workflow
+//! taken over or a resolver restarted plans again, and the new plan primes again.
+
+use gleitzeit_protocol::payloads::Resolution;
+use gleitzeit_store::TaskStatus;
+use gleitzeit_workflow::substitute;
+use serde_json::Value;
+
+use super::{Machine, Now, Step, WfKey};
+
+impl Machine {
+    /// Keeps the primes of `res` for workflow `id` (their dependency still to complete).
+    pub(crate) fn keep_primes(&mut self, id: &str, res: &mut Resolution) {
+        let primes = std::mem::take(&mut res.primed);
+        let Some(wf) = self.wfs.get_mut(id) else {
+            return;
+        };
+        for p in primes {
+            let (Some(&after), Some(&task)) = (wf.index.get(&p.after), wf.index.get(&p.task_id))
+            else {
+                continue;
+            };
+            let waits = !wf.tasks[after].status.is_terminal()
+                && wf.tasks[task].status == TaskStatus::Pending;
+            if !waits {
+                continue;
+            }
+            let list = wf.primed.entry(after).or_default();
+            if list.iter().all(|(t, _)| *t != task) {
+                list.push((task, p.params));
+            }
+        }
+    }
+
+    /// Task `i` of `key` completes in `step` (with its result in the step's record):
+    /// the tasks primed on it are queued, their parameters substituted.
+    pub(super) fn fire_primes(&self, step: &mut Step, key: &WfKey, i: usize, now: Now) {
+        let Some(wf) = self.wfs.get(key) else {
+            return;
+        };
+        let Some(primed) = wf.primed.get(&i) else {
+            return;
+        };
+        if wf.record.status.is_terminal() {
+            return;
+        }
+        for (task, params) in primed {
+            if let Some(params) = self.primed_params(step, key, i, params) {
+                self.queue_ready(step, key, *task, params, now);
+            }
+        }
+    }
+
+    /// Queues task `i` of `key`, ready with `params`, if it is still pending.
+    pub(super) fn queue_ready(
+        &self,
+        step: &mut Step,
+        key: &WfKey,
+        i: usize,
+        params: Value,
+        now: Now,
+    ) {
+        if step.status(self, key, i) != Some(TaskStatus::Pending) {
+            return;
+        }
+        if let Some(t) = self.transition(step, key, i, TaskStatus::Queued, now) {
+            t.params = Some(params);
+        }
+    }
+
+    /// `params` with references to task `i` (by id or name) replaced by its result in
+    /// `step`; `None` when another reference is met or the substitution fails.
+    fn primed_params(&self, step: &Step, key: &WfKey, i: usize, params: &Value) -> Option<Value> {
+        let done = step.record(self, key, i)?;
+        let result = done.result.as_ref()?;
+        let lookup =
+            |k: &str| -> Option<&Value> { (k == done.task_id || k == done.name).then_some(result) };
+        substitute(params, &lookup).ok()
+    }
+}

@@ -1,0 +1,154 @@
+//! Primed tasks: queued in the step that completes their dependency, with its result
+//! substituted; dropped when that dependency has already ended or fails.
+
+use gleitzeit_protocol::payloads::{PrimedTask, ReadyTask, Resolution};
+use gleitzeit_store::TaskStatus;
+use serde_json::{json, Value};
+
+use super::tests::{
+    add_with, check_counts, commit, lease, leased, machine, now, outcome, ready, retryable, status,
+    told,
+};
+use super::Machine;
+
+/// `w`: a → b → c, b's parameters reading a's result (by id and by name).
+fn chain(m: &mut Machine) {
+    add_with(
+        m,
+        "w",
+        &[("a", "normal"), ("b", "normal"), ("c", "normal")],
+        json!({}),
+        |spec| {
+            spec.tasks[1].dependencies = vec!["a".into()];
+            spec.tasks[2].dependencies = vec!["b".into()];
+        },
+    );
+}
+
+/// The resolver's answer: `ready` tasks, and `primes` as (task, after, params).
+fn answer(m: &mut Machine, ready: &[&str], primes: &[(&str, &str, Value)]) {
+    let mut res = Resolution {
+        resolver_id: "r-1".into(),
+        ready: ready
+            .iter()
+            .map(|t| ReadyTask {
+                task_id: t.to_string(),
+                params: json!({ "x": t }),
+            })
+            .collect(),
+        primed: primes
+            .iter()
+            .map(|(t, after, params)| PrimedTask {
+                task_id: t.to_string(),
+                after: after.to_string(),
+                params: params.clone(),
+            })
+            .collect(),
+        ..Resolution::default()
+    };
+    m.keep_primes("w", &mut res);
+    assert!(res.primed.is_empty(), "the machine keeps them");
+    let step = m.resolution("w", res, now());
+    commit(m, step);
+}
+
+fn params(m: &Machine, task: &str) -> Option<Value> {
+    let w = m.workflow("w").expect("in memory");
+    w.tasks[w.index[task]].params.clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primed_task_is_queued_with_the_result_in_the_step_that_completes_its_dependency() {
+    let mut m = machine();
+    chain(&mut m);
+    let b = json!({ "code": "x", "context": { "v": "${a.result.n}", "t": "got ${a}" } });
+    answer(&mut m, &["a"], &[("b", "a", b)]);
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Pending);
+    lease(&mut m, "e-1", 1);
+    let fx = outcome(&mut m, "e-1", "w", "a", 1, Ok(json!({ "n": 7 })));
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Queued);
+    assert_eq!(
+        params(&m, "b"),
+        Some(json!({ "code": "x", "context": { "v": 7, "t": "got {\"n\":7}" } }))
+    );
+    assert_eq!(
+        told(&fx),
+        [vec!["a".to_string()]],
+        "the resolver still hears"
+    );
+    assert!(m.workflow("w").expect("w").primed.is_empty());
+    // The resolver's own report comes later and changes nothing.
+    answer(&mut m, &["b"], &[]);
+    assert_eq!(params(&m, "b").expect("kept")["context"]["v"], json!(7));
+    let fx = lease(&mut m, "e-1", 1);
+    assert_eq!(leased(&fx), [("b".to_string(), 1)]);
+    check_counts(&m);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prime_whose_dependency_already_ended_is_dropped() {
+    let mut m = machine();
+    chain(&mut m);
+    ready(&mut m, "w", &["a"]);
+    lease(&mut m, "e-1", 1);
+    outcome(&mut m, "e-1", "w", "a", 1, Ok(json!(1)));
+    // A late answer primes b on a, which has completed: the resolver decides b itself.
+    answer(&mut m, &[], &[("b", "a", json!({}))]);
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Pending);
+    assert!(m.workflow("w").expect("w").primed.is_empty());
+    answer(&mut m, &["b"], &[]);
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Queued);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_or_retried_dependency_does_not_fire_its_prime() {
+    let mut m = machine();
+    add_with(
+        &mut m,
+        "w",
+        &[("a", "normal"), ("b", "normal")],
+        json!({ "on_failure": "continue" }),
+        |spec| {
+            spec.tasks[1].dependencies = vec!["a".into()];
+            spec.tasks[0].retry = gleitzeit_workflow::RetryPolicy {
+                max_attempts: 2,
+                backoff: gleitzeit_workflow::Backoff::Fixed,
+                base_delay: 3.0,
+                max_delay: 60.0,
+                jitter: false,
+            };
+        },
+    );
+    answer(&mut m, &["a"], &[("b", "a", json!({}))]);
+    lease(&mut m, "e-1", 1);
+    outcome(&mut m, "e-1", "w", "a", 1, Err(retryable()));
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Retrying);
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Pending);
+    assert_eq!(
+        m.workflow("w").expect("w").primed.len(),
+        1,
+        "kept for the retry"
+    );
+    super::tests::pass(&mut m, 5).await;
+    lease(&mut m, "e-1", 1);
+    outcome(&mut m, "e-1", "w", "a", 2, Err(retryable()));
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Failed);
+    assert_eq!(
+        status(&m, "w", "b"),
+        TaskStatus::Pending,
+        "the resolver skips it"
+    );
+    assert!(m.workflow("w").expect("w").primed.is_empty());
+    check_counts(&m);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prime_that_does_not_substitute_is_left_to_the_resolver() {
+    let mut m = machine();
+    chain(&mut m);
+    let b = json!({ "v": "${a.result.missing}" });
+    answer(&mut m, &["a"], &[("b", "a", b)]);
+    lease(&mut m, "e-1", 1);
+    outcome(&mut m, "e-1", "w", "a", 1, Ok(json!({ "n": 7 })));
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Pending);
+}
