@@ -5,13 +5,13 @@ use super::*;
 use gleitzeit_workflow::{parse_workflow, MethodCatalog};
 use serde_json::json;
 
-fn spec(yaml: &str) -> WorkflowSpec {
+pub(super) fn spec(yaml: &str) -> WorkflowSpec {
     parse_workflow(yaml, &MethodCatalog::builtin())
         .expect("valid")
         .spec
 }
 
-fn done(id: &str, result: Value) -> FinishedTask {
+pub(super) fn done(id: &str, result: Value) -> FinishedTask {
     FinishedTask {
         task_id: id.into(),
         status: "completed".into(),

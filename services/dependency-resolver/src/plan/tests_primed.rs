@@ -1,23 +1,9 @@
 //! Unit tests of primed tasks: which tasks the plan primes, with what, and only once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+use super::tests::{done, spec};
 use super::*;
-use gleitzeit_workflow::{parse_workflow, MethodCatalog};
 use serde_json::json;
-
-fn spec(yaml: &str) -> WorkflowSpec {
-    parse_workflow(yaml, &MethodCatalog::builtin())
-        .expect("valid")
-        .spec
-}
-
-fn done(id: &str, result: Value) -> FinishedTask {
-    FinishedTask {
-        task_id: id.into(),
-        status: "completed".into(),
-        result: Some(result),
-    }
-}
 
 fn primed(res: &Resolution) -> Vec<(&str, &str)> {
     res.primed

@@ -510,7 +510,12 @@ async fn a_lease_request_waits_for_work_and_gets_an_empty_answer_when_its_wait_i
 
 /// The resolver's answer that makes `ids` of `wf` ready, as a step not yet committed.
 fn ready_step(m: &Machine, wf: &str, ids: &[&str]) -> Step {
-    let res = Resolution {
+    m.resolution(wf, resolution(ids), now())
+}
+
+/// A resolver's answer: `ids` are ready, each with parameters `{"x": <id>}`.
+pub(super) fn resolution(ids: &[&str]) -> Resolution {
+    Resolution {
         resolver_id: "r-1".into(),
         ready: ids
             .iter()
@@ -520,8 +525,7 @@ fn ready_step(m: &Machine, wf: &str, ids: &[&str]) -> Step {
             })
             .collect(),
         ..Resolution::default()
-    };
-    m.resolution(wf, res, now())
+    }
 }
 
 #[tokio::test(start_paused = true)]

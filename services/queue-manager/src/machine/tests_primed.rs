@@ -1,13 +1,13 @@
 //! Primed tasks: queued in the step that completes their dependency, with its result
 //! substituted; dropped when that dependency has already ended or fails.
 
-use gleitzeit_protocol::payloads::{PrimedTask, ReadyTask, Resolution};
+use gleitzeit_protocol::payloads::PrimedTask;
 use gleitzeit_store::TaskStatus;
 use serde_json::{json, Value};
 
 use super::tests::{
-    add_with, check_counts, commit, lease, leased, machine, now, outcome, ready, retryable, status,
-    told,
+    add_with, check_counts, commit, lease, leased, machine, now, outcome, ready, resolution,
+    retryable, status, told,
 };
 use super::Machine;
 
@@ -27,25 +27,15 @@ fn chain(m: &mut Machine) {
 
 /// The resolver's answer: `ready` tasks, and `primes` as (task, after, params).
 fn answer(m: &mut Machine, ready: &[&str], primes: &[(&str, &str, Value)]) {
-    let mut res = Resolution {
-        resolver_id: "r-1".into(),
-        ready: ready
-            .iter()
-            .map(|t| ReadyTask {
-                task_id: t.to_string(),
-                params: json!({ "x": t }),
-            })
-            .collect(),
-        primed: primes
-            .iter()
-            .map(|(t, after, params)| PrimedTask {
-                task_id: t.to_string(),
-                after: after.to_string(),
-                params: params.clone(),
-            })
-            .collect(),
-        ..Resolution::default()
-    };
+    let mut res = resolution(ready);
+    res.primed = primes
+        .iter()
+        .map(|(t, after, params)| PrimedTask {
+            task_id: t.to_string(),
+            after: after.to_string(),
+            params: params.clone(),
+        })
+        .collect();
     m.keep_primes("w", &mut res);
     assert!(res.primed.is_empty(), "the machine keeps them");
     let step = m.resolution("w", res, now());
