@@ -153,15 +153,14 @@ impl Machine {
 
     fn serve_into(&mut self, step: &mut Step, now: Now) {
         let mut waiting = VecDeque::new();
-        while let Some(mut lease) = self.leases.waiting.pop_front() {
+        while let Some(lease) = self.leases.waiting.pop_front() {
             if self.queue.is_empty() {
                 waiting.push_back(lease);
                 continue;
             }
-            let slots = lease.slots.clone();
             let picked = {
                 let wfs = &self.wfs;
-                self.queue.take(&mut lease.slots, |e| {
+                self.queue.take(&lease.slots, |e| {
                     wfs.get(&e.wf).is_some_and(|wf| {
                         wf.info[e.task].entry == Some(e.seq)
                             && wf.tasks[e.task].status == TaskStatus::Queued
@@ -203,7 +202,6 @@ impl Machine {
                 result: lease_reply(&self.settings.id, tasks),
             });
             // Given back as it came if the step is not stored.
-            lease.slots = slots;
             step.served.push(lease);
         }
         waiting.extend(self.leases.waiting.drain(..));
@@ -275,14 +273,19 @@ impl Machine {
         }
         fresh.sort_by_key(|f| std::cmp::Reverse(f.0));
         let mut waiting = VecDeque::new();
-        while let Some(mut lease) = self.leases.waiting.pop_front() {
-            let slots = lease.slots.clone();
+        while let Some(lease) = self.leases.waiting.pop_front() {
             let mut tasks = Vec::new();
             let mut file_bytes = 0usize;
             let mut left = Vec::with_capacity(fresh.len());
+            // Slots used per route in this answer (the request's own counts stay as they
+            // came, to be given back if the step is not stored).
+            let mut used: Vec<(String, u32)> = Vec::new();
             for (prio, key, i, route) in std::mem::take(&mut fresh) {
-                let free = lease.slots.get_mut(&route).filter(|n| **n > 0);
-                let Some((free, wf)) = free.zip(self.wfs.get(&key)) else {
+                let taken = used.iter().position(|(r, _)| *r == route);
+                let n = taken.map_or(0, |k| used[k].1);
+                let free = lease.slots.get(&route).is_some_and(|&f| f > n);
+                let wf = self.wfs.get(&key).filter(|_| free);
+                let Some(wf) = wf else {
                     left.push((prio, key, i, route));
                     continue;
                 };
@@ -291,7 +294,10 @@ impl Machine {
                     left.push((prio, key, i, route));
                     continue;
                 }
-                *free -= 1;
+                match taken {
+                    Some(k) => used[k].1 += 1,
+                    None => used.push((route, 1)),
+                }
                 file_bytes = file_bytes.saturating_add(bytes);
                 if let Some(task) = self.hand_out(step, &key, i, files, &lease.engine, now) {
                     tasks.push(task);
@@ -307,7 +313,6 @@ impl Machine {
                 result: lease_reply(&self.settings.id, tasks),
             });
             // Given back as it came if the step is not stored.
-            lease.slots = slots;
             step.served.push(lease);
             if fresh.is_empty() {
                 break;
