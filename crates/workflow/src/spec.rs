@@ -104,10 +104,11 @@ fn empty_object() -> Value {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
-    /// The workflow fails; tasks not yet started are cancelled.
+    /// The failed task's dependents are skipped, the other tasks run, and the workflow ends
+    /// `failed`.
     #[default]
     Fail,
-    /// Tasks that do not depend on the failed one keep running; its dependents are skipped.
+    /// The same, but the workflow ends `completed`.
     Continue,
 }
 
