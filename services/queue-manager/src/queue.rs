@@ -155,6 +155,7 @@ mod tests {
         let slots = BTreeMap::from([("a".to_string(), 2)]);
         let got: Vec<u64> = q.take(&slots, |_| true).iter().map(|x| x.seq).collect();
         assert_eq!(got, [2, 1]);
+        assert_eq!(slots["a"], 2, "the request's counts are read, not used up");
         assert!(!q.is_empty());
     }
 

@@ -284,8 +284,7 @@ impl Machine {
                 let taken = used.iter().position(|(r, _)| *r == route);
                 let n = taken.map_or(0, |k| used[k].1);
                 let free = lease.slots.get(&route).is_some_and(|&f| f > n);
-                let wf = self.wfs.get(&key).filter(|_| free);
-                let Some(wf) = wf else {
+                let Some(wf) = self.wfs.get(&key).filter(|_| free) else {
                     left.push((prio, key, i, route));
                     continue;
                 };
