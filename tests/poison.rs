@@ -123,7 +123,7 @@ fn record(id: &str, spec: Value) -> (WorkflowRecord, Vec<TaskRecord>) {
         status: TaskStatus::Running,
         priority: 2,
         attempts: 1,
-        params: Some(json!({ "code": "result = 1" })),
+        params: gleitzeit_protocol::records::JsonText::of(&json!({ "code": "result = 1" })).ok(),
         result: None,
         error: None,
         provider_id: None,

@@ -154,7 +154,10 @@ async fn outcomes_go_to_the_engine_that_sent_the_task() {
     assert_eq!(outcomes.len(), 2);
     assert_eq!(outcomes[0].0, "ee-1");
     assert_eq!(outcomes[1].0, "ee-2");
-    assert_eq!(outcomes[0].1.result, Some(json!({"slept": 5})));
+    assert_eq!(
+        outcomes[0].1.result.as_ref().map(|r| r.to_value()),
+        Some(json!({"slept": 5}))
+    );
     assert_eq!(outcomes[0].1.provider_id, "p-1");
     assert!(h.tasks.report().iter().all(|(_, held)| held.is_empty()));
 }

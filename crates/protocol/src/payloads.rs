@@ -205,7 +205,7 @@ pub struct ExecuteTask {
 /// parameters and files first (the queue-manager's lease replies). Serializes exactly as
 /// the [`ExecuteTask`] with the same values.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct ExecuteTaskRef<'a> {
+pub struct ExecuteTaskRef<'a, P: Serialize + ?Sized = Value> {
     /// Workflow id.
     pub workflow_id: &'a str,
     /// Task id within the workflow.
@@ -214,8 +214,9 @@ pub struct ExecuteTaskRef<'a> {
     pub attempt: u32,
     /// Method, e.g. `python/execute`.
     pub method: &'a str,
-    /// Parameters after substitution.
-    pub params: &'a Value,
+    /// Parameters after substitution (a [`Value`], or the queue-manager's
+    /// [`crate::records::JsonText`]).
+    pub params: &'a P,
     /// Time limit in milliseconds, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
@@ -227,7 +228,7 @@ pub struct ExecuteTaskRef<'a> {
     pub files: &'a [TaskFile],
 }
 
-impl<'a> From<&'a ExecuteTask> for ExecuteTaskRef<'a> {
+impl<'a> From<&'a ExecuteTask> for ExecuteTaskRef<'a, Value> {
     fn from(t: &'a ExecuteTask) -> Self {
         ExecuteTaskRef {
             workflow_id: &t.workflow_id,
@@ -283,9 +284,10 @@ pub struct TaskOutcome {
     pub task_id: String,
     /// The attempt this outcome belongs to.
     pub attempt: u32,
-    /// The result, on success.
+    /// The result, on success (kept as JSON text: the queue-manager stores and passes it
+    /// on without parsing it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
+    pub result: Option<crate::records::JsonText>,
     /// The error, on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<crate::GzError>,
@@ -312,7 +314,7 @@ impl TaskOutcome {
         started_at: u64,
     ) -> TaskOutcome {
         let (result, error) = match result {
-            Ok(v) => (Some(v), None),
+            Ok(v) => (Some(crate::records::JsonText::of_value(&v)), None),
             Err(e) => (None, Some(e)),
         };
         TaskOutcome {
@@ -494,9 +496,9 @@ pub struct FinishedTask {
     /// `completed`, `failed`, `skipped` or `cancelled`.
     pub status: String,
     /// A completed task's result; for a failed task `{"error": GzError}` (what a
-    /// `tolerate_failures` dependent receives); absent otherwise.
+    /// `tolerate_failures` dependent receives); absent otherwise. Kept as JSON text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
+    pub result: Option<crate::records::JsonText>,
 }
 
 /// Payload of `workflow_plan` (queue-manager → resolver): the whole workflow plus what has
@@ -530,8 +532,9 @@ pub struct TasksFinished {
 pub struct ReadyTask {
     /// Task id.
     pub task_id: String,
-    /// Parameters after substitution.
-    pub params: Value,
+    /// Parameters after substitution, as JSON text (the queue-manager stores and hands them
+    /// out without parsing them).
+    pub params: crate::records::JsonText,
 }
 
 /// A task that will not run, and why.
@@ -617,7 +620,7 @@ pub struct MemberTask {
     /// Parameters after substitution (`${item}`, `${item_index}` and references); absent
     /// when they could not be substituted: then `error` says why and the task fails at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<Value>,
+    pub params: Option<crate::records::JsonText>,
     /// Why its parameters could not be substituted (GZ3013).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<crate::GzError>,
@@ -628,8 +631,8 @@ pub struct MemberTask {
 pub struct JoinedTask {
     /// The template's task id.
     pub task_id: String,
-    /// `{"result": [...], "results": [...], "completed", "failed"}`.
-    pub result: Value,
+    /// `{"result": [...], "results": [...], "completed", "failed"}`, as JSON text.
+    pub result: crate::records::JsonText,
 }
 
 #[cfg(test)]

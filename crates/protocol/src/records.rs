@@ -10,9 +10,10 @@ use serde_json::Value;
 
 use crate::status::{TaskStatus, WorkflowStatus};
 
-/// JSON kept as text, or null: a workflow spec (to the store, to the resolver, into replies)
-/// or a large payload (`Envelope::raw`), passed on as it is without being parsed into a
-/// tree of values.
+/// JSON kept as text, or null: a workflow spec (to the store, to the resolver, into replies),
+/// a task's parameters and result (from the resolver and the provider to the store, the
+/// engines, the resolver and the watchers) or a large payload (`Envelope::raw`), passed on
+/// as it is without being parsed into a tree of values.
 #[derive(Clone, Default)]
 pub struct JsonText(Option<Box<RawValue>>);
 
@@ -31,6 +32,11 @@ impl JsonText {
     pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
         let raw = serde_json::value::to_raw_value(value)?;
         Ok(JsonText((raw.get() != "null").then_some(raw)))
+    }
+
+    /// A JSON value written as text (a [`Value`] always writes: its keys are strings).
+    pub fn of_value(value: &Value) -> Self {
+        Self::of(value).unwrap_or_default()
     }
 
     /// Text already checked to be JSON; `null` becomes [`JsonText::null`].
@@ -107,7 +113,7 @@ impl JsonSchema for JsonText {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "any JSON (a workflow spec, or null when it is not loaded)"
+            "description": "any JSON (kept as text by the services that pass it on)"
         })
     }
 }
@@ -163,10 +169,11 @@ pub struct TaskRecord {
     pub priority: i32,
     /// Attempts made so far.
     pub attempts: u32,
-    /// Parameters after `${...}` substitution, once resolved.
-    pub params: Option<serde_json::Value>,
-    /// The provider's result, once completed.
-    pub result: Option<serde_json::Value>,
+    /// Parameters after `${...}` substitution, once resolved (JSON text: stored and handed
+    /// out as it is).
+    pub params: Option<JsonText>,
+    /// The provider's result, once completed (JSON text: stored and passed on as it is).
+    pub result: Option<JsonText>,
     /// The last error, if any attempt failed.
     pub error: Option<serde_json::Value>,
     /// The provider that ran (or runs) the task.
@@ -182,10 +189,17 @@ pub struct TaskRecord {
 impl TaskRecord {
     /// The key this task is queued and leased by (`crate::routing::route_key`).
     pub fn route(&self) -> std::borrow::Cow<'_, str> {
-        crate::routing::route_key(
-            &self.method,
-            self.params.as_ref().unwrap_or(&serde_json::Value::Null),
-        )
+        crate::routing::route_key_text(&self.method, self.params.as_ref())
+    }
+
+    /// Its parameters parsed (`None` before they are resolved).
+    pub fn params_value(&self) -> Option<Value> {
+        self.params.as_ref().map(JsonText::to_value)
+    }
+
+    /// Its result parsed (`None` unless it completed).
+    pub fn result_value(&self) -> Option<Value> {
+        self.result.as_ref().map(JsonText::to_value)
     }
 
     /// A new task as a submission creates it: pending, never attempted.

@@ -3,7 +3,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use std::collections::BTreeMap;
 
@@ -169,7 +169,7 @@ pub struct TaskEventRef<'a> {
     /// Attempt number.
     pub attempt: u32,
     /// Result (completed tasks).
-    pub result: Option<&'a Value>,
+    pub result: Option<&'a crate::records::JsonText>,
     /// Error (failed, retrying, skipped tasks).
     pub error: Option<&'a Value>,
     /// The provider that ran it.
@@ -215,7 +215,7 @@ pub struct WorkflowFinished {
     pub error: Option<Value>,
     /// Results by task id (workflows of up to 1,000 tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_results: Option<Map<String, Value>>,
+    pub task_results: Option<BTreeMap<String, crate::records::JsonText>>,
 }
 
 /// Payload of `task_progress` (providers → rooms): partial output of a running task, such
@@ -324,6 +324,10 @@ mod tests {
             duration_seconds: Some(0.25),
             seq: None,
         };
+        let result = owned
+            .result
+            .as_ref()
+            .map(crate::records::JsonText::of_value);
         let borrowed = TaskEventRef {
             workflow_id: &owned.workflow_id,
             task_id: &owned.task_id,
@@ -331,7 +335,7 @@ mod tests {
             method: &owned.method,
             status: owned.status,
             attempt: owned.attempt,
-            result: owned.result.as_ref(),
+            result: result.as_ref(),
             error: owned.error.as_ref(),
             provider_id: owned.provider_id.as_deref(),
             endpoint: owned.endpoint.as_deref(),

@@ -11,6 +11,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use crate::records::JsonText;
+
 /// The method calling a named function.
 pub const PYTHON_FUNCTION: &str = "python/function";
 
@@ -24,9 +26,39 @@ pub fn route_key<'a>(method: &'a str, params: &Value) -> Cow<'a, str> {
     }
     let name = params.get("function_name").and_then(Value::as_str);
     let service = params.get("service_name").and_then(Value::as_str);
+    function_route(method, name, service)
+}
+
+/// [`route_key`] of parameters kept as JSON text (read only for `python/function`, and then
+/// only the two names).
+pub fn route_key_text<'a>(method: &'a str, params: Option<&JsonText>) -> Cow<'a, str> {
+    if method != PYTHON_FUNCTION {
+        return Cow::Borrowed(method);
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Names<'t> {
+        #[serde(borrow, default)]
+        function_name: Option<Cow<'t, str>>,
+        #[serde(borrow, default)]
+        service_name: Option<Cow<'t, str>>,
+    }
+    let text = params.and_then(JsonText::text).unwrap_or("null");
+    // Anything but an object (or names that are not strings) names nothing.
+    let names: Names<'_> = serde_json::from_str::<Option<Names<'_>>>(text)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    function_route(
+        method,
+        names.function_name.as_deref(),
+        names.service_name.as_deref(),
+    )
+}
+
+/// The key of a `python/function` task naming `name` (of `service`).
+fn function_route<'a>(method: &'a str, name: Option<&str>, service: Option<&str>) -> Cow<'a, str> {
     match (name, service) {
-        (Some(name), Some(service)) => Cow::Owned(function_key(name, Some(service))),
-        (Some(name), None) => Cow::Owned(function_key(name, None)),
+        (Some(name), service) => Cow::Owned(function_key(name, service)),
         // Validation refuses a python/function task without a name; should one get here,
         // it waits under the bare method, which no provider serves, and fails with GZ2015.
         (None, _) => Cow::Borrowed(method),

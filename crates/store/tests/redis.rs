@@ -134,7 +134,7 @@ fn data_survives_a_restart_and_the_same_store_reconnects() {
     let wf = workflow("wf", 42, WorkflowStatus::Running);
     let mut done = task("wf", "a");
     done.status = TaskStatus::Completed;
-    done.result = Some(json!({ "ok": true }));
+    done.result = Some(gleitzeit_store::JsonText::of_value(&json!({ "ok": true })));
     store
         .create_workflow(&wf, &[task("wf", "a"), task("wf", "b")])
         .expect("create");

@@ -22,7 +22,7 @@ fn data_survives_closing_and_reopening() {
     let wf = workflow("wf", 42, WorkflowStatus::Running);
     let mut done = task("wf", "a");
     done.status = TaskStatus::Completed;
-    done.result = Some(json!({ "ok": true }));
+    done.result = Some(gleitzeit_store::JsonText::of_value(&json!({ "ok": true })));
     {
         let store = SqliteStore::open(&path).expect("open creates parent dirs");
         let info = store.info();

@@ -77,7 +77,7 @@ mod tests {
             workflow_id: "w".into(),
             task_id: task.into(),
             attempt: 1,
-            result: Some(result),
+            result: Some(gleitzeit_protocol::records::JsonText::of_value(&result)),
             error: None,
             provider_id: "p".into(),
             started_at: 0,

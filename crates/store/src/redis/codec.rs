@@ -99,9 +99,9 @@ pub(super) struct TaskOut<'a> {
     priority: i32,
     attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    params: Option<&'a Value>,
+    params: Option<&'a JsonText>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<&'a Value>,
+    result: Option<&'a JsonText>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,9 +123,9 @@ pub(super) struct TaskIn {
     priority: i32,
     attempts: u32,
     #[serde(default, deserialize_with = "present")]
-    params: Option<Value>,
+    params: Option<JsonText>,
     #[serde(default, deserialize_with = "present")]
-    result: Option<Value>,
+    result: Option<JsonText>,
     #[serde(default, deserialize_with = "present")]
     error: Option<Value>,
     #[serde(default)]
@@ -139,10 +139,10 @@ pub(super) struct TaskIn {
 }
 
 /// A field that is present is `Some`, even when it is `null`.
-pub(super) fn present<'de, D: Deserializer<'de>>(
+pub(super) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
-) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(deserializer).map(Some)
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 pub(super) fn encode_task(task: &TaskRecord) -> Result<String, StoreError> {

@@ -72,7 +72,7 @@ fn tasks_round_trip_through_their_json_with_null_values_kept() {
         status: TaskStatus::Retrying,
         priority: -1,
         attempts: 2,
-        params: Some(Value::Null),
+        params: Some(JsonText::null()),
         result: None,
         error: Some(json!({ "code": "GZ2001" })),
         provider_id: Some("p".into()),

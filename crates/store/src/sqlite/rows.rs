@@ -76,8 +76,8 @@ pub(super) fn write_task(
     task: &TaskRecord,
 ) -> Result<(), StoreError> {
     let what = || format!("task `{}/{}`", task.workflow_id, task.task_id);
-    let params_json = to_json(task.params.as_ref(), "params", what)?;
-    let result = to_json(task.result.as_ref(), "result", what)?;
+    let params_json = json_column(task.params.as_ref());
+    let result = json_column(task.result.as_ref());
     let error = to_json(task.error.as_ref(), "error", what)?;
     stmt.execute(params![
         task.workflow_id,
@@ -102,6 +102,11 @@ pub(super) fn write_task(
         _ => StoreError::backend("write task", e),
     })?;
     Ok(())
+}
+
+/// JSON kept as text, as a column's text (`NULL` for none, `null` for JSON's null).
+fn json_column(value: Option<&JsonText>) -> Option<&str> {
+    value.map(|v| v.text().unwrap_or("null"))
 }
 
 pub(super) fn to_json(
@@ -182,6 +187,15 @@ impl Columns<'_, '_> {
         let text: Option<String> = self.get(idx, column)?;
         text.map(|t| {
             serde_json::from_str(&t).map_err(|e| format!("column `{column}`: invalid JSON: {e}"))
+        })
+        .transpose()
+    }
+
+    /// A column of JSON kept as text (checked, not parsed into values).
+    fn json_text(&self, idx: usize, column: &str) -> Result<Option<JsonText>, String> {
+        let text: Option<String> = self.get(idx, column)?;
+        text.map(|t| {
+            JsonText::from_text(t).map_err(|e| format!("column `{column}`: invalid JSON: {e}"))
         })
         .transpose()
     }
@@ -271,8 +285,8 @@ pub(super) fn read_task(row: &Row<'_>) -> Result<TaskRecord, StoreError> {
         status,
         priority: cols.get(5, "priority").map_err(corrupt)?,
         attempts: cols.get(6, "attempts").map_err(corrupt)?,
-        params: cols.json(7, "params").map_err(corrupt)?,
-        result: cols.json(8, "result").map_err(corrupt)?,
+        params: cols.json_text(7, "params").map_err(corrupt)?,
+        result: cols.json_text(8, "result").map_err(corrupt)?,
         error: cols.json(9, "error").map_err(corrupt)?,
         provider_id: cols.get(10, "provider_id").map_err(corrupt)?,
         queued_at: cols.opt_u64(11, "queued_at").map_err(corrupt)?,

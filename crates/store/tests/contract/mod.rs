@@ -130,8 +130,10 @@ pub fn workflow_and_tasks_round_trip(store: &dyn Store) {
     tasks[0].status = TaskStatus::Completed;
     tasks[0].priority = -3;
     tasks[0].attempts = 2;
-    tasks[0].params = Some(json!({ "prompt": "Name a colour", "n": [1, 2.5, null] }));
-    tasks[0].result = Some(json!({ "response": "blue ✓" }));
+    tasks[0].params = Some(JsonText::of_value(
+        &json!({ "prompt": "Name a colour", "n": [1, 2.5, null] }),
+    ));
+    tasks[0].result = Some(JsonText::of_value(&json!({ "response": "blue ✓" })));
     tasks[0].provider_id = Some("ollama-1".to_string());
     tasks[0].queued_at = Some(10);
     tasks[0].started_at = Some(20);
@@ -235,8 +237,8 @@ pub fn apply_updates_and_reads_back(store: &dyn Store) {
     let mut a = tasks[1].clone();
     a.status = TaskStatus::Completed;
     a.attempts = 1;
-    a.params = Some(json!({ "x": 1 }));
-    a.result = Some(json!({ "y": 2 }));
+    a.params = Some(JsonText::of_value(&json!({ "x": 1 })));
+    a.result = Some(JsonText::of_value(&json!({ "y": 2 })));
     a.finished_at = Some(160);
     let added = task("wf", "d");
     store
@@ -562,8 +564,8 @@ pub fn null_json_and_extreme_numbers_round_trip(store: &dyn Store) {
     wf.total_tasks = i64::MAX as u64;
     wf.started_at = Some(0);
     let mut t = task("wf", "t");
-    t.params = Some(Value::Null);
-    t.result = Some(json!([]));
+    t.params = Some(JsonText::null());
+    t.result = Some(JsonText::of_value(&json!([])));
     t.error = Some(json!(""));
     t.priority = i32::MIN;
     t.provider_id = Some(String::new());
@@ -817,8 +819,8 @@ pub fn timing_100k_tasks(store: &dyn Store, backend: &str) {
                 let mut t = t.clone();
                 t.status = TaskStatus::Completed;
                 t.attempts = 1;
-                t.params = Some(json!({ "code": "result = 1" }));
-                t.result = Some(json!({ "result": 1, "stdout": "" }));
+                t.params = Some(JsonText::of_value(&json!({ "code": "result = 1" })));
+                t.result = Some(JsonText::of_value(&json!({ "result": 1, "stdout": "" })));
                 t.provider_id = Some("python-1".to_string());
                 t.started_at = Some(1_000);
                 t.finished_at = Some(2_000);

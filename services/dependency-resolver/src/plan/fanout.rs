@@ -3,6 +3,7 @@
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{Expansion, JoinedTask, MemberTask, Resolution};
+use gleitzeit_protocol::records::JsonText;
 use gleitzeit_workflow::fanout::{self, MemberOutcome};
 use gleitzeit_workflow::{substitute, substitute_item};
 use serde_json::{json, Value};
@@ -82,7 +83,7 @@ impl Plan {
             };
             let state = match params {
                 Ok(params) => {
-                    member.params = Some(params);
+                    member.params = Some(JsonText::of_value(&params));
                     self.failures.push(None);
                     State::Started
                 }
@@ -157,7 +158,7 @@ impl Plan {
             self.state[t] = State::Completed;
             res.joined.push(JoinedTask {
                 task_id: self.spec.tasks[t].id.clone(),
-                result: value,
+                result: JsonText::of_value(&value),
             });
             for k in 0..self.dependents(t).len() {
                 let d = self.dependents(t)[k];

@@ -36,6 +36,7 @@ use std::collections::HashMap;
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{BlockedTask, FinishedTask, PrimedTask, ReadyTask, Resolution};
+use gleitzeit_protocol::records::JsonText;
 use gleitzeit_workflow::text_parameters::may_refer;
 use gleitzeit_workflow::{batch, references, resolve_path, substitute, Dag, WorkflowSpec};
 use serde_json::value::RawValue;
@@ -55,6 +56,13 @@ enum State {
     Joining,
     Completed,
     Failed,
+}
+
+/// What a failed task's [`FinishedTask::result`] holds: `{"error": GzError}`.
+#[derive(serde::Deserialize)]
+struct FailedResult {
+    #[serde(default)]
+    error: Value,
 }
 
 /// Dependency state of one workflow.
@@ -230,7 +238,8 @@ impl Plan {
             if f.status == "completed" {
                 self.state[i] = State::Completed;
                 if self.is_read(i) {
-                    self.results[i] = Some(f.result.clone().unwrap_or(Value::Null));
+                    self.results[i] =
+                        Some(f.result.as_ref().map_or(Value::Null, JsonText::to_value));
                 }
                 if self.member_ended(i, &mut res) {
                     continue;
@@ -244,9 +253,8 @@ impl Plan {
                 let error = f
                     .result
                     .as_ref()
-                    .and_then(|r| r.get("error"))
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                    .and_then(|r| r.parse::<FailedResult>().ok())
+                    .map_or(Value::Null, |r| r.error);
                 self.failures[i] = Some((f.status.clone(), error));
                 if self.member_ended(i, &mut res) {
                     continue;
@@ -410,8 +418,13 @@ impl Plan {
         self.done_reading(i);
     }
 
-    /// Substitutes a ready task's parameters and reports it ready (or failed).
+    /// Substitutes a ready task's parameters and reports it ready (or failed). Parameters
+    /// that refer to nothing go out as the text they came in (not parsed).
     fn substitute_ready(&mut self, i: usize, res: &mut Resolution) {
+        if let Some(text) = self.params.get(i).filter(|t| !may_refer(t)) {
+            let params = JsonText::from_raw(text.clone());
+            return self.ready(i, params, res);
+        }
         let parameters = match self.parameters(i) {
             Ok(p) => p,
             Err(error) => return self.fail(i, error, res),
@@ -427,17 +440,7 @@ impl Plan {
             self.result_of(key)
         };
         match substitute(&parameters, &lookup) {
-            Ok(params) => {
-                self.state[i] = State::Started;
-                res.ready.push(ReadyTask {
-                    task_id: task.id.clone(),
-                    params,
-                });
-                for k in 0..self.dependents(i).len() {
-                    let d = self.dependents(i)[k];
-                    self.prime(d, res);
-                }
-            }
+            Ok(params) => self.ready(i, JsonText::of_value(&params), res),
             Err(e) => {
                 let error = GzError::new(
                     ErrorCode::SubstitutionFailed,
@@ -445,6 +448,19 @@ impl Plan {
                 );
                 self.fail(i, error, res);
             }
+        }
+    }
+
+    /// Task `i` is ready with `params`: it starts, and the tasks waiting only for it are primed.
+    fn ready(&mut self, i: usize, params: JsonText, res: &mut Resolution) {
+        self.state[i] = State::Started;
+        res.ready.push(ReadyTask {
+            task_id: self.spec.tasks[i].id.clone(),
+            params,
+        });
+        for k in 0..self.dependents(i).len() {
+            let d = self.dependents(i)[k];
+            self.prime(d, res);
         }
     }
 

@@ -15,7 +15,7 @@ pub(super) fn done(id: &str, result: Value) -> FinishedTask {
     FinishedTask {
         task_id: id.into(),
         status: "completed".into(),
-        result: Some(result),
+        result: Some(JsonText::of(&result).expect("json")),
     }
 }
 
@@ -46,7 +46,7 @@ fn chain_releases_in_order_with_type_preserving_substitution() {
     );
     let res = plan.finish(&[done("a", json!({"result": [1, 2, 3]}))]);
     assert_eq!(res.ready.len(), 1);
-    let ctx = &res.ready[0].params["context"];
+    let ctx = &res.ready[0].params.to_value()["context"];
     assert_eq!(ctx["xs"], json!([1, 2, 3]));
     assert_eq!(ctx["first"], json!(1));
     assert_eq!(ctx["text"], json!("got [1,2,3]"));
@@ -59,13 +59,16 @@ fn a_plan_from_the_spec_text_keeps_parameters_as_text_and_substitutes_the_same()
         gleitzeit_workflow::text_parameters::parse_with_text_parameters(&text).expect("reads");
     let (mut plan, res) = Plan::with_text_parameters(lean, params, &[], &[]).expect("plan");
     assert!(plan.spec.tasks.iter().all(|t| t.parameters.is_null()));
-    assert_eq!(res.ready[0].params, json!({"code": "result = [1, 2, 3]"}));
+    assert_eq!(
+        res.ready[0].params.to_value(),
+        json!({"code": "result = [1, 2, 3]"})
+    );
     assert_eq!(
         plan.reads[plan.index["b"]].as_ref(),
         [plan.index["a"] as u32]
     );
     let res = plan.finish(&[done("a", json!({"result": [1, 2, 3]}))]);
-    assert_eq!(res.ready[0].params["context"]["first"], json!(1));
+    assert_eq!(res.ready[0].params.to_value()["context"]["first"], json!(1));
     // `a`'s one reader was released: its result is no longer kept.
     assert!(plan.results[plan.index["a"]].is_none());
     let mismatched = Plan::with_text_parameters(spec(CHAIN), Vec::new(), &[], &[]);
@@ -96,7 +99,10 @@ tasks:
     plan.finish(&[done("a", json!({"result": 1}))]);
     assert!(at(&plan, "a").is_some(), "c has yet to read a");
     let res = plan.finish(&[done("b", json!({"result": 2}))]);
-    assert_eq!(res.ready[0].params["context"], json!({ "x": 1, "y": 2 }));
+    assert_eq!(
+        res.ready[0].params.to_value()["context"],
+        json!({ "x": 1, "y": 2 })
+    );
     assert!(
         at(&plan, "a").is_none() && at(&plan, "b").is_none(),
         "every reader is out"
@@ -175,7 +181,7 @@ fn failed(id: &str, code: &str) -> FinishedTask {
     FinishedTask {
         task_id: id.into(),
         status: "failed".into(),
-        result: Some(json!({"error": {"code": code, "message": "bad file"}})),
+        result: JsonText::of(&json!({"error": {"code": code, "message": "bad file"}})).ok(),
     }
 }
 
@@ -199,7 +205,7 @@ fn a_tolerant_task_runs_after_failures_with_every_outcome_in_file_order() {
     let res = plan.finish(&[done("count-00001", json!({"result": 1}))]);
     assert_eq!(res.ready.len(), 1);
     assert_eq!(res.ready[0].task_id, "all");
-    let outcomes = &res.ready[0].params["context"]["outcomes"];
+    let outcomes = &res.ready[0].params.to_value()["context"]["outcomes"];
     assert_eq!(
         outcomes,
         &json!([
@@ -233,7 +239,7 @@ fn a_rebuilt_plan_releases_the_tolerant_task_once() {
     let res = plan.finish(&[done("count-00003", json!({"result": 3}))]);
     assert_eq!(res.ready.len(), 1);
     assert_eq!(
-        res.ready[0].params["context"]["outcomes"][0]["status"],
+        res.ready[0].params.to_value()["context"]["outcomes"][0]["status"],
         "failed"
     );
     let again = plan.finish(&[done("count-00003", json!({"result": 3}))]);
@@ -296,7 +302,7 @@ fn a_fan_out_makes_a_task_per_item_and_joins_their_results_in_item_order() {
     );
     assert_eq!(ids(&res), ["each-00001", "each-00002"]);
     let second = &res.expanded[0].members[1];
-    let ctx = &second.params.as_ref().expect("substituted")["context"];
+    let ctx = &second.params.as_ref().expect("substituted").to_value()["context"].clone();
     assert_eq!(ctx["item"], json!({"name": "${list.result}"}));
     assert_eq!(ctx["index"], json!(1));
     assert_eq!(
@@ -310,7 +316,7 @@ fn a_fan_out_makes_a_task_per_item_and_joins_their_results_in_item_order() {
     assert!(res.joined.is_empty() && res.ready.is_empty());
     let res = plan.finish(&[done("each-00001", json!({"result": "A"}))]);
     assert_eq!(res.joined.len(), 1);
-    assert_eq!(res.joined[0].result["result"], json!(["A", "B"]));
+    assert_eq!(res.joined[0].result.to_value()["result"], json!(["A", "B"]));
     let mut ready: Vec<&str> = res.ready.iter().map(|r| r.task_id.as_str()).collect();
     ready.sort_unstable();
     assert_eq!(ready, ["after", "report"]);
@@ -319,8 +325,8 @@ fn a_fan_out_makes_a_task_per_item_and_joins_their_results_in_item_order() {
         .iter()
         .find(|r| r.task_id == "after")
         .expect("after");
-    assert_eq!(after.params["context"]["all"], json!(["A", "B"]));
-    assert_eq!(after.params["context"]["n"], json!(2));
+    assert_eq!(after.params.to_value()["context"]["all"], json!(["A", "B"]));
+    assert_eq!(after.params.to_value()["context"]["n"], json!(2));
     // The members' results moved into the joined value: the plan keeps no copy of them,
     // and their names are not keys (nothing can refer to a member by name).
     for id in ["each-00001", "each-00002"] {
@@ -356,7 +362,7 @@ fn a_failed_item_fails_the_template_and_a_tolerant_task_still_gets_every_outcome
         ["after"]
     );
     assert_eq!(res.ready.len(), 1);
-    let outcomes = &res.ready[0].params["context"]["outcomes"];
+    let outcomes = &res.ready[0].params.to_value()["context"]["outcomes"];
     assert_eq!(outcomes[0]["status"], "failed");
     assert_eq!(outcomes[0]["error"]["code"], "GZ2002");
     assert_eq!(outcomes[1]["result"], "B");
@@ -388,7 +394,7 @@ fn an_empty_list_joins_at_once_and_a_bad_list_fails_the_template() {
     let (mut plan, _) = Plan::build(spec(FAN), &[], &[]).expect("plan");
     let res = plan.finish(&[done("list", json!({"result": []}))]);
     assert_eq!(res.expanded[0].members.len(), 0);
-    assert_eq!(res.joined[0].result["result"], json!([]));
+    assert_eq!(res.joined[0].result.to_value()["result"], json!([]));
     assert_eq!(res.ready.len(), 2);
 
     for (value, code) in [
@@ -420,7 +426,10 @@ fn a_rebuilt_plan_derives_the_same_items_and_replays_their_outcomes() {
     let res = plan.finish(&[done("each-00002", json!({"result": "B"}))]);
     assert_eq!(res.failed[0].task_id, "each");
     assert_eq!(res.ready[0].task_id, "report");
-    assert_eq!(res.ready[0].params["context"]["outcomes"][2]["result"], "C");
+    assert_eq!(
+        res.ready[0].params.to_value()["context"]["outcomes"][2]["result"],
+        "C"
+    );
 }
 
 #[test]
@@ -428,7 +437,8 @@ fn a_template_the_queue_manager_failed_stays_failed_in_a_rebuilt_plan() {
     let refused = FinishedTask {
         task_id: "each".into(),
         status: "failed".into(),
-        result: Some(json!({"error": {"code": "GZ7012", "message": "too many tasks"}})),
+        result: JsonText::of(&json!({"error": {"code": "GZ7012", "message": "too many tasks"}}))
+            .ok(),
     };
     let items = json!({"result": [{"name": "a"}, {"name": "b"}]});
     let finished = [done("list", items), refused];

@@ -79,7 +79,7 @@ tasks:
     );
     // Its release is as before.
     let res = plan.finish(&[done("a", json!({"result": 1}))]);
-    assert_eq!(res.ready[0].params["context"]["x"], json!(2));
+    assert_eq!(res.ready[0].params.to_value()["context"]["x"], json!(2));
 }
 
 #[test]

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use gleitzeit_protocol::errors::GzError;
 use gleitzeit_protocol::payloads::{ExecuteTaskRef, LeaseTasks, TaskFile};
+use gleitzeit_protocol::records::JsonText;
 use gleitzeit_protocol::Envelope;
 use gleitzeit_store::TaskStatus;
 use serde_json::value::{to_raw_value, RawValue};
-use serde_json::{Map, Value};
 
 use super::timers::Timer;
 use super::{later, Effect, Machine, Now, Step, Wf, WfKey};
@@ -223,14 +223,13 @@ impl Machine {
         let wf = self.wfs.get(key)?;
         let (timeout_ms, base_dir) = (wf.info.get(i)?.timeout_ms, wf.record.base_dir.as_deref());
         let t = self.transition(step, key, i, TaskStatus::Running, now)?;
-        let empty = Value::Object(Map::new());
         // Written as JSON here, from the record: the parameters are not copied first.
         let task = to_raw_value(&ExecuteTaskRef {
             workflow_id: key,
             task_id: &t.task_id,
             attempt: t.attempts,
             method: &t.method,
-            params: t.params.as_ref().unwrap_or(&empty),
+            params: t.params.as_ref().unwrap_or(&JsonText::null()),
             timeout_ms,
             base_dir,
             files: &files,

@@ -60,7 +60,7 @@ use gleitzeit_protocol::events;
 use gleitzeit_protocol::limits::MAX_TIMEOUT;
 use gleitzeit_protocol::payloads::{FinishedTask, Resolution};
 use gleitzeit_protocol::replies::{TaskEventRef, WorkflowProgress};
-use gleitzeit_store::{TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+use gleitzeit_store::{JsonText, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
 use gleitzeit_workflow::{FileRef, OnFailure, RetryPolicy, TaskSpec, WorkflowSpec};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
@@ -767,13 +767,13 @@ impl Machine {
 
 /// What the resolver learns of a finished task: a completed one's result, a failed one's
 /// error as `{error}` (for `${<template>.results}` of a batch).
-pub(crate) fn finished_result(t: &TaskRecord) -> Option<Value> {
+pub(crate) fn finished_result(t: &TaskRecord) -> Option<JsonText> {
     match t.status {
         TaskStatus::Completed => t.result.clone(),
         _ => t
             .error
-            .clone()
-            .map(|error| serde_json::json!({ "error": error })),
+            .as_ref()
+            .and_then(|error| JsonText::of(&serde_json::json!({ "error": error })).ok()),
     }
 }
 

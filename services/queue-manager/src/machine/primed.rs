@@ -11,6 +11,7 @@
 //! taken over or a resolver restarted plans again, and the new plan primes again.
 
 use gleitzeit_protocol::payloads::Resolution;
+use gleitzeit_protocol::records::JsonText;
 use gleitzeit_store::TaskStatus;
 use gleitzeit_workflow::substitute;
 use serde_json::Value;
@@ -66,7 +67,7 @@ impl Machine {
         step: &mut Step,
         key: &WfKey,
         i: usize,
-        params: Value,
+        params: JsonText,
         now: Now,
     ) {
         if step.status(self, key, i) != Some(TaskStatus::Pending) {
@@ -79,11 +80,20 @@ impl Machine {
 
     /// `params` with references to task `i` (by id or name) replaced by its result in
     /// `step`; `None` when another reference is met or the substitution fails.
-    fn primed_params(&self, step: &Step, key: &WfKey, i: usize, params: &Value) -> Option<Value> {
+    fn primed_params(
+        &self,
+        step: &Step,
+        key: &WfKey,
+        i: usize,
+        params: &Value,
+    ) -> Option<JsonText> {
         let done = step.record(self, key, i)?;
-        let result = done.result.as_ref()?;
-        let lookup =
-            |k: &str| -> Option<&Value> { (k == done.task_id || k == done.name).then_some(result) };
-        substitute(params, &lookup).ok()
+        let result = done.result.as_ref()?.to_value();
+        let lookup = |k: &str| -> Option<&Value> {
+            (k == done.task_id || k == done.name).then_some(&result)
+        };
+        substitute(params, &lookup)
+            .ok()
+            .map(|p| JsonText::of_value(&p))
     }
 }

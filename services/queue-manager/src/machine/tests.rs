@@ -12,7 +12,7 @@ use gleitzeit_protocol::payloads::{
     BlockedTask, LeaseTasks, LeasedTasks, ReadyTask, Resolution, TaskOutcome, TaskOutcomes,
 };
 use gleitzeit_protocol::{Envelope, Target};
-use gleitzeit_store::{TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+use gleitzeit_store::{JsonText, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
 use gleitzeit_workflow::{Backoff, RetryPolicy, WorkflowSpec};
 use serde_json::{json, Value};
 use tokio::time::{advance, Instant};
@@ -159,7 +159,7 @@ pub(super) fn outcome(
     result: Result<Value, GzError>,
 ) -> Vec<Effect> {
     let (result, error) = match result {
-        Ok(v) => (Some(v), None),
+        Ok(v) => (Some(JsonText::of_value(&v)), None),
         Err(e) => (None, Some(e)),
     };
     let batch = TaskOutcomes {
@@ -287,7 +287,7 @@ async fn a_task_runs_from_pending_to_completed_and_the_workflow_finishes_after_i
             workflow_id: "w".into(),
             task_id: "a".into(),
             attempt: 1,
-            result: Some(json!(42)),
+            result: Some(JsonText::of_value(&json!(42))),
             error: None,
             provider_id: "p-1".into(),
             started_at: 0,
@@ -521,7 +521,7 @@ pub(super) fn resolution(ids: &[&str]) -> Resolution {
             .iter()
             .map(|t| ReadyTask {
                 task_id: t.to_string(),
-                params: json!({ "x": t }),
+                params: JsonText::of_value(&json!({ "x": t })),
             })
             .collect(),
         ..Resolution::default()
@@ -691,7 +691,9 @@ async fn every_move_of_the_table_is_taken() {
     let res = Resolution {
         joined: vec![gleitzeit_protocol::payloads::JoinedTask {
             task_id: "t".into(),
-            result: json!({"result": [], "results": [], "completed": 0, "failed": 0}),
+            result: JsonText::of_value(
+                &json!({"result": [], "results": [], "completed": 0, "failed": 0}),
+            ),
         }],
         ..Resolution::default()
     };

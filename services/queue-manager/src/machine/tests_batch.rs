@@ -40,7 +40,10 @@ async fn a_failed_batch_file_tells_the_resolver_its_error_and_the_rest_goes_on()
     assert_eq!(told.len(), 1);
     assert_eq!(told[0].status, "failed");
     assert_eq!(
-        told[0].result.as_ref().map(|r| r["error"]["code"].clone()),
+        told[0]
+            .result
+            .as_ref()
+            .map(|r| r.to_value()["error"]["code"].clone()),
         Some(json!("GZ2025"))
     );
     assert_eq!(status(&m, "w", "c-00002"), TaskStatus::Running);

@@ -101,7 +101,7 @@ async fn duplicate_late_and_foreign_outcomes_change_nothing() {
     // The same outcome again: the recorded result stays.
     assert!(outcome(&mut m, "e-1", "w", "a", 1, Ok(json!("second"))).is_empty());
     let w = m.workflow("w").expect("w");
-    assert_eq!(w.tasks[0].result, Some(json!("first")));
+    assert_eq!(w.tasks[0].result_value(), Some(json!("first")));
     check_counts(&m);
 }
 

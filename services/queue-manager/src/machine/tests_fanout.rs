@@ -29,7 +29,7 @@ fn member(n: usize, params: Option<serde_json::Value>) -> MemberTask {
         error: params
             .is_none()
             .then(|| GzError::new(ErrorCode::SubstitutionFailed, "`${item.x}`: no field `x`")),
-        params,
+        params: params.as_ref().map(JsonText::of_value),
     }
 }
 
@@ -71,7 +71,7 @@ async fn members_join_in_the_step_that_stores_them_and_the_template_joins_them()
             ("t-00002", TaskStatus::Queued)
         ]
     );
-    assert_eq!(tasks[1].params, Some(json!({"x": 2})));
+    assert_eq!(tasks[1].params_value(), Some(json!({"x": 2})));
     assert_eq!(
         tasks[0].priority, 3,
         "a member keeps its template's priority"
@@ -97,12 +97,12 @@ async fn members_join_in_the_step_that_stores_them_and_the_template_joins_them()
     let res = Resolution {
         joined: vec![JoinedTask {
             task_id: "t".into(),
-            result: joined.clone(),
+            result: JsonText::of_value(&joined),
         }],
         ..Resolution::default()
     };
     let step = m.resolution("f", res, now());
-    assert_eq!(step.task_records()[0].result, Some(joined));
+    assert_eq!(step.task_records()[0].result_value(), Some(joined));
     let effects = commit(&mut m, step);
     let events = events_of(&effects);
     assert!(events.contains(&events::TASK_COMPLETED), "{events:?}");

@@ -28,7 +28,7 @@ fn told_resolver(effects: &[Effect]) -> Vec<Option<serde_json::Value>> {
             _ => None,
         })
         .flatten()
-        .map(|f| f.result)
+        .map(|f| f.result.as_ref().map(JsonText::to_value))
         .collect()
 }
 
@@ -63,5 +63,5 @@ async fn a_small_workflow_keeps_its_results_for_the_completion_event() {
     run_first(&mut m, "small", 3);
     let wf = m.workflow("small").expect("running");
     assert!(!wf.keeps_results_in_store());
-    assert_eq!(wf.tasks[0].result, Some(json!({ "answer": 42 })));
+    assert_eq!(wf.tasks[0].result_value(), Some(json!({ "answer": 42 })));
 }

@@ -418,7 +418,7 @@ mod tests {
         FinishedTask {
             task_id: id.into(),
             status: "completed".into(),
-            result: Some(json!("x".repeat(bytes))),
+            result: Some(JsonText::of_value(&json!("x".repeat(bytes)))),
         }
     }
 
