@@ -61,4 +61,4 @@ pub use substitute::{
     needs_substitution, references, resolve_path, substitute, substitute_item, PathSeg, Reference,
     SubstitutionError,
 };
-pub use validate::{prepare_spec, validate_spec, Parsed};
+pub use validate::{prepare_spec, prepare_spec_with_text_parameters, validate_spec, Parsed};

@@ -55,6 +55,7 @@ pub struct TaskSpec {
     #[serde(
         default = "crate::text_parameters::default_parameters",
         deserialize_with = "crate::text_parameters::parameters",
+        serialize_with = "crate::text_parameters::write_parameters",
         alias = "params"
     )]
     pub parameters: Value,

@@ -7,10 +7,13 @@
 //! value as text into a list on this thread, in task order, and is left `null`; a task
 //! without parameters gets `{}` there, as it would in its field. Any other reading of a
 //! spec is not affected.
+//!
+//! The other way, [`write_with_text_parameters`] writes such a spec (its parameters `null`)
+//! as JSON with each task's parameters text put back in its place.
 
 use std::cell::RefCell;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -19,6 +22,9 @@ use crate::spec::WorkflowSpec;
 thread_local! {
     /// The parameters read so far while a [`parse_with_text_parameters`] runs on this thread.
     static COLLECTED: RefCell<Option<Vec<Box<RawValue>>>> = const { RefCell::new(None) };
+    /// While a [`write_with_text_parameters`] runs on this thread: the texts to write and
+    /// how many were written.
+    static WRITING: RefCell<Option<(Vec<Box<RawValue>>, usize)>> = const { RefCell::new(None) };
 }
 
 /// Reads `text` as a spec whose tasks' `parameters` are `null`, and gives those parameters
@@ -52,6 +58,64 @@ pub fn parse_with_text_parameters(
         )));
     }
     Ok((spec, params))
+}
+
+/// Writes `spec` (read by [`parse_with_text_parameters`], its parameters `null`) as JSON
+/// text, each task's parameters taken from `params` (one per task, in order): the spec as
+/// it would be written with its parameters, without building them as trees of values.
+/// `params` is given back, whatever happens.
+///
+/// # Errors
+///
+/// What writing the spec reports, or a count of `params` that is not the task count.
+pub fn write_with_text_parameters(
+    spec: &WorkflowSpec,
+    params: Vec<Box<RawValue>>,
+) -> (Result<Box<RawValue>, serde_json::Error>, Vec<Box<RawValue>>) {
+    /// Ends the writing however it ends (an error, a panic).
+    struct Writing;
+    impl Drop for Writing {
+        fn drop(&mut self) {
+            WRITING.with(|w| w.borrow_mut().take());
+        }
+    }
+    let expected = params.len();
+    WRITING.with(|w| *w.borrow_mut() = Some((params, 0)));
+    let guard = Writing;
+    let written = serde_json::value::to_raw_value(spec);
+    let (params, used) = WRITING.with(|w| w.borrow_mut().take()).unwrap_or_default();
+    drop(guard);
+    let result = written.and_then(|text| {
+        if used == expected && expected == spec.tasks.len() {
+            Ok(text)
+        } else {
+            Err(serde::ser::Error::custom(format!(
+                "{} tasks but {expected} parameter objects",
+                spec.tasks.len()
+            )))
+        }
+    });
+    (result, params)
+}
+
+/// `TaskSpec::parameters` as written (see [`write_with_text_parameters`]).
+pub(crate) fn write_parameters<S: Serializer>(value: &Value, s: S) -> Result<S::Ok, S::Error> {
+    WRITING.with(|w| {
+        let next = w.borrow_mut().as_mut().map(|(_, used)| {
+            *used += 1;
+            *used - 1
+        });
+        let Some(k) = next else {
+            return value.serialize(s);
+        };
+        let writing = w.borrow();
+        match writing.as_ref().and_then(|(texts, _)| texts.get(k)) {
+            Some(text) => text.serialize(s),
+            None => Err(serde::ser::Error::custom(
+                "more tasks than parameter objects",
+            )),
+        }
+    })
 }
 
 /// Whether a parameters text may hold a reference (`${…}`, `{{…}}`, or an escape that could
@@ -136,5 +200,91 @@ mod tests {
             serde_json::from_str(r#"{"name": "w", "tasks": [{"id": "a", "method": "m"}]}"#)
                 .expect("reads");
         assert_eq!(full.tasks[0].parameters, json!({}));
+    }
+
+    fn prepared_both_ways(
+        spec: &str,
+    ) -> (
+        Result<crate::Parsed, Vec<String>>,
+        Result<crate::Parsed, Vec<String>>,
+    ) {
+        let catalog = crate::MethodCatalog::builtin();
+        let words = |d: Vec<crate::Diagnostic>| d.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+        let full: WorkflowSpec = serde_json::from_str(spec).expect("reads");
+        let usual = crate::prepare_spec(full, &catalog).map_err(words);
+        let (lean, params) = parse_with_text_parameters(spec).expect("reads");
+        let text = crate::prepare_spec_with_text_parameters(lean, &params, &catalog).map_err(words);
+        (usual, text)
+    }
+
+    #[test]
+    fn a_spec_prepared_with_text_parameters_is_checked_and_written_as_the_usual_way() {
+        let spec = json!({
+            "name": "w",
+            "tasks": [
+                {"id": "a", "method": "python/execute", "parameters": {"code": "result = 1"}},
+                {"id": "b", "name": "B", "method": "python/execute", "parameters": {"code": "x", "context": {"v": "${a.result}"}}},
+                {"id": "c", "method": "python/execute", "params": {"code": "y", "context": {"w": "${B.result[0]}"}}}
+            ]
+        })
+        .to_string();
+        let (usual, text) = prepared_both_ways(&spec);
+        let (usual, text) = (usual.expect("valid"), text.expect("valid"));
+        assert_eq!(
+            text.spec.tasks[2].dependencies,
+            ["b"],
+            "dependencies come from the text"
+        );
+        assert_eq!(text.warnings, usual.warnings);
+        let mut forgotten = usual.spec.clone();
+        forgotten.forget_parameters();
+        assert_eq!(text.spec, forgotten);
+        let (_, params) = parse_with_text_parameters(&spec).expect("reads");
+        let (written, back) = write_with_text_parameters(&text.spec, params);
+        assert_eq!(back.len(), 3, "the texts are given back");
+        let written: Value = serde_json::from_str(written.expect("written").get()).expect("json");
+        assert_eq!(written, serde_json::to_value(&usual.spec).expect("json"));
+        // Written the usual way afterwards: parameters as the spec holds them.
+        assert_eq!(
+            serde_json::to_value(&text.spec).expect("json")["tasks"][0]["parameters"],
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn faults_in_text_parameters_are_found_as_in_parsed_ones() {
+        for tasks in [
+            json!([{"id": "a", "method": "python/execute", "parameters": {"code": "x", "context": {"v": "${nobody.result}"}}}]),
+            json!([{"id": "a", "method": "python/execute", "parameters": [1, 2]}]),
+            json!([{"id": "a", "method": "llm/generate", "parameters": {}}]),
+            json!([
+                {"id": "a", "method": "python/execute", "parameters": {"code": "x", "context": {"v": "${b.result}"}}},
+                {"id": "b", "method": "python/execute", "parameters": {"code": "x", "context": {"v": "${a.result}"}}}
+            ]),
+        ] {
+            let spec = json!({"name": "w", "tasks": tasks}).to_string();
+            let (usual, text) = prepared_both_ways(&spec);
+            let usual = usual.expect_err("invalid");
+            assert!(!usual.is_empty());
+            assert_eq!(text.expect_err("invalid"), usual, "{spec}");
+        }
+    }
+
+    #[test]
+    fn a_count_that_does_not_match_is_an_error_not_a_wrong_spec() {
+        let spec = json!({"name": "w", "tasks": [{"id": "a", "method": "python/execute", "parameters": {"code": "x"}}]}).to_string();
+        let (lean, mut params) = parse_with_text_parameters(&spec).expect("reads");
+        params.push(RawValue::from_string("{}".into()).expect("json"));
+        let (written, back) = write_with_text_parameters(&lean, params);
+        assert!(written.is_err());
+        assert_eq!(back.len(), 2);
+        let (written, _) = write_with_text_parameters(&lean, Vec::new());
+        assert!(written.is_err());
+        assert!(crate::prepare_spec_with_text_parameters(
+            lean,
+            &[],
+            &crate::MethodCatalog::builtin()
+        )
+        .is_err());
     }
 }

@@ -39,7 +39,7 @@ const FORBIDDEN_ID_CHARS: &[char] = &['.', '[', ']', '{', '}', '$'];
 /// Dependencies may name tasks by id or name; an empty `name` or `protocol` is accepted
 /// (see [`prepare_spec`] for filling them in). Diagnostics carry no positions.
 pub fn validate_spec(spec: &WorkflowSpec, catalog: &MethodCatalog) -> Vec<Diagnostic> {
-    let mut diagnostics = analyze(spec, catalog, None).diagnostics;
+    let mut diagnostics = analyze(spec, None, catalog, None).diagnostics;
     sort_by_position(&mut diagnostics);
     diagnostics
 }
@@ -57,16 +57,54 @@ pub fn prepare_spec(
     finish(spec, catalog, None, Vec::new())
 }
 
+/// [`prepare_spec`] for a spec read by [`crate::text_parameters::parse_with_text_parameters`]:
+/// its tasks' parameters are `null` and `parameters` holds them as JSON text, one per task.
+/// Each task's parameters are parsed while that task is checked, and dropped after, so a
+/// big spec is never held with all its parameters as trees of values.
+///
+/// # Errors
+///
+/// At least one diagnostic of severity [`crate::Severity::Error`] (also when `parameters`
+/// does not hold one text per task).
+pub fn prepare_spec_with_text_parameters(
+    mut spec: WorkflowSpec,
+    parameters: &[Box<serde_json::value::RawValue>],
+    catalog: &MethodCatalog,
+) -> Result<Parsed, Vec<Diagnostic>> {
+    if parameters.len() != spec.tasks.len() {
+        return Err(vec![Diagnostic::error(
+            codes::INVALID_FIELD,
+            format!(
+                "{} tasks but {} parameter objects",
+                spec.tasks.len(),
+                parameters.len()
+            ),
+        )]);
+    }
+    apply_defaults(&mut spec, catalog);
+    let analysis = analyze(&spec, Some(parameters), catalog, None);
+    normalized(spec, analysis, Vec::new())
+}
+
 /// Defaults, checks, and normalized dependencies; `diagnostics` holds what the YAML reader
 /// found already.
 pub(crate) fn finish(
     mut spec: WorkflowSpec,
     catalog: &MethodCatalog,
     source: Option<&SourceMap>,
-    mut diagnostics: Vec<Diagnostic>,
+    diagnostics: Vec<Diagnostic>,
 ) -> Result<Parsed, Vec<Diagnostic>> {
     apply_defaults(&mut spec, catalog);
-    let analysis = analyze(&spec, catalog, source);
+    let analysis = analyze(&spec, None, catalog, source);
+    normalized(spec, analysis, diagnostics)
+}
+
+/// The spec with its dependencies normalized by `analysis`, unless it found an error.
+fn normalized(
+    mut spec: WorkflowSpec,
+    analysis: Analysis,
+    mut diagnostics: Vec<Diagnostic>,
+) -> Result<Parsed, Vec<Diagnostic>> {
     diagnostics.extend(analysis.diagnostics);
     sort_by_position(&mut diagnostics);
     if diagnostics.iter().any(Diagnostic::is_error) {
@@ -272,6 +310,7 @@ impl<'a> TaskIndex<'a> {
 /// Runs every check; never stops at the first finding.
 pub(crate) fn analyze(
     spec: &WorkflowSpec,
+    texts: Option<&[Box<serde_json::value::RawValue>]>,
     catalog: &MethodCatalog,
     source: Option<&SourceMap>,
 ) -> Analysis {
@@ -284,8 +323,14 @@ pub(crate) fn analyze(
     let mut seen = vec![0usize; spec.tasks.len()];
     let group = BatchGroup::of(spec);
     for (i, task) in spec.tasks.iter().enumerate() {
+        // Parameters kept as text are parsed for this task's checks only (one that does
+        // not read is `null`: "must be an object").
+        let parsed = texts
+            .and_then(|t| t.get(i))
+            .map(|text| serde_json::from_str::<serde_json::Value>(text.get()).unwrap_or_default());
+        let params = parsed.as_ref().unwrap_or(&task.parameters);
         check_task_fields(i, task, &index, &places, &mut out);
-        check_method(i, task, catalog, &places, &mut out);
+        check_method(i, task, params, catalog, &places, &mut out);
         let mut deps = Vec::with_capacity(task.dependencies.len());
         let mut add = |d: usize, deps: &mut Vec<usize>| {
             if seen[d] != i + 1 {
@@ -298,7 +343,7 @@ pub(crate) fn analyze(
                 add(d, &mut deps);
             }
         }
-        for d in check_references(i, task, &index, catalog, &group, &places, &mut out) {
+        for d in check_references(i, task, params, &index, catalog, &group, &places, &mut out) {
             add(d, &mut deps);
         }
         if let Some(d) = check_fan_out(i, task, &index, &group, &places, &mut out) {
@@ -420,6 +465,7 @@ fn check_task_fields(
 fn check_method(
     i: usize,
     task: &TaskSpec,
+    params: &serde_json::Value,
     catalog: &MethodCatalog,
     places: &Places<'_>,
     out: &mut Vec<Diagnostic>,
@@ -457,7 +503,7 @@ fn check_method(
     if !places.params_readable(i) {
         return;
     }
-    if !task.parameters.is_object() {
+    if !params.is_object() {
         out.push(
             Diagnostic::error(
                 codes::INVALID_FIELD,
@@ -467,9 +513,9 @@ fn check_method(
         );
         return;
     }
-    let mut issues = method.check_params(&task.parameters);
+    let mut issues = method.check_params(params);
     if issues.is_empty() && method.name == routing::PYTHON_FUNCTION {
-        issues = crate::functions::check_builtin_call(&task.parameters);
+        issues = crate::functions::check_builtin_call(params);
     }
     for issue in issues {
         let place = if issue.pointer.is_empty() {
@@ -537,9 +583,11 @@ fn resolve_dependency(
 }
 
 /// Reports malformed and unresolvable references; returns the tasks referenced.
+#[allow(clippy::too_many_arguments)]
 fn check_references(
     i: usize,
     task: &TaskSpec,
+    params: &serde_json::Value,
     index: &TaskIndex<'_>,
     catalog: &MethodCatalog,
     group: &BatchGroup,
@@ -548,7 +596,7 @@ fn check_references(
 ) -> Vec<usize> {
     let label = Label(i, task);
     let mut referenced = Vec::new();
-    for_each_reference(&task.parameters, &mut |pointer, raw, parsed, _exact| {
+    for_each_reference(params, &mut |pointer, raw, parsed, _exact| {
         let pos = places.parameter(i, pointer);
         let parsed = match parsed {
             Ok(parsed) => parsed,

@@ -13,7 +13,8 @@ use gleitzeit_store::idempotency::fingerprint;
 use gleitzeit_store::{
     Creation, Idempotency, JsonText, TaskRecord, WorkflowRecord, WorkflowStatus,
 };
-use gleitzeit_workflow::{prepare_spec, WorkflowSpec};
+use gleitzeit_workflow::prepare_spec_with_text_parameters;
+use gleitzeit_workflow::text_parameters::{parse_with_text_parameters, write_with_text_parameters};
 use serde_json::json;
 use tracing::info;
 
@@ -28,24 +29,29 @@ impl Manager {
         env: &Envelope,
         sub: SubmitWorkflow,
     ) -> Result<SubmitReply, GzError> {
-        let spec: WorkflowSpec = sub.spec.parse().map_err(|e| {
-            GzError::new(
-                ErrorCode::ValidationFailed,
-                format!("invalid workflow: {e}"),
-            )
-        })?;
+        // Read with each task's parameters kept as text, checked one task at a time: as
+        // trees of values the parameters of a 100,000-task spec took ~65 MB.
+        let (spec, params) = parse_with_text_parameters(sub.spec.text().unwrap_or("null"))
+            .map_err(|e| {
+                GzError::new(
+                    ErrorCode::ValidationFailed,
+                    format!("invalid workflow: {e}"),
+                )
+            })?;
         // (Its task count was checked before it was read: `Manager::decode`.)
         drop(sub.spec);
-        let parsed = prepare_spec(spec, &self.catalog).map_err(|diags| {
-            let first = diags.iter().find(|d| d.is_error());
-            let code = first
-                .and_then(|d| ErrorCode::from_code(&d.code))
-                .unwrap_or(ErrorCode::ValidationFailed);
-            GzError::new(code, first.map(|d| d.to_string()).unwrap_or_default()).with_details(
-                json!({ "diagnostics": diags.iter().map(|d| d.to_string()).collect::<Vec<_>>() }),
-            )
-        })?;
-        let mut spec = parsed.spec;
+        let parsed =
+            prepare_spec_with_text_parameters(spec, &params, &self.catalog).map_err(|diags| {
+                let first = diags.iter().find(|d| d.is_error());
+                let code = first
+                    .and_then(|d| ErrorCode::from_code(&d.code))
+                    .unwrap_or(ErrorCode::ValidationFailed);
+                GzError::new(code, first.map(|d| d.to_string()).unwrap_or_default())
+                    .with_details(json!({
+                        "diagnostics": diags.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+                    }))
+            })?;
+        let spec = parsed.spec;
         let id = match sub.workflow_id {
             Some(id) if id.len() <= 200 && !id.is_empty() => id,
             Some(_) => {
@@ -56,14 +62,14 @@ impl Manager {
             }
             None => format!("wf-{}", uuid::Uuid::new_v4().simple()),
         };
-        // Kept as text: the tree of values of a 100,000-task spec took ~300 MB.
-        let spec_json = JsonText::of(&spec).map_err(|e| {
+        // Written as text with the parameters put back in place (the machine reads only
+        // the scheduling facts; the text goes to the store and the resolver).
+        let (written, params) = write_with_text_parameters(&spec, params);
+        drop(params);
+        let spec_json = written.map(JsonText::from_raw).map_err(|e| {
             GzError::new(ErrorCode::Internal, format!("cannot write the spec: {e}"))
         })?;
         self.limits.check_len(spec_json.len())?;
-        // The parameters live on in the text (to the store, to the resolver); the machine
-        // reads only the scheduling facts, so the trees of values go before the write.
-        spec.forget_parameters();
         let idempotency = match sub.idempotency_key {
             Some(key) if key.len() <= 200 && !key.is_empty() => {
                 let fingerprint =
