@@ -118,7 +118,7 @@ impl Plan {
     /// [`gleitzeit_workflow::text_parameters::parse_with_text_parameters`]: `params` are its
     /// tasks' parameters as text, in task order.
     pub fn with_text_parameters(
-        spec: WorkflowSpec,
+        mut spec: WorkflowSpec,
         params: Vec<Box<RawValue>>,
         finished: &[FinishedTask],
         started: &[String],
@@ -144,10 +144,12 @@ impl Plan {
             .enumerate()
             .map(|(i, t)| (t.id.clone(), i))
             .collect();
+        // Ids are looked up first, so a name that is its task's id needs no entry.
         let names: HashMap<String, usize> = spec
             .tasks
             .iter()
             .enumerate()
+            .filter(|(_, t)| t.name != t.id)
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
         let remaining = (0..n).map(|i| dag.dependencies(i).len() as u32).collect();
@@ -159,6 +161,9 @@ impl Plan {
         let reads: Vec<Box<[u32]>> = (0..n)
             .map(|d| read_by(&spec, &params[d], &index, &names, d))
             .collect();
+        for task in &mut spec.tasks {
+            forget_unread(task);
+        }
         let mut plan = Plan {
             spec,
             params,
@@ -509,6 +514,16 @@ impl Plan {
             self.one_less(d, res);
         }
     }
+}
+
+/// Drops what the plan never reads of a task once it is built (the DAG holds the
+/// dependencies; methods, protocols, files, retries and timeouts are the queue-manager's):
+/// a 100,000-task plan holds each task for the whole run.
+fn forget_unread(task: &mut gleitzeit_workflow::TaskSpec) {
+    task.dependencies = Vec::new();
+    task.method = String::new();
+    task.protocol = String::new();
+    task.files = Default::default();
 }
 
 /// The spec's tasks whose results task `d` reads (each once): `${t…}` in its parameters

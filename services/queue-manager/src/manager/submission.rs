@@ -46,10 +46,11 @@ impl Manager {
                 let code = first
                     .and_then(|d| ErrorCode::from_code(&d.code))
                     .unwrap_or(ErrorCode::ValidationFailed);
-                GzError::new(code, first.map(|d| d.to_string()).unwrap_or_default())
-                    .with_details(json!({
+                GzError::new(code, first.map(|d| d.to_string()).unwrap_or_default()).with_details(
+                    json!({
                         "diagnostics": diags.iter().map(|d| d.to_string()).collect::<Vec<_>>()
-                    }))
+                    }),
+                )
             })?;
         let spec = parsed.spec;
         let id = match sub.workflow_id {
