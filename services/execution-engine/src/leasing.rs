@@ -13,15 +13,43 @@
 //! run).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::Provider;
+
+/// Free slots by method. Methods are shared names (`Arc<str>`): a request names every
+/// method of every provider (~80 with the python-provider's built-in functions), and is
+/// made, compared and written without copying those names.
+pub(crate) type Slots = BTreeMap<Arc<str>, u32>;
+
+/// A `lease_tasks` payload ([`gleitzeit_protocol::payloads::LeaseTasks`] as JSON), written
+/// from the shared method names.
+#[derive(serde::Serialize)]
+pub(crate) struct LeaseRequest<'a> {
+    /// Method → free slots.
+    #[serde(serialize_with = "names_to_counts")]
+    pub(crate) slots: &'a Slots,
+    /// How long to hold the request when nothing is ready.
+    pub(crate) wait_ms: u64,
+    /// Every method this engine serves, when it is news (`served.rs`).
+    #[serde(serialize_with = "names")]
+    pub(crate) served: &'a [Arc<str>],
+}
+
+fn names_to_counts<S: serde::Serializer>(slots: &&Slots, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(slots.iter().map(|(m, n)| (&**m, n)))
+}
+
+fn names<S: serde::Serializer>(names: &&[Arc<str>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(names.iter().map(|m| &**m))
+}
 
 /// A lease request in flight.
 pub(crate) struct Asked {
     /// Its number (a later request supersedes it).
     pub(crate) seq: u64,
     /// The free slots it asked for, by method.
-    slots: BTreeMap<String, u32>,
+    slots: Slots,
     /// Each provider's free slots when it was made.
     free: HashMap<String, u32>,
     /// The provider table's version then.
@@ -32,7 +60,7 @@ impl Asked {
     /// A request for `slots`, made with `providers` (at `version`) as they are now.
     pub(crate) fn new(
         seq: u64,
-        slots: BTreeMap<String, u32>,
+        slots: Slots,
         providers: &HashMap<String, Provider>,
         prefetch: u32,
         version: u64,
@@ -65,7 +93,7 @@ impl Asked {
 
     /// Whether it asked for at least `slots` of every method.
     #[cfg(test)]
-    pub(crate) fn covers(&self, slots: &BTreeMap<String, u32>) -> bool {
+    pub(crate) fn covers(&self, slots: &Slots) -> bool {
         slots
             .iter()
             .all(|(m, n)| self.slots.get(m).is_some_and(|a| a >= n))
@@ -77,7 +105,7 @@ impl Asked {
     /// request and an empty answer to the old one, two relayed messages on every hop of a
     /// chain, and the old request brings as many tasks as are ready anyway, up to what it
     /// asked for.
-    pub(crate) fn suffices(&self, slots: &BTreeMap<String, u32>) -> bool {
+    pub(crate) fn suffices(&self, slots: &Slots) -> bool {
         slots.iter().all(|(m, &n)| {
             n == 0
                 || self
@@ -113,10 +141,7 @@ fn free(p: &Provider, prefetch: u32) -> u32 {
 }
 
 /// The free slots per method, summed over the providers serving it.
-pub(crate) fn free_slots(
-    providers: &HashMap<String, Provider>,
-    prefetch: u32,
-) -> BTreeMap<String, u32> {
+pub(crate) fn free_slots(providers: &HashMap<String, Provider>, prefetch: u32) -> Slots {
     let mut slots = BTreeMap::new();
     for p in providers.values() {
         let free = free(p, prefetch);
@@ -135,7 +160,7 @@ mod tests {
         list.iter()
             .map(|(id, methods, capacity, in_flight)| {
                 let p = Provider {
-                    methods: methods.iter().map(|m| m.to_string()).collect(),
+                    methods: methods.iter().map(|m| Arc::from(*m)).collect(),
                     capacity: *capacity,
                     in_flight: *in_flight,
                 };
@@ -206,5 +231,25 @@ mod tests {
         assert!(!asked.suffices(&free_slots(&more, 2)));
         let some_more = providers(&[("py", &["python/execute"], 4, 6)]);
         assert!(asked.suffices(&free_slots(&some_more, 2)));
+    }
+
+    #[test]
+    fn a_request_is_written_as_a_lease_tasks_payload() {
+        let slots: Slots = [(Arc::from("python/execute"), 3), (Arc::from("llm/chat"), 8)]
+            .into_iter()
+            .collect();
+        let served = [Arc::from("llm/chat"), Arc::from("python/execute")];
+        let text = serde_json::to_string(&LeaseRequest {
+            slots: &slots,
+            wait_ms: 1000,
+            served: &served,
+        })
+        .expect("json");
+        let read: gleitzeit_protocol::payloads::LeaseTasks =
+            serde_json::from_str(&text).expect("a LeaseTasks");
+        assert_eq!(read.slots["python/execute"], 3);
+        assert_eq!(read.slots["llm/chat"], 8);
+        assert_eq!(read.served, ["llm/chat", "python/execute"]);
+        assert_eq!(read.wait_ms, 1000);
     }
 }

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gleitzeit_component::{run_component, Component, Events, Every, HELD_REPORT_INTERVAL};
@@ -27,9 +28,10 @@ use gleitzeit_protocol::events::{self, component_types, rooms};
 use gleitzeit_protocol::limits::{cap_outcome_measured, MAX_OUTCOME_BYTES};
 use gleitzeit_protocol::metrics::MetricFamily;
 use gleitzeit_protocol::payloads::{
-    CancelTasks, ComponentInfo, ExecuteTask, ExecuteTasks, LeaseTasks, LeasedTasks, TaskOutcome,
-    TaskOutcomes, TaskRef,
+    CancelTasks, ComponentInfo, ExecuteTask, ExecuteTasks, LeasedTasks, TaskOutcome, TaskOutcomes,
+    TaskRef,
 };
+use gleitzeit_protocol::records::JsonText;
 use gleitzeit_protocol::requests::EngineRequest;
 use gleitzeit_protocol::{routing, Envelope, Target};
 use gleitzeit_runtime::Shutdown;
@@ -42,6 +44,7 @@ mod losses;
 mod outgoing;
 mod served;
 
+use leasing::LeaseRequest;
 use losses::watchdog_deadline;
 
 /// Settings.
@@ -68,7 +71,7 @@ pub enum ServiceError {
 }
 
 struct Provider {
-    methods: Vec<String>,
+    methods: Vec<Arc<str>>,
     capacity: u32,
     in_flight: u32,
 }
@@ -313,7 +316,7 @@ impl Engine {
                         capacity: 0,
                         in_flight: 0,
                     });
-                    p.methods = r.capabilities;
+                    p.methods = r.capabilities.into_iter().map(Arc::from).collect();
                     p.capacity = r.capacity;
                 }
                 let gone: Vec<String> = self
@@ -389,12 +392,13 @@ impl Engine {
             let served =
                 self.served
                     .for_request(&target, slots.keys().cloned().collect(), Instant::now());
-            let payload = serde_json::to_value(LeaseTasks {
-                served,
-                slots: slots.clone(),
+            // Written straight from the shared method names (a `LeaseTasks` as JSON).
+            let payload = JsonText::of(&LeaseRequest {
+                slots: &slots,
                 wait_ms: 1000,
+                served: &served,
             })
-            .unwrap_or(Value::Null);
+            .unwrap_or_default();
             let to = if target.is_empty() {
                 Target::Type(component_types::QUEUE_MANAGER.into())
             } else {
@@ -402,9 +406,9 @@ impl Engine {
             };
             // Sent now, in order after the outcomes that freed the slots; only the wait is
             // spawned.
-            let pending = self
-                .client
-                .send_request(Envelope::new(to, events::LEASE_TASKS, payload));
+            let pending =
+                self.client
+                    .send_request(Envelope::with_text(to, events::LEASE_TASKS, payload));
             tokio::spawn(async move {
                 let request = async move { pending?.reply(Duration::from_secs(10)).await };
                 let result = gleitzeit_runtime::catch_panic(request)
@@ -430,7 +434,7 @@ impl Engine {
     fn pick_provider(&self, method: &str) -> Option<String> {
         self.providers
             .iter()
-            .filter(|(_, p)| p.methods.iter().any(|m| m == method))
+            .filter(|(_, p)| p.methods.iter().any(|m| &**m == method))
             .max_by_key(|(id, p)| {
                 (
                     i64::from(p.capacity.saturating_mul(self.prefetch)) - i64::from(p.in_flight),

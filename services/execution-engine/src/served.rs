@@ -8,6 +8,7 @@
 //! queue-manager keeps what it heard: `docs/protocol.md`, `lease_tasks`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often an unchanged list is sent again (well within the shortest provider grace a
@@ -17,7 +18,7 @@ pub(crate) const SERVED_EVERY: Duration = Duration::from_millis(250);
 /// What each queue-manager (by lease target) last heard, and when.
 #[derive(Debug, Default)]
 pub(crate) struct ServedNews {
-    sent: HashMap<String, (Instant, Vec<String>)>,
+    sent: HashMap<String, (Instant, Vec<Arc<str>>)>,
 }
 
 impl ServedNews {
@@ -26,9 +27,9 @@ impl ServedNews {
     pub(crate) fn for_request(
         &mut self,
         target: &str,
-        methods: Vec<String>,
+        methods: Vec<Arc<str>>,
         now: Instant,
-    ) -> Vec<String> {
+    ) -> Vec<Arc<str>> {
         let news = self.sent.get(target).is_none_or(|(at, sent)| {
             *sent != methods || now.saturating_duration_since(*at) >= SERVED_EVERY
         });
@@ -49,8 +50,8 @@ impl ServedNews {
 mod tests {
     use super::*;
 
-    fn list(methods: &[&str]) -> Vec<String> {
-        methods.iter().map(|m| m.to_string()).collect()
+    fn list(methods: &[&str]) -> Vec<Arc<str>> {
+        methods.iter().map(|m| Arc::from(*m)).collect()
     }
 
     #[test]
