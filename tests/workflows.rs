@@ -37,6 +37,57 @@ async fn the_chain_example_passes_typed_results_along() {
         .contains("computing the report"));
 }
 
+/// The hub's count of envelopes it accepted for `event` (`gleitzeit_hub_messages_total`).
+async fn hub_messages(suite: &TestSuite, event: &str) -> u64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", suite.hub.url))
+        .bearer_auth(&suite.hub.key)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("the hub answers")
+        .text()
+        .await
+        .expect("metrics");
+    let line = format!("gleitzeit_hub_messages_total{{event=\"{event}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .map_or(0, |n| n as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_of_megabytes_is_submitted_and_planned_in_parts() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    // ~2.5 MB of spec: 600 tasks with 4 KB of text each (multi-byte characters too), the
+    // last reading the first's result.
+    let pad = "ä€x".repeat(700);
+    let mut yaml = String::from("name: big-spec\ntasks:\n");
+    for i in 0..600 {
+        yaml.push_str(&format!(
+            "  - id: t{i}\n    method: python/execute\n    parameters: {{ code: \"result = len(context['pad'])\", context: {{ pad: \"{pad}\" }} }}\n"
+        ));
+    }
+    yaml.push_str(
+        "  - id: last\n    method: python/execute\n    parameters: { code: \"result = context['n'] + 1\", context: { n: \"${t0.result}\" } }\n",
+    );
+    let file = workflow_file("big-spec.yaml", &yaml);
+    let (submits, plans) = (
+        hub_messages(&suite, "workflow_submit").await,
+        hub_messages(&suite, "workflow_plan").await,
+    );
+    let (code, doc) = suite.run_json(&file);
+    assert_eq!(code, 0, "{}", doc["status"]);
+    assert_eq!(doc["status"], "completed");
+    assert_eq!(task(&doc, "t0")["result"]["result"], json!(2100));
+    assert_eq!(task(&doc, "last")["result"]["result"], json!(2101));
+    // One submission and one plan, each relayed in parts of at most 1 MiB.
+    let submit_parts = hub_messages(&suite, "workflow_submit").await - submits;
+    let plan_parts = hub_messages(&suite, "workflow_plan").await - plans;
+    assert!(submit_parts >= 3, "{submit_parts} parts");
+    assert!(plan_parts >= 3, "{plan_parts} parts");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_and_fan_in_and_object_substitution() {
     let suite = TestSuite::start(SuiteOptions::default()).await;

@@ -352,7 +352,8 @@ pub(crate) async fn submit_spec(
 ) -> Result<Value, GzError> {
     let spec = gleitzeit_protocol::records::JsonText::of(spec)
         .map_err(|e| GzError::new(ErrorCode::Internal, format!("cannot encode the spec: {e}")))?;
-    let payload = serde_json::to_value(SubmitWorkflow {
+    // Written as text (a big spec goes in parts: `docs/protocol.md`, "Big messages in parts").
+    let payload = gleitzeit_protocol::records::JsonText::of(&SubmitWorkflow {
         workflow_id: Some(id.to_string()),
         spec,
         base_dir: Some(base_dir.to_string_lossy().into_owned()),
@@ -362,7 +363,7 @@ pub(crate) async fn submit_spec(
     // The key makes the submit safe to repeat: when no queue-manager is connected for a
     // moment (GZ1020) or the connection drops, it is sent again within the timeout.
     client
-        .request_retrying(
+        .request_retrying_in_parts(
             queue_manager(),
             events::WORKFLOW_SUBMIT,
             payload,

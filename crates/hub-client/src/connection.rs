@@ -440,6 +440,21 @@ fn dispatch(shared: &Arc<Shared>, body: &str) {
             return;
         }
     };
+    // A part of a big message: nothing goes on until the whole message is here.
+    let env = if env.part.is_some() {
+        let (event, source) = (env.event.clone(), env.source.clone());
+        let joined = lock(&shared.parts).add(env, std::time::Instant::now());
+        match joined {
+            Ok(Some(whole)) => whole,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(%event, %source, error = %e, "message in parts dropped");
+                return;
+            }
+        }
+    } else {
+        env
+    };
     let is_answer = matches!(
         env.event.as_str(),
         events::REPLY | events::REGISTERED | events::ERROR

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod connection;
+mod parts;
 mod retry;
 pub mod tls;
 mod transport;
@@ -162,6 +163,8 @@ struct Shared {
     /// Milliseconds after `born` of the last envelope sent or received (heartbeats and
     /// answers aside).
     last_traffic: AtomicU64,
+    /// Messages coming in parts (`parts.rs`).
+    parts: Mutex<parts::Assembler>,
 }
 
 impl Shared {
@@ -220,6 +223,7 @@ impl HubClient {
             stop,
             born: std::time::Instant::now(),
             last_traffic: AtomicU64::new(0),
+            parts: Mutex::new(parts::Assembler::default()),
             config,
         });
         let (first_tx, first_rx) = oneshot::channel();
@@ -308,13 +312,36 @@ impl HubClient {
     /// waiting to another task still has the request go out before its own next messages
     /// (a request sent from inside the spawned task leaves only once that task runs).
     pub fn send_request(&self, envelope: Envelope) -> Result<PendingReply, GzError> {
-        let id = envelope.id.clone();
-        let event = envelope.event.clone();
+        let (id, event) = (envelope.id.clone(), envelope.event.clone());
+        self.send_awaiting(id, event, vec![envelope])
+    }
+
+    /// [`HubClient::send_request`] for a message that may be big: a payload kept as text
+    /// ([`Envelope::raw`]) of more than [`gleitzeit_protocol::limits::MESSAGE_PART_BYTES`]
+    /// goes in parts, which the receiving `hub-client` joins again (`docs/protocol.md`,
+    /// "Big messages in parts"). Only for receivers that use this crate (the services and
+    /// the CLI), never for browsers or the Python SDK.
+    pub fn send_request_in_parts(&self, envelope: Envelope) -> Result<PendingReply, GzError> {
+        let (id, event) = (envelope.id.clone(), envelope.event.clone());
+        let parts = parts::split(envelope, gleitzeit_protocol::limits::MESSAGE_PART_BYTES);
+        self.send_awaiting(id, event, parts)
+    }
+
+    /// Sends `envelopes` (a request, or its parts) and gives what waits for the reply to
+    /// request `id`.
+    fn send_awaiting(
+        &self,
+        id: String,
+        event: String,
+        envelopes: Vec<Envelope>,
+    ) -> Result<PendingReply, GzError> {
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id.clone(), tx);
-        if let Err(e) = self.send(envelope) {
-            self.lock_pending().remove(&id);
-            return Err(e);
+        for envelope in envelopes {
+            if let Err(e) = self.send(envelope) {
+                self.lock_pending().remove(&id);
+                return Err(e);
+            }
         }
         Ok(PendingReply {
             client: self.clone(),

@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_protocol::Target;
+use gleitzeit_protocol::records::JsonText;
+use gleitzeit_protocol::{Envelope, Target};
 use serde_json::Value;
 use tokio::time::Instant;
 use tracing::debug;
@@ -47,6 +48,43 @@ impl HubClient {
         total: Duration,
         attempt: Duration,
     ) -> Result<Value, GzError> {
+        self.retrying(event, total, attempt, |wait| {
+            self.request_with_timeout(target.clone(), event, payload.clone(), wait)
+        })
+        .await
+    }
+
+    /// [`HubClient::request_retrying`] for a payload already written as JSON text, sent in
+    /// parts when it is big ([`HubClient::send_request_in_parts`]): a submission.
+    pub async fn request_retrying_in_parts(
+        &self,
+        target: Target,
+        event: &str,
+        payload: JsonText,
+        total: Duration,
+        attempt: Duration,
+    ) -> Result<Value, GzError> {
+        self.retrying(event, total, attempt, |wait| {
+            let envelope = Envelope::with_text(target.clone(), event, payload.clone());
+            let pending = self.send_request_in_parts(envelope);
+            async move { pending?.reply(wait).await }
+        })
+        .await
+    }
+
+    /// Attempts `send` (given how long the attempt may wait) until it succeeds, fails for
+    /// good, or `total` is up.
+    async fn retrying<F, Fut>(
+        &self,
+        event: &str,
+        total: Duration,
+        attempt: Duration,
+        mut send: F,
+    ) -> Result<Value, GzError>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<Value, GzError>>,
+    {
         // A caller's limit past a year is as good as a year (and cannot overflow `Instant`).
         let total = total.min(Duration::from_secs(365 * 24 * 3600));
         let deadline = Instant::now() + total;
@@ -56,10 +94,7 @@ impl HubClient {
             attempts += 1;
             let left = deadline.saturating_duration_since(Instant::now());
             let wait = attempt.min(left).max(Duration::from_millis(1));
-            let error = match self
-                .request_with_timeout(target.clone(), event, payload.clone(), wait)
-                .await
-            {
+            let error = match send(wait).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };

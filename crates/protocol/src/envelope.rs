@@ -48,12 +48,31 @@ pub struct Envelope<P = Value> {
     /// Milliseconds since the Unix epoch when the message was created.
     #[serde(default)]
     pub ts: u64,
+    /// Set on each part of a big message sent in parts (its payload is a piece of the
+    /// whole payload's JSON text, as a string): see [`Part`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<Part>,
     /// The payload as JSON text, not parsed, for a large message whose receiver reads it
     /// straight into its own types (a submission, a plan: see
     /// [`crate::events::KEPT_AS_TEXT`]); `payload` is null then. Never on the wire.
     #[serde(skip)]
     #[schemars(skip)]
     pub raw: Option<JsonText>,
+}
+
+/// One part of a message too big to travel whole (`docs/protocol.md`, "Big messages in
+/// parts"). The parts carry the message's event and target, and as payload a piece of its
+/// payload's JSON text (a string); the receiving `hub-client` joins the pieces in order of
+/// `index` once all `count` have come from the same sender, and hands on the whole message
+/// with the id `of` (what its reply answers).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct Part {
+    /// The id of the whole message.
+    pub of: String,
+    /// This part's place, from 0.
+    pub index: u32,
+    /// How many parts the message has.
+    pub count: u32,
 }
 
 fn default_version() -> u32 {
@@ -81,6 +100,7 @@ impl<P> Envelope<P> {
             payload: f(self.payload),
             auth: self.auth,
             ts: self.ts,
+            part: self.part,
             raw: self.raw,
         }
     }
@@ -153,6 +173,7 @@ impl Envelope {
             payload,
             auth: None,
             ts: now_millis(),
+            part: None,
             raw: None,
         }
     }
@@ -212,6 +233,7 @@ impl Envelope {
             payload,
             auth: self.auth.clone(),
             ts: self.ts,
+            part: self.part.clone(),
             raw: None,
         }
     }

@@ -17,6 +17,9 @@ use crate::payloads::TaskOutcome;
 
 /// The hub's limit on one message (Socket.IO payload), in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// A message whose payload text is larger travels in parts of at most this many bytes
+/// ([`crate::envelope::Part`]): no hub or receiver holds a copy of a message of megabytes.
+pub const MESSAGE_PART_BYTES: usize = 1024 * 1024;
 
 /// The largest result (or error) one task outcome may carry, in bytes of JSON. A larger
 /// one is replaced by a GZ2026 error with a truncated preview.

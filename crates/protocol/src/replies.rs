@@ -104,6 +104,7 @@ impl EventBatch {
                 payload: e.payload,
                 auth: auth.clone(),
                 ts: e.ts,
+                part: None,
                 raw: None,
             })
             .collect()

@@ -188,8 +188,51 @@ impl Registry {
         msg_id: &str,
         pred: impl Fn(&RegisterPayload) -> bool,
     ) -> Option<(String, Location)> {
-        // (id, load score, location)
-        let mut candidates: Vec<(&String, f64, Location)> = Vec::new();
+        let candidates = self.candidates(pred);
+        let best = candidates.iter().map(|c| c.1).fold(f64::INFINITY, f64::min);
+        let tied: Vec<(String, Location)> = candidates
+            .into_iter()
+            .filter(|c| c.1 <= best + f64::EPSILON)
+            .map(|c| (c.0, c.2))
+            .collect();
+        if tied.is_empty() {
+            return None;
+        }
+        let cursor = self.cursors.entry(key.to_string()).or_insert(0);
+        let chosen = tied[*cursor % tied.len()].clone();
+        *cursor = cursor.wrapping_add(1);
+        self.mark_in_flight(&chosen.0, msg_id);
+        Some(chosen)
+    }
+
+    /// Chooses the instance matching `pred` for a part of the big message `part.of`: the
+    /// same one for every part (picked by the message id among the healthy instances, in id
+    /// order, not by load), so the parts meet at one receiver. The message counts as in
+    /// flight to it from its last part.
+    pub fn choose_for_part(
+        &mut self,
+        part: &gleitzeit_protocol::envelope::Part,
+        pred: impl Fn(&RegisterPayload) -> bool,
+    ) -> Option<(String, Location)> {
+        use std::hash::{Hash, Hasher};
+        let candidates = self.candidates(pred);
+        if candidates.is_empty() {
+            return None;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        part.of.hash(&mut hasher);
+        let at = (hasher.finish() % candidates.len() as u64) as usize;
+        let (id, _, loc) = candidates.into_iter().nth(at)?;
+        if part.index.saturating_add(1) == part.count {
+            self.mark_in_flight(&id, &part.of);
+        }
+        Some((id, loc))
+    }
+
+    /// The healthy instances matching `pred`, local or remote, in id order, with their load
+    /// relative to capacity.
+    fn candidates(&self, pred: impl Fn(&RegisterPayload) -> bool) -> Vec<(String, f64, Location)> {
+        let mut candidates: Vec<(String, f64, Location)> = Vec::new();
         let score = |info: &ComponentInfo, in_flight: u32| {
             let busy = in_flight.max(info.registration.load) as f64;
             busy / f64::from(info.registration.capacity.max(1))
@@ -197,7 +240,7 @@ impl Registry {
         for (id, e) in &self.components {
             if e.info.health == ComponentHealth::Healthy && pred(&e.info.registration) {
                 let s = score(&e.info, e.info.in_flight);
-                candidates.push((id, s, Location::Local(e.sid.clone())));
+                candidates.push((id.clone(), s, Location::Local(e.sid.clone())));
             }
         }
         for (hub, r) in &self.remote {
@@ -210,30 +253,22 @@ impl Registry {
                 }
                 let mine = self.remote_in_flight.get(id).copied().unwrap_or(0);
                 let s = score(info, mine.max(info.in_flight));
-                candidates.push((id, s, Location::Remote(hub.clone())));
+                candidates.push((id.clone(), s, Location::Remote(hub.clone())));
             }
         }
-        if candidates.is_empty() {
-            return None;
-        }
-        candidates.sort_by(|a, b| a.0.cmp(b.0));
+        candidates.sort_by(|a, b| a.0.cmp(&b.0));
         candidates.dedup_by(|a, b| a.0 == b.0);
-        let best = candidates.iter().map(|c| c.1).fold(f64::INFINITY, f64::min);
-        let tied: Vec<(String, Location)> = candidates
-            .into_iter()
-            .filter(|c| c.1 <= best + f64::EPSILON)
-            .map(|c| (c.0.clone(), c.2))
-            .collect();
-        let cursor = self.cursors.entry(key.to_string()).or_insert(0);
-        let chosen = tied[*cursor % tied.len()].clone();
-        *cursor = cursor.wrapping_add(1);
-        match self.components.get_mut(&chosen.0) {
+        candidates
+    }
+
+    /// Message `msg_id` is in flight to component `id` (until its reply comes back).
+    fn mark_in_flight(&mut self, id: &str, msg_id: &str) {
+        match self.components.get_mut(id) {
             Some(entry) => entry.info.in_flight += 1,
-            None => *self.remote_in_flight.entry(chosen.0.clone()).or_insert(0) += 1,
+            None => *self.remote_in_flight.entry(id.to_string()).or_insert(0) += 1,
         }
         self.routed
-            .insert(msg_id.to_string(), (chosen.0.clone(), Instant::now()));
-        Some(chosen)
+            .insert(msg_id.to_string(), (id.to_string(), Instant::now()));
     }
 
     /// A reply to `request_id` came back: the request is no longer in flight.
@@ -475,6 +510,44 @@ mod tests {
         }
         assert_eq!(counts.len(), 3);
         assert!(counts.values().all(|&c| c == 10), "{counts:?}");
+    }
+
+    #[test]
+    fn every_part_of_a_big_message_goes_to_one_instance_whatever_the_load() {
+        let mut r = Registry::default();
+        for i in 0..4 {
+            r.register(
+                reg(&format!("q{i}"), "queue-manager", &[], 1),
+                &format!("s{i}"),
+            );
+        }
+        let mut spread = std::collections::HashSet::new();
+        for m in 0..20 {
+            let of = format!("msg-{m}");
+            let mut picked = std::collections::HashSet::new();
+            for index in 0..5 {
+                let part = gleitzeit_protocol::envelope::Part {
+                    of: of.clone(),
+                    index,
+                    count: 5,
+                };
+                // Load changes between parts (other messages) do not move them.
+                r.choose("type:queue-manager", &format!("other-{m}-{index}"), |_| {
+                    true
+                });
+                let (id, _) = r.choose_for_part(&part, |_| true).expect("a target");
+                picked.insert(id);
+            }
+            assert_eq!(picked.len(), 1, "{of}: {picked:?}");
+            spread.extend(picked);
+            // The whole message is in flight once, answered by its id.
+            assert!(r.routed.contains_key(&of));
+            r.answered(&of);
+        }
+        assert!(
+            spread.len() > 1,
+            "different messages spread over the instances"
+        );
     }
 
     #[test]

@@ -174,11 +174,11 @@ async fn intake(state: &Arc<HubState>, socket: &SocketRef, data: Result<RawEnvel
         }
     };
     if let Some(err) = check_sizes(&env) {
-        return reject(state, socket, Some(env.id.clone()), err);
+        return reject(state, socket, Some(answer_id(&env)), err);
     }
     let Some(session) = session_of(socket) else {
         let err = GzError::new(ErrorCode::AuthInvalid, "this socket is not authenticated");
-        return reject(state, socket, Some(env.id.clone()), err);
+        return reject(state, socket, Some(answer_id(&env)), err);
     };
     let sid = socket.id.to_string();
     // What this socket registered as (its key allowed it then): messages it sends while
@@ -200,7 +200,7 @@ async fn intake(state: &Arc<HubState>, socket: &SocketRef, data: Result<RawEnvel
         )
     };
     if let Err(err) = verdict {
-        return reject(state, socket, Some(env.id.clone()), err);
+        return reject(state, socket, Some(answer_id(&env)), err);
     }
     state.metrics.message(&env.event);
     let span = info_span!("envelope", event = %env.event, correlation_id = env.correlation_id.as_deref().unwrap_or(&env.id), source = %env.source, user = %session.identity.user);
@@ -220,6 +220,14 @@ async fn intake(state: &Arc<HubState>, socket: &SocketRef, data: Result<RawEnvel
     }
     .instrument(span)
     .await
+}
+
+/// The id a refusal of `env` answers: the whole message's for a part of a big message (its
+/// sender waits for that one), else its own.
+pub(super) fn answer_id<P>(env: &Envelope<P>) -> String {
+    env.part
+        .as_ref()
+        .map_or_else(|| env.id.clone(), |p| p.of.clone())
 }
 
 fn check_sizes<P>(env: &Envelope<P>) -> Option<GzError> {
@@ -309,7 +317,7 @@ async fn hub_event(
     match request {
         HubRequest::Register(mut reg) => {
             if let Err(err) = check_registration(state, session, &mut reg) {
-                return reject(state, socket, Some(env.id.clone()), err);
+                return reject(state, socket, Some(answer_id(&env)), err);
             }
             let replaced = state
                 .registry()
@@ -362,7 +370,7 @@ async fn hub_event(
         HubRequest::Heartbeat(mut hb) => {
             if let Some(m) = hb.metadata.as_mut() {
                 if let Err(err) = check_metadata(m) {
-                    return reject(state, socket, Some(env.id.clone()), err);
+                    return reject(state, socket, Some(answer_id(&env)), err);
                 }
             }
             // An LLM provider's endpoints changing state (cooldown, down, back) is an alert.
@@ -403,11 +411,11 @@ async fn hub_event(
                     ErrorCode::InvalidPayload,
                     "room names must be 1..=256 bytes",
                 );
-                return reject(state, socket, Some(env.id.clone()), err);
+                return reject(state, socket, Some(answer_id(&env)), err);
             }
             if env.event == events::SUBSCRIBE {
                 if let Err(err) = check_rooms(state, session, sender_type, &sub.rooms).await {
-                    return reject(state, socket, Some(env.id.clone()), err);
+                    return reject(state, socket, Some(answer_id(&env)), err);
                 }
             }
             let changed = if env.event == events::SUBSCRIBE {

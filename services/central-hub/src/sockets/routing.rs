@@ -114,22 +114,27 @@ pub(super) async fn route(state: &Arc<HubState>, socket: &SocketRef, env: RawEnv
     state.routed.fetch_add(1, Ordering::Relaxed);
     // The envelope moves to its receiver (no copy of a payload of megabytes); what the
     // answer to an undeliverable one needs is kept apart.
-    let (id, target) = (env.id.clone(), env.target.clone());
+    let (id, target) = (answer_id(&env), env.target.clone());
     let delivered = match &target {
         Target::Hub => true,
         Target::Component(to) => deliver_to_component(state, to, env),
         Target::Type(t) => {
             let key = format!("type:{t}");
-            let chosen = state
-                .registry()
-                .choose(&key, &id, |c| &c.component_type == t);
+            let pred = |c: &RegisterPayload| &c.component_type == t;
+            let chosen = match &env.part {
+                // Every part of a big message goes to the same instance.
+                Some(part) => state.registry().choose_for_part(part, pred),
+                None => state.registry().choose(&key, &id, pred),
+            };
             chosen.is_some_and(|(to, loc)| deliver_at(state, &to, loc, env))
         }
         Target::Capability(cap) => {
             let key = format!("capability:{cap}");
-            let chosen = state
-                .registry()
-                .choose(&key, &id, |c| c.capabilities.iter().any(|x| x == cap));
+            let pred = |c: &RegisterPayload| c.capabilities.iter().any(|x| x == cap);
+            let chosen = match &env.part {
+                Some(part) => state.registry().choose_for_part(part, pred),
+                None => state.registry().choose(&key, &id, pred),
+            };
             chosen.is_some_and(|(to, loc)| deliver_at(state, &to, loc, env))
         }
         Target::Room(room) => {

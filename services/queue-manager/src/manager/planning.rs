@@ -351,9 +351,14 @@ async fn ask(
     ask_envelope(client, Envelope::new(target, event, payload)).await
 }
 
-/// [`ask`] for a prepared request.
+/// [`ask`] for a prepared request (a plan of megabytes goes in parts: `docs/protocol.md`,
+/// "Big messages in parts").
 async fn ask_envelope(client: &HubClient, request: Envelope) -> Result<Resolution, GzError> {
-    resolution(client.request_envelope(request, RESOLVER_TIMEOUT).await)
+    let pending = client.send_request_in_parts(request);
+    resolution(match pending {
+        Ok(pending) => pending.reply(RESOLVER_TIMEOUT).await,
+        Err(e) => Err(e),
+    })
 }
 
 /// A resolver's reply read as a [`Resolution`].
