@@ -254,6 +254,11 @@ mod tests {
             .collect()
     }
 
+    /// `text` sent by `source` (user `u`) in parts of `size` bytes, as delivered.
+    fn sent_by(source: &str, text: &str, size: usize) -> Vec<Envelope> {
+        delivered(split(big("x", text), size), source, "u")
+    }
+
     fn assemble(parts: Vec<Envelope>) -> Vec<Envelope> {
         let mut a = Assembler::default();
         let now = Instant::now();
@@ -293,16 +298,8 @@ mod tests {
 
     #[test]
     fn parts_come_in_any_order_and_interleaved_with_another_senders() {
-        let a = delivered(
-            split(big("x", r#"{"a":"aaaaaaaaaaaaaaaaaaaa"}"#), 5),
-            "s-1",
-            "u",
-        );
-        let b = delivered(
-            split(big("x", r#"{"b":"bbbbbbbbbbbbbbbbbbbb"}"#), 5),
-            "s-2",
-            "u",
-        );
+        let a = sent_by("s-1", r#"{"a":"aaaaaaaaaaaaaaaaaaaa"}"#, 5);
+        let b = sent_by("s-2", r#"{"b":"bbbbbbbbbbbbbbbbbbbb"}"#, 5);
         let mut mixed: Vec<Envelope> = a.into_iter().rev().chain(b).collect();
         mixed.swap(1, 7);
         let whole = assemble(mixed);
@@ -322,11 +319,7 @@ mod tests {
 
     #[test]
     fn parts_that_do_not_fit_are_refused_and_leave_nothing_behind() {
-        let parts = delivered(
-            split(big("x", r#"{"a":"aaaaaaaaaaaaaaaa"}"#), 4),
-            "s-1",
-            "u",
-        );
+        let parts = sent_by("s-1", r#"{"a":"aaaaaaaaaaaaaaaa"}"#, 4);
         let now = Instant::now();
         let mut a = Assembler::default();
         // A piece that is not a string.
@@ -370,14 +363,10 @@ mod tests {
         let now = Instant::now();
         let mut a = Assembler::default();
         for k in 0..MAX_OPEN {
-            let parts = delivered(
-                split(big("x", r#"{"a":"aaaaaaaaaaaa"}"#), 4),
-                &format!("s-{k}"),
-                "u",
-            );
+            let parts = sent_by(&format!("s-{k}"), r#"{"a":"aaaaaaaaaaaa"}"#, 4);
             assert_eq!(a.add(parts[0].clone(), now), Ok(None));
         }
-        let one_more = delivered(split(big("x", r#"{"a":"aaaaaaaaaaaa"}"#), 4), "s-x", "u");
+        let one_more = sent_by("s-x", r#"{"a":"aaaaaaaaaaaa"}"#, 4);
         assert!(a.add(one_more[0].clone(), now).is_err());
         let later = now + PART_TIMEOUT;
         assert_eq!(a.add(one_more[0].clone(), later), Ok(None));
@@ -392,8 +381,8 @@ mod tests {
             ..Assembler::default()
         };
         let text = r#"{"a":"aaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#; // 36 bytes: 3 parts of 12
-        let first = delivered(split(big("x", text), 12), "s-1", "u");
-        let second = delivered(split(big("x", text), 12), "s-2", "u");
+        let first = sent_by("s-1", text, 12);
+        let second = sent_by("s-2", text, 12);
         assert_eq!(a.add(first[0].clone(), now), Ok(None));
         assert_eq!(a.add(first[1].clone(), now), Ok(None));
         assert_eq!(a.add(second[0].clone(), now), Ok(None));
