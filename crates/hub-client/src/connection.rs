@@ -485,15 +485,20 @@ fn dispatch(shared: &Arc<Shared>, body: &str) {
 /// payload as text (`Envelope::raw`) for the receiver to read into its own types.
 const KEEP_AS_TEXT_ABOVE: usize = 64 * 1024;
 
+/// Whether a message of `event`, `len` bytes long, keeps its payload as text for its
+/// receiver (see [`decode`]).
+pub(crate) fn kept_as_text(event: &str, len: usize) -> bool {
+    events::READ_AS_TEXT.contains(&event)
+        || (len > KEEP_AS_TEXT_ABOVE && events::KEPT_AS_TEXT.contains(&event))
+}
+
 /// An incoming Socket.IO event's envelope. The payload is first only delimited (not
 /// parsed); an event of [`events::READ_AS_TEXT`], or a large message of an event in
 /// [`events::KEPT_AS_TEXT`], keeps it as text for the receiver to read into its own types;
 /// anything else has it parsed once.
 fn decode(body: &str) -> Result<Envelope, serde_json::Error> {
     let (_, env) = serde_json::from_str::<(IgnoredAny, Envelope<Option<&RawValue>>)>(body)?;
-    let as_text = events::READ_AS_TEXT.contains(&env.event.as_str())
-        || (body.len() > KEEP_AS_TEXT_ABOVE && events::KEPT_AS_TEXT.contains(&env.event.as_str()));
-    if as_text {
+    if kept_as_text(&env.event, body.len()) {
         let mut raw = None;
         let mut env = env.map_payload(|p| {
             raw = p;

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use gleitzeit_protocol::envelope::{new_id, Part};
-use gleitzeit_protocol::events;
 use gleitzeit_protocol::limits::{MAX_MESSAGE_BYTES, MESSAGE_PART_BYTES};
 use gleitzeit_protocol::records::JsonText;
 use gleitzeit_protocol::Envelope;
@@ -200,7 +199,8 @@ fn piece_of(env: &Envelope) -> Result<String, String> {
 }
 
 /// The message its parts make: the pieces joined, checked to be JSON, and kept as text or
-/// parsed as the event's receivers expect (as `connection::decode` does for a whole one).
+/// parsed as the event's receivers expect (as for a whole one:
+/// [`crate::connection::kept_as_text`]).
 fn whole(open: Open, id: &str) -> Result<Envelope, String> {
     let mut text = String::with_capacity(open.bytes);
     for piece in open.pieces.into_iter().flatten() {
@@ -212,9 +212,7 @@ fn whole(open: Open, id: &str) -> Result<Envelope, String> {
         id: id.to_owned(),
         ..open.head
     };
-    if events::READ_AS_TEXT.contains(&env.event.as_str())
-        || events::KEPT_AS_TEXT.contains(&env.event.as_str())
-    {
+    if crate::connection::kept_as_text(&env.event, raw.len()) {
         env.raw = Some(raw);
     } else {
         env.payload = raw.to_value();
@@ -225,6 +223,7 @@ fn whole(open: Open, id: &str) -> Result<Envelope, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gleitzeit_protocol::events;
     use gleitzeit_protocol::{Identity, Role, Target};
     use serde_json::json;
 
@@ -270,11 +269,12 @@ mod tests {
 
     #[test]
     fn a_big_payload_travels_in_parts_and_comes_back_whole_with_its_id() {
-        // Multi-byte characters straddle the piece boundaries.
-        let text = json!({ "spec": "äöü€🙂".repeat(50), "n": [1, 2, 3] }).to_string();
+        // Multi-byte characters straddle the piece boundaries; over 64 KiB, as a message in
+        // parts always is (a big submission is kept as text for its receiver).
+        let text = json!({ "spec": "äöü€🙂".repeat(7000), "n": [1, 2, 3] }).to_string();
         let env = big(events::WORKFLOW_SUBMIT, &text);
         let id = env.id.clone();
-        let parts = split(env, 16);
+        let parts = split(env, 6 * 1024);
         assert!(parts.len() > 10);
         assert!(parts
             .iter()

@@ -107,12 +107,13 @@ impl ReadyQueue {
     }
 
     /// Takes up to `slots[method]` entries per method, best first, skipping entries that
-    /// `valid` rejects (tasks cancelled or already taken).
-    pub(crate) fn take(
+    /// `valid` rejects (tasks cancelled or already taken); each with the method (routing
+    /// key) it was queued under.
+    pub(crate) fn take<'s>(
         &mut self,
-        slots: &BTreeMap<String, u32>,
+        slots: &'s BTreeMap<String, u32>,
         valid: impl Fn(&Entry) -> bool,
-    ) -> Vec<Entry> {
+    ) -> Vec<(&'s str, Entry)> {
         let mut out = Vec::new();
         for (method, &free) in slots {
             let Some(heap) = self.heaps.get_mut(method) else {
@@ -123,11 +124,11 @@ impl ReadyQueue {
                 let Some(e) = heap.pop() else { break };
                 if valid(&e) {
                     n -= 1;
-                    out.push(e);
+                    out.push((method.as_str(), e));
                 }
             }
         }
-        out.sort_by(|a, b| b.cmp(a));
+        out.sort_by(|a, b| b.1.cmp(&a.1));
         out
     }
 }
@@ -153,7 +154,7 @@ mod tests {
         q.push("a", e(1, 3));
         q.push("b", e(3, 4));
         let slots = BTreeMap::from([("a".to_string(), 2)]);
-        let got: Vec<u64> = q.take(&slots, |_| true).iter().map(|x| x.seq).collect();
+        let got: Vec<u64> = q.take(&slots, |_| true).iter().map(|x| x.1.seq).collect();
         assert_eq!(got, [2, 1]);
         assert_eq!(slots["a"], 2, "the request's counts are read, not used up");
         assert!(!q.is_empty());

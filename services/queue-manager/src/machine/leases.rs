@@ -174,13 +174,12 @@ impl Machine {
             let mut tasks = Vec::with_capacity(picked.len());
             let mut file_bytes = 0usize;
             let mut full = false;
-            for entry in picked {
+            for (route, entry) in picked {
                 let key: WfKey = entry.wf.clone();
                 let i = entry.task;
                 let Some(wf) = self.wfs.get(&key) else {
                     continue;
                 };
-                let route = wf.tasks[i].route().into_owned();
                 let (files, bytes) = task_files(wf, i);
                 if full
                     || (!tasks.is_empty() && file_bytes.saturating_add(bytes) > LEASE_FILE_BYTES)
@@ -188,11 +187,11 @@ impl Machine {
                     // Not in this answer: queued again in its old place (same priority and
                     // arrival number), for the engine's next request.
                     full = true;
-                    self.queue.restore(&route, entry);
+                    self.queue.restore(route, entry);
                     continue;
                 }
                 file_bytes = file_bytes.saturating_add(bytes);
-                step.taken.push((route, entry));
+                step.taken.push((route.to_owned(), entry));
                 if let Some(task) = self.hand_out(step, &key, i, files, &lease.engine, now) {
                     tasks.push(task);
                 }

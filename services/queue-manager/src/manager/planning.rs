@@ -354,11 +354,12 @@ async fn ask(
 /// [`ask`] for a prepared request (a plan of megabytes goes in parts: `docs/protocol.md`,
 /// "Big messages in parts").
 async fn ask_envelope(client: &HubClient, request: Envelope) -> Result<Resolution, GzError> {
-    let pending = client.send_request_in_parts(request);
-    resolution(match pending {
-        Ok(pending) => pending.reply(RESOLVER_TIMEOUT).await,
-        Err(e) => Err(e),
-    })
+    resolution(
+        client
+            .send_request_in_parts(request)?
+            .reply(RESOLVER_TIMEOUT)
+            .await,
+    )
 }
 
 /// A resolver's reply read as a [`Resolution`].
