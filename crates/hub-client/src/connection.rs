@@ -2,13 +2,16 @@
 //!
 //! A session is up once the namespace is joined (the `open` event) and, for components, the
 //! hub answered `register`. While it is up, the task drains the outbox and sends heartbeats;
-//! it ends when the hub closes it, an emit fails, or heartbeats go unanswered.
+//! it ends when the hub closes it, an emit fails, or heartbeats go unanswered. A message in
+//! parts goes out one part at a time as the socket takes them (`parts.rs`); one cut short
+//! by a lost connection goes on from where it stopped on the next one.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::limits::MESSAGE_PART_BYTES;
 use gleitzeit_protocol::payloads::{HeartbeatPayload, RegisteredPayload, SubscribePayload};
 use gleitzeit_protocol::records::JsonText;
 use gleitzeit_protocol::{events, Envelope, Reply, Target, SIO_ENVELOPE_EVENT};
@@ -18,6 +21,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use crate::parts::Outbound;
 use crate::transport::{self, ConnectError, Link};
 use crate::{lock, ClientError, Shared};
 
@@ -70,13 +74,13 @@ pub fn preferred_index(component_id: &str, hubs: usize) -> usize {
 /// Runs sessions until the client is closed. Reports the first session's outcome on `first`.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    mut outbox: mpsc::Receiver<Envelope>,
+    mut outbox: mpsc::Receiver<Outbound>,
     first: oneshot::Sender<Result<(), ClientError>>,
 ) {
     let mut first = Some(first);
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);
-    let mut carry: Option<Envelope> = None;
+    let mut carry: Option<Outbound> = None;
     let mut stop = shared.stop.subscribe();
     // Several hubs of one mesh may be listed, comma-separated: a lost or failed session
     // moves on to the next.
@@ -119,8 +123,12 @@ pub(crate) async fn run(
                 warn!(hub = %url, "connection to hub lost; reconnecting");
                 if shared.config.registration.is_none() {
                     // A plain client's reply address is its socket id, which the next session
-                    // changes: replies to requests sent on this one can never arrive.
+                    // changes: replies to requests sent on this one can never arrive (nor can
+                    // the rest of a message in parts be joined with its first parts).
                     fail_pending(&shared);
+                    if matches!(carry, Some(Outbound::Parts(_))) {
+                        carry = None;
+                    }
                 }
                 if urls.len() > 1 {
                     // Another hub of the mesh is tried at once.
@@ -281,8 +289,8 @@ async fn request_direct(
 async fn drive(
     shared: &Arc<Shared>,
     session: &Session,
-    outbox: &mut mpsc::Receiver<Envelope>,
-    carry: &mut Option<Envelope>,
+    outbox: &mut mpsc::Receiver<Outbound>,
+    carry: &mut Option<Outbound>,
     stop: &mut watch::Receiver<bool>,
     home: Option<&str>,
 ) -> End {
@@ -293,9 +301,9 @@ async fn drive(
     // connection and then says nothing): heartbeats and sends never wait for one.
     let (probed_tx, mut probed) = mpsc::channel::<bool>(1);
     let mut probing = false;
-    if let Some(env) = carry.take() {
-        if emit(&session.link, &env).is_err() {
-            *carry = Some(env);
+    if let Some(out) = carry.take() {
+        if let Err(out) = send_out(&session.link, out).await {
+            *carry = Some(out);
             return End::Lost;
         }
     }
@@ -306,8 +314,8 @@ async fn drive(
     loop {
         tokio::select! {
             _ = stop.changed() => {
-                while let Ok(env) = outbox.try_recv() {
-                    if emit(&session.link, &env).is_err() {
+                while let Ok(out) = outbox.try_recv() {
+                    if send_out(&session.link, out).await.is_err() {
                         break;
                     }
                 }
@@ -316,12 +324,12 @@ async fn drive(
             _ = session.link.closed() => return End::Lost,
             msg = outbox.recv() => match msg {
                 None => return End::Stopped,
-                Some(env) => {
-                    if !is_housekeeping(&env) {
+                Some(out) => {
+                    if !matches!(&out, Outbound::One(env) if is_housekeeping(env)) {
                         shared.touch();
                     }
-                    if emit(&session.link, &env).is_err() {
-                        *carry = Some(env);
+                    if let Err(out) = send_out(&session.link, out).await {
+                        *carry = Some(out);
                         return End::Lost;
                     }
                 }
@@ -428,6 +436,33 @@ fn send_heartbeat(
 
 fn emit(link: &Link, env: &Envelope) -> Result<(), String> {
     link.emit_envelope(SIO_ENVELOPE_EVENT, env)
+}
+
+/// Most bytes of a message's parts queued for the socket at once: the next part is made
+/// only once the ones before it are (nearly) written, so a big message is never all in
+/// memory as parts.
+const PARTS_QUEUED_BYTES: usize = 2 * MESSAGE_PART_BYTES;
+
+/// Sends a message: whole, or its parts one after another as the socket takes them. What
+/// could not be sent (the connection went) is given back, to go on the next connection
+/// (a message in parts from where it stopped).
+async fn send_out(link: &Link, out: Outbound) -> Result<(), Outbound> {
+    match out {
+        Outbound::One(env) => emit(link, &env).map_err(|_| Outbound::One(env)),
+        Outbound::Parts(mut parts) => {
+            while let Some(part) = parts.peek() {
+                let sent = match link.drained_to(PARTS_QUEUED_BYTES).await {
+                    Ok(()) => emit(link, &part),
+                    Err(e) => Err(e),
+                };
+                if sent.is_err() {
+                    return Err(Outbound::Parts(parts));
+                }
+                parts.advance();
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Routes one incoming Socket.IO event: replies complete pending requests, everything else

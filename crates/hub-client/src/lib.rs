@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+mod assembler;
 mod connection;
 mod parts;
 mod retry;
@@ -29,12 +30,16 @@ use std::time::Duration;
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events;
+use gleitzeit_protocol::limits::MESSAGE_PART_BYTES;
 use gleitzeit_protocol::payloads::{RegisterPayload, SubscribePayload};
 use gleitzeit_protocol::{Envelope, Reply, Target};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::parts::Outbound;
+
 pub use connection::preferred_index;
+pub use parts::TextPiece;
 pub use retry::is_retry_safe_failure;
 
 /// How a client connects.
@@ -149,7 +154,7 @@ struct Shared {
     /// This client's id (the component id, or a random client id).
     id: String,
     pending: Pending,
-    outbox: mpsc::Sender<Envelope>,
+    outbox: mpsc::Sender<Outbound>,
     incoming: mpsc::UnboundedSender<Envelope>,
     rooms: Mutex<Vec<String>>,
     load: AtomicU32,
@@ -163,8 +168,8 @@ struct Shared {
     /// Milliseconds after `born` of the last envelope sent or received (heartbeats and
     /// answers aside).
     last_traffic: AtomicU64,
-    /// Messages coming in parts (`parts.rs`).
-    parts: Mutex<parts::Assembler>,
+    /// Messages coming in parts (`assembler.rs`).
+    parts: Mutex<assembler::Assembler>,
 }
 
 impl Shared {
@@ -223,7 +228,7 @@ impl HubClient {
             stop,
             born: std::time::Instant::now(),
             last_traffic: AtomicU64::new(0),
-            parts: Mutex::new(parts::Assembler::default()),
+            parts: Mutex::new(assembler::Assembler::default()),
             config,
         });
         let (first_tx, first_rx) = oneshot::channel();
@@ -256,11 +261,15 @@ impl HubClient {
 
     /// Sends an envelope without waiting for anything. It waits in the bounded buffer while
     /// disconnected; when the buffer is full the send fails with GZ1031.
-    pub fn send(&self, mut envelope: Envelope) -> Result<(), GzError> {
-        if envelope.source.is_empty() {
-            envelope.source = self.shared.id.clone();
-        }
-        self.shared.outbox.try_send(envelope).map_err(|e| {
+    pub fn send(&self, envelope: Envelope) -> Result<(), GzError> {
+        self.send_outbound(Outbound::One(envelope))
+    }
+
+    /// Queues a message (whole or in parts), stamped with this client's id when it names
+    /// no sender.
+    fn send_outbound(&self, mut out: Outbound) -> Result<(), GzError> {
+        out.set_source(&self.shared.id);
+        self.shared.outbox.try_send(out).map_err(|e| {
             let why = match e {
                 mpsc::error::TrySendError::Full(_) => "send buffer full while disconnected",
                 mpsc::error::TrySendError::Closed(_) => "client closed",
@@ -312,8 +321,7 @@ impl HubClient {
     /// waiting to another task still has the request go out before its own next messages
     /// (a request sent from inside the spawned task leaves only once that task runs).
     pub fn send_request(&self, envelope: Envelope) -> Result<PendingReply, GzError> {
-        let (id, event) = (envelope.id.clone(), envelope.event.clone());
-        self.send_awaiting(id, event, vec![envelope])
+        self.send_awaiting(Outbound::One(envelope))
     }
 
     /// [`HubClient::send_request`] for a message that may be big: a payload kept as text
@@ -321,27 +329,42 @@ impl HubClient {
     /// goes in parts, which the receiving `hub-client` joins again (`docs/protocol.md`,
     /// "Big messages in parts"). Only for receivers that use this crate (the services and
     /// the CLI), never for browsers or the Python SDK.
+    /// The parts are made one at a time as the connection takes them.
     pub fn send_request_in_parts(&self, envelope: Envelope) -> Result<PendingReply, GzError> {
-        let (id, event) = (envelope.id.clone(), envelope.event.clone());
-        let parts = parts::split(envelope, gleitzeit_protocol::limits::MESSAGE_PART_BYTES);
-        self.send_awaiting(id, event, parts)
+        self.send_awaiting(Outbound::of_envelope(envelope, MESSAGE_PART_BYTES))
     }
 
-    /// Sends `envelopes` (a request, or its parts) and gives what waits for the reply to
-    /// request `id`.
-    fn send_awaiting(
+    /// [`HubClient::send_request_in_parts`] for a request whose payload's JSON text is
+    /// given as pieces that follow one another (such as a head written here and a spec
+    /// kept as text): they are never joined into one buffer when the payload goes in
+    /// parts. `head` gives everything but the payload. GZ8001 when the pieces do not make
+    /// JSON (checked only for a payload small enough to go whole; the receiver checks the
+    /// joined parts).
+    pub fn send_request_of_text(
         &self,
-        id: String,
-        event: String,
-        envelopes: Vec<Envelope>,
+        head: Envelope,
+        text: Vec<TextPiece>,
     ) -> Result<PendingReply, GzError> {
+        let out = Outbound::of_text(head, text, MESSAGE_PART_BYTES).map_err(|e| {
+            GzError::new(
+                ErrorCode::Internal,
+                format!("a request whose payload is not JSON: {e}"),
+            )
+        })?;
+        self.send_awaiting(out)
+    }
+
+    /// Sends a request (whole or in parts) and gives what waits for its reply.
+    fn send_awaiting(&self, out: Outbound) -> Result<PendingReply, GzError> {
+        let (id, event) = match &out {
+            Outbound::One(env) => (env.id.clone(), env.event.clone()),
+            Outbound::Parts(parts) => (parts.id().to_owned(), parts.event().to_owned()),
+        };
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id.clone(), tx);
-        for envelope in envelopes {
-            if let Err(e) = self.send(envelope) {
-                self.lock_pending().remove(&id);
-                return Err(e);
-            }
+        if let Err(e) = self.send_outbound(out) {
+            self.lock_pending().remove(&id);
+            return Err(e);
         }
         Ok(PendingReply {
             client: self.clone(),

@@ -1,399 +1,329 @@
-//! Big messages in parts (`docs/protocol.md`, "Big messages in parts").
+//! Sending a big message in parts (`docs/protocol.md`, "Big messages in parts").
 //!
-//! A message whose payload text is larger than [`MESSAGE_PART_BYTES`] is sent as parts
-//! ([`split`]): envelopes with the message's event, target and correlation, each carrying a
-//! piece of the payload's JSON text as a string and a [`Part`] saying which piece of how
-//! many of which message. So the hub relays pieces of a megabyte, never one message of tens
-//! of megabytes (it held four copies of each), and no receiver's websocket keeps a buffer as
-//! large as the largest message it ever read.
+//! A message whose payload text is larger than [`MESSAGE_PART_BYTES`] goes as parts:
+//! envelopes with the message's event, target and correlation, each carrying a piece of the
+//! payload's JSON text as a string and a [`Part`] saying which piece of how many of which
+//! message. So the hub relays pieces of a megabyte, never one message of tens of megabytes,
+//! and no receiver's websocket keeps a buffer as large as the largest message it ever read.
+//! The receiving client joins them again (`assembler.rs`).
 //!
-//! The receiving client joins them ([`Assembler`]) and hands on the whole message, with the
-//! id of the message, before anything else sees it. Parts are kept per sender (the hub stamps
-//! the sender on each), at most [`MAX_OPEN`] messages and twice [`MAX_MESSAGE_BYTES`] at
-//! once, for at most [`PART_TIMEOUT`], and a message of more than [`MAX_MESSAGE_BYTES`] is
-//! refused: a sender that stops halfway, or sends nonsense, leaves nothing behind.
-
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+//! The payload's text may be given as several pieces that follow one another
+//! ([`TextPiece`]: a plan's head, the spec as the store gave it, its tail), and the parts
+//! are made one at a time as the connection takes them ([`Parts`]): the sender never holds
+//! the payload joined into one buffer, nor all its parts at once.
+//!
+//! [`MESSAGE_PART_BYTES`]: gleitzeit_protocol::limits::MESSAGE_PART_BYTES
 
 use gleitzeit_protocol::envelope::{new_id, Part};
-use gleitzeit_protocol::limits::{MAX_MESSAGE_BYTES, MESSAGE_PART_BYTES};
 use gleitzeit_protocol::records::JsonText;
 use gleitzeit_protocol::Envelope;
 use serde_json::Value;
 
-/// Most messages whose parts are being received at once.
-pub(crate) const MAX_OPEN: usize = 16;
-/// Most bytes of parts held at once, over all messages (two of the largest messages).
-const MAX_OPEN_BYTES: usize = 2 * MAX_MESSAGE_BYTES;
-/// A message whose parts have not all come within this time is dropped.
-pub(crate) const PART_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most parts one message may have.
-const MAX_PARTS: usize = MAX_MESSAGE_BYTES / MESSAGE_PART_BYTES + 1;
+/// A piece of a payload's JSON text: the pieces of one payload, in order, make its text.
+#[derive(Debug, Clone)]
+pub enum TextPiece {
+    /// Text written for this message (not JSON on its own: a head such as `{"spec":`).
+    Owned(String),
+    /// JSON kept as text elsewhere (a stored spec), passed on without a copy.
+    Json(JsonText),
+}
 
-/// `env` as parts of at most `part_bytes` bytes of its payload text each, when its payload
-/// is kept as text ([`Envelope::raw`]) and longer; else `env` itself.
-pub(crate) fn split(env: Envelope, part_bytes: usize) -> Vec<Envelope> {
-    let part_bytes = part_bytes.max(4);
-    let Some(text) = env.raw.as_ref().and_then(JsonText::text) else {
-        return vec![env];
-    };
-    if text.len() <= part_bytes {
-        return vec![env];
-    }
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    while start < text.len() {
-        let mut end = (start + part_bytes).min(text.len());
-        // A piece ends on a character boundary (at most 3 bytes back).
-        while !text.is_char_boundary(end) {
-            end -= 1;
+impl TextPiece {
+    fn as_str(&self) -> &str {
+        match self {
+            TextPiece::Owned(s) => s,
+            TextPiece::Json(j) => j.text().unwrap_or("null"),
         }
-        pieces.push(&text[start..end]);
-        start = end;
     }
-    let count = pieces.len() as u32;
-    pieces
-        .into_iter()
-        .enumerate()
-        .map(|(index, piece)| Envelope {
-            v: env.v,
+}
+
+/// What a message in parts is made of: the head of every part, the payload's text and how
+/// it is cut.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    /// The message's envelope without its payload (id, correlation, target, event).
+    head: Envelope,
+    text: Vec<TextPiece>,
+    /// Where the next part's piece starts: (piece of `text`, byte offset in it).
+    at: (usize, usize),
+    index: u32,
+    count: u32,
+    part_bytes: usize,
+}
+
+/// A message to send: whole, or in parts made as they go out.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// One envelope.
+    One(Envelope),
+    /// A big message, cut into parts one at a time.
+    Parts(Parts),
+}
+
+impl Outbound {
+    /// `head` with the payload `text` (the pieces in order): in parts of at most
+    /// `part_bytes` bytes when longer than that, else one envelope keeping the joined text
+    /// ([`Envelope::raw`]); an error when the text is not JSON.
+    pub(crate) fn of_text(
+        head: Envelope,
+        text: Vec<TextPiece>,
+        part_bytes: usize,
+    ) -> Result<Outbound, String> {
+        let part_bytes = part_bytes.max(4);
+        let total: usize = text.iter().map(|p| p.as_str().len()).sum();
+        if total > part_bytes {
+            return Ok(Outbound::Parts(Parts::new(head, text, part_bytes)));
+        }
+        let joined = match <[TextPiece; 1]>::try_from(text) {
+            Ok([TextPiece::Json(j)]) => j,
+            Ok([TextPiece::Owned(s)]) => JsonText::from_text(s).map_err(|e| e.to_string())?,
+            Err(text) => {
+                let mut s = String::with_capacity(total);
+                text.iter().for_each(|p| s.push_str(p.as_str()));
+                JsonText::from_text(s).map_err(|e| e.to_string())?
+            }
+        };
+        Ok(Outbound::One(Envelope {
+            raw: Some(joined),
+            payload: Value::Null,
+            ..head
+        }))
+    }
+
+    /// `env` in parts of at most `part_bytes` bytes when its payload is kept as text and
+    /// longer than that; else `env` itself.
+    pub(crate) fn of_envelope(mut env: Envelope, part_bytes: usize) -> Outbound {
+        match env.raw.take() {
+            Some(raw) if raw.len() > part_bytes.max(4) => {
+                Outbound::Parts(Parts::new(env, vec![TextPiece::Json(raw)], part_bytes))
+            }
+            raw => {
+                env.raw = raw;
+                Outbound::One(env)
+            }
+        }
+    }
+
+    /// Sets the sender of the message (and of each of its parts) when none is set.
+    pub(crate) fn set_source(&mut self, source: &str) {
+        let head = match self {
+            Outbound::One(env) => env,
+            Outbound::Parts(parts) => &mut parts.head,
+        };
+        if head.source.is_empty() {
+            head.source = source.to_owned();
+        }
+    }
+}
+
+impl Parts {
+    fn new(mut head: Envelope, text: Vec<TextPiece>, part_bytes: usize) -> Parts {
+        let part_bytes = part_bytes.max(4);
+        head.payload = Value::Null;
+        head.raw = None;
+        head.part = None;
+        let (mut count, mut at) = (0u32, (0, 0));
+        while let Some(next) = cut(&text, at, part_bytes, |_| {}) {
+            count = count.saturating_add(1);
+            at = next;
+        }
+        Parts {
+            head,
+            text,
+            at: (0, 0),
+            index: 0,
+            count,
+            part_bytes,
+        }
+    }
+
+    /// The next part to send, or `None` when all went; it stays the next one until
+    /// [`Parts::advance`] (a part that could not be sent goes again on the next connection).
+    pub(crate) fn peek(&self) -> Option<Envelope> {
+        let mut piece = String::with_capacity(self.part_bytes);
+        cut(&self.text, self.at, self.part_bytes, |s| piece.push_str(s))?;
+        let head = &self.head;
+        Some(Envelope {
+            v: head.v,
             id: new_id(),
-            correlation_id: env.correlation_id.clone(),
-            source: env.source.clone(),
-            target: env.target.clone(),
-            event: env.event.clone(),
-            payload: Value::String(piece.to_owned()),
+            correlation_id: head.correlation_id.clone(),
+            source: head.source.clone(),
+            target: head.target.clone(),
+            event: head.event.clone(),
+            payload: Value::String(piece),
             auth: None,
-            ts: env.ts,
+            ts: head.ts,
             part: Some(Part {
-                of: env.id.clone(),
-                index: index as u32,
-                count,
+                of: head.id.clone(),
+                index: self.index,
+                count: self.count,
             }),
             raw: None,
         })
-        .collect()
-}
+    }
 
-/// A message whose parts are coming in.
-struct Open {
-    head: Envelope,
-    pieces: Vec<Option<String>>,
-    got: usize,
-    bytes: usize,
-    since: Instant,
-}
+    /// The id of the whole message (what its reply answers).
+    pub(crate) fn id(&self) -> &str {
+        &self.head.id
+    }
 
-/// Messages being received in parts, by sender and message id.
-pub(crate) struct Assembler {
-    open: HashMap<(String, String), Open>,
-    /// Most bytes of parts held at once ([`MAX_OPEN_BYTES`]).
-    max_bytes: usize,
-}
+    /// The message's event.
+    pub(crate) fn event(&self) -> &str {
+        &self.head.event
+    }
 
-impl Default for Assembler {
-    fn default() -> Self {
-        Assembler {
-            open: HashMap::new(),
-            max_bytes: MAX_OPEN_BYTES,
+    /// Moves on past the part [`Parts::peek`] gave.
+    pub(crate) fn advance(&mut self) {
+        if let Some(next) = cut(&self.text, self.at, self.part_bytes, |_| {}) {
+            self.at = next;
+            self.index = self.index.saturating_add(1);
         }
     }
 }
 
-impl Assembler {
-    /// Takes one part: the whole message once its last part came, `Ok(None)` while parts
-    /// are missing, an error (and the message dropped) for a part that does not fit.
-    pub(crate) fn add(&mut self, env: Envelope, now: Instant) -> Result<Option<Envelope>, String> {
-        self.open
-            .retain(|_, o| now.saturating_duration_since(o.since) < PART_TIMEOUT);
-        let Some(part) = env.part.clone() else {
-            return Ok(Some(env));
-        };
-        let key = (env.source.clone(), part.of.clone());
-        let result = self.take(&key, part, env, now);
-        if result.is_err() {
-            self.open.remove(&key);
-        }
-        result
-    }
+/// Every part at once, for tests.
+#[cfg(test)]
+impl Iterator for Parts {
+    type Item = Envelope;
 
-    fn take(
-        &mut self,
-        key: &(String, String),
-        part: Part,
-        env: Envelope,
-        now: Instant,
-    ) -> Result<Option<Envelope>, String> {
-        let count = part.count as usize;
-        let index = part.index as usize;
-        if count == 0 || count > MAX_PARTS || index >= count {
-            return Err(format!("part {index} of {count} is out of range"));
-        }
-        let piece = piece_of(&env)?;
-        let held: usize = self.open.values().map(|o| o.bytes).sum();
-        if held.saturating_add(piece.len()) > self.max_bytes {
-            return Err(format!(
-                "more than {} bytes of messages in parts at once; dropped",
-                self.max_bytes
-            ));
-        }
-        if !self.open.contains_key(key) && self.open.len() >= MAX_OPEN {
-            return Err(format!(
-                "more than {MAX_OPEN} messages in parts at once; dropped"
-            ));
-        }
-        let open = self.open.entry(key.clone()).or_insert_with(|| Open {
-            head: Envelope {
-                payload: Value::Null,
-                raw: None,
-                part: None,
-                ..env.clone()
-            },
-            pieces: vec![None; count],
-            got: 0,
-            bytes: 0,
-            since: now,
-        });
-        fn user(e: &Envelope) -> Option<&str> {
-            e.auth.as_ref().map(|i| i.user.as_str())
-        }
-        if open.pieces.len() != count
-            || open.head.event != env.event
-            || user(&open.head) != user(&env)
-        {
-            return Err("a part that does not match the parts before it".to_owned());
-        }
-        if open.pieces[index].is_some() {
-            return Ok(None); // a repeated part changes nothing
-        }
-        open.bytes = open.bytes.saturating_add(piece.len());
-        if open.bytes > MAX_MESSAGE_BYTES {
-            return Err(format!(
-                "a message in parts larger than {MAX_MESSAGE_BYTES} bytes"
-            ));
-        }
-        open.pieces[index] = Some(piece);
-        open.got += 1;
-        if open.got < count {
-            return Ok(None);
-        }
-        let Some(open) = self.open.remove(key) else {
-            return Ok(None);
-        };
-        whole(open, &part.of).map(Some)
+    fn next(&mut self) -> Option<Envelope> {
+        let part = self.peek()?;
+        self.advance();
+        Some(part)
     }
 }
 
-/// The piece of text a part carries (its payload, a string).
-fn piece_of(env: &Envelope) -> Result<String, String> {
-    if let Some(raw) = &env.raw {
-        return raw
-            .parse::<String>()
-            .map_err(|_| "a part whose payload is not a string".to_owned());
+/// Walks one part's piece of at most `part_bytes` bytes of `text` from `at`, handing its
+/// slices to `take`: where the next piece starts, or `None` when nothing is left. A piece
+/// ends on a character boundary (each of `text`'s pieces is whole text, so their ends are
+/// boundaries too).
+fn cut(
+    text: &[TextPiece],
+    mut at: (usize, usize),
+    part_bytes: usize,
+    mut take: impl FnMut(&str),
+) -> Option<(usize, usize)> {
+    let mut room = part_bytes;
+    let mut took = false;
+    while let Some(piece) = text.get(at.0) {
+        let rest = piece.as_str().get(at.1..).unwrap_or("");
+        if rest.is_empty() {
+            at = (at.0 + 1, 0);
+            continue;
+        }
+        let mut end = rest.len().min(room);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end == 0 {
+            break;
+        }
+        take(&rest[..end]);
+        took = true;
+        room -= end;
+        at.1 += end;
     }
-    match &env.payload {
-        Value::String(s) => Ok(s.clone()),
-        _ => Err("a part whose payload is not a string".to_owned()),
-    }
-}
-
-/// The message its parts make: the pieces joined, checked to be JSON, and kept as text or
-/// parsed as the event's receivers expect (as for a whole one:
-/// [`crate::connection::kept_as_text`]).
-fn whole(open: Open, id: &str) -> Result<Envelope, String> {
-    let mut text = String::with_capacity(open.bytes);
-    for piece in open.pieces.into_iter().flatten() {
-        text.push_str(&piece);
-    }
-    let raw = JsonText::from_text(text)
-        .map_err(|e| format!("a message in parts that is not JSON: {e}"))?;
-    let mut env = Envelope {
-        id: id.to_owned(),
-        ..open.head
-    };
-    if crate::connection::kept_as_text(&env.event, raw.len()) {
-        env.raw = Some(raw);
-    } else {
-        env.payload = raw.to_value();
-    }
-    Ok(env)
+    took.then_some(at)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gleitzeit_protocol::events;
-    use gleitzeit_protocol::{Identity, Role, Target};
+    use gleitzeit_protocol::Target;
     use serde_json::json;
 
-    fn big(event: &str, text: &str) -> Envelope {
-        let mut env = Envelope::with_text(
-            Target::Type("queue-manager".into()),
-            event,
-            JsonText::from_text(text.to_owned()).expect("json"),
-        );
-        env.correlation_id = Some("c-1".into());
-        env
+    fn head() -> Envelope {
+        Envelope::new(Target::Type("dependency-resolver".into()), "x", Value::Null)
     }
 
-    /// The parts as the hub delivers them: stamped with the sender and its identity.
-    fn delivered(parts: Vec<Envelope>, source: &str, user: &str) -> Vec<Envelope> {
+    fn pieces_of(parts: Parts) -> Vec<String> {
         parts
-            .into_iter()
-            .map(|mut p| {
-                p.source = source.to_owned();
-                p.auth = Some(Identity {
-                    user: user.to_owned(),
-                    role: Role::User,
-                    key_id: None,
-                });
-                p
+            .map(|p| match p.payload {
+                Value::String(s) => s,
+                other => panic!("a part's payload is a string: {other}"),
             })
             .collect()
     }
 
-    /// `text` sent by `source` (user `u`) in parts of `size` bytes, as delivered.
-    fn sent_by(source: &str, text: &str, size: usize) -> Vec<Envelope> {
-        delivered(split(big("x", text), size), source, "u")
-    }
-
-    fn assemble(parts: Vec<Envelope>) -> Vec<Envelope> {
-        let mut a = Assembler::default();
-        let now = Instant::now();
-        parts
-            .into_iter()
-            .filter_map(|p| a.add(p, now).expect("fits"))
-            .collect()
-    }
-
     #[test]
-    fn a_big_payload_travels_in_parts_and_comes_back_whole_with_its_id() {
-        // Multi-byte characters straddle the piece boundaries; over 64 KiB, as a message in
-        // parts always is (a big submission is kept as text for its receiver).
-        let text = json!({ "spec": "äöü€🙂".repeat(7000), "n": [1, 2, 3] }).to_string();
-        let env = big(events::WORKFLOW_SUBMIT, &text);
-        let id = env.id.clone();
-        let parts = split(env, 6 * 1024);
-        assert!(parts.len() > 10);
-        assert!(parts
-            .iter()
-            .all(|p| p.part.as_ref().is_some_and(|x| x.of == id)));
-        assert!(parts
-            .iter()
-            .all(|p| p.event == events::WORKFLOW_SUBMIT && p.raw.is_none()));
-        let mut got = assemble(delivered(parts, "cli-1", "ada"));
-        assert_eq!(got.len(), 1);
-        let whole = got.remove(0);
-        assert_eq!(whole.id, id);
-        assert_eq!(whole.correlation_id.as_deref(), Some("c-1"));
-        assert_eq!(whole.source, "cli-1");
-        assert!(whole.part.is_none());
-        // A submission is kept as text for its receiver, as a whole one would be.
-        assert_eq!(
-            whole.raw.as_ref().and_then(JsonText::text),
-            Some(text.as_str())
-        );
-    }
-
-    #[test]
-    fn parts_come_in_any_order_and_interleaved_with_another_senders() {
-        let a = sent_by("s-1", r#"{"a":"aaaaaaaaaaaaaaaaaaaa"}"#, 5);
-        let b = sent_by("s-2", r#"{"b":"bbbbbbbbbbbbbbbbbbbb"}"#, 5);
-        let mut mixed: Vec<Envelope> = a.into_iter().rev().chain(b).collect();
-        mixed.swap(1, 7);
-        let whole = assemble(mixed);
-        let payloads: Vec<Value> = whole.iter().map(|e| e.payload.clone()).collect();
-        assert_eq!(payloads.len(), 2);
-        assert!(payloads.contains(&json!({"a": "aaaaaaaaaaaaaaaaaaaa"})));
-        assert!(payloads.contains(&json!({"b": "bbbbbbbbbbbbbbbbbbbb"})));
-    }
-
-    #[test]
-    fn a_small_message_or_one_not_kept_as_text_goes_whole() {
-        let env = big("x", r#"{"a":1}"#);
-        assert_eq!(split(env.clone(), 1024), vec![env]);
-        let plain = Envelope::new(Target::Hub, "x", json!({"a": "b".repeat(100)}));
-        assert_eq!(split(plain.clone(), 8).len(), 1);
-    }
-
-    #[test]
-    fn parts_that_do_not_fit_are_refused_and_leave_nothing_behind() {
-        let parts = sent_by("s-1", r#"{"a":"aaaaaaaaaaaaaaaa"}"#, 4);
-        let now = Instant::now();
-        let mut a = Assembler::default();
-        // A piece that is not a string.
-        let mut bad = parts[0].clone();
-        bad.payload = json!(3);
-        assert!(a.add(bad, now).is_err());
-        // Out of range, and a count that changes halfway.
-        let mut bad = parts[1].clone();
-        if let Some(p) = bad.part.as_mut() {
-            p.index = p.count;
-        }
-        assert!(a.add(bad, now).is_err());
-        assert_eq!(a.add(parts[0].clone(), now), Ok(None));
-        let mut bad = parts[1].clone();
-        if let Some(p) = bad.part.as_mut() {
-            p.count += 1;
-        }
-        assert!(a.add(bad, now).is_err());
-        assert!(a.open.is_empty(), "the message was dropped");
-        // Another user's part under the same sender and message id.
-        assert_eq!(a.add(parts[0].clone(), now), Ok(None));
-        let mut other = parts[1].clone();
-        other.auth = Some(Identity {
-            user: "mallory".into(),
-            role: Role::User,
-            key_id: None,
-        });
-        assert!(a.add(other, now).is_err());
-        // Pieces that do not make JSON.
-        let mut garbled = parts.clone();
-        garbled[0].payload = json!("{{{{");
-        let now2 = Instant::now();
-        let mut b = Assembler::default();
-        let results: Vec<_> = garbled.into_iter().map(|p| b.add(p, now2)).collect();
-        assert!(results.last().is_some_and(Result::is_err));
-        assert!(b.open.is_empty());
-    }
-
-    #[test]
-    fn a_message_never_finished_is_forgotten_and_open_messages_are_bounded() {
-        let now = Instant::now();
-        let mut a = Assembler::default();
-        for k in 0..MAX_OPEN {
-            let parts = sent_by(&format!("s-{k}"), r#"{"a":"aaaaaaaaaaaa"}"#, 4);
-            assert_eq!(a.add(parts[0].clone(), now), Ok(None));
-        }
-        let one_more = sent_by("s-x", r#"{"a":"aaaaaaaaaaaa"}"#, 4);
-        assert!(a.add(one_more[0].clone(), now).is_err());
-        let later = now + PART_TIMEOUT;
-        assert_eq!(a.add(one_more[0].clone(), later), Ok(None));
-        assert_eq!(a.open.len(), 1, "the unfinished ones expired");
-    }
-
-    #[test]
-    fn the_bytes_held_for_all_senders_together_are_bounded() {
-        let now = Instant::now();
-        let mut a = Assembler {
-            max_bytes: 40,
-            ..Assembler::default()
+    fn text_given_in_pieces_is_cut_across_them_on_character_boundaries() {
+        let spec = JsonText::of_value(&json!({ "s": "äöü€🙂".repeat(50) }));
+        let text = vec![
+            TextPiece::Owned(r#"{"spec":"#.into()),
+            TextPiece::Json(spec.clone()),
+            TextPiece::Owned(String::new()),
+            TextPiece::Owned(r#","workflow_id":"w-1"}"#.into()),
+        ];
+        let whole: String = text.iter().map(TextPiece::as_str).collect();
+        let Ok(Outbound::Parts(parts)) = Outbound::of_text(head(), text, 7) else {
+            panic!("a payload over 7 bytes goes in parts");
         };
-        let text = r#"{"a":"aaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#; // 36 bytes: 3 parts of 12
-        let first = sent_by("s-1", text, 12);
-        let second = sent_by("s-2", text, 12);
-        assert_eq!(a.add(first[0].clone(), now), Ok(None));
-        assert_eq!(a.add(first[1].clone(), now), Ok(None));
-        assert_eq!(a.add(second[0].clone(), now), Ok(None));
-        // 36 held: the next 12 would pass 40, so that message is dropped.
-        assert!(a.add(second[1].clone(), now).is_err());
-        assert_eq!(a.open.len(), 1);
-        let whole = a.add(first[2].clone(), now).expect("fits").expect("whole");
-        assert_eq!(whole.raw.as_ref().and_then(JsonText::text), None);
+        let count = parts.count as usize;
+        let pieces = pieces_of(parts);
+        assert_eq!(pieces.len(), count, "the count is what was sent");
+        assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= 7));
+        assert_eq!(pieces.concat(), whole);
+        let back: Value = serde_json::from_str(&pieces.concat()).expect("json");
+        assert_eq!(back["spec"], spec.to_value());
+    }
+
+    #[test]
+    fn every_part_names_the_message_its_place_and_the_count() {
+        let env = Envelope::with_text(
+            Target::Hub,
+            "x",
+            JsonText::of_value(&json!({"a": "b".repeat(100)})),
+        )
+        .correlated("c-1");
+        let id = env.id.clone();
+        let Outbound::Parts(parts) = Outbound::of_envelope(env, 10) else {
+            panic!("in parts");
+        };
+        let all: Vec<Envelope> = parts.collect();
+        assert!(all.len() > 10);
+        for (i, p) in all.iter().enumerate() {
+            let part = p.part.as_ref().expect("a part");
+            assert_eq!((part.of.as_str(), part.index as usize), (id.as_str(), i));
+            assert_eq!(part.count as usize, all.len());
+            assert_eq!(p.correlation_id.as_deref(), Some("c-1"));
+            assert!(p.raw.is_none() && p.id != id);
+        }
+    }
+
+    #[test]
+    fn a_part_not_sent_is_given_again_until_it_is() {
+        let env = Envelope::with_text(Target::Hub, "x", JsonText::of_value(&json!("abcdefgh")));
+        let Outbound::Parts(mut parts) = Outbound::of_envelope(env, 4) else {
+            panic!("in parts");
+        };
+        let first = parts.peek().expect("a part");
+        assert_eq!(parts.peek().map(|p| p.payload), Some(first.payload.clone()));
+        parts.advance();
+        assert_ne!(parts.peek().map(|p| p.payload), Some(first.payload));
+        while parts.peek().is_some() {
+            parts.advance();
+        }
+        parts.advance();
+        assert!(parts.peek().is_none());
+    }
+
+    #[test]
+    fn a_small_message_goes_whole_and_its_text_must_be_json() {
+        let env = Envelope::with_text(Target::Hub, "x", JsonText::of_value(&json!({"a": 1})));
+        assert!(matches!(Outbound::of_envelope(env.clone(), 1024), Outbound::One(e) if e == env));
+        let text = vec![
+            TextPiece::Owned("{\"a\":".into()),
+            TextPiece::Json(JsonText::of_value(&json!([1]))),
+            TextPiece::Owned("}".into()),
+        ];
+        let Ok(Outbound::One(one)) = Outbound::of_text(head(), text, 1024) else {
+            panic!("whole");
+        };
         assert_eq!(
-            whole.payload,
-            serde_json::from_str::<Value>(text).expect("json")
+            one.raw.as_ref().and_then(JsonText::text),
+            Some(r#"{"a":[1]}"#)
         );
+        let bad = vec![TextPiece::Owned("{\"a\":".into())];
+        assert!(Outbound::of_text(head(), bad, 1024).is_err());
     }
 }

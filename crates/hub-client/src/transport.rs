@@ -12,6 +12,7 @@
 //! - Socket.IO: `40` / `40{auth}` connect → `40{sid}` joined or `44{error}` refused;
 //!   `42["event",data]` events (with or without an ack id, acks are not used); `41` disconnect.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,8 +36,38 @@ pub(crate) enum ConnectError {
 
 /// An open connection: send events, learn when it closed.
 pub(crate) struct Link {
-    out: mpsc::UnboundedSender<String>,
+    out: Outgoing,
     closed: Arc<Notify>,
+}
+
+/// The frames waiting for the writer, and how many bytes they hold (so that a sender of
+/// many big frames can wait for them to go out instead of queuing them all:
+/// [`Link::drained_to`]).
+#[derive(Clone)]
+struct Outgoing {
+    tx: mpsc::UnboundedSender<String>,
+    queued: Arc<AtomicUsize>,
+    /// Notified whenever the writer wrote what was queued.
+    drained: Arc<Notify>,
+    /// Set when the writer stopped (nothing queued will leave any more).
+    gone: Arc<AtomicBool>,
+}
+
+impl Outgoing {
+    fn push(&self, frame: String) -> Result<(), String> {
+        let len = frame.len();
+        self.queued.fetch_add(len, Ordering::AcqRel);
+        self.tx.send(frame).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            "connection closed".to_string()
+        })
+    }
+
+    /// The writer wrote `bytes` of what was queued.
+    fn wrote(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
 }
 
 impl Link {
@@ -51,9 +82,25 @@ impl Link {
         env.write_wire(&mut out).map_err(|e| e.to_string())?;
         out.push(b']');
         let packet = String::from_utf8(out).map_err(|e| e.to_string())?;
-        self.out
-            .send(packet)
-            .map_err(|_| "connection closed".to_string())
+        self.out.push(packet)
+    }
+
+    /// Waits until at most `bytes` wait to be written (the writer keeps up), or fails once
+    /// the connection is gone.
+    pub(crate) async fn drained_to(&self, bytes: usize) -> Result<(), String> {
+        loop {
+            let drained = self.out.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.out.gone.load(Ordering::Acquire) {
+                return Err("connection closed".to_string());
+            }
+            if self.out.queued.load(Ordering::Acquire) <= bytes {
+                return Ok(());
+            }
+            // The writer notifies after each write; the pause only bounds a lost wake-up.
+            let _ = tokio::time::timeout(Duration::from_millis(50), drained).await;
+        }
     }
 
     /// Completes when the connection is gone.
@@ -63,8 +110,8 @@ impl Link {
 
     /// Leaves the namespace and closes the socket.
     pub(crate) fn close(&self) {
-        let _ = self.out.send("41".to_string());
-        let _ = self.out.send(String::new());
+        let _ = self.out.push("41".to_string());
+        let _ = self.out.push(String::new());
     }
 }
 
@@ -174,7 +221,13 @@ pub(crate) async fn connect(
             .unwrap_or(20_000);
 
     let closed = Arc::new(Notify::new());
-    let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
+    let (tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+    let out = Outgoing {
+        tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+        drained: Arc::new(Notify::new()),
+        gone: Arc::new(AtomicBool::new(false)),
+    };
     let pong = out.clone();
     let reader_closed = closed.clone();
     tokio::spawn(async move {
@@ -195,7 +248,7 @@ pub(crate) async fn connect(
             };
             match frame.as_bytes().first() {
                 Some(b'2') => {
-                    let _ = pong.send("3".to_string());
+                    let _ = pong.push("3".to_string());
                 }
                 Some(b'1') => break,
                 Some(b'4') => {
@@ -213,15 +266,18 @@ pub(crate) async fn connect(
         reader_closed.notify_one();
     });
     let writer_closed = closed.clone();
+    let writer = out.clone();
     tokio::spawn(async move {
         'outer: while let Some(frame) = out_rx.recv().await {
             let mut next = Some(frame);
+            let mut bytes = 0;
             // Coalesce whatever is queued into one flush.
             while let Some(f) = next.take() {
                 if f.is_empty() {
                     let _ = sink.close().await;
                     break 'outer;
                 }
+                bytes += f.len();
                 for message in frames_of(f) {
                     if sink.feed(message).await.is_err() {
                         break 'outer;
@@ -232,7 +288,10 @@ pub(crate) async fn connect(
             if sink.flush().await.is_err() {
                 break;
             }
+            writer.wrote(bytes);
         }
+        writer.gone.store(true, Ordering::Release);
+        writer.drained.notify_waiters();
         writer_closed.notify_waiters();
         writer_closed.notify_one();
     });
@@ -315,9 +374,14 @@ mod tests {
 
     #[test]
     fn an_envelope_packet_is_the_event_name_and_the_envelope_as_on_the_wire() {
-        let (out, mut sent) = mpsc::unbounded_channel();
+        let (tx, mut sent) = mpsc::unbounded_channel();
         let link = Link {
-            out,
+            out: Outgoing {
+                tx,
+                queued: Arc::new(AtomicUsize::new(0)),
+                drained: Arc::new(Notify::new()),
+                gone: Arc::new(AtomicBool::new(false)),
+            },
             closed: Arc::new(Notify::new()),
         };
         let tree = Envelope::new(
@@ -332,6 +396,9 @@ mod tests {
             let wire = env.to_wire().expect("wire");
             assert_eq!(packet, format!(r#"42["gz_envelope",{wire}]"#));
             assert_eq!(event_body(&packet).map(str::len), Some(wire.len() + 16));
+            // Counted as queued until the writer says it wrote it.
+            assert_eq!(link.out.queued.load(Ordering::Acquire), packet.len());
+            link.out.wrote(packet.len());
         }
     }
 

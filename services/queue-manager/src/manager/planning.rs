@@ -13,16 +13,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use gleitzeit_hub_client::HubClient;
+use gleitzeit_hub_client::{HubClient, TextPiece};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types};
 use gleitzeit_protocol::limits::{json_size_within, MAX_MESSAGE_BYTES};
-use gleitzeit_protocol::payloads::{
-    FinishedTask, Resolution, TasksFinished, WorkflowPlan, WorkflowRef,
-};
+use gleitzeit_protocol::payloads::{FinishedTask, Resolution, TasksFinished, WorkflowRef};
 use gleitzeit_protocol::Envelope;
 use gleitzeit_protocol::{to_payload, Target};
 use gleitzeit_store::{JsonText, TaskStatus};
+use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -236,14 +235,9 @@ impl Manager {
         if !parts.is_empty() {
             debug!(workflow = %id, parts = parts.len() + 1, "plan sent in parts");
         }
-        let plan = WorkflowPlan {
-            workflow_id: id.to_string(),
-            spec,
-            finished: first,
-            started,
-        };
-        // Written as text: as a tree of values the spec took ~3 KB per task here.
-        let payload = match JsonText::of(&plan) {
+        // Written as pieces of text around the spec as it is: never as a tree of values
+        // (~3 KB per task), nor copied with the rest into one buffer.
+        let payload = match plan_text(id, spec, &first, &started) {
             Ok(text) => text,
             Err(e) => {
                 let e = GzError::new(ErrorCode::Internal, format!("cannot write the plan: {e}"));
@@ -348,18 +342,37 @@ async fn ask(
     event: &'static str,
     payload: Value,
 ) -> Result<Resolution, GzError> {
-    ask_envelope(client, Envelope::new(target, event, payload)).await
+    let request = Envelope::new(target, event, payload);
+    resolution(client.send_request(request)?.reply(RESOLVER_TIMEOUT).await)
 }
 
-/// [`ask`] for a prepared request (a plan of megabytes goes in parts: `docs/protocol.md`,
-/// "Big messages in parts").
-async fn ask_envelope(client: &HubClient, request: Envelope) -> Result<Resolution, GzError> {
-    resolution(
-        client
-            .send_request_in_parts(request)?
-            .reply(RESOLVER_TIMEOUT)
-            .await,
-    )
+/// The payload of a `workflow_plan` ([`gleitzeit_protocol::payloads::WorkflowPlan`]) as pieces of JSON text: the spec
+/// as it is, between a head and the other fields written here.
+fn plan_text(
+    id: &str,
+    spec: JsonText,
+    finished: &[FinishedTask],
+    started: &[String],
+) -> Result<Vec<TextPiece>, serde_json::Error> {
+    /// `WorkflowPlan` but its spec.
+    #[derive(Serialize)]
+    struct Rest<'a> {
+        workflow_id: &'a str,
+        finished: &'a [FinishedTask],
+        started: &'a [String],
+    }
+    let mut rest = serde_json::to_string(&Rest {
+        workflow_id: id,
+        finished,
+        started,
+    })?;
+    // `{"workflow_id":…}` continues the object the head opened.
+    rest.replace_range(..1, ",");
+    Ok(vec![
+        TextPiece::Owned(r#"{"spec":"#.to_owned()),
+        TextPiece::Json(spec),
+        TextPiece::Owned(rest),
+    ])
 }
 
 /// A resolver's reply read as a [`Resolution`].
@@ -376,12 +389,16 @@ async fn send_plan(
     client: &HubClient,
     tx: &mpsc::UnboundedSender<Internal>,
     id: &str,
-    plan: JsonText,
+    plan: Vec<TextPiece>,
     parts: std::collections::VecDeque<Vec<FinishedTask>>,
 ) {
     let to_type = Target::Type(component_types::DEPENDENCY_RESOLVER.into());
-    let request = Envelope::with_text(to_type.clone(), events::WORKFLOW_PLAN, plan);
-    let result = ask_envelope(client, request).await;
+    // A plan of megabytes goes in parts (`docs/protocol.md`, "Big messages in parts").
+    let head = Envelope::new(to_type.clone(), events::WORKFLOW_PLAN, Value::Null);
+    let result = match client.send_request_of_text(head, plan) {
+        Ok(pending) => resolution(pending.reply(RESOLVER_TIMEOUT).await),
+        Err(e) => Err(e),
+    };
     let mut target = match &result {
         Ok(res) if !res.resolver_id.is_empty() => Target::Component(res.resolver_id.clone()),
         _ => to_type,
@@ -418,6 +435,7 @@ async fn send_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gleitzeit_protocol::payloads::WorkflowPlan;
     use serde_json::json;
 
     fn done(id: &str, bytes: usize) -> FinishedTask {
@@ -441,6 +459,35 @@ mod tests {
         }
         let big = split_parts(vec![done("a", 1000), done("b", 1)], 10);
         assert_eq!(big.len(), 2, "an oversized task is a part of its own");
+    }
+
+    #[test]
+    fn a_plan_written_around_its_spec_reads_as_the_plan() {
+        let spec = JsonText::of_value(&json!({"name": "w", "tasks": [{"id": "a"}]}));
+        let finished = vec![done("a", 3)];
+        let started = vec!["b".to_string()];
+        let text = plan_text("wf-1", spec.clone(), &finished, &started).expect("written");
+        let joined: String = text
+            .iter()
+            .map(|p| match p {
+                TextPiece::Owned(s) => s.as_str(),
+                TextPiece::Json(j) => j.text().unwrap_or("null"),
+            })
+            .collect();
+        let plan: WorkflowPlan = serde_json::from_str(&joined).expect("a plan");
+        assert_eq!(
+            plan,
+            WorkflowPlan {
+                workflow_id: "wf-1".into(),
+                spec,
+                finished,
+                started,
+            }
+        );
+        assert!(
+            matches!(&text[1], TextPiece::Json(_)),
+            "the spec is not copied"
+        );
     }
 
     #[test]
