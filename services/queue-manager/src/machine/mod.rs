@@ -32,6 +32,7 @@ mod liveness;
 mod metrics;
 mod outcomes;
 mod primed;
+mod shape;
 mod status;
 mod step;
 #[cfg(test)]
@@ -48,6 +49,7 @@ mod tests_memory;
 mod tests_primed;
 mod timers;
 
+pub(crate) use shape::Shape;
 pub(crate) use status::Counts;
 pub(crate) use step::{Effect, Now, Step};
 
@@ -287,32 +289,35 @@ impl Machine {
         &mut self,
         record: WorkflowRecord,
         spec: &WorkflowSpec,
+        tasks: Vec<TaskRecord>,
+        now: Now,
+    ) -> bool {
+        // Tasks past the spec's own were made by fan-outs.
+        let extra = tasks.get(spec.tasks.len()..).unwrap_or_default();
+        match Shape::of(spec, extra) {
+            Some(shape) => self.add_shaped(record, shape, tasks, now),
+            None => false,
+        }
+    }
+
+    /// [`Machine::add`] for a spec whose [`Shape`] was taken already (its spec may be gone).
+    /// Returns false (and takes nothing) when the tasks are not the shape's tasks.
+    pub(crate) fn add_shaped(
+        &mut self,
+        record: WorkflowRecord,
+        shape: Shape,
         mut tasks: Vec<TaskRecord>,
         now: Now,
     ) -> bool {
         let key: WfKey = Arc::from(record.id.as_str());
-        let mut info: Vec<TaskInfo> = spec.tasks.iter().map(TaskInfo::new).collect();
-        if info.len() > tasks.len() || self.wfs.contains_key(&key) {
+        let Shape {
+            mut info,
+            on_failure,
+            timeout,
+            attachments,
+        } = shape;
+        if info.len() != tasks.len() || self.wfs.contains_key(&key) {
             return false;
-        }
-        // Tasks past the spec's own were made by fan-outs.
-        match fanout::member_infos(spec, &tasks[info.len()..]) {
-            Some(members) => info.extend(members),
-            None => return false,
-        }
-        let group = gleitzeit_workflow::batch::members(spec);
-        if let Some((_, members, true)) = &group {
-            for &m in members {
-                info[m].fail_fast = true;
-            }
-        }
-        // In a workflow without fan-outs or a batch, the resolver needs to hear only of the
-        // ends of tasks others depend on.
-        if group.is_none() && spec.tasks.iter().all(|t| t.batch.is_none()) {
-            let dag = gleitzeit_workflow::Dag::from_spec(spec);
-            for (i, info) in info.iter_mut().enumerate().take(dag.len()) {
-                info.awaited = !dag.dependents(i).is_empty();
-            }
         }
         let mut counts = Counts::default();
         for (i, t) in tasks.iter_mut().enumerate() {
@@ -336,7 +341,7 @@ impl Machine {
             .map(|(i, t)| (t.task_id.clone(), i))
             .collect();
         // Out-of-range timeouts never get here (validation and recovery refuse them).
-        let deadline = spec.timeout_duration().and_then(|d| now.at.checked_add(d));
+        let deadline = timeout.and_then(|d| now.at.checked_add(d));
         if let Some(at) = deadline {
             self.timers.add(at, Timer::Deadline(key.clone()));
         }
@@ -344,17 +349,13 @@ impl Machine {
             key,
             Wf {
                 record,
-                on_failure: spec.on_failure,
+                on_failure,
                 tasks,
                 info,
                 index,
                 counts,
                 deadline,
-                attachments: spec
-                    .attachments
-                    .iter()
-                    .map(|(key, a)| (key.clone(), Arc::from(a.content.as_str())))
-                    .collect(),
+                attachments,
                 primed: HashMap::new(),
             },
         );

@@ -20,7 +20,7 @@ use tracing::info;
 
 use super::ownership::Access;
 use super::{Manager, OWNER_TTL};
-use crate::machine::Now;
+use crate::machine::{Now, Shape};
 
 impl Manager {
     /// A submission (its raw size was checked before it was decoded).
@@ -105,18 +105,21 @@ impl Manager {
             error: None,
             owner: env.auth.as_ref().map(|a| a.user.clone()),
         };
+        // What the machine keeps of the spec is taken now, and the records are made from
+        // the spec's own strings: the spec is gone before the records are stored and taken
+        // into memory (for 100,000 tasks that is ~40 MB less at the submission's peak).
+        let Some(shape) = Shape::of(&spec, &[]) else {
+            return Err(GzError::new(
+                ErrorCode::Internal,
+                "the spec's tasks could not be taken in",
+            ));
+        };
         let tasks: Vec<TaskRecord> = spec
             .tasks
-            .iter()
+            .into_iter()
             .map(|t| {
                 let priority = i32::from(t.priority.level());
-                TaskRecord::pending(
-                    id.as_str(),
-                    t.id.as_str(),
-                    t.name.as_str(),
-                    t.method.as_str(),
-                    priority,
-                )
+                TaskRecord::pending(id.as_str(), t.id, t.name, t.method, priority)
             })
             .collect();
         let owner = self.client.id().to_string();
@@ -149,10 +152,9 @@ impl Manager {
         // The spec lives in the store; memory keeps only the per-task state.
         let spec_json = std::mem::take(&mut record.spec);
         let total = tasks.len();
-        if !self.machine.add(record, &spec, tasks, now) {
+        if !self.machine.add_shaped(record, shape, tasks, now) {
             return Err(in_use(&id));
         }
-        drop(spec);
         if let Some(wf) = self.machine.workflow(&id) {
             info!(workflow = %id, name = %wf.record.name, tasks = total, "workflow submitted");
             let progress = crate::machine::payload(wf.progress());
