@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use gleitzeit_protocol::envelope::Part;
+use gleitzeit_protocol::events;
 use gleitzeit_protocol::limits::{MAX_MESSAGE_BYTES, MESSAGE_PART_BYTES};
 use gleitzeit_protocol::records::JsonText;
 use gleitzeit_protocol::Envelope;
@@ -33,6 +34,9 @@ struct Open {
     count: usize,
     /// The pieces joined so far, in order: every piece before `next`.
     text: String,
+    /// For an event read in pieces ([`events::READ_IN_PIECES`]): the pieces before `next`,
+    /// kept apart instead of joined into `text`.
+    in_order: Option<Vec<String>>,
     /// The index of the piece to append next.
     next: usize,
     /// Pieces that came before their turn, by index.
@@ -112,6 +116,9 @@ impl Assembler {
             },
             count,
             text: String::new(),
+            in_order: events::READ_IN_PIECES
+                .contains(&env.event.as_str())
+                .then(Vec::new),
             next: 0,
             early: BTreeMap::new(),
             bytes: 0,
@@ -133,11 +140,9 @@ impl Assembler {
             ));
         }
         if index == open.next {
-            open.text.push_str(&piece);
-            open.next += 1;
+            open.append(piece);
             while let Some(piece) = open.early.remove(&open.next) {
-                open.text.push_str(&piece);
-                open.next += 1;
+                open.append(piece);
             }
         } else {
             open.early.insert(index, piece);
@@ -149,6 +154,17 @@ impl Assembler {
             return Ok(None);
         };
         whole(open, &part.of).map(Some)
+    }
+}
+
+impl Open {
+    /// Appends the next piece in order.
+    fn append(&mut self, piece: String) {
+        match &mut self.in_order {
+            Some(pieces) => pieces.push(piece),
+            None => self.text.push_str(&piece),
+        }
+        self.next += 1;
     }
 }
 
@@ -165,16 +181,22 @@ fn piece_of(env: &mut Envelope) -> Result<String, String> {
     }
 }
 
-/// The message its parts make: the pieces joined, checked to be JSON, and kept as text or
-/// parsed as the event's receivers expect (as for a whole one:
+/// The message its parts make: its pieces as they are for an event read in pieces
+/// ([`events::READ_IN_PIECES`]); else the pieces joined, checked to be JSON, and kept as
+/// text or parsed as the event's receivers expect (as for a whole one:
 /// [`crate::connection::kept_as_text`]).
 fn whole(open: Open, id: &str) -> Result<Envelope, String> {
-    let raw = JsonText::from_text(open.text)
-        .map_err(|e| format!("a message in parts that is not JSON: {e}"))?;
     let mut env = Envelope {
         id: id.to_owned(),
         ..open.head
     };
+    // Read as it goes by its receiver, which finds out then whether it is JSON.
+    if let Some(pieces) = open.in_order {
+        env.pieces = Some(pieces);
+        return Ok(env);
+    }
+    let raw = JsonText::from_text(open.text)
+        .map_err(|e| format!("a message in parts that is not JSON: {e}"))?;
     if crate::connection::kept_as_text(&env.event, raw.len()) {
         env.raw = Some(raw);
     } else {
@@ -267,6 +289,20 @@ mod tests {
             whole.raw.as_ref().and_then(JsonText::text),
             Some(text.as_str())
         );
+    }
+
+    #[test]
+    fn a_plan_in_parts_is_handed_on_as_its_pieces_in_order() {
+        let text = json!({ "spec": "äöü€🙂".repeat(500), "workflow_id": "w" }).to_string();
+        let env = big(events::WORKFLOW_PLAN, &text);
+        let mut parts = delivered(split(env, 1000), "qm-1", "qm");
+        let n = parts.len();
+        parts.swap(0, n - 1);
+        let whole = assemble(parts).remove(0);
+        assert!(whole.raw.is_none() && whole.payload.is_null());
+        let pieces = whole.pieces.expect("pieces");
+        assert_eq!(pieces.len(), n);
+        assert_eq!(pieces.concat(), text);
     }
 
     #[test]

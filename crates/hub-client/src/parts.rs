@@ -159,6 +159,7 @@ impl Parts {
                 count: self.count,
             }),
             raw: None,
+            pieces: None,
         })
     }
 

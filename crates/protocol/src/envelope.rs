@@ -58,6 +58,13 @@ pub struct Envelope<P = Value> {
     #[serde(skip)]
     #[schemars(skip)]
     pub raw: Option<JsonText>,
+    /// The payload's JSON text as the pieces it came in, in order and not joined, for a
+    /// message that came in parts whose receiver reads it as it goes, letting go of each
+    /// piece once read (a plan: see [`crate::events::READ_IN_PIECES`]); `payload` is null
+    /// and `raw` is `None` then. Never on the wire.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub pieces: Option<Vec<String>>,
 }
 
 /// One part of a message too big to travel whole (`docs/protocol.md`, "Big messages in
@@ -102,6 +109,7 @@ impl<P> Envelope<P> {
             ts: self.ts,
             part: self.part,
             raw: self.raw,
+            pieces: self.pieces,
         }
     }
 }
@@ -175,6 +183,7 @@ impl Envelope {
             ts: now_millis(),
             part: None,
             raw: None,
+            pieces: None,
         }
     }
 
@@ -235,6 +244,7 @@ impl Envelope {
             ts: self.ts,
             part: self.part.clone(),
             raw: None,
+            pieces: None,
         }
     }
 

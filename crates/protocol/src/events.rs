@@ -130,6 +130,12 @@ pub const WORKFLOW_PLAN: &str = "workflow_plan";
 /// ~3 KB per task before the receiver turned it into its own types.
 pub const KEPT_AS_TEXT: &[&str] = &[WORKFLOW_SUBMIT, WORKFLOW_PLAN];
 
+/// Events whose payload, when it comes in parts, a client library hands on as its pieces
+/// ([`crate::Envelope::pieces`]) instead of joining them: their receiver reads the payload
+/// as it goes and lets each piece go once read, so it never holds the whole text beside
+/// what it makes of it (the resolver, a plan).
+pub const READ_IN_PIECES: &[&str] = &[WORKFLOW_PLAN];
+
 /// Events whose payloads a client library keeps as JSON text at any size, because their
 /// receivers read them straight into their own types ([`crate::Envelope::raw`]): the
 /// busiest messages of the task path. Parsing them into a tree of values first, then into

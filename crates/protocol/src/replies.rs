@@ -106,6 +106,7 @@ impl EventBatch {
                 ts: e.ts,
                 part: None,
                 raw: None,
+                pieces: None,
             })
             .collect()
     }

@@ -36,6 +36,34 @@ thread_local! {
 pub fn parse_with_text_parameters(
     text: &str,
 ) -> Result<(WorkflowSpec, Vec<Box<RawValue>>), serde_json::Error> {
+    let (spec, params) = collected_by(|| serde_json::from_str::<WorkflowSpec>(text))?;
+    if params.len() != spec.tasks.len() {
+        return Err(serde::de::Error::custom(format!(
+            "{} tasks but {} parameter objects",
+            spec.tasks.len(),
+            params.len()
+        )));
+    }
+    Ok((spec, params))
+}
+
+/// [`parse_with_text_parameters`] for a message `T` that holds a spec (a plan), read from
+/// `reader` as it goes: the spec's tasks' parameters come as text, in order. (The caller
+/// checks that there is one per task.)
+///
+/// # Errors
+///
+/// What reading `T` the usual way would report.
+pub fn read_with_text_parameters<T: serde::de::DeserializeOwned>(
+    reader: impl std::io::Read,
+) -> Result<(T, Vec<Box<RawValue>>), serde_json::Error> {
+    collected_by(|| serde_json::from_reader(reader))
+}
+
+/// Runs `read` with the parameters it meets collected on this thread.
+fn collected_by<T>(
+    read: impl FnOnce() -> Result<T, serde_json::Error>,
+) -> Result<(T, Vec<Box<RawValue>>), serde_json::Error> {
     /// Ends the collection however the reading ends (an error, a panic).
     struct Collecting;
     impl Drop for Collecting {
@@ -45,19 +73,12 @@ pub fn parse_with_text_parameters(
     }
     COLLECTED.with(|c| *c.borrow_mut() = Some(Vec::new()));
     let guard = Collecting;
-    let spec: WorkflowSpec = serde_json::from_str(text)?;
+    let value = read()?;
     let params = COLLECTED
         .with(|c| c.borrow_mut().take())
         .unwrap_or_default();
     drop(guard);
-    if params.len() != spec.tasks.len() {
-        return Err(serde::de::Error::custom(format!(
-            "{} tasks but {} parameter objects",
-            spec.tasks.len(),
-            params.len()
-        )));
-    }
-    Ok((spec, params))
+    Ok((value, params))
 }
 
 /// Writes `spec` (read by [`parse_with_text_parameters`], its parameters `null`) as JSON

@@ -21,11 +21,15 @@ use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::{self, component_types};
 use gleitzeit_protocol::limits::{json_size_within, too_large, MAX_MESSAGE_BYTES};
 use gleitzeit_protocol::metrics::MetricFamily;
+use gleitzeit_protocol::payloads::FinishedTask;
 use gleitzeit_protocol::payloads::Resolution;
 use gleitzeit_protocol::requests::ResolverRequest;
 use gleitzeit_protocol::{to_payload, Envelope};
 use gleitzeit_runtime::Shutdown;
-use gleitzeit_workflow::text_parameters::parse_with_text_parameters;
+use gleitzeit_workflow::text_parameters::{parse_with_text_parameters, read_with_text_parameters};
+use gleitzeit_workflow::WorkflowSpec;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
@@ -92,6 +96,12 @@ impl Component for Resolver {
     type Internal = NoInternal;
 
     async fn on_envelope(&mut self, mut env: Envelope) {
+        if let Some(pieces) = env.pieces.take() {
+            // A big plan, read as it goes (`events::READ_IN_PIECES`).
+            let result = plan_guarded(&self.client, &mut self.plans, || plan_from_pieces(pieces));
+            let _ = self.client.respond(&env, result);
+            return;
+        }
         let request = match ResolverRequest::decode_envelope(&mut env) {
             Ok(request) => request,
             // `workflow_forget` is a notice: nobody waits for an answer to a bad one.
@@ -181,17 +191,19 @@ fn handle(
         ResolverRequest::Plan(p) => Some((|| {
             // The parameters stay text until their task is released (`plan` module docs).
             let text = p.spec.text().unwrap_or("null");
-            let (spec, params) = parse_with_text_parameters(text).map_err(|e| {
-                GzError::new(
-                    ErrorCode::ValidationFailed,
-                    format!("invalid workflow spec: {e}"),
-                )
-            })?;
+            let (spec, params) = parse_with_text_parameters(text).map_err(invalid_spec)?;
             drop(p.spec);
-            let (plan, res) = Plan::with_text_parameters(spec, params, &p.finished, &p.started)?;
-            debug!(workflow = %p.workflow_id, ready = res.ready.len(), "planned");
-            plans.insert(p.workflow_id, plan);
-            with_id(res)
+            plan(
+                client,
+                plans,
+                PlanRead {
+                    workflow_id: p.workflow_id,
+                    spec,
+                    params,
+                    finished: p.finished,
+                    started: p.started,
+                },
+            )
         })()),
         ResolverRequest::Finished(f) => Some((|| {
             let plan = plans.get_mut(&f.workflow_id).ok_or_else(|| {
@@ -210,6 +222,101 @@ fn handle(
     }
 }
 
+/// A plan as read: its spec with the tasks' parameters as text, and what already happened.
+#[derive(Deserialize)]
+struct PlanRead {
+    workflow_id: String,
+    spec: WorkflowSpec,
+    /// Filled in after reading (the spec's own `parameters` are left `null`).
+    #[serde(skip)]
+    params: Vec<Box<RawValue>>,
+    #[serde(default)]
+    finished: Vec<FinishedTask>,
+    #[serde(default)]
+    started: Vec<String>,
+}
+
+/// Builds and keeps the plan; the answer is what is ready now.
+fn plan(
+    client: &HubClient,
+    plans: &mut HashMap<String, Plan>,
+    p: PlanRead,
+) -> Result<Value, GzError> {
+    let (plan, mut res) = Plan::with_text_parameters(p.spec, p.params, &p.finished, &p.started)?;
+    debug!(workflow = %p.workflow_id, ready = res.ready.len(), "planned");
+    plans.insert(p.workflow_id, plan);
+    res.resolver_id = client.id().to_string();
+    to_payload(&res)
+}
+
+/// A plan that came in parts, read from its pieces as it goes: each piece is let go once
+/// read, so the plan's text is never held whole beside the spec made of it.
+fn plan_from_pieces(pieces: Vec<String>) -> Result<PlanRead, GzError> {
+    let (mut read, params) = read_with_text_parameters::<PlanRead>(
+        std::io::BufReader::with_capacity(64 * 1024, PiecesReader::new(pieces)),
+    )
+    .map_err(invalid_spec)?;
+    read.params = params;
+    Ok(read)
+}
+
+/// [`plan`] for a plan `read` makes, with a panic turned into a GZ8001 reply.
+fn plan_guarded(
+    client: &HubClient,
+    plans: &mut HashMap<String, Plan>,
+    read: impl FnOnce() -> Result<PlanRead, GzError>,
+) -> Result<Value, GzError> {
+    gleitzeit_runtime::catch_panic_sync(|| read().and_then(|p| plan(client, plans, p)))
+        .unwrap_or_else(|panic| {
+            warn!(%panic, "reading a plan panicked");
+            Err(GzError::new(
+                ErrorCode::Internal,
+                format!("dependency-resolver failed on a plan: {panic}"),
+            ))
+        })
+}
+
+fn invalid_spec(e: serde_json::Error) -> GzError {
+    GzError::new(
+        ErrorCode::ValidationFailed,
+        format!("invalid workflow spec: {e}"),
+    )
+}
+
+/// Reads text given as pieces, dropping each piece once it is read.
+struct PiecesReader {
+    pieces: std::collections::VecDeque<String>,
+    /// How much of the first piece was read.
+    at: usize,
+}
+
+impl PiecesReader {
+    fn new(pieces: Vec<String>) -> Self {
+        PiecesReader {
+            pieces: pieces.into(),
+            at: 0,
+        }
+    }
+}
+
+impl std::io::Read for PiecesReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(first) = self.pieces.front() {
+            let rest = first.as_bytes().get(self.at..).unwrap_or_default();
+            if rest.is_empty() {
+                self.pieces.pop_front();
+                self.at = 0;
+                continue;
+            }
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            self.at += n;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
 impl Config {
     /// A resolver for tests, presenting `api_key` to the hub at `hub_url`.
     pub fn for_tests(hub_url: &str, api_key: &str) -> Config {
@@ -217,6 +324,54 @@ impl Config {
             hub_url: hub_url.to_string(),
             component_id: None,
             api_key: Some(api_key.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_plan_read_from_its_pieces_is_the_plan_read_whole() {
+        let text = json!({
+            "workflow_id": "wf-1",
+            "spec": {"name": "w", "tasks": [
+                {"id": "a", "method": "python/execute", "parameters": {"code": "ü = 1"}},
+                {"id": "b", "method": "python/execute", "parameters": {"x": "${a.result}"}, "dependencies": ["a"]}
+            ]},
+            "started": ["a"]
+        })
+        .to_string();
+        // Cut on character boundaries, as a sender does.
+        let mut pieces = Vec::new();
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let mut end = rest.len().min(7);
+            while !rest.is_char_boundary(end) {
+                end -= 1;
+            }
+            pieces.push(rest[..end].to_owned());
+            rest = &rest[end..];
+        }
+        let read = plan_from_pieces(pieces).expect("reads");
+        assert_eq!(read.workflow_id, "wf-1");
+        assert_eq!(read.started, ["a"]);
+        let texts: Vec<&str> = read.params.iter().map(|p| p.get()).collect();
+        assert_eq!(texts, [r#"{"code":"ü = 1"}"#, r#"{"x":"${a.result}"}"#]);
+        assert!(read.spec.tasks.iter().all(|t| t.parameters.is_null()));
+    }
+
+    #[test]
+    fn pieces_that_do_not_make_a_plan_are_a_coded_error() {
+        for pieces in [
+            vec!["{\"workflow_id\":".to_owned()],
+            vec!["nonsense".to_owned()],
+            vec![],
+        ] {
+            let e = plan_from_pieces(pieces).err().expect("refused");
+            assert_eq!(e.code, ErrorCode::ValidationFailed.as_str());
         }
     }
 }
