@@ -74,15 +74,9 @@ impl Outbound {
         if total > part_bytes {
             return Ok(Outbound::Parts(Parts::new(head, text, part_bytes)));
         }
-        let joined = match <[TextPiece; 1]>::try_from(text) {
-            Ok([TextPiece::Json(j)]) => j,
-            Ok([TextPiece::Owned(s)]) => JsonText::from_text(s).map_err(|e| e.to_string())?,
-            Err(text) => {
-                let mut s = String::with_capacity(total);
-                text.iter().for_each(|p| s.push_str(p.as_str()));
-                JsonText::from_text(s).map_err(|e| e.to_string())?
-            }
-        };
+        let mut joined = String::with_capacity(total);
+        text.iter().for_each(|p| joined.push_str(p.as_str()));
+        let joined = JsonText::from_text(joined).map_err(|e| e.to_string())?;
         Ok(Outbound::One(Envelope {
             raw: Some(joined),
             payload: Value::Null,

@@ -96,13 +96,12 @@ impl Component for Resolver {
     type Internal = NoInternal;
 
     async fn on_envelope(&mut self, mut env: Envelope) {
-        if let Some(pieces) = env.pieces.take() {
+        let request = match env.pieces.take() {
             // A big plan, read as it goes (`events::READ_IN_PIECES`).
-            let result = plan_guarded(&self.client, &mut self.plans, || plan_from_pieces(pieces));
-            let _ = self.client.respond(&env, result);
-            return;
-        }
-        let request = match ResolverRequest::decode_envelope(&mut env) {
+            Some(pieces) => plan_from_pieces(pieces).map(Request::Read),
+            None => ResolverRequest::decode_envelope(&mut env).map(Request::Decoded),
+        };
+        let request = match request {
             Ok(request) => request,
             // `workflow_forget` is a notice: nobody waits for an answer to a bad one.
             Err(e) if env.event == events::WORKFLOW_FORGET => {
@@ -135,12 +134,13 @@ fn handle_guarded(
     client: &HubClient,
     plans: &mut HashMap<String, Plan>,
     event: &str,
-    request: ResolverRequest,
+    request: Request,
 ) -> Option<Result<Value, GzError>> {
     let workflow_id = match &request {
-        ResolverRequest::Plan(p) => p.workflow_id.clone(),
-        ResolverRequest::Finished(f) => f.workflow_id.clone(),
-        ResolverRequest::Forget(r) => r.workflow_id.clone(),
+        Request::Read(p) => p.workflow_id.clone(),
+        Request::Decoded(ResolverRequest::Plan(p)) => p.workflow_id.clone(),
+        Request::Decoded(ResolverRequest::Finished(f)) => f.workflow_id.clone(),
+        Request::Decoded(ResolverRequest::Forget(r)) => r.workflow_id.clone(),
     };
     let result = match gleitzeit_runtime::catch_panic_sync(|| handle(client, plans, request)) {
         Ok(result) => result,
@@ -178,14 +178,20 @@ fn within_message_limit(
     .with_hint("pass less data between tasks (references to files rather than whole results)"))
 }
 
+/// A request as decoded, or a plan already read from its pieces.
+enum Request {
+    Decoded(ResolverRequest),
+    Read(PlanRead),
+}
+
 fn handle(
     client: &HubClient,
     plans: &mut HashMap<String, Plan>,
-    request: ResolverRequest,
+    request: Request,
 ) -> Option<Result<Value, GzError>> {
-    let with_id = |mut r: Resolution| {
-        r.resolver_id = client.id().to_string();
-        to_payload(&r)
+    let request = match request {
+        Request::Read(read) => return Some(plan(client, plans, read)),
+        Request::Decoded(request) => request,
     };
     match request {
         ResolverRequest::Plan(p) => Some((|| {
@@ -213,7 +219,7 @@ fn handle(
                 )
                 .with_hint("send workflow_plan again")
             })?;
-            with_id(plan.finish(&f.finished))
+            answer(client, plan.finish(&f.finished))
         })()),
         ResolverRequest::Forget(r) => {
             plans.remove(&r.workflow_id);
@@ -242,9 +248,14 @@ fn plan(
     plans: &mut HashMap<String, Plan>,
     p: PlanRead,
 ) -> Result<Value, GzError> {
-    let (plan, mut res) = Plan::with_text_parameters(p.spec, p.params, &p.finished, &p.started)?;
+    let (plan, res) = Plan::with_text_parameters(p.spec, p.params, &p.finished, &p.started)?;
     debug!(workflow = %p.workflow_id, ready = res.ready.len(), "planned");
     plans.insert(p.workflow_id, plan);
+    answer(client, res)
+}
+
+/// A resolution as the reply payload, naming this resolver.
+fn answer(client: &HubClient, mut res: Resolution) -> Result<Value, GzError> {
     res.resolver_id = client.id().to_string();
     to_payload(&res)
 }
@@ -258,22 +269,6 @@ fn plan_from_pieces(pieces: Vec<String>) -> Result<PlanRead, GzError> {
     .map_err(invalid_spec)?;
     read.params = params;
     Ok(read)
-}
-
-/// [`plan`] for a plan `read` makes, with a panic turned into a GZ8001 reply.
-fn plan_guarded(
-    client: &HubClient,
-    plans: &mut HashMap<String, Plan>,
-    read: impl FnOnce() -> Result<PlanRead, GzError>,
-) -> Result<Value, GzError> {
-    gleitzeit_runtime::catch_panic_sync(|| read().and_then(|p| plan(client, plans, p)))
-        .unwrap_or_else(|panic| {
-            warn!(%panic, "reading a plan panicked");
-            Err(GzError::new(
-                ErrorCode::Internal,
-                format!("dependency-resolver failed on a plan: {panic}"),
-            ))
-        })
 }
 
 fn invalid_spec(e: serde_json::Error) -> GzError {
