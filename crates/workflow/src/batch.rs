@@ -369,17 +369,25 @@ pub fn member_id(template: &str, n: usize, count: usize) -> String {
 /// and whether it fails fast. `None` for a spec without a batch or not yet expanded (a
 /// member missing from the spec also gives `None`: nothing is guessed).
 pub fn members(spec: &WorkflowSpec) -> Option<(String, Vec<usize>, bool)> {
-    let b = spec.metadata.get("batch")?;
-    let template = b.get("template")?.as_str()?;
-    let count = usize::try_from(b.get("files")?.as_u64()?).ok()?;
     let index: std::collections::HashMap<&str, usize> = spec
         .tasks
         .iter()
         .enumerate()
         .map(|(i, t)| (t.id.as_str(), i))
         .collect();
+    members_by(&spec.metadata, |id| index.get(id).copied())
+}
+
+/// [`members`] of a spec whose `metadata` is given, its tasks found by id with `position`.
+pub fn members_by(
+    metadata: &Value,
+    position: impl Fn(&str) -> Option<usize>,
+) -> Option<(String, Vec<usize>, bool)> {
+    let b = metadata.get("batch")?;
+    let template = b.get("template")?.as_str()?;
+    let count = usize::try_from(b.get("files")?.as_u64()?).ok()?;
     let positions = (1..=count)
-        .map(|n| index.get(member_id(template, n, count).as_str()).copied())
+        .map(|n| position(member_id(template, n, count).as_str()))
         .collect::<Option<Vec<usize>>>()?;
     let fail_fast = b.get("fail_fast").and_then(Value::as_bool).unwrap_or(false);
     Some((template.to_string(), positions, fail_fast))

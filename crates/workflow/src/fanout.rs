@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::spec::{TaskSpec, WorkflowSpec};
+use crate::spec::WorkflowSpec;
 use crate::substitute::{references, ITEM, ITEM_INDEX};
 
 /// Most items one fan-out may have (each is a task).
@@ -226,20 +226,10 @@ pub fn joined<'a>(members: impl Iterator<Item = (&'a str, &'a MemberOutcome)>) -
     })
 }
 
-/// The member task `n` (1-based) of `count` made from `template`: the template's settings
-/// with a member's id, a name telling its item, no dependencies of its own (the resolver
-/// tracks them), no `batch`, and no parameters (they are substituted once, for the
-/// queue-manager, and not kept).
-pub fn member(template: &TaskSpec, n: usize, count: usize) -> TaskSpec {
-    TaskSpec {
-        id: member_id(&template.id, n, count),
-        name: format!("{} [{}]", template.name, n - 1),
-        parameters: Value::Null,
-        dependencies: Vec::new(),
-        batch: None,
-        tolerate_failures: false,
-        ..template.clone()
-    }
+/// The name of a template's `n`-th (1-based) member: the template's name and the item's
+/// index, `<name> [0]`….
+pub fn member_name(template_name: &str, n: usize) -> String {
+    format!("{template_name} [{}]", n.saturating_sub(1))
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Reading a spec with its tasks' parameters kept as JSON text ([`parse_with_text_parameters`]).
 //!
-//! A holder of a big spec that reads the parameters only now and then (the
-//! dependency-resolver: when a task is released) should not hold them as trees of values
-//! for the whole run: for a 100,000-task workflow those trees are ~60 MB, the text ~10 MB.
+//! A holder of a big spec that checks and writes it (the queue-manager at a submission)
+//! should not hold the parameters as trees of values: for a 100,000-task workflow those
+//! trees are ~60 MB, the text ~10 MB.
 //! While [`parse_with_text_parameters`] reads, [`crate::TaskSpec`]'s `parameters` field reads its
 //! value as text into a list on this thread, in task order, and is left `null`; a task
 //! without parameters gets `{}` there, as it would in its field. Any other reading of a
@@ -45,19 +45,6 @@ pub fn parse_with_text_parameters(
         )));
     }
     Ok((spec, params))
-}
-
-/// [`parse_with_text_parameters`] for a message `T` that holds a spec (a plan), read from
-/// `reader` as it goes: the spec's tasks' parameters come as text, in order. (The caller
-/// checks that there is one per task.)
-///
-/// # Errors
-///
-/// What reading `T` the usual way would report.
-pub fn read_with_text_parameters<T: serde::de::DeserializeOwned>(
-    reader: impl std::io::Read,
-) -> Result<(T, Vec<Box<RawValue>>), serde_json::Error> {
-    collected_by(|| serde_json::from_reader(reader))
 }
 
 /// Runs `read` with the parameters it meets collected on this thread.

@@ -26,14 +26,11 @@ use gleitzeit_protocol::payloads::Resolution;
 use gleitzeit_protocol::requests::ResolverRequest;
 use gleitzeit_protocol::{to_payload, Envelope};
 use gleitzeit_runtime::Shutdown;
-use gleitzeit_workflow::text_parameters::{parse_with_text_parameters, read_with_text_parameters};
-use gleitzeit_workflow::WorkflowSpec;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanSpec};
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -195,9 +192,8 @@ fn handle(
     };
     match request {
         ResolverRequest::Plan(p) => Some((|| {
-            // The parameters stay text until their task is released (`plan` module docs).
-            let text = p.spec.text().unwrap_or("null");
-            let (spec, params) = parse_with_text_parameters(text).map_err(invalid_spec)?;
+            // Only what the plan keeps of each task is read (`plan` module docs).
+            let spec = PlanSpec::read(p.spec.text().unwrap_or("null")).map_err(invalid_spec)?;
             drop(p.spec);
             plan(
                 client,
@@ -205,7 +201,6 @@ fn handle(
                 PlanRead {
                     workflow_id: p.workflow_id,
                     spec,
-                    params,
                     finished: p.finished,
                     started: p.started,
                 },
@@ -228,14 +223,11 @@ fn handle(
     }
 }
 
-/// A plan as read: its spec with the tasks' parameters as text, and what already happened.
+/// A plan as read: what the plan keeps of its spec, and what already happened.
 #[derive(Deserialize)]
 struct PlanRead {
     workflow_id: String,
-    spec: WorkflowSpec,
-    /// Filled in after reading (the spec's own `parameters` are left `null`).
-    #[serde(skip)]
-    params: Vec<Box<RawValue>>,
+    spec: PlanSpec,
     #[serde(default)]
     finished: Vec<FinishedTask>,
     #[serde(default)]
@@ -248,7 +240,7 @@ fn plan(
     plans: &mut HashMap<String, Plan>,
     p: PlanRead,
 ) -> Result<Value, GzError> {
-    let (plan, res) = Plan::with_text_parameters(p.spec, p.params, &p.finished, &p.started)?;
+    let (plan, res) = Plan::new(p.spec, &p.finished, &p.started)?;
     debug!(workflow = %p.workflow_id, ready = res.ready.len(), "planned");
     plans.insert(p.workflow_id, plan);
     answer(client, res)
@@ -263,12 +255,11 @@ fn answer(client: &HubClient, mut res: Resolution) -> Result<Value, GzError> {
 /// A plan that came in parts, read from its pieces as it goes: each piece is let go once
 /// read, so the plan's text is never held whole beside the spec made of it.
 fn plan_from_pieces(pieces: Vec<String>) -> Result<PlanRead, GzError> {
-    let (mut read, params) = read_with_text_parameters::<PlanRead>(
-        std::io::BufReader::with_capacity(64 * 1024, PiecesReader::new(pieces)),
-    )
-    .map_err(invalid_spec)?;
-    read.params = params;
-    Ok(read)
+    serde_json::from_reader(std::io::BufReader::with_capacity(
+        64 * 1024,
+        PiecesReader::new(pieces),
+    ))
+    .map_err(invalid_spec)
 }
 
 fn invalid_spec(e: serde_json::Error) -> GzError {
@@ -326,6 +317,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gleitzeit_protocol::records::JsonText;
     use serde_json::json;
 
     #[test]
@@ -353,9 +345,15 @@ mod tests {
         let read = plan_from_pieces(pieces).expect("reads");
         assert_eq!(read.workflow_id, "wf-1");
         assert_eq!(read.started, ["a"]);
-        let texts: Vec<&str> = read.params.iter().map(|p| p.get()).collect();
-        assert_eq!(texts, [r#"{"code":"ü = 1"}"#, r#"{"x":"${a.result}"}"#]);
-        assert!(read.spec.tasks.iter().all(|t| t.parameters.is_null()));
+        let (mut plan, res) = Plan::new(read.spec, &read.finished, &read.started).expect("plan");
+        assert!(res.ready.is_empty(), "a is started already");
+        let res = plan.finish(&[FinishedTask {
+            task_id: "a".into(),
+            status: "completed".into(),
+            result: Some(JsonText::of(&json!({"result": "ü"})).expect("json")),
+        }]);
+        assert_eq!(res.ready.len(), 1);
+        assert_eq!(res.ready[0].params.to_value(), json!({"x": "ü"}));
     }
 
     #[test]

@@ -14,7 +14,7 @@ impl Plan {
     /// Template `t`'s dependencies have ended: read its list and make one member per item
     /// (reported in `res.expanded`), or fail it when the list cannot be read.
     pub(super) fn expand(&mut self, t: usize, res: &mut Resolution) {
-        let Some(fan) = self.spec.tasks[t].batch.clone() else {
+        let Some(fan) = self.fans.get(&t).cloned() else {
             return;
         };
         let lookup = |key: &str| self.result_of(key);
@@ -36,7 +36,7 @@ impl Plan {
             Ok(items) => items,
             Err(error) => {
                 let error = GzError {
-                    message: format!("task {}: {}", self.spec.tasks[t].id, error.message),
+                    message: format!("task {}: {}", self.ids.id(t), error.message),
                     ..error
                 }
                 .with_hint("`batch.from` must name a list in an earlier task's result, with at most `max_items` items");
@@ -49,64 +49,58 @@ impl Plan {
             Err(error) => return self.fail(t, error, res),
         };
         let lookup = |key: &str| self.result_of(key);
-        let template = &self.spec.tasks[t];
+        let (template, template_name) = (self.ids.id(t), self.name(t));
         let count = items.len();
-        let mut expansion = Expansion {
-            template: template.id.clone(),
-            members: Vec::with_capacity(count),
-        };
-        let made: Vec<(gleitzeit_workflow::TaskSpec, Result<Value, GzError>)> = items
+        let made: Vec<(MemberTask, Result<Value, GzError>)> = items
             .iter()
             .enumerate()
             .map(|(k, item)| {
+                let task_id = fanout::member_id(template, k + 1, count);
                 let params = substitute_item(&parameters, &lookup, item, k).map_err(|e| {
                     GzError::new(
                         ErrorCode::SubstitutionFailed,
-                        format!(
-                            "task {}: {e}",
-                            fanout::member_id(&template.id, k + 1, count)
-                        ),
+                        format!("task {task_id}: {e}"),
                     )
                 });
-                let spec = fanout::member(template, k + 1, count);
-                (spec, params)
+                let member = MemberTask {
+                    name: fanout::member_name(template_name, k + 1),
+                    task_id,
+                    params: None,
+                    error: None,
+                };
+                (member, params)
             })
             .collect();
-        let mut positions = Vec::with_capacity(count);
-        for (spec, params) in made {
-            let m = self.spec.tasks.len();
-            let mut member = MemberTask {
-                task_id: spec.id.clone(),
-                name: spec.name.clone(),
-                params: None,
-                error: None,
-            };
+        let mut expansion = Expansion {
+            template: template.to_owned(),
+            members: Vec::with_capacity(count),
+        };
+        let first = self.ids.len();
+        for (mut member, params) in made {
+            let m = self.ids.len();
             let state = match params {
                 Ok(params) => {
                     member.params = Some(JsonText::of_value(&params));
-                    self.failures.push(None);
                     State::Started
                 }
                 Err(error) => {
-                    self.failures.push(Some(("failed".into(), json!(error))));
+                    self.failures.insert(m, ("failed".into(), json!(error)));
                     member.error = Some(error);
                     State::Failed
                 }
             };
-            // Members are not in `names`: no reference can name one (the spec that is
+            // Members are not in `by_name`: no reference can name one (the spec that is
             // validated does not have them), and a million of them would be a million keys.
-            self.index.insert(spec.id.clone(), m);
+            self.ids.push(member.task_id.as_str().into());
             self.state.push(state);
             self.remaining.push(0);
-            self.results.push(None);
-            self.template_of.insert(m, t);
-            self.spec.tasks.push(spec);
-            positions.push(m);
             expansion.members.push(member);
         }
+        let positions = first..self.ids.len();
+        self.made.push((positions.clone(), t));
         let ended = positions
-            .iter()
-            .filter(|&&m| self.state[m] == State::Failed)
+            .clone()
+            .filter(|&m| self.state[m] == State::Failed)
             .count();
         self.state[t] = State::Joining;
         self.remaining[t] = (count - ended) as u32;
@@ -120,7 +114,7 @@ impl Plan {
     /// Member `m` ended (its state and result or failure are set): the last one joins its
     /// template. False when `m` is not a member.
     pub(super) fn member_ended(&mut self, m: usize, res: &mut Resolution) -> bool {
-        let Some(&t) = self.template_of.get(&m) else {
+        let Some(t) = self.template_of(m) else {
             return false;
         };
         if self.state[t] == State::Joining {
@@ -132,6 +126,13 @@ impl Plan {
         true
     }
 
+    /// The template whose member is task `m`, if `m` is a member.
+    fn template_of(&self, m: usize) -> Option<usize> {
+        let after = self.made.partition_point(|(range, _)| range.start <= m);
+        let (range, t) = self.made.get(after.checked_sub(1)?)?;
+        range.contains(&m).then_some(*t)
+    }
+
     /// Every member of template `t` has ended: it completes with the joined results, or
     /// fails (GZ2001) when some did not complete. Either way its dependents see the joined
     /// value (`${t.results}` for a `tolerate_failures` task after failures).
@@ -141,23 +142,23 @@ impl Plan {
     fn join(&mut self, t: usize, res: &mut Resolution) {
         let members = self.members.get(&t).cloned().unwrap_or_default();
         let outcomes: Vec<(String, MemberOutcome)> = members
-            .iter()
-            .map(|&m| {
-                let outcome = match (self.results[m].take(), self.failures[m].take()) {
+            .clone()
+            .map(|m| {
+                let outcome = match (self.results.remove(&m), self.failures.remove(&m)) {
                     (Some(result), _) => MemberOutcome::Completed(result),
                     (None, Some((status, error))) => MemberOutcome::Ended(status, error),
                     (None, None) => MemberOutcome::Ended("pending".into(), Value::Null),
                 };
-                (self.spec.tasks[m].id.clone(), outcome)
+                (self.ids.id(m).to_owned(), outcome)
             })
             .collect();
         let value = fanout::joined(outcomes.iter().map(|(id, o)| (id.as_str(), o)));
         let failed = value["failed"].as_u64().unwrap_or(0);
-        self.results[t] = Some(value.clone());
+        self.results.insert(t, value.clone());
         if failed == 0 {
             self.state[t] = State::Completed;
             res.joined.push(JoinedTask {
-                task_id: self.spec.tasks[t].id.clone(),
+                task_id: self.ids.id(t).to_owned(),
                 result: JsonText::of_value(&value),
             });
             for k in 0..self.dependents(t).len() {
@@ -176,7 +177,7 @@ impl Plan {
             format!(
                 "{failed} of {} item task(s) of {} did not complete (first: {first})",
                 members.len(),
-                self.spec.tasks[t].id
+                self.ids.id(t)
             ),
         )
         .with_hint("a later task with `tolerate_failures: true` still runs and gets every outcome in `${<template>.results}`");

@@ -2,9 +2,11 @@
 //! skipped, and the parameters of ready tasks with `${…}` references substituted.
 //!
 //! Pure and rebuildable: a [`Plan`] is built from the spec plus the tasks that already
-//! finished, so a restarted resolver can pick up any workflow. The tasks' parameters are
-//! kept as JSON text (read so by `gleitzeit_workflow::text_parameters`) and parsed when the
-//! task is released; which results each task reads is worked out once, at build.
+//! finished, so a restarted resolver can pick up any workflow. The spec is read one task at
+//! a time into what the plan keeps of it (`tasks.rs`): ids, names, the parameters as JSON
+//! text (parsed when the task is released), tolerance and fan-out blocks; which results
+//! each task reads is worked out once, at build. Results and failures are held only while
+//! some task still reads them.
 //!
 //! A task that did not complete skips its dependents, except those with
 //! `tolerate_failures: true`: for them it counts as finished, and they run once all their
@@ -33,20 +35,26 @@
 //! queued already.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{BlockedTask, FinishedTask, PrimedTask, ReadyTask, Resolution};
 use gleitzeit_protocol::records::JsonText;
+use gleitzeit_workflow::fanout::FanOut;
 use gleitzeit_workflow::text_parameters::may_refer;
 use gleitzeit_workflow::{batch, references, resolve_path, substitute, Dag, WorkflowSpec};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+
+pub use tasks::PlanSpec;
+use tasks::{Ids, SpecTasks};
 
 /// A task releasing more dependents than this primes none of them: a chain saves two
 /// relays per hop, while a wide fan-out would only send its tasks' parameters twice.
 const PRIME_MAX_SIBLINGS: usize = 8;
 
 mod fanout;
+mod tasks;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -67,117 +75,112 @@ struct FailedResult {
 
 /// Dependency state of one workflow.
 pub struct Plan {
-    /// The spec, its tasks' parameters taken out (`null`: they are in `params`).
-    spec: WorkflowSpec,
+    /// Every task's id: the spec's tasks, then the members fan-outs made.
+    ids: Ids,
+    /// Names of the spec's tasks that are not their ids, and the task each names.
+    by_name: HashMap<Box<str>, usize>,
+    /// The same names by task.
+    name_of: HashMap<usize, Box<str>>,
     /// The parameters of the spec's own tasks as JSON text, parsed when the task is
     /// released: as trees of values they were ~600 bytes per task for the whole run.
     params: Vec<Box<RawValue>>,
+    /// The spec's tasks that run after a dependency that did not complete.
+    tolerant: Vec<bool>,
+    /// The fan-out templates' `batch` blocks.
+    fans: HashMap<usize, FanOut>,
     /// The spec's tasks whose results each of the spec's tasks reads (see `readers`).
     reads: Vec<Box<[u32]>>,
     dag: Dag,
-    index: HashMap<String, usize>,
-    names: HashMap<String, usize>,
     state: Vec<State>,
     remaining: Vec<u32>,
-    results: Vec<Option<Value>>,
+    /// Results some task still reads (see `readers`), by task.
+    results: HashMap<usize, Value>,
     /// How many tasks not yet released or skipped read each of the spec's tasks' results
     /// (`${t…}` in their parameters or `batch.from`; `u32::MAX` for the batch's files, read
     /// as `${<template>.results}`). A result nobody reads any more is not kept: a
     /// 100,000-task workflow held every result here before.
     readers: Vec<u32>,
-    /// How a task that did not complete ended: its status and error.
-    failures: Vec<Option<(String, Value)>>,
+    /// How a task that did not complete ended (its status and error), while it is read.
+    failures: HashMap<usize, (String, Value)>,
     /// The batch: its template's id and its tasks in file order.
     group: Option<(String, Vec<usize>)>,
-    /// Tasks a fan-out made (positions past the spec's own tasks): their template.
-    template_of: HashMap<usize, usize>,
+    /// The members each expansion made (consecutive positions past the spec's own tasks)
+    /// and their template, in the order made.
+    made: Vec<(Range<usize>, usize)>,
     /// A fan-out template's members, in item order.
-    members: HashMap<usize, Vec<usize>>,
+    members: HashMap<usize, Range<usize>>,
     /// The spec's tasks already sent as [`PrimedTask`]s.
     primed: Vec<bool>,
 }
 
 impl Plan {
-    /// Builds the plan; `finished` and `started` tasks are replayed first. The resolution
-    /// lists every task ready now.
+    /// Builds the plan of `spec` (see [`Plan::new`]).
     pub fn build(
-        mut spec: WorkflowSpec,
+        spec: WorkflowSpec,
         finished: &[FinishedTask],
         started: &[String],
     ) -> Result<(Plan, Resolution), GzError> {
-        let params = spec
-            .tasks
-            .iter_mut()
-            .map(|t| serde_json::value::to_raw_value(&std::mem::take(&mut t.parameters)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| GzError::new(ErrorCode::Internal, format!("parameters: {e}")))?;
-        Plan::with_text_parameters(spec, params, finished, started)
+        let text = serde_json::to_string(&spec)
+            .map_err(|e| GzError::new(ErrorCode::Internal, format!("spec: {e}")))?;
+        let spec = PlanSpec::read(&text)
+            .map_err(|e| GzError::new(ErrorCode::Internal, format!("spec: {e}")))?;
+        Plan::new(spec, finished, started)
     }
 
-    /// [`Plan::build`] for a spec read with
-    /// [`gleitzeit_workflow::text_parameters::parse_with_text_parameters`]: `params` are its
-    /// tasks' parameters as text, in task order.
-    pub fn with_text_parameters(
-        mut spec: WorkflowSpec,
-        params: Vec<Box<RawValue>>,
+    /// Builds the plan; `finished` and `started` tasks are replayed first. The resolution
+    /// lists every task ready now.
+    pub fn new(
+        spec: PlanSpec,
         finished: &[FinishedTask],
         started: &[String],
     ) -> Result<(Plan, Resolution), GzError> {
-        if params.len() != spec.tasks.len() {
-            return Err(GzError::new(
-                ErrorCode::Internal,
-                "the parameters do not match the spec's tasks",
-            ));
-        }
-        let dag = Dag::from_spec(&spec);
+        let PlanSpec { metadata, tasks } = spec;
+        let SpecTasks {
+            ids,
+            by_name,
+            name_of,
+            params,
+            tolerant,
+            fans,
+            edges,
+            ..
+        } = tasks;
+        let n = params.len();
+        let dag = Dag::from_edges(n, edges);
         if let Err(cycle) = dag.topological_order() {
-            let path: Vec<&str> = cycle.iter().map(|&i| spec.tasks[i].id.as_str()).collect();
+            let path: Vec<&str> = cycle.iter().map(|&i| ids.id(i)).collect();
             return Err(GzError::new(
                 ErrorCode::CircularDependency,
                 format!("circular dependency: {}", path.join(" -> ")),
             ));
         }
-        let n = spec.tasks.len();
-        let index: HashMap<String, usize> = spec
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id.clone(), i))
-            .collect();
-        // Ids are looked up first, so a name that is its task's id needs no entry.
-        let names: HashMap<String, usize> = spec
-            .tasks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.name != t.id)
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
         let remaining = (0..n).map(|i| dag.dependencies(i).len() as u32).collect();
-        let group = batch::members(&spec).map(|(template, members, _)| (template, members));
+        let group = batch::members_by(&metadata, |id| ids.get(id))
+            .map(|(template, members, _)| (template, members));
         let mut readers = vec![0u32; n];
         for &m in group.iter().flat_map(|(_, members)| members) {
             readers[m] = u32::MAX;
         }
+        let lookup = |key: &str| ids.get(key).or_else(|| by_name.get(key).copied());
         let reads: Vec<Box<[u32]>> = (0..n)
-            .map(|d| read_by(&spec, &params[d], &index, &names, d))
+            .map(|d| read_by(&params[d], fans.get(&d), &lookup, n))
             .collect();
-        for task in &mut spec.tasks {
-            forget_unread(task);
-        }
         let mut plan = Plan {
-            spec,
+            ids,
+            by_name,
+            name_of,
             params,
+            tolerant,
+            fans,
             reads,
             dag,
-            index,
-            names,
             state: vec![State::Waiting; n],
             remaining,
-            results: vec![None; n],
+            results: HashMap::new(),
             readers,
-            failures: vec![None; n],
+            failures: HashMap::new(),
             group,
-            template_of: HashMap::new(),
+            made: Vec::new(),
             members: HashMap::new(),
             primed: vec![false; n],
         };
@@ -186,7 +189,7 @@ impl Plan {
             *r = r.saturating_add(1);
         }
         for id in started {
-            if let Some(&i) = plan.index.get(id) {
+            if let Some(i) = plan.ids.get(id) {
                 plan.state[i] = State::Started;
             }
         }
@@ -194,16 +197,16 @@ impl Plan {
         // are derived first; it still counts when it ended otherwise (cancelled, refused).
         let (templates, mut todo): (Vec<&FinishedTask>, Vec<&FinishedTask>) =
             finished.iter().partition(|f| {
-                plan.index
+                plan.ids
                     .get(&f.task_id)
-                    .is_some_and(|&i| plan.spec.tasks[i].batch.is_some())
+                    .is_some_and(|i| plan.fans.contains_key(&i))
             });
         let mut res = Resolution::default();
         loop {
             let before = todo.len();
             let mut unknown = Vec::new();
             for f in todo {
-                if plan.index.contains_key(&f.task_id) {
+                if plan.ids.get(&f.task_id).is_some() {
                     res.extend(plan.finish(std::slice::from_ref(f)));
                 } else {
                     unknown.push(f);
@@ -230,11 +233,16 @@ impl Plan {
         Ok((plan, res))
     }
 
+    /// The display name of task `i` (its id when it has none of its own).
+    fn name(&self, i: usize) -> &str {
+        self.name_of.get(&i).map_or(self.ids.id(i), |name| name)
+    }
+
     /// Records finished tasks and returns what that unlocks or blocks.
     pub fn finish(&mut self, finished: &[FinishedTask]) -> Resolution {
         let mut res = Resolution::default();
         for f in finished {
-            let Some(&i) = self.index.get(&f.task_id) else {
+            let Some(i) = self.ids.get(&f.task_id) else {
                 continue;
             };
             if matches!(self.state[i], State::Completed | State::Failed) {
@@ -243,8 +251,8 @@ impl Plan {
             if f.status == "completed" {
                 self.state[i] = State::Completed;
                 if self.is_read(i) {
-                    self.results[i] =
-                        Some(f.result.as_ref().map_or(Value::Null, JsonText::to_value));
+                    let result = f.result.as_ref().map_or(Value::Null, JsonText::to_value);
+                    self.results.insert(i, result);
                 }
                 if self.member_ended(i, &mut res) {
                     continue;
@@ -260,7 +268,7 @@ impl Plan {
                     .as_ref()
                     .and_then(|r| r.parse::<FailedResult>().ok())
                     .map_or(Value::Null, |r| r.error);
-                self.failures[i] = Some((f.status.clone(), error));
+                self.failures.insert(i, (f.status.clone(), error));
                 if self.member_ended(i, &mut res) {
                     continue;
                 }
@@ -299,7 +307,7 @@ impl Plan {
             && !self.primed[d]
             && self.state[d] == State::Waiting
             && self.remaining[d] == 1
-            && self.spec.tasks[d].batch.is_none()
+            && !self.fans.contains_key(&d)
             && (self.group.is_none() || self.reads[d].is_empty());
         if !eligible {
             return;
@@ -314,7 +322,7 @@ impl Plan {
             return;
         };
         let plain = self.state[x] == State::Started
-            && self.spec.tasks[x].batch.is_none()
+            && !self.fans.contains_key(&x)
             && self.dag.dependents(x).len() <= PRIME_MAX_SIBLINGS;
         if !plain || self.reads[d].iter().any(|&j| j as usize != x) {
             return;
@@ -324,8 +332,8 @@ impl Plan {
         };
         self.primed[d] = true;
         res.primed.push(PrimedTask {
-            task_id: self.spec.tasks[d].id.clone(),
-            after: self.spec.tasks[x].id.clone(),
+            task_id: self.ids.id(d).to_owned(),
+            after: self.ids.id(x).to_owned(),
             params,
         });
     }
@@ -336,7 +344,7 @@ impl Plan {
             Some(text) => serde_json::from_str(text.get()).map_err(|e| {
                 GzError::new(ErrorCode::Internal, format!("parameters unreadable: {e}"))
             }),
-            None => Ok(self.spec.tasks[i].parameters.clone()),
+            None => Ok(Value::Null),
         }
     }
 
@@ -350,11 +358,10 @@ impl Plan {
         let results: Vec<Value> = members
             .iter()
             .map(|&m| {
-                let t = &self.spec.tasks[m];
                 let mut entry = Map::new();
-                entry.insert("file".into(), json!(t.name));
-                entry.insert("task_id".into(), json!(t.id));
-                match (&self.results[m], &self.failures[m]) {
+                entry.insert("file".into(), json!(self.name(m)));
+                entry.insert("task_id".into(), json!(self.ids.id(m)));
+                match (self.results.get(&m), self.failures.get(&m)) {
                     (Some(result), _) => {
                         entry.insert("status".into(), json!("completed"));
                         let primary = resolve_path(result, &[]).unwrap_or(result);
@@ -401,21 +408,24 @@ impl Plan {
             }
             *r -= 1;
             if *r == 0 {
-                self.results[j] = None;
+                self.results.remove(&j);
             }
         }
     }
 
     /// The result a reference to task `key` (id or name) reads, if it has one.
     fn result_of(&self, key: &str) -> Option<&Value> {
-        let j = self.index.get(key).or_else(|| self.names.get(key))?;
-        self.results[*j].as_ref()
+        let j = self
+            .ids
+            .get(key)
+            .or_else(|| self.by_name.get(key).copied())?;
+        self.results.get(&j)
     }
 
     /// Substitutes a ready task's parameters and reports it ready (or failed); a fan-out
     /// template expands instead.
     fn release(&mut self, i: usize, res: &mut Resolution) {
-        if self.spec.tasks[i].batch.is_some() {
+        if self.fans.contains_key(&i) {
             self.expand(i, res);
         } else {
             self.substitute_ready(i, res);
@@ -435,7 +445,6 @@ impl Plan {
             Err(error) => return self.fail(i, error, res),
         };
         let group = self.group_value(&parameters);
-        let task = &self.spec.tasks[i];
         let lookup = |key: &str| -> Option<&Value> {
             if let (Some(value), Some((template, _))) = (&group, &self.group) {
                 if key == template {
@@ -449,7 +458,7 @@ impl Plan {
             Err(e) => {
                 let error = GzError::new(
                     ErrorCode::SubstitutionFailed,
-                    format!("task {}: {e}", task.id),
+                    format!("task {}: {e}", self.ids.id(i)),
                 );
                 self.fail(i, error, res);
             }
@@ -460,7 +469,7 @@ impl Plan {
     fn ready(&mut self, i: usize, params: JsonText, res: &mut Resolution) {
         self.state[i] = State::Started;
         res.ready.push(ReadyTask {
-            task_id: self.spec.tasks[i].id.clone(),
+            task_id: self.ids.id(i).to_owned(),
             params,
         });
         for k in 0..self.dependents(i).len() {
@@ -471,9 +480,9 @@ impl Plan {
 
     /// Task `t` fails before running: its dependents are skipped (tolerant ones released).
     fn fail(&mut self, t: usize, error: GzError, res: &mut Resolution) {
-        self.failures[t] = Some(("failed".into(), json!(error)));
+        self.failures.insert(t, ("failed".into(), json!(error)));
         res.failed.push(BlockedTask {
-            task_id: self.spec.tasks[t].id.clone(),
+            task_id: self.ids.id(t).to_owned(),
             error,
         });
         self.state[t] = State::Failed;
@@ -484,11 +493,11 @@ impl Plan {
     /// up to the tasks that tolerate failures: for them the skipped dependency counts as
     /// ended. Each edge is met once (a task is pushed once per dependency that just ended).
     fn skip_dependents(&mut self, i: usize, res: &mut Resolution) {
-        let failed_id = self.spec.tasks[i].id.clone();
+        let failed_id = self.ids.id(i).to_owned();
         let mut tolerant = Vec::new();
         let mut stack: Vec<usize> = self.dependents(i).to_vec();
         while let Some(d) = stack.pop() {
-            if self.spec.tasks[d].tolerate_failures {
+            if self.tolerant.get(d).copied().unwrap_or(false) {
                 tolerant.push(d);
                 continue;
             }
@@ -503,9 +512,9 @@ impl Plan {
                 ErrorCode::DependencyFailed,
                 format!("skipped: dependency {failed_id} did not complete"),
             );
-            self.failures[d] = Some(("skipped".into(), json!(error)));
+            self.failures.insert(d, ("skipped".into(), json!(error)));
             res.skipped.push(BlockedTask {
-                task_id: self.spec.tasks[d].id.clone(),
+                task_id: self.ids.id(d).to_owned(),
                 error,
             });
             stack.extend_from_slice(self.dependents(d));
@@ -516,32 +525,21 @@ impl Plan {
     }
 }
 
-/// Drops what the plan never reads of a task once it is built (the DAG holds the
-/// dependencies; methods, protocols, files, retries and timeouts are the queue-manager's):
-/// a 100,000-task plan holds each task for the whole run.
-fn forget_unread(task: &mut gleitzeit_workflow::TaskSpec) {
-    task.dependencies = Vec::new();
-    task.method = String::new();
-    task.protocol = String::new();
-    task.files = Default::default();
-}
-
 /// The spec's tasks whose results task `d` reads (each once): `${t…}` in its parameters
-/// (`params`, parsed only when they may hold a reference) or its `batch.from`.
+/// (`params`, parsed only when they may hold a reference) or its `batch.from` (`fan`);
+/// `position` finds a task by id or name, `n` is the spec's task count.
 fn read_by(
-    spec: &WorkflowSpec,
     params: &RawValue,
-    index: &HashMap<String, usize>,
-    names: &HashMap<String, usize>,
-    d: usize,
+    fan: Option<&FanOut>,
+    position: &impl Fn(&str) -> Option<usize>,
+    n: usize,
 ) -> Box<[u32]> {
-    let task = &spec.tasks[d];
     let mut keys: Vec<String> = Vec::new();
     if may_refer(params) {
         let parsed: Value = serde_json::from_str(params.get()).unwrap_or(Value::Null);
         keys.extend(references(&parsed).into_iter().map(|r| r.task));
     }
-    if let Some(fan) = &task.batch {
+    if let Some(fan) = fan {
         keys.extend(
             references(&Value::String(fan.from.clone()))
                 .into_iter()
@@ -550,8 +548,8 @@ fn read_by(
     }
     let mut read: Vec<u32> = keys
         .iter()
-        .filter_map(|k| index.get(k).or_else(|| names.get(k)).copied())
-        .filter(|&j| j < spec.tasks.len())
+        .filter_map(|k| position(k))
+        .filter(|&j| j < n)
         .filter_map(|j| u32::try_from(j).ok())
         .collect();
     read.sort_unstable();

@@ -55,24 +55,19 @@ fn chain_releases_in_order_with_type_preserving_substitution() {
 #[test]
 fn a_plan_from_the_spec_text_keeps_parameters_as_text_and_substitutes_the_same() {
     let text = serde_json::to_string(&spec(CHAIN)).expect("json");
-    let (lean, params) =
-        gleitzeit_workflow::text_parameters::parse_with_text_parameters(&text).expect("reads");
-    let (mut plan, res) = Plan::with_text_parameters(lean, params, &[], &[]).expect("plan");
-    assert!(plan.spec.tasks.iter().all(|t| t.parameters.is_null()));
+    let (mut plan, res) = Plan::new(PlanSpec::read(&text).expect("reads"), &[], &[]).expect("plan");
     assert_eq!(
         res.ready[0].params.to_value(),
         json!({"code": "result = [1, 2, 3]"})
     );
     assert_eq!(
-        plan.reads[plan.index["b"]].as_ref(),
-        [plan.index["a"] as u32]
+        plan.reads[plan.ids.get("b").expect("b")].as_ref(),
+        [plan.ids.get("a").expect("a") as u32]
     );
     let res = plan.finish(&[done("a", json!({"result": [1, 2, 3]}))]);
     assert_eq!(res.ready[0].params.to_value()["context"]["first"], json!(1));
     // `a`'s one reader was released: its result is no longer kept.
-    assert!(plan.results[plan.index["a"]].is_none());
-    let mismatched = Plan::with_text_parameters(spec(CHAIN), Vec::new(), &[], &[]);
-    assert!(mismatched.is_err());
+    assert!(!plan.results.contains_key(&plan.ids.get("a").expect("a")));
 }
 
 #[test]
@@ -95,7 +90,7 @@ tasks:
     parameters: { code: "result = 4" }
 "#;
     let (mut plan, _) = Plan::build(spec(READS), &[], &[]).expect("plan");
-    let at = |plan: &Plan, id: &str| plan.results[plan.index[id]].clone();
+    let at = |plan: &Plan, id: &str| plan.results.get(&plan.ids.get(id).expect("id")).cloned();
     plan.finish(&[done("a", json!({"result": 1}))]);
     assert!(at(&plan, "a").is_some(), "c has yet to read a");
     let res = plan.finish(&[done("b", json!({"result": 2}))]);
@@ -330,13 +325,13 @@ fn a_fan_out_makes_a_task_per_item_and_joins_their_results_in_item_order() {
     // The members' results moved into the joined value: the plan keeps no copy of them,
     // and their names are not keys (nothing can refer to a member by name).
     for id in ["each-00001", "each-00002"] {
-        let m = plan.index[id];
+        let m = plan.ids.get(id).expect("member");
         assert!(
-            plan.results[m].is_none() && plan.failures[m].is_none(),
+            !plan.results.contains_key(&m) && !plan.failures.contains_key(&m),
             "{id}"
         );
     }
-    assert!(!plan.names.contains_key("each [1]"));
+    assert!(!plan.by_name.contains_key("each [1]"));
 }
 
 #[test]
