@@ -95,7 +95,7 @@ impl Component for Resolver {
     async fn on_envelope(&mut self, mut env: Envelope) {
         let request = match env.pieces.take() {
             // A big plan, read as it goes (`events::READ_IN_PIECES`).
-            Some(pieces) => plan_from_pieces(pieces).map(Request::Read),
+            Some(pieces) => plan_from_pieces(pieces).map(|read| Request::Read(Box::new(read))),
             None => ResolverRequest::decode_envelope(&mut env).map(Request::Decoded),
         };
         let request = match request {
@@ -178,7 +178,7 @@ fn within_message_limit(
 /// A request as decoded, or a plan already read from its pieces.
 enum Request {
     Decoded(ResolverRequest),
-    Read(PlanRead),
+    Read(Box<PlanRead>),
 }
 
 fn handle(
@@ -187,7 +187,7 @@ fn handle(
     request: Request,
 ) -> Option<Result<Value, GzError>> {
     let request = match request {
-        Request::Read(read) => return Some(plan(client, plans, read)),
+        Request::Read(read) => return Some(plan(client, plans, *read)),
         Request::Decoded(request) => request,
     };
     match request {
