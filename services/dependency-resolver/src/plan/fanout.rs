@@ -97,14 +97,13 @@ impl Plan {
             expansion.members.push(member);
         }
         let positions = first..self.ids.len();
-        self.made.push((positions.clone(), t));
         let ended = positions
             .clone()
             .filter(|&m| self.state[m] == State::Failed)
             .count();
+        self.made.push((positions, t));
         self.state[t] = State::Joining;
         self.remaining[t] = (count - ended) as u32;
-        self.members.insert(t, positions);
         res.expanded.push(expansion);
         if self.remaining[t] == 0 {
             self.join(t, res);
@@ -140,7 +139,11 @@ impl Plan {
     /// The members' results and errors move into the joined value: the plan keeps them
     /// only until the join (a 1,000,000-task fan-out workflow kept every one of them).
     fn join(&mut self, t: usize, res: &mut Resolution) {
-        let members = self.members.get(&t).cloned().unwrap_or_default();
+        let members = self
+            .made
+            .iter()
+            .find(|(_, template)| *template == t)
+            .map_or(0..0, |(members, _)| members.clone());
         let outcomes: Vec<(String, MemberOutcome)> = members
             .clone()
             .map(|m| {

@@ -42,7 +42,7 @@ use gleitzeit_protocol::payloads::{BlockedTask, FinishedTask, PrimedTask, ReadyT
 use gleitzeit_protocol::records::JsonText;
 use gleitzeit_workflow::fanout::FanOut;
 use gleitzeit_workflow::text_parameters::may_refer;
-use gleitzeit_workflow::{batch, references, resolve_path, substitute, Dag, WorkflowSpec};
+use gleitzeit_workflow::{batch, references, resolve_path, substitute, Dag};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
@@ -104,19 +104,18 @@ pub struct Plan {
     failures: HashMap<usize, (String, Value)>,
     /// The batch: its template's id and its tasks in file order.
     group: Option<(String, Vec<usize>)>,
-    /// The members each expansion made (consecutive positions past the spec's own tasks)
-    /// and their template, in the order made.
+    /// The members each expansion made (consecutive positions past the spec's own tasks,
+    /// in item order) and their template, in the order made.
     made: Vec<(Range<usize>, usize)>,
-    /// A fan-out template's members, in item order.
-    members: HashMap<usize, Range<usize>>,
     /// The spec's tasks already sent as [`PrimedTask`]s.
     primed: Vec<bool>,
 }
 
 impl Plan {
-    /// Builds the plan of `spec` (see [`Plan::new`]).
+    /// Builds the plan of `spec` (see [`Plan::new`]), for tests that write their specs.
+    #[cfg(test)]
     pub fn build(
-        spec: WorkflowSpec,
+        spec: gleitzeit_workflow::WorkflowSpec,
         finished: &[FinishedTask],
         started: &[String],
     ) -> Result<(Plan, Resolution), GzError> {
@@ -161,7 +160,7 @@ impl Plan {
         for &m in group.iter().flat_map(|(_, members)| members) {
             readers[m] = u32::MAX;
         }
-        let lookup = |key: &str| ids.get(key).or_else(|| by_name.get(key).copied());
+        let lookup = |key: &str| position(&ids, &by_name, key);
         let reads: Vec<Box<[u32]>> = (0..n)
             .map(|d| read_by(&params[d], fans.get(&d), &lookup, n))
             .collect();
@@ -181,7 +180,6 @@ impl Plan {
             failures: HashMap::new(),
             group,
             made: Vec::new(),
-            members: HashMap::new(),
             primed: vec![false; n],
         };
         for j in plan.reads.iter().flatten() {
@@ -415,10 +413,7 @@ impl Plan {
 
     /// The result a reference to task `key` (id or name) reads, if it has one.
     fn result_of(&self, key: &str) -> Option<&Value> {
-        let j = self
-            .ids
-            .get(key)
-            .or_else(|| self.by_name.get(key).copied())?;
+        let j = position(&self.ids, &self.by_name, key)?;
         self.results.get(&j)
     }
 
@@ -523,6 +518,11 @@ impl Plan {
             self.one_less(d, res);
         }
     }
+}
+
+/// The position of the task a reference names (`key`: an id, else a name).
+fn position(ids: &Ids, by_name: &HashMap<Box<str>, usize>, key: &str) -> Option<usize> {
+    ids.get(key).or_else(|| by_name.get(key).copied())
 }
 
 /// The spec's tasks whose results task `d` reads (each once): `${t…}` in its parameters

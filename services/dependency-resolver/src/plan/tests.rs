@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
-use gleitzeit_workflow::{parse_workflow, MethodCatalog};
+use gleitzeit_workflow::{parse_workflow, MethodCatalog, WorkflowSpec};
 use serde_json::json;
 
 pub(super) fn spec(yaml: &str) -> WorkflowSpec {
