@@ -105,6 +105,7 @@ fn config(args: &Args) -> Result<SimConfig, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    gleitzeit_runtime::configure_allocator();
     let args = Args::parse();
     let config = match config(&args) {
         Ok(c) => c,

@@ -2,7 +2,8 @@
 //! ([`Shutdown`], [`signal_shutdown`]), the flags common to all services ([`CommonArgs`]),
 //! the data dir ([`default_data_dir`]), where API keys come from ([`credentials`]), and
 //! turning panics in spawned work into errors ([`catch_panic`]), and the lexical form of a
-//! path that confinement checks compare ([`paths`]).
+//! path that confinement checks compare ([`paths`]). Linking it makes mimalloc the binary's
+//! allocator (`gleitzeit-alloc`).
 
 #![forbid(unsafe_code)]
 
@@ -10,6 +11,7 @@ pub mod credentials;
 mod panics;
 pub mod paths;
 
+pub use gleitzeit_alloc::configure as configure_allocator;
 pub use panics::{catch_panic, catch_panic_sync};
 
 use std::future::Future;
@@ -94,7 +96,11 @@ pub fn drain_seconds(text: &str) -> Result<std::time::Duration, String> {
 
 /// Sets up `tracing` for a binary. The level comes from `GLEITZEIT_LOG_LEVEL` (e.g. `debug`,
 /// or a filter such as `info,central_hub=debug`), default `info`. Logs go to stderr.
+///
+/// Every binary calls this first, so it also sets the allocator's options
+/// ([`configure_allocator`]: freed memory goes back to the system at once, not after 1 s).
 pub fn init_tracing(format: LogFormat) {
+    configure_allocator();
     let filter = std::env::var("GLEITZEIT_LOG_LEVEL").unwrap_or_else(|_| "info".to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
