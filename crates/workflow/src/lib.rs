@@ -42,6 +42,7 @@ pub mod fanout;
 pub mod functions;
 pub mod limits;
 pub mod parse;
+pub mod positions;
 pub mod spec;
 pub mod substitute;
 pub mod text_parameters;

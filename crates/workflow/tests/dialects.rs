@@ -427,3 +427,32 @@ fn dialect_mistakes_are_reported_with_their_place() {
         "{all}"
     );
 }
+
+#[test]
+fn a_written_spec_leaves_out_defaults_and_reads_back_the_same() {
+    let parsed = parse_ok(
+        r#"name: written
+tasks:
+  - { id: a, method: python/execute, params: { code: x } }
+  - { id: b, method: python/execute, dependencies: [a], priority: high, timeout: 5, retry: 2, params: { code: y } }
+"#,
+    );
+    let text = serde_json::to_string(&parsed.spec).expect("writes");
+    let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let a = &value["tasks"][0];
+    for key in ["retry", "priority", "timeout", "dependencies"] {
+        assert!(
+            a.get(key).is_none(),
+            "{key} is the default: not written in {a}"
+        );
+    }
+    let b = &value["tasks"][1];
+    assert_eq!(b["dependencies"], json!(["a"]));
+    assert_eq!(b["priority"], json!("high"));
+    assert_eq!(b["timeout"], json!(5.0));
+    assert_eq!(b["retry"]["max_attempts"], json!(2));
+    let back: WorkflowSpec = serde_json::from_str(&text).expect("reads back");
+    assert_eq!(back, parsed.spec);
+    assert_eq!(back.tasks[0].retry, RetryPolicy::default());
+    assert_eq!(back.tasks[0].priority, Priority::Normal);
+}

@@ -10,10 +10,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
 
 use gleitzeit_workflow::fanout::FanOut;
-use hashbrown::HashTable;
+use gleitzeit_workflow::positions::Positions;
 use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -23,49 +22,29 @@ use serde_json::Value;
 /// lookup table holds positions only).
 pub(super) struct Ids {
     ids: Vec<Box<str>>,
-    table: HashTable<u32>,
-    hasher: RandomState,
+    positions: Positions,
 }
 
 impl Ids {
     fn new() -> Ids {
         Ids {
             ids: Vec::new(),
-            table: HashTable::new(),
-            hasher: RandomState::new(),
+            positions: Positions::new(),
         }
     }
 
     /// Adds `id` at the next position; an id already known then names the new position.
     pub(super) fn push(&mut self, id: Box<str>) -> usize {
         let at = self.ids.len();
-        let position = u32::try_from(at).unwrap_or(u32::MAX);
-        let hash = self.hasher.hash_one(&*id);
         let ids = &self.ids;
-        match self
-            .table
-            .find_mut(hash, |&p| ids.get(p as usize).is_some_and(|k| **k == *id))
-        {
-            Some(known) => *known = position,
-            None => {
-                let hasher = &self.hasher;
-                self.table.insert_unique(hash, position, |&p| {
-                    ids.get(p as usize).map_or(0, |k| hasher.hash_one(&**k))
-                });
-            }
-        }
+        self.positions.insert(&id, at, |p| ids.get(p).map(|k| &**k));
         self.ids.push(id);
         at
     }
 
     /// The position of the task `id`.
     pub(super) fn get(&self, id: &str) -> Option<usize> {
-        let hash = self.hasher.hash_one(id);
-        self.table
-            .find(hash, |&p| {
-                self.ids.get(p as usize).is_some_and(|k| **k == *id)
-            })
-            .map(|&p| p as usize)
+        self.positions.get(id, |p| self.ids.get(p).map(|k| &**k))
     }
 
     /// The id of the task at `i` (empty past the last).

@@ -32,14 +32,14 @@ impl Machine {
         let Some(wf) = self.wfs.get(key) else {
             return false;
         };
-        let Some(&t) = wf.index.get(&exp.template) else {
+        let Some(t) = wf.position(&exp.template) else {
             return false;
         };
         if step.status(self, key, t) != Some(TaskStatus::Pending)
             || exp
                 .members
                 .iter()
-                .any(|m| wf.index.contains_key(&m.task_id))
+                .any(|m| wf.position(&m.task_id).is_some())
         {
             return false;
         }
@@ -93,10 +93,10 @@ impl Machine {
 
     /// A template whose members all completed completes with their joined results.
     pub(super) fn join_into(&self, step: &mut Step, key: &WfKey, joined: JoinedTask, now: Now) {
-        let Some(&t) = self
+        let Some(t) = self
             .wfs
             .get(key)
-            .and_then(|wf| wf.index.get(&joined.task_id))
+            .and_then(|wf| wf.position(&joined.task_id))
         else {
             return;
         };

@@ -54,7 +54,7 @@ pub(crate) use status::Counts;
 pub(crate) use step::{Effect, Now, Step};
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use gleitzeit_protocol::errors::GzError;
@@ -63,6 +63,7 @@ use gleitzeit_protocol::limits::MAX_TIMEOUT;
 use gleitzeit_protocol::payloads::{FinishedTask, Resolution};
 use gleitzeit_protocol::replies::{TaskEventRef, WorkflowProgress};
 use gleitzeit_store::{JsonText, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+use gleitzeit_workflow::positions::Positions;
 use gleitzeit_workflow::{FileRef, OnFailure, RetryPolicy, TaskSpec, WorkflowSpec};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
@@ -107,7 +108,8 @@ pub(crate) struct Settings {
 #[derive(Debug)]
 pub(crate) struct TaskInfo {
     pub(crate) priority: u8,
-    pub(crate) retry: RetryPolicy,
+    /// Its retry policy unless it is the default (one attempt): see [`TaskInfo::retry`].
+    retry: Option<Box<RetryPolicy>>,
     pub(crate) timeout_ms: Option<u64>,
     /// The engine holding the task's current attempt (while running).
     pub(crate) engine: Option<Arc<str>>,
@@ -116,7 +118,7 @@ pub(crate) struct TaskInfo {
     /// Arrival number of its live queue entry (older entries of the task are stale).
     pub(crate) entry: Option<u64>,
     /// The files the task names (path, where its content is), handed out with it.
-    pub(crate) files: Vec<(String, FileRef)>,
+    pub(crate) files: Box<[(String, FileRef)]>,
     /// A task of a `fail_fast` batch: failing for good stops the workflow.
     pub(crate) fail_fast: bool,
     /// Whether the resolver waits for the task's end: it has dependents, or its workflow
@@ -125,10 +127,16 @@ pub(crate) struct TaskInfo {
 }
 
 impl TaskInfo {
+    /// Its retry policy.
+    pub(crate) fn retry(&self) -> &RetryPolicy {
+        static ONE_ATTEMPT: LazyLock<RetryPolicy> = LazyLock::new(RetryPolicy::default);
+        self.retry.as_deref().unwrap_or(&ONE_ATTEMPT)
+    }
+
     fn new(spec: &TaskSpec) -> Self {
         TaskInfo {
             priority: spec.priority.level(),
-            retry: spec.retry.clone(),
+            retry: (!spec.retry.is_default()).then(|| Box::new(spec.retry.clone())),
             timeout_ms: spec.timeout_millis(),
             engine: None,
             missed: 0,
@@ -168,7 +176,8 @@ pub(crate) struct Wf {
     /// Task records in spec order.
     pub(crate) tasks: Vec<TaskRecord>,
     pub(crate) info: Vec<TaskInfo>,
-    pub(crate) index: HashMap<String, usize>,
+    /// Where each task is in `tasks`, by id (positions only: the ids are the records').
+    index: Positions,
     /// Tasks by status (kept by [`Machine::apply_task`] only).
     pub(crate) counts: Counts,
     /// When the workflow times out.
@@ -180,7 +189,17 @@ pub(crate) struct Wf {
     pub(crate) primed: HashMap<usize, Vec<(usize, Value)>>,
 }
 
+/// The id of the task at position `p` of `tasks`.
+fn task_id(tasks: &[TaskRecord], p: usize) -> Option<&str> {
+    tasks.get(p).map(|t| t.task_id.as_str())
+}
+
 impl Wf {
+    /// The position of task `id` in `tasks`.
+    pub(crate) fn position(&self, id: &str) -> Option<usize> {
+        self.index.get(id, |p| task_id(&self.tasks, p))
+    }
+
     /// Whether the parameters and results of its ended tasks are left to the store (a
     /// workflow of more than [`RESULTS_IN_EVENT_LIMIT`] tasks): read them from there.
     pub(crate) fn keeps_results_in_store(&self) -> bool {
@@ -335,11 +354,7 @@ impl Machine {
                 info[i].entry = Some(seq);
             }
         }
-        let index = tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.task_id.clone(), i))
-            .collect();
+        let index = Positions::of(tasks.len(), |p| task_id(&tasks, p));
         // Out-of-range timeouts never get here (validation and recovery refuse them).
         let deadline = timeout.and_then(|d| now.at.checked_add(d));
         if let Some(at) = deadline {
@@ -397,7 +412,7 @@ impl Machine {
             self.join_into(&mut step, key, joined, now);
         }
         for r in res.ready {
-            if let Some(&i) = wf.index.get(&r.task_id) {
+            if let Some(i) = wf.position(&r.task_id) {
                 self.queue_ready(&mut step, key, i, r.params, now);
             }
         }
@@ -407,7 +422,7 @@ impl Machine {
             .map(|b| (b, TaskStatus::Failed))
             .chain(res.skipped.into_iter().map(|b| (b, TaskStatus::Skipped)));
         for (b, status) in blocked {
-            let Some(&i) = wf.index.get(&b.task_id) else {
+            let Some(i) = wf.position(&b.task_id) else {
                 continue;
             };
             if let Some(t) = self.transition(&mut step, key, i, status, now) {
@@ -650,7 +665,9 @@ impl Machine {
         }
         wf.counts.add(TaskStatus::Pending);
         self.figures.arrived(&added.pending);
-        wf.index.insert(added.pending.task_id.clone(), added.i);
+        let tasks = &wf.tasks;
+        wf.index
+            .insert(&added.pending.task_id, added.i, |p| task_id(tasks, p));
         wf.tasks.push(added.pending);
         wf.info.push(added.info);
     }

@@ -22,7 +22,7 @@ impl Machine {
             let Some((key, wf)) = self.wfs.get_key_value(o.workflow_id.as_str()) else {
                 continue;
             };
-            let Some(&i) = wf.index.get(&o.task_id) else {
+            let Some(i) = wf.position(&o.task_id) else {
                 continue;
             };
             if wf.info[i].engine.as_deref() != Some(engine) {
@@ -53,7 +53,7 @@ impl Machine {
                             "provider sent neither result nor error",
                         )
                     });
-                    match self.retry_delay(&wf.info[i].retry, attempts, &error) {
+                    match self.retry_delay(wf.info[i].retry(), attempts, &error) {
                         Some(delay) => (TaskStatus::Retrying, None, Some(error), Some(delay)),
                         None => (TaskStatus::Failed, None, Some(error), None),
                     }

@@ -26,8 +26,7 @@ impl Machine {
             return;
         };
         for p in primes {
-            let (Some(&after), Some(&task)) = (wf.index.get(&p.after), wf.index.get(&p.task_id))
-            else {
+            let (Some(after), Some(task)) = (wf.position(&p.after), wf.position(&p.task_id)) else {
                 continue;
             };
             let waits = !wf.tasks[after].status.is_terminal()

@@ -190,7 +190,7 @@ pub(super) fn events_of(effects: &[Effect]) -> Vec<&'static str> {
 
 pub(super) fn status(m: &Machine, wf: &str, task: &str) -> TaskStatus {
     let w = m.workflow(wf).expect("workflow in memory");
-    w.tasks[w.index[task]].status
+    w.tasks[w.position(task).expect("a task")].status
 }
 
 /// The counters always match the statuses, per workflow and (for the metrics) per method

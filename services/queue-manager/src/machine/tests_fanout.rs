@@ -45,7 +45,7 @@ fn expansion(members: Vec<MemberTask>) -> Resolution {
 
 fn status_of(m: &Machine, task: &str) -> Option<TaskStatus> {
     let wf = m.workflow("f")?;
-    wf.index.get(task).map(|&i| wf.tasks[i].status)
+    wf.position(task).map(|i| wf.tasks[i].status)
 }
 
 #[tokio::test(start_paused = true)]

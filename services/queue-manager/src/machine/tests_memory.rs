@@ -65,3 +65,21 @@ async fn a_small_workflow_keeps_its_results_for_the_completion_event() {
     assert!(!wf.keeps_results_in_store());
     assert_eq!(wf.tasks[0].result_value(), Some(json!({ "answer": 42 })));
 }
+
+#[test]
+fn a_task_costs_the_machine_few_bytes_besides_its_record() {
+    // The scheduling facts of one task (a million of them for `gz bench --big 1000000`):
+    // a default retry policy and no files take no room of their own.
+    assert!(
+        std::mem::size_of::<TaskInfo>() <= 80,
+        "{} bytes",
+        std::mem::size_of::<TaskInfo>()
+    );
+    let spec: TaskSpec = serde_json::from_value(json!({
+        "id": "t", "method": "python/execute", "parameters": {}
+    }))
+    .expect("a task");
+    let info = TaskInfo::new(&spec);
+    assert!(info.retry.is_none() && info.files.is_empty());
+    assert_eq!(info.retry(), &RetryPolicy::default());
+}

@@ -44,7 +44,7 @@ fn answer(m: &mut Machine, ready: &[&str], primes: &[(&str, &str, Value)]) {
 
 fn params(m: &Machine, task: &str) -> Option<Value> {
     let w = m.workflow("w").expect("in memory");
-    w.tasks[w.index[task]].params_value()
+    w.tasks[w.position(task).expect("a task")].params_value()
 }
 
 #[tokio::test(start_paused = true)]

@@ -185,10 +185,10 @@ impl Manager {
     ) -> Result<Value, GzError> {
         if let Some(w) = &q.workflow_id {
             if let Some(wf) = self.machine.workflow(w) {
-                let held = wf.index.get(&q.task_id).filter(|&&i| {
+                let held = wf.position(&q.task_id).filter(|&i| {
                     !(wf.keeps_results_in_store() && wf.tasks[i].status.is_terminal())
                 });
-                if let Some(&i) = held {
+                if let Some(i) = held {
                     let task = json!(wf.tasks[i]);
                     self.check_access(env, w, Access::Read).await?;
                     return Ok(task);
