@@ -2,6 +2,8 @@
 //! replies carry them (`workflow_get`, `workflow_list`, `task_get`). Times are milliseconds
 //! since the Unix epoch.
 
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -152,17 +154,21 @@ pub struct WorkflowRecord {
     pub owner: Option<String>,
 }
 
+// Its strings are shared (`Arc<str>`): a queue-manager holds a record per task for a
+// workflow's whole run (a million of them for `gz bench --big 1000000`), so the records of
+// one workflow share its id, a method, and a name that is the task's id, and a copy of a
+// record (each change a step proposes) copies no text.
 /// One stored task of a workflow, identified by `(workflow_id, task_id)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskRecord {
     /// The workflow the task belongs to.
-    pub workflow_id: String,
+    pub workflow_id: Arc<str>,
     /// Task id, unique within its workflow.
-    pub task_id: String,
+    pub task_id: Arc<str>,
     /// Human-readable name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Method to call, e.g. `llm/generate`.
-    pub method: String,
+    pub method: Arc<str>,
     /// Current status.
     pub status: TaskStatus,
     /// Scheduling priority (higher runs first).
@@ -177,7 +183,7 @@ pub struct TaskRecord {
     /// The last error, if any attempt failed.
     pub error: Option<serde_json::Value>,
     /// The provider that ran (or runs) the task.
-    pub provider_id: Option<String>,
+    pub provider_id: Option<Arc<str>>,
     /// When it was queued (ms since epoch).
     pub queued_at: Option<u64>,
     /// When its current or last attempt started (ms since epoch).
@@ -204,10 +210,10 @@ impl TaskRecord {
 
     /// A new task as a submission creates it: pending, never attempted.
     pub fn pending(
-        workflow_id: impl Into<String>,
-        task_id: impl Into<String>,
-        name: impl Into<String>,
-        method: impl Into<String>,
+        workflow_id: impl Into<Arc<str>>,
+        task_id: impl Into<Arc<str>>,
+        name: impl Into<Arc<str>>,
+        method: impl Into<Arc<str>>,
         priority: i32,
     ) -> Self {
         TaskRecord {

@@ -233,7 +233,7 @@ fn concurrent_creators_cannot_both_create_a_workflow() {
                 let tasks: Vec<_> = (0..500)
                     .map(|i| {
                         let mut t = task(&id, &format!("t{i}"));
-                        t.method = me.to_string();
+                        t.method = me.into();
                         t
                     })
                     .collect();
@@ -265,7 +265,7 @@ fn concurrent_creators_cannot_both_create_a_workflow() {
         assert_eq!(wf.name, winner);
         let tasks = fixture.tasks(&id).expect("tasks");
         assert_eq!(tasks.len(), 500);
-        assert!(tasks.iter().all(|t| t.method == winner), "round {round}");
+        assert!(tasks.iter().all(|t| &*t.method == winner), "round {round}");
     }
 }
 

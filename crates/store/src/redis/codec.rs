@@ -179,17 +179,17 @@ pub(super) fn decode_task(
         ))
     })?;
     Ok(TaskRecord {
-        workflow_id: workflow_id.to_string(),
-        task_id: task_id.to_string(),
-        name: row.name,
-        method: row.method,
+        workflow_id: workflow_id.into(),
+        task_id: task_id.into(),
+        name: row.name.into(),
+        method: row.method.into(),
         status: row.status,
         priority: row.priority,
         attempts: row.attempts,
         params: row.params,
         result: row.result,
         error: row.error,
-        provider_id: row.provider_id,
+        provider_id: row.provider_id.map(Into::into),
         queued_at: row.queued_at,
         started_at: row.started_at,
         finished_at: row.finished_at,

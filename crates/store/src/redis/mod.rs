@@ -296,14 +296,14 @@ impl RedisStore {
         wf: &WorkflowRecord,
         tasks: &[TaskRecord],
     ) -> Result<Creation, StoreError> {
-        if let Some(task) = tasks.iter().find(|t| t.workflow_id != wf.id) {
+        if let Some(task) = tasks.iter().find(|t| *t.workflow_id != *wf.id) {
             return Err(StoreError::Invalid(format!(
                 "task `{}` belongs to workflow `{}`, not `{}`",
                 task.task_id, task.workflow_id, wf.id
             )));
         }
         let mut seen = HashSet::with_capacity(tasks.len());
-        if let Some(dup) = tasks.iter().find(|t| !seen.insert(t.task_id.as_str())) {
+        if let Some(dup) = tasks.iter().find(|t| !seen.insert(&*t.task_id)) {
             return Err(StoreError::Invalid(format!(
                 "duplicate task `{}/{}`",
                 dup.workflow_id, dup.task_id
@@ -320,7 +320,7 @@ impl RedisStore {
             .arg(fingerprint);
         encode_workflow(wf)?.push_args(&mut invocation);
         for task in tasks {
-            invocation.arg(&task.task_id).arg(encode_task(task)?);
+            invocation.arg(&*task.task_id).arg(encode_task(task)?);
         }
         let (outcome, workflow_id): (i64, String) = self.call(|conn| {
             invocation
@@ -483,8 +483,8 @@ impl Store for RedisStore {
         }
         for task in tasks {
             invocation
-                .arg(&task.workflow_id)
-                .arg(&task.task_id)
+                .arg(&*task.workflow_id)
+                .arg(&*task.task_id)
                 .arg(encode_task(task)?);
         }
         let unknown: Vec<String> =

@@ -251,7 +251,7 @@ impl SqliteStore {
         wf: &WorkflowRecord,
         tasks: &[TaskRecord],
     ) -> Result<Creation, StoreError> {
-        if let Some(task) = tasks.iter().find(|t| t.workflow_id != wf.id) {
+        if let Some(task) = tasks.iter().find(|t| *t.workflow_id != *wf.id) {
             return Err(StoreError::Invalid(format!(
                 "task `{}` belongs to workflow `{}`, not `{}`",
                 task.task_id, task.workflow_id, wf.id
@@ -347,16 +347,16 @@ impl Store for SqliteStore {
                 .prepare_cached(UPSERT_TASK)
                 .map_err(|e| StoreError::backend("prepare upsert task", e))?;
             for task in tasks {
-                if !known.contains(task.workflow_id.as_str()) {
+                if !known.contains(&*task.workflow_id) {
                     let found = exists
                         .exists([&task.workflow_id])
                         .map_err(|e| StoreError::backend("look up workflow", e))?;
                     if !found {
                         return Err(StoreError::UnknownWorkflow {
-                            id: task.workflow_id.clone(),
+                            id: task.workflow_id.to_string(),
                         });
                     }
-                    known.insert(task.workflow_id.as_str());
+                    known.insert(&*task.workflow_id);
                 }
                 write_task(&mut stmt, task)?;
             }

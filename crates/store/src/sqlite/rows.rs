@@ -280,19 +280,22 @@ pub(super) fn read_task(row: &Row<'_>) -> Result<TaskRecord, StoreError> {
     let corrupt = |e: String| StoreError::Corrupt(format!("task `{workflow_id}/{task_id}`: {e}"));
     let status: TaskStatus = cols.status(4, "status").map_err(corrupt)?;
     Ok(TaskRecord {
-        name: cols.get(2, "name").map_err(corrupt)?,
-        method: cols.get(3, "method").map_err(corrupt)?,
+        name: cols.get::<String>(2, "name").map_err(corrupt)?.into(),
+        method: cols.get::<String>(3, "method").map_err(corrupt)?.into(),
         status,
         priority: cols.get(5, "priority").map_err(corrupt)?,
         attempts: cols.get(6, "attempts").map_err(corrupt)?,
         params: cols.json_text(7, "params").map_err(corrupt)?,
         result: cols.json_text(8, "result").map_err(corrupt)?,
         error: cols.json(9, "error").map_err(corrupt)?,
-        provider_id: cols.get(10, "provider_id").map_err(corrupt)?,
+        provider_id: cols
+            .get::<Option<String>>(10, "provider_id")
+            .map_err(corrupt)?
+            .map(Into::into),
         queued_at: cols.opt_u64(11, "queued_at").map_err(corrupt)?,
         started_at: cols.opt_u64(12, "started_at").map_err(corrupt)?,
         finished_at: cols.opt_u64(13, "finished_at").map_err(corrupt)?,
-        workflow_id,
-        task_id,
+        workflow_id: workflow_id.into(),
+        task_id: task_id.into(),
     })
 }

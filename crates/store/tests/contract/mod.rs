@@ -113,7 +113,7 @@ pub fn ids(workflows: &[WorkflowRecord]) -> Vec<&str> {
 }
 
 pub fn task_ids(tasks: &[TaskRecord]) -> Vec<&str> {
-    tasks.iter().map(|t| t.task_id.as_str()).collect()
+    tasks.iter().map(|t| &*t.task_id).collect()
 }
 
 pub fn workflow_and_tasks_round_trip(store: &dyn Store) {
@@ -134,7 +134,7 @@ pub fn workflow_and_tasks_round_trip(store: &dyn Store) {
         &json!({ "prompt": "Name a colour", "n": [1, 2.5, null] }),
     ));
     tasks[0].result = Some(JsonText::of_value(&json!({ "response": "blue ✓" })));
-    tasks[0].provider_id = Some("ollama-1".to_string());
+    tasks[0].provider_id = Some("ollama-1".into());
     tasks[0].queued_at = Some(10);
     tasks[0].started_at = Some(20);
     tasks[0].finished_at = Some(30);
@@ -205,7 +205,7 @@ pub fn pages_of_tasks_follow_the_workflow_order(store: &dyn Store) {
             .tasks_page("wf-p", status, offset, limit)
             .expect("page")
             .into_iter()
-            .map(|t| t.task_id)
+            .map(|t| t.task_id.to_string())
             .collect()
     };
     assert_eq!(page(None, 0, 2), ["e", "a"]);
@@ -304,7 +304,7 @@ pub fn apply_updates_and_reads_back(store: &dyn Store) {
 pub fn task_lookup_with_and_without_workflow_id(store: &dyn Store) {
     // Created out of order: "new" is the most recent workflow although inserted first.
     let mut shared_new = task("new", "shared");
-    shared_new.method = "python/execute".to_string();
+    shared_new.method = "python/execute".into();
     store
         .create_workflow(
             &workflow("new", 2_000, WorkflowStatus::Running),
@@ -568,7 +568,7 @@ pub fn null_json_and_extreme_numbers_round_trip(store: &dyn Store) {
     t.result = Some(JsonText::of_value(&json!([])));
     t.error = Some(json!(""));
     t.priority = i32::MIN;
-    t.provider_id = Some(String::new());
+    t.provider_id = Some("".into());
     t.queued_at = Some(i64::MAX as u64);
     store
         .create_workflow(&wf, std::slice::from_ref(&t))
@@ -798,7 +798,7 @@ pub fn timing_100k_tasks(store: &dyn Store, backend: &str) {
     let tasks: Vec<TaskRecord> = (0..TASKS)
         .map(|i| {
             let mut t = task("big", &format!("task-{i}"));
-            t.method = "python/execute".to_string();
+            t.method = "python/execute".into();
             t.priority = (i % 3) as i32;
             t
         })
@@ -821,7 +821,7 @@ pub fn timing_100k_tasks(store: &dyn Store, backend: &str) {
                 t.attempts = 1;
                 t.params = Some(JsonText::of_value(&json!({ "code": "result = 1" })));
                 t.result = Some(JsonText::of_value(&json!({ "result": 1, "stdout": "" })));
-                t.provider_id = Some("python-1".to_string());
+                t.provider_id = Some("python-1".into());
                 t.started_at = Some(1_000);
                 t.finished_at = Some(2_000);
                 t
@@ -860,8 +860,8 @@ pub fn timing_100k_tasks(store: &dyn Store, backend: &str) {
     );
 
     assert_eq!(read.len(), TASKS);
-    assert_eq!(read[0].task_id, "task-0");
-    assert_eq!(read[TASKS - 1].task_id, format!("task-{}", TASKS - 1));
+    assert_eq!(&*read[0].task_id, "task-0");
+    assert_eq!(*read[TASKS - 1].task_id, format!("task-{}", TASKS - 1));
     assert_eq!(read[100], updates[1]);
     assert_eq!(stored.spec, wf.spec);
     assert_eq!(listed.len(), 1);

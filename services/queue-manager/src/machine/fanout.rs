@@ -9,12 +9,14 @@
 //! template itself stays `pending` until the resolver joins it (pending → completed with
 //! the joined results) or fails it.
 
+use std::sync::Arc;
+
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{Expansion, JoinedTask};
 use gleitzeit_store::{TaskRecord, TaskStatus};
 use gleitzeit_workflow::WorkflowSpec;
 
-use super::{Machine, Now, Step, TaskInfo, WfKey};
+use super::{sharing, Machine, Now, Step, TaskInfo, WfKey};
 
 impl Machine {
     /// Adds the members of an expansion to the step: queued with their parameters, or
@@ -65,9 +67,10 @@ impl Machine {
         let template = wf.tasks[t].clone();
         for (k, member) in exp.members.into_iter().enumerate() {
             let failed = member.error.is_some();
+            let task_id: Arc<str> = member.task_id.into();
             let record = TaskRecord {
-                task_id: member.task_id,
-                name: member.name,
+                name: sharing::member_name(&task_id, member.name),
+                task_id,
                 status: if failed {
                     TaskStatus::Failed
                 } else {

@@ -63,7 +63,7 @@ impl Machine {
                 if let Some(engine) = wf.info.get(i).and_then(|info| info.engine.as_ref()) {
                     running.entry(engine.clone()).or_default().push(TaskRef {
                         workflow_id: key.to_string(),
-                        task_id: wf.tasks[i].task_id.clone(),
+                        task_id: wf.tasks[i].task_id.to_string(),
                     });
                 }
             }
@@ -112,7 +112,7 @@ pub(super) fn announce(wf: &Wf) -> Effect {
     let task_results = (wf.tasks.len() <= RESULTS_IN_EVENT_LIMIT).then(|| {
         wf.tasks
             .iter()
-            .filter_map(|t| t.result.clone().map(|r| (t.task_id.clone(), r)))
+            .filter_map(|t| t.result.clone().map(|r| (t.task_id.to_string(), r)))
             .collect()
     });
     let payload = super::payload(WorkflowFinished {

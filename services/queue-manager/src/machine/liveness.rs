@@ -130,7 +130,7 @@ impl Machine {
             {
                 return false;
             }
-            if held.contains(&(t.workflow_id.clone(), t.task_id.clone(), t.attempts)) {
+            if held.contains(&(t.workflow_id.to_string(), t.task_id.to_string(), t.attempts)) {
                 *missed = 0;
                 false
             } else {

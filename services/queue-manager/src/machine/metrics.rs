@@ -84,7 +84,7 @@ impl Figures {
         if from == to {
             return;
         }
-        let method = after.method.as_str();
+        let method = &*after.method;
         self.live_of(method).moved(from, to);
         if to.is_terminal() {
             self.tasks.inc(&[method, to.as_str()]);

@@ -23,7 +23,8 @@
 //! counters), `timers`, `leases` (lease requests and handing out work), `outcomes` (results,
 //! retries, methods nobody serves), `liveness` (engines: heartbeats, silence, held-task
 //! reports, departures), `finish` (completion, cancellation, timeouts), `metrics` (the
-//! figures every move yields, for `GET /metrics`).
+//! figures every move yields, for `GET /metrics`), `payloads` (events and results as JSON),
+//! `sharing` (the records of a workflow share their strings), `shape`, `fanout`, `primed`.
 
 mod fanout;
 mod finish;
@@ -31,8 +32,10 @@ mod leases;
 mod liveness;
 mod metrics;
 mod outcomes;
+mod payloads;
 mod primed;
 mod shape;
+mod sharing;
 mod status;
 mod step;
 #[cfg(test)]
@@ -49,7 +52,10 @@ mod tests_memory;
 mod tests_primed;
 mod timers;
 
+use payloads::task_event;
+pub(crate) use payloads::{finished_result, payload};
 pub(crate) use shape::Shape;
+pub(crate) use sharing::share_strings;
 pub(crate) use status::Counts;
 pub(crate) use step::{Effect, Now, Step};
 
@@ -61,11 +67,10 @@ use gleitzeit_protocol::errors::GzError;
 use gleitzeit_protocol::events;
 use gleitzeit_protocol::limits::MAX_TIMEOUT;
 use gleitzeit_protocol::payloads::{FinishedTask, Resolution};
-use gleitzeit_protocol::replies::{TaskEventRef, WorkflowProgress};
-use gleitzeit_store::{JsonText, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+use gleitzeit_protocol::replies::WorkflowProgress;
+use gleitzeit_store::{TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
 use gleitzeit_workflow::positions::Positions;
 use gleitzeit_workflow::{FileRef, OnFailure, RetryPolicy, TaskSpec, WorkflowSpec};
-use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -191,7 +196,7 @@ pub(crate) struct Wf {
 
 /// The id of the task at position `p` of `tasks`.
 fn task_id(tasks: &[TaskRecord], p: usize) -> Option<&str> {
-    tasks.get(p).map(|t| t.task_id.as_str())
+    tasks.get(p).map(|t| &*t.task_id)
 }
 
 impl Wf {
@@ -338,6 +343,7 @@ impl Machine {
         if info.len() != tasks.len() || self.wfs.contains_key(&key) {
             return false;
         }
+        share_strings(&key, &mut tasks);
         let mut counts = Counts::default();
         for (i, t) in tasks.iter_mut().enumerate() {
             if matches!(t.status, TaskStatus::Running | TaskStatus::Retrying) {
@@ -579,7 +585,7 @@ impl Machine {
                     .entry(change.wf.clone())
                     .or_default()
                     .push(FinishedTask {
-                        task_id: t.task_id.clone(),
+                        task_id: t.task_id.to_string(),
                         status: t.status.as_str().into(),
                         result: finished_result(t),
                     });
@@ -781,44 +787,4 @@ impl Machine {
             }
         }
     }
-}
-
-/// What the resolver learns of a finished task: a completed one's result, a failed one's
-/// error as `{error}` (for `${<template>.results}` of a batch).
-pub(crate) fn finished_result(t: &TaskRecord) -> Option<JsonText> {
-    match t.status {
-        TaskStatus::Completed => t.result.clone(),
-        _ => t
-            .error
-            .as_ref()
-            .and_then(|error| JsonText::of(&serde_json::json!({ "error": error })).ok()),
-    }
-}
-
-/// The payload of a task event, written from the task's record (nothing copied first).
-pub(crate) fn task_event(wf: &Wf, i: usize) -> Box<RawValue> {
-    let t = &wf.tasks[i];
-    let duration = match (t.started_at, t.finished_at) {
-        (Some(s), Some(f)) => Some((f.saturating_sub(s)) as f64 / 1000.0),
-        _ => None,
-    };
-    payload(TaskEventRef {
-        workflow_id: &wf.record.id,
-        task_id: &t.task_id,
-        task_name: &t.name,
-        method: &t.method,
-        status: t.status,
-        attempt: t.attempts,
-        result: t.result.as_ref(),
-        error: t.error.as_ref(),
-        provider_id: t.provider_id.as_deref(),
-        endpoint: t.provider_id.as_deref(),
-        duration_seconds: duration,
-    })
-}
-
-/// An event payload as JSON text (the event log numbers it by writing in `seq`).
-pub(crate) fn payload<T: serde::Serialize>(event: T) -> Box<RawValue> {
-    // The payloads are structs of strings, numbers and JSON values: they always serialize.
-    to_raw_value(&event).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }

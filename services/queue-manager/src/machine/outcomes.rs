@@ -60,7 +60,7 @@ impl Machine {
                 }
             };
             if let Some(t) = self.transition(&mut step, key, i, status, now) {
-                t.provider_id = provider;
+                t.provider_id = provider.map(Into::into);
                 t.finished_at = Some(finished_at);
                 t.error = error.and_then(|e| serde_json::to_value(e).ok());
                 if result.is_some() {

@@ -89,7 +89,7 @@ impl Machine {
         let done = step.record(self, key, i)?;
         let result = done.result.as_ref()?.to_value();
         let lookup = |k: &str| -> Option<&Value> {
-            (k == done.task_id || k == done.name).then_some(&result)
+            (k == &*done.task_id || k == &*done.name).then_some(&result)
         };
         substitute(params, &lookup)
             .ok()

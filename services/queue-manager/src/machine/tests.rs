@@ -201,7 +201,10 @@ pub(super) fn check_counts(m: &Machine) {
         let wf = m.workflow(&id).expect("listed");
         assert_eq!(wf.counts, Counts::of(&wf.tasks), "counts of {id}");
         for t in &wf.tasks {
-            by_method.entry(t.method.clone()).or_default().add(t.status);
+            by_method
+                .entry(t.method.to_string())
+                .or_default()
+                .add(t.status);
         }
     }
     for (method, counts) in m.figures.live() {
@@ -552,7 +555,7 @@ async fn tasks_a_step_makes_ready_go_to_a_waiting_lease_in_that_same_step() {
     let by_id: BTreeMap<String, TaskStatus> = step
         .task_records()
         .iter()
-        .map(|t| (t.task_id.clone(), t.status))
+        .map(|t| (t.task_id.to_string(), t.status))
         .collect();
     assert_eq!(
         by_id,

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::tests::{add_with, commit, events_of, lease, leased, machine, now, outcome, workflow};
 use super::*;
+use gleitzeit_store::JsonText;
 
 /// A workflow `f` whose only task `t` fans out (priority high, so members inherit it).
 fn add_template(m: &mut Machine) {
@@ -64,7 +65,7 @@ async fn members_join_in_the_step_that_stores_them_and_the_template_joins_them()
     assert_eq!(
         tasks
             .iter()
-            .map(|t| (t.task_id.as_str(), t.status))
+            .map(|t| (&*t.task_id, t.status))
             .collect::<Vec<_>>(),
         [
             ("t-00001", TaskStatus::Queued),
@@ -208,7 +209,7 @@ async fn a_fail_fast_fan_out_whose_item_fails_at_once_cancels_the_items_made_wit
     let step = m.resolution("f", res, now());
     let (workflows, tasks) = step.records();
     assert_eq!(workflows[0].status, WorkflowStatus::Failed);
-    let status = |id: &str| tasks.iter().find(|t| t.task_id == id).map(|t| t.status);
+    let status = |id: &str| tasks.iter().find(|t| &*t.task_id == id).map(|t| t.status);
     assert_eq!(
         status("t-00001"),
         Some(TaskStatus::Cancelled),

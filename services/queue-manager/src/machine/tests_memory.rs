@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::tests::{add_with, lease, leased, machine, outcome, parsed, ready};
 use super::*;
+use gleitzeit_store::JsonText;
 
 fn run_first(m: &mut Machine, wf: &str, n: usize) -> Vec<Effect> {
     let ids: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();

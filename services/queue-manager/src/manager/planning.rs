@@ -196,15 +196,15 @@ impl Manager {
             match t.status {
                 TaskStatus::Pending => {}
                 TaskStatus::Queued | TaskStatus::Running | TaskStatus::Retrying => {
-                    started.push(t.task_id.clone())
+                    started.push(t.task_id.to_string())
                 }
                 TaskStatus::Completed => finished.push(FinishedTask {
-                    task_id: t.task_id.clone(),
+                    task_id: t.task_id.to_string(),
                     status: "completed".into(),
                     result: t.result.clone(),
                 }),
                 other => finished.push(FinishedTask {
-                    task_id: t.task_id.clone(),
+                    task_id: t.task_id.to_string(),
                     status: serde_json::to_value(other)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_string))

@@ -130,7 +130,7 @@ fn check_loaded(mut record: WorkflowRecord, tasks: Vec<TaskRecord>) -> Loaded {
             .tasks
             .iter()
             .zip(&tasks)
-            .any(|(s, t)| s.id != t.task_id)
+            .any(|(s, t)| *s.id != *t.task_id)
         || tasks[spec.tasks.len()..]
             .iter()
             .any(|t| templates.template_of(&t.task_id).is_none())

@@ -4,6 +4,8 @@
 //! answered with the first one's workflow; a cancel of a workflow another queue-manager
 //! runs goes on to it.
 
+use std::sync::Arc;
+
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events;
 use gleitzeit_protocol::payloads::{SubmitWorkflow, WorkflowRef};
@@ -20,7 +22,7 @@ use tracing::info;
 
 use super::ownership::Access;
 use super::{Manager, OWNER_TTL};
-use crate::machine::{Now, Shape};
+use crate::machine::{share_strings, Now, Shape};
 
 impl Manager {
     /// A submission (its raw size was checked before it was decoded).
@@ -114,7 +116,7 @@ impl Manager {
                 "the spec's tasks could not be taken in",
             ));
         };
-        let tasks: Vec<TaskRecord> = spec
+        let mut tasks: Vec<TaskRecord> = spec
             .tasks
             .into_iter()
             .map(|t| {
@@ -122,6 +124,7 @@ impl Manager {
                 TaskRecord::pending(id.as_str(), t.id, t.name, t.method, priority)
             })
             .collect();
+        share_strings(&Arc::from(id.as_str()), &mut tasks);
         let owner = self.client.id().to_string();
         let created = self
             .persistence
