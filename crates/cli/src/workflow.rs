@@ -312,7 +312,7 @@ pub fn validate(args: ValidateArgs) -> CmdResult {
             doc["total_tasks"] = json!(tasks);
         }
         if let (true, Some(spec)) = (args.explain, &spec) {
-            doc["normalized"] = json!(spec);
+            doc["normalized"] = spec.explained();
         }
         println!("{doc}");
     } else {
@@ -322,9 +322,10 @@ pub fn validate(args: ValidateArgs) -> CmdResult {
         if let (true, Some(spec)) = (args.explain, &spec) {
             // The workflow as the suite sees it: the original's dialect normalised, ids,
             // names, protocols and dependencies filled in.
-            match serde_saphyr::to_string(spec) {
+            let explained = spec.explained();
+            match serde_saphyr::to_string(&explained) {
                 Ok(yaml) => println!("# normalized\n{yaml}"),
-                Err(e) => println!("# normalized (as JSON: {e})\n{}", json!(spec)),
+                Err(e) => println!("# normalized (as JSON: {e})\n{explained}"),
             }
         }
         if valid {

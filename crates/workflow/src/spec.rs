@@ -87,6 +87,29 @@ pub struct TaskSpec {
 }
 
 impl WorkflowSpec {
+    /// The spec as JSON with every task's settings written out, the defaults too: what a
+    /// person is shown (`gz validate --explain`, the hub's `POST /validate`). Written for
+    /// the store or the wire, a spec leaves a task's default retry policy, priority and
+    /// timeout and its empty dependencies out (reading fills them in again).
+    pub fn explained(&self) -> Value {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        let tasks = value.get_mut("tasks").and_then(Value::as_array_mut);
+        for (written, task) in tasks.into_iter().flatten().zip(&self.tasks) {
+            if let Some(fields) = written.as_object_mut() {
+                let settings = [
+                    ("dependencies", serde_json::to_value(&task.dependencies)),
+                    ("priority", serde_json::to_value(task.priority)),
+                    ("timeout", serde_json::to_value(task.timeout)),
+                    ("retry", serde_json::to_value(&task.retry)),
+                ];
+                for (key, setting) in settings {
+                    fields.insert(key.into(), setting.unwrap_or(Value::Null));
+                }
+            }
+        }
+        value
+    }
+
     /// Drops every task's parameters (`null`), for a holder that keeps the spec as JSON text
     /// elsewhere and never reads them again: for a 100,000-task
     /// workflow the parameters as trees of values are ~60 MB. Only the parameters go; the

@@ -453,6 +453,15 @@ tasks:
     assert_eq!(b["retry"]["max_attempts"], json!(2));
     let back: WorkflowSpec = serde_json::from_str(&text).expect("reads back");
     assert_eq!(back, parsed.spec);
+    // What a person is shown has every setting written out.
+    let shown = parsed.spec.explained();
+    assert_eq!(shown["tasks"][0]["dependencies"], json!([]));
+    assert_eq!(shown["tasks"][0]["priority"], json!("normal"));
+    assert_eq!(shown["tasks"][0]["timeout"], json!(null));
+    assert_eq!(shown["tasks"][0]["retry"]["max_attempts"], json!(1));
+    assert_eq!(shown["tasks"][1]["retry"]["max_attempts"], json!(2));
+    let read: WorkflowSpec = serde_json::from_value(shown).expect("reads back");
+    assert_eq!(read, parsed.spec);
     assert_eq!(back.tasks[0].retry, RetryPolicy::default());
     assert_eq!(back.tasks[0].priority, Priority::Normal);
 }

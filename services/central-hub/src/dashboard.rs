@@ -224,7 +224,7 @@ pub(crate) fn validation(body: &[u8]) -> Value {
             "valid": true,
             "diagnostics": parsed.warnings,
             "tasks": parsed.spec.tasks.len(),
-            "spec": parsed.spec,
+            "spec": parsed.spec.explained(),
         }),
         Err(diagnostics) => json!({
             "valid": !diagnostics.iter().any(|d| d.severity == Severity::Error),
