@@ -55,7 +55,7 @@ mod timers;
 use payloads::task_event;
 pub(crate) use payloads::{finished_result, payload};
 pub(crate) use shape::Shape;
-pub(crate) use sharing::share_strings;
+pub(crate) use sharing::{share_strings, Shared};
 pub(crate) use status::Counts;
 pub(crate) use step::{Effect, Now, Step};
 

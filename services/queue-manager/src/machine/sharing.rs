@@ -7,21 +7,63 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use gleitzeit_store::TaskRecord;
+#[cfg(test)]
+use gleitzeit_store::TaskStatus;
 
-/// Makes `tasks` (all of workflow `wf`) share their strings.
-pub(crate) fn share_strings(wf: &Arc<str>, tasks: &mut [TaskRecord]) {
-    let mut methods: HashSet<Arc<str>> = HashSet::new();
-    for t in tasks {
-        t.workflow_id = wf.clone();
+/// The strings the records of one workflow share: its id and its methods.
+pub(crate) struct Shared {
+    wf: Arc<str>,
+    methods: HashSet<Arc<str>>,
+}
+
+impl Shared {
+    /// For the records of workflow `wf`.
+    pub(crate) fn new(wf: Arc<str>) -> Shared {
+        Shared {
+            wf,
+            methods: HashSet::new(),
+        }
+    }
+
+    /// `method`, held once.
+    fn method(&mut self, method: &str) -> Arc<str> {
+        if let Some(known) = self.methods.get(method) {
+            return known.clone();
+        }
+        let method: Arc<str> = Arc::from(method);
+        self.methods.insert(method.clone());
+        method
+    }
+
+    /// A new task's record (pending), made with the shared strings from the start.
+    pub(crate) fn pending(
+        &mut self,
+        task_id: String,
+        name: String,
+        method: &str,
+        priority: i32,
+    ) -> TaskRecord {
+        let task_id: Arc<str> = task_id.into();
+        let name = member_name(&task_id, name);
+        let method = self.method(method);
+        TaskRecord::pending(self.wf.clone(), task_id, name, method, priority)
+    }
+
+    /// Makes a record (read from the store, say) share the strings.
+    fn share(&mut self, t: &mut TaskRecord) {
+        t.workflow_id = self.wf.clone();
         if t.name == t.task_id {
             t.name = t.task_id.clone();
         }
-        match methods.get(&t.method) {
-            Some(method) => t.method = method.clone(),
-            None => {
-                methods.insert(t.method.clone());
-            }
-        }
+        t.method = self.method(&t.method);
+    }
+}
+
+/// Makes `tasks` (all of workflow `wf`) share their strings.
+pub(crate) fn share_strings(wf: &Arc<str>, tasks: &mut [TaskRecord]) {
+    let mut shared = Shared::new(wf.clone());
+    for t in tasks {
+        shared.share(t);
     }
 }
 
@@ -54,5 +96,11 @@ mod tests {
         let id: Arc<str> = Arc::from("t-1");
         assert!(Arc::ptr_eq(&member_name(&id, "t-1".into()), &id));
         assert_eq!(&*member_name(&id, "t [1]".into()), "t [1]");
+        let mut shared = Shared::new(wf.clone());
+        let made = shared.pending("t9".into(), "t9".into(), "m", 2);
+        let other = shared.pending("t10".into(), "ten".into(), "m", 2);
+        assert!(Arc::ptr_eq(&made.workflow_id, &wf) && Arc::ptr_eq(&made.name, &made.task_id));
+        assert!(Arc::ptr_eq(&made.method, &other.method));
+        assert_eq!((&*other.name, made.status), ("ten", TaskStatus::Pending));
     }
 }

@@ -22,7 +22,7 @@ use tracing::info;
 
 use super::ownership::Access;
 use super::{Manager, OWNER_TTL};
-use crate::machine::{share_strings, Now, Shape};
+use crate::machine::{Now, Shape, Shared};
 
 impl Manager {
     /// A submission (its raw size was checked before it was decoded).
@@ -116,15 +116,16 @@ impl Manager {
                 "the spec's tasks could not be taken in",
             ));
         };
-        let mut tasks: Vec<TaskRecord> = spec
+        let mut shared = Shared::new(Arc::from(id.as_str()));
+        let tasks: Vec<TaskRecord> = spec
             .tasks
             .into_iter()
             .map(|t| {
                 let priority = i32::from(t.priority.level());
-                TaskRecord::pending(id.as_str(), t.id, t.name, t.method, priority)
+                shared.pending(t.id, t.name, &t.method, priority)
             })
             .collect();
-        share_strings(&Arc::from(id.as_str()), &mut tasks);
+        drop(shared);
         let owner = self.client.id().to_string();
         let created = self
             .persistence
