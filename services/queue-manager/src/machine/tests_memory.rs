@@ -84,3 +84,11 @@ fn a_task_costs_the_machine_few_bytes_besides_its_record() {
     assert!(info.retry.is_none() && info.files.is_empty());
     assert_eq!(info.retry(), &RetryPolicy::default());
 }
+
+#[test]
+fn a_task_record_is_held_in_few_bytes() {
+    // The machine holds one per task for the whole run; its strings are shared
+    // (`sharing.rs`), so this is most of what a task costs it.
+    let size = std::mem::size_of::<TaskRecord>();
+    assert!(size <= 224, "{size} bytes");
+}
