@@ -18,8 +18,13 @@
 //!   and the resolver ~15 MiB larger at a 100,000-task run, for no speed that could be
 //!   told from the machine's noise).
 //!
+//! Built with `RUSTFLAGS="--cfg gleitzeit_system_alloc"`, the binaries keep the C library's
+//! `malloc` (and [`configure`] does nothing): for tools that watch `malloc` itself, such as
+//! `heaptrack` (`docs/performance.md`).
+//!
 //! [mimalloc]: https://github.com/microsoft/mimalloc
 
+#[cfg(not(gleitzeit_system_alloc))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -34,7 +39,7 @@ const PURGE_DELAY_MS: std::os::raw::c_long = 0;
 /// when it sets up logging). An operator's `MIMALLOC_PURGE_DELAY` is left as it is (mimalloc
 /// reads its `MIMALLOC_*` variables when the process starts).
 pub fn configure() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+    if cfg!(gleitzeit_system_alloc) || std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
     // SAFETY: `mi_option_set` takes an option number and a value and only stores the value
@@ -60,7 +65,8 @@ mod tests {
 
     #[test]
     fn freed_memory_goes_back_soon() {
-        let set_by_operator = std::env::var_os("MIMALLOC_PURGE_DELAY").is_some();
+        let set_by_operator =
+            cfg!(gleitzeit_system_alloc) || std::env::var_os("MIMALLOC_PURGE_DELAY").is_some();
         let before = purge_delay();
         configure();
         if !set_by_operator {
