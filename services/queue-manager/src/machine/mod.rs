@@ -333,7 +333,12 @@ impl Machine {
         mut tasks: Vec<TaskRecord>,
         now: Now,
     ) -> bool {
-        let key: WfKey = Arc::from(record.id.as_str());
+        // The id its records share already (a submission's), else a new one.
+        let key: WfKey = tasks
+            .first()
+            .map(|t| t.workflow_id.clone())
+            .filter(|id| **id == *record.id)
+            .unwrap_or_else(|| Arc::from(record.id.as_str()));
         let Shape {
             mut info,
             on_failure,

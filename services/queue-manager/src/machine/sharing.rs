@@ -49,8 +49,13 @@ impl Shared {
         TaskRecord::pending(self.wf.clone(), task_id, name, method, priority)
     }
 
-    /// Makes a record (read from the store, say) share the strings.
+    /// Makes a record (read from the store, say) share the strings; one that shares the
+    /// workflow's id already was made with them (by [`Shared::pending`] or as a fan-out
+    /// member copying its template) and is left as it is.
     fn share(&mut self, t: &mut TaskRecord) {
+        if Arc::ptr_eq(&t.workflow_id, &self.wf) {
+            return;
+        }
         t.workflow_id = self.wf.clone();
         if t.name == t.task_id {
             t.name = t.task_id.clone();
@@ -102,5 +107,9 @@ mod tests {
         assert!(Arc::ptr_eq(&made.workflow_id, &wf) && Arc::ptr_eq(&made.name, &made.task_id));
         assert!(Arc::ptr_eq(&made.method, &other.method));
         assert_eq!((&*other.name, made.status), ("ten", TaskStatus::Pending));
+        // Records made so are left as they are by a second pass.
+        let mut again = vec![made.clone()];
+        share_strings(&wf, &mut again);
+        assert!(Arc::ptr_eq(&again[0].method, &made.method));
     }
 }

@@ -125,7 +125,6 @@ impl Manager {
                 shared.pending(t.id, t.name, &t.method, priority)
             })
             .collect();
-        drop(shared);
         let owner = self.client.id().to_string();
         let created = self
             .persistence
