@@ -219,18 +219,30 @@ fn passwords_are_used_and_masked() {
 /// time, and the stored tasks are all the winner's.
 #[test]
 fn concurrent_creators_cannot_both_create_a_workflow() {
+    race_to_create(20, 500);
+}
+
+/// The same race with workflows big enough to be staged in several calls: the loser's
+/// staged tasks are deleted and never mix with the winner's.
+#[test]
+fn concurrent_creators_of_staged_workflows_cannot_both_create_one() {
+    let fixture = race_to_create(3, gleitzeit_store::redis::STAGE_CHUNK * 2 + 7);
+    assert_eq!(staging_keys(&fixture), Vec::<String>::new());
+}
+
+/// `rounds` races of two stores creating the same workflow of `size` tasks.
+fn race_to_create(rounds: usize, size: usize) -> Fixture {
     let fixture = redis();
     let other = RedisStore::open_with_prefix(&fixture.server.url(), fixture.prefix())
         .expect("second store");
-    const ROUNDS: usize = 20;
     let barrier = Barrier::new(2);
     let race = |store: &RedisStore, me: &str| -> Vec<bool> {
-        (0..ROUNDS)
+        (0..rounds)
             .map(|round| {
                 let id = format!("wf-{round}");
                 let mut wf = workflow(&id, 1, WorkflowStatus::Pending);
                 wf.name = me.to_string();
-                let tasks: Vec<_> = (0..500)
+                let tasks: Vec<_> = (0..size)
                     .map(|i| {
                         let mut t = task(&id, &format!("t{i}"));
                         t.method = me.into();
@@ -254,7 +266,7 @@ fn concurrent_creators_cannot_both_create_a_workflow() {
             second.join().expect("second creator"),
         )
     });
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         assert!(
             first[round] != second[round],
             "round {round}: exactly one wins"
@@ -264,9 +276,89 @@ fn concurrent_creators_cannot_both_create_a_workflow() {
         let wf = fixture.workflow(&id).expect("read").expect("exists");
         assert_eq!(wf.name, winner);
         let tasks = fixture.tasks(&id).expect("tasks");
-        assert_eq!(tasks.len(), 500);
+        assert_eq!(tasks.len(), size);
         assert!(tasks.iter().all(|t| &*t.method == winner), "round {round}");
     }
+    fixture
+}
+
+/// The staging keys under the fixture's prefix.
+fn staging_keys(fixture: &Fixture) -> Vec<String> {
+    let mut conn = raw(fixture);
+    redis::cmd("KEYS")
+        .arg(format!("{}stage*", fixture.prefix()))
+        .query(&mut conn)
+        .expect("KEYS")
+}
+
+/// A workflow of more tasks than one call carries is staged and then created whole: its
+/// tasks in order, its keys without an expiry, no staging keys left; a second creation of
+/// the same id, or a resubmission under the same idempotency key, deletes what it staged.
+#[test]
+fn big_workflows_are_staged_then_created_whole() {
+    use gleitzeit_store::{Creation, Idempotency};
+    let fixture = redis();
+    let size = gleitzeit_store::redis::STAGE_CHUNK * 2 + 1;
+    let tasks_of = |id: &str, method: &str| -> Vec<_> {
+        (0..size)
+            .map(|i| {
+                let mut t = task(id, &format!("t{i}"));
+                t.method = method.into();
+                t
+            })
+            .collect()
+    };
+    let key = Idempotency {
+        key: "big-key",
+        fingerprint: "spec-1",
+    };
+    let created = fixture
+        .create_workflow_once(
+            &key,
+            &workflow("big", 1, WorkflowStatus::Pending),
+            &tasks_of("big", "first"),
+        )
+        .expect("create");
+    assert_eq!(created, Creation::Created);
+    let stored = fixture.tasks("big").expect("tasks");
+    let expected: Vec<String> = (0..size).map(|i| format!("t{i}")).collect();
+    assert_eq!(task_ids(&stored), expected);
+    let mut conn = raw(&fixture);
+    for kind in ["tasks", "order"] {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(format!("{}{kind}:big", fixture.prefix()))
+            .query(&mut conn)
+            .expect("PTTL");
+        assert_eq!(ttl, -1, "{kind} keeps no expiry");
+    }
+    assert_eq!(staging_keys(&fixture), Vec::<String>::new());
+
+    let again = fixture.create_workflow(
+        &workflow("big", 2, WorkflowStatus::Pending),
+        &tasks_of("big", "second"),
+    );
+    assert!(
+        matches!(again, Err(StoreError::AlreadyExists { .. })),
+        "{again:?}"
+    );
+    let resubmitted = fixture
+        .create_workflow_once(
+            &key,
+            &workflow("big-2", 2, WorkflowStatus::Pending),
+            &tasks_of("big-2", "second"),
+        )
+        .expect("resubmit");
+    assert_eq!(
+        resubmitted,
+        Creation::Existing {
+            workflow_id: "big".to_string()
+        }
+    );
+    assert_eq!(staging_keys(&fixture), Vec::<String>::new());
+    assert_eq!(fixture.workflow("big-2").expect("read"), None);
+    let stored = fixture.tasks("big").expect("tasks");
+    assert_eq!(stored.len(), size);
+    assert!(stored.iter().all(|t| &*t.method == "first"));
 }
 
 #[test]

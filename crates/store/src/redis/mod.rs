@@ -15,6 +15,7 @@
 //! | `{p}status:{status}` | sorted set | the `member`s of the workflows in that status |
 //! | `{p}seq` | string | the counter behind `seq` |
 //! | `{p}idem:{key}` | hash | an idempotency key ([`crate::idempotency`]): `workflow` (the id it created) and `fingerprint`, written by the script that creates the workflow |
+//! | `{p}stagetasks:{token}`, `{p}stageorder:{token}` | hash, list | the tasks of a big workflow while one creator stages them (see atomicity); they expire after 10 minutes unless the workflow is created, which renames them to its `tasks:`/`order:` keys |
 //!
 //! The id comes last in every key and each kind of key has its own leading word, so no id
 //! can make two keys collide (with `{p}wf:{id}:spec`, workflow `x:spec`'s record would be
@@ -43,7 +44,14 @@
 //! script before it starts rather than in the middle (what could still stop one midway is
 //! foreign data of the wrong type under the prefix). Two writers can therefore never both
 //! create the same workflow. The tasks of a new workflow are written with one `HSET` and one
-//! `RPUSH` per [`CHUNK`] tasks inside the script (100,000 tasks are one call).
+//! `RPUSH` per [`CHUNK`] tasks inside the script. A workflow of more than [`STAGE_CHUNK`]
+//! tasks is written in several calls, so that neither the caller nor Redis holds all its
+//! arguments at once (one call of 100,000 tasks held ~80 MB in the queue-manager alone): its
+//! tasks are first staged, [`STAGE_CHUNK`] per call, under keys of the creator's own token
+//! (which no other creator and no reader uses), and then the one create script makes its
+//! checks and, if they pass, renames the staged keys to the workflow's (`RENAME` is O(1));
+//! if they fail it deletes them. A creator that dies between calls leaves only staging keys,
+//! which expire. The workflow therefore still appears whole or not at all.
 //!
 //! Reads that take several keys (`HMGET` + `GET` for a workflow, `LRANGE` + `HGETALL` for
 //! its tasks) run as one `MULTI`/`EXEC` and so see one state.
@@ -80,6 +88,15 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Tasks per `HSET`/`RPUSH` when a workflow is created.
 pub const CHUNK: usize = 1_000;
+
+/// Tasks per call when a big workflow is created: a workflow of more tasks is staged in
+/// calls of this many tasks and then created by one last call (see the module docs), so
+/// that neither this process nor Redis holds a whole workflow's arguments at once.
+pub const STAGE_CHUNK: usize = 5_000;
+
+/// How long staged tasks wait for their next chunk or their workflow before Redis drops
+/// them.
+const STAGE_TTL: Duration = Duration::from_secs(600);
 
 /// Workflows probed per round trip by [`Store::task`] without a workflow id.
 pub const SCAN_PAGE: usize = 256;
@@ -120,6 +137,7 @@ pub struct RedisStore {
     prefix: String,
     conn: Mutex<Option<Connection>>,
     create: Script,
+    stage: Script,
     apply: Script,
     claim: Script,
     release: Script,
@@ -197,7 +215,10 @@ impl RedisStore {
             location,
             prefix: prefix.to_string(),
             conn: Mutex::new(None),
-            create: Script::new(&format!("{header}{LUA_CREATE}")),
+            create: Script::new(&format!("{header}{LUA_PUSH_TASKS}{LUA_CREATE}")),
+            stage: Script::new(&format!(
+                "#!lua flags=no-cluster\nlocal CHUNK = {CHUNK}\n{LUA_PUSH_TASKS}{LUA_STAGE}"
+            )),
             apply: Script::new(&format!("{header}{LUA_APPLY}")),
             claim: Script::new(LUA_CLAIM),
             release: Script::new(LUA_RELEASE),
@@ -288,8 +309,8 @@ impl RedisStore {
         }
     }
 
-    /// `{p}{kind}:{id}`, e.g. `gz:wf:wf-1` or `gz:tasks:wf-1`.
-    /// Stores a new workflow, its tasks and (when given) its idempotency key in one script.
+    /// Stores a new workflow, its tasks and (when given) its idempotency key: one script,
+    /// after the tasks of a workflow of more than [`STAGE_CHUNK`] tasks were staged.
     fn create(
         &self,
         idempotency: Option<&Idempotency<'_>>,
@@ -309,29 +330,49 @@ impl RedisStore {
                 dup.workflow_id, dup.task_id
             )));
         }
+        drop(seen);
         let started = Instant::now();
         let token = create_token();
+        let staged = if tasks.len() > STAGE_CHUNK {
+            self.stage_tasks(&token, tasks)?;
+            tasks.len()
+        } else {
+            0
+        };
         let mut invocation = self.create.prepare_invoke();
         let (key, fingerprint) = idempotency.map_or(("", ""), |i| (i.key, i.fingerprint));
         invocation
             .arg(&self.prefix)
             .arg(&token)
             .arg(key)
-            .arg(fingerprint);
+            .arg(fingerprint)
+            .arg(staged);
         encode_workflow(wf)?.push_args(&mut invocation);
-        for task in tasks {
-            invocation.arg(&*task.task_id).arg(encode_task(task)?);
+        if staged == 0 {
+            for task in tasks {
+                invocation.arg(&*task.task_id).arg(encode_task(task)?);
+            }
         }
-        let (outcome, workflow_id): (i64, String) = self.call(|conn| {
+        let outcome: Result<(i64, String), StoreError> = self.call(|conn| {
             invocation
                 .invoke(conn)
                 .map_err(op("create workflow script"))
-        })?;
+        });
+        let (outcome, workflow_id) = match outcome {
+            Ok(reply) => reply,
+            Err(e) => {
+                if staged > 0 {
+                    self.drop_staged(&token);
+                }
+                return Err(e);
+            }
+        };
         match outcome {
             0 => {
                 tracing::debug!(
                     workflow_id = %wf.id,
                     tasks = tasks.len(),
+                    staged = staged > 0,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "stored new workflow"
                 );
@@ -343,6 +384,11 @@ impl RedisStore {
                 key: key.to_string(),
                 workflow_id,
             }),
+            4 => Err(StoreError::Unavailable(format!(
+                "Redis at {}: the staged tasks of workflow `{}` expired or were evicted before \
+                 it was created; nothing was stored",
+                self.location, wf.id
+            ))),
             other => Err(StoreError::backend(
                 "create workflow script",
                 format!("unexpected reply {other}"),
@@ -350,6 +396,47 @@ impl RedisStore {
         }
     }
 
+    /// Writes `tasks` to the staging keys of `token`, [`STAGE_CHUNK`] per call; on failure
+    /// deletes what was staged (best effort: the keys expire anyway).
+    fn stage_tasks(&self, token: &str, tasks: &[TaskRecord]) -> Result<(), StoreError> {
+        let ttl = STAGE_TTL.as_millis() as u64;
+        for chunk in tasks.chunks(STAGE_CHUNK) {
+            let staged = (|| {
+                let mut invocation = self.stage.prepare_invoke();
+                invocation.arg(&self.prefix).arg(token).arg(ttl);
+                for task in chunk {
+                    invocation.arg(&*task.task_id).arg(encode_task(task)?);
+                }
+                self.call(|conn| {
+                    invocation
+                        .invoke::<u64>(conn)
+                        .map_err(op("stage tasks script"))
+                })
+            })();
+            if let Err(e) = staged {
+                self.drop_staged(token);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the staging keys of `token`, ignoring failure (they expire after
+    /// [`STAGE_TTL`]).
+    fn drop_staged(&self, token: &str) {
+        let keys = [self.key("stagetasks", token), self.key("stageorder", token)];
+        let dropped = self.call(|conn| {
+            redis::cmd("DEL")
+                .arg(&keys[..])
+                .query::<u64>(conn)
+                .map_err(op("delete staged tasks"))
+        });
+        if let Err(e) = dropped {
+            tracing::warn!(error = %e, "could not delete staged tasks; they expire by themselves");
+        }
+    }
+
+    /// `{p}{kind}:{id}`, e.g. `gz:wf:wf-1` or `gz:tasks:wf-1`.
     fn key(&self, kind: &str, id: &str) -> String {
         format!("{}{kind}:{id}", self.prefix)
     }

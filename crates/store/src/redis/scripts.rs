@@ -36,50 +36,103 @@ local function put_workflow(p, at, token)
 end
 "#;
 
+/// Lua shared by the scripts that write tasks: `push_tasks(hash, list, from)` writes the
+/// `task id, task JSON` pairs of `ARGV[from..]` into `hash` and appends their ids to `list`,
+/// [`CHUNK`](super::CHUNK) tasks per `HSET`/`RPUSH` (Lua's `unpack` has a stack limit). It
+/// returns how many of the ids were new to the hash.
+pub(super) const LUA_PUSH_TASKS: &str = r#"
+local function push_tasks(hash, list, from)
+  local chunk = tonumber(CHUNK) * 2
+  local added = 0
+  for i = from, #ARGV, chunk do
+    local last = math.min(i + chunk - 1, #ARGV)
+    added = added + redis.call('HSET', hash, unpack(ARGV, i, last))
+    local ids = {}
+    for j = i, last, 2 do
+      ids[#ids + 1] = ARGV[j]
+    end
+    redis.call('RPUSH', list, unpack(ids))
+  end
+  return added
+end
+"#;
+
 /// `create_workflow` and `create_workflow_once`: `ARGV = prefix, token, idempotency key
-/// ('' for none), fingerprint, <workflow as for put_workflow>, then task id, task JSON, ...`.
+/// ('' for none), fingerprint, staged count, <workflow as for put_workflow>, then task id,
+/// task JSON, ...`. With a staged count above 0 the tasks are not in `ARGV` but in the
+/// staging keys of `token` (written by [`LUA_STAGE`]); they become the workflow's keys
+/// (`RENAME`) if the workflow is created, and are deleted otherwise.
 /// Returns `{code, workflow id}`: 0 when created (or created before with the same token),
 /// 1 when the workflow exists, 2 when the key is kept with the same fingerprint (its
-/// workflow's id), 3 when it is kept with another fingerprint.
+/// workflow's id), 3 when it is kept with another fingerprint, 4 when the staging keys do
+/// not hold the staged count of tasks (they expired; nothing is written).
 pub(super) const LUA_CREATE: &str = r#"
-local p, token, ikey, fp, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local p, token, ikey, fp, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[6]
+local staged = tonumber(ARGV[5])
+local stage_tasks, stage_order = p .. 'stagetasks:' .. token, p .. 'stageorder:' .. token
+local function refuse(code, wid)
+  if staged > 0 then
+    redis.call('DEL', stage_tasks, stage_order)
+  end
+  return { code, wid }
+end
 local wkey = p .. 'wf:' .. id
 if ikey ~= '' then
   local kept = redis.call('HMGET', p .. 'idem:' .. ikey, 'workflow', 'fingerprint')
   if kept[1] then
     if redis.call('HGET', p .. 'wf:' .. kept[1], 'token') == token then
-      return { 0, kept[1] }
+      return refuse(0, kept[1])
     end
     if kept[2] == fp then
-      return { 2, kept[1] }
+      return refuse(2, kept[1])
     end
-    return { 3, kept[1] }
+    return refuse(3, kept[1])
   end
 end
 if redis.call('EXISTS', wkey) == 1 then
   if redis.call('HGET', wkey, 'token') == token then
-    return { 0, id }
+    return refuse(0, id)
   end
-  return { 1, id }
+  return refuse(1, id)
+end
+if staged > 0 and (redis.call('HLEN', stage_tasks) ~= staged
+    or redis.call('LLEN', stage_order) ~= staged) then
+  return refuse(4, id)
 end
 -- Leftovers of a workflow without a record belong to nobody.
 local tasks, order = p .. 'tasks:' .. id, p .. 'order:' .. id
 redis.call('DEL', p .. 'spec:' .. id, tasks, order)
-local first = put_workflow(p, 5, token)
-local chunk = tonumber(CHUNK) * 2
-for i = first, #ARGV, chunk do
-  local last = math.min(i + chunk - 1, #ARGV)
-  redis.call('HSET', tasks, unpack(ARGV, i, last))
-  local ids = {}
-  for j = i, last, 2 do
-    ids[#ids + 1] = ARGV[j]
-  end
-  redis.call('RPUSH', order, unpack(ids))
+local first = put_workflow(p, 6, token)
+if staged > 0 then
+  redis.call('RENAME', stage_tasks, tasks)
+  redis.call('RENAME', stage_order, order)
+  redis.call('PERSIST', tasks)
+  redis.call('PERSIST', order)
+else
+  push_tasks(tasks, order, first)
 end
 if ikey ~= '' then
   redis.call('HSET', p .. 'idem:' .. ikey, 'workflow', id, 'fingerprint', fp)
 end
 return { 0, id }
+"#;
+
+/// Stages one chunk of a big workflow's tasks before [`LUA_CREATE`] takes them:
+/// `ARGV = prefix, token, time to live (ms), then task id, task JSON, ...`. The staging keys
+/// `{p}stagetasks:{token}` (hash) and `{p}stageorder:{token}` (list) expire unless a chunk
+/// or the create script comes in time, so a creator that dies midway leaves nothing behind
+/// for long. A chunk sent twice (a retry after a lost reply) is written once: the script
+/// runs whole or not at all, and the ids of a creation are distinct, so its ids are either
+/// all new or all there. Returns the number of tasks staged so far.
+pub(super) const LUA_STAGE: &str = r#"
+local p, token, ttl = ARGV[1], ARGV[2], ARGV[3]
+local stage_tasks, stage_order = p .. 'stagetasks:' .. token, p .. 'stageorder:' .. token
+if redis.call('HEXISTS', stage_tasks, ARGV[4]) == 0 then
+  push_tasks(stage_tasks, stage_order, 4)
+end
+redis.call('PEXPIRE', stage_tasks, ttl)
+redis.call('PEXPIRE', stage_order, ttl)
+return redis.call('HLEN', stage_tasks)
 "#;
 
 /// `apply`: `ARGV = prefix, workflow count, <workflows as for put_workflow>, then
