@@ -514,3 +514,50 @@ fn one_owner_at_a_time_and_ownership_expires() {
         .claim("wf-2", "qm-b", long)
         .expect("takeover after expiry"));
 }
+
+/// Counting a big workflow's tasks by status, and a page of those of one status, walk it a
+/// page of ids at a time; the figures are those of the whole workflow, across page bounds.
+#[test]
+fn big_workflows_are_counted_and_filtered_across_read_pages() {
+    let fixture = redis();
+    let size = gleitzeit_store::redis::READ_PAGE * 2 + 3;
+    let statuses = [
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Pending,
+    ];
+    let tasks: Vec<_> = (0..size)
+        .map(|i| {
+            let mut t = task("wf", &format!("t{i}"));
+            t.status = statuses[i % 3];
+            t
+        })
+        .collect();
+    fixture
+        .create_workflow(&workflow("wf", 1, WorkflowStatus::Running), &tasks)
+        .expect("create");
+    let mut counts = fixture.task_counts("wf").expect("counts");
+    counts.sort_by_key(|(status, _)| status.as_str());
+    assert_eq!(
+        counts,
+        [
+            (TaskStatus::Completed, size.div_ceil(3)),
+            (TaskStatus::Failed, (size + 1) / 3),
+            (TaskStatus::Pending, size / 3),
+        ]
+    );
+    // The failed tasks from the 1,600th on: t4801, t4804, ... past the first page's end.
+    let offset = 1_600;
+    let page = fixture
+        .tasks_page("wf", Some(TaskStatus::Failed), offset, 400)
+        .expect("page");
+    let expected: Vec<String> = (0..400)
+        .map(|k| format!("t{}", 3 * (offset + k) + 1))
+        .collect();
+    assert_eq!(task_ids(&page), expected);
+    assert!(page.iter().all(|t| t.status == TaskStatus::Failed));
+    let tail = fixture
+        .tasks_page("wf", Some(TaskStatus::Completed), size.div_ceil(3) - 1, 10)
+        .expect("tail");
+    assert_eq!(task_ids(&tail), [format!("t{}", size - 1)]);
+}

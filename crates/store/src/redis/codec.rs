@@ -227,6 +227,26 @@ pub(super) fn decode_tasks(
         .collect()
 }
 
+/// The status of a task row, read without building the rest of the record.
+pub(super) fn decode_status(
+    workflow_id: &str,
+    task_id: &[u8],
+    row: &[u8],
+) -> Result<TaskStatus, StoreError> {
+    #[derive(Deserialize)]
+    struct StatusOnly {
+        status: TaskStatus,
+    }
+    serde_json::from_slice::<StatusOnly>(row)
+        .map(|row| row.status)
+        .map_err(|e| {
+            StoreError::Corrupt(format!(
+                "task `{workflow_id}/{}`: invalid record: {e}",
+                String::from_utf8_lossy(task_id)
+            ))
+        })
+}
+
 /// The workflow id of an index member `{created_at:020}:{seq:020}:{id}`.
 pub(super) fn member_id(member: &[u8]) -> Result<&str, StoreError> {
     let well_formed = member.len() >= MEMBER_HEAD
