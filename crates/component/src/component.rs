@@ -15,7 +15,9 @@
 //! state needs no locks. Work slower than a moment is spawned and reports back through the
 //! internal channel. Things due less often than the tick (a metadata refresh every 5 s, held
 //! reports every 2 s) are checked in [`Component::on_tick`] with [`Every`]. When the loop has
-//! handled everything that was waiting, [`Component::on_idle`] runs once before it waits.
+//! handled everything that was waiting, [`Component::on_idle`] runs once before it waits;
+//! when it keeps something back for a moment, [`Component::idle_deadline`] brings the loop
+//! round to it again in time.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -56,6 +58,13 @@ pub trait Component {
     /// queue-manager's coalesced events). Not called between messages of a backlog.
     fn on_idle(&mut self) -> impl Future<Output = ()> {
         async {}
+    }
+
+    /// When [`Component::on_idle`] should run again even if nothing arrives: for what it
+    /// chose to keep a little longer (the queue-manager's events of a running workflow).
+    /// Asked before every wait; `None` (the default) waits for the next message or tick.
+    fn idle_deadline(&self) -> Option<tokio::time::Instant> {
+        None
     }
 
     /// The service's metrics, for the hub's `metrics` request (answered by the loop; see
@@ -112,6 +121,8 @@ enum Event<I> {
     Envelope(Envelope),
     Internal(I),
     Tick,
+    /// The idle deadline passed: the loop goes round to `on_idle`.
+    Wake,
     InternalClosed,
     Stop,
 }
@@ -129,6 +140,7 @@ pub async fn run_component<C: Component>(
         if handled && events.nothing_waiting() {
             component.on_idle().await;
         }
+        let wake = component.idle_deadline();
         let event = {
             let Events {
                 client,
@@ -146,6 +158,7 @@ pub async fn run_component<C: Component>(
                     None => Event::InternalClosed,
                 },
                 () = ticked(tick) => Event::Tick,
+                () = deadline(wake) => Event::Wake,
             }
         };
         handled = true;
@@ -154,7 +167,7 @@ pub async fn run_component<C: Component>(
             Event::Envelope(env) => Some(env.event.clone()),
             Event::Internal(_) => Some("internal message".to_string()),
             Event::Tick => Some("tick".to_string()),
-            Event::InternalClosed | Event::Stop => None,
+            Event::Wake | Event::InternalClosed | Event::Stop => None,
         };
         match event {
             Event::Envelope(env) if env.event == events::METRICS => {
@@ -174,6 +187,7 @@ pub async fn run_component<C: Component>(
             }
             Event::Internal(msg) => component.on_internal(msg).await,
             Event::Tick => component.on_tick().await,
+            Event::Wake => {}
             // Every sender is gone: nothing more will come (and recv would return at once).
             Event::InternalClosed => events.internal = None,
             Event::Stop => break,
@@ -205,6 +219,13 @@ async fn ticked(tick: &mut Option<Interval>) {
         Some(t) => {
             t.tick().await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+async fn deadline(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -168,6 +168,10 @@ impl Component for Service {
         self.mgr.on_idle().await;
     }
 
+    fn idle_deadline(&self) -> Option<tokio::time::Instant> {
+        self.mgr.idle_deadline()
+    }
+
     fn metrics(&self) -> Vec<gleitzeit_protocol::metrics::MetricFamily> {
         self.mgr.metrics()
     }

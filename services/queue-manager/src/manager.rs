@@ -201,16 +201,21 @@ impl Manager {
         if let Some(r) = reply {
             let _ = self.client.respond(&env, r);
         }
-        // Events go out together when nothing more is waiting (`on_idle`), or once they
-        // waited long enough under a backlog (`publishing.rs`).
+        // Events go out together when nothing more is waiting and they waited a moment
+        // (`on_idle`), or once they waited long enough under a backlog (`publishing.rs`).
         self.publisher.flush_overdue();
     }
 
     /// Nothing more is waiting: the outcomes held are handled, and the events collected go
-    /// out.
+    /// out once they waited their moment (`publishing.rs`).
     pub(crate) async fn on_idle(&mut self) {
         self.handle_outcomes().await;
-        self.publisher.flush();
+        self.publisher.flush_idle();
+    }
+
+    /// When the events held back are due.
+    pub(crate) fn idle_deadline(&self) -> Option<Instant> {
+        self.publisher.due()
     }
 
     /// Handles the outcomes held, one step per engine.

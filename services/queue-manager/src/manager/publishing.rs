@@ -5,11 +5,14 @@
 //! Events are coalesced: what the queue-manager emits while it works through the messages
 //! waiting for it (outcome batches, lease requests, resolver answers, a tick) is collected
 //! per workflow and sent as one `event_batch` envelope when its loop has nothing more
-//! waiting ([`Publisher::flush`], from the component loop's `on_idle`), so twenty watchers
-//! of a busy workflow get one frame per batch instead of one per task event. Nothing waits
-//! for a timer: a lone event goes out as soon as the message that made it is handled. Under
-//! a steady backlog a batch goes out once its oldest event is [`MAX_DELAY`] old
-//! ([`Publisher::flush_overdue`], after every message), or when it reaches
+//! waiting and the oldest event is [`IDLE_DELAY`] old ([`Publisher::flush_idle`], from the
+//! component loop's `on_idle`, which [`Publisher::due`] brings round in time), so twenty
+//! watchers of a busy workflow get one frame per batch instead of one per task event, and a
+//! chain of quick tasks one frame per ~10 ms instead of one per task (each frame is a relay
+//! through the hub and a wake-up of every watcher, on the same cores as the chain). The end
+//! of a workflow does not wait: a batch with a workflow's final event goes out when the loop
+//! is idle. Under a steady backlog a batch goes out once its oldest event is [`MAX_DELAY`]
+//! old ([`Publisher::flush_overdue`], after every message), or when it reaches
 //! [`MAX_BATCH_EVENTS`] events or about [`MAX_BATCH_BYTES`] bytes.
 //!
 //! `workflow_progress` is sent at most every [`PROGRESS_EVERY`] per workflow: a newer one
@@ -40,6 +43,8 @@ pub(crate) const MAX_BATCH_EVENTS: usize = 1_000;
 pub(crate) const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Events wait at most about this long for the loop to become idle.
 pub(crate) const MAX_DELAY: Duration = Duration::from_millis(20);
+/// Events of running workflows wait this long in an idle loop for more to join them.
+pub(crate) const IDLE_DELAY: Duration = Duration::from_millis(10);
 /// `workflow_progress` at most this often per workflow.
 pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -64,6 +69,8 @@ pub(crate) struct Publisher {
     pending: Vec<Pending>,
     /// When the oldest pending event was made.
     oldest: Option<Instant>,
+    /// A pending batch holds a workflow's final event (it goes out when the loop is idle).
+    finishing: bool,
     /// When each workflow's progress was last sent (recently progressing ones only).
     progress_sent: HashMap<String, Instant>,
     /// The newest progress held back, per workflow.
@@ -85,6 +92,7 @@ impl Publisher {
             log: EventLog::default(),
             pending: Vec::new(),
             oldest: None,
+            finishing: false,
             progress_sent: HashMap::new(),
             progress_held: HashMap::new(),
         }
@@ -100,6 +108,7 @@ impl Publisher {
             events::WORKFLOW_COMPLETED | events::WORKFLOW_FAILED | events::WORKFLOW_CANCELLED
         );
         if finished {
+            self.finishing = true;
             self.progress_sent.remove(wf);
             if let Some(held) = self.progress_held.remove(wf) {
                 self.push(wf, events::WORKFLOW_PROGRESS, held);
@@ -157,6 +166,19 @@ impl Publisher {
         }
     }
 
+    /// Sends the batches collected when a workflow finished among them or the oldest event
+    /// in them waited [`IDLE_DELAY`] (called when the loop has nothing more waiting).
+    pub(crate) fn flush_idle(&mut self) {
+        if self.finishing || self.oldest.is_some_and(|t| t.elapsed() >= IDLE_DELAY) {
+            self.flush();
+        }
+    }
+
+    /// When [`Publisher::flush_idle`] will send what is pending (`None`: nothing pending).
+    pub(crate) fn due(&self) -> Option<Instant> {
+        self.oldest.map(|t| t + IDLE_DELAY)
+    }
+
     /// Sends every batch collected, after adding the held progress events that are due.
     /// Called when the queue-manager's loop has nothing more waiting (and on every tick).
     pub(crate) fn flush(&mut self) {
@@ -167,6 +189,7 @@ impl Publisher {
             self.forget_old_progress();
         }
         self.oldest = None;
+        self.finishing = false;
         for batch in std::mem::take(&mut self.pending) {
             self.send(batch);
         }
@@ -366,6 +389,41 @@ mod tests {
         assert_eq!(out[0].events.len(), MAX_BATCH_EVENTS);
         let all: Vec<u64> = out.iter().flat_map(seqs).collect();
         assert_eq!(all, (1..=MAX_BATCH_EVENTS as u64 + 11).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_loop_keeps_events_of_a_running_workflow_a_moment() {
+        let (mut p, sent) = publisher();
+        assert_eq!(p.due(), None, "nothing pending, nothing due");
+        let start = Instant::now();
+        p.emit("w", events::TASK_STARTED, raw(json!({ "task_id": "a" })));
+        assert_eq!(p.due(), Some(start + IDLE_DELAY));
+        p.flush_idle();
+        assert!(batches(&sent).is_empty(), "a young lone event waits");
+        tokio::time::advance(IDLE_DELAY / 2).await;
+        p.emit("w", events::TASK_COMPLETED, raw(json!({ "task_id": "a" })));
+        p.flush_idle();
+        assert!(batches(&sent).is_empty());
+        assert_eq!(p.due(), Some(start + IDLE_DELAY), "the oldest event sets the time");
+        tokio::time::advance(IDLE_DELAY / 2).await;
+        p.flush_idle();
+        assert_eq!(seqs(&batches(&sent)[0]), [1, 2], "both in one frame");
+        assert_eq!(p.due(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_a_workflow_goes_out_with_the_next_idle_flush() {
+        let (mut p, sent) = publisher();
+        p.emit("a", events::TASK_COMPLETED, raw(json!({})));
+        p.emit("b", events::TASK_COMPLETED, raw(json!({})));
+        p.emit("b", events::WORKFLOW_COMPLETED, raw(json!({})));
+        p.flush_idle();
+        let out = batches(&sent);
+        assert_eq!(out.len(), 2, "every batch pending goes with it");
+        assert_eq!(out[1].events[1].event, events::WORKFLOW_COMPLETED);
+        p.emit("a", events::TASK_STARTED, raw(json!({})));
+        p.flush_idle();
+        assert!(batches(&sent).is_empty(), "the next event waits again");
     }
 
     #[tokio::test(start_paused = true)]
