@@ -303,9 +303,13 @@ impl Reply {
     }
 }
 
-/// A fresh message id.
+/// A fresh message id: a random (version 4) UUID from the thread's generator, which the
+/// operating system seeds (a CSPRNG, so ids cannot be guessed); unlike `Uuid::new_v4` it
+/// does not make a `getrandom` system call for every message.
 pub fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 /// Milliseconds since the Unix epoch.
@@ -320,6 +324,17 @@ pub fn now_millis() -> u64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn message_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..1_000).map(|_| new_id()).collect();
+        assert_eq!(ids.len(), 1_000);
+        for id in ids.iter().take(10) {
+            let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 4, "{id}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+    }
 
     #[test]
     fn envelope_json_shape_is_stable() {

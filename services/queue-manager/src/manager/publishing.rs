@@ -404,7 +404,11 @@ mod tests {
         p.emit("w", events::TASK_COMPLETED, raw(json!({ "task_id": "a" })));
         p.flush_idle();
         assert!(batches(&sent).is_empty());
-        assert_eq!(p.due(), Some(start + IDLE_DELAY), "the oldest event sets the time");
+        assert_eq!(
+            p.due(),
+            Some(start + IDLE_DELAY),
+            "the oldest event sets the time"
+        );
         tokio::time::advance(IDLE_DELAY / 2).await;
         p.flush_idle();
         assert_eq!(seqs(&batches(&sent)[0]), [1, 2], "both in one frame");
