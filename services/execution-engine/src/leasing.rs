@@ -1,8 +1,8 @@
 //! The lease requests in flight (one per queue-manager) and whether the free slots call for
 //! a new one.
 //!
-//! A request names the free slots per method (each provider's capacity × prefetch − what it
-//! has in flight, summed over the providers serving the method); a new request supersedes it
+//! A request names the free slots per method (each provider's capacity × its depth, at most
+//! the prefetch (`pace.rs`) − what it has in flight, summed over the providers serving the method); a new request supersedes it
 //! only when some method has free slots it did not ask for, or more than twice as many
 //! ([`Asked::suffices`]). Working that out means
 //! summing every provider's free slots over all its methods (the python-provider alone
@@ -133,11 +133,10 @@ impl Asked {
     }
 }
 
-/// A provider's free slots: capacity × prefetch − in flight.
+/// A provider's free slots: capacity × its depth (`pace.rs`, at most `prefetch`) − in
+/// flight.
 fn free(p: &Provider, prefetch: u32) -> u32 {
-    p.capacity
-        .saturating_mul(prefetch)
-        .saturating_sub(p.in_flight)
+    p.room(prefetch).saturating_sub(p.in_flight)
 }
 
 /// The free slots per method, summed over the providers serving it.
@@ -155,15 +154,19 @@ pub(crate) fn free_slots(providers: &HashMap<String, Provider>, prefetch: u32) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pace::Pace;
 
     fn providers(list: &[(&str, &[&str], u32, u32)]) -> HashMap<String, Provider> {
         list.iter()
             .map(|(id, methods, capacity, in_flight)| {
-                let p = Provider {
+                let mut p = Provider {
                     methods: methods.iter().map(|m| Arc::from(*m)).collect(),
                     capacity: *capacity,
                     in_flight: *in_flight,
+                    pace: Pace::default(),
                 };
+                // Tasks of a second: the depth is 2, whatever the prefetch above it.
+                p.pace.record(1_000);
                 (id.to_string(), p)
             })
             .collect()

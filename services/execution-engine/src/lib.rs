@@ -42,10 +42,16 @@ use tracing::{debug, info, warn};
 mod leasing;
 mod losses;
 mod outgoing;
+mod pace;
 mod served;
 
 use leasing::LeaseRequest;
 use losses::watchdog_deadline;
+use pace::Pace;
+
+/// The most tasks sent to a provider per unit of its capacity (`--prefetch`): trivial
+/// tasks get this many, slower ones fewer (`pace.rs`).
+pub const DEFAULT_PREFETCH: u32 = 16;
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -54,8 +60,9 @@ pub struct Config {
     pub hub_url: String,
     /// Component id (default `execution-engine-<random>`).
     pub component_id: Option<String>,
-    /// Tasks sent to a provider beyond its capacity, as a multiple of it (they wait in the
-    /// provider's own queue, which hides the round trip to the queue-manager).
+    /// The most tasks sent to a provider, as a multiple of its capacity (those beyond it
+    /// wait in the provider's own queue, which hides the round trip to the queue-manager);
+    /// the engine sends as many as cover ~25 ms of the provider's work (`pace.rs`).
     pub prefetch: u32,
     /// The API key to present (`None`: from the environment, the saved login or the local
     /// suite's key; see `gleitzeit_runtime::credentials`).
@@ -74,6 +81,15 @@ struct Provider {
     methods: Vec<Arc<str>>,
     capacity: u32,
     in_flight: u32,
+    /// How long its tasks take, which sets how many are sent ahead (`pace.rs`).
+    pace: Pace,
+}
+
+impl Provider {
+    /// The tasks it may hold: its capacity × its depth (at most `prefetch`, `pace.rs`).
+    fn room(&self, prefetch: u32) -> u32 {
+        self.capacity.saturating_mul(self.pace.depth(prefetch))
+    }
 }
 
 struct Dispatched {
@@ -208,11 +224,7 @@ impl Component for Engine {
 
     fn metrics(&self) -> Vec<MetricFamily> {
         let in_flight: u32 = self.providers.values().map(|p| p.in_flight).sum();
-        let room: u32 = self
-            .providers
-            .values()
-            .map(|p| p.capacity.saturating_mul(self.prefetch))
-            .sum();
+        let room: u32 = self.providers.values().map(|p| p.room(self.prefetch)).sum();
         vec![
             MetricFamily::gauge(
                 "gleitzeit_engine_tasks_dispatched",
@@ -226,7 +238,7 @@ impl Component for Engine {
             .with(&[], self.providers.len() as f64),
             MetricFamily::gauge(
                 "gleitzeit_engine_provider_slots",
-                "Tasks the engine may have at its providers (capacity × prefetch) and has there now.",
+                "Tasks the engine may have at its providers (capacity × depth, at most × prefetch) and has there now.",
             )
             .with(&[("state", "used")], f64::from(in_flight))
             .with(&[("state", "total")], f64::from(room)),
@@ -315,6 +327,7 @@ impl Engine {
                         methods: Vec::new(),
                         capacity: 0,
                         in_flight: 0,
+                        pace: Pace::default(),
                     });
                     p.methods = r.capabilities.into_iter().map(Arc::from).collect();
                     p.capacity = r.capacity;
@@ -437,7 +450,7 @@ impl Engine {
             .filter(|(_, p)| p.methods.iter().any(|m| &**m == method))
             .max_by_key(|(id, p)| {
                 (
-                    i64::from(p.capacity.saturating_mul(self.prefetch)) - i64::from(p.in_flight),
+                    i64::from(p.room(self.prefetch)) - i64::from(p.in_flight),
                     std::cmp::Reverse((*id).clone()),
                 )
             })
@@ -455,12 +468,15 @@ impl Engine {
             };
             match self.pick_provider(&routing::route_key(&task.method, &task.params)) {
                 Some(pid) => {
+                    // At most `depth` tasks per slot are ahead of this one at the provider.
+                    let mut depth = self.prefetch;
                     if let Some(p) = self.providers.get_mut(&pid) {
                         p.in_flight += 1;
+                        depth = p.pace.depth(self.prefetch);
                     }
                     let deadline = task
                         .timeout_ms
-                        .and_then(|ms| watchdog_deadline(Instant::now(), ms, self.prefetch));
+                        .and_then(|ms| watchdog_deadline(Instant::now(), ms, depth));
                     let older = self.dispatched.insert(
                         key,
                         Dispatched {
@@ -554,6 +570,10 @@ impl Engine {
             };
             if let Some(p) = self.providers.get_mut(&d.provider) {
                 p.in_flight = p.in_flight.saturating_sub(1);
+                // Outcomes made here (a lost provider, the watchdog) carry no run time.
+                if o.started_at > 0 && o.finished_at >= o.started_at {
+                    p.pace.record(o.finished_at - o.started_at);
+                }
             }
             if let Some(full) = self.outgoing.push(&d.queue_manager, o, bytes) {
                 self.send_outcomes(&d.queue_manager, full);
@@ -620,12 +640,12 @@ fn outcome_err(workflow_id: &str, task_id: &str, attempt: u32, error: GzError) -
 
 impl Config {
     /// An engine for tests, presenting `api_key` to the hub at `hub_url`, with the binary's
-    /// prefetch (16).
+    /// prefetch ([`DEFAULT_PREFETCH`]).
     pub fn for_tests(hub_url: &str, api_key: &str) -> Config {
         Config {
             hub_url: hub_url.to_string(),
             component_id: None,
-            prefetch: 16,
+            prefetch: DEFAULT_PREFETCH,
             api_key: Some(api_key.to_string()),
         }
     }

@@ -11,8 +11,10 @@ use gleitzeit_runtime::CommonArgs;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Tasks sent to a provider ahead of time, as a multiple of its capacity.
-    #[arg(long, env = "GLEITZEIT_PREFETCH", default_value_t = 16)]
+    /// The most tasks sent to a provider, as a multiple of its capacity: as many as cover
+    /// ~25 ms of its work are sent, so trivial tasks get this many and slow ones 2 (1: strict
+    /// priority order, nothing waits at a provider).
+    #[arg(long, env = "GLEITZEIT_PREFETCH", default_value_t = execution_engine::DEFAULT_PREFETCH)]
     prefetch: u32,
 }
 
