@@ -33,6 +33,13 @@
 //! exactly what [`Plan::finish`] would. The resolver still hears of the completion and
 //! reports the task ready as usual; the queue-manager ignores that, the task being
 //! queued already.
+//!
+//! Along a chain (a task that is its dependency's only dependent) priming reaches
+//! further: a task whose one open dependency is itself primed is primed too, up to
+//! [`PRIME_DEPTH`] links past the last released task. The queue-manager then runs that
+//! many hops without an answer from here, and tells of the completions its primes covered
+//! a few at a time (`queue-manager/src/machine/primed.rs`); each such report moves the
+//! primed stretch on.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -52,6 +59,9 @@ use tasks::{Ids, SpecTasks};
 /// A task releasing more dependents than this primes none of them: a chain saves two
 /// relays per hop, while a wide fan-out would only send its tasks' parameters twice.
 const PRIME_MAX_SIBLINGS: usize = 8;
+
+/// How many links of a chain are primed past its last released task.
+pub(crate) const PRIME_DEPTH: usize = 8;
 
 mod fanout;
 mod tasks;
@@ -319,10 +329,18 @@ impl Plan {
         let (Some(x), None) = (open.next(), open.next()) else {
             return;
         };
-        let plain = self.state[x] == State::Started
-            && !self.fans.contains_key(&x)
-            && self.dag.dependents(x).len() <= PRIME_MAX_SIBLINGS;
-        if !plain || self.reads[d].iter().any(|&j| j as usize != x) {
+        // After a released task; or, along a chain, after a primed one near enough.
+        let after_ok = match self.state[x] {
+            State::Started => self.dag.dependents(x).len() <= PRIME_MAX_SIBLINGS,
+            State::Waiting => {
+                self.primed[x]
+                    && self.dag.dependents(x).len() == 1
+                    && self.prime_depth(x) < PRIME_DEPTH
+            }
+            _ => false,
+        };
+        if !after_ok || self.fans.contains_key(&x) || self.reads[d].iter().any(|&j| j as usize != x)
+        {
             return;
         }
         let Ok(params) = self.parameters(d) else {
@@ -334,6 +352,48 @@ impl Plan {
             after: self.ids.id(x).to_owned(),
             params,
         });
+        self.prime_chain(d, res);
+    }
+
+    /// Primes the next link of a chain after task `d` (primed or released): the one task
+    /// that depends on `d`, when it waits for `d` alone and is not too far ahead.
+    fn prime_chain(&mut self, d: usize, res: &mut Resolution) {
+        if d >= self.dag.len() || self.dag.dependents(d).len() != 1 {
+            return;
+        }
+        let next = self.dag.dependents(d)[0];
+        if next < self.primed.len() && self.primed[next] {
+            // Primed already: the stretch may reach further now that `d` is nearer the
+            // front (bounded by the depth, which grows along the way).
+            if self.prime_depth(next) < PRIME_DEPTH {
+                self.prime_chain(next, res);
+            }
+            return;
+        }
+        self.prime(next, res);
+    }
+
+    /// How many primed links lie between task `x` and a released (or ended) task: 0 for
+    /// a task that is not waiting, at most [`PRIME_DEPTH`] (the walk stops there).
+    fn prime_depth(&self, x: usize) -> usize {
+        let (mut at, mut depth) = (x, 0);
+        while at < self.primed.len() && self.primed[at] && self.state[at] == State::Waiting {
+            depth += 1;
+            if depth >= PRIME_DEPTH {
+                break;
+            }
+            let mut open = self
+                .dag
+                .dependencies(at)
+                .iter()
+                .copied()
+                .filter(|&y| !matches!(self.state[y], State::Completed | State::Failed));
+            match (open.next(), open.next()) {
+                (Some(y), None) => at = y,
+                _ => break,
+            }
+        }
+        depth
     }
 
     /// Task `i`'s parameters (as the spec gave them, `${…}` not yet substituted).
@@ -471,6 +531,8 @@ impl Plan {
             let d = self.dependents(i)[k];
             self.prime(d, res);
         }
+        // A chain primed ahead of `i` reaches on from here.
+        self.prime_chain(i, res);
     }
 
     /// Task `t` fails before running: its dependents are skipped (tolerant ones released).

@@ -34,7 +34,11 @@ tasks:
 #[test]
 fn each_task_of_a_chain_is_primed_once_its_dependency_is_released() {
     let (mut plan, res) = Plan::build(spec(CHAIN), &[], &[]).expect("plan");
-    assert_eq!(primed(&res), [("b", "a")]);
+    assert_eq!(
+        primed(&res),
+        [("b", "a"), ("c", "b"), ("d", "c")],
+        "by id and by name, and a plain dependency reads nothing: the whole short chain"
+    );
     assert_eq!(
         res.primed[0].params["context"]["x"],
         json!("${a.result}"),
@@ -42,16 +46,57 @@ fn each_task_of_a_chain_is_primed_once_its_dependency_is_released() {
     );
     let res = plan.finish(&[done("a", json!({"result": 1}))]);
     assert_eq!(res.ready.len(), 1, "b is still reported ready");
-    assert_eq!(primed(&res), [("c", "b")], "by id and by name: b only");
+    assert!(res.primed.is_empty(), "primed once");
     let res = plan.finish(&[done("b", json!({"result": 2}))]);
-    assert_eq!(
-        primed(&res),
-        [("d", "c")],
-        "a plain dependency reads nothing"
-    );
+    assert!(res.primed.is_empty());
     let res = plan.finish(&[done("c", json!({"result": 3}))]);
     assert!(res.primed.is_empty());
     assert_eq!(res.ready[0].task_id, "d");
+}
+
+/// A chain of `n` plain tasks t0 → t1 → ….
+fn long_chain(n: usize) -> String {
+    let mut yaml = String::from("name: long\ntasks:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - id: t{i}\n    method: python/execute\n    parameters: {{ code: \"result = {i}\" }}\n"
+        ));
+        if i > 0 {
+            yaml.push_str(&format!("    dependencies: [t{}]\n", i - 1));
+        }
+    }
+    yaml
+}
+
+#[test]
+fn a_long_chain_is_primed_a_bounded_stretch_ahead_of_its_released_task() {
+    let (mut plan, res) = Plan::build(spec(&long_chain(30)), &[], &[]).expect("plan");
+    let ahead: Vec<(String, String)> = (1..=PRIME_DEPTH)
+        .map(|i| (format!("t{i}"), format!("t{}", i - 1)))
+        .collect();
+    let got: Vec<(String, String)> = primed(&res)
+        .into_iter()
+        .map(|(t, a)| (t.to_string(), a.to_string()))
+        .collect();
+    assert_eq!(got, ahead, "t1..t{PRIME_DEPTH} after t0, which runs");
+    // The queue-manager ran t0..t3 on its primes and tells of them together: t4 is
+    // released (it runs already) and the stretch reaches PRIME_DEPTH past it.
+    let finished: Vec<FinishedTask> = (0..4)
+        .map(|i| done(&format!("t{i}"), json!({ "result": i })))
+        .collect();
+    let res = plan.finish(&finished);
+    assert_eq!(
+        res.ready
+            .iter()
+            .map(|r| r.task_id.as_str())
+            .collect::<Vec<_>>(),
+        ["t1", "t2", "t3", "t4"]
+    );
+    let next: Vec<String> = res.primed.iter().map(|p| p.task_id.clone()).collect();
+    let want: Vec<String> = (PRIME_DEPTH + 1..=4 + PRIME_DEPTH)
+        .map(|i| format!("t{i}"))
+        .collect();
+    assert_eq!(next, want);
 }
 
 #[test]
@@ -148,5 +193,5 @@ fn a_rebuilt_plan_primes_the_next_task_again() {
     let finished = [done("a", json!({"result": 1}))];
     let (_, res) = Plan::build(spec(CHAIN), &finished, &[]).expect("plan");
     assert_eq!(res.ready[0].task_id, "b");
-    assert_eq!(primed(&res), [("c", "b")]);
+    assert_eq!(primed(&res), [("c", "b"), ("d", "c")]);
 }
