@@ -134,7 +134,7 @@ impl Machine {
                 *missed = 0;
                 false
             } else {
-                *missed += 1;
+                *missed = missed.saturating_add(1);
                 *missed >= 2
             }
         });
@@ -197,7 +197,7 @@ impl Machine {
         step: &mut Step,
         engine: &str,
         now: Now,
-        mut lost: impl FnMut(&gleitzeit_store::TaskRecord, &mut u32) -> bool,
+        mut lost: impl FnMut(&gleitzeit_store::TaskRecord, &mut u16) -> bool,
     ) -> usize {
         let mut n = 0;
         for (key, i) in self.engines.running(engine) {

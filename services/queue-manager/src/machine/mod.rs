@@ -119,7 +119,11 @@ pub(crate) struct TaskInfo {
     /// The engine holding the task's current attempt (while running).
     pub(crate) engine: Option<Arc<str>>,
     /// Consecutive held-task reports of its engine that did not list it.
-    pub(crate) missed: u32,
+    pub(crate) missed: u16,
+    /// How many tasks depend on it, when known (0: none, or a workflow with fan-outs or a
+    /// batch, whose resolver hears of every end): its end need not reach the resolver at
+    /// once when they are all primed on it (`primed.rs`).
+    pub(crate) dependents: u16,
     /// Arrival number of its live queue entry (older entries of the task are stale).
     pub(crate) entry: Option<u64>,
     /// The files the task names (path, where its content is), handed out with it.
@@ -145,6 +149,7 @@ impl TaskInfo {
             timeout_ms: spec.timeout_millis(),
             engine: None,
             missed: 0,
+            dependents: 0,
             entry: None,
             files: spec
                 .files
@@ -164,6 +169,7 @@ impl TaskInfo {
             timeout_ms: self.timeout_ms,
             engine: None,
             missed: 0,
+            dependents: 0,
             entry: None,
             files: self.files.clone(),
             fail_fast: self.fail_fast,
@@ -192,6 +198,9 @@ pub(crate) struct Wf {
     pub(crate) attachments: HashMap<String, Arc<str>>,
     /// Tasks primed on a task still to complete, with their parameters (`primed.rs`).
     pub(crate) primed: HashMap<usize, Vec<(usize, Value)>>,
+    /// Completed tasks whose dependents all ran on their primes, not yet told to the
+    /// resolver (`primed.rs`).
+    pub(crate) untold: Vec<FinishedTask>,
 }
 
 /// The id of the task at position `p` of `tasks`.
@@ -383,6 +392,7 @@ impl Machine {
                 deadline,
                 attachments,
                 primed: HashMap::new(),
+                untold: Vec::new(),
             },
         );
         true
@@ -572,9 +582,11 @@ impl Machine {
         }
         let mut effects = immediate;
         effects.extend(replies);
-        let mut finished: HashMap<WfKey, Vec<FinishedTask>> = HashMap::new();
+        let mut finished: HashMap<WfKey, Vec<primed::End>> = HashMap::new();
         let mut progressed: Vec<WfKey> = Vec::new();
         for (record, change) in tasks.into_iter().zip(changes) {
+            // Read before the primes go with the task's end.
+            let cover = self.prime_cover(&change, &record);
             let Some(event) = self.apply_task(&change, record, now) else {
                 continue;
             };
@@ -586,14 +598,14 @@ impl Machine {
             if matches!(t.status, TaskStatus::Completed | TaskStatus::Failed)
                 && wf.info[change.i].awaited
             {
-                finished
-                    .entry(change.wf.clone())
-                    .or_default()
-                    .push(FinishedTask {
+                finished.entry(change.wf.clone()).or_default().push((
+                    FinishedTask {
                         task_id: t.task_id.to_string(),
                         status: t.status.as_str().into(),
                         result: finished_result(t),
-                    });
+                    },
+                    cover,
+                ));
             }
             if t.status.is_terminal() && !progressed.contains(&change.wf) {
                 progressed.push(change.wf.clone());
@@ -642,7 +654,9 @@ impl Machine {
         if tell_resolver {
             for (wf, list) in finished {
                 if !ended.contains(&wf) {
-                    effects.push(Effect::TellResolver { wf, finished: list });
+                    if let Some(list) = self.ends_to_tell(&wf, list) {
+                        effects.push(Effect::TellResolver { wf, finished: list });
+                    }
                 }
             }
         }

@@ -9,6 +9,14 @@
 //! whose substitution fails here, is dropped: the resolver decides those as before (it has
 //! heard, or will hear, of the dependency's end). Primes live in memory only: a workflow
 //! taken over or a resolver restarted plans again, and the new plan primes again.
+//!
+//! Along a chain the resolver primes several links ahead (`dependency-resolver`,
+//! `PRIME_DEPTH`), so the end of a task whose dependents all ran on their primes tells the
+//! resolver nothing it needs at once: such ends are kept back ([`Wf::untold`]) and told
+//! [`TELL_EVERY`] at a time, or with the next end that is not covered so (a failure, a
+//! task without primes), whichever comes first — two hub messages a hop become two per four
+//! hops, and each report moves the primed stretch on well before the chain reaches its end.
+//! A new plan carries every end, told or not, and clears the list.
 
 use gleitzeit_protocol::payloads::Resolution;
 use gleitzeit_protocol::records::JsonText;
@@ -16,7 +24,17 @@ use gleitzeit_store::TaskStatus;
 use gleitzeit_workflow::substitute;
 use serde_json::Value;
 
-use super::{Machine, Now, Step, WfKey};
+use gleitzeit_protocol::payloads::FinishedTask;
+
+use super::{step, Machine, Now, Step, WfKey};
+
+/// A task's end for the resolver, with the tasks primed on it when they were all its
+/// dependents ([`Machine::prime_cover`]).
+pub(crate) type End = (FinishedTask, Option<Vec<usize>>);
+
+/// Ends covered by primes told to the resolver together (half of the resolver's
+/// `PRIME_DEPTH`: the stretch it primes ahead).
+pub(crate) const TELL_EVERY: usize = 4;
 
 impl Machine {
     /// Keeps the primes of `res` for workflow `id` (their dependency still to complete).
@@ -38,6 +56,55 @@ impl Machine {
             if list.iter().all(|(t, _)| *t != task) {
                 list.push((task, p.params));
             }
+        }
+    }
+
+    /// When `record` completes task `change.i` and every task depending on it is primed on
+    /// it: those tasks (whether they were queued is known only after the commit).
+    pub(super) fn prime_cover(
+        &self,
+        change: &step::Change,
+        record: &gleitzeit_store::TaskRecord,
+    ) -> Option<Vec<usize>> {
+        if record.status != TaskStatus::Completed {
+            return None;
+        }
+        let wf = self.wfs.get(&change.wf)?;
+        let need = usize::from(wf.info.get(change.i)?.dependents);
+        let primed = wf.primed.get(&change.i)?;
+        (need > 0 && primed.len() >= need).then(|| primed.iter().map(|(t, _)| *t).collect())
+    }
+
+    /// What of a commit's ends to tell `key`'s resolver now, with those kept back before
+    /// (see the module docs); `None` keeps them all back.
+    pub(super) fn ends_to_tell(
+        &mut self,
+        key: &WfKey,
+        ends: Vec<End>,
+    ) -> Option<Vec<FinishedTask>> {
+        let wf = self.wfs.get_mut(key)?;
+        let covered = ends.iter().all(|(_, cover)| {
+            cover.as_ref().is_some_and(|tasks| {
+                tasks.iter().all(|&t| {
+                    wf.tasks
+                        .get(t)
+                        .is_some_and(|r| r.status != TaskStatus::Pending)
+                })
+            })
+        });
+        let mut list = std::mem::take(&mut wf.untold);
+        list.extend(ends.into_iter().map(|(end, _)| end));
+        if covered && list.len() < TELL_EVERY {
+            wf.untold = list;
+            return None;
+        }
+        Some(list)
+    }
+
+    /// A new plan of `id` carries every end: nothing is kept back any more.
+    pub(crate) fn forget_untold(&mut self, id: &str) {
+        if let Some(wf) = self.wfs.get_mut(id) {
+            wf.untold = Vec::new();
         }
     }
 

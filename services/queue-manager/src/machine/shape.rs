@@ -43,6 +43,7 @@ impl Shape {
             let dag = gleitzeit_workflow::Dag::from_spec(spec);
             for (i, info) in info.iter_mut().enumerate().take(dag.len()) {
                 info.awaited = !dag.dependents(i).is_empty();
+                info.dependents = u16::try_from(dag.dependents(i).len()).unwrap_or(0);
             }
         }
         Some(Shape {

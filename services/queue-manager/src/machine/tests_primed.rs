@@ -5,6 +5,7 @@ use gleitzeit_protocol::payloads::PrimedTask;
 use gleitzeit_store::TaskStatus;
 use serde_json::{json, Value};
 
+use super::primed::TELL_EVERY;
 use super::tests::{
     add_with, check_counts, commit, lease, leased, machine, now, outcome, ready, resolution,
     retryable, status, told,
@@ -61,18 +62,78 @@ async fn a_primed_task_is_queued_with_the_result_in_the_step_that_completes_its_
         params(&m, "b"),
         Some(json!({ "code": "x", "context": { "v": 7, "t": "got {\"n\":7}" } }))
     );
-    assert_eq!(
-        told(&fx),
-        [vec!["a".to_string()]],
-        "the resolver still hears"
+    assert!(
+        told(&fx).is_empty(),
+        "a's one dependent ran on its prime: the resolver hears of a later"
     );
+    assert_eq!(m.workflow("w").expect("w").untold.len(), 1);
     assert!(m.workflow("w").expect("w").primed.is_empty());
-    // The resolver's own report comes later and changes nothing.
-    answer(&mut m, &["b"], &[]);
-    assert_eq!(params(&m, "b").expect("kept")["context"]["v"], json!(7));
     let fx = lease(&mut m, "e-1", 1);
     assert_eq!(leased(&fx), [("b".to_string(), 1)]);
+    assert_eq!(params(&m, "b").expect("kept")["context"]["v"], json!(7));
+    // b's end is not covered (c is not primed): the resolver hears of both, in order.
+    let fx = outcome(&mut m, "e-1", "w", "b", 1, Ok(json!(2)));
+    assert_eq!(told(&fx), [vec!["a".to_string(), "b".to_string()]]);
+    assert!(m.workflow("w").expect("w").untold.is_empty());
+    // Its report comes later and changes nothing for b.
+    answer(&mut m, &["b", "c"], &[]);
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Completed);
+    assert_eq!(status(&m, "w", "c"), TaskStatus::Queued);
     check_counts(&m);
+}
+
+/// `w`: t0 → t1 → … → t9, every link primed ahead.
+fn long_chain(m: &mut Machine) {
+    let names: Vec<(String, &str)> = (0..10).map(|i| (format!("t{i}"), "normal")).collect();
+    let tasks: Vec<(&str, &str)> = names.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    add_with(m, "w", &tasks, json!({}), |spec| {
+        for i in 1..10 {
+            spec.tasks[i].dependencies = vec![format!("t{}", i - 1)];
+        }
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn ends_covered_by_primes_reach_the_resolver_a_few_at_a_time() {
+    let mut m = machine();
+    long_chain(&mut m);
+    let primes: Vec<(String, String, Value)> = (1..10)
+        .map(|i| {
+            (
+                format!("t{i}"),
+                format!("t{}", i - 1),
+                json!({ "code": "x" }),
+            )
+        })
+        .collect();
+    let primes: Vec<(&str, &str, Value)> = primes
+        .iter()
+        .map(|(t, a, p)| (t.as_str(), a.as_str(), p.clone()))
+        .collect();
+    answer(&mut m, &["t0"], &primes);
+    let mut told_so_far: Vec<Vec<String>> = Vec::new();
+    for i in 0..10 {
+        let fx = lease(&mut m, "e-1", 1);
+        assert_eq!(
+            leased(&fx),
+            [(format!("t{i}"), 1)],
+            "t{i} runs on its prime"
+        );
+        let fx = outcome(&mut m, "e-1", "w", &format!("t{i}"), 1, Ok(json!(i)));
+        told_so_far.extend(told(&fx));
+    }
+    let names = |r: std::ops::Range<usize>| r.map(|i| format!("t{i}")).collect::<Vec<_>>();
+    assert_eq!(
+        told_so_far,
+        [names(0..TELL_EVERY), names(TELL_EVERY..2 * TELL_EVERY)],
+        "told {TELL_EVERY} at a time; the last end (nothing depends on it) and the one \
+         before it need not be told: the workflow is done"
+    );
+    assert_eq!(
+        m.workflow("w").map(|w| w.record.status),
+        None,
+        "completed and dropped"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -181,6 +181,8 @@ impl Manager {
             }
             _ => Vec::new(),
         };
+        // The plan carries every end, also those kept back from the resolver.
+        self.machine.forget_untold(id);
         let Some(wf) = self.machine.workflow(id) else {
             return;
         };
