@@ -649,3 +649,51 @@ async fn an_in_process_suite_stops_every_part_cleanly_and_frees_its_port() {
         "the hub still listens"
     );
 }
+
+/// A chain runs on primes and piggybacked lease requests: per hop, no lease request of its
+/// own (it goes inside `task_outcomes`) and a quarter of a `tasks_finished`, and every task
+/// still completes once, with its dependency's result (`docs/protocol.md`, "Primed tasks").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_sends_the_resolver_and_the_lease_few_messages_per_hop() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    const LEN: u64 = 60;
+    let mut yaml = String::from("name: long-chain\ntasks:\n");
+    for k in 0..LEN {
+        let (deps, code) = if k == 0 {
+            (String::new(), "result = 0".to_string())
+        } else {
+            (
+                format!("    dependencies: [c{}]\n", k - 1),
+                "result = context['prev'] + 1".to_string(),
+            )
+        };
+        let context = if k == 0 {
+            String::new()
+        } else {
+            format!(", context: {{ prev: \"${{c{}.result}}\" }}", k - 1)
+        };
+        yaml.push_str(&format!(
+            "  - id: c{k}\n    method: python/execute\n{deps}    parameters: {{ code: \"{code}\"{context} }}\n"
+        ));
+    }
+    let (finished, leases) = (
+        hub_messages(&suite, "tasks_finished").await,
+        hub_messages(&suite, "lease_tasks").await,
+    );
+    let id = suite.submit(&workflow_file("long-chain.yaml", &yaml));
+    let doc = suite.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    assert_eq!(
+        task(&doc, &format!("c{}", LEN - 1))["result"]["result"],
+        json!(LEN - 1),
+        "each result passed along"
+    );
+    let told = hub_messages(&suite, "tasks_finished").await - finished;
+    let leased = hub_messages(&suite, "lease_tasks").await - leases;
+    eprintln!("{LEN}-chain: {told} tasks_finished, {leased} lease_tasks");
+    assert!(told <= LEN / 4 + 4, "{told} tasks_finished for {LEN} hops");
+    assert!(
+        leased <= LEN / 4,
+        "{leased} lease_tasks of their own for {LEN} hops"
+    );
+}

@@ -83,8 +83,11 @@ impl OutcomeSender {
                 };
                 let (batch, flushed) = next_batch(first, &mut rx, &busy).await;
                 for (to, outcomes) in batch {
-                    let payload =
-                        serde_json::to_value(TaskOutcomes { outcomes }).unwrap_or(Value::Null);
+                    let payload = serde_json::to_value(TaskOutcomes {
+                        outcomes,
+                        lease: None,
+                    })
+                    .unwrap_or(Value::Null);
                     let envelope =
                         Envelope::new(Target::Component(to), events::TASK_OUTCOMES, payload);
                     if let Err(e) = sink(envelope) {

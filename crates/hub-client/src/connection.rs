@@ -735,7 +735,8 @@ mod decode_tests {
         assert_eq!(
             EngineRequest::decode_envelope(&mut kept).expect("decodes"),
             EngineRequest::Outcomes(gleitzeit_protocol::payloads::TaskOutcomes {
-                outcomes: vec![]
+                outcomes: vec![],
+                lease: None,
             })
         );
         // A malformed payload kept as text is refused with GZ7020, like a parsed one.

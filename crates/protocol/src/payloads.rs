@@ -335,6 +335,11 @@ impl TaskOutcome {
 pub struct TaskOutcomes {
     /// The outcomes.
     pub outcomes: Vec<TaskOutcome>,
+    /// An engine's next lease request, sent with the outcomes that freed its slots (engine
+    /// → queue-manager only): the queue-manager handles the outcomes, then the request, and
+    /// answers it as it answers `lease_tasks` (the envelope is then a request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseTasks>,
 }
 
 /// A task named by workflow and task id.

@@ -5,7 +5,8 @@
 //! their methods and capacity, asks the queue-manager for as many tasks as there are free
 //! slots (`lease_tasks`, long poll), sends each batch to the provider with the most free
 //! slots for the method, forwards outcomes to the queue-manager (those that finished
-//! meanwhile together: `outgoing.rs`), stops cancelled work,
+//! meanwhile together: `outgoing.rs`; while tasks are out, its next lease request waits up
+//! to [`REARM_WAIT`] to go with them, one message instead of two), stops cancelled work,
 //! fails the in-flight tasks of a provider that disappears (retryable, so they run again),
 //! and backs up provider-side timeouts with a watchdog (those two: `losses.rs`).
 //!
@@ -106,6 +107,23 @@ enum Internal {
     Providers(Vec<ComponentInfo>),
 }
 
+/// A `task_outcomes` payload with the engine's next lease request (`TaskOutcomes::lease`),
+/// written from the shared method names.
+#[derive(serde::Serialize)]
+struct OutcomesAndLease<'a> {
+    outcomes: &'a [TaskOutcome],
+    lease: LeaseRequest<'a>,
+}
+
+/// How long the next lease request to a queue-manager waits for the outcomes of the tasks
+/// out (to go with them, one message instead of two: a chain's hop sends one frame less)
+/// before it goes alone. Work that becomes ready meanwhile from elsewhere (a new workflow,
+/// a retry) waits at most this long while this engine has tasks out.
+const REARM_WAIT: Duration = Duration::from_millis(5);
+
+/// The capability of a queue-manager that takes a lease request inside `task_outcomes`.
+const LEASE_WITH_OUTCOMES: &str = "lease_with_outcomes";
+
 struct Engine {
     client: HubClient,
     tx: mpsc::UnboundedSender<Internal>,
@@ -131,6 +149,11 @@ struct Engine {
     outgoing: outgoing::Outgoing,
     /// What each queue-manager last heard of the methods served here (`served.rs`).
     served: served::ServedNews,
+    /// Queue-managers whose next lease request waits to go with outcomes, until when
+    /// ([`REARM_WAIT`]).
+    rearm: HashMap<String, Instant>,
+    /// Queue-managers that take a lease request inside `task_outcomes`.
+    lease_with_outcomes: std::collections::HashSet<String>,
 }
 
 /// Connects to the hub, registers, and runs tasks until `shutdown`.
@@ -174,6 +197,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         refresh_every: Every::new(Duration::from_secs(2)),
         outgoing: outgoing::Outgoing::default(),
         served: served::ServedNews::default(),
+        rearm: HashMap::new(),
+        lease_with_outcomes: Default::default(),
     };
     engine.refresh_providers();
     let events = Events::new(client.clone(), incoming)
@@ -207,7 +232,16 @@ impl Component for Engine {
         if !self.outgoing.is_empty() {
             self.send_outgoing();
             self.maybe_lease();
+        } else if self.rearm.values().any(|by| *by <= Instant::now()) {
+            self.maybe_lease();
         }
+    }
+
+    fn idle_deadline(&self) -> Option<tokio::time::Instant> {
+        self.rearm
+            .values()
+            .min()
+            .map(|by| tokio::time::Instant::from_std(*by))
     }
 
     async fn on_tick(&mut self) {
@@ -312,9 +346,20 @@ impl Engine {
             Internal::Providers(list) => {
                 self.providers_version += 1;
                 let mut seen = Vec::new();
-                self.queue_manager_ids = list
+                let queue_managers = list
                     .iter()
-                    .filter(|c| c.registration.component_type == component_types::QUEUE_MANAGER)
+                    .filter(|c| c.registration.component_type == component_types::QUEUE_MANAGER);
+                self.queue_manager_ids = queue_managers
+                    .clone()
+                    .map(|c| c.registration.component_id.clone())
+                    .collect();
+                self.lease_with_outcomes = queue_managers
+                    .filter(|c| {
+                        c.registration
+                            .capabilities
+                            .iter()
+                            .any(|cap| cap == LEASE_WITH_OUTCOMES)
+                    })
                     .map(|c| c.registration.component_id.clone())
                     .collect();
                 for c in list {
@@ -396,52 +441,93 @@ impl Engine {
                     continue;
                 }
             }
-            self.lease_seq += 1;
-            let seq = self.lease_seq;
-            let asked =
-                leasing::Asked::new(seq, slots.clone(), &self.providers, self.prefetch, version);
-            self.lease.insert(target.clone(), asked);
-            let tx = self.tx.clone();
-            let served =
-                self.served
-                    .for_request(&target, slots.keys().cloned().collect(), Instant::now());
-            // Written straight from the shared method names (a `LeaseTasks` as JSON).
-            let payload = JsonText::of(&LeaseRequest {
-                slots: &slots,
-                wait_ms: 1000,
-                served: &served,
-            })
-            .unwrap_or_default();
-            let to = if target.is_empty() {
-                Target::Type(component_types::QUEUE_MANAGER.into())
-            } else {
-                Target::Component(target.clone())
-            };
-            // Sent now, in order after the outcomes that freed the slots; only the wait is
-            // spawned.
-            let pending =
-                self.client
-                    .send_request(Envelope::with_text(to, events::LEASE_TASKS, payload));
-            tokio::spawn(async move {
-                let request = async move { pending?.reply(Duration::from_secs(10)).await };
-                let result = gleitzeit_runtime::catch_panic(request)
-                    .await
-                    .unwrap_or_else(|panic| {
-                        Err(GzError::new(
-                            ErrorCode::Internal,
-                            format!("lease request panicked: {panic}"),
-                        ))
-                    })
-                    .and_then(|v| {
-                        serde_json::from_value(v)
-                            .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
-                    });
-                if result.is_err() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                let _ = tx.send(Internal::Leased(target, seq, result));
-            });
+            if self.waits_for_outcomes(&target) {
+                continue;
+            }
+            self.send_lease(target, &slots, None);
         }
+    }
+
+    /// Whether the next lease request to queue-manager `target` waits to go with the
+    /// outcomes of tasks out now (see [`REARM_WAIT`]): until they come, or for at most that
+    /// long. A request to any queue-manager (no ids known yet), or to one that does not say
+    /// it takes requests that way (an older one), never waits.
+    fn waits_for_outcomes(&mut self, target: &str) -> bool {
+        if self.dispatched.is_empty() || !self.lease_with_outcomes.contains(target) {
+            self.rearm.remove(target);
+            return false;
+        }
+        let now = Instant::now();
+        let by = *self
+            .rearm
+            .entry(target.to_string())
+            .or_insert(now + REARM_WAIT);
+        now < by
+    }
+
+    /// Sends a lease request for `slots` to `target`, alone or with `outcomes` for it.
+    fn send_lease(
+        &mut self,
+        target: String,
+        slots: &leasing::Slots,
+        outcomes: Option<&[TaskOutcome]>,
+    ) {
+        self.rearm.remove(&target);
+        let version = self.providers_version;
+        self.lease_seq += 1;
+        let seq = self.lease_seq;
+        let asked =
+            leasing::Asked::new(seq, slots.clone(), &self.providers, self.prefetch, version);
+        self.lease.insert(target.clone(), asked);
+        let served =
+            self.served
+                .for_request(&target, slots.keys().cloned().collect(), Instant::now());
+        // Written straight from the shared method names (a `LeaseTasks` as JSON).
+        let lease = LeaseRequest {
+            slots,
+            wait_ms: 1000,
+            served: &served,
+        };
+        let to = if target.is_empty() {
+            Target::Type(component_types::QUEUE_MANAGER.into())
+        } else {
+            Target::Component(target.clone())
+        };
+        let envelope = match outcomes {
+            None => Envelope::with_text(
+                to,
+                events::LEASE_TASKS,
+                JsonText::of(&lease).unwrap_or_default(),
+            ),
+            Some(outcomes) => Envelope::with_text(
+                to,
+                events::TASK_OUTCOMES,
+                JsonText::of(&OutcomesAndLease { outcomes, lease }).unwrap_or_default(),
+            ),
+        };
+        // Sent now, in order after the outcomes that freed the slots; only the wait is
+        // spawned.
+        let pending = self.client.send_request(envelope);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let request = async move { pending?.reply(Duration::from_secs(10)).await };
+            let result = gleitzeit_runtime::catch_panic(request)
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(GzError::new(
+                        ErrorCode::Internal,
+                        format!("lease request panicked: {panic}"),
+                    ))
+                })
+                .and_then(|v| {
+                    serde_json::from_value(v)
+                        .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
+                });
+            if result.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let _ = tx.send(Internal::Leased(target, seq, result));
+        });
     }
 
     fn pick_provider(&self, method: &str) -> Option<String> {
@@ -591,8 +677,20 @@ impl Engine {
         }
     }
 
-    fn send_outcomes(&self, qm: &str, outcomes: Vec<TaskOutcome>) {
-        let payload = serde_json::to_value(TaskOutcomes { outcomes }).unwrap_or(Value::Null);
+    fn send_outcomes(&mut self, qm: &str, outcomes: Vec<TaskOutcome>) {
+        // The lease request waiting for these outcomes goes with them, asking for what is
+        // free once they are counted.
+        if self.rearm.contains_key(qm) && !self.lease.contains_key(qm) {
+            let slots = leasing::free_slots(&self.providers, self.prefetch);
+            if !slots.is_empty() {
+                return self.send_lease(qm.to_string(), &slots, Some(&outcomes));
+            }
+        }
+        let payload = serde_json::to_value(TaskOutcomes {
+            outcomes,
+            lease: None,
+        })
+        .unwrap_or(Value::Null);
         if let Err(e) = self.client.emit(
             Target::Component(qm.to_string()),
             events::TASK_OUTCOMES,

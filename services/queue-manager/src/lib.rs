@@ -95,7 +95,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     let reg = registration(
         ty,
         id,
-        vec!["workflow_store".into()],
+        // `lease_with_outcomes`: engines may send their next lease request inside
+        // `task_outcomes` (`TaskOutcomes::lease`).
+        vec!["workflow_store".into(), "lease_with_outcomes".into()],
         0,
         json!({ "store": info }),
     );

@@ -281,13 +281,18 @@ impl Manager {
                 // Kept until answered: its payload was read into `req`.
                 self.lease(env.head(), req).await
             }
-            R::Outcomes(batch) => {
-                // Held, and handled with the ones that follow (`intake.rs`).
+            R::Outcomes(mut batch) => {
+                // Held, and handled with the ones that follow (`intake.rs`); a lease request
+                // that came with them is handled after them, and answered.
                 self.machine.engine_heard(&env.source, Now::current());
-                if self.intake.hold(&env.source, batch) {
+                let lease = batch.lease.take();
+                if self.intake.hold(&env.source, batch) || lease.is_some() {
                     self.handle_outcomes().await;
                 }
-                None
+                match lease {
+                    Some(req) => self.lease(env.head(), req).await,
+                    None => None,
+                }
             }
             R::Held(held) => {
                 let now = Now::current();

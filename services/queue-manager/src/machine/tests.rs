@@ -163,6 +163,7 @@ pub(super) fn outcome(
         Err(e) => (None, Some(e)),
     };
     let batch = TaskOutcomes {
+        lease: None,
         outcomes: vec![TaskOutcome {
             workflow_id: wf.into(),
             task_id: task.into(),
@@ -286,6 +287,7 @@ async fn a_task_runs_from_pending_to_completed_and_the_workflow_finishes_after_i
 
     // The step that completes the last task carries the workflow's final record.
     let batch = TaskOutcomes {
+        lease: None,
         outcomes: vec![TaskOutcome {
             workflow_id: "w".into(),
             task_id: "a".into(),

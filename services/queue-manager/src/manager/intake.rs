@@ -51,7 +51,15 @@ impl Intake {
         self.oldest = None;
         std::mem::take(&mut self.held)
             .into_iter()
-            .map(|(engine, outcomes)| (engine, TaskOutcomes { outcomes }))
+            .map(|(engine, outcomes)| {
+                (
+                    engine,
+                    TaskOutcomes {
+                        outcomes,
+                        lease: None,
+                    },
+                )
+            })
             .collect()
     }
 }
@@ -76,6 +84,7 @@ mod tests {
     fn batch(tasks: &[&str]) -> TaskOutcomes {
         TaskOutcomes {
             outcomes: tasks.iter().map(|t| outcome(t)).collect(),
+            lease: None,
         }
     }
 
