@@ -63,6 +63,12 @@ const PRIME_MAX_SIBLINGS: usize = 8;
 /// How many links of a chain are primed past its last released task.
 pub(crate) const PRIME_DEPTH: usize = 8;
 
+/// Most tasks primed past the first link at once, over the whole workflow: four chains
+/// primed all the way. A workflow of many chains in parallel gains nothing from it (its
+/// ends reach the resolver in batches anyway), and 1,000 chains primed 8 deep held 8,000
+/// tasks' parameters twice.
+const DEEP_PRIMES: usize = 4 * PRIME_DEPTH;
+
 mod fanout;
 mod tasks;
 
@@ -119,6 +125,9 @@ pub struct Plan {
     made: Vec<(Range<usize>, usize)>,
     /// The spec's tasks already sent as [`PrimedTask`]s.
     primed: Vec<bool>,
+    /// Tasks primed after a primed task, while they may still be waiting (at most
+    /// [`DEEP_PRIMES`]; those no longer waiting are dropped when one more is primed).
+    deep: Vec<usize>,
 }
 
 impl Plan {
@@ -191,6 +200,7 @@ impl Plan {
             group,
             made: Vec::new(),
             primed: vec![false; n],
+            deep: Vec::new(),
         };
         for j in plan.reads.iter().flatten() {
             let r = &mut plan.readers[*j as usize];
@@ -343,9 +353,20 @@ impl Plan {
         {
             return;
         }
+        let deep = self.state[x] == State::Waiting;
+        if deep {
+            let state = &self.state;
+            self.deep.retain(|&t| state[t] == State::Waiting);
+            if self.deep.len() >= DEEP_PRIMES {
+                return;
+            }
+        }
         let Ok(params) = self.parameters(d) else {
             return;
         };
+        if deep {
+            self.deep.push(d);
+        }
         self.primed[d] = true;
         res.primed.push(PrimedTask {
             task_id: self.ids.id(d).to_owned(),

@@ -195,3 +195,30 @@ fn a_rebuilt_plan_primes_the_next_task_again() {
     assert_eq!(res.ready[0].task_id, "b");
     assert_eq!(primed(&res), [("c", "b"), ("d", "c")]);
 }
+
+#[test]
+fn many_chains_in_parallel_are_primed_deep_only_within_a_budget() {
+    let mut yaml = String::from("name: wide\ntasks:\n");
+    for c in 0..20 {
+        for k in 0..20 {
+            yaml.push_str(&format!(
+                "  - id: c{c}_{k}\n    method: python/execute\n    parameters: {{ code: \"result = 1\" }}\n"
+            ));
+            if k > 0 {
+                yaml.push_str(&format!("    dependencies: [c{c}_{}]\n", k - 1));
+            }
+        }
+    }
+    let (_, res) = Plan::build(spec(&yaml), &[], &[]).expect("plan");
+    let first_links = res
+        .primed
+        .iter()
+        .filter(|p| p.task_id.ends_with("_1"))
+        .count();
+    assert_eq!(first_links, 20, "every chain's next task is primed");
+    assert_eq!(
+        res.primed.len() - first_links,
+        DEEP_PRIMES,
+        "links further on: within the budget"
+    );
+}
