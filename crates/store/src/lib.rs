@@ -70,6 +70,17 @@ pub use model::{
 };
 pub use sqlite::SqliteStore;
 
+/// Refuses tasks given to be created with workflow `wf` that belong to another workflow.
+pub(crate) fn tasks_belong_to(wf: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<(), StoreError> {
+    match tasks.iter().find(|t| *t.workflow_id != *wf.id) {
+        Some(task) => Err(StoreError::Invalid(format!(
+            "task `{}` belongs to workflow `{}`, not `{}`",
+            task.task_id, task.workflow_id, wf.id
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// One page of a workflow's tasks read in full (stores without a cheaper way): at most
 /// `limit` from position `offset` among those of `status`, if given.
 pub(crate) fn page_of_all(

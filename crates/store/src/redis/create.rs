@@ -13,12 +13,7 @@ impl RedisStore {
         wf: &WorkflowRecord,
         tasks: &[TaskRecord],
     ) -> Result<Creation, StoreError> {
-        if let Some(task) = tasks.iter().find(|t| *t.workflow_id != *wf.id) {
-            return Err(StoreError::Invalid(format!(
-                "task `{}` belongs to workflow `{}`, not `{}`",
-                task.task_id, task.workflow_id, wf.id
-            )));
-        }
+        crate::tasks_belong_to(wf, tasks)?;
         let mut seen = HashSet::with_capacity(tasks.len());
         if let Some(dup) = tasks.iter().find(|t| !seen.insert(&*t.task_id)) {
             return Err(StoreError::Invalid(format!(

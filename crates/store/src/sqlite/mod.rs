@@ -251,12 +251,7 @@ impl SqliteStore {
         wf: &WorkflowRecord,
         tasks: &[TaskRecord],
     ) -> Result<Creation, StoreError> {
-        if let Some(task) = tasks.iter().find(|t| *t.workflow_id != *wf.id) {
-            return Err(StoreError::Invalid(format!(
-                "task `{}` belongs to workflow `{}`, not `{}`",
-                task.task_id, task.workflow_id, wf.id
-            )));
-        }
+        crate::tasks_belong_to(wf, tasks)?;
         let started = Instant::now();
         let mut conn = self.conn();
         let tx = begin(&mut conn)?;
