@@ -220,6 +220,51 @@ fn usage(pid: u32) -> (f64, f64) {
     (cpu, peak)
 }
 
+/// The processes `pid` started (the python-provider's warm workers): how many are alive,
+/// their CPU seconds (also of those already reaped) and the sum of their peak RSS in MiB.
+fn children_usage(pid: u32) -> (usize, f64, f64) {
+    let ticks = |stat: &str, fields: &[usize]| -> f64 {
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return 0.0;
+        };
+        let rest: Vec<&str> = rest.split_whitespace().collect();
+        fields
+            .iter()
+            .filter_map(|&f| rest.get(f).and_then(|v| v.parse::<f64>().ok()))
+            .sum::<f64>()
+            / 100.0
+    };
+    // cutime + cstime: children already waited for.
+    let mut cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| ticks(&s, &[13, 14]))
+        .unwrap_or(0.0);
+    let (mut count, mut peak) = (0, 0.0);
+    let entries = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    for entry in entries {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent != Some(pid) {
+            continue;
+        }
+        count += 1;
+        cpu += ticks(&stat, &[11, 12]);
+        peak += usage(child).1;
+    }
+    (count, cpu, peak)
+}
+
 /// Runs workflows on a fresh suite; returns their figures.
 async fn measure(
     label: &str,
@@ -349,6 +394,19 @@ async fn measure_on(
             json!({ "cpu_seconds": cpu, "peak_rss_mib": (peak * 10.0).round() / 10.0 }),
         );
     }
+    // The python-provider's workers run the tasks' code: their cost is shown beside the
+    // services', not in their sum (a fixed ~16 MiB interpreter each, whatever the run).
+    let mut workers = json!(null);
+    if let Some((_, pid)) = suite
+        .pids()
+        .iter()
+        .find(|(n, _)| n.starts_with("python-provider"))
+    {
+        let (count, cpu, peak) = children_usage(*pid);
+        workers = json!({
+            "count": count, "cpu_seconds": cpu, "peak_rss_mib": (peak * 10.0).round() / 10.0,
+        });
+    }
     let secs = run_ms as f64 / 1000.0;
     Ok(json!({
         "run": label, "tasks": n, "workflows": workflows, "queue_managers": qms,
@@ -360,6 +418,7 @@ async fn measure_on(
         "tasks_per_second": if secs > 0.0 { n as f64 / secs } else { 0.0 },
         "ms_per_task": if n > 0 { run_ms as f64 / n as f64 } else { 0.0 },
         "processes": processes,
+        "python_workers": workers,
     }))
 }
 
@@ -451,6 +510,15 @@ fn print_row(r: &Value) {
         peak
     );
     println!("{:<16} cpu/peak: {}", "", cpu.join(", "));
+    let workers = &r["python_workers"];
+    if let Some(count) = workers["count"].as_u64().filter(|&n| n > 0) {
+        println!(
+            "{:<16} python workers ({count}, outside the services' sum): {:.2}s/{:.0}MiB",
+            "",
+            workers["cpu_seconds"].as_f64().unwrap_or(0.0),
+            workers["peak_rss_mib"].as_f64().unwrap_or(0.0)
+        );
+    }
 }
 
 /// `gz bench`.
