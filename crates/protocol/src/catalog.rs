@@ -175,7 +175,9 @@ pub fn events() -> Vec<EventSpec> {
             "provider, execution-engine",
             "execution-engine, queue-manager",
         )
-        .payload(of::<TaskOutcomes>),
+        .payload(of::<TaskOutcomes>)
+        // Only when it carries the engine's next lease request (`TaskOutcomes::lease`).
+        .reply(of::<LeasedTasks>),
         event(
             ev::CANCEL_TASKS,
             "queue-manager, execution-engine",
