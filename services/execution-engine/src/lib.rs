@@ -233,7 +233,12 @@ impl Component for Engine {
             self.send_outgoing();
             self.maybe_lease();
         } else if self.rearm.values().any(|by| *by <= Instant::now()) {
+            // Requests that waited long enough go alone now; one that found nothing to ask
+            // for (no free slot) or no one to ask is dropped, so the loop is not woken for
+            // it again (it is made anew when slots free up).
             self.maybe_lease();
+            let now = Instant::now();
+            self.rearm.retain(|_, by| *by > now);
         }
     }
 
@@ -332,6 +337,7 @@ impl Engine {
                 // A lease request held by a queue-manager that left will never be answered.
                 if left.component_type == component_types::QUEUE_MANAGER {
                     self.lease.remove(&left.component_id);
+                    self.rearm.remove(&left.component_id);
                     self.served.forget(&left.component_id);
                     self.queue_manager_ids.retain(|q| *q != left.component_id);
                     self.lease.remove("");
