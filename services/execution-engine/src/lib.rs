@@ -6,7 +6,7 @@
 //! slots (`lease_tasks`, long poll), sends each batch to the provider with the most free
 //! slots for the method, forwards outcomes to the queue-manager (those that finished
 //! meanwhile together: `outgoing.rs`; while tasks are out, its next lease request waits up
-//! to [`REARM_WAIT`] to go with them, one message instead of two), stops cancelled work,
+//! 5 ms to go with them, one message instead of two: `rearm.rs`), stops cancelled work,
 //! fails the in-flight tasks of a provider that disappears (retryable, so they run again),
 //! and backs up provider-side timeouts with a watchdog (those two: `losses.rs`).
 //!
@@ -44,11 +44,13 @@ mod leasing;
 mod losses;
 mod outgoing;
 mod pace;
+mod rearm;
 mod served;
 
 use leasing::LeaseRequest;
 use losses::watchdog_deadline;
 use pace::Pace;
+use rearm::Rearm;
 
 /// The most tasks sent to a provider per unit of its capacity (`--prefetch`): trivial
 /// tasks get this many, slower ones fewer (`pace.rs`).
@@ -115,15 +117,6 @@ struct OutcomesAndLease<'a> {
     lease: LeaseRequest<'a>,
 }
 
-/// How long the next lease request to a queue-manager waits for the outcomes of the tasks
-/// out (to go with them, one message instead of two: a chain's hop sends one frame less)
-/// before it goes alone. Work that becomes ready meanwhile from elsewhere (a new workflow,
-/// a retry) waits at most this long while this engine has tasks out.
-const REARM_WAIT: Duration = Duration::from_millis(5);
-
-/// The capability of a queue-manager that takes a lease request inside `task_outcomes`.
-const LEASE_WITH_OUTCOMES: &str = "lease_with_outcomes";
-
 struct Engine {
     client: HubClient,
     tx: mpsc::UnboundedSender<Internal>,
@@ -149,11 +142,8 @@ struct Engine {
     outgoing: outgoing::Outgoing,
     /// What each queue-manager last heard of the methods served here (`served.rs`).
     served: served::ServedNews,
-    /// Queue-managers whose next lease request waits to go with outcomes, until when
-    /// ([`REARM_WAIT`]).
-    rearm: HashMap<String, Instant>,
-    /// Queue-managers that take a lease request inside `task_outcomes`.
-    lease_with_outcomes: std::collections::HashSet<String>,
+    /// Lease requests waiting to go with outcomes (`rearm.rs`).
+    rearm: Rearm,
 }
 
 /// Connects to the hub, registers, and runs tasks until `shutdown`.
@@ -197,8 +187,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
         refresh_every: Every::new(Duration::from_secs(2)),
         outgoing: outgoing::Outgoing::default(),
         served: served::ServedNews::default(),
-        rearm: HashMap::new(),
-        lease_with_outcomes: Default::default(),
+        rearm: Rearm::default(),
     };
     engine.refresh_providers();
     let events = Events::new(client.clone(), incoming)
@@ -232,21 +221,16 @@ impl Component for Engine {
         if !self.outgoing.is_empty() {
             self.send_outgoing();
             self.maybe_lease();
-        } else if self.rearm.values().any(|by| *by <= Instant::now()) {
+        } else if self.rearm.any_due(Instant::now()) {
             // Requests that waited long enough go alone now; one that found nothing to ask
-            // for (no free slot) or no one to ask is dropped, so the loop is not woken for
-            // it again (it is made anew when slots free up).
+            // for (no free slot) or no one to ask is dropped (`rearm.rs`).
             self.maybe_lease();
-            let now = Instant::now();
-            self.rearm.retain(|_, by| *by > now);
+            self.rearm.drop_due(Instant::now());
         }
     }
 
     fn idle_deadline(&self) -> Option<tokio::time::Instant> {
-        self.rearm
-            .values()
-            .min()
-            .map(|by| tokio::time::Instant::from_std(*by))
+        self.rearm.next_due().map(tokio::time::Instant::from_std)
     }
 
     async fn on_tick(&mut self) {
@@ -337,7 +321,7 @@ impl Engine {
                 // A lease request held by a queue-manager that left will never be answered.
                 if left.component_type == component_types::QUEUE_MANAGER {
                     self.lease.remove(&left.component_id);
-                    self.rearm.remove(&left.component_id);
+                    self.rearm.forget(&left.component_id);
                     self.served.forget(&left.component_id);
                     self.queue_manager_ids.retain(|q| *q != left.component_id);
                     self.lease.remove("");
@@ -359,15 +343,17 @@ impl Engine {
                     .clone()
                     .map(|c| c.registration.component_id.clone())
                     .collect();
-                self.lease_with_outcomes = queue_managers
-                    .filter(|c| {
-                        c.registration
-                            .capabilities
-                            .iter()
-                            .any(|cap| cap == LEASE_WITH_OUTCOMES)
-                    })
-                    .map(|c| c.registration.component_id.clone())
-                    .collect();
+                self.rearm.set_takers(
+                    queue_managers
+                        .filter(|c| {
+                            c.registration
+                                .capabilities
+                                .iter()
+                                .any(|cap| cap == rearm::LEASE_WITH_OUTCOMES)
+                        })
+                        .map(|c| c.registration.component_id.clone())
+                        .collect(),
+                );
                 for c in list {
                     let r = c.registration;
                     if r.capacity == 0 || r.capabilities.iter().all(|m| !m.contains('/')) {
@@ -455,20 +441,10 @@ impl Engine {
     }
 
     /// Whether the next lease request to queue-manager `target` waits to go with the
-    /// outcomes of tasks out now (see [`REARM_WAIT`]): until they come, or for at most that
-    /// long. A request to any queue-manager (no ids known yet), or to one that does not say
-    /// it takes requests that way (an older one), never waits.
+    /// outcomes of the tasks out now (`rearm.rs`).
     fn waits_for_outcomes(&mut self, target: &str) -> bool {
-        if self.dispatched.is_empty() || !self.lease_with_outcomes.contains(target) {
-            self.rearm.remove(target);
-            return false;
-        }
-        let now = Instant::now();
-        let by = *self
-            .rearm
-            .entry(target.to_string())
-            .or_insert(now + REARM_WAIT);
-        now < by
+        let tasks_out = !self.dispatched.is_empty();
+        self.rearm.waits(target, tasks_out, Instant::now())
     }
 
     /// Sends a lease request for `slots` to `target`, alone or with `outcomes` for it.
@@ -478,7 +454,7 @@ impl Engine {
         slots: &leasing::Slots,
         outcomes: Option<&[TaskOutcome]>,
     ) {
-        self.rearm.remove(&target);
+        self.rearm.forget(&target);
         let version = self.providers_version;
         self.lease_seq += 1;
         let seq = self.lease_seq;
@@ -686,7 +662,7 @@ impl Engine {
     fn send_outcomes(&mut self, qm: &str, outcomes: Vec<TaskOutcome>) {
         // The lease request waiting for these outcomes goes with them, asking for what is
         // free once they are counted.
-        if self.rearm.contains_key(qm) && !self.lease.contains_key(qm) {
+        if self.rearm.is_waiting(qm) && !self.lease.contains_key(qm) {
             let slots = leasing::free_slots(&self.providers, self.prefetch);
             if !slots.is_empty() {
                 return self.send_lease(qm.to_string(), &slots, Some(&outcomes));
