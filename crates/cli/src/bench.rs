@@ -511,12 +511,25 @@ fn print_row(r: &Value) {
     );
     println!("{:<16} cpu/peak: {}", "", cpu.join(", "));
     let workers = &r["python_workers"];
+    let worker_cpu = workers["cpu_seconds"].as_f64().unwrap_or(0.0);
     if let Some(count) = workers["count"].as_u64().filter(|&n| n > 0) {
         println!(
-            "{:<16} python workers ({count}, outside the services' sum): {:.2}s/{:.0}MiB",
+            "{:<16} python workers ({count}, outside the services' sum): {worker_cpu:.2}s/{:.0}MiB",
             "",
-            workers["cpu_seconds"].as_f64().unwrap_or(0.0),
             workers["peak_rss_mib"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let tasks = r["tasks"].as_f64().unwrap_or(0.0);
+    if tasks > 0.0 {
+        let services: f64 = procs
+            .values()
+            .filter_map(|p| p["cpu_seconds"].as_f64())
+            .sum();
+        println!(
+            "{:<16} cpu per task: {:.0} µs in the services + {:.0} µs in the Python workers",
+            "",
+            services / tasks * 1e6,
+            worker_cpu / tasks * 1e6
         );
     }
 }
