@@ -230,7 +230,7 @@ pub(super) fn decode_tasks(
 /// The status of a task row, read without building the rest of the record.
 pub(super) fn decode_status(
     workflow_id: &str,
-    task_id: &[u8],
+    task_id: &str,
     row: &[u8],
 ) -> Result<TaskStatus, StoreError> {
     #[derive(Deserialize)]
@@ -241,8 +241,7 @@ pub(super) fn decode_status(
         .map(|row| row.status)
         .map_err(|e| {
             StoreError::Corrupt(format!(
-                "task `{workflow_id}/{}`: invalid record: {e}",
-                String::from_utf8_lossy(task_id)
+                "task `{workflow_id}/{task_id}`: invalid record: {e}"
             ))
         })
 }

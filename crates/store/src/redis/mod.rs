@@ -317,27 +317,31 @@ impl RedisStore {
         }
     }
 
-    /// Calls `visit(task id, task row)` for the tasks of a workflow in insertion order,
-    /// reading [`READ_PAGE`] of them per round trip (`LRANGE` of the order, `HMGET` of the
-    /// rows), so that walking a big workflow never holds more than a page; stops when
-    /// `visit` returns `false`. Pages are separate reads: a task added meanwhile is seen if
-    /// its page is read after it (tasks are appended, never removed).
+    /// Calls `visit(task id, task row)` for the tasks of a workflow in insertion order from
+    /// position `from`, reading `page` of them (at most [`READ_PAGE`]) per round trip
+    /// (`LRANGE` of the order, `HMGET` of the rows), so that walking a big workflow never
+    /// holds more than a page; stops when `visit` returns `false`. Pages are separate reads:
+    /// a task added meanwhile is seen if its page is read after it (tasks are appended,
+    /// never removed).
     fn walk_tasks(
         &self,
         workflow_id: &str,
-        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+        from: usize,
+        page: usize,
+        mut visit: impl FnMut(&str, &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let (order_key, tasks_key) = (
             self.key("order", workflow_id),
             self.key("tasks", workflow_id),
         );
-        let mut offset = 0;
+        let page = page.clamp(1, READ_PAGE);
+        let mut offset = from;
         loop {
             let (ids, rows) = self.call(|conn| {
                 let ids: Vec<Vec<u8>> = redis::cmd("LRANGE")
                     .arg(&order_key)
                     .arg(offset)
-                    .arg(offset + READ_PAGE - 1)
+                    .arg(offset.saturating_add(page - 1))
                     .query(conn)
                     .map_err(op("read a page of task ids"))?;
                 if ids.is_empty() {
@@ -351,20 +355,23 @@ impl RedisStore {
                 Ok((ids, rows))
             })?;
             for (id, row) in ids.iter().zip(rows) {
-                let Some(row) = row else {
-                    return Err(StoreError::Corrupt(format!(
-                        "tasks of `{workflow_id}`: task `{}` is listed but has no record",
+                let corrupt = |what: &str| {
+                    StoreError::Corrupt(format!(
+                        "tasks of `{workflow_id}`: task `{}` {what}",
                         String::from_utf8_lossy(id)
-                    )));
+                    ))
                 };
+                let id =
+                    std::str::from_utf8(id).map_err(|_| corrupt("has an id that is not UTF-8"))?;
+                let row = row.ok_or_else(|| corrupt("is listed but has no record"))?;
                 if !visit(id, &row)? {
                     return Ok(());
                 }
             }
-            if ids.len() < READ_PAGE {
+            if ids.len() < page {
                 return Ok(());
             }
-            offset += READ_PAGE;
+            offset = offset.saturating_add(page);
         }
     }
 
@@ -572,12 +579,15 @@ impl Store for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        if let Some(wanted) = status {
-            // The hash has no index by status: walk the workflow a page at a time, decoding
-            // only the status of tasks that are skipped or do not match.
-            let mut page = Vec::new();
-            let mut skip = offset;
-            self.walk_tasks(workflow_id, |id, row| {
+        // The hash has no index by status: with a status, the walk starts at the first task
+        // and decodes only the status of tasks that are skipped or do not match.
+        let (from, mut skip, page) = match status {
+            Some(_) => (0, offset, READ_PAGE),
+            None => (offset, 0, limit),
+        };
+        let mut tasks = Vec::new();
+        self.walk_tasks(workflow_id, from, page, |id, row| {
+            if let Some(wanted) = status {
                 if decode_status(workflow_id, id, row)? != wanted {
                     return Ok(true);
                 }
@@ -585,49 +595,16 @@ impl Store for RedisStore {
                     skip -= 1;
                     return Ok(true);
                 }
-                let id = std::str::from_utf8(id).map_err(|_| {
-                    StoreError::Corrupt(format!("tasks of `{workflow_id}`: a task id is not UTF-8"))
-                })?;
-                page.push(decode_task(workflow_id, id, row)?);
-                Ok(page.len() < limit)
-            })?;
-            return Ok(page);
-        }
-        let (order_key, tasks_key) = (
-            self.key("order", workflow_id),
-            self.key("tasks", workflow_id),
-        );
-        let last = offset.saturating_add(limit - 1);
-        self.call(|conn| {
-            let order: Vec<Vec<u8>> = redis::cmd("LRANGE")
-                .arg(&order_key)
-                .arg(offset)
-                .arg(last)
-                .query(conn)
-                .map_err(op("read a page of task ids"))?;
-            if order.is_empty() {
-                return Ok(Vec::new());
             }
-            let values: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-                .arg(&tasks_key)
-                .arg(&order)
-                .query(conn)
-                .map_err(op("read a page of tasks"))?;
-            let mut rows = Vec::with_capacity(order.len() * 2);
-            for (id, value) in order.iter().zip(values) {
-                // A listed task without a record is reported as corrupt by decode_tasks.
-                if let Some(v) = value {
-                    rows.push(id.clone());
-                    rows.push(v);
-                }
-            }
-            Ok(decode_tasks(workflow_id, order, rows)?)
-        })
+            tasks.push(decode_task(workflow_id, id, row)?);
+            Ok(tasks.len() < limit)
+        })?;
+        Ok(tasks)
     }
 
     fn task_counts(&self, workflow_id: &str) -> Result<Vec<(TaskStatus, usize)>, StoreError> {
         let mut counts: Vec<(TaskStatus, usize)> = Vec::new();
-        self.walk_tasks(workflow_id, |id, row| {
+        self.walk_tasks(workflow_id, 0, READ_PAGE, |id, row| {
             let status = decode_status(workflow_id, id, row)?;
             match counts.iter_mut().find(|(s, _)| *s == status) {
                 Some((_, n)) => *n += 1,
