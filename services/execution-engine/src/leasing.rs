@@ -1,9 +1,10 @@
 //! The lease requests in flight (one per queue-manager) and whether the free slots call for
 //! a new one.
 //!
-//! A request names the free slots per method (each provider's capacity × its depth, at most
-//! the prefetch (`pace.rs`) − what it has in flight, summed over the providers serving the method); a new request supersedes it
-//! only when some method has free slots it did not ask for, or more than twice as many
+//! A request names the free slots per method (each provider's capacity × its depth
+//! (`pace.rs`, at most the prefetch) − what it has in flight, summed over the providers
+//! serving the method); a new request supersedes it only when some method has free slots
+//! it did not ask for, or more than twice as many
 //! ([`Asked::suffices`]). Working that out means
 //! summing every provider's free slots over all its methods (the python-provider alone
 //! serves dozens: its built-in functions), and the engine asks after every message. So a

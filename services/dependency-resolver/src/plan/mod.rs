@@ -330,13 +330,7 @@ impl Plan {
         if !eligible {
             return;
         }
-        let mut open = self
-            .dag
-            .dependencies(d)
-            .iter()
-            .copied()
-            .filter(|&x| !matches!(self.state[x], State::Completed | State::Failed));
-        let (Some(x), None) = (open.next(), open.next()) else {
+        let Some(x) = self.sole_open_dependency(d) else {
             return;
         };
         // After a released task; or, along a chain, after a primed one near enough.
@@ -403,18 +397,26 @@ impl Plan {
             if depth >= PRIME_DEPTH {
                 break;
             }
-            let mut open = self
-                .dag
-                .dependencies(at)
-                .iter()
-                .copied()
-                .filter(|&y| !matches!(self.state[y], State::Completed | State::Failed));
-            match (open.next(), open.next()) {
-                (Some(y), None) => at = y,
-                _ => break,
+            match self.sole_open_dependency(at) {
+                Some(y) => at = y,
+                None => break,
             }
         }
         depth
+    }
+
+    /// The one dependency of task `d` that has not ended, if exactly one has not.
+    fn sole_open_dependency(&self, d: usize) -> Option<usize> {
+        let mut open = self
+            .dag
+            .dependencies(d)
+            .iter()
+            .copied()
+            .filter(|&x| !matches!(self.state[x], State::Completed | State::Failed));
+        match (open.next(), open.next()) {
+            (Some(x), None) => Some(x),
+            _ => None,
+        }
     }
 
     /// Task `i`'s parameters (as the spec gave them, `${…}` not yet substituted).
@@ -548,12 +550,15 @@ impl Plan {
             task_id: self.ids.id(i).to_owned(),
             params,
         });
-        for k in 0..self.dependents(i).len() {
-            let d = self.dependents(i)[k];
-            self.prime(d, res);
+        if self.dependents(i).len() == 1 {
+            // A chain: its next link, or the stretch primed ahead, reaches on from here.
+            self.prime_chain(i, res);
+        } else {
+            for k in 0..self.dependents(i).len() {
+                let d = self.dependents(i)[k];
+                self.prime(d, res);
+            }
         }
-        // A chain primed ahead of `i` reaches on from here.
-        self.prime_chain(i, res);
     }
 
     /// Task `t` fails before running: its dependents are skipped (tolerant ones released).

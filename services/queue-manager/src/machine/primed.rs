@@ -18,13 +18,11 @@
 //! hops, and each report moves the primed stretch on well before the chain reaches its end.
 //! A new plan carries every end, told or not, and clears the list.
 
-use gleitzeit_protocol::payloads::Resolution;
+use gleitzeit_protocol::payloads::{FinishedTask, Resolution};
 use gleitzeit_protocol::records::JsonText;
 use gleitzeit_store::TaskStatus;
 use gleitzeit_workflow::substitute;
 use serde_json::Value;
-
-use gleitzeit_protocol::payloads::FinishedTask;
 
 use super::{step, Machine, Now, Step, WfKey};
 
