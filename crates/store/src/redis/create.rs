@@ -90,26 +90,32 @@ impl RedisStore {
     /// Writes `tasks` to the staging keys of `token`, [`STAGE_CHUNK`] per call; on failure
     /// deletes what was staged (best effort: the keys expire anyway).
     fn stage_tasks(&self, token: &str, tasks: &[TaskRecord]) -> Result<(), StoreError> {
-        let ttl = STAGE_TTL.as_millis() as u64;
         for chunk in tasks.chunks(STAGE_CHUNK) {
-            let staged = (|| {
-                let mut invocation = self.stage.prepare_invoke();
-                invocation.arg(&self.prefix).arg(token).arg(ttl);
-                for task in chunk {
-                    invocation.arg(&*task.task_id).arg(encode_task(task)?);
-                }
-                self.call(|conn| {
-                    invocation
-                        .invoke::<u64>(conn)
-                        .map_err(op("stage tasks script"))
-                })
-            })();
-            if let Err(e) = staged {
+            if let Err(e) = self.stage_chunk(token, chunk) {
                 self.drop_staged(token);
                 return Err(e);
             }
         }
         Ok(())
+    }
+
+    /// One call of [`LUA_STAGE`]: `chunk` joins the staging keys of `token`, whose time to
+    /// live starts again.
+    fn stage_chunk(&self, token: &str, chunk: &[TaskRecord]) -> Result<(), StoreError> {
+        let mut invocation = self.stage.prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(token)
+            .arg(STAGE_TTL.as_millis() as u64);
+        for task in chunk {
+            invocation.arg(&*task.task_id).arg(encode_task(task)?);
+        }
+        self.call(|conn| {
+            invocation
+                .invoke::<u64>(conn)
+                .map_err(op("stage tasks script"))
+        })
+        .map(drop)
     }
 
     /// Deletes the staging keys of `token`, ignoring failure (they expire after

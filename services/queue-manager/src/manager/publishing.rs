@@ -155,6 +155,10 @@ impl Publisher {
         if batch.events.len() >= MAX_BATCH_EVENTS || batch.bytes >= MAX_BATCH_BYTES {
             let full = self.pending.remove(i);
             self.send(full);
+            if self.pending.is_empty() {
+                // Nothing left to wait for: no wake-up for it.
+                self.oldest = None;
+            }
         }
     }
 
