@@ -196,75 +196,6 @@ fn tasks_of(spec: &WorkflowSpec, width: usize) -> usize {
         .sum()
 }
 
-/// CPU seconds and peak resident memory (MiB) of a process.
-fn usage(pid: u32) -> (f64, f64) {
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
-            let ticks: f64 =
-                rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(0.0);
-    let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0;
-    (cpu, peak)
-}
-
-/// The processes `pid` started (the python-provider's warm workers): how many are alive,
-/// their CPU seconds (also of those already reaped) and the sum of their peak RSS in MiB.
-fn children_usage(pid: u32) -> (usize, f64, f64) {
-    let ticks = |stat: &str, fields: &[usize]| -> f64 {
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return 0.0;
-        };
-        let rest: Vec<&str> = rest.split_whitespace().collect();
-        fields
-            .iter()
-            .filter_map(|&f| rest.get(f).and_then(|v| v.parse::<f64>().ok()))
-            .sum::<f64>()
-            / 100.0
-    };
-    // cutime + cstime: children already waited for.
-    let mut cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| ticks(&s, &[13, 14]))
-        .unwrap_or(0.0);
-    let (mut count, mut peak) = (0, 0.0);
-    let entries = std::fs::read_dir("/proc").into_iter().flatten().flatten();
-    for entry in entries {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let parent = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if parent != Some(pid) {
-            continue;
-        }
-        count += 1;
-        cpu += ticks(&stat, &[11, 12]);
-        peak += usage(child).1;
-    }
-    (count, cpu, peak)
-}
-
 /// Runs workflows on a fresh suite; returns their figures.
 async fn measure(
     label: &str,
@@ -388,7 +319,7 @@ async fn measure_on(
     let run_ms = last_finished.saturating_sub(first_created);
     let mut processes = serde_json::Map::new();
     for (name, pid) in suite.pids() {
-        let (cpu, peak) = usage(pid);
+        let (cpu, peak) = crate::procstat::usage(pid);
         processes.insert(
             name,
             json!({ "cpu_seconds": cpu, "peak_rss_mib": (peak * 10.0).round() / 10.0 }),
@@ -402,7 +333,7 @@ async fn measure_on(
         .iter()
         .find(|(n, _)| n.starts_with("python-provider"))
     {
-        let (count, cpu, peak) = children_usage(*pid);
+        let (count, cpu, peak) = crate::procstat::children_usage(*pid);
         workers = json!({
             "count": count, "cpu_seconds": cpu, "peak_rss_mib": (peak * 10.0).round() / 10.0,
         });

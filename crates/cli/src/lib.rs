@@ -23,6 +23,7 @@ mod logs;
 mod monitor;
 mod node;
 mod output;
+mod procstat;
 mod providers;
 mod render;
 mod stats;
