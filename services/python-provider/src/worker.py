@@ -119,23 +119,27 @@ def become_subreaper():
         sys.stderr.write("gleitzeit worker: not a subreaper: %s\n" % error)
 
 
-def limit_cpu(seconds):
-    """Soft RLIMIT_CPU: what this worker used so far plus the job's budget."""
-    if resource is None or not isinstance(seconds, int):
-        return
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    soft = int(usage.ru_utime + usage.ru_stime) + seconds
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+class CpuLimit:
+    """The soft RLIMIT_CPU of each job: the CPU this worker used before the job (whole
+    seconds) plus the job's budget. It is set only when that sum differs from the soft limit
+    in place, about once per CPU second of the worker, and it stays in place between jobs
+    (a job that used its budget up may be stopped while its reply is written: it hit the
+    limit). A job without a budget runs with the soft limit lifted to the hard one. The
+    limit in place is read before every job, so a job that changed it does not change the
+    next one's."""
 
-
-def lift_cpu():
-    if resource is None:
-        return
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+    def start(self, seconds):
+        if resource is None:
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        if isinstance(seconds, int):
+            wanted = int(time.process_time()) + seconds
+            if hard != resource.RLIM_INFINITY:
+                wanted = min(wanted, hard)
+        else:
+            wanted = hard
+        if wanted != soft:
+            resource.setrlimit(resource.RLIMIT_CPU, (wanted, hard))
 
 
 def descendants(root):
@@ -216,6 +220,7 @@ class Requests:
         self.skipped = set()
         self.started = 0  # highest seq started: older skips are stale
         self.closed = False
+        self.fresh = False  # the pipe was read while waiting for the job just taken
 
     def _fill(self, block):
         if not block and not select.select([self.fd], [], [], 0)[0]:
@@ -224,6 +229,7 @@ class Requests:
         if not data:
             self.closed = True
             return
+        self.fresh = block
         # Only the new bytes can hold a line's end: a request of many reads (a big file's
         # content) is scanned once, not once per read.
         searched = len(self.buffer)
@@ -249,6 +255,7 @@ class Requests:
 
     def next_job(self):
         """The next job line (waiting for one), or None once the pool closed the pipe."""
+        self.fresh = False
         while not self.jobs and not self.closed:
             self._fill(block=True)
         if not self.jobs:
@@ -256,8 +263,10 @@ class Requests:
         return self.jobs.popleft()
 
     def take_skip(self, seq):
-        """Whether job `seq` was skipped; else it counts as started from here on."""
-        self._fill(block=False)
+        """Whether job `seq` was skipped; else it counts as started from here on. The pipe
+        is looked at again unless it was read just now, waiting for this job."""
+        if not self.fresh:
+            self._fill(block=False)
         if seq in self.skipped:
             self.skipped.discard(seq)
             return True
@@ -533,6 +542,7 @@ class Worker:
         self.max_output = max_output
         self.dropped = 0  # output bytes the last job printed past the limit
         self.home = os.getcwd()
+        self.cpu = CpuLimit()
         self.inline_code = {}  # source text -> code object
         self.file_code = {}  # absolute path -> ((mtime_ns, size), code object)
         self.inline_names = 0
@@ -600,11 +610,14 @@ class Worker:
                 os.chdir(cwd)
             except OSError as error:
                 return failure(seq, "not_found", "working directory %s: %s" % (cwd, error.strerror or error))
+            if not os.path.isabs(cwd):
+                cwd = os.getcwd()
         else:
+            cwd = self.home
             try:
-                os.chdir(self.home)
+                os.chdir(cwd)
             except OSError:
-                pass
+                cwd = os.getcwd()
         module = types.ModuleType("__main__")
         context = request.get("context")
         module.context = {} if context is None else context
@@ -628,7 +641,7 @@ class Worker:
                 code = self.compile_inline(source)
             except (SyntaxError, ValueError) as error:
                 return syntax_failure(seq, error)
-            sys.path.insert(0, os.getcwd())  # like `python -c`
+            sys.path.insert(0, cwd)  # like `python -c`: where it runs
             sys.argv = ["-c"]
         return self.execute(seq, code, module, request.get("cpu"))
 
@@ -638,7 +651,7 @@ class Worker:
         sys.modules["__main__"] = module
         started = time.perf_counter()
         try:
-            limit_cpu(cpu)
+            self.cpu.start(cpu)
             exec(code, module.__dict__)
         except SystemExit as error:
             if error.code not in (None, 0):
@@ -646,7 +659,6 @@ class Worker:
         except BaseException as error:
             return exception_failure(seq, error, code.co_filename, output.getvalue())
         finally:
-            lift_cpu()
             self.dropped = output.dropped
         elapsed = time.perf_counter() - started
         return {

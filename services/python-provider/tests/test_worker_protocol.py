@@ -84,3 +84,28 @@ def test_a_request_of_many_reads_arrives_whole(worker):
     )
     assert reply(worker)["result"] == len(big)
     assert reply(worker)["result"] == 2
+
+
+SOFT_CPU = "import resource\nresult = resource.getrlimit(resource.RLIMIT_CPU)[0]"
+
+
+def test_each_job_runs_with_its_own_cpu_budget(worker):
+    # A budget of 5 s: the soft limit is what the worker used so far (well under a
+    # second here) plus 5; a job without one runs with the limit lifted.
+    send(worker, {"seq": 1, "code": SOFT_CPU, "cpu": 5})
+    assert reply(worker)["result"] == 5
+    send(worker, {"seq": 2, "code": SOFT_CPU})
+    assert reply(worker)["result"] == -1, "no budget: RLIM_INFINITY"
+    send(worker, {"seq": 3, "code": SOFT_CPU, "cpu": 7}, {"seq": 4, "code": SOFT_CPU, "cpu": 7})
+    assert [reply(worker)["result"] for _ in range(2)] == [7, 7]
+    # A job that changes the limit itself does not change the next job's.
+    tamper = "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (1, resource.RLIM_INFINITY))"
+    send(worker, {"seq": 5, "code": tamper, "cpu": 7}, {"seq": 6, "code": SOFT_CPU, "cpu": 7})
+    assert reply(worker)["status"] == "ok"
+    assert reply(worker)["result"] == 7
+
+
+def test_a_job_past_its_cpu_budget_is_stopped(worker):
+    send(worker, {"seq": 1, "code": "while True:\n    pass", "cpu": 1})
+    assert worker.stdout.readline() == b"", "the worker ended without a reply"
+    assert worker.wait(timeout=30) == -24, "SIGXCPU"
