@@ -5,7 +5,10 @@
 //! which is on another machine as often as not. Making and removing a folder per task
 //! costs more than a trivial task itself (two inode changes under the parent's lock), so
 //! [`Folders`] keeps the folders of tasks that ended cleanly and left them empty (and
-//! private) for the next task; any other folder is removed. The files a task names
+//! private) for the next task; any other folder is removed. Telling a folder is empty takes
+//! one `lstat` once it has settled ([`SETTLED`]): a folder found empty is trusted to stay so
+//! while its inode and change time (which every entry added or removed, every `chmod` and
+//! every rename bumps, and no task can set back) stay the same. The files a task names
 //! travel with it (`ExecuteTask::files`, read by the submitter): each is written into the
 //! folder, at its own path when that is relative and stays inside (`scripts/fetch.py`), else
 //! under `.files/<digest>/<name>`, and the task is pointed at the copies: a `file:` script
@@ -31,6 +34,52 @@ pub type Copies = HashMap<String, PathBuf>;
 #[derive(Debug)]
 pub struct TaskFolder {
     path: PathBuf,
+    /// What the last full look at it found, when it had settled by then.
+    seen: Option<Seen>,
+}
+
+/// A folder found empty and private, as `lstat` showed it then: while these stay the same,
+/// nothing was added to it (a new entry bumps the folder's change time, which no task can
+/// set back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    ctime: (i64, i64),
+}
+
+/// How long after its last change a folder found empty is trusted by its change time:
+/// change times come from a clock that moves in ticks (4–10 ms), so a change within the
+/// tick of the last one could leave the time as it was; past this, any change moves it.
+pub const SETTLED: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Seen {
+    fn of(st: &rustix::fs::Stat) -> Seen {
+        Seen {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            #[allow(clippy::unnecessary_cast)] // i64 on 64-bit targets, not on every one
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+
+    /// What to remember of a folder just found empty: only once it has settled.
+    fn settled(st: &rustix::fs::Stat) -> Option<Seen> {
+        let seen = Seen::of(st);
+        let changed = std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(
+            u64::try_from(seen.ctime.0).ok()?,
+            u32::try_from(seen.ctime.1).ok()?,
+        ))?;
+        let age = std::time::SystemTime::now().duration_since(changed).ok()?;
+        (age > SETTLED).then_some(seen)
+    }
+
+    /// Whether the folder at `path` is as it was seen (one `lstat`, not following a link).
+    fn still(&self, path: &Path) -> bool {
+        rustix::fs::lstat(path).is_ok_and(|st| Seen::of(&st) == *self)
+    }
 }
 
 impl TaskFolder {
@@ -47,7 +96,7 @@ impl TaskFolder {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             let path = root.join(format!("gz-task-{}-{n}-{nanos:08x}", std::process::id()));
             match make_private_dir(&path) {
-                Ok(()) => return Ok(TaskFolder { path }),
+                Ok(()) => return Ok(TaskFolder { path, seen: None }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
@@ -90,7 +139,7 @@ impl Drop for TaskFolder {
 #[derive(Debug)]
 pub struct Folders {
     root: PathBuf,
-    free: std::sync::Mutex<Vec<PathBuf>>,
+    free: std::sync::Mutex<Vec<(PathBuf, Option<Seen>)>>,
 }
 
 /// Most empty folders kept for reuse (a provider runs at most its capacity at once).
@@ -114,7 +163,7 @@ impl Folders {
     pub fn take(&self) -> std::io::Result<TaskFolder> {
         let kept = self.free.lock().ok().and_then(|mut free| free.pop());
         match kept {
-            Some(path) => Ok(TaskFolder { path }),
+            Some((path, seen)) => Ok(TaskFolder { path, seen }),
             None => TaskFolder::create(&self.root),
         }
     }
@@ -123,10 +172,14 @@ impl Folders {
     /// cleanly (no cancel, no timeout: nothing of it can still be running) and left the
     /// folder empty and private; removed otherwise.
     pub async fn give_back(&self, mut folder: TaskFolder, ended_cleanly: bool) {
-        if ended_cleanly && is_empty_and_private(folder.path()) {
-            if let Ok(mut free) = self.free.lock() {
+        if ended_cleanly {
+            let empty = match folder.seen {
+                Some(seen) if seen.still(folder.path()) => Some(Some(seen)),
+                _ => empty_and_private(folder.path()).map(|st| Seen::settled(&st)),
+            };
+            if let (Some(seen), Ok(mut free)) = (empty, self.free.lock()) {
                 if free.len() < KEPT_FOLDERS {
-                    free.push(std::mem::take(&mut folder.path));
+                    free.push((std::mem::take(&mut folder.path), seen));
                     return;
                 }
             }
@@ -138,31 +191,30 @@ impl Folders {
 impl Drop for Folders {
     fn drop(&mut self) {
         if let Ok(free) = self.free.get_mut() {
-            for path in free.drain(..) {
+            for (path, _) in free.drain(..) {
                 let _ = std::fs::remove_dir(path);
             }
         }
     }
 }
 
-/// Whether `path` is a folder of ours with nothing in it, mode 0700, not a link. The path
-/// is looked up once (opened without following a link); the checks use the open folder.
-fn is_empty_and_private(path: &Path) -> bool {
+/// The status of `path` when it is a folder of ours with nothing in it, mode 0700, not a
+/// link. The path is looked up once (opened without following a link); the checks use the
+/// open folder.
+fn empty_and_private(path: &Path) -> Option<rustix::fs::Stat> {
     use rustix::fs::{Dir, FileType, Mode, OFlags};
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let Ok(folder) = rustix::fs::open(path, flags, Mode::empty()) else {
-        return false;
-    };
-    let private = rustix::fs::fstat(&folder).is_ok_and(|st| {
-        FileType::from_raw_mode(st.st_mode) == FileType::Directory && st.st_mode & 0o7777 == 0o700
-    });
+    let folder = rustix::fs::open(path, flags, Mode::empty()).ok()?;
+    let st = rustix::fs::fstat(&folder).ok()?;
+    let private =
+        FileType::from_raw_mode(st.st_mode) == FileType::Directory && st.st_mode & 0o7777 == 0o700;
     if !private {
-        return false;
+        return None;
     }
-    let Ok(mut entries) = Dir::new(folder) else {
-        return false;
-    };
-    entries.all(|e| e.is_ok_and(|e| matches!(e.file_name().to_bytes(), b"." | b"..")))
+    let mut entries = Dir::new(folder).ok()?;
+    entries
+        .all(|e| e.is_ok_and(|e| matches!(e.file_name().to_bytes(), b"." | b"..")))
+        .then_some(st)
 }
 
 fn make_private_dir(path: &Path) -> std::io::Result<()> {
@@ -360,6 +412,47 @@ mod tests {
         );
         assert!(elsewhere.is_dir(), "what it pointed at is left alone");
         assert!(folders.take().expect("made").path() != swapped_path);
+        drop(folders);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[tokio::test]
+    async fn a_settled_empty_folder_is_known_by_its_change_time_and_any_change_shows() {
+        let root = std::env::temp_dir().join(format!("gz-settled-unit-{}", std::process::id()));
+        let folders = Folders::new(root.clone());
+        let fresh = folders.take().expect("made");
+        let path = fresh.path().to_path_buf();
+        folders.give_back(fresh, true).await;
+        let young = folders.take().expect("kept");
+        assert_eq!(
+            young.seen, None,
+            "a folder changed just now is looked into each time"
+        );
+        std::thread::sleep(SETTLED + std::time::Duration::from_millis(20));
+        folders.give_back(young, true).await;
+        let settled = folders.take().expect("kept");
+        assert_eq!(settled.path(), path);
+        assert!(settled.seen.is_some(), "found empty after it settled");
+        folders.give_back(settled, true).await;
+        let again = folders.take().expect("kept");
+        assert!(again.seen.is_some(), "unchanged: still known");
+        // Anything left in it moves its change time: it is looked into, and removed.
+        std::fs::write(again.path().join("left.txt"), "x").expect("write");
+        folders.give_back(again, true).await;
+        assert!(!path.exists(), "a file left in a settled folder is found");
+        // So does a file written and removed again, or a mode changed and set back: the
+        // folder is looked into, found empty, and kept.
+        let fresh = folders.take().expect("made");
+        let path = fresh.path().to_path_buf();
+        std::thread::sleep(SETTLED + std::time::Duration::from_millis(20));
+        folders.give_back(fresh, true).await;
+        let settled = folders.take().expect("kept");
+        let seen = settled.seen.expect("settled");
+        std::fs::write(path.join("gone.txt"), "x").expect("write");
+        std::fs::remove_file(path.join("gone.txt")).expect("rm");
+        assert!(!seen.still(&path), "the change time moved");
+        folders.give_back(settled, true).await;
+        assert!(path.is_dir(), "empty again: kept");
         drop(folders);
         let _ = std::fs::remove_dir_all(&root);
     }
