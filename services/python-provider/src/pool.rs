@@ -13,13 +13,14 @@
 //! reaped, and replaced by a fresh one, so a job that misbehaves never outlives its failure.
 //!
 //! Pipelined: when more jobs wait and no other worker is free, the actor also sends the next
-//! one, to wait in its worker's pipe (only after a quick job, and only small requests): the
-//! worker starts it the moment the running one ends, instead of sleeping until the reply has
-//! reached the pool and the next request come back (that round trip cost a trivial job more
-//! than the job itself: 134 against 58 µs of worker CPU). Its timeout starts when it starts.
-//! If its caller cancels it while it waits, the worker is told to skip it (a `skip` line,
-//! read before any job starts) and it never runs; if the job before it fails its worker, it
-//! goes to the replacement.
+//! ones, to wait in its worker's pipe (only after a quick job, only small requests, and only
+//! as many as the slot's recent jobs ran in [`PIPELINE_WINDOW`], at most [`PIPELINE_DEPTH`]):
+//! the worker starts each the moment the one before ends, instead of sleeping until the reply
+//! has reached the pool and the next request come back (that round trip cost a trivial job
+//! more than the job itself: 134 against 58 µs of worker CPU). A job's timeout starts when it
+//! starts. If its caller cancels it while it waits, the worker is told to skip it (a `skip`
+//! line, read before any job starts) and it never runs; if a job before it fails its worker,
+//! it goes to the replacement.
 //! Workers are also killed when the pool is dropped, exit on their own when their stdin
 //! closes, and within a second of the pool's process dying.
 //!
@@ -51,6 +52,7 @@
 //! broke the protocol, GZ7001 invalid job, GZ8001 a worker cannot be started, GZ8002 pool
 //! shut down.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -263,13 +265,54 @@ impl PythonPool {
     }
 }
 
-/// Largest request sent to a worker while it runs another job: two such requests and a
-/// skip line fit in a pipe's buffer (64 KiB on Linux), so a send never waits on a worker
-/// that is busy writing a large reply.
+/// Most bytes of requests sent to a worker while it runs another job (the running job's
+/// request, when the worker has not read it yet, and the waiting ones'): with the skip lines
+/// of the waiting jobs they fit in a pipe's buffer (64 KiB on Linux), so a send never waits
+/// on a worker that is busy writing a large reply.
 const PIPELINE_BYTES: usize = 16 * 1024;
 /// A job is sent to wait behind a running one only when the slot's last job took less than
 /// this: behind a long job it would wait while another worker may soon be free.
 const PIPELINE_AFTER: Duration = Duration::from_millis(10);
+/// Jobs wait in a worker's pipe for about this much of its recent jobs' run time: trivial
+/// jobs go many at once (the worker never sleeps between them while the provider is busy
+/// elsewhere), a job of a few milliseconds has one waiting behind it. A job that runs long
+/// after quick ones holds back at most this much work another worker could have taken.
+const PIPELINE_WINDOW: Duration = Duration::from_millis(2);
+/// Most jobs waiting in one worker's pipe.
+const PIPELINE_DEPTH: usize = 8;
+
+/// How many jobs may wait behind the running one on a slot whose jobs took `mean` each
+/// lately and whose last job took `last`.
+fn pipeline_depth(mean: Duration, last: Duration) -> usize {
+    if last >= PIPELINE_AFTER {
+        return 0;
+    }
+    let per_job = mean.max(Duration::from_micros(1)).as_nanos();
+    let fit = PIPELINE_WINDOW.as_nanos() / per_job;
+    usize::try_from(fit)
+        .unwrap_or(PIPELINE_DEPTH)
+        .clamp(1, PIPELINE_DEPTH)
+}
+
+/// The mean run time of a slot's recent jobs (a moving average: each job weighs 1/8).
+#[derive(Debug, Default)]
+struct Pace {
+    mean: Option<Duration>,
+}
+
+impl Pace {
+    fn record(&mut self, took: Duration) {
+        self.mean = Some(match self.mean {
+            None => took,
+            Some(mean) => (mean * 7 + took) / 8,
+        });
+    }
+
+    /// Jobs that may wait behind the running one, after a job that took `last`.
+    fn depth(&self, last: Duration) -> usize {
+        pipeline_depth(self.mean.unwrap_or(last), last)
+    }
+}
 
 /// Job states shared by the caller and the actor, so that exactly one of them decides the
 /// fate of a job cancelled while it is still queued.
@@ -321,13 +364,14 @@ struct Actor {
 impl Actor {
     async fn run(mut self, first: Worker) {
         let mut worker = Some(first);
-        // The job taken next, and whether it was sent to `worker` already (to wait in its
-        // pipe behind the running job).
-        let mut behind: Option<(Task, bool)> = None;
-        // Whether the last job on this slot ended quickly (only then is one sent behind).
-        let mut quick = true;
+        // The jobs taken next, oldest first, and whether each was sent to `worker` already
+        // (to wait in its pipe behind the running job): the sent ones come first.
+        let mut behind: VecDeque<(Task, bool)> = VecDeque::new();
+        let mut pace = Pace::default();
+        // How many jobs may wait behind the running one (none after a slow job).
+        let mut depth = 1;
         loop {
-            let (mut task, was_sent) = match behind.take() {
+            let (mut task, was_sent) = match behind.pop_front() {
                 Some(next) => next,
                 None => match self.next_task().await {
                     Some(t) if t.claim() => (t, false),
@@ -359,26 +403,29 @@ impl Actor {
             } else {
                 current.send(&task.request).await
             };
-            if sent.is_ok() && quick && task.request.len() <= PIPELINE_BYTES {
-                behind = self.pipeline(&mut current).await;
+            if sent.is_ok() && task.request.len() <= PIPELINE_BYTES {
+                self.pipeline(&mut current, &mut behind, depth).await;
             }
             self.busy.fetch_add(1, Ordering::Relaxed);
             let started = tokio::time::Instant::now();
-            let waiting = match behind.as_mut() {
-                Some((t, true)) => Some(t),
-                _ => None,
-            };
             let (result, healthy) = current
-                .finish(&mut task, sent, waiting, &mut self.shutdown)
+                .finish(
+                    &mut task,
+                    sent,
+                    behind.make_contiguous(),
+                    &mut self.shutdown,
+                )
                 .await;
-            quick = started.elapsed() < PIPELINE_AFTER;
+            let took = started.elapsed();
+            pace.record(took);
+            depth = pace.depth(took);
             if healthy {
                 worker = Some(current);
             } else {
                 current.kill().await;
-                // The job behind never started: the replacement gets it (or, cancelled, it
-                // is answered when taken).
-                if let Some((_, sent)) = behind.as_mut() {
+                // The jobs behind never started: the replacement gets them (or, cancelled,
+                // they are answered when taken).
+                for (_, sent) in behind.iter_mut() {
                     *sent = false;
                 }
             }
@@ -394,24 +441,46 @@ impl Actor {
         }
     }
 
-    /// Takes the next job, when one waits and no other worker is free for it (a free one
-    /// holds the queue), and sends it to `worker` to wait behind the running job: the
-    /// worker starts it as soon as it is done, instead of sleeping until the reply has made
-    /// the round trip. Returns it with whether it was sent (a large one is kept here and
-    /// sent when it is its turn).
-    async fn pipeline(&self, worker: &mut Worker) -> Option<(Task, bool)> {
-        let next = {
-            let mut queue = self.queue.try_lock().ok()?;
-            queue.try_recv().ok()?
-        };
-        if !next.claim() {
-            return None;
+    /// Takes further jobs, while they wait and no other worker is free for them (a free one
+    /// holds the queue), until `depth` wait behind the running job, and sends them to
+    /// `worker` to wait in its pipe: the worker starts each as soon as the one before is
+    /// done, instead of sleeping until the reply has made the round trip. A job that would
+    /// take the requests in the pipe past [`PIPELINE_BYTES`] is kept here, unsent, and sent
+    /// when it is its turn; none is taken after it.
+    async fn pipeline(
+        &self,
+        worker: &mut Worker,
+        behind: &mut VecDeque<(Task, bool)>,
+        depth: usize,
+    ) {
+        if behind.iter().any(|(_, sent)| !sent) {
+            return;
         }
-        if next.request.len() > PIPELINE_BYTES {
-            return Some((next, false));
+        let mut bytes: usize = behind.iter().map(|(t, _)| t.request.len()).sum();
+        while behind.len() < depth {
+            let next = {
+                let Ok(mut queue) = self.queue.try_lock() else {
+                    return;
+                };
+                let Ok(next) = queue.try_recv() else {
+                    return;
+                };
+                next
+            };
+            if !next.claim() {
+                continue;
+            }
+            bytes += next.request.len();
+            if bytes > PIPELINE_BYTES {
+                behind.push_back((next, false));
+                return;
+            }
+            let sent = worker.send(&next.request).await.is_ok();
+            behind.push_back((next, sent));
+            if !sent {
+                return;
+            }
         }
-        let sent = worker.send(&next.request).await.is_ok();
-        Some((next, sent))
     }
 
     /// The next job, or `None` once the pool shuts down or is dropped.
@@ -436,5 +505,45 @@ impl Actor {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn jobs_wait_in_the_pipe_for_about_the_window_of_recent_run_time() {
+        // Trivial jobs: as many as allowed.
+        assert_eq!(
+            pipeline_depth(Duration::from_micros(30), Duration::from_micros(30)),
+            8
+        );
+        assert_eq!(pipeline_depth(Duration::ZERO, Duration::ZERO), 8);
+        // Jobs of half a millisecond: four cover the window.
+        assert_eq!(pipeline_depth(MS / 2, MS / 2), 4);
+        // Jobs of a few milliseconds: one waits behind, as always.
+        assert_eq!(pipeline_depth(5 * MS, 5 * MS), 1);
+        // After a slow job none waits, whatever came before.
+        assert_eq!(pipeline_depth(Duration::from_micros(30), 10 * MS), 0);
+    }
+
+    #[test]
+    fn the_pace_follows_recent_jobs() {
+        let mut pace = Pace::default();
+        assert_eq!(
+            pace.depth(Duration::from_micros(50)),
+            8,
+            "first job: its own time"
+        );
+        pace.record(Duration::from_micros(50));
+        assert_eq!(pace.depth(Duration::from_micros(50)), 8);
+        // Jobs of a millisecond from now on: the depth comes down to two.
+        for _ in 0..40 {
+            pace.record(MS);
+        }
+        assert_eq!(pace.depth(MS), 2);
     }
 }

@@ -2,6 +2,7 @@
 //! while one runs: `pool.rs`), reading each job's reply, and killing it together with every
 //! process its job started ([`crate::reap`]).
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -174,16 +175,17 @@ impl Worker {
     }
 
     /// Waits for the end of the job `task`, the one the worker runs now (sent with
-    /// [`Worker::send`], `sent` being how that went). `behind` is the job waiting in the
-    /// pipe after it, if any: when its caller cancels it meanwhile, the worker is told to
-    /// skip it (and `behind.skip` set). A task whose `skip` is set already is cancelled:
-    /// its skip is awaited for [`SKIP_GRACE`], then its worker is killed (the skip came too
-    /// late and it runs). Returns the job's result and whether this worker may be used again.
+    /// [`Worker::send`], `sent` being how that went). `behind` are the jobs taken after it,
+    /// oldest first, each with whether it was sent to wait in the pipe: when the caller of a
+    /// sent one cancels it meanwhile, the worker is told to skip it (and its `skip` set). A
+    /// task whose `skip` is set already is cancelled: its skip is awaited for [`SKIP_GRACE`],
+    /// then its worker is killed (the skip came too late and it runs). Returns the job's
+    /// result and whether this worker may be used again.
     pub(crate) async fn finish(
         &mut self,
         task: &mut Task,
         sent: Result<(), String>,
-        mut behind: Option<&mut Task>,
+        behind: &mut [(Task, bool)],
         shutdown: &mut watch::Receiver<bool>,
     ) -> (Result<PythonOutcome, PythonError>, bool) {
         enum End {
@@ -217,17 +219,17 @@ impl Worker {
                     let read = read_line(&mut self.stdout, &mut self.line, limit);
                     tokio::pin!(read);
                     loop {
-                        let waiting = behind.as_deref_mut().filter(|b| !b.skip);
-                        let skip = async {
-                            match waiting {
-                                Some(b) => {
-                                    let _ = (&mut b.kill).await;
+                        // The first job waiting in the pipe whose caller cancels it.
+                        let skip = std::future::poll_fn(|cx| {
+                            let waiting = behind.iter_mut().take_while(|(_, sent)| *sent);
+                            for (b, _) in waiting.filter(|(b, _)| !b.skip) {
+                                if std::pin::Pin::new(&mut b.kill).poll(cx).is_ready() {
                                     b.skip = true;
-                                    b.seq
+                                    return std::task::Poll::Ready(b.seq);
                                 }
-                                None => std::future::pending().await,
                             }
-                        };
+                            std::task::Poll::Pending
+                        });
                         let skipped = tokio::select! {
                             read = &mut read => break read.map(|()| None),
                             after = &mut deadline => break Ok(Some(End::TimedOut(after))),

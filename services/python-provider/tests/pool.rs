@@ -650,3 +650,51 @@ async fn a_large_job_behind_a_running_one_waits_its_turn_and_runs() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn after_quick_jobs_several_wait_in_the_pipe_and_a_cancelled_one_never_runs() {
+    bounded(async {
+        let dir = scratch_dir("skip-deep");
+        let pool = pool(1).await;
+        // Quick jobs first: the slot's jobs then run in well under the pipelining window,
+        // so the next ones are sent several at a time.
+        for _ in 0..20 {
+            assert_eq!(result_of(&pool, "result = 1").await, json!(1));
+        }
+        let (first, _) = behind(
+            &dir,
+            "import time\ntime.sleep(0.5)\nresult = os.getpid()",
+            None,
+        );
+        let marked = |name: &str| PythonJob {
+            context: json!({ "marker": dir.join(name) }),
+            ..PythonJob::inline(
+                "import os\nopen(context['marker'], 'w').write('x')\nresult = os.getpid()",
+            )
+        };
+        let pid_file = dir.join("pid");
+        let (a, b, c, d) = tokio::join!(
+            pool.execute(first, pending()),
+            pool.execute(marked("b-ran"), pending()),
+            // The third job, behind the second: cancelled while the first runs.
+            pool.execute(marked("c-ran"), async {
+                pid_written_to(&pid_file, Duration::from_secs(10)).await;
+            }),
+            pool.execute(marked("d-ran"), pending()),
+        );
+        let pid = a.expect("the first job runs").result;
+        assert_eq!(b.expect("the second runs").result, pid, "same worker");
+        let error = c.expect_err("the third is cancelled");
+        assert_eq!(error.code().as_str(), "GZ2006");
+        assert_eq!(
+            d.expect("the fourth runs").result,
+            pid,
+            "the worker was kept"
+        );
+        assert!(dir.join("b-ran").exists() && dir.join("d-ran").exists());
+        assert!(!dir.join("c-ran").exists(), "the cancelled job never ran");
+        assert_eq!(pool.busy(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
