@@ -24,10 +24,10 @@ use gleitzeit_protocol::metrics::MetricFamily;
 use gleitzeit_protocol::payloads::FinishedTask;
 use gleitzeit_protocol::payloads::Resolution;
 use gleitzeit_protocol::requests::ResolverRequest;
-use gleitzeit_protocol::{to_payload, Envelope};
+use gleitzeit_protocol::Envelope;
 use gleitzeit_runtime::Shutdown;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tracing::{debug, warn};
 
 use crate::plan::{Plan, PlanSpec};
@@ -111,7 +111,8 @@ impl Component for Resolver {
             }
         };
         if let Some(result) = handle_guarded(&self.client, &mut self.plans, &env.event, request) {
-            let _ = self.client.respond(&env, result);
+            // Written straight to text: a resolution can name every task of a big workflow.
+            let _ = self.client.respond_serialized(&env, result);
         }
     }
 
@@ -132,7 +133,7 @@ fn handle_guarded(
     plans: &mut HashMap<String, Plan>,
     event: &str,
     request: Request,
-) -> Option<Result<Value, GzError>> {
+) -> Option<Result<Resolution, GzError>> {
     let workflow_id = match &request {
         Request::Read(p) => p.workflow_id.clone(),
         Request::Decoded(ResolverRequest::Plan(p)) => p.workflow_id.clone(),
@@ -150,20 +151,20 @@ fn handle_guarded(
             )))
         }
     };
-    result.map(|r| r.and_then(|value| within_message_limit(value, &workflow_id, plans)))
+    result.map(|r| r.and_then(|res| within_message_limit(res, &workflow_id, plans)))
 }
 
 /// A reply that fits in one hub message, or GZ7012 (the plan is dropped: what it released
 /// cannot be delivered).
 fn within_message_limit(
-    value: Value,
+    res: Resolution,
     id: &str,
     plans: &mut HashMap<String, Plan>,
-) -> Result<Value, GzError> {
+) -> Result<Resolution, GzError> {
     const MARGIN: usize = 1024 * 1024;
     let limit = MAX_MESSAGE_BYTES - MARGIN;
-    if json_size_within(&value, limit).is_some() {
-        return Ok(value);
+    if json_size_within(&res, limit).is_some() {
+        return Ok(res);
     }
     plans.remove(id);
     warn!(workflow = %id, "resolution larger than one hub message; refusing the workflow");
@@ -185,7 +186,7 @@ fn handle(
     client: &HubClient,
     plans: &mut HashMap<String, Plan>,
     request: Request,
-) -> Option<Result<Value, GzError>> {
+) -> Option<Result<Resolution, GzError>> {
     let request = match request {
         Request::Read(read) => return Some(plan(client, plans, *read)),
         Request::Decoded(request) => request,
@@ -239,17 +240,17 @@ fn plan(
     client: &HubClient,
     plans: &mut HashMap<String, Plan>,
     p: PlanRead,
-) -> Result<Value, GzError> {
+) -> Result<Resolution, GzError> {
     let (plan, res) = Plan::new(p.spec, &p.finished, &p.started)?;
     debug!(workflow = %p.workflow_id, ready = res.ready.len(), "planned");
     plans.insert(p.workflow_id, plan);
     answer(client, res)
 }
 
-/// A resolution as the reply payload, naming this resolver.
-fn answer(client: &HubClient, mut res: Resolution) -> Result<Value, GzError> {
+/// A resolution as the reply, naming this resolver.
+fn answer(client: &HubClient, mut res: Resolution) -> Result<Resolution, GzError> {
     res.resolver_id = client.id().to_string();
-    to_payload(&res)
+    Ok(res)
 }
 
 /// A plan that came in parts, read from its pieces as it goes: each piece is let go once
