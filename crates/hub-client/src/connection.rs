@@ -501,7 +501,7 @@ fn dispatch(shared: &Arc<Shared>, body: &str) {
     if is_answer {
         if let Some(cid) = &env.correlation_id {
             if let Some(tx) = lock(&shared.pending).remove(cid) {
-                let _ = tx.send(answer_of(&env));
+                let _ = tx.send(answer_of(env));
                 return;
             }
         }
@@ -523,7 +523,9 @@ const KEEP_AS_TEXT_ABOVE: usize = 64 * 1024;
 /// Whether a message of `event`, `len` bytes long, keeps its payload as text for its
 /// receiver (see [`decode`]).
 pub(crate) fn kept_as_text(event: &str, len: usize) -> bool {
-    events::READ_AS_TEXT.contains(&event)
+    // A reply is read by `answer_of`, in one pass from its text.
+    event == events::REPLY
+        || events::READ_AS_TEXT.contains(&event)
         || (len > KEEP_AS_TEXT_ABOVE && events::KEPT_AS_TEXT.contains(&event))
 }
 
@@ -553,20 +555,44 @@ fn decode(body: &str) -> Result<Envelope, serde_json::Error> {
     Ok(Envelope { payload, ..env })
 }
 
-fn answer_of(env: &Envelope) -> Reply {
+/// The answer a waiting request gets. A reply (kept as text, see [`kept_as_text`]) is parsed
+/// once, into the one tree of values its `ok` becomes: a big reply (a resolution naming
+/// every task of a workflow) is not parsed, copied and buffered again on its way.
+fn answer_of(env: Envelope) -> Reply {
     match env.event.as_str() {
-        events::REGISTERED => Reply::Ok {
-            ok: env.payload.clone(),
-        },
+        events::REGISTERED => Reply::Ok { ok: env.payload },
         events::ERROR => match serde_json::from_value::<GzError>(env.payload.clone()) {
             Ok(error) => Reply::Err { error },
             Err(_) => Reply::Err {
                 error: GzError::new(ErrorCode::Internal, format!("hub error: {}", env.payload)),
             },
         },
-        _ => serde_json::from_value::<Reply>(env.payload.clone()).unwrap_or_else(|e| Reply::Err {
-            error: GzError::new(ErrorCode::InvalidPayload, format!("malformed reply: {e}")),
-        }),
+        _ => reply_of_text(env.raw.as_ref().and_then(JsonText::text).unwrap_or("null")),
+    }
+}
+
+/// A reply's payload, `{"ok": data}` or `{"error": {...}}`, read from its text.
+fn reply_of_text(text: &str) -> Reply {
+    let malformed = |detail: String| Reply::Err {
+        error: GzError::new(
+            ErrorCode::InvalidPayload,
+            format!("malformed reply: {detail}"),
+        ),
+    };
+    let mut fields = match serde_json::from_str::<serde_json::Map<String, Value>>(text) {
+        Ok(fields) => fields,
+        Err(e) => return malformed(e.to_string()),
+    };
+    if let Some(ok) = fields.remove("ok") {
+        return Reply::Ok { ok };
+    }
+    match fields
+        .remove("error")
+        .map(serde_json::from_value::<GzError>)
+    {
+        Some(Ok(error)) => Reply::Err { error },
+        Some(Err(e)) => malformed(e.to_string()),
+        None => malformed("neither `ok` nor `error`".to_owned()),
     }
 }
 
@@ -763,5 +789,38 @@ mod decode_tests {
         assert!(env.raw.is_none());
         assert_eq!(env.payload, small);
         assert!(decode("[\"envelope\", {\"nope\": 1}]").is_err());
+    }
+
+    #[test]
+    fn a_reply_is_kept_as_text_and_read_once_into_its_answer() {
+        let answer = |payload: Value| {
+            let env = decode(&body(events::REPLY, payload)).expect("decodes");
+            assert!(env.raw.is_some() || env.payload.is_null(), "kept as text");
+            answer_of(env)
+        };
+        let data = json!({ "ready": [{ "task_id": "t", "params": { "context": { "i": 7 } } }] });
+        assert_eq!(
+            answer(json!({ "ok": data.clone() })),
+            Reply::Ok { ok: data }
+        );
+        assert_eq!(answer(json!({ "ok": null })), Reply::Ok { ok: Value::Null });
+        let error = GzError::new(ErrorCode::WorkflowNotFound, "gone");
+        assert_eq!(
+            answer(json!({ "error": error.clone() })),
+            Reply::Err { error }
+        );
+        // Anything else is a malformed reply (GZ7020), never a panic.
+        for bad in [
+            json!({}),
+            json!({ "error": 7 }),
+            json!([1]),
+            json!("x"),
+            Value::Null,
+        ] {
+            match answer(bad.clone()) {
+                Reply::Err { error } => assert_eq!(error.code, "GZ7020", "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 }
