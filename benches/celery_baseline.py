@@ -4,8 +4,9 @@
 Runs the same two workloads as `gz bench` on Celery 5 with a Redis broker and result
 backend, on this machine and in this session, so the two can be compared side by side:
 
-* throughput: N independent trivial tasks (`return i`, the counterpart of Gleitzeit's
-  `result = i`) sent as one `group`, timed from the first submit to the last result
+* throughput: N independent trivial tasks (one function `return i`, the counterpart of
+  Gleitzeit's one source `result = context["i"]` with `i` in each task's context) sent as
+  one `group`, timed from the first submit to the last result
   collected (what a user waits for);
 * chain hop: a `chain` of M such tasks, each started when the previous one finished,
   timed from the submit to the last result; the time divided by M.

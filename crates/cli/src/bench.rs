@@ -78,9 +78,34 @@ pub struct BenchArgs {
     /// (when Celery is installed) and print both side by side with the ratios.
     #[arg(long)]
     pub compare_celery: bool,
+    /// Give every task of the throughput and chain runs a source of its own (`result = 7`)
+    /// instead of one source and a parameter (`result = context["i"]`, with `i` = 7): each
+    /// task is then compiled by the Python worker. The workload of `gz bench` before
+    /// 2026-12-07; the default matches the Celery baseline's one function with an argument.
+    #[arg(long)]
+    pub distinct_code: bool,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The source of a throughput or chain task numbered `i`, and its context.
+fn numbered(i: usize, distinct: bool) -> (String, Value) {
+    if distinct {
+        (format!("result = {i}"), Value::Null)
+    } else {
+        ("result = context[\"i\"]".to_string(), json!({ "i": i }))
+    }
+}
+
+/// A task of the throughput or chain run, numbered `i`.
+fn numbered_task(id: String, deps: Vec<String>, i: usize, distinct: bool) -> TaskSpec {
+    let (code, context) = numbered(i, distinct);
+    let mut t = task(id, deps, code);
+    if !context.is_null() {
+        t.parameters["context"] = context;
+    }
+    t
 }
 
 fn task(id: String, deps: Vec<String>, code: String) -> TaskSpec {
@@ -113,16 +138,16 @@ fn spec(name: &str, tasks: Vec<TaskSpec>) -> WorkflowSpec {
     }
 }
 
-fn independent(n: usize) -> WorkflowSpec {
+fn independent(n: usize, distinct: bool) -> WorkflowSpec {
     spec(
         "bench-independent",
         (0..n)
-            .map(|i| task(format!("t{i}"), vec![], format!("result = {i}")))
+            .map(|i| numbered_task(format!("t{i}"), vec![], i, distinct))
             .collect(),
     )
 }
 
-fn chain(n: usize) -> WorkflowSpec {
+fn chain(n: usize, distinct: bool) -> WorkflowSpec {
     spec(
         "bench-chain",
         (0..n)
@@ -132,7 +157,7 @@ fn chain(n: usize) -> WorkflowSpec {
                 } else {
                     vec![format!("c{}", i - 1)]
                 };
-                task(format!("c{i}"), deps, format!("result = {i}"))
+                numbered_task(format!("c{i}"), deps, i, distinct)
             })
             .collect(),
     )
@@ -479,12 +504,17 @@ pub async fn run(args: BenchArgs) -> CmdResult {
     if args.tasks > 0 {
         let k = args.workflows.clamp(1, args.tasks);
         let specs = (0..k)
-            .map(|w| independent(args.tasks / k + usize::from(w < args.tasks % k)))
+            .map(|w| {
+                independent(
+                    args.tasks / k + usize::from(w < args.tasks % k),
+                    args.distinct_code,
+                )
+            })
             .collect();
         runs.push(("throughput".into(), specs));
     }
     if args.chain > 0 {
-        runs.push(("chain".into(), vec![chain(args.chain)]));
+        runs.push(("chain".into(), vec![chain(args.chain, args.distinct_code)]));
     }
     for &n in args.big.iter().filter(|n| **n > 0) {
         let size = if n % 1000 == 0 {

@@ -146,7 +146,7 @@ impl From<ClientError> for GzError {
     }
 }
 
-type Pending = Mutex<HashMap<String, oneshot::Sender<Reply>>>;
+type Pending = Mutex<HashMap<String, oneshot::Sender<connection::Answer>>>;
 
 /// State shared between the handle and the connection task.
 struct Shared {
@@ -477,7 +477,9 @@ impl HubClient {
         self.shared.stop.send_replace(true);
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Reply>>> {
+    fn lock_pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<connection::Answer>>> {
         lock(&self.shared.pending)
     }
 
@@ -567,15 +569,29 @@ pub struct PendingReply {
     client: HubClient,
     id: String,
     event: String,
-    rx: oneshot::Receiver<Reply>,
+    rx: oneshot::Receiver<connection::Answer>,
 }
 
 impl PendingReply {
     /// Waits for the reply at most `timeout` (GZ timeout error then; the late reply is
     /// dropped when it comes).
     pub async fn reply(self, timeout: Duration) -> Result<Value, GzError> {
+        self.answer(timeout).await?.into_reply().into_result()
+    }
+
+    /// [`PendingReply::reply`] read straight from the reply's text into `T` (no tree of
+    /// values in between: a big reply, such as a resolution naming every task of a
+    /// workflow, is parsed once). A reply that is not a `T` is a GZ7020 error.
+    pub async fn reply_as<T: serde::de::DeserializeOwned>(
+        self,
+        timeout: Duration,
+    ) -> Result<T, GzError> {
+        self.answer(timeout).await?.into_typed()
+    }
+
+    async fn answer(self, timeout: Duration) -> Result<connection::Answer, GzError> {
         match tokio::time::timeout(timeout, self.rx).await {
-            Ok(Ok(reply)) => reply.into_result(),
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(GzError::new(
                 ErrorCode::Disconnected,
                 "client closed before the reply arrived",

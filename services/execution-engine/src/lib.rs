@@ -492,7 +492,12 @@ impl Engine {
         let pending = self.client.send_request(envelope);
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let request = async move { pending?.reply(Duration::from_secs(10)).await };
+            // Read straight from the reply's text into the leased tasks.
+            let request = async move {
+                pending?
+                    .reply_as::<LeasedTasks>(Duration::from_secs(10))
+                    .await
+            };
             let result = gleitzeit_runtime::catch_panic(request)
                 .await
                 .unwrap_or_else(|panic| {
@@ -500,10 +505,6 @@ impl Engine {
                         ErrorCode::Internal,
                         format!("lease request panicked: {panic}"),
                     ))
-                })
-                .and_then(|v| {
-                    serde_json::from_value(v)
-                        .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
                 });
             if result.is_err() {
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -98,7 +98,7 @@ impl Planner {
         let pending = client.send_request(request);
         let (tx, id) = (tx.clone(), id.to_string());
         tokio::spawn(async move {
-            let answer = async move { resolution(pending?.reply(RESOLVER_TIMEOUT).await) };
+            let answer = async move { pending?.reply_as::<Resolution>(RESOLVER_TIMEOUT).await };
             let result = gleitzeit_runtime::catch_panic(answer)
                 .await
                 .unwrap_or_else(|panic| {
@@ -337,7 +337,7 @@ fn finished_payload(id: &str, finished: Vec<FinishedTask>) -> Value {
     .unwrap_or(Value::Null)
 }
 
-/// One request to a resolver, its answer read as a [`Resolution`].
+/// One request to a resolver, its answer read as a [`Resolution`] (straight from its text).
 async fn ask(
     client: &HubClient,
     target: Target,
@@ -345,7 +345,10 @@ async fn ask(
     payload: Value,
 ) -> Result<Resolution, GzError> {
     let request = Envelope::new(target, event, payload);
-    resolution(client.send_request(request)?.reply(RESOLVER_TIMEOUT).await)
+    client
+        .send_request(request)?
+        .reply_as::<Resolution>(RESOLVER_TIMEOUT)
+        .await
 }
 
 /// The payload of a `workflow_plan` ([`gleitzeit_protocol::payloads::WorkflowPlan`]) as pieces of JSON text: the spec
@@ -377,14 +380,6 @@ fn plan_text(
     ])
 }
 
-/// A resolver's reply read as a [`Resolution`].
-fn resolution(reply: Result<Value, GzError>) -> Result<Resolution, GzError> {
-    reply.and_then(|v| {
-        serde_json::from_value::<Resolution>(v)
-            .map_err(|e| GzError::new(ErrorCode::InvalidPayload, e.to_string()))
-    })
-}
-
 /// Sends the plan, then the remaining parts of the finished tasks to the same resolver,
 /// each answer reported as it comes; stops at the first failure (which re-plans).
 async fn send_plan(
@@ -398,7 +393,7 @@ async fn send_plan(
     // A plan of megabytes goes in parts (`docs/protocol.md`, "Big messages in parts").
     let head = Envelope::new(to_type.clone(), events::WORKFLOW_PLAN, Value::Null);
     let result = match client.send_request_of_text(head, plan) {
-        Ok(pending) => resolution(pending.reply(RESOLVER_TIMEOUT).await),
+        Ok(pending) => pending.reply_as::<Resolution>(RESOLVER_TIMEOUT).await,
         Err(e) => Err(e),
     };
     let mut target = match &result {
