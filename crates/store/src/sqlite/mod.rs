@@ -132,6 +132,14 @@ const UPSERT_TASK: &str = "INSERT INTO tasks \
      queued_at = excluded.queued_at, started_at = excluded.started_at, \
      finished_at = excluded.finished_at";
 
+/// A task's row rewritten in place (the same columns as [`UPSERT_TASK`]): a transition of a
+/// task already stored, which is nearly every write after a workflow's creation. An
+/// upsert first builds the row to insert, finds the conflict, then builds it again.
+const UPDATE_TASK: &str = "UPDATE tasks SET name = ?3, method = ?4, status = ?5, \
+     priority = ?6, attempts = ?7, params = ?8, result = ?9, error = ?10, provider_id = ?11, \
+     queued_at = ?12, started_at = ?13, finished_at = ?14 \
+     WHERE workflow_id = ?1 AND task_id = ?2";
+
 const WORKFLOW_EXISTS: &str = "SELECT 1 FROM workflows WHERE id = ?1";
 
 /// The embedded [`Store`]: a SQLite database file (or an in-memory database for tests).
@@ -338,10 +346,16 @@ impl Store for SqliteStore {
             let mut exists = tx
                 .prepare_cached(WORKFLOW_EXISTS)
                 .map_err(|e| StoreError::backend("prepare workflow lookup", e))?;
+            let mut update = tx
+                .prepare_cached(UPDATE_TASK)
+                .map_err(|e| StoreError::backend("prepare update task", e))?;
             let mut stmt = tx
                 .prepare_cached(UPSERT_TASK)
                 .map_err(|e| StoreError::backend("prepare upsert task", e))?;
             for task in tasks {
+                if write_task(&mut update, task)? == 1 {
+                    continue;
+                }
                 if !known.contains(&*task.workflow_id) {
                     let found = exists
                         .exists([&task.workflow_id])

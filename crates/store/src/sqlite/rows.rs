@@ -74,12 +74,12 @@ fn write_spec(tx: &rusqlite::Transaction<'_>, id: &str, spec: &str) -> Result<()
 pub(super) fn write_task(
     stmt: &mut rusqlite::CachedStatement<'_>,
     task: &TaskRecord,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let what = || format!("task `{}/{}`", task.workflow_id, task.task_id);
     let params_json = json_column(task.params.as_ref());
     let result = json_column(task.result.as_ref());
     let error = to_json(task.error.as_ref(), "error", what)?;
-    stmt.execute(params![
+    let changed = stmt.execute(params![
         task.workflow_id,
         task.task_id,
         task.name,
@@ -101,7 +101,7 @@ pub(super) fn write_task(
         }
         _ => StoreError::backend("write task", e),
     })?;
-    Ok(())
+    Ok(changed)
 }
 
 /// JSON kept as text, as a column's text (`NULL` for none, `null` for JSON's null).
