@@ -79,28 +79,29 @@ pub(super) fn write_task(
     let params_json = json_column(task.params.as_ref());
     let result = json_column(task.result.as_ref());
     let error = to_json(task.error.as_ref(), "error", what)?;
-    let changed = stmt.execute(params![
-        task.workflow_id,
-        task.task_id,
-        task.name,
-        task.method,
-        task.status.as_str(),
-        task.priority,
-        task.attempts,
-        params_json,
-        result,
-        error,
-        task.provider_id,
-        opt_i64(task.queued_at, "queued_at", what)?,
-        opt_i64(task.started_at, "started_at", what)?,
-        opt_i64(task.finished_at, "finished_at", what)?,
-    ])
-    .map_err(|e| match e.sqlite_error_code() {
-        Some(ErrorCode::ConstraintViolation) => {
-            StoreError::Invalid(format!("duplicate {}", what()))
-        }
-        _ => StoreError::backend("write task", e),
-    })?;
+    let changed = stmt
+        .execute(params![
+            task.workflow_id,
+            task.task_id,
+            task.name,
+            task.method,
+            task.status.as_str(),
+            task.priority,
+            task.attempts,
+            params_json,
+            result,
+            error,
+            task.provider_id,
+            opt_i64(task.queued_at, "queued_at", what)?,
+            opt_i64(task.started_at, "started_at", what)?,
+            opt_i64(task.finished_at, "finished_at", what)?,
+        ])
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::ConstraintViolation) => {
+                StoreError::Invalid(format!("duplicate {}", what()))
+            }
+            _ => StoreError::backend("write task", e),
+        })?;
     Ok(changed)
 }
 
