@@ -286,12 +286,15 @@ impl Manager {
                 // that came with them is handled after them, and answered.
                 self.machine.engine_heard(&env.source, Now::current());
                 let lease = batch.lease.take();
-                if self.intake.hold(&env.source, batch) || lease.is_some() {
-                    self.handle_outcomes().await;
-                }
+                let due = self.intake.hold(&env.source, batch);
                 match lease {
-                    Some(req) => self.lease(env.head(), req).await,
-                    None => None,
+                    Some(req) => self.outcomes_and_lease(env.head(), req).await,
+                    None => {
+                        if due {
+                            self.handle_outcomes().await;
+                        }
+                        None
+                    }
                 }
             }
             R::Held(held) => {
@@ -315,6 +318,34 @@ impl Manager {
             }
             R::ComponentNews => None,
         }
+    }
+
+    /// The held outcomes, then the lease request that came with them: the last batch and
+    /// the request are one step, one write, so the tasks the outcomes free or make ready
+    /// (the next link of a chain) go out in the answer after one commit instead of two.
+    async fn outcomes_and_lease(
+        &mut self,
+        env: Envelope,
+        req: LeaseTasks,
+    ) -> Option<Result<Value, GzError>> {
+        if self.clocks.age(&env.source, env.ts, now_millis()) > STALE_LEASE_MS {
+            self.handle_outcomes().await;
+            return None;
+        }
+        let mut held = self.intake.take();
+        let last = held.pop();
+        for (engine, batch) in held {
+            let step = self.machine.outcomes(&engine, batch, Now::current());
+            self.run(step).await;
+        }
+        let now = Now::current();
+        let mut step = match last {
+            Some((engine, batch)) => self.machine.outcomes(&engine, batch, now),
+            None => Step::default(),
+        };
+        self.machine.lease_request_into(&mut step, env, req, now);
+        self.run(step).await;
+        None
     }
 
     /// A lease request: answered when work fits, or when its wait is over.

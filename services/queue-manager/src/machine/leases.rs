@@ -109,11 +109,24 @@ impl Machine {
     /// An engine asks for work: the request waits (superseding the engine's older one) and
     /// is served at once if ready tasks fit.
     pub(crate) fn lease_request(&mut self, env: Envelope, req: LeaseTasks, now: Now) -> Step {
+        let mut step = Step::default();
+        self.lease_request_into(&mut step, env, req, now);
+        step
+    }
+
+    /// [`Machine::lease_request`] added to `step` (the outcomes that came with the request:
+    /// the tasks they free or make ready go out in its answer, in the same write).
+    pub(crate) fn lease_request_into(
+        &mut self,
+        step: &mut Step,
+        env: Envelope,
+        req: LeaseTasks,
+        now: Now,
+    ) {
         for m in &req.served {
             self.method_seen.insert(m.clone(), now.at);
         }
         let engine: Arc<str> = Arc::from(env.source.as_str());
-        let mut step = Step::default();
         for old in self.leases.remove_engine(&engine) {
             step.immediate.push(Effect::Reply {
                 to: Box::new(old.env),
@@ -130,8 +143,7 @@ impl Machine {
             engine,
             slots: req.slots,
         });
-        self.serve_into(&mut step, now);
-        step
+        self.serve_into(step, now);
     }
 
     /// Hands ready tasks to waiting lease requests while they fit.

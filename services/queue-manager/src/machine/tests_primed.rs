@@ -203,3 +203,46 @@ async fn a_prime_that_does_not_substitute_is_left_to_the_resolver() {
     outcome(&mut m, "e-1", "w", "a", 1, Ok(json!({ "n": 7 })));
     assert_eq!(status(&m, "w", "b"), TaskStatus::Pending);
 }
+
+/// What `manager::outcomes_and_lease` does: an engine's outcomes and the lease request that
+/// came with them are one step, so the link they make ready goes out in the answer after
+/// one write.
+#[tokio::test(start_paused = true)]
+async fn outcomes_and_the_lease_request_with_them_are_one_write() {
+    use gleitzeit_protocol::payloads::{LeaseTasks, TaskOutcome, TaskOutcomes};
+    use gleitzeit_protocol::records::JsonText;
+    let mut m = machine();
+    chain(&mut m);
+    answer(&mut m, &["a"], &[("b", "a", json!({ "code": "x" }))]);
+    assert_eq!(leased(&lease(&mut m, "e-1", 1)), [("a".to_string(), 1)]);
+    let batch = TaskOutcomes {
+        lease: None,
+        outcomes: vec![TaskOutcome {
+            workflow_id: "w".into(),
+            task_id: "a".into(),
+            attempt: 1,
+            result: Some(JsonText::of_value(&json!(1))),
+            error: None,
+            provider_id: "p-1".into(),
+            started_at: 0,
+            finished_at: 0,
+        }],
+    };
+    let next = LeaseTasks {
+        slots: std::collections::BTreeMap::from([("m".to_string(), 1)]),
+        wait_ms: 10_000,
+        served: vec!["m".into()],
+    };
+    let mut step = m.outcomes("e-1", batch, now());
+    m.lease_request_into(&mut step, super::tests::lease_env("e-1"), next, now());
+    m.serve_fresh(&mut step, now());
+    let fx = commit(&mut m, step);
+    assert_eq!(
+        leased(&fx),
+        [("b".to_string(), 1)],
+        "b goes out in the same answer"
+    );
+    assert_eq!(status(&m, "w", "a"), TaskStatus::Completed);
+    assert_eq!(status(&m, "w", "b"), TaskStatus::Running);
+    check_counts(&m);
+}
