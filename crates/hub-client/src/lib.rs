@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+mod answer;
 mod assembler;
 mod connection;
 mod parts;
@@ -146,7 +147,7 @@ impl From<ClientError> for GzError {
     }
 }
 
-type Pending = Mutex<HashMap<String, oneshot::Sender<connection::Answer>>>;
+type Pending = Mutex<HashMap<String, oneshot::Sender<answer::Answer>>>;
 
 /// State shared between the handle and the connection task.
 struct Shared {
@@ -479,7 +480,7 @@ impl HubClient {
 
     fn lock_pending(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<connection::Answer>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<answer::Answer>>> {
         lock(&self.shared.pending)
     }
 
@@ -569,7 +570,7 @@ pub struct PendingReply {
     client: HubClient,
     id: String,
     event: String,
-    rx: oneshot::Receiver<connection::Answer>,
+    rx: oneshot::Receiver<answer::Answer>,
 }
 
 impl PendingReply {
@@ -589,7 +590,7 @@ impl PendingReply {
         self.answer(timeout).await?.into_typed()
     }
 
-    async fn answer(self, timeout: Duration) -> Result<connection::Answer, GzError> {
+    async fn answer(self, timeout: Duration) -> Result<answer::Answer, GzError> {
         match tokio::time::timeout(timeout, self.rx).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(GzError::new(
