@@ -158,11 +158,22 @@ pub(super) fn outcome(
     attempt: u32,
     result: Result<Value, GzError>,
 ) -> Vec<Effect> {
+    let step = m.outcomes(engine, outcome_batch(wf, task, attempt, result), now());
+    commit(m, step)
+}
+
+/// One task's outcome (from provider `p-1`) as a batch.
+pub(super) fn outcome_batch(
+    wf: &str,
+    task: &str,
+    attempt: u32,
+    result: Result<Value, GzError>,
+) -> TaskOutcomes {
     let (result, error) = match result {
         Ok(v) => (Some(JsonText::of_value(&v)), None),
         Err(e) => (None, Some(e)),
     };
-    let batch = TaskOutcomes {
+    TaskOutcomes {
         lease: None,
         outcomes: vec![TaskOutcome {
             workflow_id: wf.into(),
@@ -174,9 +185,7 @@ pub(super) fn outcome(
             started_at: 0,
             finished_at: 0,
         }],
-    };
-    let step = m.outcomes(engine, batch, now());
-    commit(m, step)
+    }
 }
 
 pub(super) fn events_of(effects: &[Effect]) -> Vec<&'static str> {
@@ -286,19 +295,7 @@ async fn a_task_runs_from_pending_to_completed_and_the_workflow_finishes_after_i
     check_counts(&m);
 
     // The step that completes the last task carries the workflow's final record.
-    let batch = TaskOutcomes {
-        lease: None,
-        outcomes: vec![TaskOutcome {
-            workflow_id: "w".into(),
-            task_id: "a".into(),
-            attempt: 1,
-            result: Some(JsonText::of_value(&json!(42))),
-            error: None,
-            provider_id: "p-1".into(),
-            started_at: 0,
-            finished_at: 0,
-        }],
-    };
+    let batch = outcome_batch("w", "a", 1, Ok(json!(42)));
     let step = m.outcomes("e-1", batch, now());
     let (workflows, tasks) = step.records();
     assert_eq!(tasks[0].status, TaskStatus::Completed);

@@ -209,25 +209,12 @@ async fn a_prime_that_does_not_substitute_is_left_to_the_resolver() {
 /// one write.
 #[tokio::test(start_paused = true)]
 async fn outcomes_and_the_lease_request_with_them_are_one_write() {
-    use gleitzeit_protocol::payloads::{LeaseTasks, TaskOutcome, TaskOutcomes};
-    use gleitzeit_protocol::records::JsonText;
+    use gleitzeit_protocol::payloads::LeaseTasks;
     let mut m = machine();
     chain(&mut m);
     answer(&mut m, &["a"], &[("b", "a", json!({ "code": "x" }))]);
     assert_eq!(leased(&lease(&mut m, "e-1", 1)), [("a".to_string(), 1)]);
-    let batch = TaskOutcomes {
-        lease: None,
-        outcomes: vec![TaskOutcome {
-            workflow_id: "w".into(),
-            task_id: "a".into(),
-            attempt: 1,
-            result: Some(JsonText::of_value(&json!(1))),
-            error: None,
-            provider_id: "p-1".into(),
-            started_at: 0,
-            finished_at: 0,
-        }],
-    };
+    let batch = super::tests::outcome_batch("w", "a", 1, Ok(json!(1)));
     let next = LeaseTasks {
         slots: std::collections::BTreeMap::from([("m".to_string(), 1)]),
         wait_ms: 10_000,
