@@ -119,27 +119,24 @@ def become_subreaper():
         sys.stderr.write("gleitzeit worker: not a subreaper: %s\n" % error)
 
 
-class CpuLimit:
-    """The soft RLIMIT_CPU of each job: the CPU this worker used before the job (whole
-    seconds) plus the job's budget. It is set only when that sum differs from the soft limit
-    in place, about once per CPU second of the worker, and it stays in place between jobs
-    (a job that used its budget up may be stopped while its reply is written: it hit the
-    limit). A job without a budget runs with the soft limit lifted to the hard one. The
-    limit in place is read before every job, so a job that changed it does not change the
-    next one's."""
-
-    def start(self, seconds):
-        if resource is None:
-            return
-        soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
-        if isinstance(seconds, int):
-            wanted = int(time.process_time()) + seconds
-            if hard != resource.RLIM_INFINITY:
-                wanted = min(wanted, hard)
-        else:
-            wanted = hard
-        if wanted != soft:
-            resource.setrlimit(resource.RLIMIT_CPU, (wanted, hard))
+def limit_cpu(seconds):
+    """The soft RLIMIT_CPU of a job: the CPU this worker used before it (whole seconds) plus
+    the job's budget; lifted to the hard limit for a job without one. It is set only when it
+    differs from the limit in place (about once per CPU second of the worker) and stays in
+    place between jobs (a job that used its budget up may be stopped while its reply is
+    written: it hit the limit). The limit in place is read before every job, so a job that
+    changed it does not change the next one's."""
+    if resource is None:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if isinstance(seconds, int):
+        wanted = int(time.process_time()) + seconds
+        if hard != resource.RLIM_INFINITY:
+            wanted = min(wanted, hard)
+    else:
+        wanted = hard
+    if wanted != soft:
+        resource.setrlimit(resource.RLIMIT_CPU, (wanted, hard))
 
 
 def descendants(root):
@@ -542,7 +539,6 @@ class Worker:
         self.max_output = max_output
         self.dropped = 0  # output bytes the last job printed past the limit
         self.home = os.getcwd()
-        self.cpu = CpuLimit()
         self.inline_code = {}  # source text -> code object
         self.file_code = {}  # absolute path -> ((mtime_ns, size), code object)
         self.inline_names = 0
@@ -651,7 +647,7 @@ class Worker:
         sys.modules["__main__"] = module
         started = time.perf_counter()
         try:
-            self.cpu.start(cpu)
+            limit_cpu(cpu)
             exec(code, module.__dict__)
         except SystemExit as error:
             if error.code not in (None, 0):
