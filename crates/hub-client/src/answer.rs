@@ -26,9 +26,10 @@ impl Answer {
     pub(crate) fn into_reply(self) -> Reply {
         match self {
             Answer::Made(reply) => reply,
-            Answer::Text(text) => {
-                reply_of_text(text.as_ref().and_then(JsonText::text).unwrap_or("null"))
-            }
+            text => match text.into_typed::<Value>() {
+                Ok(ok) => Reply::Ok { ok },
+                Err(error) => Reply::Err { error },
+            },
         }
     }
 
@@ -46,6 +47,13 @@ impl Answer {
             Answer::Text(text) => text,
         };
         let text = text.as_ref().and_then(JsonText::text).unwrap_or("null");
+        // An object only: a derived struct would also take an array's items as its fields.
+        if !text.starts_with('{') {
+            return Err(GzError::new(
+                ErrorCode::InvalidPayload,
+                "malformed reply: not an object",
+            ));
+        }
         let wire: TypedReply<'_> = serde_json::from_str(text).map_err(malformed)?;
         match (wire.ok, wire.error) {
             (Some(ok), _) => serde_json::from_str(ok.get()).map_err(malformed),
@@ -86,31 +94,6 @@ pub(crate) fn answer_of(env: Envelope) -> Answer {
             },
         ),
         _ => Answer::Text(env.raw),
-    }
-}
-
-/// A reply's payload, `{"ok": data}` or `{"error": {...}}`, read from its text.
-fn reply_of_text(text: &str) -> Reply {
-    let malformed = |detail: String| Reply::Err {
-        error: GzError::new(
-            ErrorCode::InvalidPayload,
-            format!("malformed reply: {detail}"),
-        ),
-    };
-    let mut fields = match serde_json::from_str::<serde_json::Map<String, Value>>(text) {
-        Ok(fields) => fields,
-        Err(e) => return malformed(e.to_string()),
-    };
-    if let Some(ok) = fields.remove("ok") {
-        return Reply::Ok { ok };
-    }
-    match fields
-        .remove("error")
-        .map(serde_json::from_value::<GzError>)
-    {
-        Some(Ok(error)) => Reply::Err { error },
-        Some(Err(e)) => malformed(e.to_string()),
-        None => malformed("neither `ok` nor `error`".to_owned()),
     }
 }
 
@@ -178,6 +161,7 @@ mod tests {
         for bad in [
             json!({ "ok": { "ready": 7 } }),
             json!({ "ok": null }),
+            json!([{ "ready": [] }]),
             json!({}),
             json!({ "error": 7 }),
             Value::Null,
