@@ -121,20 +121,10 @@ const INSERT_TASK: &str = "INSERT INTO tasks \
      provider_id, queued_at, started_at, finished_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
-const UPSERT_TASK: &str = "INSERT INTO tasks \
-     (workflow_id, task_id, name, method, status, priority, attempts, params, result, error, \
-     provider_id, queued_at, started_at, finished_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-     ON CONFLICT (workflow_id, task_id) DO UPDATE SET name = excluded.name, \
-     method = excluded.method, status = excluded.status, priority = excluded.priority, \
-     attempts = excluded.attempts, params = excluded.params, result = excluded.result, \
-     error = excluded.error, provider_id = excluded.provider_id, \
-     queued_at = excluded.queued_at, started_at = excluded.started_at, \
-     finished_at = excluded.finished_at";
-
-/// A task's row rewritten in place (the same columns as [`UPSERT_TASK`]): a transition of a
-/// task already stored, which is nearly every write after a workflow's creation. An
-/// upsert first builds the row to insert, finds the conflict, then builds it again.
+/// A task's row rewritten in place (the same columns as [`INSERT_TASK`]): a transition of a
+/// task already stored, which is nearly every write after a workflow's creation (an upsert
+/// first built the row to insert, found the conflict, then built it again); a task not
+/// stored yet (a fan-out member made at run time) is inserted.
 const UPDATE_TASK: &str = "UPDATE tasks SET name = ?3, method = ?4, status = ?5, \
      priority = ?6, attempts = ?7, params = ?8, result = ?9, error = ?10, provider_id = ?11, \
      queued_at = ?12, started_at = ?13, finished_at = ?14 \
@@ -349,9 +339,9 @@ impl Store for SqliteStore {
             let mut update = tx
                 .prepare_cached(UPDATE_TASK)
                 .map_err(|e| StoreError::backend("prepare update task", e))?;
-            let mut stmt = tx
-                .prepare_cached(UPSERT_TASK)
-                .map_err(|e| StoreError::backend("prepare upsert task", e))?;
+            let mut insert = tx
+                .prepare_cached(INSERT_TASK)
+                .map_err(|e| StoreError::backend("prepare insert task", e))?;
             for task in tasks {
                 if write_task(&mut update, task)? == 1 {
                     continue;
@@ -367,7 +357,7 @@ impl Store for SqliteStore {
                     }
                     known.insert(&*task.workflow_id);
                 }
-                write_task(&mut stmt, task)?;
+                write_task(&mut insert, task)?;
             }
         }
         tx.commit()
