@@ -220,11 +220,28 @@ impl Manager {
 
     /// Handles the outcomes held, one step per engine.
     async fn handle_outcomes(&mut self) {
-        if self.intake.is_empty() {
-            return;
+        if !self.intake.is_empty() {
+            self.outcomes_then(None).await;
         }
-        for (engine, batch) in self.intake.take() {
+    }
+
+    /// The outcomes held, one step per engine; a lease request (`then`) joins the last
+    /// step: one step and one write, so the tasks the outcomes free or make ready (the next
+    /// link of a chain) go out in its answer after one commit instead of two.
+    async fn outcomes_then(&mut self, then: Option<(Envelope, LeaseTasks)>) {
+        let mut held = self.intake.take();
+        let last = then.as_ref().and_then(|_| held.pop());
+        for (engine, batch) in held {
             let step = self.machine.outcomes(&engine, batch, Now::current());
+            self.run(step).await;
+        }
+        if let Some((env, req)) = then {
+            let now = Now::current();
+            let mut step = match last {
+                Some((engine, batch)) => self.machine.outcomes(&engine, batch, now),
+                None => Step::default(),
+            };
+            self.machine.lease_request_into(&mut step, env, req, now);
             self.run(step).await;
         }
     }
@@ -320,9 +337,8 @@ impl Manager {
         }
     }
 
-    /// The held outcomes, then the lease request that came with them: the last batch and
-    /// the request are one step, one write, so the tasks the outcomes free or make ready
-    /// (the next link of a chain) go out in the answer after one commit instead of two.
+    /// The held outcomes and the lease request that came with them ([`Manager::outcomes_then`]);
+    /// a request that waited too long is not answered with tasks (see [`Manager::lease`]).
     async fn outcomes_and_lease(
         &mut self,
         env: Envelope,
@@ -330,21 +346,9 @@ impl Manager {
     ) -> Option<Result<Value, GzError>> {
         if self.clocks.age(&env.source, env.ts, now_millis()) > STALE_LEASE_MS {
             self.handle_outcomes().await;
-            return None;
+        } else {
+            self.outcomes_then(Some((env, req))).await;
         }
-        let mut held = self.intake.take();
-        let last = held.pop();
-        for (engine, batch) in held {
-            let step = self.machine.outcomes(&engine, batch, Now::current());
-            self.run(step).await;
-        }
-        let now = Now::current();
-        let mut step = match last {
-            Some((engine, batch)) => self.machine.outcomes(&engine, batch, now),
-            None => Step::default(),
-        };
-        self.machine.lease_request_into(&mut step, env, req, now);
-        self.run(step).await;
         None
     }
 
