@@ -19,8 +19,9 @@
 //! has reached the pool and the next request come back (that round trip cost a trivial job
 //! more than the job itself: 134 against 58 µs of worker CPU). A job's timeout starts when it
 //! starts. If its caller cancels it while it waits, the worker is told to skip it (a `skip`
-//! line, read before any job starts) and it never runs; if a job before it fails its worker,
-//! it goes to the replacement.
+//! line, looked for before a job starts unless the worker read its pipe within the last half
+//! millisecond, `LOOK_AGAIN` in `worker.py`) and it never runs; if a job before it fails its
+//! worker, it goes to the replacement.
 //! Workers are also killed when the pool is dropped, exit on their own when their stdin
 //! closes, and within a second of the pool's process dying.
 //!

@@ -16,7 +16,9 @@ Protocol, one JSON object per line:
 The pool may send the next job while one runs (pool.rs, "pipelined"): the worker finds it
 waiting when it finishes, instead of sleeping until the pool hears the reply and sends it.
 Before starting a job the worker reads whatever else has arrived, so a skip sent for a job
-waiting in the pipe is seen before that job starts.
+waiting in the pipe is seen before that job starts; unless it looked less than LOOK_AGAIN
+(0.5 ms) ago: a job that follows one of a few microseconds starts without a poll of its own
+(a cancel that close to its start could not be told from one just after it).
 
 Its one argument is a JSON object of limits (limits.rs): "address_space", "file_size" and
 "processes" become hard rlimits at start-up; "max_output" bounds every reply line, so a job
@@ -64,6 +66,9 @@ TEXT_LIMIT = 64 * 1024
 EXCERPT_LIMIT = 64 * 1024
 # Appended to output that was cut.
 TRUNCATED = "\u2026[truncated %d bytes]"
+# A job waiting in the pipe starts without another look for a skip when the pipe was read
+# or polled this recently (seconds).
+LOOK_AGAIN = 0.0005
 # prctl option that makes orphaned descendants children of this process.
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -218,11 +223,16 @@ class Requests:
         self.started = 0  # highest seq started: older skips are stale
         self.closed = False
         self.fresh = False  # the pipe was read while waiting for the job just taken
+        self.looked = 0.0  # monotonic time the pipe was last read or polled
 
     def _fill(self, block):
-        if not block and not select.select([self.fd], [], [], 0)[0]:
-            return
+        if not block:
+            self.looked = time.monotonic()
+            if not select.select([self.fd], [], [], 0)[0]:
+                return
         data = os.read(self.fd, 1 << 16)
+        if block:
+            self.looked = time.monotonic()
         if not data:
             self.closed = True
             return
@@ -261,8 +271,11 @@ class Requests:
 
     def take_skip(self, seq):
         """Whether job `seq` was skipped; else it counts as started from here on. The pipe
-        is looked at again unless it was read just now, waiting for this job."""
-        if not self.fresh:
+        is looked at again unless it was read within LOOK_AGAIN: a skip is what a cancel of
+        a job waiting behind a running one becomes, and a running job of well under a
+        millisecond is over before a cancel could be told apart from one coming just after
+        the start; jobs that follow each other that closely are not polled for one each."""
+        if not self.fresh and time.monotonic() - self.looked >= LOOK_AGAIN:
             self._fill(block=False)
         if seq in self.skipped:
             self.skipped.discard(seq)
@@ -272,6 +285,26 @@ class Requests:
             if self.skipped:
                 self.skipped = {s for s in self.skipped if s > seq}
         return False
+
+
+SCAN = json.decoder.JSONDecoder().scan_once
+
+
+def read_request(line):
+    """A request line as a dict: the scanner behind json.loads called directly (loads
+    detects the encoding, decodes and matches whitespace around it on every call). A line
+    the scanner does not take whole goes through json.loads, for its error."""
+    try:
+        text = line.decode("utf-8")
+        request, end = SCAN(text, 0)
+        if end >= len(text) - 1 and isinstance(request, dict):
+            return request
+    except (ValueError, StopIteration):
+        pass
+    request = json.loads(line)
+    if not isinstance(request, dict):
+        raise ValueError("a request must be a JSON object")
+    return request
 
 
 def take_protocol_pipes():
@@ -398,16 +431,33 @@ def plain(value, depth=0, active=None):
 
 
 # One encoder for every reply (json.dumps with options makes a new one per call).
-REPLY_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=json_fallback)
+REPLY_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, default=json_fallback, separators=(",", ":")
+)
+
+
+def reply_writer():
+    """What turns a reply into JSON text: the C encoder itself, made once, when there is one
+    (JSONEncoder.encode builds a new one on every call). It keeps no record of the containers
+    it is inside, so a cycle ends in RecursionError, and encode() falls back to plain() as
+    for every other value the encoder refuses."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return REPLY_ENCODER.encode
+    write = make(None, json_fallback, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    return lambda reply: "".join(write(reply, 0))
+
+
+WRITE_REPLY = reply_writer()
 
 
 def encode(reply):
     try:
-        text = REPLY_ENCODER.encode(reply)
+        text = WRITE_REPLY(reply)
         return text.encode("utf-8") + b"\n"
     except Exception:
         # NaN, odd dict keys, cycles, lone surrogates, very deep nesting, failing repr...
-        text = json.dumps(plain(reply), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(plain(reply), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         return text.encode("utf-8") + b"\n"
 
 
@@ -687,7 +737,7 @@ def main():
             break
         seq = None
         try:
-            request = json.loads(line)
+            request = read_request(line)
             seq = request.get("seq")
             if requests.take_skip(seq):
                 replies.write(encode({"status": "skipped", "seq": seq}))
