@@ -12,18 +12,24 @@
 //! time and sent one envelope each (11,000 `task_outcomes` for 10,000 tasks). An outcome
 //! with nothing else running (the next step of a chain) goes out at once.
 //!
+//! Each outcome is written as JSON once, when it joins a batch (which is how the batch counts
+//! its bytes), and the batch's payload is those texts side by side: it is never built as a
+//! tree of values (which copied every result) nor written a second time.
+//!
 //! [`spawn_held_reports`] sends `tasks_held` every [`HELD_REPORT_INTERVAL`].
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gleitzeit_hub_client::HubClient;
 use gleitzeit_protocol::errors::GzError;
 use gleitzeit_protocol::events;
-use gleitzeit_protocol::payloads::{HeldTask, HeldTasks, TaskOutcome, TaskOutcomes};
+use gleitzeit_protocol::payloads::{HeldTask, HeldTasks, TaskOutcome};
+use gleitzeit_protocol::records::JsonText;
 use gleitzeit_protocol::{Envelope, Target};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -83,13 +89,17 @@ impl OutcomeSender {
                 };
                 let (batch, flushed) = next_batch(first, &mut rx, &busy).await;
                 for (to, outcomes) in batch {
-                    let payload = serde_json::to_value(TaskOutcomes {
-                        outcomes,
-                        lease: None,
-                    })
-                    .unwrap_or(Value::Null);
+                    let payload = match JsonText::of(&Written {
+                        outcomes: &outcomes,
+                    }) {
+                        Ok(text) => text,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not write task outcomes");
+                            continue;
+                        }
+                    };
                     let envelope =
-                        Envelope::new(Target::Component(to), events::TASK_OUTCOMES, payload);
+                        Envelope::with_text(Target::Component(to), events::TASK_OUTCOMES, payload);
                     if let Err(e) = sink(envelope) {
                         tracing::warn!(error = %e, "could not send task outcomes");
                     }
@@ -123,8 +133,56 @@ impl OutcomeSender {
     }
 }
 
-/// One batch: outcomes for an engine each, engines in the order they first appear.
-type Batch = Vec<(String, Vec<TaskOutcome>)>;
+/// One batch: outcomes (written as JSON) for an engine each, engines in the order they first
+/// appear.
+type Batch = Vec<(String, Vec<Box<RawValue>>)>;
+
+/// A `task_outcomes` payload (`TaskOutcomes` without a lease request) of outcomes already
+/// written as JSON.
+#[derive(Serialize)]
+struct Written<'a> {
+    outcomes: &'a [Box<RawValue>],
+}
+
+/// An outcome as JSON text (`None`, logged, if it cannot be written: a result is a JSON
+/// value, so only a failing allocation could).
+fn written(outcome: &TaskOutcome) -> Option<Box<RawValue>> {
+    serde_json::value::to_raw_value(outcome)
+        .inspect_err(
+            |e| tracing::warn!(task = %outcome.task_id, error = %e, "could not write an outcome"),
+        )
+        .ok()
+}
+
+/// Outcomes gathered for a batch, grouped by engine in the order engines first appear.
+#[derive(Default)]
+struct Gathered {
+    order: Vec<String>,
+    by_engine: HashMap<String, Vec<Box<RawValue>>>,
+    /// Bytes of JSON so far.
+    bytes: usize,
+}
+
+impl Gathered {
+    fn add(&mut self, to: String, outcome: &TaskOutcome) {
+        let Some(text) = written(outcome) else {
+            return;
+        };
+        self.bytes += text.get().len();
+        if !self.by_engine.contains_key(&to) {
+            self.order.push(to.clone());
+        }
+        self.by_engine.entry(to).or_default().push(text);
+    }
+
+    fn into_batch(mut self) -> Batch {
+        let by_engine = &mut self.by_engine;
+        self.order
+            .into_iter()
+            .filter_map(|to| by_engine.remove(&to).map(|o| (to, o)))
+            .collect()
+    }
+}
 
 /// `first` plus whatever else is queued already, and what arrives within [`LINGER`] while
 /// more tasks run than the batch holds, within the batch bounds, grouped by engine; with the
@@ -134,20 +192,12 @@ async fn next_batch(
     rx: &mut mpsc::UnboundedReceiver<Item>,
     busy: &watch::Receiver<usize>,
 ) -> (Batch, Option<oneshot::Sender<()>>) {
-    let mut order: Vec<String> = Vec::new();
-    let mut by_engine: HashMap<String, Vec<TaskOutcome>> = HashMap::new();
-    let mut add = |(to, outcome): (String, TaskOutcome)| {
-        if !by_engine.contains_key(&to) {
-            order.push(to.clone());
-        }
-        by_engine.entry(to).or_default().push(outcome);
-    };
-    let mut bytes = json_len(&first.1);
-    add(first);
+    let mut gathered = Gathered::default();
+    gathered.add(first.0, &first.1);
     let mut count = 1;
     let mut flushed = None;
     let until = tokio::time::Instant::now() + LINGER;
-    while count < BATCH_COUNT && bytes < BATCH_BYTES {
+    while count < BATCH_COUNT && gathered.bytes < BATCH_BYTES {
         let next = match rx.try_recv() {
             Ok(item) => Some(item),
             // Nothing queued: wait a little only while other tasks are still running (the
@@ -160,8 +210,7 @@ async fn next_batch(
         };
         match next {
             Some(Item::Outcome(to, outcome)) => {
-                bytes += json_len(&outcome);
-                add((to, outcome));
+                gathered.add(to, &outcome);
                 count += 1;
             }
             Some(Item::Flush(ack)) => {
@@ -171,28 +220,7 @@ async fn next_batch(
             None => break,
         }
     }
-    let batch = order
-        .into_iter()
-        .filter_map(|to| by_engine.remove(&to).map(|o| (to, o)))
-        .collect();
-    (batch, flushed)
-}
-
-/// The size of an outcome's JSON, counted without building it.
-pub fn json_len(outcome: &TaskOutcome) -> usize {
-    struct Count(usize);
-    impl Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    let _ = serde_json::to_writer(&mut count, outcome);
-    count.0
+    (gathered.into_batch(), flushed)
 }
 
 /// Sends `tasks_held` reports every [`HELD_REPORT_INTERVAL`] while connected: `snapshot`
@@ -220,6 +248,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gleitzeit_protocol::payloads::TaskOutcomes;
     use serde_json::json;
 
     fn outcome(id: &str, result: Value) -> TaskOutcome {
@@ -230,10 +259,10 @@ mod tests {
         let mut out = Vec::new();
         while let Ok(env) = rx.try_recv() {
             let to = match env.target {
-                Target::Component(c) => c,
+                Target::Component(ref c) => c.clone(),
                 other => panic!("unexpected target {other:?}"),
             };
-            let batch: TaskOutcomes = serde_json::from_value(env.payload).expect("outcomes");
+            let batch: TaskOutcomes = env.payload_as().expect("outcomes");
             out.push((to, batch.outcomes.into_iter().map(|o| o.task_id).collect()));
         }
         out

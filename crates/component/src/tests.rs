@@ -109,10 +109,10 @@ impl Harness {
         self.tasks.flush().await;
         let mut out = Vec::new();
         while let Ok(env) = self.envelopes.try_recv() {
-            let Target::Component(to) = env.target else {
+            let Target::Component(ref to) = env.target else {
                 panic!("outcomes go to a component");
             };
-            let batch: TaskOutcomes = serde_json::from_value(env.payload).expect("outcomes");
+            let batch: TaskOutcomes = env.payload_as().expect("outcomes");
             out.extend(batch.outcomes.into_iter().map(|o| (to.clone(), o)));
         }
         out.sort_by(|a, b| a.1.task_id.cmp(&b.1.task_id));

@@ -39,6 +39,14 @@ impl Root {
         Some(Self { lexical, canonical })
     }
 
+    /// A folder whose path is canonical already (the job's own, made by the provider).
+    fn canonical(path: &Path) -> Self {
+        Self {
+            lexical: path.to_path_buf(),
+            canonical: Some(path.to_path_buf()),
+        }
+    }
+
     fn admits_lexically(&self, path: &Path) -> bool {
         path.starts_with(&self.lexical)
             || self.canonical.as_ref().is_some_and(|c| path.starts_with(c))
@@ -75,7 +83,9 @@ impl PathPolicy {
     }
 
     /// [`PathPolicy::resolve`] for a job that has a folder of its own (`own`, made by the
-    /// provider for this task): a root for this job only.
+    /// provider for this task): a root for this job only. Its path is canonical already
+    /// (`TaskFolder::create`), so it is not looked up again for every job (two `readlink`s
+    /// per job).
     pub fn resolve_for_job(
         &self,
         what: &str,
@@ -91,7 +101,7 @@ impl PathPolicy {
         let workflow_root = workflow_dir
             .filter(|_| self.workflow_dir_is_root)
             .and_then(Root::new);
-        let own_root = own.and_then(Root::new);
+        let own_root = own.map(Root::canonical);
         let roots = || {
             self.roots
                 .iter()
@@ -108,8 +118,7 @@ impl PathPolicy {
         if !roots().any(|r| r.admits_lexically(&lexical)) {
             return Err(escape());
         }
-        // The job's own folder itself (its usual working directory) was canonicalised just
-        // above, for its root: not asked twice.
+        // The job's own folder itself (its usual working directory) is canonical already.
         let own_canonical = own_root
             .as_ref()
             .filter(|r| r.lexical == lexical)

@@ -84,11 +84,12 @@ impl Seen {
 
 impl TaskFolder {
     /// A fresh, empty folder `gz-task-…` under `root` (made if missing), readable by this
-    /// user only.
+    /// user only. Its path is canonical (the root's, every link followed, joined with a
+    /// name made here), so a job's checks take it as it is (`PathPolicy::resolve_for_job`).
     pub fn create(root: &Path) -> std::io::Result<TaskFolder> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         std::fs::create_dir_all(root)?;
-        let root = std::path::absolute(root)?;
+        let root = std::fs::canonicalize(root)?;
         loop {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -307,6 +308,23 @@ mod tests {
             content: Some(base64::engine::general_purpose::STANDARD.encode(content)),
             error: None,
         }
+    }
+
+    #[test]
+    fn a_task_folder_has_a_canonical_path_under_a_linked_root() {
+        let base = std::env::temp_dir().join(format!("gz-files-link-{}", std::process::id()));
+        let real = base.join("real");
+        std::fs::create_dir_all(&real).expect("made");
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("linked");
+        let folder = TaskFolder::create(&link.join("tasks")).expect("created");
+        let canonical = std::fs::canonicalize(folder.path()).expect("exists");
+        assert_eq!(folder.path(), canonical, "the path is canonical as made");
+        assert!(folder
+            .path()
+            .starts_with(std::fs::canonicalize(&real).expect("real")));
+        drop(folder);
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub struct PythonJob {
     pub cwd: Option<PathBuf>,
     /// A folder of the job's own (the provider makes one per task): a root for its `file`
     /// and `cwd`, the base of a relative `cwd`, and its working directory when it names none.
+    /// Its path must be canonical (as `TaskFolder::create` makes it): it is used as given.
     pub work_dir: Option<PathBuf>,
 }
 
