@@ -172,7 +172,7 @@ pub type CmdResult = Result<u8, Failure>;
 
 /// Runs the command line of this process (`gz …` or `gleitzeit …`) and returns its exit code.
 pub fn main() -> std::process::ExitCode {
-    gleitzeit_runtime::configure_allocator();
+    gleitzeit_runtime::configure_allocator(gleitzeit_runtime::Footprint::Relay);
     quiet_on_broken_pipe();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

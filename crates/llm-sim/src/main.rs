@@ -105,7 +105,7 @@ fn config(args: &Args) -> Result<SimConfig, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    gleitzeit_runtime::configure_allocator();
+    gleitzeit_runtime::configure_allocator(gleitzeit_runtime::Footprint::Relay);
     let args = Args::parse();
     let config = match config(&args) {
         Ok(c) => c,
@@ -118,6 +118,7 @@ async fn main() -> ExitCode {
     let ready_file = args.ready_file.clone();
     gleitzeit_runtime::serve(
         "gleitzeit-llm-sim",
+        gleitzeit_runtime::Footprint::Relay,
         args.log_format,
         |shutdown| async move {
             let (listener, bound) = gleitzeit_llm_sim::bind(&addr)

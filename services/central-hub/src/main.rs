@@ -87,14 +87,19 @@ async fn main() -> std::process::ExitCode {
         None => config,
     };
     let ready_file = args.ready_file;
-    gleitzeit_runtime::serve("central-hub", args.log_format, |shutdown| async move {
-        let tls = tls?;
-        let hub = central_hub::bind(central_hub::HubConfig { tls, ..config }).await?;
-        if let Some(path) = ready_file {
-            gleitzeit_runtime::write_ready_file(&path, hub.local_addr())
-                .map_err(|source| central_hub::HubError::ReadyFile { path, source })?;
-        }
-        hub.serve(shutdown).await
-    })
+    gleitzeit_runtime::serve(
+        "central-hub",
+        gleitzeit_runtime::Footprint::Relay,
+        args.log_format,
+        |shutdown| async move {
+            let tls = tls?;
+            let hub = central_hub::bind(central_hub::HubConfig { tls, ..config }).await?;
+            if let Some(path) = ready_file {
+                gleitzeit_runtime::write_ready_file(&path, hub.local_addr())
+                    .map_err(|source| central_hub::HubError::ReadyFile { path, source })?;
+            }
+            hub.serve(shutdown).await
+        },
+    )
     .await
 }

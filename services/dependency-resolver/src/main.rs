@@ -25,8 +25,11 @@ async fn main() -> std::process::ExitCode {
         component_id: args.common.component_id,
         api_key: None,
     };
-    gleitzeit_runtime::serve("dependency-resolver", log_format, |shutdown| {
-        dependency_resolver::run(config, shutdown)
-    })
+    gleitzeit_runtime::serve(
+        "dependency-resolver",
+        gleitzeit_runtime::Footprint::Holder,
+        log_format,
+        |shutdown| dependency_resolver::run(config, shutdown),
+    )
     .await
 }

@@ -31,8 +31,11 @@ async fn main() -> std::process::ExitCode {
         prefetch: args.prefetch,
         api_key: None,
     };
-    gleitzeit_runtime::serve("execution-engine", log_format, |shutdown| {
-        execution_engine::run(config, shutdown)
-    })
+    gleitzeit_runtime::serve(
+        "execution-engine",
+        gleitzeit_runtime::Footprint::Relay,
+        log_format,
+        |shutdown| execution_engine::run(config, shutdown),
+    )
     .await
 }

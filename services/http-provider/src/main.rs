@@ -99,8 +99,11 @@ async fn main() -> ExitCode {
         secrets,
         api_key: None,
     };
-    gleitzeit_runtime::serve("http-provider", log_format, |shutdown| {
-        http_provider::run(config, shutdown)
-    })
+    gleitzeit_runtime::serve(
+        "http-provider",
+        gleitzeit_runtime::Footprint::Relay,
+        log_format,
+        |shutdown| http_provider::run(config, shutdown),
+    )
     .await
 }

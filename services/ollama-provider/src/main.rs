@@ -78,8 +78,11 @@ async fn main() -> std::process::ExitCode {
         provider,
         api_key: None,
     };
-    gleitzeit_runtime::serve("ollama-provider", log_format, |shutdown| {
-        ollama_provider::run(config, shutdown)
-    })
+    gleitzeit_runtime::serve(
+        "ollama-provider",
+        gleitzeit_runtime::Footprint::Relay,
+        log_format,
+        |shutdown| ollama_provider::run(config, shutdown),
+    )
     .await
 }

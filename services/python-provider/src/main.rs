@@ -132,8 +132,11 @@ async fn main() -> std::process::ExitCode {
         max_timeout: args.max_timeout,
         api_key: None,
     };
-    gleitzeit_runtime::serve("python-provider", log_format, |shutdown| {
-        python_provider::run(config, shutdown)
-    })
+    gleitzeit_runtime::serve(
+        "python-provider",
+        gleitzeit_runtime::Footprint::Relay,
+        log_format,
+        |shutdown| python_provider::run(config, shutdown),
+    )
     .await
 }

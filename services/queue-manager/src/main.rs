@@ -67,8 +67,11 @@ async fn main() -> std::process::ExitCode {
         },
         api_key: None,
     };
-    gleitzeit_runtime::serve("queue-manager", log_format, |shutdown| {
-        queue_manager::run(config, shutdown)
-    })
+    gleitzeit_runtime::serve(
+        "queue-manager",
+        gleitzeit_runtime::Footprint::Holder,
+        log_format,
+        |shutdown| queue_manager::run(config, shutdown),
+    )
     .await
 }
