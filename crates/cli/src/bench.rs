@@ -54,10 +54,10 @@ pub struct BenchArgs {
     /// Latency of every simulated request, in milliseconds.
     #[arg(long, default_value_t = 50)]
     pub llm_latency_ms: u64,
-    /// Chat tasks in the LLM throughput run.
+    /// Chat tasks in the LLM throughput run (0 skips the LLM runs).
     #[arg(long, default_value_t = 600)]
     pub llm_tasks: usize,
-    /// Length of the LLM chain (added latency per request).
+    /// Length of the LLM chain (added latency per request; 0 skips the LLM runs).
     #[arg(long, default_value_t = 40)]
     pub llm_chain: usize,
     /// Keep the queue-manager's state in this Redis (default: the embedded store).
@@ -554,7 +554,8 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         }
         results.push(r);
     }
-    if args.llm_endpoints > 0 {
+    // The LLM figures compare its throughput and chain runs: both or neither.
+    if args.llm_endpoints > 0 && args.llm_tasks > 0 && args.llm_chain > 0 {
         let llm = bench_llm(&args).await?;
         if !args.json {
             print_llm(&llm);
