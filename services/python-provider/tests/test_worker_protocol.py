@@ -109,3 +109,26 @@ def test_a_job_past_its_cpu_budget_is_stopped(worker):
     send(worker, {"seq": 1, "code": "while True:\n    pass", "cpu": 1})
     assert worker.stdout.readline() == b"", "the worker ended without a reply"
     assert worker.wait(timeout=30) == -24, "SIGXCPU"
+
+
+def test_results_json_has_no_type_for_are_still_written(worker):
+    # The reply encoder is made once and keeps no record of the containers it is in: a
+    # cycle, NaN, a set and odd keys go through the slow path, and the worker goes on.
+    send(
+        worker,
+        {"seq": 1, "code": "loop = [1]\nloop.append(loop)\nresult = loop"},
+        {"seq": 2, "code": "result = {'nan': float('nan'), 's': {3}, 'k': {(1, 2): 'tuple key'}}"},
+        {"seq": 3, "code": "result = 'caf\\u00e9 \\u2603'"},
+    )
+    assert reply(worker)["result"] == [1, "<circular reference>"]
+    second = reply(worker)["result"]
+    assert second == {"nan": "nan", "s": [3], "k": {"(1, 2)": "tuple key"}}
+    assert reply(worker)["result"] == "caf\u00e9 \u2603"
+
+
+def test_a_request_with_trailing_text_is_refused_and_the_next_one_runs(worker):
+    worker.stdin.write(b'{"seq": 1, "code": "result = 1"} trailing\n')
+    send(worker, {"seq": 2, "code": "result = 2"})
+    first = reply(worker)
+    assert (first["status"], first["kind"]) == ("error", "internal")
+    assert reply(worker)["result"] == 2
