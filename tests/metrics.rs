@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gleitzeit_e2e::{temp_path, workflow_file, Sig, SuiteOptions, TestSuite};
+use gleitzeit_e2e::{temp_path, wait_for, workflow_file, Sig, SuiteOptions, TestSuite};
 use serde_json::Value;
 
 /// Parses an exposition with `prometheus_client.parser.text_string_to_metric_families` and
@@ -365,4 +365,38 @@ async fn a_frozen_component_is_left_out_without_holding_up_the_scrape() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(answered, "the thawed engine answers again");
+}
+
+/// The plans the resolver holds (`gleitzeit_resolver_workflows`), from the hub's `/metrics`.
+async fn resolver_workflows(suite: &TestSuite) -> f64 {
+    let (status, _, text) = scrape(&suite.hub.url, Some(&suite.hub.key)).await;
+    assert_eq!(status, 200, "{text}");
+    total(&parse(&text), "gleitzeit_resolver_workflows", &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_gone_before_its_plan_is_answered_is_dropped_by_the_resolver() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    // The suite starts the queue-manager, resolver, engine and provider in this order.
+    let resolver = 1;
+    // Frozen, the resolver answers the plan only after the workflow was cancelled (and left
+    // the queue-manager's memory): the answer names a workflow the queue-manager no longer
+    // holds, and the resolver must be told to drop it.
+    suite.services[resolver].signal(Sig::Stop);
+    let yaml = "name: gone\ntasks:\n  - id: a\n    method: python/execute\n    parameters: { code: \"result = 1\" }\n";
+    let id = suite.submit(&workflow_file("gone.yaml", yaml));
+    let (code, out, err) = suite.gz(&["cancel", &id]);
+    suite.services[resolver].signal(Sig::Cont);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for(Duration::from_secs(15), || async {
+        resolver_workflows(&suite).await == 0.0
+    })
+    .await;
+    // A workflow that runs to its end is dropped as well.
+    let (code, doc) = suite.run_json(&workflow_file("kept.yaml", &yaml.replace("gone", "kept")));
+    assert_eq!(code, 0, "{doc:#}");
+    wait_for(Duration::from_secs(15), || async {
+        resolver_workflows(&suite).await == 0.0
+    })
+    .await;
 }

@@ -369,6 +369,15 @@ impl Manager {
         match msg {
             Internal::Resolution {
                 workflow_id,
+                result: Ok(res),
+            } if !self.machine.contains(&workflow_id) => {
+                // Planned while it was stored, and then not stored (or gone since): its
+                // resolver may drop it.
+                self.planner.answered(&workflow_id, &res);
+                self.planner.forget(&self.client, &workflow_id);
+            }
+            Internal::Resolution {
+                workflow_id,
                 result: Ok(mut res),
             } => {
                 self.machine.keep_primes(&workflow_id, &mut res);

@@ -35,6 +35,9 @@ const PLAN_PART_BYTES: usize = 16 * 1024 * 1024;
 const MESSAGE_MARGIN: usize = 1024 * 1024;
 /// The longest pause before planning a workflow again after a failed attempt.
 const REPLAN_MAX_PAUSE: Duration = Duration::from_secs(60);
+/// A new workflow's spec of at most this many bytes goes to a resolver while it is stored
+/// ([`Manager::plan_new`]).
+pub(super) const EARLY_PLAN_BYTES: usize = 4 * 1024 * 1024;
 /// How long a resolver request may take.
 const RESOLVER_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -237,9 +240,32 @@ impl Manager {
         if !parts.is_empty() {
             debug!(workflow = %id, parts = parts.len() + 1, "plan sent in parts");
         }
+        self.dispatch_plan(id, spec, &first, &started, parts);
+    }
+
+    /// Sends a new workflow's plan (nothing of it finished or started yet) while it is being
+    /// stored: the resolver works out the plan as the store writes the tasks, instead of
+    /// after. Only for a spec of at most [`EARLY_PLAN_BYTES`] (the plan is a second copy of
+    /// it for as long as the store takes) whose workflow id the store does not hold. If the
+    /// workflow is not stored after all, its answer finds no workflow here and the resolver
+    /// is told to forget it (`Manager::on_internal`).
+    pub(super) fn plan_new(&mut self, id: &str, spec: JsonText) {
+        self.planner.states.entry(id.to_string()).or_default();
+        self.dispatch_plan(id, without_attachments(spec), &[], &[], Default::default());
+    }
+
+    /// Writes the plan and sends it; the answer comes back as an [`Internal::Resolution`].
+    fn dispatch_plan(
+        &self,
+        id: &str,
+        spec: JsonText,
+        first: &[FinishedTask],
+        started: &[String],
+        parts: std::collections::VecDeque<Vec<FinishedTask>>,
+    ) {
         // Written as pieces of text around the spec as it is: never as a tree of values
         // (~3 KB per task), nor copied with the rest into one buffer.
-        let payload = match plan_text(id, spec, &first, &started) {
+        let payload = match plan_text(id, spec, first, started) {
             Ok(text) => text,
             Err(e) => {
                 let e = GzError::new(ErrorCode::Internal, format!("cannot write the plan: {e}"));
@@ -265,6 +291,8 @@ impl Manager {
     /// planned again after a pause (one re-plan pending at a time).
     pub(super) async fn plan_failed(&mut self, id: &str, error: GzError) {
         if !self.machine.contains(id) {
+            // A plan sent before its workflow was stored, which then was not.
+            self.planner.states.remove(id);
             return;
         }
         let st = self.planner.states.entry(id.to_string()).or_default();

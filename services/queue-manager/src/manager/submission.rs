@@ -21,6 +21,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::ownership::Access;
+use super::planning::EARLY_PLAN_BYTES;
 use super::{Manager, OWNER_TTL};
 use crate::machine::{Now, Shape, Shared};
 
@@ -125,6 +126,19 @@ impl Manager {
                 shared.pending(t.id, t.name, &t.method, priority)
             })
             .collect();
+        // A small spec goes to a resolver while it is stored (both take tens of
+        // milliseconds for 10,000 tasks), once the store showed its id free: a plan for an
+        // id in use would replace that workflow's plan at the resolver.
+        let early_plan = record.spec.len() <= EARLY_PLAN_BYTES && {
+            let wid = record.id.clone();
+            self.persistence
+                .call(move |s| s.workflow_head(&wid))
+                .await?
+                .is_none()
+        };
+        if early_plan {
+            self.plan_new(&id, record.spec.clone());
+        }
         let owner = self.client.id().to_string();
         let created = self
             .persistence
@@ -164,7 +178,9 @@ impl Manager {
             self.publisher
                 .emit(&id, events::WORKFLOW_SUBMITTED, progress);
         }
-        self.plan(&id, Some(spec_json)).await;
+        if !early_plan {
+            self.plan(&id, Some(spec_json)).await;
+        }
         Ok(SubmitReply {
             workflow_id: id,
             total_tasks: total,
