@@ -305,7 +305,7 @@ impl Manager {
                 let lease = batch.lease.take();
                 let due = self.intake.hold(&env.source, batch);
                 match lease {
-                    Some(req) => self.outcomes_and_lease(env.head(), req).await,
+                    Some(req) => self.lease(env.head(), req).await,
                     None => {
                         if due {
                             self.handle_outcomes().await;
@@ -337,30 +337,17 @@ impl Manager {
         }
     }
 
-    /// The held outcomes and the lease request that came with them ([`Manager::outcomes_then`]);
-    /// a request that waited too long is not answered with tasks (see [`Manager::lease`]).
-    async fn outcomes_and_lease(
-        &mut self,
-        env: Envelope,
-        req: LeaseTasks,
-    ) -> Option<Result<Value, GzError>> {
+    /// A lease request (alone, or inside the outcomes that freed its slots): answered when
+    /// work fits, or when its wait is over; it joins the last step of the outcomes held
+    /// ([`Manager::outcomes_then`]). A request that waited here longer than the engine waits
+    /// for the answer (the store was unreachable) is not answered with tasks: the engine has
+    /// given up on it (the outcomes are handled all the same).
+    async fn lease(&mut self, env: Envelope, req: LeaseTasks) -> Option<Result<Value, GzError>> {
         if self.clocks.age(&env.source, env.ts, now_millis()) > STALE_LEASE_MS {
             self.handle_outcomes().await;
         } else {
             self.outcomes_then(Some((env, req))).await;
         }
-        None
-    }
-
-    /// A lease request: answered when work fits, or when its wait is over.
-    async fn lease(&mut self, env: Envelope, req: LeaseTasks) -> Option<Result<Value, GzError>> {
-        // A request that waited here longer than the engine waits for the answer (the store
-        // was unreachable) is not answered with tasks: the engine has given up on it.
-        if self.clocks.age(&env.source, env.ts, now_millis()) > STALE_LEASE_MS {
-            return None;
-        }
-        let step = self.machine.lease_request(env, req, Now::current());
-        self.run(step).await;
         None
     }
 

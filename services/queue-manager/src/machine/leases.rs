@@ -106,16 +106,18 @@ fn lease_reply(id: &str, tasks: Vec<Box<RawValue>>) -> Result<Box<RawValue>, GzE
 }
 
 impl Machine {
-    /// An engine asks for work: the request waits (superseding the engine's older one) and
-    /// is served at once if ready tasks fit.
+    /// [`Machine::lease_request_into`] as a step of its own (the machine tests' way in).
+    #[cfg(test)]
     pub(crate) fn lease_request(&mut self, env: Envelope, req: LeaseTasks, now: Now) -> Step {
         let mut step = Step::default();
         self.lease_request_into(&mut step, env, req, now);
         step
     }
 
-    /// [`Machine::lease_request`] added to `step` (the outcomes that came with the request:
-    /// the tasks they free or make ready go out in its answer, in the same write).
+    /// An engine asks for work: the request waits (superseding the engine's older one) and
+    /// is served at once if ready tasks fit; added to `step`, which may hold the outcomes
+    /// that came with the request (the tasks they free or make ready go out in its answer,
+    /// in the same write).
     pub(crate) fn lease_request_into(
         &mut self,
         step: &mut Step,
