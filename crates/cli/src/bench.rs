@@ -89,22 +89,14 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-/// The source of a throughput or chain task numbered `i`, and its context.
-fn numbered(i: usize, distinct: bool) -> (String, Value) {
-    if distinct {
-        (format!("result = {i}"), Value::Null)
-    } else {
-        ("result = context[\"i\"]".to_string(), json!({ "i": i }))
-    }
-}
-
-/// A task of the throughput or chain run, numbered `i`.
+/// A task of the throughput or chain run, numbered `i`: one source with `i` in its context,
+/// or (`distinct`) a source of its own.
 fn numbered_task(id: String, deps: Vec<String>, i: usize, distinct: bool) -> TaskSpec {
-    let (code, context) = numbered(i, distinct);
-    let mut t = task(id, deps, code);
-    if !context.is_null() {
-        t.parameters["context"] = context;
+    if distinct {
+        return task(id, deps, format!("result = {i}"));
     }
+    let mut t = task(id, deps, "result = context[\"i\"]".to_string());
+    t.parameters["context"] = json!({ "i": i });
     t
 }
 
