@@ -381,9 +381,10 @@ async fn a_workflow_gone_before_its_plan_is_answered_is_dropped_by_the_resolver(
     let resolver = 1;
     // Frozen, the resolver answers the plan only after the workflow was cancelled (and left
     // the queue-manager's memory): the answer names a workflow the queue-manager no longer
-    // holds, and the resolver must be told to drop it.
+    // holds, and the resolver must be told to drop it. (`a` runs at once, ready at the
+    // submission; `b` waits for the resolver, so the workflow is still running.)
     suite.services[resolver].signal(Sig::Stop);
-    let yaml = "name: gone\ntasks:\n  - id: a\n    method: python/execute\n    parameters: { code: \"result = 1\" }\n";
+    let yaml = "name: gone\ntasks:\n  - id: a\n    method: python/execute\n    parameters: { code: \"result = 1\" }\n  - id: b\n    method: python/execute\n    dependencies: [a]\n    parameters: { code: \"result = 2\" }\n";
     let id = suite.submit(&workflow_file("gone.yaml", yaml));
     let (code, out, err) = suite.gz(&["cancel", &id]);
     suite.services[resolver].signal(Sig::Cont);

@@ -359,6 +359,55 @@ async fn a_restarted_resolver_is_re_planned_and_the_workflow_completes() {
     drop(replacement);
 }
 
+/// Tasks that wait for nothing and read no result run the moment their workflow is stored,
+/// while the resolver cannot answer (frozen); a task that waits for one runs once the
+/// resolver has its plan, and is told of the end that came before its answer
+/// (`docs/protocol.md`, "Tasks ready at submission").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_ready_at_submission_run_before_the_resolver_answers() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    // The suite starts the queue-manager, resolver, engine and provider in this order.
+    let resolver = &suite.services[1];
+    resolver.signal(Sig::Stop);
+    let yaml = [
+        "name: opening",
+        "tasks:",
+        "  - id: a",
+        "    method: python/execute",
+        "    parameters: { code: \"result = 1\" }",
+        "  - id: b",
+        "    method: python/execute",
+        "    parameters: { code: \"result = 2\" }",
+        "  - id: c",
+        "    method: python/execute",
+        "    dependencies: [a]",
+        "    parameters: { code: \"result = context['x'] + 10\", context: { x: \"${a.result}\" } }",
+    ]
+    .join("\n");
+    let id = suite.submit(&workflow_file("opening.yaml", &yaml));
+    let mut doc = serde_json::Value::Null;
+    let ran = Instant::now();
+    while ran.elapsed() < Duration::from_secs(20) {
+        let (_, out, _) = suite.gz(&["inspect", "workflow", &id, "--json"]);
+        doc = serde_json::from_str(&out).unwrap_or_default();
+        if doc["tasks"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().filter(|t| t["status"] == "completed").count() == 2)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    resolver.signal(Sig::Cont);
+    assert_eq!(task(&doc, "a")["status"], "completed", "{doc:#}");
+    assert_eq!(task(&doc, "b")["status"], "completed", "{doc:#}");
+    assert_eq!(task(&doc, "c")["status"], "pending", "{doc:#}");
+    assert_eq!(doc["workflow"]["status"], "running", "{doc:#}");
+    let doc = suite.wait_finished(&id, Duration::from_secs(30)).await;
+    assert_eq!(doc["workflow"]["status"], "completed", "{doc:#}");
+    assert_eq!(task(&doc, "c")["result"]["result"], 11);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_of_a_killed_provider_runs_again_on_another() {
     let mut suite = TestSuite::start(SuiteOptions {

@@ -133,6 +133,14 @@ pub fn may_refer(text: &RawValue) -> bool {
     text.contains("${") || text.contains("{{") || text.contains("\\u")
 }
 
+/// Whether `task`, whose parameters are `params` as text, is ready the moment its workflow
+/// is stored: it waits for no task, does not fan out, and its parameters refer to nothing,
+/// so they go out as written. A dependency-resolver's first answer for the workflow would
+/// report it ready with exactly this text (`dependency-resolver`, `plan/mod.rs`).
+pub fn ready_as_written(task: &crate::TaskSpec, params: &RawValue) -> bool {
+    task.dependencies.is_empty() && task.batch.is_none() && !may_refer(params)
+}
+
 /// `TaskSpec::parameters` as read (see the module docs).
 pub(crate) fn parameters<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
     if !collecting() {
@@ -170,6 +178,30 @@ fn push(raw: Box<RawValue>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_a_task_waiting_for_nothing_and_reading_nothing_is_ready_as_written() {
+        let spec = json!({
+            "name": "w",
+            "tasks": [
+                {"id": "a", "method": "python/execute", "parameters": {"code": "result = 1"}},
+                {"id": "b", "method": "python/execute"},
+                {"id": "c", "method": "python/execute", "parameters": {"code": "x"}, "dependencies": ["a"]},
+                {"id": "d", "method": "python/execute", "parameters": {"x": "${a.result}"}},
+                {"id": "e", "method": "python/execute", "parameters": {"x": "{{a}}"}},
+                {"id": "f", "method": "python/execute", "batch": {"from": "${a.result}"}}
+            ]
+        })
+        .to_string();
+        let (spec, params) = parse_with_text_parameters(&spec).expect("reads");
+        let ready: Vec<bool> = spec
+            .tasks
+            .iter()
+            .zip(&params)
+            .map(|(t, p)| ready_as_written(t, p))
+            .collect();
+        assert_eq!(ready, [true, true, false, false, false, false]);
+    }
 
     #[test]
     fn parameters_come_as_text_in_task_order_and_the_spec_reads_the_same_otherwise() {

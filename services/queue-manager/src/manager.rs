@@ -272,7 +272,18 @@ impl Manager {
     ) -> Option<Result<Value, GzError>> {
         use QueueManagerRequest as R;
         match request {
-            R::Submit(sub) => Some(self.submit(env, sub).await.and_then(json)),
+            R::Submit(sub) => {
+                let submitted = self.submit(env, sub).await;
+                let new = submitted.as_ref().ok().filter(|s| s.new);
+                let new = new.map(|s| s.reply.workflow_id.clone());
+                let _ = self
+                    .client
+                    .respond(env, submitted.and_then(|s| json(s.reply)));
+                if let Some(id) = new {
+                    self.open(&id).await;
+                }
+                None
+            }
             R::Get(r) => {
                 // Serialized straight to text: the reply can hold 10,000s of tasks.
                 let reply = self.get(env, r).await;

@@ -24,13 +24,15 @@
 //! retries, methods nobody serves), `liveness` (engines: heartbeats, silence, held-task
 //! reports, departures), `finish` (completion, cancellation, timeouts), `metrics` (the
 //! figures every move yields, for `GET /metrics`), `payloads` (events and results as JSON),
-//! `sharing` (the records of a workflow share their strings), `shape`, `fanout`, `primed`.
+//! `sharing` (the records of a workflow share their strings), `shape`, `fanout`, `primed`,
+//! `opening` (tasks ready at a workflow's submission).
 
 mod fanout;
 mod finish;
 mod leases;
 mod liveness;
 mod metrics;
+mod opening;
 mod outcomes;
 mod payloads;
 mod primed;
@@ -49,9 +51,12 @@ mod tests_fanout;
 #[cfg(test)]
 mod tests_memory;
 #[cfg(test)]
+mod tests_opening;
+#[cfg(test)]
 mod tests_primed;
 mod timers;
 
+pub(crate) use opening::{open_task, open_workflow};
 use payloads::task_event;
 pub(crate) use payloads::{finished_result, payload};
 pub(crate) use shape::Shape;
@@ -199,8 +204,12 @@ pub(crate) struct Wf {
     /// Tasks primed on a task still to complete, with their parameters (`primed.rs`).
     pub(crate) primed: HashMap<usize, Vec<(usize, Value)>>,
     /// Completed tasks whose dependents all ran on their primes, not yet told to the
-    /// resolver (`primed.rs`).
+    /// resolver (`primed.rs`), and every end before its plan was answered.
     pub(crate) untold: Vec<FinishedTask>,
+    /// A resolver has answered its plan since it was taken in. Until then its ends are kept
+    /// back: which resolver has the plan is not known yet, and an end could reach one
+    /// before the plan does (tasks ready at the submission run before that answer).
+    pub(crate) planned: bool,
 }
 
 /// The id of the task at position `p` of `tasks`.
@@ -393,6 +402,7 @@ impl Machine {
                 attachments,
                 primed: HashMap::new(),
                 untold: Vec::new(),
+                planned: false,
             },
         );
         true
@@ -453,6 +463,7 @@ impl Machine {
         // The resolver decided those itself: nothing to tell it back (unless a fan-out
         // it made was refused).
         step.tell_resolver = refused;
+        step.answered = Some(key.clone());
         self.finalize(&mut step, now);
         step
     }
@@ -574,6 +585,7 @@ impl Machine {
             effects: replies,
             immediate,
             tell_resolver,
+            answered,
             added,
             ..
         } = step;
@@ -658,6 +670,14 @@ impl Machine {
                         effects.push(Effect::TellResolver { wf, finished: list });
                     }
                 }
+            }
+        }
+        if let Some(key) = answered.filter(|k| !ended.contains(k)) {
+            if let Some(held) = self.planned(&key) {
+                effects.push(Effect::TellResolver {
+                    wf: key,
+                    finished: held,
+                });
             }
         }
         for key in progressed {

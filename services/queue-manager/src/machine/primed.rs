@@ -16,7 +16,8 @@
 //! [`TELL_EVERY`] at a time, or with the next end that is not covered so (a failure, a
 //! task without primes), whichever comes first — two hub messages a hop become two per four
 //! hops, and each report moves the primed stretch on well before the chain reaches its end.
-//! A new plan carries every end, told or not, and clears the list.
+//! A new plan carries every end, told or not, and clears the list. Until a workflow's
+//! plan is answered, every end is kept back so ([`Wf::planned`]) and told with that answer.
 
 use gleitzeit_protocol::payloads::{FinishedTask, Resolution};
 use gleitzeit_protocol::records::JsonText;
@@ -81,6 +82,10 @@ impl Machine {
         ends: Vec<End>,
     ) -> Option<Vec<FinishedTask>> {
         let wf = self.wfs.get_mut(key)?;
+        if !wf.planned {
+            wf.untold.extend(ends.into_iter().map(|(end, _)| end));
+            return None;
+        }
         let covered = ends.iter().all(|(_, cover)| {
             cover.as_ref().is_some_and(|tasks| {
                 tasks.iter().all(|&t| {
@@ -97,6 +102,14 @@ impl Machine {
             return None;
         }
         Some(list)
+    }
+
+    /// A resolver answered the plan of `key`: the ends kept back until then, to tell it
+    /// now (`None` when it was planned before, or nothing ended meanwhile).
+    pub(super) fn planned(&mut self, key: &WfKey) -> Option<Vec<FinishedTask>> {
+        let wf = self.wfs.get_mut(key).filter(|wf| !wf.planned)?;
+        wf.planned = true;
+        Some(std::mem::take(&mut wf.untold)).filter(|held| !held.is_empty())
     }
 
     /// A new plan of `id` carries every end: nothing is kept back any more.

@@ -95,6 +95,9 @@ pub(crate) struct Step {
     pub(super) immediate: Vec<Effect>,
     /// Tell resolvers about tasks that finished (not when the resolver decided them).
     pub(super) tell_resolver: bool,
+    /// The resolver's answer to this workflow's plan: the ends kept back until it came
+    /// are told with the step (`primed.rs`).
+    pub(super) answered: Option<WfKey>,
     /// Tasks a fan-out adds (their records are in `tasks`, at positions past the
     /// workflow's tasks): what the machine keeps besides the record, and the record they
     /// start from (pending) when the step is committed.
@@ -126,6 +129,7 @@ impl Default for Step {
             effects: Vec::new(),
             immediate: Vec::new(),
             tell_resolver: true,
+            answered: None,
             added: Vec::new(),
             added_at: HashMap::new(),
             added_per_wf: HashMap::new(),
@@ -147,6 +151,7 @@ impl Step {
             && self.immediate.is_empty()
             && self.taken.is_empty()
             && self.served.is_empty()
+            && self.answered.is_none()
     }
 
     /// The records to store: workflows, tasks.

@@ -243,15 +243,21 @@ impl Manager {
         self.dispatch_plan(id, spec, &first, &started, parts);
     }
 
-    /// Sends a new workflow's plan (nothing of it finished or started yet) while it is being
-    /// stored: the resolver works out the plan as the store writes the tasks, instead of
+    /// Sends a new workflow's plan (nothing of it finished yet; `started` names the tasks
+    /// stored queued, `machine/opening.rs`) while it is being stored: the resolver works out the plan as the store writes the tasks, instead of
     /// after. Only for a spec of at most [`EARLY_PLAN_BYTES`] (the plan is a second copy of
     /// it for as long as the store takes) whose workflow id the store does not hold. If the
     /// workflow is not stored after all, its answer finds no workflow here and the resolver
     /// is told to forget it (`Manager::on_internal`).
-    pub(super) fn plan_new(&mut self, id: &str, spec: JsonText) {
+    pub(super) fn plan_new(&mut self, id: &str, spec: JsonText, started: &[String]) {
         self.planner.states.entry(id.to_string()).or_default();
-        self.dispatch_plan(id, without_attachments(spec), &[], &[], Default::default());
+        self.dispatch_plan(
+            id,
+            without_attachments(spec),
+            &[],
+            started,
+            Default::default(),
+        );
     }
 
     /// Writes the plan and sends it; the answer comes back as an [`Internal::Resolution`].

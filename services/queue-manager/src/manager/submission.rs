@@ -13,25 +13,41 @@ use gleitzeit_protocol::replies::{CancelReply, SubmitReply};
 use gleitzeit_protocol::Envelope;
 use gleitzeit_store::idempotency::fingerprint;
 use gleitzeit_store::{
-    Creation, Idempotency, JsonText, TaskRecord, WorkflowRecord, WorkflowStatus,
+    Creation, Idempotency, JsonText, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus,
 };
 use gleitzeit_workflow::prepare_spec_with_text_parameters;
-use gleitzeit_workflow::text_parameters::{parse_with_text_parameters, write_with_text_parameters};
+use gleitzeit_workflow::text_parameters::{
+    parse_with_text_parameters, ready_as_written, write_with_text_parameters,
+};
 use serde_json::json;
 use tracing::info;
 
 use super::ownership::Access;
 use super::planning::EARLY_PLAN_BYTES;
 use super::{Manager, OWNER_TTL};
-use crate::machine::{Now, Shape, Shared};
+use crate::machine::{open_task, open_workflow, Now, Shape, Shared};
+
+/// What a submission made: its reply, and whether it stored a new workflow (not one a
+/// repeated idempotency key names).
+pub(super) struct Submitted {
+    pub(super) reply: SubmitReply,
+    pub(super) new: bool,
+}
+
+impl Submitted {
+    fn existing(reply: SubmitReply) -> Self {
+        Submitted { reply, new: false }
+    }
+}
 
 impl Manager {
-    /// A submission (its raw size was checked before it was decoded).
+    /// A submission (its raw size was checked before it was decoded). A new workflow's
+    /// tasks ready at once go out after the reply ([`Manager::open`]).
     pub(super) async fn submit(
         &mut self,
         env: &Envelope,
         sub: SubmitWorkflow,
-    ) -> Result<SubmitReply, GzError> {
+    ) -> Result<Submitted, GzError> {
         // Read with each task's parameters kept as text, checked one task at a time: as
         // trees of values the parameters of a 100,000-task spec took ~65 MB.
         let (spec, params) = parse_with_text_parameters(sub.spec.text().unwrap_or("null"))
@@ -69,7 +85,6 @@ impl Manager {
         // Written as text with the parameters put back in place (the machine reads only
         // the scheduling facts; the text goes to the store and the resolver).
         let (written, params) = write_with_text_parameters(&spec, params);
-        drop(params);
         let spec_json = written.map(JsonText::from_raw).map_err(|e| {
             GzError::new(ErrorCode::Internal, format!("cannot write the spec: {e}"))
         })?;
@@ -79,7 +94,7 @@ impl Manager {
                 let fingerprint =
                     fingerprint(spec_json.text().unwrap_or("null"), sub.base_dir.as_deref());
                 if let Some(reply) = self.resubmitted(&key, &fingerprint).await? {
-                    return Ok(reply);
+                    return Ok(Submitted::existing(reply));
                 }
                 Some((key, fingerprint))
             }
@@ -95,7 +110,7 @@ impl Manager {
             return Err(in_use(&id));
         }
         let now = Now::current();
-        let record = WorkflowRecord {
+        let mut record = WorkflowRecord {
             id: id.clone(),
             name: spec.name.clone(),
             status: WorkflowStatus::Pending,
@@ -117,15 +132,6 @@ impl Manager {
                 "the spec's tasks could not be taken in",
             ));
         };
-        let mut shared = Shared::new(Arc::from(id.as_str()));
-        let tasks: Vec<TaskRecord> = spec
-            .tasks
-            .into_iter()
-            .map(|t| {
-                let priority = i32::from(t.priority.level());
-                shared.pending(t.id, t.name, &t.method, priority)
-            })
-            .collect();
         // A small spec goes to a resolver while it is stored (both take tens of
         // milliseconds for 10,000 tasks), once the store showed its id free: a plan for an
         // id in use would replace that workflow's plan at the resolver.
@@ -136,9 +142,34 @@ impl Manager {
                 .await?
                 .is_none()
         };
-        if early_plan {
-            self.plan_new(&id, record.spec.clone());
+        // Tasks ready as written are stored queued and named started in the plan
+        // (`machine/opening.rs`).
+        let mut shared = Shared::new(Arc::from(id.as_str()));
+        let mut started = Vec::new();
+        let tasks: Vec<TaskRecord> = spec
+            .tasks
+            .into_iter()
+            .zip(params)
+            .map(|(t, params)| {
+                let priority = i32::from(t.priority.level());
+                let ready = ready_as_written(&t, &params);
+                let mut task = shared.pending(t.id, t.name, &t.method, priority);
+                if ready {
+                    open_task(&mut task, params, now);
+                    if early_plan {
+                        started.push(task.task_id.to_string());
+                    }
+                }
+                task
+            })
+            .collect();
+        if tasks.iter().any(|t| t.status == TaskStatus::Queued) {
+            open_workflow(&mut record, now);
         }
+        if early_plan {
+            self.plan_new(&id, record.spec.clone(), &started);
+        }
+        drop(started);
         let owner = self.client.id().to_string();
         let created = self
             .persistence
@@ -164,7 +195,7 @@ impl Manager {
             .await??;
         let (mut record, tasks) = match created {
             Ok(new) => new,
-            Err(existing) => return self.existing_reply(existing).await,
+            Err(existing) => return self.existing_reply(existing).await.map(Submitted::existing),
         };
         // The spec lives in the store; memory keeps only the per-task state.
         let spec_json = std::mem::take(&mut record.spec);
@@ -181,10 +212,24 @@ impl Manager {
         if !early_plan {
             self.plan(&id, Some(spec_json)).await;
         }
-        Ok(SubmitReply {
-            workflow_id: id,
-            total_tasks: total,
+        Ok(Submitted {
+            reply: SubmitReply {
+                workflow_id: id,
+                total_tasks: total,
+            },
+            new: true,
         })
+    }
+
+    /// A new workflow was stored and acknowledged: its tasks queued already are announced
+    /// and go to the engines waiting for work (`machine/opening.rs`).
+    pub(super) async fn open(&mut self, id: &str) {
+        let opening = self.machine.opening(id);
+        self.send(opening).await;
+        if self.machine.may_serve() {
+            let serve = self.machine.serve(Now::current());
+            self.run_one(serve).await;
+        }
     }
 
     /// The reply to a submission whose idempotency key is already kept: the first
