@@ -6,15 +6,19 @@
 //!     each depending on one task of the layer before), at several sizes to show growth.
 //! Each measurement gets a fresh suite so peak memory belongs to that workflow alone.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use gleitzeit_hub_client::HubClient;
+use gleitzeit_hub_client::{HubClient, Incoming};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
+use gleitzeit_protocol::events::rooms;
+use gleitzeit_protocol::replies::EventBatch;
 use gleitzeit_runtime::LogFormat;
 use gleitzeit_workflow::{OnFailure, Priority, RetryPolicy, TaskSpec, WorkflowSpec};
 use serde_json::{json, Value};
 
+use crate::follow::{is_terminal, is_terminal_event};
 use crate::suite::{launch_error, LocalSuite};
 use crate::workflow::{connect, new_workflow_id, submit_spec, wait_ready, workflow_get_with};
 use crate::CmdResult;
@@ -303,7 +307,7 @@ async fn measure_on(
     if qms > 1 {
         wait_for_type(hub_url, "queue-manager", qms).await;
     }
-    let (client, _incoming) = connect(hub_url).await?;
+    let (client, mut incoming) = connect(hub_url).await?;
     let workflows = specs.len();
     let dir = std::env::temp_dir();
     let started = Instant::now();
@@ -314,12 +318,14 @@ async fn measure_on(
         ids.push(id);
     }
     let submitted = started.elapsed();
+    wait_all_done(&client, &mut incoming, &ids).await?;
+    let wall = started.elapsed();
     let (mut first_created, mut last_finished) = (u64::MAX, 0u64);
     let mut status = "completed".to_string();
     // Every task, also the members fan-outs made at run time.
     let mut n = 0usize;
     for id in &ids {
-        let reply = wait_done(&client, id).await?;
+        let reply = workflow_get_with(&client, id, true).await?;
         let w = &reply["workflow"];
         n += w["total_tasks"]
             .as_u64()
@@ -332,7 +338,6 @@ async fn measure_on(
         first_created = first_created.min(w["created_at"].as_u64().unwrap_or(0));
         last_finished = last_finished.max(w["finished_at"].as_u64().unwrap_or(0));
     }
-    let wall = started.elapsed();
     let run_ms = last_finished.saturating_sub(first_created);
     let mut processes = serde_json::Map::new();
     for (name, pid) in suite.pids() {
@@ -416,17 +421,44 @@ async fn wait_for_components(hub_url: &str, ids: &[&str]) {
     .await;
 }
 
-async fn wait_done(client: &HubClient, id: &str) -> Result<Value, GzError> {
-    loop {
-        let reply = workflow_get_with(client, id, true).await?;
-        if matches!(
-            reply["workflow"]["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
-            return Ok(reply);
+/// Waits until every workflow of `ids` ended, seen as `gz run` sees it: by its final
+/// event (the rooms are joined after the submissions), with a summary poll at once (for
+/// what ended before a room was joined) and then every second (events can be missed).
+async fn wait_all_done(
+    client: &HubClient,
+    incoming: &mut Incoming,
+    ids: &[String],
+) -> Result<(), GzError> {
+    let rooms: Vec<String> = ids.iter().map(|id| rooms::workflow(id)).collect();
+    client.subscribe(&rooms).await?;
+    let mut open: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut next_poll = tokio::time::Instant::now();
+    while !open.is_empty() {
+        tokio::select! {
+            env = incoming.recv() => {
+                let Some(env) = env else {
+                    return Err(GzError::new(ErrorCode::Disconnected, "the connection to the hub closed"));
+                };
+                for e in EventBatch::unpack(env) {
+                    if is_terminal_event(&e.event) {
+                        if let Some(id) = e.payload.get("workflow_id").and_then(Value::as_str) {
+                            open.remove(id);
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next_poll) => {
+                for id in open.clone() {
+                    let reply = workflow_get_with(client, id, true).await?;
+                    if is_terminal(&reply) {
+                        open.remove(id);
+                    }
+                }
+                next_poll = tokio::time::Instant::now() + Duration::from_secs(1);
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(())
 }
 
 fn print_row(r: &Value) {

@@ -192,8 +192,8 @@ fn positive(v: Option<f64>) -> Option<f64> {
 
 /// Gleitzeit's figures for the comparison, two ways: as `gz bench` reports them (the
 /// queue-manager's record, workflow created → finished) and from the submit to the
-/// completion seen by `gz` (like the Celery figures, which run from the first submit to the
-/// last result collected).
+/// completion seen by `gz`, by the workflow's final event (like the Celery figures, which
+/// run from the first submit to the last result collected).
 struct Ours {
     tasks_per_s: Option<f64>,
     tasks_per_s_wall: Option<f64>,
