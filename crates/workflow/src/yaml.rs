@@ -65,29 +65,6 @@ const MAX_NODES: usize = 50_000_000;
 /// How deep collections may nest, so hostile input cannot exhaust the stack.
 const MAX_DEPTH: usize = 128;
 
-/// The bounds both readers keep (`serde-saphyr`'s budget and parser options).
-struct Limits {
-    max_events: usize,
-    max_nodes: usize,
-    max_depth: usize,
-    max_scalar_bytes: usize,
-    simple_key_max_lookahead: usize,
-    flow_nesting_limit: usize,
-}
-
-impl Limits {
-    fn of(budget: &Budget) -> Limits {
-        Limits {
-            max_events: budget.max_events,
-            max_nodes: budget.max_nodes,
-            max_depth: budget.max_depth,
-            max_scalar_bytes: budget.max_total_scalar_bytes,
-            simple_key_max_lookahead: budget.simple_key_max_lookahead,
-            flow_nesting_limit: budget.flow_nesting_limit,
-        }
-    }
-}
-
 /// Parses one YAML document into a positioned tree: plain documents by [`plain::read`],
 /// the rest (and every error) by `serde-saphyr`.
 ///
@@ -101,7 +78,7 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
         });
     }
     let budget = budget();
-    match plain::read(text, &Limits::of(&budget)) {
+    match plain::read(text, &budget) {
         Some(node) => Ok(node),
         None => parse_with_saphyr(text, budget),
     }
@@ -160,14 +137,7 @@ impl Node {
 
     /// The text of a scalar key or value (strings as is, numbers and booleans printed).
     pub fn scalar_text(&self) -> Option<String> {
-        match &self.value {
-            NodeValue::Str(s) => Some(s.clone()),
-            NodeValue::Int(i) => Some(i.to_string()),
-            NodeValue::UInt(u) => Some(u.to_string()),
-            NodeValue::Float(f) => Some(f.to_string()),
-            NodeValue::Bool(b) => Some(b.to_string()),
-            NodeValue::Null | NodeValue::Seq(_) | NodeValue::Map(_) => None,
-        }
+        self.value.scalar_text().map(std::borrow::Cow::into_owned)
     }
 
     /// Follows an RFC 6901 JSON pointer into this node, as far as it goes.
@@ -195,6 +165,21 @@ impl Node {
             }
         }
         node
+    }
+}
+
+impl NodeValue {
+    /// The text of a scalar (strings borrowed, numbers and booleans printed).
+    pub fn scalar_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        match self {
+            NodeValue::Str(s) => Some(Cow::Borrowed(s)),
+            NodeValue::Int(i) => Some(Cow::Owned(i.to_string())),
+            NodeValue::UInt(u) => Some(Cow::Owned(u.to_string())),
+            NodeValue::Float(f) => Some(Cow::Owned(f.to_string())),
+            NodeValue::Bool(b) => Some(Cow::Owned(b.to_string())),
+            NodeValue::Null | NodeValue::Seq(_) | NodeValue::Map(_) => None,
+        }
     }
 }
 

@@ -14,8 +14,9 @@
 use std::borrow::Cow;
 
 use granit_parser::{Event, Parser, ScalarStyle, Span};
+use serde_saphyr::Budget;
 
-use super::{Limits, Node, NodeValue, Pos};
+use super::{Node, NodeValue, Pos};
 
 /// A collection being read.
 enum Frame {
@@ -26,7 +27,7 @@ enum Frame {
 
 /// Reads `text` if it is plain enough (see the module header); `None` leaves it to
 /// `serde-saphyr`.
-pub(super) fn read(text: &str, limits: &Limits) -> Option<Node> {
+pub(super) fn read(text: &str, limits: &Budget) -> Option<Node> {
     let mut options = granit_parser::Options::default();
     options.simple_key_max_lookahead = limits.simple_key_max_lookahead;
     options.flow_nesting_limit = limits.flow_nesting_limit;
@@ -109,7 +110,7 @@ struct Reader<'l> {
     root: Option<Node>,
     nodes: usize,
     scalar_bytes: usize,
-    limits: &'l Limits,
+    limits: &'l Budget,
 }
 
 impl Reader<'_> {
@@ -121,7 +122,9 @@ impl Reader<'_> {
     /// A finished node goes into the collection being read, or becomes the document.
     fn add(&mut self, node: Node) -> Option<()> {
         self.nodes += 1;
-        if self.nodes > self.limits.max_nodes || self.scalar_bytes > self.limits.max_scalar_bytes {
+        if self.nodes > self.limits.max_nodes
+            || self.scalar_bytes > self.limits.max_total_scalar_bytes
+        {
             return None;
         }
         match self.stack.last_mut() {
@@ -201,26 +204,19 @@ fn number(text: &str) -> Option<NodeValue> {
 }
 
 /// True when two keys of a mapping read the same (`serde-saphyr` refuses duplicates, with
-/// its own rule of sameness; any likeness at all is left to it).
+/// its own rule of sameness; any likeness at all is left to it). Most mappings have a few
+/// keys, compared pairwise without allocating.
 fn has_duplicate_key(entries: &[(Node, Node)]) -> bool {
-    if entries.len() < 2 {
-        return false;
+    fn text((k, _): &(Node, Node)) -> Cow<'_, str> {
+        k.value.scalar_text().unwrap_or_default()
     }
-    let mut keys: Vec<Cow<'_, str>> = entries
-        .iter()
-        .map(|(k, _)| match &k.value {
-            NodeValue::Str(s) => Cow::Borrowed(s.as_str()),
-            NodeValue::Null => Cow::Borrowed("null"),
-            other => Cow::Owned(
-                Node {
-                    pos: None,
-                    value: other.clone(),
-                }
-                .scalar_text()
-                .unwrap_or_default(),
-            ),
-        })
-        .collect();
+    if entries.len() <= 8 {
+        return entries
+            .iter()
+            .enumerate()
+            .any(|(i, a)| entries[i + 1..].iter().any(|b| text(a) == text(b)));
+    }
+    let mut keys: Vec<Cow<'_, str>> = entries.iter().map(text).collect();
     keys.sort_unstable();
     keys.windows(2).any(|w| w[0] == w[1])
 }
@@ -233,7 +229,7 @@ mod tests {
 
     /// What this reader makes of `text` (None: left to serde-saphyr).
     fn fast(text: &str) -> Option<Node> {
-        read(text, &Limits::of(&budget()))
+        read(text, &budget())
     }
 
     /// Reads `text` with both readers: this one must read it, into serde-saphyr's tree.
