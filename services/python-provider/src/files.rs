@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
@@ -36,6 +36,26 @@ pub struct TaskFolder {
     path: PathBuf,
     /// What the last full look at it found, when it had settled by then.
     seen: Option<Seen>,
+    /// Counted among the folders its [`Folders`] has out, until it is dropped.
+    _lent: Option<Lent>,
+}
+
+/// One folder out of a [`Folders`]: the count of folders out goes down when it is dropped,
+/// however the task's folder ends (kept, removed, or dropped on a failed preparation).
+#[derive(Debug)]
+struct Lent(std::sync::Arc<AtomicUsize>);
+
+impl Lent {
+    fn new(out: &std::sync::Arc<AtomicUsize>) -> Lent {
+        out.fetch_add(1, Ordering::Relaxed);
+        Lent(out.clone())
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A folder found empty and private, as `lstat` showed it then: while these stay the same,
@@ -97,7 +117,13 @@ impl TaskFolder {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             let path = root.join(format!("gz-task-{}-{n}-{nanos:08x}", std::process::id()));
             match make_private_dir(&path) {
-                Ok(()) => return Ok(TaskFolder { path, seen: None }),
+                Ok(()) => {
+                    return Ok(TaskFolder {
+                        path,
+                        seen: None,
+                        _lent: None,
+                    })
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
@@ -141,10 +167,17 @@ impl Drop for TaskFolder {
 pub struct Folders {
     root: PathBuf,
     free: std::sync::Mutex<Vec<(PathBuf, Option<Seen>)>>,
+    /// Folders out with tasks now.
+    out: std::sync::Arc<AtomicUsize>,
 }
 
-/// Most empty folders kept for reuse (a provider runs at most its capacity at once).
-const KEPT_FOLDERS: usize = 256;
+/// Most folders there are at once, out with tasks and kept empty together: a folder given
+/// back is kept while they are fewer. A provider holds what its engines send it (capacity ×
+/// up to `--prefetch` each, every held task with its folder), so the folders kept follow
+/// that; a fixed number below it made every task past it remove a folder and the next one
+/// make one (at 512 tasks held, two thirds of the provider's CPU went to `mkdir` and
+/// `rmdir`, `docs/performance.md`).
+pub const MAX_FOLDERS: usize = 4_096;
 
 impl Folders {
     /// Folders under `root`.
@@ -152,6 +185,7 @@ impl Folders {
         Folders {
             root,
             free: std::sync::Mutex::new(Vec::new()),
+            out: std::sync::Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -163,10 +197,21 @@ impl Folders {
     /// An empty folder of the task's own: a kept one, else a new one.
     pub fn take(&self) -> std::io::Result<TaskFolder> {
         let kept = self.free.lock().ok().and_then(|mut free| free.pop());
-        match kept {
-            Some((path, seen)) => Ok(TaskFolder { path, seen }),
-            None => TaskFolder::create(&self.root),
-        }
+        let mut folder = match kept {
+            Some((path, seen)) => TaskFolder {
+                path,
+                seen,
+                _lent: None,
+            },
+            None => TaskFolder::create(&self.root)?,
+        };
+        folder._lent = Some(Lent::new(&self.out));
+        Ok(folder)
+    }
+
+    /// How many empty folders are kept for the next tasks.
+    pub fn kept(&self) -> usize {
+        self.free.lock().map_or(0, |free| free.len())
     }
 
     /// A task is done with its folder: kept for the next task when the task ended
@@ -179,7 +224,8 @@ impl Folders {
                 _ => empty_and_private(folder.path()).map(|st| Seen::settled(&st)),
             };
             if let (Some(seen), Ok(mut free)) = (empty, self.free.lock()) {
-                if free.len() < KEPT_FOLDERS {
+                // `out` still counts this folder.
+                if free.len() + self.out.load(Ordering::Relaxed) <= MAX_FOLDERS {
                     free.push((std::mem::take(&mut folder.path), seen));
                     return;
                 }
@@ -430,6 +476,41 @@ mod tests {
         );
         assert!(elsewhere.is_dir(), "what it pointed at is left alone");
         assert!(folders.take().expect("made").path() != swapped_path);
+        drop(folders);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[tokio::test]
+    async fn as_many_folders_are_kept_as_were_out_at_once_up_to_the_limit() {
+        let root = std::env::temp_dir().join(format!("gz-folders-many-{}", std::process::id()));
+        let folders = Folders::new(root.clone());
+        // More tasks held at once than the 256 folders once kept: every one comes back.
+        let held: Vec<TaskFolder> = (0..600).map(|_| folders.take().expect("made")).collect();
+        let paths: std::collections::HashSet<PathBuf> =
+            held.iter().map(|f| f.path().to_path_buf()).collect();
+        for folder in held {
+            folders.give_back(folder, true).await;
+        }
+        assert_eq!(folders.kept(), 600, "all kept");
+        // The next 600 tasks reuse them: no folder is made.
+        let again: Vec<TaskFolder> = (0..600).map(|_| folders.take().expect("kept")).collect();
+        assert!(again.iter().all(|f| paths.contains(f.path())), "reused");
+        assert_eq!(folders.kept(), 0);
+        drop(again);
+        // A folder dropped without being given back (a failed preparation) is out no more.
+        drop(folders.take().expect("made"));
+        assert_eq!(folders.out.load(Ordering::Relaxed), 0);
+        // Past the limit, folders given back are removed: out and kept stay within it.
+        let held: Vec<TaskFolder> = (0..MAX_FOLDERS + 10)
+            .map(|_| folders.take().expect("made"))
+            .collect();
+        // While all are out, the first ten given back are past the limit.
+        let first = held.first().map(|f| f.path().to_path_buf()).expect("one");
+        for folder in held {
+            folders.give_back(folder, true).await;
+        }
+        assert_eq!(folders.kept(), MAX_FOLDERS);
+        assert!(!first.exists(), "a folder past the limit went");
         drop(folders);
         let _ = std::fs::remove_dir_all(&root);
     }
