@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use gleitzeit_hub_client::{HubClient, Incoming};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::events::rooms;
-use gleitzeit_protocol::replies::EventBatch;
+use gleitzeit_protocol::replies::EventsText;
 use gleitzeit_runtime::LogFormat;
 use gleitzeit_workflow::{OnFailure, Priority, RetryPolicy, TaskSpec, WorkflowSpec};
 use serde_json::{json, Value};
@@ -439,11 +439,14 @@ async fn wait_all_done(
                 let Some(env) = env else {
                     return Err(GzError::new(ErrorCode::Disconnected, "the connection to the hub closed"));
                 };
-                for e in EventBatch::unpack(env) {
-                    if is_terminal_event(&e.event) {
-                        if let Some(id) = e.payload.get("workflow_id").and_then(Value::as_str) {
-                            open.remove(id);
-                        }
+                // Only the events' names are read: their payloads stay text.
+                if let Some(batch) = EventsText::of_batch(&env) {
+                    if batch.events.iter().any(|e| is_terminal_event(&e.event)) {
+                        open.remove(batch.workflow_id.as_str());
+                    }
+                } else if is_terminal_event(&env.event) {
+                    if let Some(id) = env.payload.get("workflow_id").and_then(Value::as_str) {
+                        open.remove(id);
                     }
                 }
             }

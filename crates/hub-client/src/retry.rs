@@ -54,6 +54,24 @@ impl HubClient {
         .await
     }
 
+    /// [`HubClient::request_retrying`] with the reply read straight from its text into `T`
+    /// ([`crate::PendingReply::reply_as`]): no tree of values for a big reply, such as a
+    /// catch-up of thousands of events.
+    pub async fn request_retrying_as<T: serde::de::DeserializeOwned>(
+        &self,
+        target: Target,
+        event: &str,
+        payload: Value,
+        total: Duration,
+        attempt: Duration,
+    ) -> Result<T, GzError> {
+        self.retrying(event, total, attempt, |wait| {
+            let pending = self.send_request(Envelope::new(target.clone(), event, payload.clone()));
+            async move { pending?.reply_as::<T>(wait).await }
+        })
+        .await
+    }
+
     /// [`HubClient::request_retrying`] for a payload already written as JSON text, sent in
     /// parts when it is big ([`HubClient::send_request_in_parts`]): a submission.
     pub async fn request_retrying_in_parts(
@@ -74,16 +92,16 @@ impl HubClient {
 
     /// Attempts `send` (given how long the attempt may wait) until it succeeds, fails for
     /// good, or `total` is up.
-    async fn retrying<F, Fut>(
+    async fn retrying<T, F, Fut>(
         &self,
         event: &str,
         total: Duration,
         attempt: Duration,
         mut send: F,
-    ) -> Result<Value, GzError>
+    ) -> Result<T, GzError>
     where
         F: FnMut(Duration) -> Fut,
-        Fut: std::future::Future<Output = Result<Value, GzError>>,
+        Fut: std::future::Future<Output = Result<T, GzError>>,
     {
         // A caller's limit past a year is as good as a year (and cannot overflow `Instant`).
         let total = total.min(Duration::from_secs(365 * 24 * 3600));

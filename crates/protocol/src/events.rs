@@ -140,7 +140,13 @@ pub const READ_IN_PIECES: &[&str] = &[WORKFLOW_PLAN];
 /// receivers read them straight into their own types ([`crate::Envelope::raw`]): the
 /// busiest messages of the task path. Parsing them into a tree of values first, then into
 /// the receiver's types, was a sixth of the queue-manager's CPU under load.
-pub const READ_AS_TEXT: &[&str] = &[TASK_OUTCOMES, LEASE_TASKS, TASKS_FINISHED, EXECUTE_TASKS];
+pub const READ_AS_TEXT: &[&str] = &[
+    TASK_OUTCOMES,
+    LEASE_TASKS,
+    TASKS_FINISHED,
+    EXECUTE_TASKS,
+    EVENT_BATCH,
+];
 /// Queue-manager → resolver: these tasks finished. Payload: `TasksFinished`.
 pub const TASKS_FINISHED: &str = "tasks_finished";
 /// Queue-manager → resolver: drop a finished workflow's state. Payload: `WorkflowRef`.
