@@ -30,7 +30,11 @@ async fn a_watcher_of_a_2000_task_workflow_gets_every_event_once_in_few_envelope
     tokio::time::timeout(Duration::from_secs(180), async {
         loop {
             let env = incoming.recv().await.expect("client open");
-            if env.payload["workflow_id"] != id.as_str() {
+            // The client keeps a batch's payload as text (`events::READ_AS_TEXT`).
+            let ours = env
+                .payload_as::<EventBatch>()
+                .is_ok_and(|b| b.workflow_id == id);
+            if !ours {
                 continue;
             }
             assert_eq!(env.event, events::EVENT_BATCH, "{env:?}");

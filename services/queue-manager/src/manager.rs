@@ -297,11 +297,15 @@ impl Manager {
                 .transpose()
                 .map(|r| r.and_then(json)),
             R::TaskGet(q) => Some(self.task_get(env, q).await),
-            R::Events(q) => self
-                .events_since(env, q)
-                .await
-                .transpose()
-                .map(|r| r.and_then(json)),
+            R::Events(q) => match self.events_since(env, q).await {
+                // Serialized straight to text from the log's texts.
+                Ok(Some(reply)) => {
+                    let _ = self.client.respond_serialized(env, Ok(reply));
+                    None
+                }
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            },
             R::Owner(r) => Some(self.owner_query(r).await.and_then(json)),
             R::StoreStatus => Some(self.store_status().await),
             R::Lease(req) => {

@@ -248,29 +248,13 @@ impl Publisher {
 /// them (no event is turned into values or written again).
 fn batch_payload(batch: &Pending) -> serde_json::Result<JsonText> {
     #[derive(Serialize)]
-    struct Entry<'a> {
-        seq: u64,
-        event: &'a str,
-        ts: u64,
-        payload: &'a RawValue,
-    }
-    #[derive(Serialize)]
     struct Batch<'a> {
         workflow_id: &'a str,
-        events: Vec<Entry<'a>>,
+        events: &'a [Kept],
     }
     JsonText::of(&Batch {
         workflow_id: &batch.workflow,
-        events: batch
-            .events
-            .iter()
-            .map(|e| Entry {
-                seq: e.seq,
-                event: &e.event,
-                ts: e.ts,
-                payload: &e.payload,
-            })
-            .collect(),
+        events: &batch.events,
     })
 }
 
@@ -335,6 +319,7 @@ mod tests {
         // The log keeps them for catch-up exactly as sent.
         let (kept, complete) = p.log.since("w", 0).expect("logged");
         assert!(complete);
+        let kept: Vec<_> = kept.iter().map(Kept::to_logged).collect();
         assert_eq!(kept, out[0].events);
         p.flush();
         assert!(batches(&sent).is_empty(), "nothing pending: nothing sent");

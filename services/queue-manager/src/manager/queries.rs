@@ -5,14 +5,16 @@
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
 use gleitzeit_protocol::payloads::{ListWorkflows, TaskLookup, WorkflowRef};
-use gleitzeit_protocol::replies::{OwnerReply, WorkflowDetail, WorkflowEventsReply};
+use gleitzeit_protocol::replies::{OwnerReply, WorkflowDetail};
 use gleitzeit_protocol::requests::WorkflowEventsQuery;
 use gleitzeit_protocol::Envelope;
 use gleitzeit_store::{JsonText, TaskRecord, WorkflowRecord, WorkflowStatus};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::ownership::{sees_all, Access};
 use super::Manager;
+use crate::events_log::Kept;
 use crate::machine::Counts;
 
 /// A workflow record for replies: everything but the (possibly huge) spec.
@@ -37,6 +39,15 @@ fn page_of(
         }
         _ => (tasks, None),
     }
+}
+
+/// The reply to `workflow_events` (a `WorkflowEventsReply`), written from the event log's
+/// texts: a catch-up of a big run's first events holds thousands of them.
+#[derive(Serialize)]
+pub(super) struct EventsSince {
+    workflow_id: String,
+    events: Vec<Kept>,
+    complete: bool,
 }
 
 impl Manager {
@@ -151,7 +162,7 @@ impl Manager {
         &self,
         env: &Envelope,
         q: WorkflowEventsQuery,
-    ) -> Result<Option<WorkflowEventsReply>, GzError> {
+    ) -> Result<Option<EventsSince>, GzError> {
         let id = q.workflow_id;
         self.check_access(env, &id, Access::Read).await?;
         if !self.publisher.log.knows(&id) && self.forward_to_owner(env).await {
@@ -162,7 +173,7 @@ impl Manager {
             .log
             .since(&id, q.after_seq)
             .unwrap_or((Vec::new(), false));
-        Ok(Some(WorkflowEventsReply {
+        Ok(Some(EventsSince {
             workflow_id: id,
             events,
             complete,
