@@ -98,13 +98,14 @@ impl EventLog {
         n
     }
 
-    /// Numbers an event (writes `seq` into its payload, a JSON object written without one)
-    /// and keeps it as JSON text; returns what was kept (the text is shared, not copied).
+    /// Numbers an event (`write` gives its payload with the `seq` it is given, see
+    /// [`numbered`]) and keeps it as JSON text; returns what was kept (the text is shared,
+    /// not copied).
     pub(crate) fn record(
         &mut self,
         workflow: &str,
         event: &str,
-        payload: &RawValue,
+        write: impl FnOnce(u64) -> Box<RawValue>,
         ts: u64,
     ) -> Kept {
         let name = self.name(event);
@@ -117,7 +118,7 @@ impl EventLog {
         };
         let seq = log.next;
         log.next += 1;
-        let text: Arc<RawValue> = numbered(payload, seq).into();
+        let text: Arc<RawValue> = write(seq).into();
         log.bytes += text.get().len();
         let kept = Kept {
             seq,
@@ -168,7 +169,7 @@ impl EventLog {
 
 /// `payload` with `"seq": seq` as its first member (a payload that is not a JSON object
 /// is kept as it is). The text is spliced, not parsed into a tree and written again.
-fn numbered(payload: &RawValue, seq: u64) -> Box<RawValue> {
+pub(crate) fn numbered(payload: &RawValue, seq: u64) -> Box<RawValue> {
     let text = payload.get().trim_start();
     let Some(rest) = text.strip_prefix('{') else {
         return payload.to_owned();
@@ -215,7 +216,12 @@ mod tests {
         let mut log = EventLog::default();
         for i in 0..5 {
             let e = log
-                .record("w", "task_completed", &raw(json!({ "i": i })), 0)
+                .record(
+                    "w",
+                    "task_completed",
+                    |seq| numbered(&raw(json!({ "i": i })), seq),
+                    0,
+                )
                 .to_logged();
             assert_eq!(e.payload["seq"], i + 1);
             assert_eq!(e.seq, i + 1);
@@ -230,7 +236,9 @@ mod tests {
     fn a_resumed_workflow_continues_from_a_higher_number() {
         let mut log = EventLog::default();
         log.open("w", 1_000_000);
-        let e = log.record("w", "e", &raw(json!({})), 0).to_logged();
+        let e = log
+            .record("w", "e", |seq| numbered(&raw(json!({})), seq), 0)
+            .to_logged();
         assert_eq!(e.payload["seq"], 1_000_000);
         let (_, complete) = log.since("w", 5).expect("known");
         assert!(!complete, "events 6..999999 are not available here");
@@ -243,7 +251,7 @@ mod tests {
             .record(
                 "w",
                 "task_completed",
-                &raw(json!({ "r": [1, "x", null] })),
+                |seq| numbered(&raw(json!({ "r": [1, "x", null] })), seq),
                 7,
             )
             .to_logged();
@@ -255,7 +263,12 @@ mod tests {
         assert!(log.knows("w") && !log.knows("v"));
         let big = "x".repeat(MAX_BYTES / 4);
         for _ in 0..5 {
-            log.record("w", "task_completed", &raw(json!({ "big": big })), 8);
+            log.record(
+                "w",
+                "task_completed",
+                |seq| numbered(&raw(json!({ "big": big })), seq),
+                8,
+            );
         }
         let (events, complete) = log.since("w", 0).expect("known");
         assert!(!complete, "the oldest events were dropped");

@@ -128,6 +128,6 @@ pub(super) fn announce(wf: &Wf) -> Effect {
     Effect::Event {
         wf: Arc::from(wf.record.id.as_str()),
         event,
-        payload,
+        payload: payload.into(),
     }
 }

@@ -58,7 +58,7 @@ mod timers;
 
 pub(crate) use opening::{open_task, open_workflow};
 use payloads::task_event;
-pub(crate) use payloads::{finished_result, payload};
+pub(crate) use payloads::{finished_result, payload, EventPayload};
 pub(crate) use shape::Shape;
 pub(crate) use sharing::{share_strings, Shared};
 pub(crate) use status::Counts;
@@ -627,7 +627,7 @@ impl Machine {
                 effects.push(Effect::Event {
                     wf: change.wf.clone(),
                     event,
-                    payload: task_event(wf, change.i),
+                    payload: task_event(&change.wf, wf, change.i),
                 });
             }
             if ended && trim {
@@ -656,7 +656,7 @@ impl Machine {
                 effects.push(Effect::Event {
                     wf: key.clone(),
                     event: events::WORKFLOW_STARTED,
-                    payload: payload(wf.progress()),
+                    payload: payload(wf.progress()).into(),
                 });
             }
             if wf.record.status.is_terminal() {
@@ -685,7 +685,7 @@ impl Machine {
                 effects.push(Effect::Event {
                     wf: key.clone(),
                     event: events::WORKFLOW_PROGRESS,
-                    payload: payload(wf.progress()),
+                    payload: payload(wf.progress()).into(),
                 });
             }
         }

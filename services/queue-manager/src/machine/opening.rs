@@ -42,14 +42,14 @@ impl Machine {
             .map(|i| Effect::Event {
                 wf: key.clone(),
                 event: events::TASK_QUEUED,
-                payload: task_event(wf, i),
+                payload: task_event(key, wf, i),
             })
             .collect();
         if !effects.is_empty() {
             effects.push(Effect::Event {
                 wf: key.clone(),
                 event: events::WORKFLOW_STARTED,
-                payload: payload(wf.progress()),
+                payload: payload(wf.progress()).into(),
             });
         }
         effects

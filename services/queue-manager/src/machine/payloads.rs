@@ -1,11 +1,15 @@
 //! What the machine says of its tasks and workflows as JSON: the result the resolver
 //! learns of a finished task, a task event's payload, and any event payload as text.
 
+use std::sync::Arc;
+
 use gleitzeit_protocol::replies::TaskEventRef;
 use gleitzeit_store::{JsonText, TaskRecord, TaskStatus};
+use serde::Serialize;
 use serde_json::value::{to_raw_value, RawValue};
+use serde_json::Value;
 
-use super::Wf;
+use super::{Wf, WfKey};
 
 /// What the resolver learns of a finished task: a completed one's result, a failed one's
 /// error as `{error}` (for `${<template>.results}` of a batch).
@@ -19,30 +23,149 @@ pub(crate) fn finished_result(t: &TaskRecord) -> Option<JsonText> {
     }
 }
 
-/// The payload of a task event, written from the task's record (nothing copied first).
-pub(super) fn task_event(wf: &Wf, i: usize) -> Box<RawValue> {
+/// What an event says, numbered (`seq`) only when it is published: a task event as the
+/// task's facts, to be written once with its number in (a payload written first and then
+/// spliced and checked again cost a fifth of the event path), or any other payload as JSON
+/// text written without its number.
+#[derive(Debug)]
+pub(crate) enum EventPayload {
+    /// A task event.
+    Task(Box<TaskFacts>),
+    /// Any other event's payload, without its `seq`.
+    Text(Box<RawValue>),
+}
+
+/// A task's facts at the moment of its event (shared strings; the result's text copied, as
+/// the record may let go of it once stored).
+#[derive(Debug)]
+pub(crate) struct TaskFacts {
+    workflow_id: Arc<str>,
+    task_id: Arc<str>,
+    name: Arc<str>,
+    method: Arc<str>,
+    status: TaskStatus,
+    attempt: u32,
+    result: Option<JsonText>,
+    error: Option<Value>,
+    provider_id: Option<Arc<str>>,
+    duration_seconds: Option<f64>,
+}
+
+impl From<Box<RawValue>> for EventPayload {
+    fn from(text: Box<RawValue>) -> Self {
+        EventPayload::Text(text)
+    }
+}
+
+impl EventPayload {
+    /// The payload with `"seq": seq` as its first member, as JSON text.
+    pub(crate) fn numbered(&self, seq: u64) -> Box<RawValue> {
+        match self {
+            EventPayload::Task(t) => payload(Numbered {
+                seq,
+                event: t.as_ref_event(),
+            }),
+            EventPayload::Text(text) => crate::events_log::numbered(text, seq),
+        }
+    }
+
+    /// The payload as written without a number (for tests that read what the machine says).
+    #[cfg(test)]
+    pub(crate) fn unnumbered(&self) -> Box<RawValue> {
+        match self {
+            EventPayload::Task(t) => payload(t.as_ref_event()),
+            EventPayload::Text(text) => text.clone(),
+        }
+    }
+}
+
+impl TaskFacts {
+    fn as_ref_event(&self) -> TaskEventRef<'_> {
+        TaskEventRef {
+            workflow_id: &self.workflow_id,
+            task_id: &self.task_id,
+            task_name: &self.name,
+            method: &self.method,
+            status: self.status,
+            attempt: self.attempt,
+            result: self.result.as_ref(),
+            error: self.error.as_ref(),
+            provider_id: self.provider_id.as_deref(),
+            endpoint: self.provider_id.as_deref(),
+            duration_seconds: self.duration_seconds,
+        }
+    }
+}
+
+/// A task event with its number first.
+#[derive(Serialize)]
+struct Numbered<'a> {
+    seq: u64,
+    #[serde(flatten)]
+    event: TaskEventRef<'a>,
+}
+
+/// The payload of a task event: the task's facts as its record has them now.
+pub(super) fn task_event(key: &WfKey, wf: &Wf, i: usize) -> EventPayload {
     let t = &wf.tasks[i];
-    let duration = match (t.started_at, t.finished_at) {
+    let duration_seconds = match (t.started_at, t.finished_at) {
         (Some(s), Some(f)) => Some((f.saturating_sub(s)) as f64 / 1000.0),
         _ => None,
     };
-    payload(TaskEventRef {
-        workflow_id: &wf.record.id,
-        task_id: &t.task_id,
-        task_name: &t.name,
-        method: &t.method,
+    EventPayload::Task(Box::new(TaskFacts {
+        workflow_id: key.clone(),
+        task_id: t.task_id.clone(),
+        name: t.name.clone(),
+        method: t.method.clone(),
         status: t.status,
         attempt: t.attempts,
-        result: t.result.as_ref(),
-        error: t.error.as_ref(),
-        provider_id: t.provider_id.as_deref(),
-        endpoint: t.provider_id.as_deref(),
-        duration_seconds: duration,
-    })
+        result: t.result.clone(),
+        error: t.error.clone(),
+        provider_id: t.provider_id.clone(),
+        duration_seconds,
+    }))
 }
 
 /// An event payload as JSON text (the event log numbers it by writing in `seq`).
 pub(crate) fn payload<T: serde::Serialize>(event: T) -> Box<RawValue> {
     // The payloads are structs of strings, numbers and JSON values: they always serialize.
     to_raw_value(&event).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_task_event_is_written_with_its_number_first_as_the_log_once_spliced_it() {
+        let facts = TaskFacts {
+            workflow_id: Arc::from("w"),
+            task_id: Arc::from("t"),
+            name: Arc::from("n"),
+            method: Arc::from("python/execute"),
+            status: TaskStatus::Completed,
+            attempt: 2,
+            result: Some(JsonText::of(&json!({ "x": [1, "a\"b"] })).expect("json")),
+            error: Some(json!({ "code": "GZ3001" })),
+            provider_id: Some(Arc::from("p")),
+            duration_seconds: Some(0.25),
+        };
+        let event = EventPayload::Task(Box::new(facts));
+        let text = event.numbered(41);
+        assert!(text.get().starts_with(r#"{"seq":41,"workflow_id":"w","#));
+        // Exactly the text the event log made by splicing the number into the payload.
+        let spliced = crate::events_log::numbered(&event.unnumbered(), 41);
+        assert_eq!(text.get(), spliced.get());
+        let mut want: Value = serde_json::from_str(event.unnumbered().get()).expect("json");
+        want["seq"] = json!(41);
+        assert_eq!(
+            serde_json::from_str::<Value>(text.get()).expect("json"),
+            want
+        );
+        // Any other payload is spliced as before.
+        let other = EventPayload::from(payload(json!({ "workflow_id": "w" })));
+        assert_eq!(other.numbered(7).get(), r#"{"seq":7,"workflow_id":"w"}"#);
+    }
 }

@@ -43,8 +43,8 @@ pub(crate) enum Effect {
     Event {
         wf: WfKey,
         event: &'static str,
-        /// The payload as JSON text, without its `seq` (the event log adds it).
-        payload: Box<serde_json::value::RawValue>,
+        /// The payload, numbered (`seq`) when the event log takes it.
+        payload: super::EventPayload,
     },
     /// The answer to a request (a lease).
     Reply {

@@ -349,8 +349,8 @@ async fn a_finished_task_tells_the_resolver_while_others_remain() {
 }
 
 /// An event payload as a JSON tree.
-pub(super) fn parsed(payload: &serde_json::value::RawValue) -> Value {
-    serde_json::from_str(payload.get()).expect("event payloads are JSON")
+pub(super) fn parsed(payload: &super::EventPayload) -> Value {
+    serde_json::from_str(payload.unnumbered().get()).expect("event payloads are JSON")
 }
 
 /// The task ids each `TellResolver` effect names.

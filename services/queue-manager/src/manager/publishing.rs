@@ -29,12 +29,12 @@ use gleitzeit_protocol::events;
 use gleitzeit_protocol::records::JsonText;
 use gleitzeit_protocol::{Envelope, Target};
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use tokio::time::Instant;
 use tracing::warn;
 
 use crate::events_log::{EventLog, Kept};
+use crate::machine::EventPayload;
 
 /// Most events in one `event_batch`.
 pub(crate) const MAX_BATCH_EVENTS: usize = 1_000;
@@ -74,7 +74,7 @@ pub(crate) struct Publisher {
     /// When each workflow's progress was last sent (recently progressing ones only).
     progress_sent: HashMap<String, Instant>,
     /// The newest progress held back, per workflow.
-    progress_held: HashMap<String, Box<RawValue>>,
+    progress_held: HashMap<String, EventPayload>,
 }
 
 impl Publisher {
@@ -99,7 +99,8 @@ impl Publisher {
     }
 
     /// Publishes `event` of workflow `wf` (with the next flush).
-    pub(crate) fn emit(&mut self, wf: &str, event: &str, payload: Box<RawValue>) {
+    pub(crate) fn emit(&mut self, wf: &str, event: &str, payload: impl Into<EventPayload>) {
+        let payload = payload.into();
         if event == events::WORKFLOW_PROGRESS {
             return self.progress(wf, payload);
         }
@@ -118,7 +119,7 @@ impl Publisher {
     }
 
     /// A progress event: sent now when the last one is old enough, else held.
-    fn progress(&mut self, wf: &str, payload: Box<RawValue>) {
+    fn progress(&mut self, wf: &str, payload: EventPayload) {
         let now = Instant::now();
         let recent = self
             .progress_sent
@@ -134,8 +135,10 @@ impl Publisher {
     }
 
     /// Numbers an event, keeps it in the log and adds it to its workflow's batch.
-    fn push(&mut self, wf: &str, event: &str, payload: Box<RawValue>) {
-        let logged = self.log.record(wf, event, &payload, now_millis());
+    fn push(&mut self, wf: &str, event: &str, payload: EventPayload) {
+        let logged = self
+            .log
+            .record(wf, event, |seq| payload.numbered(seq), now_millis());
         let bytes = logged.payload.get().len();
         self.oldest.get_or_insert_with(Instant::now);
         let i = match self.pending.iter().position(|p| p.workflow == wf) {
@@ -263,7 +266,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use gleitzeit_protocol::replies::EventBatch;
-    use serde_json::{json, value::to_raw_value, Value};
+    use serde_json::{json, value::to_raw_value, value::RawValue, Value};
 
     use super::*;
 
