@@ -27,6 +27,8 @@ async fn a_watcher_of_a_2000_task_workflow_gets_every_event_once_in_few_envelope
 
     let mut envelopes = 0usize;
     let mut live: Vec<(u64, String)> = Vec::new();
+    // Each task's events in the order they were numbered.
+    let mut per_task: std::collections::HashMap<String, Vec<String>> = Default::default();
     tokio::time::timeout(Duration::from_secs(180), async {
         loop {
             let env = incoming.recv().await.expect("client open");
@@ -44,6 +46,12 @@ async fn a_watcher_of_a_2000_task_workflow_gets_every_event_once_in_few_envelope
                 assert_eq!(e.payload["workflow_id"], id.as_str());
                 let seq = e.payload["seq"].as_u64().expect("every event has a seq");
                 ended |= e.event == events::WORKFLOW_COMPLETED;
+                if let Some(task) = e.payload["task_id"].as_str() {
+                    per_task
+                        .entry(task.to_string())
+                        .or_default()
+                        .push(e.event.clone());
+                }
                 live.push((seq, e.event));
             }
             if ended {
@@ -61,6 +69,21 @@ async fn a_watcher_of_a_2000_task_workflow_gets_every_event_once_in_few_envelope
         (1..=n).collect::<Vec<_>>(),
         "every event exactly once, in seq order"
     );
+    // Every task was ready at submission: announced queued, then started, then completed
+    // (the engines' first answers go out before the announcements are written, but the
+    // announcements are numbered first).
+    assert_eq!(per_task.len(), 2000);
+    for (task, seen) in &per_task {
+        assert_eq!(
+            seen,
+            &[
+                events::TASK_QUEUED,
+                events::TASK_STARTED,
+                events::TASK_COMPLETED
+            ],
+            "{task}"
+        );
+    }
     let count = |name: &str| live.iter().filter(|(_, e)| e == name).count();
     assert_eq!(count(events::TASK_STARTED), 2000);
     assert_eq!(count(events::TASK_COMPLETED), 2000);

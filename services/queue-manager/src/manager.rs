@@ -140,15 +140,21 @@ impl Manager {
     }
 
     async fn run_one(&mut self, step: Step) {
+        let effects = self.settle(step).await;
+        self.send(effects).await;
+    }
+
+    /// Stores a step and commits it, or gives back what it took when it cannot be stored:
+    /// what it sends (nothing for an empty step).
+    async fn settle(&mut self, step: Step) -> Vec<Effect> {
         if step.is_empty() {
-            return;
+            return Vec::new();
         }
         let (step, stored) = self.persistence.store(step).await;
-        let effects = match stored {
+        match stored {
             Ok(()) => self.machine.commit(step, Now::current()),
             Err(_) => self.machine.abort(step),
-        };
-        self.send(effects).await;
+        }
     }
 
     async fn send(&mut self, effects: Vec<Effect>) {
