@@ -85,10 +85,7 @@ impl EventsText {
         if env.event != events::EVENT_BATCH {
             return None;
         }
-        match &env.raw {
-            Some(text) => text.parse().ok(),
-            None => serde_json::from_value(env.payload.clone()).ok(),
-        }
+        env.payload_as().ok()
     }
 }
 
@@ -125,27 +122,21 @@ impl EventBatch {
         if env.event != events::EVENT_BATCH {
             return vec![env];
         }
+        // Read from its text when the client kept it so (`events::READ_AS_TEXT`): one pass
+        // into the entries, where a tree of values first and the entries from it after took
+        // a third of `gz run`'s CPU for a 10,000-task workflow.
+        let Ok(batch) = env.payload_as::<EventBatch>() else {
+            return Vec::new();
+        };
         let Envelope {
             v,
             id,
             correlation_id,
             source,
             target,
-            payload,
             auth,
-            raw,
             ..
         } = env;
-        // Read from its text when the client kept it so (`events::READ_AS_TEXT`): one pass
-        // into the entries, where a tree of values first and the entries from it after took
-        // a third of `gz run`'s CPU for a 10,000-task workflow.
-        let read = match &raw {
-            Some(text) => text.parse::<EventBatch>(),
-            None => serde_json::from_value::<EventBatch>(payload),
-        };
-        let Ok(batch) = read else {
-            return Vec::new();
-        };
         batch
             .events
             .into_iter()
