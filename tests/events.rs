@@ -284,3 +284,149 @@ async fn the_tasks_of_a_big_workflow_are_read_in_pages() {
     assert!(rest.get("next_offset").is_none());
     client.close().await;
 }
+
+/// The events of workflow `id` after `after` (a `workflow_events` catch-up): (seq, event).
+async fn logged_events(
+    client: &gleitzeit_hub_client::HubClient,
+    id: &str,
+    after: u64,
+) -> Vec<(u64, String)> {
+    let reply = client
+        .request(
+            Target::Type(events::component_types::QUEUE_MANAGER.into()),
+            events::WORKFLOW_EVENTS,
+            json!({ "workflow_id": id, "after_seq": after }),
+        )
+        .await
+        .expect("workflow_events");
+    reply["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64().expect("seq"),
+                e["event"].as_str().expect("event").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The sum of the samples of `family` in the hub's `GET /metrics` (every component's).
+async fn metric_sum(suite: &TestSuite, family: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", suite.hub.url))
+        .bearer_auth(&suite.hub.key)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the exposition");
+    text.lines()
+        .filter(|l| l.starts_with(family))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Task events go only to those who watch them: a workflow no one watches publishes none
+/// (the queue-manager counts them as unwatched) yet its log keeps every one for a catch-up;
+/// a watcher of `summary:<id>` gets the workflow's own events and no task event, while a
+/// watcher of `workflow:<id>` that catches up after its `subscribe` has every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_events_go_only_to_those_who_watch_them() {
+    let suite = TestSuite::start(SuiteOptions::default()).await;
+    let (client, mut incoming) = suite.hub.client().await;
+    let family = "gleitzeit_task_events_unwatched_total";
+
+    // No one watches: no task event is published, every one is logged.
+    let quiet = suite.submit(&workflow_file(
+        "quiet.yaml",
+        &chains_yaml("q", 200, 1, 0.0, None),
+    ));
+    suite.wait_finished(&quiet, Duration::from_secs(120)).await;
+    let logged = logged_events(&client, &quiet, 0).await;
+    let tasks = logged
+        .iter()
+        .filter(|(_, e)| events::is_task_event(e))
+        .count();
+    assert_eq!(
+        tasks, 600,
+        "queued, started, completed for each of 200 tasks"
+    );
+    let seqs: Vec<u64> = logged.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=logged.len() as u64).collect::<Vec<_>>());
+    assert_eq!(metric_sum(&suite, family).await, 600.0, "none was sent");
+
+    // Two watchers of one workflow: one of its summary room, one of all its events.
+    let (full, mut full_in) = suite.hub.client().await;
+    let id = suite.submit(&workflow_file(
+        "watched.yaml",
+        &chains_yaml("w", 100, 3, 0.01, None),
+    ));
+    client
+        .subscribe(&[rooms::summary(&id)])
+        .await
+        .expect("join the summary room");
+    full.subscribe(&[rooms::workflow(&id)])
+        .await
+        .expect("join the workflow room");
+    let before = logged_events(&full, &id, 0).await;
+    let tasks_before = before
+        .iter()
+        .filter(|(_, e)| events::is_task_event(e))
+        .count();
+    let mut seen: std::collections::BTreeSet<u64> = before.into_iter().map(|(s, _)| s).collect();
+    let collect = |env: gleitzeit_protocol::Envelope| -> Vec<(u64, String)> {
+        EventBatch::unpack(env)
+            .into_iter()
+            .map(|e| (e.payload["seq"].as_u64().expect("seq"), e.event))
+            .collect()
+    };
+    let mut summary_events = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let (mut full_done, mut summary_done) = (false, false);
+        while !(full_done && summary_done) {
+            tokio::select! {
+                env = incoming.recv(), if !summary_done => {
+                    for (_, event) in collect(env.expect("open")) {
+                        summary_done |= event == events::WORKFLOW_COMPLETED;
+                        summary_events.push(event);
+                    }
+                }
+                env = full_in.recv(), if !full_done => {
+                    for (seq, event) in collect(env.expect("open")) {
+                        full_done |= event == events::WORKFLOW_COMPLETED;
+                        seen.insert(seq);
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("both watchers see the end within 2 minutes");
+    assert!(
+        summary_events.iter().all(|e| !events::is_task_event(e)),
+        "no task event in the summary room: {summary_events:?}"
+    );
+    let all = logged_events(&full, &id, 0).await;
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        all.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        "the full watcher has every event (live or caught up)"
+    );
+    assert_eq!(
+        all.iter()
+            .filter(|(_, e)| e == events::TASK_COMPLETED)
+            .count(),
+        300
+    );
+    // Only task events made before the queue-manager knew of the watcher (so in its first
+    // catch-up) went unsent.
+    let unsent = metric_sum(&suite, family).await - 600.0;
+    assert!(
+        unsent <= tasks_before as f64,
+        "{unsent} unsent, {tasks_before} before the watcher joined"
+    );
+}

@@ -429,7 +429,8 @@ async fn wait_all_done(
     incoming: &mut Incoming,
     ids: &[String],
 ) -> Result<(), GzError> {
-    let rooms: Vec<String> = ids.iter().map(|id| rooms::workflow(id)).collect();
+    // As `gz run` showing a summary: the rooms of the workflows' own events.
+    let rooms: Vec<String> = ids.iter().map(|id| rooms::summary(id)).collect();
     client.subscribe(&rooms).await?;
     let mut open: HashSet<&str> = ids.iter().map(String::as_str).collect();
     let mut next_poll = tokio::time::Instant::now();

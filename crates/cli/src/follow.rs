@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use gleitzeit_hub_client::{HubClient, Incoming};
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_protocol::events;
+use gleitzeit_protocol::events::{self, rooms};
 use gleitzeit_protocol::replies::{EventsText, LoggedEventText};
 use serde_json::{json, Value};
 
@@ -45,6 +45,22 @@ impl Follow {
     /// `each_task`.
     pub fn for_run(total: u64, each_task: bool) -> Follow {
         Follow::choose(std::io::stderr().is_terminal(), total, each_task)
+    }
+
+    /// The room to watch workflow `id` in: a bar and a summary show the workflow's own
+    /// events only (`summary:<id>`: a big run sends them a few messages, and its task
+    /// events are not published at all when no one else watches); lines show every event
+    /// (`workflow:<id>`).
+    pub fn room(self, id: &str) -> String {
+        match self {
+            Follow::Bar | Follow::Summary => rooms::summary(id),
+            Follow::Lines | Follow::JsonLines => rooms::workflow(id),
+        }
+    }
+
+    /// Does this mode show task events (so a gap in the `seq`s is worth a catch-up)?
+    fn shows_tasks(self) -> bool {
+        matches!(self, Follow::Lines | Follow::JsonLines)
     }
 
     fn choose(terminal: bool, total: u64, each_task: bool) -> Follow {
@@ -180,6 +196,8 @@ fn needs_payload(mode: Follow, event: &str) -> bool {
 struct Shown {
     seen: std::collections::HashSet<u64>,
     last_seq: u64,
+    /// The highest `seq` shown.
+    max_seq: u64,
     /// When [`Follow::Summary`] last printed a progress line.
     last_line: Option<Instant>,
 }
@@ -203,6 +221,7 @@ impl Shown {
             if !self.seen.insert(seq) {
                 return false;
             }
+            self.max_seq = self.max_seq.max(seq);
             // The highest number up to which every event was shown.
             while self.seen.contains(&(self.last_seq + 1)) {
                 self.last_seq += 1;
@@ -247,6 +266,12 @@ impl Shown {
             }
         }
         is_terminal_event(event)
+    }
+
+    /// Some event before the last one shown has not been seen: missed (published before
+    /// the queue-manager knew of this watcher, or lost), so worth a catch-up.
+    fn has_gap(&self) -> bool {
+        self.max_seq > self.last_seq
     }
 
     /// Shows the events an envelope from the rooms carries (one, or an `event_batch`) that
@@ -392,6 +417,10 @@ async fn catch_up(
     shown.show_all(mode, &reply.events, counts, stream)
 }
 
+/// Catch-ups for events missed while connected (a gap in the `seq`s) at most this often:
+/// a queue-manager whose log no longer holds them would otherwise be asked on every batch.
+const GAP_FILL_EVERY: Duration = Duration::from_secs(1);
+
 /// How long one read while following waits for its reply. Reads are safe to repeat, and
 /// after a hub of a mesh died a request may have gone to a component on it (the other hubs
 /// forget its components only after their heartbeat timeout): asking again soon beats
@@ -431,6 +460,7 @@ pub async fn follow(
     let mut stream = StreamedText::default();
     let mut shown = Shown::default();
     let mut connection = client.connection_watch();
+    let mut last_gap_fill = None;
     if catch_up(client, id, mode, &mut shown, &mut counts, &mut stream).await {
         return Ok(());
     }
@@ -443,6 +473,15 @@ pub async fn follow(
                 };
                 if shown.show_envelope(mode, id, env, &mut counts, &mut stream) {
                     break Ok(());
+                }
+                if mode.shows_tasks()
+                    && shown.has_gap()
+                    && last_gap_fill.is_none_or(|t: Instant| t.elapsed() >= GAP_FILL_EVERY)
+                {
+                    last_gap_fill = Some(Instant::now());
+                    if catch_up(client, id, mode, &mut shown, &mut counts, &mut stream).await {
+                        break Ok(());
+                    }
                 }
             }
             changed = connection.changed() => {

@@ -633,13 +633,13 @@ async fn run_on_hub(
         // Subscribing needs the workflow to exist (a USER may watch only their own), so the
         // room is joined after the submit and `follow` first catches up on what it missed.
         let reply = submit_spec(&client, &id, spec, dir).await?;
-        client.subscribe(&[rooms::workflow(&id)]).await?;
         let total = reply
             .get("total_tasks")
             .and_then(Value::as_u64)
             .unwrap_or(spec.tasks.len() as u64);
-        eprintln!("submitted workflow {id} ({}, {total} tasks)", spec.name);
         let mode = Follow::for_run(total, out.each_task);
+        client.subscribe(&[mode.room(&id)]).await?;
+        eprintln!("submitted workflow {id} ({}, {total} tasks)", spec.name);
         follow(&client, &mut incoming, &id, mode, total, out.timeout).await?;
         let shown = if mode == Follow::Summary {
             Shown::Summary

@@ -17,8 +17,8 @@ use crate::metrics::MetricsSnapshot;
 use crate::payloads::{
     CancelTasks, ComponentInfo, ComponentLeft, ExecuteTasks, HeartbeatPayload, HeldTasks,
     HubStatus, LeaseTasks, LeasedTasks, ListWorkflows, RegisterPayload, RegisteredPayload,
-    Resolution, SubmitWorkflow, SubscribePayload, SystemAlert, TaskLookup, TaskOutcomes,
-    TasksFinished, WorkflowPlan, WorkflowRef,
+    Resolution, RoomsWatched, SubmitWorkflow, SubscribePayload, SystemAlert, TaskLookup,
+    TaskOutcomes, TasksFinished, WorkflowPlan, WorkflowRef,
 };
 use crate::records::{StoreInfo, TaskRecord, WorkflowRecord};
 use crate::replies::{
@@ -127,6 +127,7 @@ pub fn events() -> Vec<EventSpec> {
         event(ev::SHUTDOWN, HUB, COMPONENT).payload(of::<Reason>),
         event(ev::HUB_SHUTTING_DOWN, HUB, "every socket").payload(of::<Reason>),
         event(ev::METRICS, HUB, COMPONENT).reply(of::<MetricsSnapshot>),
+        event(ev::ROOMS_WATCHED, HUB, "each queue-manager of the hub").payload(of::<RoomsWatched>),
         event(ev::PING, "any", COMPONENT).reply(of::<PingReply>),
         // 5.3 Queue-manager requests.
         event(ev::WORKFLOW_SUBMIT, ANY, QM)

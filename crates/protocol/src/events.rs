@@ -54,6 +54,12 @@ pub const SHUTDOWN: &str = "shutdown";
 /// Hub → a component of this hub: your metrics, for the hub's `GET /metrics`. Payload `{}`;
 /// every component answers with a reply carrying a `MetricsSnapshot`. Only the hub sends it.
 pub const METRICS: &str = "metrics";
+/// Hub → each queue-manager connected to it: which event rooms have watchers anywhere in the
+/// mesh (`events` and `workflow:<id>` rooms only). Sent in full (`reset: true`) when a
+/// queue-manager registers, then as changes. A queue-manager sends a workflow's task events
+/// only while `events` or its `workflow:<id>` room is watched; workflow events always go
+/// out. Payload: `RoomsWatched`. Only the hub sends it.
+pub const ROOMS_WATCHED: &str = "rooms_watched";
 
 // ---- Client-facing workflow and task events (rooms `events` and `workflow:<id>`) ----
 
@@ -83,6 +89,12 @@ pub const TASK_FAILED: &str = "task_failed";
 pub const TASK_RETRYING: &str = "task_retrying";
 /// A task will not run because a dependency failed or the workflow was cancelled.
 pub const TASK_SKIPPED: &str = "task_skipped";
+
+/// Whether `event` is a task event (`task_*`): sent to a workflow's rooms only while
+/// someone watches them, never to its `summary:<id>` room.
+pub fn is_task_event(event: &str) -> bool {
+    event.starts_with("task_")
+}
 
 /// Queue-manager → rooms `events` and `workflow:<id>`: the workflow and task events above of
 /// one workflow, published together (those made while it worked through the messages
@@ -185,9 +197,33 @@ pub mod rooms {
     /// Every workflow and task event.
     pub const EVENTS: &str = "events";
 
+    /// Prefix of the room of one workflow's events.
+    pub const WORKFLOW_PREFIX: &str = "workflow:";
+    /// Prefix of the room of one workflow's own events (no task events).
+    pub const SUMMARY_PREFIX: &str = "summary:";
+
     /// The room of one workflow's events.
     pub fn workflow(id: &str) -> String {
-        format!("workflow:{id}")
+        format!("{WORKFLOW_PREFIX}{id}")
+    }
+
+    /// The room of one workflow's own events: submitted, started, progress (at most four a
+    /// second) and its end, and no task events. For watchers that show a
+    /// bar or a summary: a 100,000-task run sends them a few messages, not 300,000 events.
+    pub fn summary(id: &str) -> String {
+        format!("{SUMMARY_PREFIX}{id}")
+    }
+
+    /// The workflow a `workflow:<id>` or `summary:<id>` room belongs to.
+    pub fn workflow_of(room: &str) -> Option<&str> {
+        room.strip_prefix(WORKFLOW_PREFIX)
+            .or_else(|| room.strip_prefix(SUMMARY_PREFIX))
+    }
+
+    /// Rooms whose watchers receive task events: `events` and `workflow:<id>` (what
+    /// [`super::ROOMS_WATCHED`] reports).
+    pub fn carries_task_events(room: &str) -> bool {
+        room == EVENTS || room.starts_with(WORKFLOW_PREFIX)
     }
 }
 

@@ -95,6 +95,21 @@ pub struct ComponentInfo {
     pub hub_id: Option<String>,
 }
 
+/// Payload of `rooms_watched` (hub → queue-manager): event rooms that gained or lost their
+/// last watcher anywhere in the mesh.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct RoomsWatched {
+    /// `watched` is every watched room; forget what was known before.
+    #[serde(default)]
+    pub reset: bool,
+    /// Rooms that have watchers now.
+    #[serde(default)]
+    pub watched: Vec<String>,
+    /// Rooms that have none now.
+    #[serde(default)]
+    pub unwatched: Vec<String>,
+}
+
 /// Payload of `component_left`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ComponentLeft {

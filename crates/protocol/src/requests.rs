@@ -13,8 +13,8 @@ use crate::errors::{ErrorCode, GzError};
 use crate::events;
 use crate::payloads::{
     CancelTasks, ComponentLeft, ExecuteTasks, HeartbeatPayload, HeldTasks, LeaseTasks,
-    ListWorkflows, RegisterPayload, SubmitWorkflow, SubscribePayload, TaskLookup, TaskOutcomes,
-    TasksFinished, WorkflowPlan, WorkflowRef,
+    ListWorkflows, RegisterPayload, RoomsWatched, SubmitWorkflow, SubscribePayload, TaskLookup,
+    TaskOutcomes, TasksFinished, WorkflowPlan, WorkflowRef,
 };
 use crate::replies::ShutdownRequest;
 use crate::Envelope;
@@ -65,6 +65,8 @@ pub enum QueueManagerRequest {
     ComponentLeft(ComponentId),
     /// `component_joined` or `component_unhealthy` (the `components` room): nothing to do.
     ComponentNews,
+    /// `rooms_watched` (from the hub).
+    RoomsWatched(RoomsWatched),
 }
 
 /// Decodes an envelope whose payload may be kept as text ([`Envelope::raw`]): the one
@@ -155,6 +157,7 @@ impl QueueManagerRequest {
         events::COMPONENT_LEFT,
         events::COMPONENT_JOINED,
         events::COMPONENT_UNHEALTHY,
+        events::ROOMS_WATCHED,
     ];
 
     /// Decodes an envelope's event and payload; a submission kept as text
@@ -202,6 +205,7 @@ impl QueueManagerRequest {
             events::TASKS_HELD => Self::Held(payload.read(event)?),
             events::COMPONENT_LEFT => Self::ComponentLeft(payload.read(event)?),
             events::COMPONENT_JOINED | events::COMPONENT_UNHEALTHY => Self::ComponentNews,
+            events::ROOMS_WATCHED => Self::RoomsWatched(payload.read(event)?),
             other => return Err(unknown("queue-manager", other)),
         })
     }
@@ -215,6 +219,7 @@ impl QueueManagerRequest {
                 | events::COMPONENT_LEFT
                 | events::COMPONENT_JOINED
                 | events::COMPONENT_UNHEALTHY
+                | events::ROOMS_WATCHED
         )
     }
 }

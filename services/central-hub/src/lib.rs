@@ -36,6 +36,7 @@ pub mod policy;
 pub mod registry;
 mod sockets;
 pub mod tls;
+mod watched;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

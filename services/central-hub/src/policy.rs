@@ -58,6 +58,8 @@ const HUB_ONLY_EVENTS: &[&str] = &[
     events::REGISTERED,
     // Components answer it with their figures; only the hub gathers them (`GET /metrics`).
     events::METRICS,
+    // What the hub knows of its rooms' watchers (`watched.rs`).
+    events::ROOMS_WATCHED,
 ];
 
 fn denied(identity: &Identity, what: impl std::fmt::Display) -> GzError {
@@ -174,7 +176,7 @@ pub fn room_access(identity: &Identity, sender_type: Option<&str>, room: &str) -
     let reads_all = identity.reads_all_workflows();
     let allowed = if room == rooms::COMPONENTS {
         true
-    } else if let Some(id) = room.strip_prefix("workflow:") {
+    } else if let Some(id) = rooms::workflow_of(room) {
         if reads_all || sender_type.is_some() {
             true
         } else if identity.role == Role::User {
@@ -313,6 +315,14 @@ mod tests {
             room_access(&who(Role::User), None, "workflow:abc"),
             RoomAccess::IfOwner("abc".into())
         );
+        assert_eq!(
+            room_access(&who(Role::User), None, "summary:abc"),
+            RoomAccess::IfOwner("abc".into())
+        );
+        assert!(matches!(
+            room_access(&who(Role::Viewer), None, "summary:abc"),
+            RoomAccess::Allowed
+        ));
         assert_eq!(
             room_access(&who(Role::Operator), None, "workflow:abc"),
             RoomAccess::Allowed

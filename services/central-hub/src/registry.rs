@@ -11,9 +11,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use gleitzeit_protocol::envelope::now_millis;
+use gleitzeit_protocol::events::component_types;
 use gleitzeit_protocol::payloads::{
-    ComponentHealth, ComponentInfo, HeartbeatPayload, RegisterPayload,
+    ComponentHealth, ComponentInfo, HeartbeatPayload, RegisterPayload, RoomsWatched,
 };
+
+use crate::watched::Watched;
 
 /// How long a routed request counts as in flight when no reply comes back.
 const IN_FLIGHT_EXPIRY: Duration = Duration::from_secs(120);
@@ -68,6 +71,8 @@ pub struct Registry {
     remote_in_flight: HashMap<String, u32>,
     /// Rooms with members on this hub: room -> socket ids.
     rooms: HashMap<String, HashSet<String>>,
+    /// What this hub's queue-managers know of the watched rooms.
+    watched: Watched,
 }
 
 impl Registry {
@@ -290,7 +295,10 @@ impl Registry {
         let mut new = false;
         for r in rooms {
             let members = self.rooms.entry(r.clone()).or_default();
-            new |= members.is_empty();
+            if members.is_empty() {
+                new = true;
+                self.watched.touch(r);
+            }
             members.insert(sid.to_string());
         }
         new
@@ -314,6 +322,7 @@ impl Registry {
                 members.remove(sid);
                 if members.is_empty() {
                     self.rooms.remove(&r);
+                    self.watched.touch(&r);
                     emptied = true;
                 }
             }
@@ -328,6 +337,35 @@ impl Registry {
         v
     }
 
+    /// Does `room` have a member on this hub or, by its last snapshot, on another?
+    fn watched_anywhere(&self, room: &str) -> bool {
+        self.rooms.contains_key(room) || self.remote.values().any(|r| r.rooms.contains(room))
+    }
+
+    /// Event rooms that gained their first watcher or lost their last one in the mesh since
+    /// the last call (what this hub's queue-managers are told next), if any.
+    pub fn watch_changes(&mut self) -> Option<RoomsWatched> {
+        let mut watched = std::mem::take(&mut self.watched);
+        let changes = watched.changes(|room| self.watched_anywhere(room));
+        self.watched = watched;
+        changes
+    }
+
+    /// Every watched event room as told so far, for a queue-manager that just registered
+    /// (tell the others [`Registry::watch_changes`] first).
+    pub fn all_watched(&self) -> RoomsWatched {
+        self.watched.all()
+    }
+
+    /// Socket ids of the queue-managers connected to this hub.
+    pub fn local_queue_managers(&self) -> Vec<String> {
+        self.components
+            .values()
+            .filter(|e| e.info.registration.component_type == component_types::QUEUE_MANAGER)
+            .map(|e| e.sid.clone())
+            .collect()
+    }
+
     /// Other hubs with members in any of `rooms`.
     pub fn hubs_watching(&self, rooms: &[String]) -> Vec<String> {
         self.remote
@@ -339,6 +377,15 @@ impl Registry {
 
     /// Replaces what is known of hub `hub`'s components and rooms with its latest snapshot.
     pub fn update_remote(&mut self, hub: &str, components: Vec<ComponentInfo>, rooms: Vec<String>) {
+        let rooms: HashSet<String> = rooms.into_iter().collect();
+        match self.remote.get(hub) {
+            Some(old) => {
+                for r in old.rooms.symmetric_difference(&rooms) {
+                    self.watched.touch(r);
+                }
+            }
+            None => rooms.iter().for_each(|r| self.watched.touch(r)),
+        }
         let components = components
             .into_iter()
             .map(|mut c| {
@@ -351,7 +398,7 @@ impl Registry {
             RemoteHub {
                 seen: Instant::now(),
                 components,
-                rooms: rooms.into_iter().collect(),
+                rooms,
             },
         );
     }
@@ -362,6 +409,7 @@ impl Registry {
         let Some(r) = self.remote.remove(hub) else {
             return Vec::new();
         };
+        r.rooms.iter().for_each(|room| self.watched.touch(room));
         r.components
             .into_values()
             .filter(|c| {

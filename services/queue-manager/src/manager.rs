@@ -19,6 +19,7 @@ mod publishing;
 mod queries;
 mod recovery;
 mod submission;
+mod watchers;
 
 pub use admission::WorkflowLimits;
 
@@ -122,7 +123,9 @@ impl Manager {
 
     /// The life cycle's metrics (`metrics`, asked by the hub).
     pub(crate) fn metrics(&self) -> Vec<gleitzeit_protocol::metrics::MetricFamily> {
-        self.machine.metrics()
+        let mut families = self.machine.metrics();
+        families.push(self.publisher.metrics());
+        families
     }
 
     // ---------------------------------------------------------------- steps
@@ -355,6 +358,15 @@ impl Manager {
                 None
             }
             R::ComponentNews => None,
+            R::RoomsWatched(news) => {
+                // Only the hub knows the rooms (a forged report could hide events).
+                if env.auth.as_ref().is_some_and(|a| a.is_hub()) {
+                    self.publisher.watchers.apply(news);
+                } else {
+                    warn!(from = %env.source, "rooms_watched not from the hub; ignored");
+                }
+                None
+            }
         }
     }
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gleitzeit_protocol::errors::{ErrorCode, GzError};
-use gleitzeit_protocol::events::{self, rooms};
+use gleitzeit_protocol::events::{self, component_types, rooms};
 use gleitzeit_protocol::payloads::{
-    ComponentInfo, ComponentLeft, RegisterPayload, RegisteredPayload,
+    ComponentInfo, ComponentLeft, RegisterPayload, RegisteredPayload, RoomsWatched,
 };
 use gleitzeit_protocol::replies::{
     DeregisterReply, HeartbeatReply, Reason, RoomsReply, ShutdownReply,
@@ -149,6 +149,7 @@ fn register_handlers(state: &Arc<HubState>, socket: &SocketRef) {
             let sid = s.id.to_string();
             let emptied = state.registry().leave_rooms(&sid, None);
             let removed = state.registry().remove_sid(&sid);
+            tell_watched(&state);
             if emptied && removed.is_none() {
                 share_components(&state);
             }
@@ -350,6 +351,13 @@ async fn hub_event(
             .correlated(env.id.clone());
             rep.source = state.config.hub_id.clone();
             send_to_socket(state, socket, rep);
+            if reg.component_type == component_types::QUEUE_MANAGER {
+                // What it publishes depends on who watches: it learns all of it now, and
+                // each change after (`watched.rs`).
+                tell_watched(state);
+                let all = state.registry().all_watched();
+                send_to_socket(state, socket, rooms_watched(&all));
+            }
             let info = state
                 .registry()
                 .list()
@@ -429,6 +437,9 @@ async fn hub_event(
                 // Other hubs relay a room's events here only once they know it has members.
                 share_components(state);
             }
+            // Before the watcher hears back (and sends its catch-up request), the
+            // queue-managers know whether to send its workflow's task events.
+            tell_watched(state);
             let rooms = socket.rooms().into_iter().map(|r| r.to_string()).collect();
             reply_ok(state, socket, &env, RoomsReply { rooms });
         }

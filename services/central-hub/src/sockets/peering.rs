@@ -15,6 +15,7 @@ pub(crate) async fn mesh_intake(
                 state
                     .registry()
                     .update_remote(&msg.hub, msg.components, msg.rooms);
+                tell_watched(&state);
                 if new {
                     info!(peer = %msg.hub, "hub joined the mesh");
                     // Let the newcomer learn this hub's components without waiting a tick.
@@ -60,6 +61,7 @@ pub(crate) async fn mesh_intake(
             }
             Kind::Bye => {
                 let gone = state.registry().drop_remote(&msg.hub);
+                tell_watched(&state);
                 info!(peer = %msg.hub, components = gone.len(), "hub left the mesh");
                 for c in gone {
                     announce_left_to(&state, &c, "hub_left", false).await;
@@ -82,6 +84,7 @@ pub(crate) async fn mesh_ticker(state: Arc<HubState>, stopped: Shutdown) {
         let silent = state.registry().silent_hubs(state.config.heartbeat_timeout);
         for hub in silent {
             let gone = state.registry().drop_remote(&hub);
+            tell_watched(&state);
             warn!(peer = %hub, components = gone.len(), "no word from a hub within the heartbeat timeout; its components are gone");
             for c in gone {
                 announce_left_to(&state, &c, "hub_lost", false).await;

@@ -90,6 +90,31 @@ pub(super) fn relay<P: serde::Serialize>(
     }
 }
 
+/// Tells this hub's queue-managers which event rooms gained their first watcher or lost
+/// their last one in the mesh since the last call (`watched.rs`). Called after every change
+/// of rooms, before the socket that changed them hears back.
+pub(super) fn tell_watched(state: &HubState) {
+    let (changes, queue_managers) = {
+        let mut reg = state.registry();
+        match reg.watch_changes() {
+            Some(changes) => (changes, reg.local_queue_managers()),
+            None => return,
+        }
+    };
+    for sid in queue_managers {
+        deliver_to_sid(state, &sid, rooms_watched(&changes));
+    }
+}
+
+/// A `rooms_watched` envelope for this hub's queue-managers.
+pub(super) fn rooms_watched(payload: &RoomsWatched) -> Envelope {
+    Envelope::new(
+        Target::Type(component_types::QUEUE_MANAGER.to_string()),
+        events::ROOMS_WATCHED,
+        serde_json::to_value(payload).unwrap_or(Value::Null),
+    )
+}
+
 /// Sends this hub's component table to the other hubs.
 pub(super) fn share_components(state: &HubState) {
     if let Some(mesh) = &state.mesh {

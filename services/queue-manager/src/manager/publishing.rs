@@ -15,6 +15,11 @@
 //! old ([`Publisher::flush_overdue`], after every message), or when it reaches
 //! [`MAX_BATCH_EVENTS`] events or about [`MAX_BATCH_BYTES`] bytes.
 //!
+//! A batch goes to the rooms `events` and `workflow:<id>` when someone watches either
+//! (`watchers.rs`, as the hub reports it), and its workflow events (not task events) to
+//! `summary:<id>`, the room of watchers that show a bar or a summary. A workflow nobody
+//! watches sends only its workflow events; every event stays in the log for catch-up.
+//!
 //! `workflow_progress` is sent at most every [`PROGRESS_EVERY`] per workflow: a newer one
 //! replaces a held one, which goes out with the first flush after its time, and always
 //! before the workflow's final event. A held progress is numbered only when it is sent, so
@@ -26,6 +31,7 @@ use std::time::Duration;
 use gleitzeit_hub_client::HubClient;
 use gleitzeit_protocol::envelope::now_millis;
 use gleitzeit_protocol::events;
+use gleitzeit_protocol::metrics::MetricFamily;
 use gleitzeit_protocol::records::JsonText;
 use gleitzeit_protocol::{Envelope, Target};
 use serde::Serialize;
@@ -33,6 +39,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::watchers::Watchers;
 use crate::events_log::{EventLog, Kept};
 use crate::machine::EventPayload;
 
@@ -65,6 +72,10 @@ struct Pending {
 pub(crate) struct Publisher {
     sink: Sink,
     pub(crate) log: EventLog,
+    /// Who watches which workflow's task events.
+    pub(crate) watchers: Watchers,
+    /// Task events not sent because no one watched them (they stay in the log).
+    unwatched: u64,
     /// Batches in the order their workflows first had an event.
     pending: Vec<Pending>,
     /// When the oldest pending event was made.
@@ -90,6 +101,8 @@ impl Publisher {
         Publisher {
             sink,
             log: EventLog::default(),
+            watchers: Watchers::default(),
+            unwatched: 0,
             pending: Vec::new(),
             oldest: None,
             finishing: false,
@@ -232,32 +245,78 @@ impl Publisher {
             .retain(|wf, t| held.contains_key(wf) || now.duration_since(*t) < PROGRESS_EVERY);
     }
 
-    fn send(&self, batch: Pending) {
-        let target = Target::Room(format!(
-            "{},{}",
-            events::rooms::EVENTS,
-            events::rooms::workflow(&batch.workflow)
-        ));
-        match batch_payload(&batch) {
-            Ok(payload) => (self.sink)(Envelope::with_text(target, events::EVENT_BATCH, payload)),
-            Err(e) => {
-                warn!(workflow = %batch.workflow, error = %e, "could not write an event batch")
-            }
+    /// Sends a workflow's batch: all of it to `events` and `workflow:<id>` when someone
+    /// watches its task events, and its workflow events to `summary:<id>` (to all three
+    /// rooms when they are all it has, or no one wants its task events); one envelope when
+    /// one will do.
+    fn send(&mut self, batch: Pending) {
+        let wf = batch.workflow.as_str();
+        let (all, summary) = (
+            format!("{},{}", events::rooms::EVENTS, events::rooms::workflow(wf)),
+            events::rooms::summary(wf),
+        );
+        let tasks = batch
+            .events
+            .iter()
+            .filter(|k| events::is_task_event(&k.event))
+            .count();
+        if tasks == 0 {
+            return self.send_events(wf, format!("{all},{summary}"), &batch.events);
+        }
+        let everything = self.watchers.want_task_events(wf);
+        if everything {
+            self.send_events(wf, all.clone(), &batch.events);
+        } else {
+            self.unwatched += tasks as u64;
+        }
+        if tasks < batch.events.len() {
+            let own: Vec<Kept> = batch
+                .events
+                .iter()
+                .filter(|k| !events::is_task_event(&k.event))
+                .cloned()
+                .collect();
+            let rooms = if everything {
+                summary
+            } else {
+                format!("{all},{summary}")
+            };
+            self.send_events(wf, rooms, &own);
+        }
+    }
+
+    /// The publisher's counter, for `GET /metrics`.
+    pub(crate) fn metrics(&self) -> MetricFamily {
+        MetricFamily::counter(
+            "gleitzeit_task_events_unwatched",
+            "Task events not published because no one watched their workflow (kept for catch-up).",
+        )
+        .with(&[], self.unwatched as f64)
+    }
+
+    fn send_events(&self, wf: &str, rooms: String, kept: &[Kept]) {
+        match batch_payload(wf, kept) {
+            Ok(payload) => (self.sink)(Envelope::with_text(
+                Target::Room(rooms),
+                events::EVENT_BATCH,
+                payload,
+            )),
+            Err(e) => warn!(workflow = %wf, error = %e, "could not write an event batch"),
         }
     }
 }
 
 /// The `event_batch` payload as JSON text, the events' payloads written in as the log keeps
 /// them (no event is turned into values or written again).
-fn batch_payload(batch: &Pending) -> serde_json::Result<JsonText> {
+fn batch_payload(workflow_id: &str, events: &[Kept]) -> serde_json::Result<JsonText> {
     #[derive(Serialize)]
     struct Batch<'a> {
         workflow_id: &'a str,
         events: &'a [Kept],
     }
     JsonText::of(&Batch {
-        workflow_id: &batch.workflow,
-        events: &batch.events,
+        workflow_id,
+        events,
     })
 }
 
@@ -265,6 +324,7 @@ fn batch_payload(batch: &Pending) -> serde_json::Result<JsonText> {
 mod tests {
     use std::sync::{Arc, Mutex};
 
+    use gleitzeit_protocol::payloads::RoomsWatched;
     use gleitzeit_protocol::replies::EventBatch;
     use serde_json::{json, value::to_raw_value, value::RawValue, Value};
 
@@ -358,6 +418,77 @@ mod tests {
         assert_eq!(seqs(&out[1]), [1]);
     }
 
+    fn rooms_watched(reset: bool, watched: &[&str], unwatched: &[&str]) -> RoomsWatched {
+        RoomsWatched {
+            reset,
+            watched: watched.iter().map(|s| s.to_string()).collect(),
+            unwatched: unwatched.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Each envelope sent: its rooms and its events' names.
+    fn sent_rooms(sent: &Mutex<Vec<Envelope>>) -> Vec<(String, Vec<String>)> {
+        let envs: Vec<Envelope> = sent.lock().expect("lock").drain(..).collect();
+        envs.into_iter()
+            .map(|env| {
+                let rooms = env.target.to_string();
+                let batch: EventBatch = env.raw.expect("text").parse().expect("a batch");
+                (rooms, batch.events.into_iter().map(|e| e.event).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn task_events_go_out_only_while_someone_watches_them() {
+        let (mut p, sent) = publisher();
+        let all = "room:events,workflow:w";
+        let everywhere = "room:events,workflow:w,summary:w";
+        // Before the hub says who watches, everything goes out.
+        p.emit("w", events::WORKFLOW_STARTED, raw(json!({})));
+        p.emit("w", events::TASK_STARTED, raw(json!({})));
+        p.flush();
+        let out = sent_rooms(&sent);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[0],
+            (
+                all.into(),
+                vec!["workflow_started".into(), "task_started".into()]
+            )
+        );
+        assert_eq!(
+            out[1],
+            ("room:summary:w".into(), vec!["workflow_started".into()])
+        );
+        // No one watches: the workflow's own events go to every room, task events nowhere.
+        p.watchers
+            .apply(rooms_watched(true, &["workflow:other"], &[]));
+        p.emit("w", events::TASK_COMPLETED, raw(json!({})));
+        p.flush();
+        assert!(
+            sent_rooms(&sent).is_empty(),
+            "task events alone: nothing sent"
+        );
+        p.emit("w", events::TASK_STARTED, raw(json!({})));
+        p.emit("w", events::WORKFLOW_COMPLETED, raw(json!({})));
+        p.flush();
+        assert_eq!(
+            sent_rooms(&sent),
+            vec![(everywhere.into(), vec!["workflow_completed".to_string()])]
+        );
+        // Someone joins the events room: task events of every workflow go out again; the
+        // log kept the ones not sent.
+        p.watchers.apply(rooms_watched(false, &["events"], &[]));
+        p.emit("w", events::TASK_QUEUED, raw(json!({})));
+        p.flush();
+        assert_eq!(
+            sent_rooms(&sent),
+            vec![(all.into(), vec!["task_queued".to_string()])]
+        );
+        let (kept, _) = p.log.since("w", 0).expect("logged");
+        assert_eq!(kept.len(), 6, "every event is in the log");
+    }
+
     #[test]
     fn a_full_batch_goes_out_before_the_flush() {
         let (mut p, sent) = publisher();
@@ -415,8 +546,9 @@ mod tests {
         p.emit("b", events::WORKFLOW_COMPLETED, raw(json!({})));
         p.flush_idle();
         let out = batches(&sent);
-        assert_eq!(out.len(), 2, "every batch pending goes with it");
+        assert_eq!(out.len(), 3, "every batch pending goes with it");
         assert_eq!(out[1].events[1].event, events::WORKFLOW_COMPLETED);
+        assert_eq!(seqs(&out[2]), [2], "the end alone to the summary room");
         p.emit("a", events::TASK_STARTED, raw(json!({})));
         p.flush_idle();
         assert!(batches(&sent).is_empty(), "the next event waits again");
