@@ -54,6 +54,36 @@ fn run_hello(url: &str) -> Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// Submits `file` through the hub at `url` and counts the `task_completed` events of it
+/// that reach `incoming` live, until its end.
+async fn wait_for_task_events(
+    url: &str,
+    file: &std::path::Path,
+    incoming: &mut gleitzeit_hub_client::Incoming,
+) -> usize {
+    // The watcher's hub shares its rooms every interval and at once when they change.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = submit_at(url, file);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut completed = 0;
+        loop {
+            let env = incoming.recv().await.expect("client open");
+            for e in EventBatch::unpack(env) {
+                if e.payload["workflow_id"] != id.as_str() {
+                    continue;
+                }
+                match e.event.as_str() {
+                    events::TASK_COMPLETED => completed += 1,
+                    events::WORKFLOW_COMPLETED => return completed,
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await
+    .expect("the watcher on the other hub sees the workflow complete")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_runs_across_two_hubs_of_one_mesh() {
     let redis = RedisServer::start().await;
@@ -89,6 +119,19 @@ async fn a_workflow_runs_across_two_hubs_of_one_mesh() {
             .any(|l| l.contains("ee-1") && l.contains("hub-b")),
         "{out}"
     );
+
+    // A watcher of every event on hub B: the queue-manager on hub A learns it only through
+    // the mesh (hub B's snapshot, then `rooms_watched` from hub A; the submission goes
+    // through hub B too, so nothing else happens on hub A) and sends the task events.
+    let (watcher_b, mut incoming_b) = hub_b.client().await;
+    watcher_b
+        .subscribe(&[rooms::EVENTS.to_string()])
+        .await
+        .expect("subscribe on hub B");
+    let file = repo_root().join("examples/hello.yaml");
+    let quiet_here = wait_for_task_events(&hub_b.url, &file, &mut incoming_b).await;
+    assert_eq!(quiet_here, 3, "every task's end reached hub B, once");
+    drop(watcher_b);
 
     // `gz run` on hub B: its submit goes to the queue-manager on hub A, the task events come
     // back through the mesh.
