@@ -314,17 +314,10 @@ async fn logged_events(
 
 /// The sum of the samples of `family` in the hub's `GET /metrics` (every component's).
 async fn metric_sum(suite: &TestSuite, family: &str) -> f64 {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", suite.hub.url))
-        .bearer_auth(&suite.hub.key)
-        .timeout(Duration::from_secs(10))
-        .send()
+    suite
+        .metrics_text()
         .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("the exposition");
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with(family))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()

@@ -39,16 +39,7 @@ async fn the_chain_example_passes_typed_results_along() {
 
 /// The hub's count of envelopes it accepted for `event` (`gleitzeit_hub_messages_total`).
 async fn hub_messages(suite: &TestSuite, event: &str) -> u64 {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", suite.hub.url))
-        .bearer_auth(&suite.hub.key)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .expect("the hub answers")
-        .text()
-        .await
-        .expect("metrics");
+    let text = suite.metrics_text().await;
     let line = format!("gleitzeit_hub_messages_total{{event=\"{event}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(line.as_str()))

@@ -339,6 +339,21 @@ impl TestSuite {
         gz_at(&self.hub.url, args)
     }
 
+    /// The hub's `GET /metrics` exposition (every component's figures), read with the
+    /// suite's admin key.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::Client::new()
+            .get(format!("{}/metrics", self.hub.url))
+            .bearer_auth(&self.hub.key)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("the hub answers GET /metrics")
+            .text()
+            .await
+            .expect("the exposition")
+    }
+
     /// `gz submit FILE --json`: the workflow id.
     pub fn submit(&self, file: &Path) -> String {
         submit_at(&self.hub.url, file)
