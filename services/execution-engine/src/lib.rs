@@ -53,8 +53,10 @@ use pace::Pace;
 use rearm::Rearm;
 
 /// The most tasks sent to a provider per unit of its capacity (`--prefetch`): trivial
-/// tasks get this many, slower ones fewer (`pace.rs`).
-pub const DEFAULT_PREFETCH: u32 = 16;
+/// tasks get this many, slower ones fewer (`pace.rs`). 32 kept two Python workers busier
+/// than 16 once the round trip to the queue-manager carried no task events nobody watched
+/// (`docs/performance.md`, "A deeper prefetch for trivial tasks").
+pub const DEFAULT_PREFETCH: u32 = 32;
 
 /// Settings.
 #[derive(Debug, Clone)]
