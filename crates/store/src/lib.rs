@@ -10,7 +10,9 @@
 //!   failure (protocol code `GZ1001` when Redis cannot be reached, else `GZ5001`).
 //!
 //! ```
-//! use gleitzeit_store::{SqliteStore, Store, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus};
+//! use gleitzeit_store::{
+//!     JsonText, SqliteStore, Store, TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus,
+//! };
 //! use serde_json::json;
 //!
 //! let store = SqliteStore::open_in_memory()?;
@@ -18,7 +20,7 @@
 //!     id: "wf-1".into(),
 //!     name: "hello".into(),
 //!     status: WorkflowStatus::Pending,
-//!     spec: json!({ "name": "hello", "tasks": [{ "id": "ask" }] }),
+//!     spec: JsonText::of(&json!({ "name": "hello", "tasks": [{ "id": "ask" }] }))?,
 //!     base_dir: None,
 //!     total_tasks: 1,
 //!     created_at: 1_700_000_000_000,
@@ -46,12 +48,12 @@
 //! store.create_workflow(&wf, std::slice::from_ref(&task))?;
 //!
 //! task.status = TaskStatus::Completed;
-//! task.result = Some(json!({ "response": "blue" }));
+//! task.result = Some(JsonText::of(&json!({ "response": "blue" }))?);
 //! store.apply(&[], &[task])?;
 //!
 //! let stored = store.task(None, "ask")?.expect("stored");
 //! assert_eq!(stored.status, TaskStatus::Completed);
-//! # Ok::<(), gleitzeit_store::StoreError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![forbid(unsafe_code)]
