@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 #[cfg(test)]
 use gleitzeit_protocol::replies::LoggedEvent;
 use serde_json::value::RawValue;
+
+use crate::machine::{EventPayload, TaskFacts};
 #[cfg(test)]
 use serde_json::Value;
 #[cfg(test)]
@@ -25,15 +27,48 @@ const MAX_BYTES: usize = 32 * 1024 * 1024;
 /// How long a finished workflow's events stay available.
 const KEEP_FINISHED: Duration = Duration::from_secs(600);
 
-/// One logged event as kept: its payload serialized (a few hundred bytes, where the parsed
-/// JSON tree took several times that), its name shared with every other event of that name.
+/// One logged event as kept: a task event as the task's facts (shared strings), written
+/// only when it is sent or asked for (most task events of a workflow nobody watches never
+/// are); any other event's payload as JSON text with its number in. Its name is shared
+/// with every other event of that name.
 #[derive(Clone)]
 pub(crate) struct Kept {
     pub(crate) seq: u64,
     pub(crate) event: Arc<str>,
     pub(crate) ts: u64,
-    /// Shared with the batch that sends it (and written into it as it is).
-    pub(crate) payload: Arc<RawValue>,
+    /// Shared with the batches that send it.
+    pub(crate) payload: Logged,
+}
+
+/// A kept event's payload.
+#[derive(Clone)]
+pub(crate) enum Logged {
+    /// A task event's facts, written with the event's `seq` when needed.
+    Task(Arc<TaskFacts>),
+    /// Any other payload, numbered.
+    Text(Arc<RawValue>),
+}
+
+impl Kept {
+    /// About how many bytes the payload takes written (exactly, for a text).
+    pub(crate) fn len(&self) -> usize {
+        match &self.payload {
+            Logged::Task(facts) => facts.approx_len(),
+            Logged::Text(text) => text.get().len(),
+        }
+    }
+}
+
+/// The payload, written with its number.
+struct Payload<'a>(&'a Kept);
+
+impl serde::Serialize for Payload<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0.payload {
+            Logged::Task(facts) => facts.serialize_numbered(self.0.seq, s),
+            Logged::Text(text) => text.serialize(s),
+        }
+    }
 }
 
 /// Written as a catch-up or batch entry (`LoggedEvent`'s shape), the payload as kept: a
@@ -45,7 +80,7 @@ impl serde::Serialize for Kept {
         entry.serialize_field("seq", &self.seq)?;
         entry.serialize_field("event", &*self.event)?;
         entry.serialize_field("ts", &self.ts)?;
-        entry.serialize_field("payload", &*self.payload)?;
+        entry.serialize_field("payload", &Payload(self))?;
         entry.end()
     }
 }
@@ -57,8 +92,7 @@ impl Kept {
             seq: self.seq,
             event: self.event.to_string(),
             ts: self.ts,
-            // The text was written by `serde_json` (and checked when numbered): it parses back.
-            payload: serde_json::from_str(self.payload.get()).unwrap_or(Value::Null),
+            payload: serde_json::to_value(Payload(self)).unwrap_or(Value::Null),
         }
     }
 }
@@ -98,14 +132,14 @@ impl EventLog {
         n
     }
 
-    /// Numbers an event (`write` gives its payload with the `seq` it is given, see
-    /// [`numbered`]) and keeps it as JSON text; returns what was kept (the text is shared,
+    /// Numbers an event and keeps it (a task event as its facts, any other payload as
+    /// text with its number written in, see [`numbered`]); returns what was kept (shared,
     /// not copied).
     pub(crate) fn record(
         &mut self,
         workflow: &str,
         event: &str,
-        write: impl FnOnce(u64) -> Box<RawValue>,
+        payload: EventPayload,
         ts: u64,
     ) -> Kept {
         let name = self.name(event);
@@ -118,18 +152,21 @@ impl EventLog {
         };
         let seq = log.next;
         log.next += 1;
-        let text: Arc<RawValue> = write(seq).into();
-        log.bytes += text.get().len();
+        let payload = match payload {
+            EventPayload::Task(facts) => Logged::Task(Arc::from(facts)),
+            EventPayload::Text(text) => Logged::Text(numbered(&text, seq).into()),
+        };
         let kept = Kept {
             seq,
             event: name,
             ts,
-            payload: text,
+            payload,
         };
+        log.bytes += kept.len();
         log.buf.push_back(kept.clone());
         while log.buf.len() > MAX_EVENTS || log.bytes > MAX_BYTES && log.buf.len() > 1 {
             match log.buf.pop_front() {
-                Some(old) => log.bytes -= old.payload.get().len(),
+                Some(old) => log.bytes = log.bytes.saturating_sub(old.len()),
                 None => break,
             }
         }
@@ -219,7 +256,7 @@ mod tests {
                 .record(
                     "w",
                     "task_completed",
-                    |seq| numbered(&raw(json!({ "i": i })), seq),
+                    EventPayload::Text(raw(json!({ "i": i }))),
                     0,
                 )
                 .to_logged();
@@ -237,7 +274,7 @@ mod tests {
         let mut log = EventLog::default();
         log.open("w", 1_000_000);
         let e = log
-            .record("w", "e", |seq| numbered(&raw(json!({})), seq), 0)
+            .record("w", "e", EventPayload::Text(raw(json!({}))), 0)
             .to_logged();
         assert_eq!(e.payload["seq"], 1_000_000);
         let (_, complete) = log.since("w", 5).expect("known");
@@ -251,7 +288,7 @@ mod tests {
             .record(
                 "w",
                 "task_completed",
-                |seq| numbered(&raw(json!({ "r": [1, "x", null] })), seq),
+                EventPayload::Text(raw(json!({ "r": [1, "x", null] }))),
                 7,
             )
             .to_logged();
@@ -266,7 +303,7 @@ mod tests {
             log.record(
                 "w",
                 "task_completed",
-                |seq| numbered(&raw(json!({ "big": big })), seq),
+                EventPayload::Text(raw(json!({ "big": big }))),
                 8,
             );
         }

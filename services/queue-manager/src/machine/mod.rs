@@ -58,7 +58,7 @@ mod timers;
 
 pub(crate) use opening::{open_task, open_workflow};
 use payloads::task_event;
-pub(crate) use payloads::{finished_result, payload, EventPayload};
+pub(crate) use payloads::{finished_result, payload, EventPayload, TaskFacts};
 pub(crate) use shape::Shape;
 pub(crate) use sharing::{share_strings, Shared};
 pub(crate) use status::Counts;

@@ -58,13 +58,20 @@ impl From<Box<RawValue>> for EventPayload {
 }
 
 impl EventPayload {
-    /// The payload with `"seq": seq` as its first member, as JSON text.
+    /// The payload with `"seq": seq` as its first member, as JSON text (as the event log
+    /// writes it).
+    #[cfg(test)]
     pub(crate) fn numbered(&self, seq: u64) -> Box<RawValue> {
         match self {
-            EventPayload::Task(t) => payload(Numbered {
-                seq,
-                event: t.as_ref_event(),
-            }),
+            EventPayload::Task(t) => {
+                let mut out = Vec::new();
+                let written = t.serialize_numbered(seq, &mut serde_json::Serializer::new(&mut out));
+                written
+                    .ok()
+                    .and_then(|()| String::from_utf8(out).ok())
+                    .and_then(|text| RawValue::from_string(text).ok())
+                    .unwrap_or_else(|| RawValue::NULL.to_owned())
+            }
             EventPayload::Text(text) => crate::events_log::numbered(text, seq),
         }
     }
@@ -103,6 +110,40 @@ struct Numbered<'a> {
     seq: u64,
     #[serde(flatten)]
     event: TaskEventRef<'a>,
+}
+
+impl TaskFacts {
+    /// Writes the event's payload with `"seq": seq` first (as [`EventPayload::numbered`]
+    /// does) straight into `s`: the event log keeps a task event's facts and writes them
+    /// only when they are sent or asked for.
+    pub(crate) fn serialize_numbered<S: serde::Serializer>(
+        &self,
+        seq: u64,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        Numbered {
+            seq,
+            event: self.as_ref_event(),
+        }
+        .serialize(s)
+    }
+
+    /// About how long the written payload is (for the log's and the batches' byte bounds).
+    pub(crate) fn approx_len(&self) -> usize {
+        const FIXED: usize = 260;
+        FIXED
+            + 2 * self.workflow_id.len()
+            + self.task_id.len()
+            + self.name.len()
+            + self.method.len()
+            + self
+                .result
+                .as_ref()
+                .and_then(JsonText::text)
+                .map_or(0, str::len)
+            + 2 * self.provider_id.as_deref().map_or(0, str::len)
+            + self.error.as_ref().map_or(0, |_| 256)
+    }
 }
 
 /// The payload of a task event: the task's facts as its record has them now.
@@ -167,5 +208,41 @@ mod tests {
         // Any other payload is spliced as before.
         let other = EventPayload::from(payload(json!({ "workflow_id": "w" })));
         assert_eq!(other.numbered(7).get(), r#"{"seq":7,"workflow_id":"w"}"#);
+        // The log keeps the facts and writes the same text into a batch or a catch-up, and
+        // its byte estimate is not below the text's length.
+        let first = event.numbered(1);
+        let mut log = crate::events_log::EventLog::default();
+        let kept = log.record("w", "task_completed", event, 5);
+        let entry: Value =
+            serde_json::from_str(&serde_json::to_string(&kept).expect("written")).expect("json");
+        assert_eq!(
+            entry["payload"],
+            serde_json::from_str::<Value>(first.get()).expect("json")
+        );
+        assert_eq!(entry["seq"], 1);
+        let one = log.record(
+            "w",
+            "task_completed",
+            EventPayload::Task(Box::new(TaskFacts {
+                workflow_id: Arc::from("w"),
+                task_id: Arc::from("t"),
+                name: Arc::from("n"),
+                method: Arc::from("python/execute"),
+                status: TaskStatus::Completed,
+                attempt: 2,
+                result: Some(JsonText::of(&json!({ "x": [1, "a\"b"] })).expect("json")),
+                error: Some(json!({ "code": "GZ3001" })),
+                provider_id: Some(Arc::from("p")),
+                duration_seconds: Some(0.25),
+            })),
+            6,
+        );
+        let written = serde_json::to_value(&one).expect("written")["payload"].to_string();
+        assert!(
+            one.len() >= written.len(),
+            "{} < {}",
+            one.len(),
+            written.len()
+        );
     }
 }

@@ -149,10 +149,8 @@ impl Publisher {
 
     /// Numbers an event, keeps it in the log and adds it to its workflow's batch.
     fn push(&mut self, wf: &str, event: &str, payload: EventPayload) {
-        let logged = self
-            .log
-            .record(wf, event, |seq| payload.numbered(seq), now_millis());
-        let bytes = logged.payload.get().len();
+        let logged = self.log.record(wf, event, payload, now_millis());
+        let bytes = logged.len();
         self.oldest.get_or_insert_with(Instant::now);
         let i = match self.pending.iter().position(|p| p.workflow == wf) {
             Some(i) => i,
