@@ -38,6 +38,8 @@ pub(crate) struct Kept {
     pub(crate) ts: u64,
     /// Shared with the batches that send it.
     pub(crate) payload: Logged,
+    /// About how many bytes the payload takes written (exactly, for a text).
+    len: usize,
 }
 
 /// A kept event's payload.
@@ -52,10 +54,7 @@ pub(crate) enum Logged {
 impl Kept {
     /// About how many bytes the payload takes written (exactly, for a text).
     pub(crate) fn len(&self) -> usize {
-        match &self.payload {
-            Logged::Task(facts) => facts.approx_len(),
-            Logged::Text(text) => text.get().len(),
-        }
+        self.len
     }
 }
 
@@ -152,15 +151,23 @@ impl EventLog {
         };
         let seq = log.next;
         log.next += 1;
-        let payload = match payload {
-            EventPayload::Task(facts) => Logged::Task(Arc::from(facts)),
-            EventPayload::Text(text) => Logged::Text(numbered(&text, seq).into()),
+        let (payload, len) = match payload {
+            EventPayload::Task(facts) => {
+                let len = facts.approx_len();
+                (Logged::Task(Arc::from(facts)), len)
+            }
+            EventPayload::Text(text) => {
+                let text: Arc<RawValue> = numbered(&text, seq).into();
+                let len = text.get().len();
+                (Logged::Text(text), len)
+            }
         };
         let kept = Kept {
             seq,
             event: name,
             ts,
             payload,
+            len,
         };
         log.bytes += kept.len();
         log.buf.push_back(kept.clone());

@@ -142,7 +142,27 @@ impl TaskFacts {
                 .and_then(JsonText::text)
                 .map_or(0, str::len)
             + 2 * self.provider_id.as_deref().map_or(0, str::len)
-            + self.error.as_ref().map_or(0, |_| 256)
+            + self.error.as_ref().map_or(0, written_len)
+    }
+}
+
+/// How many bytes `value` takes written as JSON (counted, not kept: an error's details may
+/// be long, and the log's byte bound must see them).
+fn written_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => 0,
     }
 }
 
@@ -231,7 +251,7 @@ mod tests {
                 status: TaskStatus::Completed,
                 attempt: 2,
                 result: Some(JsonText::of(&json!({ "x": [1, "a\"b"] })).expect("json")),
-                error: Some(json!({ "code": "GZ3001" })),
+                error: Some(json!({ "code": "GZ3001", "message": "x".repeat(10_000) })),
                 provider_id: Some(Arc::from("p")),
                 duration_seconds: Some(0.25),
             })),
