@@ -199,9 +199,9 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_task_event_is_written_with_its_number_first_as_the_log_once_spliced_it() {
-        let facts = TaskFacts {
+    /// A completed task's facts with this error.
+    fn facts(error: Value) -> EventPayload {
+        EventPayload::Task(Box::new(TaskFacts {
             workflow_id: Arc::from("w"),
             task_id: Arc::from("t"),
             name: Arc::from("n"),
@@ -209,11 +209,15 @@ mod tests {
             status: TaskStatus::Completed,
             attempt: 2,
             result: Some(JsonText::of(&json!({ "x": [1, "a\"b"] })).expect("json")),
-            error: Some(json!({ "code": "GZ3001" })),
+            error: Some(error),
             provider_id: Some(Arc::from("p")),
             duration_seconds: Some(0.25),
-        };
-        let event = EventPayload::Task(Box::new(facts));
+        }))
+    }
+
+    #[test]
+    fn a_task_event_is_written_with_its_number_first_as_the_log_once_spliced_it() {
+        let event = facts(json!({ "code": "GZ3001" }));
         let text = event.numbered(41);
         assert!(text.get().starts_with(r#"{"seq":41,"workflow_id":"w","#));
         // Exactly the text the event log made by splicing the number into the payload.
@@ -243,18 +247,7 @@ mod tests {
         let one = log.record(
             "w",
             "task_completed",
-            EventPayload::Task(Box::new(TaskFacts {
-                workflow_id: Arc::from("w"),
-                task_id: Arc::from("t"),
-                name: Arc::from("n"),
-                method: Arc::from("python/execute"),
-                status: TaskStatus::Completed,
-                attempt: 2,
-                result: Some(JsonText::of(&json!({ "x": [1, "a\"b"] })).expect("json")),
-                error: Some(json!({ "code": "GZ3001", "message": "x".repeat(10_000) })),
-                provider_id: Some(Arc::from("p")),
-                duration_seconds: Some(0.25),
-            })),
+            facts(json!({ "code": "GZ3001", "message": "x".repeat(10_000) })),
             6,
         );
         let written = serde_json::to_value(&one).expect("written")["payload"].to_string();
