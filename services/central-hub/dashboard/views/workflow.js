@@ -186,8 +186,10 @@ export function mount(app, container, params) {
     cancel.hidden = FINAL_WF.has(status);
     cancel.disabled = !canCancel;
     cancel.title = canCancel ? "" : `${store.me ? store.me.role : "this key"} may not cancel workflows`;
-    if (d.error) replace(wfError, errorBlock(d.error));
-    else if (r.error) replace(wfError, errorBlock(r.error));
+    // Until the snapshot is loaded the status may come from the workflow list, which a
+    // live `workflow_failed` updates with its error: show that error with it.
+    const error = d.error || r.error || (r.status ? null : w.error);
+    if (error) replace(wfError, errorBlock(error));
     else wfError.replaceChildren();
   }
 
