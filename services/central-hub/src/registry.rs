@@ -337,18 +337,14 @@ impl Registry {
         v
     }
 
-    /// Does `room` have a member on this hub or, by its last snapshot, on another?
-    fn watched_anywhere(&self, room: &str) -> bool {
-        self.rooms.contains_key(room) || self.remote.values().any(|r| r.rooms.contains(room))
-    }
-
     /// Event rooms that gained their first watcher or lost their last one in the mesh since
-    /// the last call (what this hub's queue-managers are told next), if any.
+    /// the last call (what this hub's queue-managers are told next), if any: a room is
+    /// watched while it has a member here or, by its last snapshot, on another hub.
     pub fn watch_changes(&mut self) -> Option<RoomsWatched> {
-        let mut watched = std::mem::take(&mut self.watched);
-        let changes = watched.changes(|room| self.watched_anywhere(room));
-        self.watched = watched;
-        changes
+        let (rooms, remote) = (&self.rooms, &self.remote);
+        self.watched.changes(|room| {
+            rooms.contains_key(room) || remote.values().any(|r| r.rooms.contains(room))
+        })
     }
 
     /// Every watched event room as told so far, for a queue-manager that just registered

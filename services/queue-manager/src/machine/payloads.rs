@@ -102,17 +102,7 @@ impl TaskFacts {
             duration_seconds: self.duration_seconds,
         }
     }
-}
 
-/// A task event with its number first.
-#[derive(Serialize)]
-struct Numbered<'a> {
-    seq: u64,
-    #[serde(flatten)]
-    event: TaskEventRef<'a>,
-}
-
-impl TaskFacts {
     /// Writes the event's payload with `"seq": seq` first (as [`EventPayload::numbered`]
     /// does) straight into `s`: the event log keeps a task event's facts and writes them
     /// only when they are sent or asked for.
@@ -144,6 +134,14 @@ impl TaskFacts {
             + 2 * self.provider_id.as_deref().map_or(0, str::len)
             + self.error.as_ref().map_or(0, written_len)
     }
+}
+
+/// A task event with its number first.
+#[derive(Serialize)]
+struct Numbered<'a> {
+    seq: u64,
+    #[serde(flatten)]
+    event: TaskEventRef<'a>,
 }
 
 /// How many bytes `value` takes written as JSON (counted, not kept: an error's details may
